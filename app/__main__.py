@@ -1,0 +1,51 @@
+"""The `batchgate` command: serve, migrate, makemigration."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from app.config import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="batchgate", description="Self-hosted LLM batch gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API and UI (and run the scheduler)")
+    serve.add_argument("--migrate", action="store_true", help="apply migrations first")
+    sub.add_parser("migrate", help="apply database migrations up to head")
+    make = sub.add_parser("makemigration", help="autogenerate a migration from the models (developers)")
+    make.add_argument("message")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "migrate" or (args.command == "serve" and args.migrate):
+        from app.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+        logging.getLogger("batchgate").info("database migrated: %s", _redact(settings.database_url))
+    if args.command == "makemigration":
+        from app.db.migrate import revision
+
+        revision(settings.database_url, args.message)
+    if args.command == "serve":
+        import uvicorn
+
+        from app.asgi import create_app
+
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Native batch API: list, inspect and close batches."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from app.api.schemas import BatchDetailOut, BatchListOut, BatchOut, ErrorBody, batch_detail_out, batch_out
+from app.core import batching, queries
+
+
+class BatchController(Controller):
+    path = "/api/batches"
+    tags = ["batches"]
+
+    @get("/", summary="Batches, newest first (keyset pagination)", operation_id="listBatches")
+    async def list(
+        self,
+        state: State,
+        status: str | None = None,
+        before_id: int | None = None,
+        limit: int = Parameter(default=50, ge=1, le=500),
+    ) -> BatchListOut:
+        batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
+        next_before = batches[-1].id if len(batches) == limit else None
+        return BatchListOut([batch_out(b) for b in batches], next_before)
+
+    @get(
+        "/{batch_id:int}",
+        summary="A batch with its timeline",
+        responses={404: ResponseSpec(ErrorBody, description="No such batch")},
+        operation_id="getBatch",
+    )
+    async def read(self, batch_id: int, state: State) -> BatchDetailOut:
+        return batch_detail_out(await queries.batch_detail(state.db, batch_id))
+
+    @post(
+        "/{batch_id:int}/close",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Close a building batch now instead of waiting for size or age",
+        responses={
+            404: ResponseSpec(ErrorBody, description="No such batch"),
+            409: ResponseSpec(ErrorBody, description="Batch is not building"),
+        },
+        operation_id="closeBatch",
+    )
+    async def close(self, batch_id: int, state: State) -> BatchOut:
+        batch = await batching.request_close(state.db, batch_id)
+        if state.worker:
+            state.worker.wake("form")
+        return batch_out(batch)

@@ -1,0 +1,59 @@
+"""Every error answer has one shape: {"errors": [{code, title, detail, source: {pointer}}]}."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.api.schemas import ErrorBody, ErrorItem
+from app.core.errors import BatchgateError
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR_KIND = {"invalid": 422, "malformed": 400, "conflict": 409, "not_found": 404}
+CODE_FOR_STATUS = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("body_too_large", "Body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    429: ("rate_limited", "Too many requests"),
+}
+
+
+def error_response(status: int, items: list[ErrorItem]) -> Response[ErrorBody]:
+    return Response(ErrorBody(errors=items), status_code=status, media_type="application/json")
+
+
+def batchgate_error(_: Request, exc: BatchgateError) -> Response[ErrorBody]:
+    items = [
+        ErrorItem(p.code, p.title, p.detail, {"pointer": p.pointer} if p.pointer else {})
+        for p in exc.problems
+    ]
+    return error_response(STATUS_FOR_KIND.get(exc.kind, 400), items)
+
+
+def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
+    code, title = CODE_FOR_STATUS.get(exc.status_code, ("error", "Error"))
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = "The request body is larger than API_MAX_BODY_BYTES allows."
+    response = error_response(exc.status_code, [ErrorItem(code, title, detail)])
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def internal_error(request: Request, exc: Exception) -> Response[ErrorBody]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    item = ErrorItem(
+        "internal_error", "Internal error", "Something went wrong on our side; it has been logged."
+    )
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, [item])
+
+
+EXCEPTION_HANDLERS = {BatchgateError: batchgate_error, HTTPException: http_error, Exception: internal_error}

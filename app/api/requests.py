@@ -1,0 +1,68 @@
+"""Native intake API: POST a request, read it back with its result and delivery trail, redeliver."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from app.api.schemas import AcceptedOut, DeliveryOut, ErrorBody, RequestOut, delivery_out, request_out
+from app.core import deliveries, intake, queries
+from app.core.errors import NotFound, Problem
+
+ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Body is not JSON"),
+    404: ResponseSpec(ErrorBody, description="No such request"),
+    409: ResponseSpec(ErrorBody, description="Conflict (duplicate custom_id, nothing to redeliver)"),
+    413: ResponseSpec(ErrorBody, description="Body larger than API_MAX_BODY_BYTES"),
+    422: ResponseSpec(ErrorBody, description="One entry per schema or rule failure"),
+}
+
+
+class RequestController(Controller):
+    path = "/api/requests"
+    tags = ["requests"]
+
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Submit one request",
+        description="Accepts an OpenAI batch line plus `delivery_config`; the result is delivered later.",
+        responses={k: ERRORS[k] for k in (400, 409, 413, 422)},
+        operation_id="createRequest",
+    )
+    async def create(self, request: Request, state: State) -> AcceptedOut:
+        data = intake.parse(await request.body())
+        accepted = await intake.accept(state.db, state.settings, data)
+        return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
+
+    @get(
+        "/{custom_id:path}",
+        summary="A request with its result, delivery status and attempts",
+        responses={404: ERRORS[404]},
+        operation_id="getRequest",
+    )
+    async def read(self, custom_id: str, state: State) -> RequestOut:
+        return request_out(await queries.request_detail(state.db, custom_id.removeprefix("/")))
+
+    @post(
+        "/{custom_id_redeliver:path}",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Re-queue a request's delivery: POST /api/requests/{custom_id}/redeliver",
+        responses={404: ERRORS[404], 409: ERRORS[409]},
+        operation_id="redeliverRequest",
+    )
+    async def redeliver(self, custom_id_redeliver: str, state: State) -> DeliveryOut:
+        # custom ids may contain '/', so the id is everything between the prefix and the verb.
+        custom_id, slash, verb = custom_id_redeliver.removeprefix("/").rpartition("/")
+        if not slash or verb != "redeliver" or not custom_id:
+            raise NotFound(
+                Problem(
+                    "not_found", "Not found", "POST /api/requests/{custom_id}/redeliver is the only action."
+                )
+            )
+        delivery = await deliveries.redeliver(state.db, custom_id)
+        if state.worker:
+            state.worker.wake("deliver")
+        return delivery_out(delivery, [])

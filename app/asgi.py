@@ -1,0 +1,87 @@
+"""create_app(settings): routes, error handlers, OpenAPI, and the lifespan that runs the worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from app.api.batches import BatchController
+from app.api.errors import EXCEPTION_HANDLERS
+from app.api.health import health
+from app.api.requests import RequestController
+from app.config import Settings
+from app.core.intake import RequestIn
+from app.core.worker import Worker
+from app.db.migrate import pending_revision
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+
+class SchemaJson(JsonRenderPlugin):
+    """Serves the OpenAPI JSON with the intake body schema filled in.
+
+    The intake handler reads the raw body so that it can report every problem at once (422) in
+    our error format; Litestar therefore cannot see its schema, so it is added here from the same
+    pydantic model that validates it.
+    """
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        schema = RequestIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(schema.pop("$defs", {}))
+        components["RequestIn"] = schema
+        operation = openapi_schema.get("paths", {}).get("/api/requests", {}).get("post")
+        if operation is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RequestIn"}}},
+            }
+        return super().render(request, openapi_schema)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the ASGI app. The worker (scheduler) starts with it unless SCHEDULER_ENABLED=false."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if missing := await pending_revision(settings.database_url):
+            raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
+        db = Database(settings.database_url)
+        worker = Worker(db, settings) if settings.scheduler_enabled else None
+        app.state.db, app.state.worker = db, worker
+        if worker:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker:
+                await worker.stop()
+            await db.dispose()
+
+    return Litestar(
+        route_handlers=[RequestController, BatchController, health],
+        lifespan=[lifespan],
+        state=State({"settings": settings, "db": None, "worker": None}),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.api_max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Batchgate",
+            version="0.1.0",
+            description="Send one LLM request now, get its result delivered later.",
+            path="/api",
+            render_plugins=[
+                SchemaJson(path=["/openapi", "/openapi.json"]),
+                SwaggerRenderPlugin(path="/swaggerui"),
+            ],
+        ),
+        logging_config=None,
+    )

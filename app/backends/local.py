@@ -1,0 +1,124 @@
+"""The local backend: runs each line against an OpenAI-compatible inference server.
+
+Ollama, LM Studio, vLLM and llama.cpp all serve /v1/chat/completions and friends. Lines run at
+most LOCAL_CONCURRENCY at a time across all batches of this process; transient failures
+(connection errors, 408, 429, 5xx) are retried with backoff, honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from app.backends.base import BatchLine, LineResult
+from app.config import Settings
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+class LocalBackend:
+    """Runs batch lines against LOCAL_BASE_URL."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.base_url = settings.local_base_url.rstrip("/")
+        self.max_retries = settings.local_max_retries
+        self.backoff_seconds = settings.local_retry_backoff_seconds
+        self.concurrency = settings.local_concurrency
+        self._slots = asyncio.Semaphore(settings.local_concurrency)
+        headers = {"authorization": f"Bearer {settings.local_api_key}"} if settings.local_api_key else {}
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(
+                settings.local_timeout_seconds, connect=min(10.0, settings.local_timeout_seconds)
+            ),
+            limits=httpx.Limits(max_connections=settings.local_concurrency * 2),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def run(self, lines: Sequence[BatchLine]) -> AsyncIterator[LineResult]:
+        """Run the lines, yielding each result as soon as it is known (in completion order)."""
+        results: asyncio.Queue[LineResult] = asyncio.Queue()
+        pending = iter(lines)
+
+        async def worker() -> None:
+            # Workers share one iterator, so the number of tasks stays bounded for any batch size.
+            for line in pending:
+                try:
+                    result = await self.run_line(line)
+                except Exception as exc:  # a bug must not lose the line: it becomes its error
+                    result = _failed(line, 1, None, "internal_error", f"{type(exc).__name__}: {exc}")
+                await results.put(result)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(lines)))]
+        try:
+            for _ in range(len(lines)):
+                yield await results.get()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def run_line(self, line: BatchLine) -> LineResult:
+        """Run one line with bounded retries of transient failures."""
+        url = self.base_url + line.url.removeprefix("/v1")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._slots:
+                    response = await self._client.post(url, json=line.body)
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                # The server took the request and did not answer in time: retrying would only
+                # multiply LOCAL_TIMEOUT_SECONDS, so the timeout is the answer.
+                return _failed(line, attempt, None, "timeout", f"no answer within the timeout ({exc!r})")
+            except httpx.TransportError as exc:
+                if attempt > self.max_retries:
+                    return _failed(line, attempt, None, "connection_error", f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self._backoff(attempt, None))
+                continue
+            if response.status_code in RETRYABLE_STATUS and attempt <= self.max_retries:
+                await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
+                continue
+            return _result(line, attempt, response)
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER_SECONDS)
+            except ValueError:
+                pass
+        return self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+
+
+def _result(line: BatchLine, attempts: int, response: httpx.Response) -> LineResult:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = {"raw": response.text[:4096]}
+    request_id = response.headers.get("x-request-id") or f"req_local_{line.request_id}_{attempts}"
+    payload = {"status_code": response.status_code, "request_id": request_id, "body": body}
+    if response.is_success:
+        return LineResult(line.request_id, line.custom_id, payload, None, attempts)
+    message = (
+        body.get("error", {}).get("message")
+        if isinstance(body, dict) and isinstance(body.get("error"), dict)
+        else None
+    )
+    code = "server_error" if response.status_code >= 500 else f"http_{response.status_code}"
+    error = {"code": code, "message": message or f"inference server answered {response.status_code}"}
+    return LineResult(line.request_id, line.custom_id, payload, error, attempts)
+
+
+def _failed(
+    line: BatchLine, attempts: int, response: dict[str, Any] | None, code: str, message: str
+) -> LineResult:
+    return LineResult(line.request_id, line.custom_id, response, {"code": code, "message": message}, attempts)

@@ -1,0 +1,37 @@
+"""What a channel is given and what it gives back. Channels never touch the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Outcome = Literal["success", "retryable_failure", "permanent_failure"]
+EXCERPT_BYTES = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One delivery attempt's content: the same bytes for every attempt of a delivery."""
+
+    delivery_id: str
+    custom_id: str
+    attempt: int
+    body: bytes
+    target: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What one attempt achieved, as recorded in delivery_attempts."""
+
+    outcome: Outcome
+    http_status: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+    retry_after_seconds: float | None = None
+
+
+def excerpt(data: bytes | str) -> str:
+    """At most EXCERPT_BYTES of a response, decoded leniently."""
+    raw = data.encode() if isinstance(data, str) else data
+    return raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")

@@ -1,0 +1,112 @@
+"""Webhook channel: POST the result as JSON with Standard Webhooks headers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from app.channels.base import Message, SendResult, excerpt
+from app.config import Settings
+
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+class WebhookChannel:
+    """Sends deliveries whose target is {"type": "webhook", "webhook_url": ...}."""
+
+    name = "webhook"
+
+    def __init__(self, settings: Settings) -> None:
+        self._signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
+        self._block_private = settings.webhook_block_private_networks
+        # Redirects are not followed: a 3xx is the receiver's answer, and following it could
+        # carry a signed payload somewhere the operator never configured.
+        self._client = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=settings.delivery_concurrency, max_keepalive_connections=64),
+            headers={"user-agent": "batchgate-webhook/1"},
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def headers(self, message: Message, now: datetime | None = None) -> dict[str, str]:
+        """The headers of one attempt, signed when WEBHOOK_SECRET is set."""
+        now = now or datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message.delivery_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "x-batchgate-custom-id": _header_safe(message.custom_id),
+            "x-batchgate-attempt": str(message.attempt),
+        }
+        if self._signer is not None:
+            headers["webhook-signature"] = self._signer.sign(message.delivery_id, now, message.body.decode())
+        return headers
+
+    async def send(self, message: Message) -> SendResult:
+        url = message.target["webhook_url"]
+        if self._block_private and (blocked := await _private_address(httpx.URL(url).host)):
+            return SendResult("permanent_failure", error=f"blocked: {blocked} is not a public address")
+        try:
+            response = await self._client.post(url, content=message.body, headers=self.headers(message))
+        except httpx.TimeoutException as exc:
+            return SendResult("retryable_failure", error=f"timeout: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return SendResult("retryable_failure", error=f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        body = excerpt(response.content)
+        if response.is_success:
+            return SendResult("success", http_status=status, response_excerpt=body)
+        if status in RETRYABLE_STATUS:
+            return SendResult(
+                "retryable_failure",
+                http_status=status,
+                error=f"receiver answered {status}",
+                response_excerpt=body,
+                retry_after_seconds=_retry_after(response.headers.get("retry-after")),
+            )
+        return SendResult(
+            "permanent_failure",
+            http_status=status,
+            error=f"receiver answered {status}",
+            response_excerpt=body,
+        )
+
+
+def _header_safe(value: str) -> str:
+    # Header values must be latin-1 without line breaks; custom ids are user text.
+    return value.encode("latin-1", errors="replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _private_address(host: str) -> str | None:
+    """The first resolved address of host that is not global, if any (the SSRF guard)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # unresolvable: the POST itself will fail and be retried
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            return str(address)
+    return None

@@ -1,0 +1,177 @@
+"""The batcher: keeps one `building` batch per group and closes it into a ready batch when due.
+
+Intake only inserts pending requests; this module is the only writer of `requests.batch_id`, so
+intake never waits on a batch lock and a request can never land in a batch already submitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.core import states
+from app.core.clock import utcnow
+from app.core.errors import Conflict, Problem, not_found
+from app.db.models import Batch, Request
+from app.db.session import Database
+
+Group = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    count: int
+    bytes: int
+    oldest: datetime
+
+
+async def form_due_batches(db: Database, settings: Settings) -> list[int]:
+    """Refresh building batches from pending requests and close the due ones; returns closed ids."""
+    async with db.transaction() as session:
+        stats = await _pending_stats(session)
+        building = {
+            (b.backend, b.endpoint, b.model): b
+            for b in (await session.scalars(select(Batch).where(Batch.status == "building"))).all()
+        }
+        for group in stats.keys() - building.keys():
+            await _open_building(session, db, group)
+        for group, batch in building.items():
+            group_stats = stats.get(group)
+            batch.request_count = group_stats.count if group_stats else 0
+            batch.bytes = group_stats.bytes if group_stats else 0
+
+    now = utcnow()
+    closed = []
+    for group, batch in building.items():
+        group_stats = stats.get(group)
+        if group_stats is None:
+            continue
+        reason = _close_reason(batch, group_stats, settings, now)
+        if reason and await close_building(db, settings, batch.id, reason):
+            closed.append(batch.id)
+    return closed
+
+
+async def close_building(db: Database, settings: Settings, batch_id: int, reason: str) -> bool:
+    """Assign the oldest pending requests of the batch's group to it and mark it ready.
+
+    Takes at most BATCH_MAX_REQUESTS, cut where the running byte sum would pass BATCH_MAX_BYTES;
+    the rest stay pending for the next building batch. Returns False when there was nothing to do
+    (another replica holds the batch, it is no longer building, or no request was free).
+    """
+    async with db.transaction() as session:
+        batch = await session.scalar(
+            select(Batch)
+            .where(Batch.id == batch_id, Batch.status == "building")
+            .with_for_update(skip_locked=True)
+        )
+        if batch is None:
+            return False
+        candidates = (
+            await session.execute(
+                select(Request.id, Request.body_bytes)
+                .where(
+                    Request.status == "pending",
+                    Request.backend == batch.backend,
+                    Request.endpoint == batch.endpoint,
+                    Request.model == batch.model,
+                )
+                .order_by(Request.id)
+                .limit(settings.batch_max_requests)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        ids, total = [], 0
+        for request_id, size in candidates:
+            if ids and total + size > settings.batch_max_bytes:
+                break
+            ids.append(request_id)
+            total += size
+        if not ids:
+            return False
+        moved = await states.move_requests(session, ids, "pending", "batched", batch_id=batch.id)
+        batch.request_count = moved
+        batch.bytes = total
+        batch.close_requested = False
+        states.move_batch(session, batch, "ready", reason)
+    return True
+
+
+async def request_close(db: Database, batch_id: int) -> Batch:
+    """The operator's "close now": the batcher closes the batch on its next pass."""
+    async with db.transaction() as session:
+        batch = await session.get(Batch, batch_id)
+        if batch is None:
+            raise not_found("batch", batch_id)
+        if batch.status != "building":
+            raise Conflict(
+                Problem("batch_not_building", "Batch is not building", f"Batch {batch_id} is {batch.status}.")
+            )
+        batch.close_requested = True
+    return batch
+
+
+async def _pending_stats(session: AsyncSession) -> dict[Group, GroupStats]:
+    rows = await session.execute(
+        select(
+            Request.backend,
+            Request.endpoint,
+            Request.model,
+            func.count(),
+            func.coalesce(func.sum(Request.body_bytes), 0),
+            func.min(Request.created_at),
+        )
+        .where(Request.status == "pending")
+        .group_by(Request.backend, Request.endpoint, Request.model)
+    )
+    return {(b, e, m): GroupStats(int(c), int(s), oldest) for b, e, m, c, s, oldest in rows}
+
+
+async def _open_building(session: AsyncSession, db: Database, group: Group) -> None:
+    backend, endpoint, model = group
+    now = utcnow()
+    insert = pg_insert if db.is_postgres else sqlite_insert
+    # Another replica may open the same group's batch at the same moment: the partial unique
+    # index makes exactly one insert win, the other does nothing.
+    new_id = await session.scalar(
+        insert(Batch)
+        .values(
+            backend=backend,
+            endpoint=endpoint,
+            model=model,
+            origin="api",
+            status="building",
+            request_count=0,
+            bytes=0,
+            completed_count=0,
+            failed_count=0,
+            close_requested=False,
+            created_at=now,
+            status_changed_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(Batch.id)
+    )
+    if new_id is not None:
+        batch = await session.get(Batch, new_id)
+        assert batch is not None
+        states.begin_batch(session, batch, "first pending request of this group")
+
+
+def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: datetime) -> str | None:
+    if batch.close_requested:
+        return "closed by operator"
+    if stats.count >= settings.batch_max_requests:
+        return f"reached {settings.batch_max_requests} requests"
+    if stats.bytes >= settings.batch_max_bytes:
+        return f"reached {settings.batch_max_bytes} bytes"
+    max_age = settings.backend_max_age_seconds(batch.backend)
+    if now - stats.oldest >= timedelta(seconds=max_age):
+        return f"oldest request waited {max_age:g}s"
+    return None

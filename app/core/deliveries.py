@@ -1,0 +1,200 @@
+"""The delivery outbox: claim due deliveries, send them through their channel, audit every attempt.
+
+Delivery is at least once: a process that dies after sending but before recording sends again
+after its lease runs out. Receivers deduplicate on the delivery id (`webhook-id`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import func, insert, select
+
+from app.channels.base import Message, SendResult
+from app.config import Settings
+from app.core import leases, states
+from app.core.clock import utcnow
+from app.core.errors import Conflict, Problem, not_found
+from app.core.results import output_line
+from app.db.models import Delivery, DeliveryAttempt, Request
+from app.db.session import Database
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: Message) -> SendResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    message: Message
+    row_id: int
+    result: SendResult
+    started_at: datetime
+    duration_ms: int
+
+
+async def claim_due(
+    db: Database, owner: str, settings: Settings, channels: Sequence[str], limit: int
+) -> list[tuple[int, Message]]:
+    """Lease up to `limit` due deliveries of the given channels and build their messages."""
+    async with db.transaction() as session:
+        ids = await leases.claim(
+            session,
+            Delivery,
+            [
+                Delivery.status.in_(states.DELIVERY_DUE),
+                Delivery.next_attempt_at <= utcnow(),
+                Delivery.channel.in_(channels),
+            ],
+            owner,
+            settings.lease_seconds,
+            limit,
+            order_by=Delivery.next_attempt_at,
+        )
+        if not ids:
+            return []
+        rows = (
+            await session.execute(select(Delivery, Request).join(Request).where(Delivery.id.in_(ids)))
+        ).all()
+    return [
+        (
+            delivery.id,
+            Message(
+                delivery_id=delivery.public_id,
+                custom_id=request.custom_id,
+                attempt=delivery.total_attempts + 1,
+                body=json.dumps(output_line(request), separators=(",", ":")).encode(),
+                target=delivery.target,
+            ),
+        )
+        for delivery, request in rows
+    ]
+
+
+async def send_all(
+    claimed: Sequence[tuple[int, Message]], channels: Mapping[str, Channel], concurrency: int
+) -> list[Sent]:
+    """Send the claimed messages concurrently through their channels."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def send_one(row_id: int, message: Message) -> Sent:
+        async with slots:
+            started_at, t0 = utcnow(), time.perf_counter()
+            try:
+                result = await channels[message.target["type"]].send(message)
+            except Exception as exc:  # a channel bug must still end in an audited attempt
+                result = SendResult("retryable_failure", error=f"{type(exc).__name__}: {exc}")
+            return Sent(message, row_id, result, started_at, int((time.perf_counter() - t0) * 1000))
+
+    return list(await asyncio.gather(*(send_one(row_id, message) for row_id, message in claimed)))
+
+
+async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Sent]) -> datetime | None:
+    """Record the attempts and move each delivery on; returns the earliest retry time scheduled."""
+    if not sent:
+        return None
+    earliest: datetime | None = None
+    async with db.transaction() as session:
+        deliveries = {
+            d.id: d
+            for d in (
+                await session.scalars(
+                    select(Delivery).where(Delivery.id.in_([s.row_id for s in sent])).with_for_update()
+                )
+            ).all()
+        }
+        attempts = []
+        for item in sent:
+            delivery = deliveries.get(item.row_id)
+            if delivery is None or delivery.leased_by != owner:
+                continue  # our lease ran out and someone else owns it now; their record wins
+            delivery.attempts += 1
+            delivery.total_attempts += 1
+            result = item.result
+            attempts.append(
+                {
+                    "delivery_id": delivery.id,
+                    "number": delivery.total_attempts,
+                    "started_at": item.started_at,
+                    "duration_ms": item.duration_ms,
+                    "outcome": result.outcome,
+                    "http_status": result.http_status,
+                    "error": result.error,
+                    "response_excerpt": result.response_excerpt,
+                }
+            )
+            delivery.leased_by = None
+            delivery.leased_until = None
+            if result.outcome == "success":
+                states.move_delivery(delivery, "delivered")
+                delivery.delivered_at = utcnow()
+                delivery.next_attempt_at = None
+                delivery.last_error = None
+            elif result.outcome == "permanent_failure" or delivery.attempts >= settings.delivery_max_attempts:
+                states.move_delivery(delivery, "failed")
+                delivery.next_attempt_at = None
+                delivery.last_error = result.error
+            else:
+                states.move_delivery(delivery, "retrying")
+                delivery.next_attempt_at = utcnow() + timedelta(
+                    seconds=retry_delay(settings, delivery.attempts, result)
+                )
+                delivery.last_error = result.error
+                earliest = min(earliest, delivery.next_attempt_at) if earliest else delivery.next_attempt_at
+        if attempts:
+            await session.execute(insert(DeliveryAttempt), attempts)
+    return earliest
+
+
+def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
+    """Exponential backoff with full jitter, or the receiver's Retry-After when it asked for one."""
+    cap = settings.delivery_backoff_max_seconds
+    if result.retry_after_seconds is not None:
+        return min(result.retry_after_seconds, cap)
+    return random.uniform(0.5, 1.0) * min(cap, settings.delivery_backoff_base_seconds * 2 ** (attempts - 1))
+
+
+async def redeliver(db: Database, custom_id: str) -> Delivery:
+    """Queue a request's delivery again, with a fresh attempt budget."""
+    async with db.transaction() as session:
+        request = await session.scalar(select(Request).where(Request.custom_id == custom_id))
+        if request is None:
+            raise not_found("request", custom_id)
+        delivery = await session.scalar(
+            select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
+        )
+        if delivery is None:
+            if request.status not in states.REQUEST_FINISHED:
+                detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."
+                raise Conflict(Problem("not_finished", "Request has no result yet", detail))
+            raise Conflict(
+                Problem(
+                    "no_delivery", "Nothing to deliver", f"Request {custom_id!r} has no delivery destination."
+                )
+            )
+        if delivery.status in states.DELIVERY_DUE:
+            return delivery  # already queued: redelivering again is a no-op, not an error
+        states.move_delivery(delivery, "pending")
+        delivery.attempts = 0
+        delivery.next_attempt_at = utcnow()
+        delivery.last_error = None
+        delivery.leased_by = None
+        delivery.leased_until = None
+    return delivery
+
+
+async def count_due(db: Database) -> int:
+    """Deliveries waiting to be sent (due now or later)."""
+    async with db.transaction() as session:
+        return int(
+            await session.scalar(select(func.count()).where(Delivery.status.in_(states.DELIVERY_DUE))) or 0
+        )

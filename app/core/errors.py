@@ -1,0 +1,53 @@
+"""Errors core raises; faces turn them into HTTP answers or broker rejections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with an input: a machine code, a title, a human detail and where."""
+
+    code: str
+    title: str
+    detail: str
+    pointer: str = ""
+
+
+class BatchgateError(Exception):
+    """Base of the errors core raises on purpose."""
+
+    kind = "error"
+
+    def __init__(self, *problems: Problem) -> None:
+        super().__init__("; ".join(p.detail for p in problems))
+        self.problems = list(problems)
+
+
+class InvalidInput(BatchgateError):
+    """The input breaks the schema or a rule (HTTP 422)."""
+
+    kind = "invalid"
+
+
+class MalformedInput(BatchgateError):
+    """The input is not even JSON (HTTP 400)."""
+
+    kind = "malformed"
+
+
+class Conflict(BatchgateError):
+    """The input is fine but collides with the current state (HTTP 409)."""
+
+    kind = "conflict"
+
+
+class NotFound(BatchgateError):
+    """No such thing (HTTP 404)."""
+
+    kind = "not_found"
+
+
+def not_found(what: str, ident: object) -> NotFound:
+    return NotFound(Problem("not_found", f"{what.capitalize()} not found", f"No {what} with id {ident!r}."))

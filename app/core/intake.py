@@ -1,0 +1,229 @@
+"""Intake: validate one request and insert it as pending. Shared by every face."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.config import Settings
+from app.core.clock import utcnow
+from app.core.errors import Conflict, InvalidInput, MalformedInput, Problem
+from app.db.models import Request
+from app.db.session import Database
+
+ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations")
+Endpoint = Literal[
+    "/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations"
+]
+
+
+class WebhookDelivery(BaseModel):
+    """Deliver the result by POSTing it to a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["webhook"]
+    webhook_url: str
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except Exception as exc:
+            raise ValueError(f"{value!r} is not a URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("webhook_url must be an absolute http:// or https:// URL")
+        if url.userinfo:
+            raise ValueError("webhook_url must not contain credentials")
+        return value
+
+
+class RabbitMQDelivery(BaseModel):
+    """Deliver the result as a message on a RabbitMQ queue."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["rabbitmq"]
+    rabbitmq_queue: str = Field(min_length=1, max_length=255)
+
+
+class NoDelivery(BaseModel):
+    """Keep the result for pulling (GET /api/requests/{custom_id})."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["none"]
+
+
+DeliveryConfig = Annotated[WebhookDelivery | RabbitMQDelivery | NoDelivery, Field(discriminator="type")]
+
+
+class RequestBody(BaseModel):
+    """The inference request body: `model` is required, everything else is passed through."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=255)
+
+
+class RequestIn(BaseModel):
+    """What `POST /api/requests` (and the RabbitMQ intake queue) accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str = Field(min_length=1, max_length=512)
+    url: Endpoint
+    method: Literal["POST"] = "POST"
+    body: RequestBody
+    delivery_config: DeliveryConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: int
+    custom_id: str
+    status: str
+
+
+def parse(raw: bytes | str) -> Any:
+    """Decode JSON or raise MalformedInput."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedInput(
+            Problem("invalid_json", "Body is not JSON", f"The body is not valid JSON: {exc}.")
+        ) from exc
+
+
+def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> RequestIn:
+    """Check a decoded request against the schema and the rules, reporting every problem at once."""
+    try:
+        request = RequestIn.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(*(_problem(error, pointer_prefix) for error in exc.errors())) from None
+    problems = []
+    size = line_bytes(request)
+    if size > settings.batch_max_bytes:
+        problems.append(
+            Problem(
+                "request_too_large",
+                "Request larger than a batch",
+                f"The request is {size} bytes as a batch line; "
+                f"a whole batch may hold {settings.batch_max_bytes} (BATCH_MAX_BYTES).",
+                pointer_prefix + "/body",
+            )
+        )
+    delivery = request.delivery_config
+    if isinstance(delivery, WebhookDelivery) and settings.webhook_block_private_networks:
+        host = httpx.URL(delivery.webhook_url).host
+        if _is_private_literal(host):
+            problems.append(
+                Problem(
+                    "invalid_webhook_url",
+                    "Webhook target not allowed",
+                    f"{host} is a private or loopback address and WEBHOOK_BLOCK_PRIVATE_NETWORKS is on.",
+                    pointer_prefix + "/delivery_config/webhook_url",
+                )
+            )
+    if problems:
+        raise InvalidInput(*problems)
+    return request
+
+
+def line_bytes(request: RequestIn) -> int:
+    """Size of the request as one line of a batch input file."""
+    return len(batch_line(request.custom_id, request.url, request.body.model_dump()).encode())
+
+
+def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
+    """One line of an OpenAI batch input file."""
+    return json.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": url, "body": body}, separators=(",", ":")
+    )
+
+
+async def accept(db: Database, settings: Settings, data: Any, origin: str = "api") -> Accepted:
+    """Validate and insert one request as pending; raise Conflict on a duplicate custom_id."""
+    request = validate(data, settings)
+    body = request.body.model_dump()
+    row = {
+        "custom_id": request.custom_id,
+        "origin": origin,
+        "backend": settings.default_backend,
+        "endpoint": request.url,
+        "model": request.body.model,
+        "body": body,
+        "body_bytes": len(batch_line(request.custom_id, request.url, body).encode()),
+        "delivery": request.delivery_config.model_dump(),
+        "status": "pending",
+        "created_at": utcnow(),
+    }
+    insert = pg_insert if db.is_postgres else sqlite_insert
+    # ON CONFLICT DO NOTHING: a duplicate is an answer, not an exception that poisons the transaction.
+    stmt = (
+        insert(Request)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["custom_id"])
+        .returning(Request.id)
+    )
+    async with db.transaction() as session:
+        new_id = (await session.execute(stmt)).scalar_one_or_none()
+    if new_id is None:
+        raise Conflict(
+            Problem(
+                "duplicate_custom_id",
+                "Duplicate custom_id",
+                f"A request with custom_id {request.custom_id!r} was already accepted.",
+                "/custom_id",
+            )
+        )
+    return Accepted(id=new_id, custom_id=request.custom_id, status="pending")
+
+
+def _is_private_literal(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+_FIELD_CODES = {
+    ("url",): ("invalid_url", "Unsupported url"),
+    ("method",): ("invalid_method", "Unsupported method"),
+    ("body", "model"): ("invalid_model", "Invalid model"),
+    ("delivery_config", "webhook_url"): ("invalid_webhook_url", "Invalid webhook URL"),
+    ("delivery_config", "type"): ("invalid_delivery_type", "Unsupported delivery type"),
+    ("delivery_config",): ("invalid_delivery_type", "Unsupported delivery type"),
+}
+
+
+def _problem(error: Any, prefix: str) -> Problem:
+    loc = [str(part) for part in error["loc"]]
+    # Pydantic puts the discriminator's value in the path of a tagged union; users never wrote it.
+    if len(loc) > 1 and loc[0] == "delivery_config" and loc[1] in ("webhook", "rabbitmq", "none"):
+        del loc[1]
+    pointer = prefix + "/" + "/".join(loc) if loc else prefix or "/"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return Problem(
+            "unknown_field", "Unknown field", f"'{loc[-1]}' is not an accepted field here.", pointer
+        )
+    if kind == "missing":
+        code = "missing_model" if loc == ["body", "model"] else "missing_field"
+        return Problem(code, "Missing field", f"'{loc[-1]}' is required.", pointer)
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        code, title = _FIELD_CODES[("delivery_config",)]
+        return Problem(
+            code, title, "delivery_config.type must be one of 'webhook', 'rabbitmq', 'none'.", pointer
+        )
+    code, title = _FIELD_CODES.get(tuple(loc), ("invalid_value", "Invalid value"))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if tuple(loc) == ("url",):
+        message = f"url must be one of {', '.join(ENDPOINTS)}."
+    return Problem(code, title, f"{'.'.join(loc) or 'body'}: {message}", pointer)

@@ -1,0 +1,73 @@
+"""Leases: how a step claims rows so that replicas never do the same work twice.
+
+On PostgreSQL the claim is `SELECT … FOR UPDATE SKIP LOCKED` followed by stamping
+`leased_until`/`leased_by`; a lease that runs out (its holder died) can be taken over. On SQLite
+one process owns the database, and the same statements simply run serialised.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import utcnow
+
+
+def lease_free(model: Any) -> ColumnElement[bool]:
+    """Rows nobody holds: never leased, or the lease ran out."""
+    return or_(model.leased_until.is_(None), model.leased_until < utcnow())
+
+
+async def claim(
+    session: AsyncSession,
+    model: Any,
+    where: list[ColumnElement[bool]],
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    order_by: Any = None,
+) -> list[int]:
+    """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order)."""
+    ids = list(
+        (
+            await session.scalars(
+                select(model.id)
+                .where(*where, lease_free(model))
+                .order_by(order_by if order_by is not None else model.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+    )
+    if ids:
+        await session.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values(leased_until=utcnow() + timedelta(seconds=lease_seconds), leased_by=owner)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+async def renew(session: AsyncSession, model: Any, row_id: int, owner: str, lease_seconds: float) -> bool:
+    """Extend our lease on one row; False when it is no longer ours."""
+    result = await session.execute(
+        update(model)
+        .where(model.id == row_id, model.leased_by == owner)
+        .values(leased_until=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+async def release_all(session: AsyncSession, model: Any, owner: str) -> None:
+    """Give back every lease `owner` holds (on shutdown), so the next process starts at once."""
+    await session.execute(
+        update(model)
+        .where(model.leased_by == owner)
+        .values(leased_until=None, leased_by=None)
+        .execution_options(synchronize_session=False)
+    )

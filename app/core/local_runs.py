@@ -1,0 +1,172 @@
+"""Submitting ready batches and running local ones.
+
+The local backend has no remote batch to poll: "submitting" a batch means marking it processing,
+and the runner executes its requests here, storing results in chunks as they finish. The runner
+holds a lease on the batch and renews it while it works; if the process dies, the lease runs out
+and any process picks the batch up again, running only the requests that have no result yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+
+from app.backends.base import BatchLine, LineResult
+from app.backends.local import LocalBackend
+from app.config import Settings
+from app.core import leases, results, states
+from app.core.clock import utcnow
+from app.db.models import Batch, Request
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_SECONDS = 0.1
+FLUSH_EVERY_RESULTS = 100
+PARALLEL_BATCHES = 8
+
+
+async def submit_ready(db: Database, limit: int = 20) -> list[int]:
+    """Move ready batches to processing (the local backend accepts a batch at once)."""
+    async with db.transaction() as session:
+        batches = (
+            await session.scalars(
+                select(Batch)
+                .where(Batch.status == "ready", Batch.backend == "local")
+                .order_by(Batch.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        now = utcnow()
+        for batch in batches:
+            states.move_batch(session, batch, "submitting", "handed to the local backend")
+            states.move_batch(session, batch, "processing", "local backend runs it now")
+            ids = (await session.scalars(select(Request.id).where(Request.batch_id == batch.id))).all()
+            await states.move_requests(session, ids, "batched", "processing", submitted_at=now)
+    return [b.id for b in batches]
+
+
+class LocalRunner:
+    """Runs processing local batches in this process, a few at a time."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        backend: LocalBackend,
+        owner: str,
+        on_results: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.backend = backend
+        self.owner = owner
+        self.on_results = on_results
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def claim_and_start(self) -> int:
+        """Claim free processing batches up to the parallel limit and start running them."""
+        self.tasks = {bid: t for bid, t in self.tasks.items() if not t.done()}
+        room = PARALLEL_BATCHES - len(self.tasks)
+        if room <= 0:
+            return 0
+        async with self.db.transaction() as session:
+            ids = await leases.claim(
+                session,
+                Batch,
+                [Batch.status == "processing", Batch.backend == "local"],
+                self.owner,
+                self.settings.lease_seconds,
+                room,
+            )
+        for batch_id in ids:
+            self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"local-batch-{batch_id}")
+        return len(ids)
+
+    async def stop(self) -> None:
+        """Stop running batches; their unfinished requests are picked up on the next start."""
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+
+    async def _run(self, batch_id: int) -> None:
+        heartbeat = asyncio.create_task(self._keep_lease(batch_id, asyncio.current_task()))
+        try:
+            lines = await self._open_lines(batch_id)
+            buffer: list[LineResult] = []
+            last_flush = time.monotonic()
+            async for result in self.backend.run(lines):
+                buffer.append(result)
+                if len(buffer) >= FLUSH_EVERY_RESULTS or time.monotonic() - last_flush >= FLUSH_EVERY_SECONDS:
+                    await self._flush(batch_id, buffer)
+                    buffer, last_flush = [], time.monotonic()
+            await self._flush(batch_id, buffer)
+            await self._finish(batch_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Leave the lease to run out: another pass retries the batch's unfinished requests.
+            log.exception("local batch %s stopped with an error", batch_id)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _open_lines(self, batch_id: int) -> list[BatchLine]:
+        async with self.db.transaction() as session:
+            rows = await session.execute(
+                select(Request.id, Request.custom_id, Request.endpoint, Request.body)
+                .where(Request.batch_id == batch_id, Request.status == "processing")
+                .order_by(Request.id)
+            )
+            return [BatchLine(rid, cid, url, body) for rid, cid, url, body in rows]
+
+    async def _flush(self, batch_id: int, buffer: list[LineResult]) -> None:
+        if not buffer:
+            return
+        async with self.db.transaction() as session:
+            stored = await results.record(session, batch_id, buffer)
+        if stored:
+            self.on_results()
+
+    async def _finish(self, batch_id: int) -> None:
+        async with self.db.transaction() as session:
+            batch = await session.get(Batch, batch_id, with_for_update=True)
+            if batch is None or batch.status != "processing":
+                return
+            unfinished = await session.scalar(
+                select(func.count()).where(Request.batch_id == batch_id, Request.status == "processing")
+            )
+            if unfinished:
+                return  # a result was lost between run and store; the next claim reruns those
+            reason = f"{batch.completed_count} succeeded, {batch.failed_count} failed"
+            states.move_batch(session, batch, "collecting", "all requests ran")
+            states.move_batch(session, batch, "done", reason)
+            batch.leased_until = None
+            batch.leased_by = None
+
+    async def _keep_lease(self, batch_id: int, runner: asyncio.Task[None] | None) -> None:
+        interval = max(self.settings.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            async with self.db.transaction() as session:
+                still_ours = await leases.renew(
+                    session, Batch, batch_id, self.owner, self.settings.lease_seconds
+                )
+            if not still_ours and runner is not None:
+                log.warning("lost the lease on local batch %s; stopping it here", batch_id)
+                runner.cancel()
+                return
+
+
+async def release_leases(db: Database, owner: str) -> None:
+    """Give back this process's batch leases so a restart resumes at once."""
+    async with db.transaction() as session:
+        await leases.release_all(session, Batch, owner)

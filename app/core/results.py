@@ -1,0 +1,104 @@
+"""Results: store what a backend returned for each request and queue its delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.backends.base import LineResult
+from app.core import states
+from app.core.clock import utcnow
+from app.db.models import Batch, Delivery, Request
+
+DELIVERING_CHANNELS = ("webhook", "rabbitmq")
+
+
+def output_line(request: Request) -> dict[str, Any]:
+    """The request's result as one line of an OpenAI batch output file."""
+    return {
+        "id": f"batch_req_{request.id}",
+        "custom_id": request.custom_id,
+        "response": request.response,
+        "error": request.error,
+    }
+
+
+async def record(session: AsyncSession, batch_id: int, results: Sequence[LineResult]) -> int:
+    """Store results of requests still processing in the batch; returns how many were new.
+
+    Idempotent: a result for a request that already has one (a replay after a crash, a line seen
+    twice) changes nothing.
+    """
+    if not results:
+        return 0
+    by_id = {r.request_id: r for r in results}
+    open_rows = (
+        await session.execute(
+            select(Request.id, Request.delivery)
+            .where(Request.id.in_(by_id), Request.batch_id == batch_id, Request.status == "processing")
+            .with_for_update()
+        )
+    ).all()
+    if not open_rows:
+        return 0
+    now = utcnow()
+    outcomes, deliveries, succeeded = [], [], 0
+    for request_id, delivery in open_rows:
+        result = by_id[request_id]
+        succeeded += result.succeeded
+        outcomes.append(
+            {
+                "id": request_id,
+                "status": "succeeded" if result.succeeded else "failed",
+                "response": result.response,
+                "error": result.error,
+                "inference_attempts": result.attempts,
+                "completed_at": now,
+                **_usage(result.response),
+            }
+        )
+        if delivery and delivery.get("type") in DELIVERING_CHANNELS:
+            deliveries.append(
+                {
+                    "request_id": request_id,
+                    "channel": delivery["type"],
+                    "target": delivery,
+                    "status": "pending",
+                    "attempts": 0,
+                    "total_attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
+    await states.set_request_outcomes(session, "processing", outcomes)
+    if deliveries:
+        await session.execute(insert(Delivery), deliveries)
+    await session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(
+            completed_count=Batch.completed_count + succeeded,
+            failed_count=Batch.failed_count + (len(outcomes) - succeeded),
+        )
+    )
+    return len(outcomes)
+
+
+def _usage(response: dict[str, Any] | None) -> dict[str, int | None]:
+    body = response.get("body") if isinstance(response, dict) else None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    total = usage.get("total_tokens")
+    if total is None and prompt is not None:
+        total = prompt + (completion or 0)
+    return {"prompt_tokens": _int(prompt), "completion_tokens": _int(completion), "total_tokens": _int(total)}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None

@@ -1,0 +1,138 @@
+"""The one place statuses change: allowed transitions and the functions that apply them.
+
+Every other module asks this one to move a batch, a request or a delivery. A batch move also
+writes a batch_events row, so the UI can show a complete timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import utcnow
+from app.db.models import Batch, BatchEvent, Delivery, Request
+
+BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
+    "building": frozenset({"ready", "cancelled"}),
+    "ready": frozenset({"submitting", "cancelled"}),
+    "submitting": frozenset({"processing", "ready", "failed"}),
+    "processing": frozenset({"collecting", "cancelling", "failed", "expired"}),
+    "collecting": frozenset({"done", "failed"}),
+    "cancelling": frozenset({"cancelled", "collecting"}),
+    "done": frozenset(),
+    "failed": frozenset({"ready"}),
+    "cancelled": frozenset(),
+    "expired": frozenset(),
+}
+
+REQUEST_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"batched", "cancelled"}),
+    "batched": frozenset({"processing", "pending", "cancelled"}),
+    "processing": frozenset({"succeeded", "failed", "pending", "cancelled", "expired"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+    "expired": frozenset(),
+}
+
+DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"delivered", "retrying", "failed"}),
+    "retrying": frozenset({"delivered", "retrying", "failed", "pending"}),
+    "delivered": frozenset({"pending"}),
+    "failed": frozenset({"pending"}),
+}
+
+BATCH_TERMINAL = frozenset(s for s, nxt in BATCH_TRANSITIONS.items() if not nxt) | {"failed"}
+REQUEST_FINISHED = frozenset({"succeeded", "failed", "cancelled", "expired"})
+DELIVERY_DUE = ("pending", "retrying")
+
+# Phase timestamps a batch gets when it enters a status.
+_BATCH_PHASE_COLUMN = {"ready": "ready_at", "processing": "submitted_at", "done": "finished_at"}
+for _terminal in ("failed", "cancelled", "expired"):
+    _BATCH_PHASE_COLUMN[_terminal] = "finished_at"
+
+
+class TransitionError(ValueError):
+    """A status change the transitions table does not allow."""
+
+
+def check(table: dict[str, frozenset[str]], from_status: str, to_status: str) -> None:
+    """Raise TransitionError unless the table allows from_status → to_status."""
+    if to_status not in table.get(from_status, frozenset()):
+        raise TransitionError(f"{from_status} → {to_status} is not an allowed transition")
+
+
+def begin_batch(session: AsyncSession, batch: Batch, reason: str | None = None) -> None:
+    """Record the creation of a batch (its first event, from nothing to its initial status)."""
+    session.add(
+        BatchEvent(batch_id=batch.id, from_status=None, to_status=batch.status, reason=reason, at=utcnow())
+    )
+
+
+def move_batch(session: AsyncSession, batch: Batch, to_status: str, reason: str | None = None) -> None:
+    """Move a loaded batch to `to_status` and write its event row (flushed with the session)."""
+    check(BATCH_TRANSITIONS, batch.status, to_status)
+    now = utcnow()
+    session.add(
+        BatchEvent(batch_id=batch.id, from_status=batch.status, to_status=to_status, reason=reason, at=now)
+    )
+    batch.status = to_status
+    batch.status_changed_at = now
+    if column := _BATCH_PHASE_COLUMN.get(to_status):
+        setattr(batch, column, now)
+
+
+async def move_requests(
+    session: AsyncSession,
+    ids: Sequence[int],
+    from_status: str,
+    to_status: str,
+    **values: Any,
+) -> int:
+    """Move the requests in `ids` that are still in `from_status`; returns how many moved."""
+    check(REQUEST_TRANSITIONS, from_status, to_status)
+    moved = 0
+    for chunk in _chunks(ids, 5000):
+        result = await session.execute(
+            update(Request)
+            .where(Request.id.in_(chunk), Request.status == from_status)
+            .values(status=to_status, **values)
+            .execution_options(synchronize_session=False)
+        )
+        moved += result.rowcount or 0
+    return moved
+
+
+async def set_request_outcomes(
+    session: AsyncSession, from_status: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Apply per-request outcomes (each row: id, status and the columns to set) in one statement.
+
+    The caller has locked the rows and checked they are still in `from_status`.
+    """
+    if not rows:
+        return
+    for row in rows:
+        check(REQUEST_TRANSITIONS, from_status, row["status"])
+    columns = [key for key in rows[0] if key != "id"]
+    stmt = (
+        update(Request.__table__)
+        .where(Request.__table__.c.id == bindparam("b_id"), Request.__table__.c.status == from_status)
+        .values({column: bindparam(f"b_{column}") for column in columns})
+    )
+    await session.execute(stmt, [{f"b_{key}": value for key, value in row.items()} for row in rows])
+
+
+def move_delivery(delivery: Delivery, to_status: str) -> None:
+    """Move a loaded delivery to `to_status`."""
+    check(DELIVERY_TRANSITIONS, delivery.status, to_status)
+    delivery.status = to_status
+
+
+def _chunks(items: Sequence[int] | Iterable[int], size: int) -> Iterable[list[int]]:
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

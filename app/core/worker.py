@@ -1,0 +1,163 @@
+"""The clock: APScheduler runs each pipeline step on a tick, and new work wakes a step at once.
+
+The database is the queue; this module only decides when each step looks at it. A step that
+finds a full chunk of work runs again straight away, and a wake that arrives while a step is
+running makes it run once more, so no wake is lost and latency is not a multiple of the tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from app.backends.local import LocalBackend
+from app.channels.webhook import WebhookChannel
+from app.config import Settings
+from app.core import batching, deliveries, leases, local_runs
+from app.db.models import Delivery
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+DELIVERY_CHUNK = 200
+
+
+class Step:
+    """One pipeline step run by the scheduler: returns True when more work is likely waiting."""
+
+    def __init__(self, name: str, run_once: Callable[[], Awaitable[bool]]) -> None:
+        self.name = name
+        self.run_once = run_once
+        self.running = False
+        self.woken = False
+        self.scheduler: AsyncIOScheduler | None = None
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            while True:
+                self.woken = False
+                try:
+                    more = await self.run_once()
+                except Exception:
+                    log.exception("step %s failed; it runs again on the next tick", self.name)
+                    return
+                if not (more or self.woken):
+                    return
+        finally:
+            self.running = False
+
+    def wake(self) -> None:
+        if self.running:
+            self.woken = True
+        elif self.scheduler is not None and self.scheduler.running:
+            self.scheduler.modify_job(self.name, next_run_time=datetime.now(UTC))
+
+
+class Worker:
+    """Owns the scheduler, the backend and channel clients, and the pipeline steps."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.backend = LocalBackend(settings)
+        self.channels = {"webhook": WebhookChannel(settings)}
+        self.runner = local_runs.LocalRunner(
+            db, settings, self.backend, self.owner, on_results=self.wake_deliver
+        )
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.steps = {
+            step.name: step
+            for step in (
+                Step("form", self._form),
+                Step("submit", self._submit),
+                Step("run", self._run),
+                Step("deliver", self._deliver),
+            )
+        }
+        self._timers: list[asyncio.TimerHandle] = []
+
+    async def start(self) -> None:
+        tick = self.settings.tick_seconds
+        # The batcher runs more often than the other steps: age-based closing is its only trigger.
+        intervals = {"form": min(tick, 0.25)}
+        for step in self.steps.values():
+            step.scheduler = self.scheduler
+            self.scheduler.add_job(
+                step.run,
+                "interval",
+                seconds=intervals.get(step.name, tick),
+                id=step.name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=datetime.now(UTC),
+            )
+        # A tick that finds its step still running is skipped on purpose; that is not a warning.
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.runner.stop()
+        try:
+            async with self.db.transaction() as session:
+                await leases.release_all(session, Delivery, self.owner)
+            await local_runs.release_leases(self.db, self.owner)
+        except Exception:
+            log.exception("could not release leases; they run out after LEASE_SECONDS")
+        await self.backend.close()
+        for channel in self.channels.values():
+            await channel.close()
+
+    def wake(self, name: str) -> None:
+        self.steps[name].wake()
+
+    def wake_deliver(self) -> None:
+        self.wake("deliver")
+
+    async def _form(self) -> bool:
+        if await batching.form_due_batches(self.db, self.settings):
+            self.wake("submit")
+        return False
+
+    async def _submit(self) -> bool:
+        if await local_runs.submit_ready(self.db):
+            self.wake("run")
+            return True
+        return False
+
+    async def _run(self) -> bool:
+        await self.runner.claim_and_start()
+        return False
+
+    async def _deliver(self) -> bool:
+        claimed = await deliveries.claim_due(
+            self.db, self.owner, self.settings, list(self.channels), DELIVERY_CHUNK
+        )
+        if not claimed:
+            return False
+        sent = await deliveries.send_all(claimed, self.channels, self.settings.delivery_concurrency)
+        earliest = await deliveries.record(self.db, self.owner, self.settings, sent)
+        if earliest is not None:
+            self._wake_at(earliest)
+        return len(claimed) == DELIVERY_CHUNK
+
+    def _wake_at(self, when: datetime) -> None:
+        delay = (when - datetime.now(UTC)).total_seconds()
+        if delay < self.settings.tick_seconds:
+            loop = asyncio.get_running_loop()
+            self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
+            self._timers.append(loop.call_later(max(delay, 0.0), self.wake_deliver))

@@ -1,0 +1,137 @@
+"""Tables. Columns and indexes only: the rules about them live in app.core."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from advanced_alchemy.base import IdentityBase
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class Batch(IdentityBase):
+    """A group of requests run together on one backend."""
+
+    __tablename__ = "batches"
+
+    backend: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(32), default="api")
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    request_count: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed_count: Mapped[int] = mapped_column(Integer, default=0)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    close_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    remote_batch_id: Mapped[str | None] = mapped_column(String(255))
+    input_file_id: Mapped[str | None] = mapped_column(String(255))
+    output_file_id: Mapped[str | None] = mapped_column(String(255))
+    error_file_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    status_changed_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    ready_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    leased_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        # One open `building` batch per group: replicas racing to create it collide here.
+        Index(
+            "uq_batches_building_group",
+            "backend",
+            "endpoint",
+            "model",
+            unique=True,
+            postgresql_where=text("status = 'building'"),
+            sqlite_where=text("status = 'building'"),
+        ),
+    )
+
+
+class BatchEvent(IdentityBase):
+    """One row per batch status change: the batch's timeline."""
+
+    __tablename__ = "batch_events"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC)
+
+
+class Request(IdentityBase):
+    """One inference request and its outcome."""
+
+    __tablename__ = "requests"
+
+    custom_id: Mapped[str] = mapped_column(String(512), unique=True)
+    origin: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    body: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    body_bytes: Mapped[int] = mapped_column(Integer)
+    delivery: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    status: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"), index=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    inference_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+
+    __table_args__ = (
+        # The batcher's scan: pending requests of one group, oldest first.
+        Index("ix_requests_group_pending", "status", "backend", "endpoint", "model", "id"),
+    )
+
+
+class Delivery(IdentityBase):
+    """The outbox: one row per finished request and destination."""
+
+    __tablename__ = "deliveries"
+
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    target: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    status: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    total_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    leased_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+
+    @property
+    def public_id(self) -> str:
+        """The id receivers deduplicate on (webhook-id, AMQP message_id)."""
+        return f"dlv_{self.id}"
+
+
+class DeliveryAttempt(IdentityBase):
+    """The audit trail: one row per attempt to send a delivery."""
+
+    __tablename__ = "delivery_attempts"
+
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)

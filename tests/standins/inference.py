@@ -1,0 +1,307 @@
+"""Stand-in for an OpenAI-compatible inference server (Ollama, vLLM, llama.cpp)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ROUTES = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/moderations",
+    }
+)
+
+
+def _text(value: Any) -> str:
+    """Flatten a message content / prompt / input into plain text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        # Multimodal content parts or a batch of prompts.
+        parts: list[str] = []
+        for item in value:
+            if isinstance(item, dict):
+                parts.append(_text(item.get("text", item.get("content", ""))))
+            else:
+                parts.append(_text(item))
+        return " ".join(p for p in parts if p)
+    return str(value)
+
+
+def _words(text: str) -> int:
+    """Deterministic stand-in token count."""
+    return len(text.split())
+
+
+def _last_user_content(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text(message.get("content"))
+    if messages and isinstance(messages[-1], dict):
+        return _text(messages[-1].get("content"))
+    return ""
+
+
+def request_key(path: str, body: dict[str, Any]) -> str:
+    """Key that behaviour switches are looked up by.
+
+    ``user`` wins so tests can tag requests explicitly; otherwise the prompt
+    text, which is usually unique per batch line anyway.
+    """
+    user = body.get("user")
+    if user is not None:
+        return str(user)
+    if path == "/v1/chat/completions":
+        return _last_user_content(body)
+    if path == "/v1/completions":
+        return _text(body.get("prompt"))
+    return _text(body.get("input"))
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send_json(send: Send, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(payload).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+class InferenceStandin:
+    """Plain ASGI app answering OpenAI-shaped requests, with failure switches.
+
+    Switches are plain attributes; tests mutate them between requests.
+    Precedence per request: auth, ``status_for``, ``always_fail``,
+    ``fail_first``, then success. ``delay_seconds`` applies to every answer.
+    """
+
+    def __init__(self) -> None:
+        self.fail_first: dict[str, int] = {}
+        self.fail_status: int = 500
+        self.retry_after: float | None = None
+        self.always_fail: set[str] = set()
+        self.status_for: dict[str, int] = {}
+        self.delay_seconds: float = 0.0
+        self.required_api_key: str | None = None
+
+        self.calls: list[dict[str, Any]] = []
+        self.calls_by_key: collections.Counter[str] = collections.Counter()
+        self.in_flight: int = 0
+        self.max_in_flight: int = 0
+
+        self._counter = 0
+        self._failures: collections.Counter[str] = collections.Counter()
+
+    def reset(self) -> None:
+        """Forget recorded calls and failure counts; keep the switches."""
+        self.calls.clear()
+        self.calls_by_key.clear()
+        self._failures.clear()
+        self.max_in_flight = self.in_flight
+
+    def calls_for(self, key: str) -> list[dict[str, Any]]:
+        """Recorded calls whose key is ``key``."""
+        return [c for c in self.calls if c["key"] == key]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _next_id(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        n = self._next_id()
+        rid = {"x-request-id": f"req_{n}"}
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = await _read_body(receive)
+
+        if path not in ROUTES:
+            await _send_json(send, 404, _error(f"no route {path}", "not_found_error"), rid)
+            return
+        if scope["method"] != "POST":
+            await _send_json(
+                send, 405, _error("method not allowed", "invalid_request_error"), rid | {"allow": "POST"}
+            )
+            return
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            await _send_json(send, 400, _error("body must be a JSON object", "invalid_request_error"), rid)
+            return
+
+        key = request_key(path, body)
+        status, payload, extra = self._decide(path, body, key, headers, n)
+        self.calls.append({"path": path, "body": body, "headers": headers, "key": key, "status": status})
+        self.calls_by_key[key] += 1
+
+        if self.delay_seconds > 0:
+            await asyncio.sleep(self.delay_seconds)
+        await _send_json(send, status, payload, rid | extra)
+
+    def _decide(
+        self, path: str, body: dict[str, Any], key: str, headers: dict[str, str], n: int
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Pick status, body and extra headers for one request."""
+        expected_auth = f"Bearer {self.required_api_key}"
+        if self.required_api_key is not None and headers.get("authorization") != expected_auth:
+            return 401, _error("invalid api key", "invalid_request_error", "invalid_api_key"), {}
+        if key in self.status_for:
+            status = self.status_for[key]
+            kind = "invalid_request_error" if status < 500 else "server_error"
+            return status, _error(f"stand-in status {status}", kind), {}
+        failing = key in self.always_fail
+        if not failing and self._failures[key] < self.fail_first.get(key, 0):
+            self._failures[key] += 1
+            failing = True
+        if failing:
+            extra: dict[str, str] = {}
+            if self.retry_after is not None:
+                extra["retry-after"] = f"{self.retry_after:g}"
+            return self.fail_status, _error("stand-in failure", "server_error"), extra
+        return 200, self._success(path, body, n), {}
+
+    def _success(self, path: str, body: dict[str, Any], n: int) -> dict[str, Any]:
+        model = body.get("model", "standin-model")
+        created = int(time.time())
+        if path == "/v1/chat/completions":
+            prompt = " ".join(
+                _text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
+            )
+            reply = f"echo: {_last_user_content(body)}"
+            return {
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": _usage(prompt, reply),
+            }
+        if path == "/v1/completions":
+            prompt = _text(body.get("prompt"))
+            reply = f"echo: {prompt}"
+            return {
+                "id": f"cmpl-{n}",
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": reply, "logprobs": None, "finish_reason": "stop"}],
+                "usage": _usage(prompt, reply),
+            }
+        if path == "/v1/embeddings":
+            inputs = body.get("input")
+            items = (
+                inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
+            )
+            tokens = sum(_words(_text(i)) for i in items)
+            return {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(items))
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        if path == "/v1/responses":
+            prompt = _text(body.get("input"))
+            reply = f"echo: {prompt}"
+            usage = _usage(prompt, reply)
+            return {
+                "id": f"resp_{n}",
+                "object": "response",
+                "created_at": created,
+                "status": "completed",
+                "model": model,
+                "output": [
+                    {
+                        "type": "message",
+                        "id": f"msg_{n}",
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": reply, "annotations": []}],
+                    }
+                ],
+                "usage": {
+                    "input_tokens": usage["prompt_tokens"],
+                    "output_tokens": usage["completion_tokens"],
+                    "total_tokens": usage["total_tokens"],
+                },
+            }
+        # /v1/moderations
+        return {
+            "id": f"modr-{n}",
+            "model": body.get("model", "omni-moderation-latest"),
+            "results": [
+                {
+                    "flagged": False,
+                    "categories": {"harassment": False, "violence": False},
+                    "category_scores": {"harassment": 0.001, "violence": 0.001},
+                }
+            ],
+        }
+
+
+def _usage(prompt: str, reply: str) -> dict[str, int]:
+    p, c = _words(prompt), _words(reply)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

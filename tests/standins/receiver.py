@@ -1,0 +1,170 @@
+"""Stand-in for a customer's webhook endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CUSTOM_ID_HEADER = "x-batchgate-custom-id"
+
+
+@dataclass
+class Received:
+    """One delivery attempt as the receiver saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+    status: int
+    at: float
+    custom_id: str | None = None
+    method: str = "POST"
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class WebhookReceiver:
+    """Plain ASGI app that records webhook deliveries and misbehaves on demand.
+
+    Switches are keyed by custom id and may be changed between deliveries.
+    Precedence: ``status_for``, then ``fail_first``, else 200 ``{"ok":true}``.
+    ``delay_for`` applies on top of whichever status is chosen.
+    """
+
+    def __init__(self) -> None:
+        self.fail_first: dict[str, int] = {}
+        self.fail_status: int = 500
+        self.status_for: dict[str, int] = {}
+        self.delay_for: dict[str, float] = {}
+        self.redirect_location: str = "http://127.0.0.1:1/elsewhere"
+
+        self.received: list[Received] = []
+        self._attempts: collections.Counter[str] = collections.Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await _read_body(receive)
+        try:
+            parsed: Any = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        custom_id = headers.get(CUSTOM_ID_HEADER)
+        if custom_id is None and isinstance(parsed, dict) and parsed.get("custom_id") is not None:
+            custom_id = str(parsed["custom_id"])
+
+        method: str = scope["method"]
+        status = 405 if method != "POST" else self._decide(custom_id)
+        # Record on arrival, not after the delay, so a client that times out
+        # still leaves evidence of the attempt.
+        self.received.append(
+            Received(
+                path=scope["path"],
+                headers=headers,
+                body=body,
+                json=parsed,
+                status=status,
+                at=time.monotonic(),
+                custom_id=custom_id,
+                method=method,
+            )
+        )
+        delay = self.delay_for.get(custom_id, 0.0) if custom_id is not None else 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        payload = json.dumps({"ok": 200 <= status < 300}).encode()
+        raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        if 300 <= status < 400:
+            raw_headers.append((b"location", self.redirect_location.encode()))
+        if status == 405:
+            raw_headers.append((b"allow", b"POST"))
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _decide(self, custom_id: str | None) -> int:
+        if custom_id is None:
+            return 200
+        self._attempts[custom_id] += 1
+        if custom_id in self.status_for:
+            return self.status_for[custom_id]
+        if self._attempts[custom_id] <= self.fail_first.get(custom_id, 0):
+            return self.fail_status
+        return 200
+
+    def successes(self, custom_id: str | None = None) -> list[Received]:
+        """Deliveries answered 2xx, optionally only for one custom id."""
+        return [
+            r
+            for r in self.received
+            if 200 <= r.status < 300 and (custom_id is None or r.custom_id == custom_id)
+        ]
+
+    def by_custom_id(self) -> dict[str, list[Received]]:
+        """Deliveries grouped by custom id; those without one go under ``""``."""
+        grouped: dict[str, list[Received]] = {}
+        for r in self.received:
+            grouped.setdefault(r.custom_id or "", []).append(r)
+        return grouped
+
+    def reset(self) -> None:
+        """Forget deliveries and attempt counts; keep the switches."""
+        self.received.clear()
+        self._attempts.clear()
+
+    async def wait_for(
+        self,
+        predicate: Callable[[WebhookReceiver], bool],
+        timeout: float = 30.0,  # noqa: ASYNC109 - part of the agreed test-helper API
+        interval: float = 0.02,
+    ) -> None:
+        """Poll ``predicate(self)`` until true; raise ``TimeoutError`` otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self):
+            if loop.time() >= deadline:
+                counts = {k: [r.status for r in v] for k, v in self.by_custom_id().items()}
+                raise TimeoutError(
+                    f"webhook predicate not met within {timeout}s: "
+                    f"{len(self.received)} received, {len(self.successes())} 2xx; "
+                    f"statuses by custom id: {counts}"
+                )
+            await asyncio.sleep(interval)

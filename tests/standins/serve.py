@@ -1,0 +1,107 @@
+"""Run an ASGI app on an ephemeral port inside the current event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import uvicorn
+
+_POLL_INTERVAL = 0.01
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn server that leaves process signal handlers alone.
+
+    Several servers may overlap in one loop and exit in any order; uvicorn's
+    save/restore of SIGINT/SIGTERM handlers would then leave a dead server's
+    handler installed and swallow Ctrl+C for the rest of the test run.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def main_loop(self) -> None:
+        # uvicorn only checks should_exit every 0.1 s; suites start many
+        # servers, so notice the exit request sooner.
+        counter = 0
+        while not await self.on_tick(counter):
+            for _ in range(10):
+                await asyncio.sleep(_POLL_INTERVAL)
+                if self.should_exit:
+                    return
+            counter = (counter + 1) % 864000
+
+
+async def _run(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # uvicorn calls sys.exit() on bind/lifespan failure; a SystemExit
+        # escaping a task would tear down the whole test loop.
+        raise RuntimeError(f"uvicorn exited during startup (code {exc.code!r})") from exc
+
+
+async def _stop(server: uvicorn.Server, task: asyncio.Task[None], wait: float) -> BaseException | None:
+    """Ask the server to exit, wait up to ``wait`` seconds, then cancel it."""
+    server.should_exit = True
+    done, _ = await asyncio.wait({task}, timeout=wait)
+    if not done:
+        server.force_exit = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    if task.cancelled():
+        return None
+    return task.exception()
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: Any,
+    *,
+    startup_timeout: float = 10.0,
+    shutdown_timeout: float = 10.0,
+    graceful_timeout: int = 1,
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 with an OS-chosen port; yield its base URL.
+
+    ``graceful_timeout`` bounds how long shutdown waits for in-flight
+    requests (e.g. deliberately slow stand-in handlers) before cancelling them.
+    """
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="auto",
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+    server = _QuietServer(config)
+    task = asyncio.create_task(_run(server), name="uvicorn-standin")
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + startup_timeout
+    while not server.started:
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            raise RuntimeError("uvicorn stopped before it started") from exc
+        if loop.time() >= deadline:
+            await _stop(server, task, shutdown_timeout)
+            raise TimeoutError(f"uvicorn did not start within {startup_timeout}s")
+        await asyncio.sleep(_POLL_INTERVAL)
+
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        # The body's exception is the interesting one; don't mask it.
+        await _stop(server, task, shutdown_timeout)
+        raise
+    exc = await _stop(server, task, shutdown_timeout)
+    if exc is not None:
+        raise exc
