@@ -105,7 +105,9 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
         yield standin
 
 
-def fast_settings(database_url: str, inference_url: str = "http://127.0.0.1:9/v1", **overrides: Any) -> Settings:
+def fast_settings(
+    database_url: str, inference_url: str = "http://127.0.0.1:9/v1", **overrides: Any
+) -> Settings:
     """Settings with short ticks, ages and backoffs so pipeline tests finish in seconds."""
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -160,7 +162,10 @@ def start_app() -> StartApp:
 
 
 async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+    condition: Callable[[], Awaitable[bool]],
+    timeout: float = 30.0,  # noqa: ASYNC109
+    interval: float = 0.05,
+    what: str = "",
 ) -> None:
     """Poll an async condition until it holds; fail with `what` after `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout

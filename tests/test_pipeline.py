@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
-from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request
 from tests.conftest import StartApp, fast_settings, wait_until
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
@@ -50,5 +47,10 @@ async def test_one_request_is_delivered_signed(
         batch = (await app.client.get(f"/api/batches/{detail['batch_id']}")).json()
         assert batch["status"] == "done"
         assert [e["to_status"] for e in batch["events"]] == [
-            "building", "ready", "submitting", "processing", "collecting", "done"
+            "building",
+            "ready",
+            "submitting",
+            "processing",
+            "collecting",
+            "done",
         ]

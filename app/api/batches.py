@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.api.schemas import BatchDetailOut, BatchListOut, BatchOut, ErrorBody, batch_detail_out, batch_out
@@ -20,9 +22,9 @@ class BatchController(Controller):
     async def list(
         self,
         state: State,
-        status: str | None = None,
-        before_id: int | None = None,
-        limit: int = Parameter(default=50, ge=1, le=500),
+        status: FromQuery[str | None] = None,
+        before_id: FromQuery[int | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> BatchListOut:
         batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
         next_before = batches[-1].id if len(batches) == limit else None
@@ -34,7 +36,7 @@ class BatchController(Controller):
         responses={404: ResponseSpec(ErrorBody, description="No such batch")},
         operation_id="getBatch",
     )
-    async def read(self, batch_id: int, state: State) -> BatchDetailOut:
+    async def read(self, batch_id: FromPath[int], state: State) -> BatchDetailOut:
         return batch_detail_out(await queries.batch_detail(state.db, batch_id))
 
     @post(
@@ -47,7 +49,7 @@ class BatchController(Controller):
         },
         operation_id="closeBatch",
     )
-    async def close(self, batch_id: int, state: State) -> BatchOut:
+    async def close(self, batch_id: FromPath[int], state: State) -> BatchOut:
         batch = await batching.request_close(state.db, batch_id)
         if state.worker:
             state.worker.wake("form")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.api.schemas import AcceptedOut, DeliveryOut, ErrorBody, RequestOut, delivery_out, request_out
@@ -43,7 +44,7 @@ class RequestController(Controller):
         responses={404: ERRORS[404]},
         operation_id="getRequest",
     )
-    async def read(self, custom_id: str, state: State) -> RequestOut:
+    async def read(self, custom_id: FromPath[str], state: State) -> RequestOut:
         return request_out(await queries.request_detail(state.db, custom_id.removeprefix("/")))
 
     @post(
@@ -53,7 +54,7 @@ class RequestController(Controller):
         responses={404: ERRORS[404], 409: ERRORS[409]},
         operation_id="redeliverRequest",
     )
-    async def redeliver(self, custom_id_redeliver: str, state: State) -> DeliveryOut:
+    async def redeliver(self, custom_id_redeliver: FromPath[str], state: State) -> DeliveryOut:
         # custom ids may contain '/', so the id is everything between the prefix and the verb.
         custom_id, slash, verb = custom_id_redeliver.removeprefix("/").rpartition("/")
         if not slash or verb != "redeliver" or not custom_id:

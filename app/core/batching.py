@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +33,7 @@ class GroupStats:
 
 async def form_due_batches(db: Database, settings: Settings) -> list[int]:
     """Refresh building batches from pending requests and close the due ones; returns closed ids."""
+    now = utcnow()
     async with db.transaction() as session:
         stats = await _pending_stats(session)
         building = {
@@ -40,13 +41,19 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
             for b in (await session.scalars(select(Batch).where(Batch.status == "building"))).all()
         }
         for group in stats.keys() - building.keys():
-            await _open_building(session, db, group)
+            if opened := await _open_building(session, db, group, stats[group]):
+                building[group] = opened
         for group, batch in building.items():
-            group_stats = stats.get(group)
-            batch.request_count = group_stats.count if group_stats else 0
-            batch.bytes = group_stats.bytes if group_stats else 0
+            group_stats = stats.get(group, GroupStats(0, 0, now))
+            if (batch.request_count, batch.bytes) != (group_stats.count, group_stats.bytes):
+                # Conditional: another replica may have closed this batch since we read it.
+                await session.execute(
+                    update(Batch)
+                    .where(Batch.id == batch.id, Batch.status == "building")
+                    .values(request_count=group_stats.count, bytes=group_stats.bytes)
+                    .execution_options(synchronize_session=False)
+                )
 
-    now = utcnow()
     closed = []
     for group, batch in building.items():
         group_stats = stats.get(group)
@@ -133,7 +140,9 @@ async def _pending_stats(session: AsyncSession) -> dict[Group, GroupStats]:
     return {(b, e, m): GroupStats(int(c), int(s), oldest) for b, e, m, c, s, oldest in rows}
 
 
-async def _open_building(session: AsyncSession, db: Database, group: Group) -> None:
+async def _open_building(
+    session: AsyncSession, db: Database, group: Group, stats: GroupStats
+) -> Batch | None:
     backend, endpoint, model = group
     now = utcnow()
     insert = pg_insert if db.is_postgres else sqlite_insert
@@ -147,8 +156,8 @@ async def _open_building(session: AsyncSession, db: Database, group: Group) -> N
             model=model,
             origin="api",
             status="building",
-            request_count=0,
-            bytes=0,
+            request_count=stats.count,
+            bytes=stats.bytes,
             completed_count=0,
             failed_count=0,
             close_requested=False,
@@ -158,10 +167,12 @@ async def _open_building(session: AsyncSession, db: Database, group: Group) -> N
         .on_conflict_do_nothing()
         .returning(Batch.id)
     )
-    if new_id is not None:
-        batch = await session.get(Batch, new_id)
-        assert batch is not None
-        states.begin_batch(session, batch, "first pending request of this group")
+    if new_id is None:
+        return None
+    batch = await session.get(Batch, new_id)
+    assert batch is not None
+    states.begin_batch(session, batch, "first pending request of this group")
+    return batch
 
 
 def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: datetime) -> str | None:
