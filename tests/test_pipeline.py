@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import UTC, datetime
 
+from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import StartApp, fast_settings, wait_until
+from app.db.models import Batch, Delivery, DeliveryAttempt, Request
+from tests.conftest import RunningApp, StartApp, fast_settings, wait_until
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 
@@ -54,3 +58,174 @@ async def test_one_request_is_delivered_signed(
             "collecting",
             "done",
         ]
+
+
+async def delivery_rows(app: RunningApp) -> list[tuple[str, str, int]]:
+    """(custom_id, delivery status, attempt rows) for every delivery."""
+    async with app.db.transaction() as session:
+        attempts = (
+            select(func.count())
+            .where(DeliveryAttempt.delivery_id == Delivery.id)
+            .correlate(Delivery)
+            .scalar_subquery()
+        )
+        rows = await session.execute(select(Request.custom_id, Delivery.status, attempts).join(Delivery))
+        return sorted((c, s, int(n)) for c, s, n in rows)
+
+
+async def test_500_requests_each_delivered_exactly_once(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    settings = fast_settings(
+        database_url, inference.url + "/v1", local_concurrency=16, batch_max_requests=120
+    )
+    count = 500
+    async with start_app(settings) as app:
+        semaphore = asyncio.Semaphore(32)
+
+        async def submit(i: int) -> int:
+            async with semaphore:
+                return (await app.submit(f"bulk-{i:04d}", receiver.url + "/hook")).status_code
+
+        assert set(await asyncio.gather(*(submit(i) for i in range(count)))) == {202}
+        await receiver.wait_for(lambda r: len(r.successes()) >= count, timeout=90)
+
+        async def all_recorded() -> bool:
+            return [s for _, s, _ in await delivery_rows(app)] == ["delivered"] * count
+
+        await wait_until(all_recorded, timeout=20, what="every delivery recorded as delivered")
+        per_id = Counter(r.custom_id for r in receiver.received)
+        assert per_id == Counter({f"bulk-{i:04d}": 1 for i in range(count)})
+        assert len({r.headers["webhook-id"] for r in receiver.received}) == count
+        assert inference.max_in_flight <= 16
+        async with app.db.transaction() as session:
+            sizes = (await session.scalars(select(Batch.request_count).where(Batch.status == "done"))).all()
+            unfinished = await session.scalar(select(func.count()).where(Batch.status != "done"))
+        assert sum(sizes) == count and max(sizes) <= 120 and unfinished == 0
+
+
+async def test_receiver_failing_twice_is_delivered_on_the_third_attempt(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    receiver.fail_first["flaky"] = 2
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        await app.submit("flaky", receiver.url + "/hook")
+        await receiver.wait_for(lambda r: len(r.successes("flaky")) == 1, timeout=20)
+
+        async def delivered() -> bool:
+            return await delivery_rows(app) == [("flaky", "delivered", 3)]
+
+        await wait_until(delivered, timeout=10, what="3 attempts recorded")
+        attempts = (await app.client.get("/api/requests/flaky")).json()["delivery"]["attempt_log"]
+        assert [(a["number"], a["outcome"], a["http_status"]) for a in attempts] == [
+            (1, "retryable_failure", 500),
+            (2, "retryable_failure", 500),
+            (3, "success", 200),
+        ]
+        assert [r.headers["x-batchgate-attempt"] for r in receiver.received] == ["1", "2", "3"]
+        assert len({r.headers["webhook-id"] for r in receiver.received}) == 1  # stable across retries
+        assert all(a["duration_ms"] >= 0 and a["started_at"] for a in attempts)
+
+
+async def test_permanent_4xx_fails_at_once_and_redeliver_sends_again(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    receiver.status_for["gone"] = 410
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        await app.submit("gone", receiver.url + "/hook")
+
+        async def failed() -> bool:
+            return await delivery_rows(app) == [("gone", "failed", 1)]
+
+        await wait_until(failed, timeout=20, what="delivery failed after one attempt")
+        detail = (await app.client.get("/api/requests/gone")).json()
+        assert detail["delivery"]["last_error"] == "receiver answered 410"
+        assert detail["delivery"]["attempt_log"][0]["outcome"] == "permanent_failure"
+
+        del receiver.status_for["gone"]
+        answer = await app.client.post("/api/requests/gone/redeliver")
+        assert answer.status_code == 202 and answer.json()["status"] == "pending"
+        await receiver.wait_for(lambda r: len(r.successes("gone")) == 1, timeout=20)
+
+        async def delivered() -> bool:
+            return await delivery_rows(app) == [("gone", "delivered", 2)]
+
+        await wait_until(delivered, timeout=10, what="redelivery recorded")
+
+
+async def test_redirect_is_not_followed_and_gives_up_after_max_attempts(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    receiver.status_for["moved"] = 302
+    receiver.status_for["down"] = 503
+    settings = fast_settings(database_url, inference.url + "/v1", delivery_max_attempts=3)
+    async with start_app(settings) as app:
+        await app.submit("moved", receiver.url + "/hook")
+        await app.submit("down", receiver.url + "/hook")
+
+        async def settled() -> bool:
+            return await delivery_rows(app) == [("down", "failed", 3), ("moved", "failed", 1)]
+
+        await wait_until(settled, timeout=30, what="both deliveries failed")
+        assert len(receiver.by_custom_id()["down"]) == 3
+
+
+async def test_inference_errors_are_retried_then_recorded_and_delivered(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    inference.fail_first["wobbly"] = 2  # recovers on the 3rd call
+    inference.always_fail.add("broken")  # never recovers
+    inference.status_for["rejected"] = 400  # a client error is the answer, not retried
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        for custom_id in ("wobbly", "broken", "rejected"):
+            await app.submit(custom_id, receiver.url + "/hook")
+        await receiver.wait_for(lambda r: len(r.successes()) == 3, timeout=30)
+        lines = {r.json["custom_id"]: r.json for r in receiver.successes()}
+
+        assert lines["wobbly"]["error"] is None
+        assert lines["wobbly"]["response"]["status_code"] == 200
+        assert inference.calls_by_key["wobbly"] == 3
+
+        assert inference.calls_by_key["broken"] == 4  # 1 try + LOCAL_MAX_RETRIES (3)
+        assert lines["broken"]["response"]["status_code"] == 500
+        assert lines["broken"]["error"]["code"] == "server_error"
+
+        assert inference.calls_by_key["rejected"] == 1
+        assert lines["rejected"]["error"]["code"] == "http_400"
+
+        statuses = {c: (await app.client.get(f"/api/requests/{c}")).json()["status"] for c in lines}
+        assert statuses == {"wobbly": "succeeded", "broken": "failed", "rejected": "failed"}
+
+
+async def test_unreachable_inference_server_ends_in_a_delivered_error(
+    database_url: str, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, "http://127.0.0.1:9/v1")) as app:
+        await app.submit("nowhere", receiver.url + "/hook")
+        await receiver.wait_for(lambda r: len(r.successes()) == 1, timeout=30)
+        line = receiver.successes()[0].json
+        assert line["response"] is None
+        assert line["error"]["code"] == "connection_error"
+
+
+async def test_api_key_concurrency_and_pull_only_requests(
+    database_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    inference.required_api_key = "sk-local"
+    inference.delay_seconds = 0.05
+    settings = fast_settings(
+        database_url, inference.url + "/v1", local_api_key="sk-local", local_concurrency=3
+    )
+    async with start_app(settings) as app:
+        for i in range(12):
+            assert (await app.submit(f"pull-{i}", None)).status_code == 202
+
+        async def all_done() -> bool:
+            details = [(await app.client.get(f"/api/requests/pull-{i}")).json() for i in range(12)]
+            return all(d["status"] == "succeeded" for d in details)
+
+        await wait_until(all_done, timeout=30, what="12 pull-only requests succeeded")
+        assert inference.max_in_flight == 3
+        detail = (await app.client.get("/api/requests/pull-0")).json()
+        assert detail["delivery"] is None
+        assert detail["result"]["response"]["status_code"] == 200
