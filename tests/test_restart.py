@@ -1,0 +1,139 @@
+"""Stopping the app mid-run, gracefully or with SIGKILL, and starting it again loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app.db.models import Delivery, Request
+from app.db.session import Database
+from tests.conftest import StartApp, fast_settings, wait_until
+from tests.standins.inference import InferenceStandin
+from tests.standins.receiver import WebhookReceiver
+
+COUNT = 120
+
+
+def payload(i: int, hook: str) -> dict[str, object]:
+    return {
+        "custom_id": f"r-{i:03d}",
+        "url": "/v1/chat/completions",
+        "body": {"model": "stand-in", "messages": [{"role": "user", "content": f"r-{i:03d}"}]},
+        "delivery_config": {"type": "webhook", "webhook_url": hook},
+    }
+
+
+async def delivered_count(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.count()).where(Delivery.status == "delivered")) or 0)
+
+
+async def finished_count(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.count()).where(Request.status == "succeeded")) or 0)
+
+
+def assert_each_delivered(receiver: WebhookReceiver) -> None:
+    ids = {r.custom_id for r in receiver.successes()}
+    assert ids == {f"r-{i:03d}" for i in range(COUNT)}, f"missing: {COUNT - len(ids)}"
+
+
+async def test_graceful_stop_mid_run_then_restart(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    inference.delay_seconds = 0.02  # slow enough that the stop lands mid-batch
+    settings = fast_settings(database_url, inference.url + "/v1", local_concurrency=2, batch_max_requests=40)
+    async with start_app(settings) as app:
+        for i in range(COUNT):
+            assert (await app.client.post("/api/requests", json=payload(i, receiver.url))).status_code == 202
+        await wait_until(lambda: _at_least(finished_count(app.db), 10), timeout=30, what="some results")
+    # Stopped: some requests ran, some did not, some deliveries may be due.
+    db = Database(database_url)
+    try:
+        assert await finished_count(db) < COUNT, "the stop came too late to test anything"
+    finally:
+        await db.dispose()
+    async with start_app(settings) as app:
+        await wait_until(lambda: _at_least(delivered_count(app.db), COUNT), timeout=60, what="all delivered")
+    assert_each_delivered(receiver)
+
+
+async def _at_least(value: object, n: int) -> bool:
+    return await value >= n  # type: ignore[operator]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@asynccontextmanager
+async def app_process(env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`python -m app serve` in a child process, ready when /health answers."""
+    port = _free_port()
+    child_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "warning"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", env=child_env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+
+            async def healthy() -> bool:
+                if process.returncode is not None:
+                    raise RuntimeError(f"app exited with {process.returncode}")
+                try:
+                    return (await client.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(healthy, timeout=30, interval=0.1, what="the app process to serve /health")
+        yield process, url
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_run_then_restart_loses_nothing(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver
+) -> None:
+    inference.delay_seconds = 0.02
+    env = {
+        "DATABASE_URL": database_url,
+        "LOCAL_BASE_URL": inference.url + "/v1",
+        "LOCAL_CONCURRENCY": "2",
+        "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
+        "BATCH_MAX_REQUESTS": "40",
+        "TICK_SECONDS": "0.2",
+        "LEASE_SECONDS": "2",  # a killed process's leases run out quickly
+        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
+        "WEBHOOK_SECRET": "",
+    }
+    db = Database(database_url)
+    try:
+        async with app_process(env) as (process, url):
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                for i in range(COUNT):
+                    assert (
+                        await client.post("/api/requests", json=payload(i, receiver.url))
+                    ).status_code == 202
+            await wait_until(lambda: _at_least(finished_count(db), 10), timeout=30, what="some results")
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        assert await finished_count(db) < COUNT, "the kill came too late to test anything"
+
+        async with app_process(env):
+            await wait_until(lambda: _at_least(delivered_count(db), COUNT), timeout=90, what="all delivered")
+        assert_each_delivered(receiver)
+    finally:
+        await db.dispose()
