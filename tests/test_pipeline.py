@@ -135,7 +135,7 @@ async def test_permanent_4xx_fails_at_once_and_redeliver_sends_again(
         await app.submit("gone", receiver.url + "/hook")
 
         async def failed() -> bool:
-            return await delivery_rows(app) == [("gone", "failed", 1)]
+            return await delivery_rows(app) == [("gone", "delivery_failed", 1)]
 
         await wait_until(failed, timeout=20, what="delivery failed after one attempt")
         detail = (await app.client.get("/api/requests/gone")).json()
@@ -164,7 +164,10 @@ async def test_redirect_is_not_followed_and_gives_up_after_max_attempts(
         await app.submit("down", receiver.url + "/hook")
 
         async def settled() -> bool:
-            return await delivery_rows(app) == [("down", "failed", 3), ("moved", "failed", 1)]
+            return await delivery_rows(app) == [
+                ("down", "delivery_failed", 3),
+                ("moved", "delivery_failed", 1),
+            ]
 
         await wait_until(settled, timeout=30, what="both deliveries failed")
         assert len(receiver.by_custom_id()["down"]) == 3

@@ -17,7 +17,7 @@ import httpx
 from app.backends.base import BatchLine, LineResult
 from app.config import Settings
 
-RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER_SECONDS = 60.0
 
 

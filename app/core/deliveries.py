@@ -140,7 +140,7 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
                 delivery.next_attempt_at = None
                 delivery.last_error = None
             elif result.outcome == "permanent_failure" or delivery.attempts >= settings.delivery_max_attempts:
-                states.move_delivery(delivery, "failed")
+                states.move_delivery(delivery, "delivery_failed")
                 delivery.next_attempt_at = None
                 delivery.last_error = result.error
             else:

@@ -39,10 +39,10 @@ REQUEST_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"delivered", "retrying", "failed"}),
-    "retrying": frozenset({"delivered", "retrying", "failed", "pending"}),
+    "pending": frozenset({"delivered", "retrying", "delivery_failed"}),
+    "retrying": frozenset({"delivered", "retrying", "delivery_failed", "pending"}),
     "delivered": frozenset({"pending"}),
-    "failed": frozenset({"pending"}),
+    "delivery_failed": frozenset({"pending"}),
 }
 
 BATCH_TERMINAL = frozenset(s for s, nxt in BATCH_TRANSITIONS.items() if not nxt) | {"failed"}

@@ -1,0 +1,94 @@
+"""Adapter behaviour that is awkward to reach end to end: timeouts, SSRF guard, Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.backends.base import BatchLine
+from app.backends.local import LocalBackend
+from app.channels.base import Message
+from app.channels.webhook import WebhookChannel
+from tests.conftest import StartApp, fast_settings, wait_until
+from tests.standins.inference import InferenceStandin
+from tests.standins.receiver import WebhookReceiver
+
+
+def message(url: str, custom_id: str = "c1") -> Message:
+    return Message("dlv_1", custom_id, 1, b'{"custom_id":"c1"}', {"type": "webhook", "webhook_url": url})
+
+
+async def test_webhook_timeout_is_a_retryable_failure(receiver: WebhookReceiver) -> None:
+    receiver.delay_for["c1"] = 2.0
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=0.2))
+    try:
+        result = await channel.send(message(receiver.url + "/hook"))
+    finally:
+        await channel.close()
+    assert result.outcome == "retryable_failure"
+    assert result.error and result.error.startswith("timeout")
+
+
+async def test_429_retry_after_is_reported(receiver: WebhookReceiver) -> None:
+    receiver.fail_first["c1"] = 1
+    receiver.fail_status = 429
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://"))
+    try:
+        result = await channel.send(message(receiver.url + "/hook"))
+        assert (result.outcome, result.http_status) == ("retryable_failure", 429)
+        assert (await channel.send(message(receiver.url + "/hook"))).outcome == "success"
+    finally:
+        await channel.close()
+
+
+async def test_ssrf_guard_blocks_private_targets_at_send_time(receiver: WebhookReceiver) -> None:
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_block_private_networks=True))
+    try:
+        port = receiver.url.rsplit(":", 1)[1]
+        result = await channel.send(message(f"http://localhost:{port}/hook"))
+    finally:
+        await channel.close()
+    assert result.outcome == "permanent_failure"
+    assert "not a public address" in (result.error or "")
+    assert receiver.received == []
+
+
+async def test_ssrf_guard_rejects_private_literals_at_intake(sqlite_url: str, start_app: StartApp) -> None:
+    settings = fast_settings(sqlite_url, scheduler_enabled=False, webhook_block_private_networks=True)
+    async with start_app(settings) as app:
+        answer = await app.submit("x", "http://10.1.2.3/hook")
+        assert answer.status_code == 422
+        assert answer.json()["errors"][0]["code"] == "invalid_webhook_url"
+
+
+async def test_local_backend_honours_retry_after_on_429(inference: InferenceStandin) -> None:
+    inference.fail_first["slow down"] = 1
+    inference.fail_status = 429
+    inference.retry_after = 0.3
+    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
+    try:
+        line = BatchLine(1, "c1", "/v1/chat/completions", {"model": "m", "user": "slow down"})
+        result = await backend.run_line(line)
+    finally:
+        await backend.close()
+    assert result.succeeded and result.attempts == 2
+    assert backend._backoff(1, "0.3") == pytest.approx(0.3)
+    assert backend._backoff(1, "999") == 60.0  # bounded, whatever the server asks
+
+
+async def test_local_backend_does_not_retry_a_read_timeout(inference: InferenceStandin) -> None:
+    inference.delay_seconds = 1.0
+    backend = LocalBackend(
+        fast_settings("sqlite+aiosqlite://", inference.url + "/v1", local_timeout_seconds=0.2)
+    )
+    try:
+        result = await backend.run_line(BatchLine(1, "c1", "/v1/chat/completions", {"model": "m"}))
+    finally:
+        await backend.close()
+    assert result.error is not None and result.error["code"] == "timeout"
+    assert result.attempts == 1
+
+    async def settled() -> bool:
+        return inference.in_flight == 0
+
+    await wait_until(settled, timeout=5, what="the stand-in to finish the abandoned call")
+    assert len(inference.calls) == 1
