@@ -18,7 +18,7 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 4000
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     database_url: str = "sqlite+aiosqlite:///./data/batchgate.db"
 
     default_backend: Literal["local"] = "local"
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
             try:
                 Webhook(value)
             except Exception as exc:
-                raise ValueError("WEBHOOK_SECRET must be 'whsec_' followed by base64") from exc
+                raise ValueError("WEBHOOK_SECRET must be base64, optionally prefixed with 'whsec_'") from exc
         return value
 
     @cached_property

@@ -72,7 +72,10 @@ async def test_accepts_a_valid_request(api: RunningApp) -> None:
         ),
         ({k: v for k, v in valid().items() if k != "custom_id"}, "missing_field", "/custom_id"),
         ({k: v for k, v in valid().items() if k != "delivery_config"}, "missing_field", "/delivery_config"),
-        (valid(custom_id=""), "invalid_value", "/custom_id"),
+        (valid(custom_id=""), "invalid_custom_id", "/custom_id"),
+        (valid(custom_id="a//b"), "invalid_custom_id", "/custom_id"),
+        (valid(custom_id="/lead"), "invalid_custom_id", "/custom_id"),
+        (valid(custom_id="a/../b"), "invalid_custom_id", "/custom_id"),
         (valid(body={"model": "m", "messages": [{"content": "x" * 5000}]}), "request_too_large", "/body"),
     ],
 )
@@ -107,6 +110,7 @@ async def test_a_json_array_is_a_422_not_a_crash(api: RunningApp) -> None:
     answer = await api.client.post("/api/requests", json=[valid()])
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["code"] == "invalid_value"
+    assert answer.json()["errors"][0]["source"] == {"pointer": ""}
 
 
 async def test_duplicate_custom_id_is_a_409_and_keeps_the_first(api: RunningApp) -> None:

@@ -31,7 +31,7 @@ def error_response(status: int, items: list[ErrorItem]) -> Response[ErrorBody]:
 
 def batchgate_error(_: Request, exc: BatchgateError) -> Response[ErrorBody]:
     items = [
-        ErrorItem(p.code, p.title, p.detail, {"pointer": p.pointer} if p.pointer else {})
+        ErrorItem(p.code, p.title, p.detail, {"pointer": p.pointer} if p.pointer is not None else {})
         for p in exc.problems
     ]
     return error_response(STATUS_FOR_KIND.get(exc.kind, 400), items)

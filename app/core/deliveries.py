@@ -45,7 +45,13 @@ class Sent:
 async def claim_due(
     db: Database, owner: str, settings: Settings, channels: Sequence[str], limit: int
 ) -> list[tuple[int, Message]]:
-    """Lease up to `limit` due deliveries of the given channels and build their messages."""
+    """Lease up to `limit` due deliveries of the given channels and build their messages.
+
+    The lease outlasts the slowest possible send of the whole chunk (every wave of
+    DELIVERY_CONCURRENCY sends timing out), so no other replica resends a delivery still in flight.
+    """
+    waves = -(-limit // settings.delivery_concurrency)
+    lease_seconds = settings.lease_seconds + waves * settings.webhook_timeout_seconds
     async with db.transaction() as session:
         ids = await leases.claim(
             session,
@@ -56,7 +62,7 @@ async def claim_due(
                 Delivery.channel.in_(channels),
             ],
             owner,
-            settings.lease_seconds,
+            lease_seconds,
             limit,
             order_by=Delivery.next_attempt_at,
         )
@@ -187,6 +193,7 @@ async def redeliver(db: Database, custom_id: str) -> Delivery:
         delivery.attempts = 0
         delivery.next_attempt_at = utcnow()
         delivery.last_error = None
+        delivery.delivered_at = None
         delivery.leased_by = None
         delivery.leased_until = None
     return delivery

@@ -12,7 +12,7 @@ class Problem:
     code: str
     title: str
     detail: str
-    pointer: str = ""
+    pointer: str | None = None
 
 
 class BatchgateError(Exception):

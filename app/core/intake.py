@@ -75,6 +75,20 @@ class RequestIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     custom_id: str = Field(min_length=1, max_length=512)
+
+    @field_validator("custom_id")
+    @classmethod
+    def _addressable(cls, value: str) -> str:
+        # The id is used in URL paths (GET /api/requests/{custom_id}); servers normalise empty,
+        # '.' and '..' segments away, so such ids could never be read back.
+        segments = value.split("/")
+        if any(s in ("", ".", "..") for s in segments) or any(ord(ch) < 32 for ch in value):
+            raise ValueError(
+                "custom_id must not start or end with '/', contain '//', '.' or '..' segments, "
+                "or control characters (it must be usable in a URL path)"
+            )
+        return value
+
     url: Endpoint
     method: Literal["POST"] = "POST"
     body: RequestBody
@@ -200,6 +214,7 @@ _FIELD_CODES = {
     ("delivery_config", "webhook_url"): ("invalid_webhook_url", "Invalid webhook URL"),
     ("delivery_config", "type"): ("invalid_delivery_type", "Unsupported delivery type"),
     ("delivery_config",): ("invalid_delivery_type", "Unsupported delivery type"),
+    ("custom_id",): ("invalid_custom_id", "Invalid custom_id"),
 }
 
 
@@ -208,7 +223,7 @@ def _problem(error: Any, prefix: str) -> Problem:
     # Pydantic puts the discriminator's value in the path of a tagged union; users never wrote it.
     if len(loc) > 1 and loc[0] == "delivery_config" and loc[1] in ("webhook", "rabbitmq", "none"):
         del loc[1]
-    pointer = prefix + "/" + "/".join(loc) if loc else prefix or "/"
+    pointer = prefix + "/" + "/".join(loc) if loc else prefix
     kind = error["type"]
     if kind == "extra_forbidden":
         return Problem(
