@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 
 from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
@@ -23,6 +25,16 @@ from app.db.migrate import pending_revision
 from app.db.session import Database
 
 log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+# Swagger UI is vendored under static/ (pinned), so the docs work without reaching a CDN.
+SWAGGER = SwaggerRenderPlugin(
+    path="/swaggerui",
+    js_url="/static/swagger-ui/swagger-ui-bundle.js",
+    css_url="/static/swagger-ui/swagger-ui.css",
+    standalone_preset_js_url="/static/swagger-ui/swagger-ui-standalone-preset.js",
+    favicon="",
+)
 
 
 class SchemaJson(JsonRenderPlugin):
@@ -68,7 +80,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await db.dispose()
 
     return Litestar(
-        route_handlers=[RequestController, BatchController, health],
+        route_handlers=[
+            RequestController,
+            BatchController,
+            health,
+            create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings, "db": None, "worker": None}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -80,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/api",
             render_plugins=[
                 SchemaJson(path=["/openapi", "/openapi.json"]),
-                SwaggerRenderPlugin(path="/swaggerui"),
+                SWAGGER,
             ],
         ),
         logging_config=None,
