@@ -1,0 +1,111 @@
+"""Shared pieces of the benchmarks: a fresh database, a bounded load loop, the payload, the table."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app.db.migrate import upgrade
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@asynccontextmanager
+async def fresh_database(kind: str) -> AsyncIterator[str]:
+    """A migrated, empty database (SQLite file in a temp dir, or a new PostgreSQL database), removed after."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bg_bench_") as tmp:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'batchgate.db'}"
+            await asyncio.to_thread(upgrade, url)
+            yield url
+        return
+    name = f"bg_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def hammer(
+    n: int,
+    concurrency: int,
+    op: Callable[[int, int], Awaitable[None]],
+    timeout: float,  # noqa: ASYNC109 - every benchmark phase has a deadline
+) -> float:
+    """Run op(worker, i) for i in range(n) on `concurrency` workers; return the elapsed seconds."""
+    items = iter(range(n))
+
+    async def worker(w: int) -> None:
+        for i in items:  # workers share one iterator: exactly n calls in all
+            await op(w, i)
+
+    start = time.perf_counter()
+    # A failure or the deadline cancels every worker: no stray tasks outlive the phase.
+    try:
+        async with asyncio.timeout(timeout), asyncio.TaskGroup() as group:
+            for w in range(concurrency):
+                group.create_task(worker(w))
+    except TimeoutError:
+        raise TimeoutError(f"{n} operations did not finish within {timeout:g} s") from None
+    return time.perf_counter() - start
+
+
+def payload(custom_id: str, webhook_url: str) -> dict[str, Any]:
+    """One POST /api/requests body, as a client would send it."""
+    return {
+        "custom_id": custom_id,
+        "url": "/v1/chat/completions",
+        "method": "POST",
+        "body": {"model": "stand-in", "messages": [{"role": "user", "content": f"say hi to {custom_id}"}]},
+        "delivery_config": {"type": "webhook", "webhook_url": webhook_url},
+    }
+
+
+@asynccontextmanager
+async def clients(base_url: str, count: int) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """`count` independent HTTP clients (one keep-alive connection each), as separate callers."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30))
+            for _ in range(count)
+        ]
+
+
+def rate(rates: list[float]) -> str:
+    """The median of the rounds' rates, per second."""
+    return f"{statistics.median(rates):,.0f} /s"
+
+
+def ratio(numerators: list[float], denominators: list[float]) -> str:
+    """The median of the per-round ratios, with their range when there are several rounds."""
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    spread = f"  ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}{spread}"
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print(title)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
