@@ -132,6 +132,7 @@ class RunningApp:
     client: httpx.AsyncClient
     settings: Settings
     db: Database
+    worker: Any = None
 
     async def submit(self, custom_id: str, webhook_url: str | None, **body: Any) -> httpx.Response:
         delivery = {"type": "webhook", "webhook_url": webhook_url} if webhook_url else {"type": "none"}
@@ -156,7 +157,7 @@ def start_app() -> StartApp:
     async def start(settings: Settings) -> AsyncIterator[RunningApp]:
         app = create_app(settings)
         async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield RunningApp(url, client, settings, app.state.db)
+            yield RunningApp(url, client, settings, app.state.db, app.state.worker)
 
     return start
 

@@ -232,3 +232,27 @@ async def test_api_key_concurrency_and_pull_only_requests(
         detail = (await app.client.get("/api/requests/pull-0")).json()
         assert detail["delivery"] is None
         assert detail["result"]["response"]["status_code"] == 200
+
+
+async def test_a_batch_whose_run_keeps_crashing_fails_and_delivers_errors(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    """A bug in the run must not loop forever: after MAX_RUN_FAILURES the batch fails visibly and
+    its requests are delivered with an internal_error."""
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        worker = app.worker
+
+        def crash(lines: object) -> object:
+            raise RuntimeError("simulated runner bug")
+
+        worker.runner.backend.run = crash  # type: ignore[method-assign]
+        await app.submit("doomed", receiver.url + "/hook")
+        await receiver.wait_for(lambda r: len(r.successes()) == 1, timeout=30)
+        line = receiver.successes()[0].json
+        assert line["error"]["code"] == "internal_error"
+        detail = (await app.client.get("/api/requests/doomed")).json()
+        batch = (await app.client.get(f"/api/batches/{detail['batch_id']}")).json()
+        assert batch["status"] == "failed"
+        assert "simulated runner bug" in batch["events"][-1]["reason"]
+        assert batch["error"]["code"] == "internal_error"
+        assert inference.calls == []

@@ -161,6 +161,7 @@ async def _open_building(
             completed_count=0,
             failed_count=0,
             close_requested=False,
+            run_failures=0,
             created_at=now,
             status_changed_at=now,
         )

@@ -13,8 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchLine, LineResult
 from app.backends.local import LocalBackend
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_SECONDS = 0.1
 FLUSH_EVERY_RESULTS = 100
 PARALLEL_BATCHES = 8
+MAX_RUN_FAILURES = 3
+RUN_RETRY_SECONDS = 1.0
 
 
 async def submit_ready(db: Database, limit: int = 20) -> list[int]:
@@ -111,9 +115,9 @@ class LocalRunner:
             await self._finish(batch_id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Leave the lease to run out: another pass retries the batch's unfinished requests.
+        except Exception as exc:
             log.exception("local batch %s stopped with an error", batch_id)
+            await self._record_failure(batch_id, exc)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,12 +125,7 @@ class LocalRunner:
 
     async def _open_lines(self, batch_id: int) -> list[BatchLine]:
         async with self.db.transaction() as session:
-            rows = await session.execute(
-                select(Request.id, Request.custom_id, Request.endpoint, Request.body)
-                .where(Request.batch_id == batch_id, Request.status == "processing")
-                .order_by(Request.id)
-            )
-            return [BatchLine(rid, cid, url, body) for rid, cid, url, body in rows]
+            return await unfinished_lines(session, batch_id)
 
     async def _flush(self, batch_id: int, buffer: list[LineResult]) -> None:
         if not buffer:
@@ -152,6 +151,45 @@ class LocalRunner:
             batch.leased_until = None
             batch.leased_by = None
 
+    async def _record_failure(self, batch_id: int, exc: Exception) -> None:
+        """Retry a crashed run later with backoff; after MAX_RUN_FAILURES, fail what is left.
+
+        A run only crashes on a bug or a database fault (inference errors are results), so the
+        retries are bounded: a batch must never loop forever.
+        """
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            async with self.db.transaction() as session:
+                batch = await session.get(Batch, batch_id, with_for_update=True)
+                if batch is None or batch.status != "processing" or batch.leased_by != self.owner:
+                    return
+                batch.run_failures += 1
+                if batch.run_failures < MAX_RUN_FAILURES:
+                    delay = min(
+                        RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1), self.settings.lease_seconds
+                    )
+                    batch.leased_until = utcnow() + timedelta(seconds=delay)
+                    return
+                lines = await unfinished_lines(session, batch_id)
+                error = {
+                    "code": "internal_error",
+                    "message": f"the batch run failed {batch.run_failures} times",
+                }
+                await results.record(
+                    session,
+                    batch_id,
+                    [LineResult(line.request_id, line.custom_id, None, error) for line in lines],
+                )
+                batch.error = {**error, "last_error": message}
+                states.move_batch(
+                    session, batch, "failed", f"run failed {batch.run_failures} times: {message}"
+                )
+                batch.leased_until = None
+                batch.leased_by = None
+            self.on_results()
+        except Exception:
+            log.exception("could not record the failure of local batch %s; its lease runs out", batch_id)
+
     async def _keep_lease(self, batch_id: int, runner: asyncio.Task[None] | None) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.05)
         while True:
@@ -164,6 +202,16 @@ class LocalRunner:
                 log.warning("lost the lease on local batch %s; stopping it here", batch_id)
                 runner.cancel()
                 return
+
+
+async def unfinished_lines(session: AsyncSession, batch_id: int) -> list[BatchLine]:
+    """The batch's requests that have no result yet, as backend lines."""
+    rows = await session.execute(
+        select(Request.id, Request.custom_id, Request.endpoint, Request.body)
+        .where(Request.batch_id == batch_id, Request.status == "processing")
+        .order_by(Request.id)
+    )
+    return [BatchLine(rid, cid, url, body) for rid, cid, url, body in rows]
 
 
 async def release_leases(db: Database, owner: str) -> None:

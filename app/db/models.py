@@ -26,6 +26,7 @@ class Batch(IdentityBase):
     completed_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
     close_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    run_failures: Mapped[int] = mapped_column(Integer, default=0)
     remote_batch_id: Mapped[str | None] = mapped_column(String(255))
     input_file_id: Mapped[str | None] = mapped_column(String(255))
     output_file_id: Mapped[str | None] = mapped_column(String(255))

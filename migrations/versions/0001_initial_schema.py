@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("completed_count", sa.Integer(), nullable=False),
         sa.Column("failed_count", sa.Integer(), nullable=False),
         sa.Column("close_requested", sa.Boolean(), nullable=False),
+        sa.Column("run_failures", sa.Integer(), nullable=False),
         sa.Column("remote_batch_id", sa.String(length=255), nullable=True),
         sa.Column("input_file_id", sa.String(length=255), nullable=True),
         sa.Column("output_file_id", sa.String(length=255), nullable=True),
