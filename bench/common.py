@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import tempfile
@@ -109,3 +110,14 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     print(title)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+
+
+def parse_args(prog: str, description: str) -> argparse.Namespace:
+    """The options every benchmark takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
+    return parser.parse_args()

@@ -11,13 +11,12 @@ minimum). Everything shares this process's event loop, as in bench.intake.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 
 from app.asgi import create_app
-from bench.common import clients, fresh_database, hammer, payload, print_table, rate, ratio
+from bench.common import clients, fresh_database, hammer, parse_args, payload, print_table, rate, ratio
 from tests.conftest import fast_settings
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import CUSTOM_ID_HEADER, WebhookReceiver
@@ -111,11 +110,5 @@ async def main(kind: str, n: int, c: int, rounds: int, timeout: float) -> None: 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
-    args = parser.parse_args()
+    args = parse_args("python -m bench.pipeline", __doc__.split("\n")[0])
     asyncio.run(main(args.db, args.requests, args.concurrency, args.rounds, args.timeout))

@@ -19,9 +19,9 @@ from sqlalchemy import func, insert, select
 
 from app.channels.base import Message, SendResult
 from app.config import Settings
-from app.core import leases, states
+from app.core import leases, queries, states
 from app.core.clock import utcnow
-from app.core.errors import Conflict, Problem, not_found
+from app.core.errors import Conflict, Problem
 from app.core.results import output_line
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.db.session import Database
@@ -172,12 +172,7 @@ def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
 async def redeliver(db: Database, custom_id: str) -> Delivery:
     """Queue a request's delivery again, with a fresh attempt budget."""
     async with db.transaction() as session:
-        request = await session.scalar(select(Request).where(Request.custom_id == custom_id))
-        if request is None:
-            raise not_found("request", custom_id)
-        delivery = await session.scalar(
-            select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
-        )
+        request, delivery = await queries.request_and_delivery(session, custom_id)
         if delivery is None:
             if request.status not in states.REQUEST_FINISHED:
                 detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."

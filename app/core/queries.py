@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import not_found
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request
@@ -24,15 +25,21 @@ class BatchDetail:
     events: list[BatchEvent]
 
 
+async def request_and_delivery(session: AsyncSession, custom_id: str) -> tuple[Request, Delivery | None]:
+    """A request by custom_id and its latest delivery; NotFound when there is no such request."""
+    request = await session.scalar(select(Request).where(Request.custom_id == custom_id))
+    if request is None:
+        raise not_found("request", custom_id)
+    delivery = await session.scalar(
+        select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
+    )
+    return request, delivery
+
+
 async def request_detail(db: Database, custom_id: str) -> RequestDetail:
     """A request with its delivery and every delivery attempt."""
     async with db.transaction() as session:
-        request = await session.scalar(select(Request).where(Request.custom_id == custom_id))
-        if request is None:
-            raise not_found("request", custom_id)
-        delivery = await session.scalar(
-            select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
-        )
+        request, delivery = await request_and_delivery(session, custom_id)
         attempts = []
         if delivery is not None:
             attempts = list(

@@ -6,13 +6,9 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
 
 ROUTES = frozenset(
     {
@@ -74,36 +70,6 @@ def request_key(path: str, body: dict[str, Any]) -> str:
     return _text(body.get("input"))
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _send_json(send: Send, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(payload).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": data})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def _error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -146,7 +112,7 @@ class InferenceStandin:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -166,13 +132,13 @@ class InferenceStandin:
         rid = {"x-request-id": f"req_{n}"}
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
 
         if path not in ROUTES:
-            await _send_json(send, 404, _error(f"no route {path}", "not_found_error"), rid)
+            await send_json(send, 404, _error(f"no route {path}", "not_found_error"), rid)
             return
         if scope["method"] != "POST":
-            await _send_json(
+            await send_json(
                 send, 405, _error("method not allowed", "invalid_request_error"), rid | {"allow": "POST"}
             )
             return
@@ -181,7 +147,7 @@ class InferenceStandin:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            await _send_json(send, 400, _error("body must be a JSON object", "invalid_request_error"), rid)
+            await send_json(send, 400, _error("body must be a JSON object", "invalid_request_error"), rid)
             return
 
         key = request_key(path, body)
@@ -191,7 +157,7 @@ class InferenceStandin:
 
         if self.delay_seconds > 0:
             await asyncio.sleep(self.delay_seconds)
-        await _send_json(send, status, payload, rid | extra)
+        await send_json(send, status, payload, rid | extra)
 
     def _decide(
         self, path: str, body: dict[str, Any], key: str, headers: dict[str, str], n: int
