@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -62,10 +61,6 @@ class Settings(BaseSettings):
             except Exception as exc:
                 raise ValueError("WEBHOOK_SECRET must be base64, optionally prefixed with 'whsec_'") from exc
         return value
-
-    @cached_property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
     def backend_max_age_seconds(self, backend: str) -> float:
         """How long the oldest pending request of a backend may wait before its batch closes."""

@@ -73,6 +73,20 @@ async def delivery_rows(app: RunningApp) -> list[tuple[str, str, int]]:
         return sorted((c, s, int(n)) for c, s, n in rows)
 
 
+async def wait_for_deliveries(
+    app: RunningApp,
+    expected: list[tuple[str, str, int]],
+    timeout: float,  # noqa: ASYNC109 (a polling deadline, like wait_until's)
+    what: str,
+) -> None:
+    """Wait until delivery_rows(app) is exactly `expected`."""
+
+    async def reached() -> bool:
+        return await delivery_rows(app) == expected
+
+    await wait_until(reached, timeout=timeout, what=what)
+
+
 async def test_500_requests_each_delivered_exactly_once(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
@@ -112,10 +126,7 @@ async def test_receiver_failing_twice_is_delivered_on_the_third_attempt(
         await app.submit("flaky", receiver.url + "/hook")
         await receiver.wait_for(lambda r: len(r.successes("flaky")) == 1, timeout=20)
 
-        async def delivered() -> bool:
-            return await delivery_rows(app) == [("flaky", "delivered", 3)]
-
-        await wait_until(delivered, timeout=10, what="3 attempts recorded")
+        await wait_for_deliveries(app, [("flaky", "delivered", 3)], timeout=10, what="3 attempts recorded")
         attempts = (await app.client.get("/api/requests/flaky")).json()["delivery"]["attempt_log"]
         assert [(a["number"], a["outcome"], a["http_status"]) for a in attempts] == [
             (1, "retryable_failure", 500),
@@ -134,10 +145,9 @@ async def test_permanent_4xx_fails_at_once_and_redeliver_sends_again(
     async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
         await app.submit("gone", receiver.url + "/hook")
 
-        async def failed() -> bool:
-            return await delivery_rows(app) == [("gone", "delivery_failed", 1)]
-
-        await wait_until(failed, timeout=20, what="delivery failed after one attempt")
+        await wait_for_deliveries(
+            app, [("gone", "delivery_failed", 1)], timeout=20, what="delivery failed after one attempt"
+        )
         detail = (await app.client.get("/api/requests/gone")).json()
         assert detail["delivery"]["last_error"] == "receiver answered 410"
         assert detail["delivery"]["attempt_log"][0]["outcome"] == "permanent_failure"
@@ -147,10 +157,7 @@ async def test_permanent_4xx_fails_at_once_and_redeliver_sends_again(
         assert answer.status_code == 202 and answer.json()["status"] == "pending"
         await receiver.wait_for(lambda r: len(r.successes("gone")) == 1, timeout=20)
 
-        async def delivered() -> bool:
-            return await delivery_rows(app) == [("gone", "delivered", 2)]
-
-        await wait_until(delivered, timeout=10, what="redelivery recorded")
+        await wait_for_deliveries(app, [("gone", "delivered", 2)], timeout=10, what="redelivery recorded")
 
 
 async def test_redirect_is_not_followed_and_gives_up_after_max_attempts(
@@ -163,13 +170,11 @@ async def test_redirect_is_not_followed_and_gives_up_after_max_attempts(
         await app.submit("moved", receiver.url + "/hook")
         await app.submit("down", receiver.url + "/hook")
 
-        async def settled() -> bool:
-            return await delivery_rows(app) == [
-                ("down", "delivery_failed", 3),
-                ("moved", "delivery_failed", 1),
-            ]
-
-        await wait_until(settled, timeout=30, what="both deliveries failed")
+        expected = [
+            ("down", "delivery_failed", 3),
+            ("moved", "delivery_failed", 1),
+        ]
+        await wait_for_deliveries(app, expected, timeout=30, what="both deliveries failed")
         assert len(receiver.by_custom_id()["down"]) == 3
 
 

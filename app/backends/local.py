@@ -55,7 +55,7 @@ class LocalBackend:
                 try:
                     result = await self.run_line(line)
                 except Exception as exc:  # a bug must not lose the line: it becomes its error
-                    result = _failed(line, 1, None, "internal_error", f"{type(exc).__name__}: {exc}")
+                    result = _failed(line, 1, "internal_error", f"{type(exc).__name__}: {exc}")
                 await results.put(result)
 
         workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(lines)))]
@@ -79,10 +79,10 @@ class LocalBackend:
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 # The server took the request and did not answer in time: retrying would only
                 # multiply LOCAL_TIMEOUT_SECONDS, so the timeout is the answer.
-                return _failed(line, attempt, None, "timeout", f"no answer within the timeout ({exc!r})")
+                return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
             except httpx.TransportError as exc:
                 if attempt > self.max_retries:
-                    return _failed(line, attempt, None, "connection_error", f"{type(exc).__name__}: {exc}")
+                    return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self._backoff(attempt, None))
                 continue
             if response.status_code in RETRYABLE_STATUS and attempt <= self.max_retries:
@@ -118,7 +118,6 @@ def _result(line: BatchLine, attempts: int, response: httpx.Response) -> LineRes
     return LineResult(line.request_id, line.custom_id, payload, error, attempts)
 
 
-def _failed(
-    line: BatchLine, attempts: int, response: dict[str, Any] | None, code: str, message: str
-) -> LineResult:
-    return LineResult(line.request_id, line.custom_id, response, {"code": code, "message": message}, attempts)
+def _failed(line: BatchLine, attempts: int, code: str, message: str) -> LineResult:
+    """A line the server never answered: no response, only the error."""
+    return LineResult(line.request_id, line.custom_id, None, {"code": code, "message": message}, attempts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from app.channels.base import Message, SendResult
 from app.config import Settings
@@ -192,11 +192,3 @@ async def redeliver(db: Database, custom_id: str) -> Delivery:
         delivery.leased_by = None
         delivery.leased_until = None
     return delivery
-
-
-async def count_due(db: Database) -> int:
-    """Deliveries waiting to be sent (due now or later)."""
-    async with db.transaction() as session:
-        return int(
-            await session.scalar(select(func.count()).where(Delivery.status.in_(states.DELIVERY_DUE))) or 0
-        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -93,6 +94,16 @@ class RequestIn(BaseModel):
     body: RequestBody
     delivery_config: DeliveryConfig
 
+    # Computed once: validation needs the size and the insert needs both.
+    @cached_property
+    def body_dict(self) -> dict[str, Any]:
+        return self.body.model_dump()
+
+    @cached_property
+    def line_bytes(self) -> int:
+        """Size of the request as one line of a batch input file."""
+        return len(batch_line(self.custom_id, self.url, self.body_dict).encode())
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -118,7 +129,7 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
     except ValidationError as exc:
         raise InvalidInput(*(_problem(error, pointer_prefix) for error in exc.errors())) from None
     problems = []
-    size = line_bytes(request)
+    size = request.line_bytes
     if size > settings.batch_max_bytes:
         problems.append(
             Problem(
@@ -144,11 +155,6 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
     if problems:
         raise InvalidInput(*problems)
     return request
-
-
-def line_bytes(request: RequestIn) -> int:
-    """Size of the request as one line of a batch input file."""
-    return len(batch_line(request.custom_id, request.url, request.body.model_dump()).encode())
 
 
 def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
@@ -178,15 +184,14 @@ _INSERT = text(
 async def accept(db: Database, settings: Settings, data: Any, origin: str = "api") -> Accepted:
     """Validate and insert one request as pending; raise Conflict on a duplicate custom_id."""
     request = validate(data, settings)
-    body = request.body.model_dump()
     row = {
         "custom_id": request.custom_id,
         "origin": origin,
         "backend": settings.default_backend,
         "endpoint": request.url,
         "model": request.body.model,
-        "body": body,
-        "body_bytes": len(batch_line(request.custom_id, request.url, body).encode()),
+        "body": request.body_dict,
+        "body_bytes": request.line_bytes,
         "delivery": request.delivery_config.model_dump(),
         "created_at": utcnow(),
     }

@@ -212,9 +212,3 @@ async def unfinished_lines(session: AsyncSession, batch_id: int) -> list[BatchLi
         .order_by(Request.id)
     )
     return [BatchLine(rid, cid, url, body) for rid, cid, url, body in rows]
-
-
-async def release_leases(db: Database, owner: str) -> None:
-    """Give back this process's batch leases so a restart resumes at once."""
-    async with db.transaction() as session:
-        await leases.release_all(session, Batch, owner)

@@ -45,7 +45,6 @@ DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
     "delivery_failed": frozenset({"pending"}),
 }
 
-BATCH_TERMINAL = frozenset(s for s, nxt in BATCH_TRANSITIONS.items() if not nxt) | {"failed"}
 REQUEST_FINISHED = frozenset({"succeeded", "failed", "cancelled", "expired"})
 DELIVERY_DUE = ("pending", "retrying")
 

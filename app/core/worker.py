@@ -21,7 +21,7 @@ from app.backends.local import LocalBackend
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
 from app.core import batching, deliveries, leases, local_runs
-from app.db.models import Delivery
+from app.db.models import Batch, Delivery
 from app.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ class Worker:
         await self.runner.stop()
         try:
             async with self.db.transaction() as session:
-                await leases.release_all(session, Delivery, self.owner)
-            await local_runs.release_leases(self.db, self.owner)
+                for model in (Batch, Delivery):
+                    await leases.release_all(session, model, self.owner)
         except Exception:
             log.exception("could not release leases; they run out after LEASE_SECONDS")
         await self.backend.close()
