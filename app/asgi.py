@@ -18,7 +18,9 @@ from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.requests import RequestController
+from app.broker import Broker
 from app.config import Settings
+from app.consumers.intake import IntakeConsumer
 from app.core.intake import RequestIn
 from app.core.worker import Worker
 from app.db.migrate import pending_revision
@@ -68,15 +70,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if missing := await pending_revision(settings.database_url):
             raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
         db = Database(settings.database_url)
-        worker = Worker(db, settings) if settings.scheduler_enabled else None
-        app.state.db, app.state.worker = db, worker
+        broker = Broker(settings) if settings.rabbitmq_url else None
+        worker = Worker(db, settings, broker) if settings.scheduler_enabled else None
+        consumer = (
+            IntakeConsumer(db, settings, broker.intake, broker.intake_queue)
+            if broker and broker.intake_queue
+            else None
+        )
+        app.state.db, app.state.worker, app.state.broker, app.state.consumer = db, worker, broker, consumer
+        if broker:
+            broker.start()
+        if consumer:
+            consumer.start()
         if worker:
             await worker.start()
         try:
             yield
         finally:
+            if consumer:
+                await consumer.stop()
             if worker:
                 await worker.stop()
+            if broker:
+                await broker.close()
             await db.dispose()
 
     return Litestar(
@@ -87,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        state=State({"settings": settings, "db": None, "worker": None}),
+        state=State({"settings": settings, "db": None, "worker": None, "broker": None, "consumer": None}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.api_max_body_bytes,
         openapi_config=OpenAPIConfig(

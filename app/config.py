@@ -41,11 +41,20 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(3600.0, ge=0)
     delivery_concurrency: int = Field(64, ge=1)
 
+    rabbitmq_url: str | None = None
+    rabbitmq_input_queue: str = Field("batchgate.requests", max_length=250)
+    rabbitmq_prefetch: int = Field(64, ge=1, le=65535)
+    rabbitmq_intake_concurrency: int = Field(16, ge=1, le=65535)
+    rabbitmq_declare_queues: bool = True
+    rabbitmq_publish_timeout_seconds: float = Field(10.0, gt=0)
+    rabbitmq_requeue_delay_seconds: float = Field(5.0, ge=0)
+    rabbitmq_reconnect_max_seconds: float = Field(30.0, ge=1)
+
     tick_seconds: float = Field(1.0, gt=0)
     lease_seconds: float = Field(60.0, gt=0)
     scheduler_enabled: bool = True
 
-    @field_validator("webhook_secret", "local_api_key", mode="before")
+    @field_validator("webhook_secret", "local_api_key", "rabbitmq_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value

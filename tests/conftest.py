@@ -20,6 +20,7 @@ from app.asgi import create_app
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.session import Database
+from tests.amqp import Amqp, amqp_client, rabbitmq_reachable
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
@@ -90,6 +91,14 @@ async def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def amqp() -> AsyncIterator[Amqp]:
+    """A plain AMQP client on the real RabbitMQ; the queues it names are deleted afterwards."""
+    require_service("RabbitMQ on 127.0.0.1:5672", await rabbitmq_reachable())
+    async with amqp_client() as client:
+        yield client
+
+
+@pytest.fixture
 async def inference() -> AsyncIterator[InferenceStandin]:
     standin = InferenceStandin()
     async with serve(standin) as url:
@@ -133,17 +142,23 @@ class RunningApp:
     settings: Settings
     db: Database
     worker: Any = None
+    broker: Any = None
+    consumer: Any = None
 
     async def submit(self, custom_id: str, webhook_url: str | None, **body: Any) -> httpx.Response:
         delivery = {"type": "webhook", "webhook_url": webhook_url} if webhook_url else {"type": "none"}
-        payload = {
-            "custom_id": custom_id,
-            "url": "/v1/chat/completions",
-            "method": "POST",
-            "body": {"model": "stand-in", "messages": [{"role": "user", "content": custom_id}], **body},
-            "delivery_config": delivery,
-        }
-        return await self.client.post("/api/requests", json=payload)
+        return await self.client.post("/api/requests", json=request_payload(custom_id, delivery, **body))
+
+
+def request_payload(custom_id: str, delivery: dict[str, Any], **body: Any) -> dict[str, Any]:
+    """A valid intake body for the stand-in model."""
+    return {
+        "custom_id": custom_id,
+        "url": "/v1/chat/completions",
+        "method": "POST",
+        "body": {"model": "stand-in", "messages": [{"role": "user", "content": custom_id}], **body},
+        "delivery_config": delivery,
+    }
 
 
 StartApp = Callable[[Settings], AbstractAsyncContextManager[RunningApp]]
@@ -157,7 +172,9 @@ def start_app() -> StartApp:
     async def start(settings: Settings) -> AsyncIterator[RunningApp]:
         app = create_app(settings)
         async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield RunningApp(url, client, settings, app.state.db, app.state.worker)
+            yield RunningApp(
+                url, client, settings, app.state.db, app.state.worker, app.state.broker, app.state.consumer
+            )
 
     return start
 

@@ -8,10 +8,17 @@ from litestar import Response, get
 from litestar.datastructures import State
 from sqlalchemy import text
 
-from app.api.schemas import HealthOut
+from app.api.schemas import BrokerConnectionOut, HealthOut, RabbitMQOut
 
 
-@get("/health", tags=["health"], summary="Database and scheduler status", operation_id="health")
+@get(
+    "/health",
+    tags=["health"],
+    summary="Database, scheduler and RabbitMQ status",
+    description="503 when this process cannot serve (database or scheduler down). A RabbitMQ "
+    "outage shows under `rabbitmq` but keeps 200: REST intake still works and deliveries wait.",
+    operation_id="health",
+)
 async def health(state: State) -> Response[HealthOut]:
     try:
         async with state.db.transaction() as session:
@@ -24,5 +31,28 @@ async def health(state: State) -> Response[HealthOut]:
         "running" if worker and worker.scheduler.running else ("disabled" if worker is None else "stopped")
     )
     healthy = database == "ok" and scheduler != "stopped"
-    body = HealthOut("ok" if healthy else "degraded", database, scheduler, version("batchgate"))
+    body = HealthOut(
+        "ok" if healthy else "degraded", database, scheduler, version("batchgate"), _rabbitmq(state)
+    )
     return Response(body, status_code=200 if healthy else 503)
+
+
+def _rabbitmq(state: State) -> RabbitMQOut | None:
+    if state.broker is None:
+        return None
+    consumer = state.consumer
+    status = state.broker.status(
+        consuming=bool(consumer and consumer.consuming and state.broker.intake.connected),
+        intake_error=consumer.error if consumer else None,
+    )
+    return RabbitMQOut(
+        state=status.state,
+        host=status.host,
+        intake_queue=status.intake_queue,
+        consuming=status.consuming,
+        last_error=status.last_error,
+        connections={
+            role: BrokerConnectionOut(c.state, c.since, c.last_error)
+            for role, c in status.connections.items()
+        },
+    )

@@ -113,11 +113,27 @@ class BatchListOut(msgspec.Struct):
     next_before_id: int | None
 
 
+class BrokerConnectionOut(msgspec.Struct):
+    state: str
+    since: datetime
+    last_error: str | None
+
+
+class RabbitMQOut(msgspec.Struct):
+    state: str
+    host: str
+    intake_queue: str | None
+    consuming: bool
+    last_error: str | None
+    connections: dict[str, BrokerConnectionOut]
+
+
 class HealthOut(msgspec.Struct):
     status: str
     database: str
     scheduler: str
     version: str
+    rabbitmq: RabbitMQOut | None = None
 
 
 def request_out(detail: RequestDetail) -> RequestOut:

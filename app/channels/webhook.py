@@ -21,8 +21,10 @@ class WebhookChannel:
     """Sends deliveries whose target is {"type": "webhook", "webhook_url": ...}."""
 
     name = "webhook"
+    available = True
 
     def __init__(self, settings: Settings) -> None:
+        self.timeout_seconds = settings.webhook_timeout_seconds
         self._signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
         self._block_private = settings.webhook_block_private_networks
         # Redirects are not followed: a 3xx is the receiver's answer, and following it could

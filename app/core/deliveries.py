@@ -29,6 +29,12 @@ from app.db.session import Database
 
 class Channel(Protocol):
     name: str
+    timeout_seconds: float
+
+    @property
+    def available(self) -> bool:
+        """False while the channel cannot send at all (its deliveries wait, unclaimed)."""
+        ...
 
     async def send(self, message: Message) -> SendResult: ...
 
@@ -43,15 +49,19 @@ class Sent:
 
 
 async def claim_due(
-    db: Database, owner: str, settings: Settings, channels: Sequence[str], limit: int
+    db: Database, owner: str, settings: Settings, channels: Mapping[str, Channel], limit: int
 ) -> list[tuple[int, Message]]:
-    """Lease up to `limit` due deliveries of the given channels and build their messages.
+    """Lease up to `limit` due deliveries of the available channels and build their messages.
 
     The lease outlasts the slowest possible send of the whole chunk (every wave of
     DELIVERY_CONCURRENCY sends timing out), so no other replica resends a delivery still in flight.
     """
+    open_channels = {name: channel for name, channel in channels.items() if channel.available}
+    if not open_channels:
+        return []
     waves = -(-limit // settings.delivery_concurrency)
-    lease_seconds = settings.lease_seconds + waves * settings.webhook_timeout_seconds
+    slowest = max(channel.timeout_seconds for channel in open_channels.values())
+    lease_seconds = settings.lease_seconds + waves * slowest
     async with db.transaction() as session:
         ids = await leases.claim(
             session,
@@ -59,7 +69,7 @@ async def claim_due(
             [
                 Delivery.status.in_(states.DELIVERY_DUE),
                 Delivery.next_attempt_at <= utcnow(),
-                Delivery.channel.in_(channels),
+                Delivery.channel.in_(list(open_channels)),
             ],
             owner,
             lease_seconds,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import bindparam, text
 
 from app.config import Settings
@@ -46,11 +46,34 @@ class WebhookDelivery(BaseModel):
 
 
 class RabbitMQDelivery(BaseModel):
-    """Deliver the result as a message on a RabbitMQ queue."""
+    """Deliver the result as a message: to a queue (default exchange) or to an exchange."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["rabbitmq"]
-    rabbitmq_queue: str = Field(min_length=1, max_length=255)
+    rabbitmq_queue: str | None = None
+    rabbitmq_exchange: str | None = None
+    routing_key: str | None = None
+
+    @field_validator("rabbitmq_queue", "rabbitmq_exchange", "routing_key")
+    @classmethod
+    def _short_string(cls, value: str | None) -> str | None:
+        # AMQP names are "short strings": at most 255 bytes of UTF-8.
+        if value is not None and len(value.encode()) > 255:
+            raise ValueError("must be at most 255 bytes (an AMQP short string)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RabbitMQDelivery:
+        if bool(self.rabbitmq_queue) == bool(self.rabbitmq_exchange):
+            raise ValueError(
+                "give either rabbitmq_queue (a queue, through the default exchange) or "
+                "rabbitmq_exchange with an optional routing_key, not both and not neither"
+            )
+        if self.routing_key is not None and not self.rabbitmq_exchange:
+            raise ValueError("routing_key only applies with rabbitmq_exchange; a queue is its own key")
+        if self.rabbitmq_exchange and self.routing_key is None:
+            self.routing_key = ""
+        return self
 
 
 class NoDelivery(BaseModel):
@@ -152,6 +175,16 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
                     pointer_prefix + "/delivery_config/webhook_url",
                 )
             )
+    if isinstance(delivery, RabbitMQDelivery) and not settings.rabbitmq_url:
+        problems.append(
+            Problem(
+                "rabbitmq_not_configured",
+                "RabbitMQ delivery is off",
+                "This gateway has no RABBITMQ_URL, so it cannot deliver to RabbitMQ; "
+                "use a webhook or 'none', or ask the operator to configure RabbitMQ.",
+                pointer_prefix + "/delivery_config/type",
+            )
+        )
     if problems:
         raise InvalidInput(*problems)
     return request
@@ -192,7 +225,7 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
         "model": request.body.model,
         "body": request.body_dict,
         "body_bytes": request.line_bytes,
-        "delivery": request.delivery_config.model_dump(),
+        "delivery": request.delivery_config.model_dump(exclude_none=True),
         "created_at": utcnow(),
     }
     async with db.engine.begin() as connection:
@@ -226,6 +259,9 @@ _FIELD_CODES = {
     ("delivery_config", "webhook_url"): ("invalid_webhook_url", "Invalid webhook URL"),
     ("delivery_config", "type"): ("invalid_delivery_type", "Unsupported delivery type"),
     ("delivery_config",): ("invalid_delivery_type", "Unsupported delivery type"),
+    ("delivery_config", "rabbitmq_queue"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
+    ("delivery_config", "rabbitmq_exchange"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
+    ("delivery_config", "routing_key"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
     ("custom_id",): ("invalid_custom_id", "Invalid custom_id"),
 }
 
@@ -249,7 +285,10 @@ def _problem(error: Any, prefix: str) -> Problem:
         return Problem(
             code, title, "delivery_config.type must be one of 'webhook', 'rabbitmq', 'none'.", pointer
         )
-    code, title = _FIELD_CODES.get(tuple(loc), ("invalid_value", "Invalid value"))
+    if kind == "value_error" and loc == ["delivery_config"]:
+        code, title = "invalid_rabbitmq_target", "Invalid RabbitMQ target"  # the only model-level rule
+    else:
+        code, title = _FIELD_CODES.get(tuple(loc), ("invalid_value", "Invalid value"))
     message = str(error["msg"]).removeprefix("Value error, ")
     if tuple(loc) == ("url",):
         message = f"url must be one of {', '.join(ENDPOINTS)}."

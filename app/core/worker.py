@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app.backends.local import LocalBackend
+from app.broker import Broker
+from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
 from app.core import batching, deliveries, leases, local_runs
@@ -64,12 +66,16 @@ class Step:
 class Worker:
     """Owns the scheduler, the backend and channel clients, and the pipeline steps."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, broker: Broker | None = None) -> None:
         self.db = db
         self.settings = settings
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.backend = LocalBackend(settings)
-        self.channels = {"webhook": WebhookChannel(settings)}
+        self.channels: dict[str, deliveries.Channel] = {"webhook": WebhookChannel(settings)}
+        if broker is not None:
+            self.channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
+            # Deliveries that waited out an outage go as soon as the broker is back.
+            broker.publish.on_connected.append(self.wake_deliver)
         self.runner = local_runs.LocalRunner(
             db, settings, self.backend, self.owner, on_results=self.wake_deliver
         )
@@ -145,7 +151,7 @@ class Worker:
 
     async def _deliver(self) -> bool:
         claimed = await deliveries.claim_due(
-            self.db, self.owner, self.settings, list(self.channels), DELIVERY_CHUNK
+            self.db, self.owner, self.settings, self.channels, DELIVERY_CHUNK
         )
         if not claimed:
             return False

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as exc_types
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
@@ -66,3 +67,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or was too busy, rather than refusing the
+    statement: the same work is worth trying again later."""
+    if isinstance(exc, exc_types.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, (exc_types.OperationalError, exc_types.InterfaceError)
+        )
+    return isinstance(exc, (OSError, TimeoutError, exc_types.TimeoutError, exc_types.DisconnectionError))

@@ -1,0 +1,139 @@
+"""RabbitMQ channel: publish the result as a persistent message, confirmed by the broker.
+
+Targets are {"type": "rabbitmq", "rabbitmq_queue": q} (the default exchange, routing key q) or
+{"type": "rabbitmq", "rabbitmq_exchange": x, "routing_key": k}. Every publish is `mandatory`, so
+a message no queue would take comes back as a failed attempt instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelAccessRefused,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    DeliveryError,
+    PublishError,
+)
+
+from app.broker import BrokerConnection
+from app.channels.base import Message, SendResult
+from app.config import Settings
+
+
+class RabbitMQChannel:
+    """Sends deliveries whose target type is "rabbitmq", many at once over one confirming channel."""
+
+    name = "rabbitmq"
+
+    def __init__(self, settings: Settings, connection: BrokerConnection) -> None:
+        self.connection = connection
+        self.timeout_seconds = settings.rabbitmq_publish_timeout_seconds
+        self._declare = settings.rabbitmq_declare_queues
+        self._channel: AbstractRobustChannel | None = None
+        self._opening = asyncio.Lock()
+        self._checked_exchanges: set[str] = set()
+        self._checked_queues: set[str] = set()
+
+    @property
+    def available(self) -> bool:
+        """Deliveries wait (unclaimed, no attempt spent) while the broker is unreachable."""
+        return self.connection.connected
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def send(self, message: Message) -> SendResult:
+        target = message.target
+        queue, exchange_name = target.get("rabbitmq_queue"), target.get("rabbitmq_exchange")
+        where = f"queue {queue!r}" if queue else f"exchange {exchange_name!r}"
+        try:
+            channel = await self._publishing_channel()
+            if queue:
+                await self._check_queue(queue)
+                exchange, routing_key = channel.default_exchange, queue
+            else:
+                exchange, routing_key = (
+                    await self._exchange(channel, exchange_name),
+                    target.get("routing_key", ""),
+                )
+            await exchange.publish(
+                _amqp_message(message), routing_key, mandatory=True, timeout=self.timeout_seconds
+            )
+        except PublishError:
+            self._forget(target)  # the queue may have been deleted: check it again next time
+            return SendResult(
+                "retryable_failure",
+                error=f"unroutable: no queue is bound to {where} for routing key "
+                f"{queue if queue else target.get('routing_key', '')!r}",
+            )
+        except DeliveryError as exc:
+            return SendResult("retryable_failure", error=f"broker refused the message (nack): {exc}")
+        except ChannelNotFoundEntity:
+            self._forget(target)
+            return SendResult("retryable_failure", error=f"{where} does not exist")
+        except ChannelAccessRefused as exc:
+            return SendResult("permanent_failure", error=f"access to {where} refused: {exc}")
+        except TimeoutError:
+            return SendResult(
+                "retryable_failure", error=f"no publisher confirm within {self.timeout_seconds} s"
+            )
+        except (AMQPError, ChannelInvalidStateError, ConnectionError, RuntimeError) as exc:
+            return SendResult("retryable_failure", error=f"broker connection: {type(exc).__name__}: {exc}")
+        return SendResult("success", response_excerpt=f"confirmed by the broker ({where})")
+
+    async def _publishing_channel(self) -> AbstractRobustChannel:
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed:
+                # One channel carries every publish: confirms are pipelined, so sends overlap
+                # instead of waiting for each other.
+                self._channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+            return self._channel
+
+    async def _check_queue(self, queue: str) -> None:
+        """On first use of a queue: declare it durable, or only check it exists."""
+        if queue in self._checked_queues:
+            return
+        # A failed passive declare closes its channel, so checks never use the publishing one.
+        async with await self.connection.channel() as probe:
+            try:
+                await probe.declare_queue(queue, passive=True)
+            except ChannelNotFoundEntity:
+                if not self._declare:
+                    raise
+                async with await self.connection.channel() as declarer:
+                    await declarer.declare_queue(queue, durable=True)
+        self._checked_queues.add(queue)
+
+    async def _exchange(self, channel: AbstractRobustChannel, name: str) -> AbstractExchange:
+        # Exchanges are never declared (their type is the owner's choice), only checked: a
+        # publish to a missing exchange would close the shared publishing channel.
+        if name not in self._checked_exchanges:
+            async with await self.connection.channel() as probe:
+                await probe.get_exchange(name, ensure=True)
+            self._checked_exchanges.add(name)
+        return await channel.get_exchange(name, ensure=False)
+
+    def _forget(self, target: dict[str, Any]) -> None:
+        self._checked_queues.discard(target.get("rabbitmq_queue") or "")
+        self._checked_exchanges.discard(target.get("rabbitmq_exchange") or "")
+
+
+def _amqp_message(message: Message) -> aio_pika.Message:
+    return aio_pika.Message(
+        message.body,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.delivery_id,
+        timestamp=datetime.now(UTC),
+        app_id="batchgate",
+        type="batchgate.result",
+        headers={"x-batchgate-custom-id": message.custom_id, "x-batchgate-attempt": message.attempt},
+    )
