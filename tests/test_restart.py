@@ -116,6 +116,7 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(
         "BATCH_MAX_REQUESTS": "40",
         "TICK_SECONDS": "0.2",
         "LEASE_SECONDS": "2",  # a killed process's leases run out quickly
+        "WEBHOOK_TIMEOUT_SECONDS": "3",  # delivery claims last LEASE_SECONDS + one send timeout
         "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
         "WEBHOOK_SECRET": "",
     }

@@ -28,7 +28,9 @@ from app.db.session import Database
 
 log = logging.getLogger(__name__)
 
-DELIVERY_CHUNK = 200
+# Deliveries claimed per round: at most what can be in flight at once, so a claim's lease only
+# has to outlast one send timeout and a crashed process's claims are free again soon.
+DELIVERY_CHUNK_MAX = 500
 
 
 class Step:
@@ -79,6 +81,7 @@ class Worker:
         self.runner = local_runs.LocalRunner(
             db, settings, self.backend, self.owner, on_results=self.wake_deliver
         )
+        self.delivery_chunk = min(settings.delivery_concurrency, DELIVERY_CHUNK_MAX)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.steps = {
             step.name: step
@@ -151,7 +154,7 @@ class Worker:
 
     async def _deliver(self) -> bool:
         claimed = await deliveries.claim_due(
-            self.db, self.owner, self.settings, self.channels, DELIVERY_CHUNK
+            self.db, self.owner, self.settings, self.channels, self.delivery_chunk
         )
         if not claimed:
             return False
@@ -159,7 +162,7 @@ class Worker:
         earliest = await deliveries.record(self.db, self.owner, self.settings, sent)
         if earliest is not None:
             self._wake_at(earliest)
-        return len(claimed) == DELIVERY_CHUNK
+        return len(claimed) == self.delivery_chunk
 
     def _wake_at(self, when: datetime) -> None:
         delay = (when - datetime.now(UTC)).total_seconds()
