@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.core.clock import utcnow
 from app.db.migrate import upgrade
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -80,6 +81,22 @@ def payload(custom_id: str, webhook_url: str) -> dict[str, Any]:
         "method": "POST",
         "body": {"model": "stand-in", "messages": [{"role": "user", "content": f"say hi to {custom_id}"}]},
         "delivery_config": {"type": "webhook", "webhook_url": webhook_url},
+    }
+
+
+def request_row(data: dict[str, Any], status: str = "pending") -> dict[str, Any]:
+    """The requests row intake would insert for a payload, for benchmarks that write it raw."""
+    return {
+        "custom_id": data["custom_id"],
+        "origin": "api",
+        "backend": "local",
+        "endpoint": data["url"],
+        "model": data["body"]["model"],
+        "body": data["body"],
+        "body_bytes": 200,
+        "delivery": data["delivery_config"],
+        "status": status,
+        "created_at": utcnow(),
     }
 
 

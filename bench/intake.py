@@ -16,10 +16,19 @@ from typing import Any
 from sqlalchemy import insert
 
 from app.asgi import create_app
-from app.core.clock import utcnow
 from app.db.models import Request
 from app.db.session import Database
-from bench.common import clients, fresh_database, hammer, parse_args, payload, print_table, rate, ratio
+from bench.common import (
+    clients,
+    fresh_database,
+    hammer,
+    parse_args,
+    payload,
+    print_table,
+    rate,
+    ratio,
+    request_row,
+)
 from tests.conftest import fast_settings
 from tests.standins.serve import serve
 
@@ -65,19 +74,7 @@ async def insert_rate(url: str, prefix: str, n: int, c: int, timeout: float) -> 
     stmt = insert(Request.__table__).returning(Request.__table__.c.id)
 
     async def one(_w: int, i: int, tag: str = "") -> None:
-        data = payload(f"{prefix}{tag}-{i}", HOOK)
-        row = {
-            "custom_id": data["custom_id"],
-            "origin": "api",
-            "backend": "local",
-            "endpoint": data["url"],
-            "model": data["body"]["model"],
-            "body": data["body"],
-            "body_bytes": 200,
-            "delivery": data["delivery_config"],
-            "status": "pending",
-            "created_at": utcnow(),
-        }
+        row = request_row(payload(f"{prefix}{tag}-{i}", HOOK))
         async with db.engine.begin() as connection:
             await connection.execute(stmt, row)
 
