@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "debug":
+        # httpx logs every request at INFO: one line per inference call and webhook. The attempts
+        # are audited in the database; the log keeps what went wrong.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "migrate" or (args.command == "serve" and args.migrate):
         from app.db.migrate import upgrade
 

@@ -31,7 +31,7 @@ State = Literal["connecting", "connected", "disconnected", "closed"]
 FIRST_RETRY_SECONDS = 1.0
 
 
-class _BackoffConnection(RobustConnection):
+class BackoffConnection(RobustConnection):
     """aio-pika's robust connection with a reconnect pause that grows with the outage.
 
     aio-pika waits a fixed `reconnect_interval` between attempts; here the pause is half the
@@ -112,7 +112,7 @@ class BrokerConnection:
             try:
                 connection = await aio_pika.connect_robust(
                     self.url,
-                    connection_class=_BackoffConnection,
+                    connection_class=BackoffConnection,
                     client_properties={"connection_name": self.name},
                     timeout=10,
                 )
@@ -122,7 +122,7 @@ class BrokerConnection:
                 delay = min(self.max_backoff_seconds, max(1.0, (time.monotonic() - self._down_since) / 2))
                 log.warning("RabbitMQ %s: cannot connect (%s); retrying in %.0f s", self.name, exc, delay)
                 await asyncio.sleep(delay)
-        assert isinstance(connection, _BackoffConnection)
+        assert isinstance(connection, BackoffConnection)
         connection.max_interval = self.max_backoff_seconds
         connection.close_callbacks.add(self._lost)
         connection.reconnect_callbacks.add(self._reconnected)
@@ -131,7 +131,7 @@ class BrokerConnection:
         self._ready.set()
 
     def _up(self) -> None:
-        if isinstance(self.connection, _BackoffConnection):
+        if isinstance(self.connection, BackoffConnection):
             self.connection.down_since = None
         self._set("connected")
         log.info("RabbitMQ %s: connected to %s", self.name, safe_host(self.url))
@@ -141,7 +141,7 @@ class BrokerConnection:
     def _lost(self, _connection: Any, exc: BaseException | None = None) -> None:
         if self.state == "closed":
             return
-        if isinstance(self.connection, _BackoffConnection) and self.connection.down_since is None:
+        if isinstance(self.connection, BackoffConnection) and self.connection.down_since is None:
             self.connection.down_since = time.monotonic()
         if exc is not None:
             self.last_error = _describe(exc)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from app.broker import BackoffConnection
 from app.core import deliveries
 from app.db.migrate import upgrade
 from app.db.models import Delivery, DeliveryAttempt, Request
@@ -24,6 +26,7 @@ from tests.conftest import (
 )
 from tests.standins.inference import InferenceStandin
 from tests.standins.tcp_proxy import TcpProxy
+from tests.test_openapi import check
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -294,6 +297,22 @@ async def test_health_reports_the_broker(sqlite_url: str, amqp: Amqp, start_app:
         assert rabbitmq["consuming"] is True
         assert set(rabbitmq["connections"]) == {"intake", "publish"}
         assert "guest" not in answer.text  # no credentials
+        check(
+            (await app.client.get("/api/openapi.json")).json(), "/health", "get", answer
+        )  # the documented shape
+
+
+def test_reconnect_pauses_grow_with_the_outage_up_to_the_cap() -> None:
+    connection = BackoffConnection.__new__(BackoffConnection)  # the property needs no connection
+    connection.max_interval = 30.0
+    connection.down_since = None
+    assert connection.reconnect_interval == 1.0
+    connection.down_since = time.monotonic() - 1
+    assert connection.reconnect_interval == 1.0
+    connection.down_since = time.monotonic() - 20
+    assert 9.9 < connection.reconnect_interval <= 10.1
+    connection.down_since = time.monotonic() - 3600
+    assert connection.reconnect_interval == 30.0
 
 
 async def test_an_unreachable_broker_keeps_rest_working_and_deliveries_waiting(
