@@ -119,17 +119,18 @@ async def test_bad_messages_are_dead_lettered_with_a_reason_and_never_redelivere
         "not-json": b"{this is not json",
         "schema": request_payload("no-model", {"type": "none"}) | {"body": {"messages": []}},
         "webhook": request_payload("bad-hook", {"type": "webhook", "webhook_url": "ftp://example.com/x"}),
+        "huge": request_payload("huge", {"type": "none"}, user="x" * 2000),
     }
-    async with start_app(rabbit_settings(sqlite_url, None, intake)) as app:
+    async with start_app(rabbit_settings(sqlite_url, None, intake, api_max_body_bytes=1024)) as app:
         await consuming(app)
         for label, body in bad.items():
             await amqp.publish(intake, body, message_id=label, headers={"x-user": label})
         await amqp.publish(intake, request_payload("good", {"type": "none"}))
 
         async def settled() -> bool:
-            return app.consumer.counts["dead_lettered"] == 3 and app.consumer.counts["accepted"] == 1
+            return app.consumer.counts["dead_lettered"] == 4 and app.consumer.counts["accepted"] == 1
 
-        await wait_until(settled, timeout=15, what="3 dead letters and 1 accepted request")
+        await wait_until(settled, timeout=15, what="4 dead letters and 1 accepted request")
         assert await count(app) == 1
     assert await amqp.count(intake) == 0
     dead = {m.message_id: m for m in await amqp.get_all(f"{intake}.dlq")}
@@ -139,12 +140,31 @@ async def test_bad_messages_are_dead_lettered_with_a_reason_and_never_redelivere
     assert "/body/model" in dead["schema"].headers["x-batchgate-error"]
     assert dead["webhook"].headers["x-batchgate-error-code"] == "invalid_webhook_url"
     assert "http" in dead["webhook"].headers["x-batchgate-error"]
+    assert dead["huge"].headers["x-batchgate-error-code"] == "body_too_large"
     for label, message in dead.items():
         assert message.body == (
             bad[label] if isinstance(bad[label], bytes) else json.dumps(bad[label]).encode()
         )
         assert message.headers["x-user"] == label  # the publisher's own headers survive
         assert message.headers["x-batchgate-source-queue"] == intake
+
+
+async def test_an_existing_intake_queue_without_dead_lettering_is_used_as_it_is(
+    sqlite_url: str, amqp: Amqp, start_app: StartApp
+) -> None:
+    intake = amqp.name("intake")
+    await amqp.channel.declare_queue(intake, durable=True)  # made by someone else, no DLX arguments
+    async with start_app(rabbit_settings(sqlite_url, None, intake)) as app:
+        await consuming(app)
+        await amqp.publish(intake, b"not json", message_id="bad")
+        await amqp.publish(intake, request_payload("ok", {"type": "none"}))
+
+        async def settled() -> bool:
+            return app.consumer.counts["dead_lettered"] == 1 and app.consumer.counts["accepted"] == 1
+
+        await wait_until(settled, timeout=15, what="1 dead letter and 1 accepted request")
+    [dead] = await amqp.get_all(f"{intake}.dlq")
+    assert dead.headers["x-batchgate-error-code"] == "invalid_json"
 
 
 async def test_a_duplicate_custom_id_is_acked_not_dead_lettered(

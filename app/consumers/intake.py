@@ -106,6 +106,7 @@ class IntakeConsumer:
             # The queue exists with other arguments (made by someone else): use it as it is. Our
             # own dead-lettering publishes to the DLQ directly, so it does not need them.
             log.warning("queue %r exists with other arguments (%s); using it as it is", self.queue_name, exc)
+            await self._channel.close()  # the broker closed it; stop aio-pika from reopening it
             self._channel = await self.connection.channel()
             await self._channel.set_qos(prefetch_count=self.settings.rabbitmq_prefetch)
             return await self._channel.declare_queue(self.queue_name, passive=True)
