@@ -119,27 +119,28 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
     if not sent:
         return None
     earliest: datetime | None = None
+    now = utcnow()
     async with db.transaction() as session:
-        deliveries = {
-            d.id: d
-            for d in (
-                await session.scalars(
-                    select(Delivery).where(Delivery.id.in_([s.row_id for s in sent])).with_for_update()
+        # Only deliveries still leased to us: if our lease ran out, whoever owns it now records.
+        current = {
+            row.id: row
+            for row in (
+                await session.execute(
+                    select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.total_attempts)
+                    .where(Delivery.id.in_([s.row_id for s in sent]), Delivery.leased_by == owner)
+                    .with_for_update()
                 )
             ).all()
         }
-        attempts = []
+        outcomes, attempts = [], []
         for item in sent:
-            delivery = deliveries.get(item.row_id)
-            if delivery is None or delivery.leased_by != owner:
-                continue  # our lease ran out and someone else owns it now; their record wins
-            delivery.attempts += 1
-            delivery.total_attempts += 1
-            result = item.result
+            if (row := current.get(item.row_id)) is None:
+                continue
+            result, tries, number = item.result, row.attempts + 1, row.total_attempts + 1
             attempts.append(
                 {
-                    "delivery_id": delivery.id,
-                    "number": delivery.total_attempts,
+                    "delivery_id": row.id,
+                    "number": number,
                     "started_at": item.started_at,
                     "duration_ms": item.duration_ms,
                     "outcome": result.outcome,
@@ -148,24 +149,30 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
                     "response_excerpt": result.response_excerpt,
                 }
             )
-            delivery.leased_by = None
-            delivery.leased_until = None
+            next_attempt_at = None
             if result.outcome == "success":
-                states.move_delivery(delivery, "delivered")
-                delivery.delivered_at = utcnow()
-                delivery.next_attempt_at = None
-                delivery.last_error = None
-            elif result.outcome == "permanent_failure" or delivery.attempts >= settings.delivery_max_attempts:
-                states.move_delivery(delivery, "delivery_failed")
-                delivery.next_attempt_at = None
-                delivery.last_error = result.error
+                status = "delivered"
+            elif result.outcome == "permanent_failure" or tries >= settings.delivery_max_attempts:
+                status = "delivery_failed"
             else:
-                states.move_delivery(delivery, "retrying")
-                delivery.next_attempt_at = utcnow() + timedelta(
-                    seconds=retry_delay(settings, delivery.attempts, result)
-                )
-                delivery.last_error = result.error
-                earliest = min(earliest, delivery.next_attempt_at) if earliest else delivery.next_attempt_at
+                status = "retrying"
+                next_attempt_at = now + timedelta(seconds=retry_delay(settings, tries, result))
+                earliest = min(earliest, next_attempt_at) if earliest else next_attempt_at
+            outcomes.append(
+                {
+                    "id": row.id,
+                    "from_status": row.status,
+                    "status": status,
+                    "attempts": tries,
+                    "total_attempts": number,
+                    "next_attempt_at": next_attempt_at,
+                    "last_error": None if status == "delivered" else result.error,
+                    "delivered_at": now if status == "delivered" else None,
+                    "leased_by": None,
+                    "leased_until": None,
+                }
+            )
+        await states.set_delivery_outcomes(session, outcomes)
         if attempts:
             await session.execute(insert(DeliveryAttempt), attempts)
     return earliest

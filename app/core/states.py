@@ -112,14 +112,31 @@ async def set_request_outcomes(
 
     The caller has locked the rows and checked they are still in `from_status`.
     """
-    if not rows:
-        return
     for row in rows:
         check(REQUEST_TRANSITIONS, from_status, row["status"])
+    await _update_each(session, Request.__table__, rows, Request.__table__.c.status == from_status)
+
+
+async def set_delivery_outcomes(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Apply per-delivery outcomes in one statement. Each row: id, from_status (as the caller
+    locked it), status and the columns to set."""
+    for row in rows:
+        check(DELIVERY_TRANSITIONS, row["from_status"], row["status"])
+    await _update_each(
+        session, Delivery.__table__, [{k: v for k, v in r.items() if k != "from_status"} for r in rows]
+    )
+
+
+async def _update_each(
+    session: AsyncSession, table: Any, rows: Sequence[dict[str, Any]], *where: Any
+) -> None:
+    """One executemany UPDATE setting each row's own values, matched on id."""
+    if not rows:
+        return
     columns = [key for key in rows[0] if key != "id"]
     stmt = (
-        update(Request.__table__)
-        .where(Request.__table__.c.id == bindparam("b_id"), Request.__table__.c.status == from_status)
+        update(table)
+        .where(table.c.id == bindparam("b_id"), *where)
         .values({column: bindparam(f"b_{column}") for column in columns})
     )
     await session.execute(stmt, [{f"b_{key}": value for key, value in row.items()} for row in rows])
