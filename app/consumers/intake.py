@@ -66,9 +66,15 @@ class IntakeConsumer:
         self.consuming = False
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=grace_seconds)
+        await self._close_channels()
+
+    async def _close_channels(self) -> None:
         for channel in (self._channel, self._dlq_channel):
             if channel is not None and not channel.is_closed:
-                await channel.close()
+                try:
+                    await channel.close()
+                except Exception as exc:  # already dead with its connection: nothing to release
+                    log.debug("closing an intake channel failed: %s", exc)
 
     async def _set_up(self) -> None:
         delay = 1.0
@@ -79,6 +85,7 @@ class IntakeConsumer:
                 return
             except Exception as exc:  # e.g. access refused: retried, and shown on /health meanwhile
                 self.error = f"{type(exc).__name__}: {exc}"[:500]
+                await self._close_channels()  # the next try opens fresh ones
                 log.warning("cannot consume %r (%s); retrying in %.0f s", self.queue_name, self.error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.rabbitmq_reconnect_max_seconds)
