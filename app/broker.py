@@ -43,13 +43,20 @@ class BackoffConnection(RobustConnection):
 
     @property  # type: ignore[override]
     def reconnect_interval(self) -> float:
-        if self.down_since is None:
-            return FIRST_RETRY_SECONDS
-        return min(self.max_interval, max(FIRST_RETRY_SECONDS, (time.monotonic() - self.down_since) / 2))
+        return (
+            FIRST_RETRY_SECONDS
+            if self.down_since is None
+            else reconnect_pause(self.down_since, self.max_interval)
+        )
 
     @reconnect_interval.setter
     def reconnect_interval(self, _value: float) -> None:
         pass  # aio-pika sets its fixed interval here; the property above replaces it
+
+
+def reconnect_pause(down_since: float, cap: float) -> float:
+    """Half the outage so far (monotonic seconds), between FIRST_RETRY_SECONDS and cap."""
+    return min(cap, max(FIRST_RETRY_SECONDS, (time.monotonic() - down_since) / 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +126,7 @@ class BrokerConnection:
                 break
             except Exception as exc:  # every failure to connect is retried; the state shows it
                 self.last_error = _describe(exc)
-                delay = min(self.max_backoff_seconds, max(1.0, (time.monotonic() - self._down_since) / 2))
+                delay = reconnect_pause(self._down_since, self.max_backoff_seconds)
                 log.warning("RabbitMQ %s: cannot connect (%s); retrying in %.0f s", self.name, exc, delay)
                 await asyncio.sleep(delay)
         assert isinstance(connection, BackoffConnection)
@@ -173,7 +180,6 @@ class Broker:
 
     def __init__(self, settings: Settings) -> None:
         assert settings.rabbitmq_url, "Broker needs RABBITMQ_URL"
-        self.settings = settings
         self.host = safe_host(settings.rabbitmq_url)
         self.intake_queue = settings.rabbitmq_input_queue or None
         label = f"batchgate {_process_label()}"

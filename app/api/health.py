@@ -8,7 +8,8 @@ from litestar import Response, get
 from litestar.datastructures import State
 from sqlalchemy import text
 
-from app.api.schemas import BrokerConnectionOut, HealthOut, RabbitMQOut
+from app.api.schemas import HealthOut
+from app.broker import BrokerStatus
 
 
 @get(
@@ -37,22 +38,10 @@ async def health(state: State) -> Response[HealthOut]:
     return Response(body, status_code=200 if healthy else 503)
 
 
-def _rabbitmq(state: State) -> RabbitMQOut | None:
+def _rabbitmq(state: State) -> BrokerStatus | None:
     if state.broker is None:
         return None
     consumer = state.consumer
-    status = state.broker.status(
-        consuming=bool(consumer and consumer.consuming and state.broker.intake.connected),
-        intake_error=consumer.error if consumer else None,
-    )
-    return RabbitMQOut(
-        state=status.state,
-        host=status.host,
-        intake_queue=status.intake_queue,
-        consuming=status.consuming,
-        last_error=status.last_error,
-        connections={
-            role: BrokerConnectionOut(c.state, c.since, c.last_error)
-            for role, c in status.connections.items()
-        },
+    return state.broker.status(
+        consuming=bool(consumer and consumer.consuming), intake_error=consumer.error if consumer else None
     )

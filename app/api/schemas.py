@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from app.broker import BrokerStatus
 from app.core.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
 from app.db.models import Batch, Delivery, DeliveryAttempt
@@ -113,27 +114,12 @@ class BatchListOut(msgspec.Struct):
     next_before_id: int | None
 
 
-class BrokerConnectionOut(msgspec.Struct):
-    state: str
-    since: datetime
-    last_error: str | None
-
-
-class RabbitMQOut(msgspec.Struct):
-    state: str
-    host: str
-    intake_queue: str | None
-    consuming: bool
-    last_error: str | None
-    connections: dict[str, BrokerConnectionOut]
-
-
 class HealthOut(msgspec.Struct):
     status: str
     database: str
     scheduler: str
     version: str
-    rabbitmq: RabbitMQOut | None = None
+    rabbitmq: BrokerStatus | None = None
 
 
 def request_out(detail: RequestDetail) -> RequestOut:

@@ -53,17 +53,15 @@ class RabbitMQChannel:
     async def send(self, message: Message) -> SendResult:
         target = message.target
         queue, exchange_name = target.get("rabbitmq_queue"), target.get("rabbitmq_exchange")
+        routing_key = queue or target.get("routing_key", "")
         where = f"queue {queue!r}" if queue else f"exchange {exchange_name!r}"
         try:
             channel = await self._publishing_channel()
             if queue:
                 await self._check_queue(queue)
-                exchange, routing_key = channel.default_exchange, queue
+                exchange = channel.default_exchange
             else:
-                exchange, routing_key = (
-                    await self._exchange(channel, exchange_name),
-                    target.get("routing_key", ""),
-                )
+                exchange = await self._exchange(channel, exchange_name)
             await exchange.publish(
                 _amqp_message(message), routing_key, mandatory=True, timeout=self.timeout_seconds
             )
@@ -71,8 +69,7 @@ class RabbitMQChannel:
             self._forget(target)  # the queue may have been deleted: check it again next time
             return SendResult(
                 "retryable_failure",
-                error=f"unroutable: no queue is bound to {where} for routing key "
-                f"{queue if queue else target.get('routing_key', '')!r}",
+                error=f"unroutable: no queue is bound to {where} for routing key {routing_key!r}",
             )
         except DeliveryError as exc:
             return SendResult("retryable_failure", error=f"broker refused the message (nack): {exc}")

@@ -38,7 +38,7 @@ class IntakeConsumer:
         self.connection = connection
         self.queue_name = queue
         self.dlq_name = f"{queue}.dlq"
-        self.consuming = False
+        self._consuming = False
         self.error: str | None = None
         self.counts = {"accepted": 0, "duplicate": 0, "dead_lettered": 0, "requeued": 0}
         self._slots = asyncio.Semaphore(settings.rabbitmq_intake_concurrency)
@@ -48,6 +48,11 @@ class IntakeConsumer:
         self._tag: str | None = None
         self._setup: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def consuming(self) -> bool:
+        """Subscribed to the queue over a live connection (aio-pika restores it after a reconnect)."""
+        return self._consuming and self.connection.connected
 
     def start(self) -> None:
         """Start consuming once the broker is reachable (the app does not wait for it)."""
@@ -63,7 +68,7 @@ class IntakeConsumer:
                 await asyncio.wait_for(self._queue.cancel(self._tag), timeout=5)
             except Exception as exc:  # the broker may already be gone; the channel close below suffices
                 log.debug("cancelling the intake consumer failed: %s", exc)
-        self.consuming = False
+        self._consuming = False
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=grace_seconds)
         await self._close_channels()
@@ -99,7 +104,7 @@ class IntakeConsumer:
         await self._channel.declare_queue(self.dlq_name, durable=True)
         self._queue = await self._declare_input_queue()
         self._tag = await self._queue.consume(self._on_message)
-        self.consuming = True
+        self._consuming = True
         log.info("consuming RabbitMQ queue %r (dead letters: %r)", self.queue_name, self.dlq_name)
 
     async def _declare_input_queue(self) -> AbstractQueue:
