@@ -32,5 +32,7 @@ def test_every_target_is_a_known_status() -> None:
 
 
 def test_terminal_request_statuses_have_no_exit() -> None:
-    for status in ("succeeded", "failed", "cancelled", "expired"):
+    for status in ("succeeded", "cancelled", "expired"):
         assert states.REQUEST_TRANSITIONS[status] == frozenset()
+    # The one way back: an operator retrying a failed batch runs its failed requests again.
+    assert states.REQUEST_TRANSITIONS["failed"] == frozenset({"batched"})

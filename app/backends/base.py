@@ -32,3 +32,13 @@ class LineResult:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """Whether a backend answered a cheap request just now (for the dashboard)."""
+
+    name: str
+    target: str
+    reachable: bool
+    detail: str

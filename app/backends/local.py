@@ -14,11 +14,12 @@ from typing import Any
 
 import httpx
 
-from app.backends.base import BatchLine, LineResult
+from app.backends.base import BackendStatus, BatchLine, LineResult
 from app.config import Settings
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER_SECONDS = 60.0
+PROBE_TIMEOUT_SECONDS = 3.0
 
 
 class LocalBackend:
@@ -43,6 +44,24 @@ class LocalBackend:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def probe(self) -> BackendStatus:
+        """Ask the server for its models (GET /models), with a short timeout."""
+        try:
+            response = await self._client.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT_SECONDS)
+        except httpx.HTTPError as exc:
+            return self._status(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if response.status_code >= 400:
+            return self._status(False, f"GET /models answered {response.status_code}")
+        try:
+            models = [m.get("id") for m in response.json().get("data", [])]
+        except (ValueError, AttributeError):
+            models = []
+        detail = f"{len(models)} models: {', '.join(map(str, models[:5]))}" if models else "reachable"
+        return self._status(True, detail)
+
+    def _status(self, reachable: bool, detail: str) -> BackendStatus:
+        return BackendStatus(self.name, self.base_url, reachable, detail)
 
     async def run(self, lines: Sequence[BatchLine]) -> AsyncIterator[LineResult]:
         """Run the lines, yielding each result as soon as it is known (in completion order)."""

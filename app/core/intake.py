@@ -163,7 +163,32 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
                 pointer_prefix + "/body",
             )
         )
-    delivery = request.delivery_config
+    problems += _delivery_problems(request.delivery_config, settings, pointer_prefix)
+    if problems:
+        raise InvalidInput(*problems)
+    return request
+
+
+class DeliveryConfigIn(BaseModel):
+    """A delivery config on its own (an operator editing where a result goes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    delivery_config: DeliveryConfig
+
+
+def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
+    """Check a delivery config by the same rules as intake; returns it as stored."""
+    try:
+        config = DeliveryConfigIn.model_validate({"delivery_config": data}).delivery_config
+    except ValidationError as exc:
+        raise InvalidInput(*(_problem(error, "") for error in exc.errors())) from None
+    if problems := _delivery_problems(config, settings, ""):
+        raise InvalidInput(*problems)
+    return config.model_dump(exclude_none=True)
+
+
+def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -> list[Problem]:
+    problems = []
     if isinstance(delivery, WebhookDelivery) and settings.webhook_block_private_networks:
         host = httpx.URL(delivery.webhook_url).host
         if _is_private_literal(host):
@@ -185,9 +210,7 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
                 pointer_prefix + "/delivery_config/type",
             )
         )
-    if problems:
-        raise InvalidInput(*problems)
-    return request
+    return problems
 
 
 def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> str:

@@ -1,15 +1,27 @@
-"""Read side: what the API and UI show. Keyset-paginated, no writes."""
+"""Read side: what the API and UI show. Keyset-paginated, bounded, no writes.
+
+Every list is a keyset query on an index (never OFFSET), and every total is counted up to
+COUNT_CAP rows only, so a page costs the same at a thousand requests as at millions.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import not_found
-from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request
+from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
 from app.db.session import Database
+
+COUNT_CAP = 10_000
+PAGE_SIZES = (10, 25, 50, 100)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -17,12 +29,81 @@ class RequestDetail:
     request: Request
     delivery: Delivery | None
     attempts: list[DeliveryAttempt] = field(default_factory=list)
+    events: list[RequestEvent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class BatchDetail:
     batch: Batch
     events: list[BatchEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcomes:
+    """A batch's requests by status, its deliveries by status, and the tokens it used."""
+
+    requests: dict[str, int]
+    deliveries: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(slots=True)
+class Page(Generic[T]):
+    """One page of a list; cursors are opaque strings for `after` / `before`."""
+
+    rows: list[T]
+    total: int
+    total_capped: bool
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchQuery:
+    search: str = ""
+    status: str = ""
+    backend: str = ""
+    sort: str = "newest"
+    size: int = 25
+    after: str = ""
+    before: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestQuery:
+    search: str = ""
+    match: str = "prefix"
+    status: str = ""
+    delivery_status: str = ""
+    batch_id: int | None = None
+    model: str = ""
+    sort: str = "newest"
+    size: int = 25
+    after: str = ""
+    before: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    request: Request
+    delivery_status: str | None
+    delivery_attempts: int
+
+
+# Sort name → the columns it orders by, each (column, descending); the id always breaks ties.
+BATCH_SORTS: dict[str, list[tuple[Any, bool]]] = {
+    "newest": [(Batch.id, True)],
+    "oldest": [(Batch.id, False)],
+    "status": [(Batch.status, False), (Batch.id, True)],
+}
+REQUEST_SORTS: dict[str, list[tuple[Any, bool]]] = {
+    "newest": [(Request.id, True)],
+    "oldest": [(Request.id, False)],
+    "status": [(Request.status, False), (Request.id, True)],
+    "custom_id": [(Request.custom_id, False), (Request.id, False)],
+}
 
 
 async def request_and_delivery(session: AsyncSession, custom_id: str) -> tuple[Request, Delivery | None]:
@@ -37,7 +118,7 @@ async def request_and_delivery(session: AsyncSession, custom_id: str) -> tuple[R
 
 
 async def request_detail(db: Database, custom_id: str) -> RequestDetail:
-    """A request with its delivery and every delivery attempt."""
+    """A request with its latest delivery, that delivery's attempts and the operator's actions."""
     async with db.transaction() as session:
         request, delivery = await request_and_delivery(session, custom_id)
         attempts = []
@@ -51,7 +132,12 @@ async def request_detail(db: Database, custom_id: str) -> RequestDetail:
                     )
                 ).all()
             )
-    return RequestDetail(request, delivery, attempts)
+        events = (
+            await session.scalars(
+                select(RequestEvent).where(RequestEvent.request_id == request.id).order_by(RequestEvent.id)
+            )
+        ).all()
+    return RequestDetail(request, delivery, attempts, list(events))
 
 
 async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
@@ -68,6 +154,39 @@ async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
     return BatchDetail(batch, list(events))
 
 
+async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
+    """Counts for a batch's progress bars and its token usage (bounded by the batch size)."""
+    async with db.transaction() as session:
+        by_status = (
+            await session.execute(
+                select(
+                    Request.status,
+                    func.count(),
+                    func.coalesce(func.sum(Request.prompt_tokens), 0),
+                    func.coalesce(func.sum(Request.completion_tokens), 0),
+                    func.coalesce(func.sum(Request.total_tokens), 0),
+                )
+                .where(Request.batch_id == batch_id)
+                .group_by(Request.status)
+            )
+        ).all()
+        deliveries = (
+            await session.execute(
+                select(Delivery.status, func.count())
+                .join(Request, Request.id == Delivery.request_id)
+                .where(Request.batch_id == batch_id)
+                .group_by(Delivery.status)
+            )
+        ).all()
+    return BatchOutcomes(
+        requests={status: int(n) for status, n, *_ in by_status},
+        deliveries={status: int(n) for status, n in deliveries},
+        prompt_tokens=sum(int(row[2]) for row in by_status),
+        completion_tokens=sum(int(row[3]) for row in by_status),
+        total_tokens=sum(int(row[4]) for row in by_status),
+    )
+
+
 async def list_batches(
     db: Database, *, status: str | None = None, before_id: int | None = None, limit: int = 50
 ) -> list[Batch]:
@@ -79,3 +198,135 @@ async def list_batches(
         stmt = stmt.where(Batch.id < before_id)
     async with db.transaction() as session:
         return list((await session.scalars(stmt)).all())
+
+
+async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
+    """A page of batches, searched (model or endpoint contains), filtered and sorted."""
+    where: list[ColumnElement[bool]] = []
+    if query.search:
+        pattern = f"%{_escape_like(query.search)}%"
+        where.append(or_(Batch.model.like(pattern, escape="\\"), Batch.endpoint.like(pattern, escape="\\")))
+    if query.status:
+        where.append(Batch.status == query.status)
+    if query.backend:
+        where.append(Batch.backend == query.backend)
+    async with db.transaction() as session:
+        return await _page(session, select(Batch), where, BATCH_SORTS[query.sort], query)
+
+
+async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
+    """A page of requests with each one's latest delivery status."""
+    where: list[ColumnElement[bool]] = []
+    if query.search:
+        text = _escape_like(query.search)
+        pattern = f"{text}%" if query.match == "prefix" else f"%{text}%"
+        where.append(Request.custom_id.like(pattern, escape="\\"))
+    if query.status:
+        where.append(Request.status == query.status)
+    if query.batch_id is not None:
+        where.append(Request.batch_id == query.batch_id)
+    if query.model:
+        where.append(Request.model == query.model)
+    if query.delivery_status:
+        where.append(
+            select(Delivery.id)
+            .where(Delivery.request_id == Request.id, Delivery.status == query.delivery_status)
+            .exists()
+        )
+    async with db.transaction() as session:
+        page = await _page(session, select(Request), where, REQUEST_SORTS[query.sort], query)
+        latest: dict[int, tuple[str, int]] = {}
+        if page.rows:
+            for request_id, status, attempts in await session.execute(
+                select(Delivery.request_id, Delivery.status, Delivery.total_attempts)
+                .where(Delivery.request_id.in_([r.id for r in page.rows]))
+                .order_by(Delivery.id)
+            ):
+                latest[request_id] = (status, attempts)
+    return Page(
+        [RequestRow(r, *latest.get(r.id, (None, 0))) for r in page.rows],
+        page.total,
+        page.total_capped,
+        page.next_cursor,
+        page.prev_cursor,
+    )
+
+
+async def batch_choices(db: Database) -> tuple[list[str], list[str]]:
+    """The backends and models that occur among batches, for the filter menus."""
+    async with db.transaction() as session:
+        backends = (await session.scalars(select(Batch.backend).distinct().order_by(Batch.backend))).all()
+        models = (await session.scalars(select(Batch.model).distinct().order_by(Batch.model))).all()
+    return list(backends), list(models)
+
+
+async def _page(
+    session: AsyncSession,
+    stmt: Select[Any],
+    where: Sequence[ColumnElement[bool]],
+    order: list[tuple[Any, bool]],
+    query: BatchQuery | RequestQuery,
+) -> Page[Any]:
+    size = query.size if query.size in PAGE_SIZES else PAGE_SIZES[1]
+    counted = await session.scalar(
+        select(func.count()).select_from(select(order[0][0]).where(*where).limit(COUNT_CAP + 1).subquery())
+    )
+    total = int(counted or 0)
+    backwards = bool(query.before) and not query.after
+    cursor = _decode(query.before if backwards else query.after)
+    # Paging backwards reads the same order reversed from the cursor, then flips the rows back.
+    direction = [(column, descending != backwards) for column, descending in order]
+    page_where = list(where)
+    if cursor is not None and len(cursor) == len(order):
+        page_where.append(_beyond(direction, cursor))
+    rows = list(
+        (
+            await session.scalars(
+                stmt.where(*page_where)
+                .order_by(*(c.desc() if d else c.asc() for c, d in direction))
+                .limit(size + 1)
+            )
+        ).all()
+    )
+    more = len(rows) > size
+    rows = rows[:size]
+    if backwards:
+        rows.reverse()
+    has_next = (more and not backwards) or (backwards and bool(rows))
+    has_prev = (more and backwards) or (not backwards and cursor is not None and bool(rows))
+    return Page(
+        rows,
+        min(total, COUNT_CAP),
+        total > COUNT_CAP,
+        _encode(rows[-1], order) if rows and has_next else None,
+        _encode(rows[0], order) if rows and has_prev else None,
+    )
+
+
+def _beyond(direction: list[tuple[Any, bool]], cursor: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after the cursor in this order: (a, b) > (x, y) spelled out per column."""
+    clauses = []
+    for i, (column, descending) in enumerate(direction):
+        equal = [c == v for (c, _), v in zip(direction[:i], cursor[:i], strict=True)]
+        step = column < cursor[i] if descending else column > cursor[i]
+        clauses.append(and_(*equal, step))
+    return or_(*clauses)
+
+
+def _encode(row: Any, order: list[tuple[Any, bool]]) -> str:
+    values = [getattr(row, column.key) for column, _ in order]
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> list[Any] | None:
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        return None  # a mangled cursor shows the first page rather than an error
+    return values if isinstance(values, list) else None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -60,19 +61,8 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
                 **_usage(result.response),
             }
         )
-        if delivery and delivery.get("type") in DELIVERING_CHANNELS:
-            deliveries.append(
-                {
-                    "request_id": request_id,
-                    "channel": delivery["type"],
-                    "target": delivery,
-                    "status": "pending",
-                    "attempts": 0,
-                    "total_attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
+        if row := delivery_row(request_id, delivery, now):
+            deliveries.append(row)
     await states.set_request_outcomes(session, "processing", outcomes)
     if deliveries:
         await session.execute(insert(Delivery), deliveries)
@@ -85,6 +75,56 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
         )
     )
     return len(outcomes)
+
+
+async def close_without_result(
+    session: AsyncSession,
+    ids: Sequence[int],
+    from_status: str,
+    to_status: str,
+    error: dict[str, Any],
+    **values: Any,
+) -> list[int]:
+    """End requests that will get no backend result (cancelled, expired) and queue the news.
+
+    Only requests still in `from_status` move; returns their ids. Their error is delivered like
+    any other result, so a client waiting for an answer is told.
+    """
+    if not ids:
+        return []
+    rows = (
+        await session.execute(
+            select(Request.id, Request.delivery)
+            .where(Request.id.in_(ids), Request.status == from_status)
+            .with_for_update()
+        )
+    ).all()
+    now = utcnow()
+    await states.set_request_outcomes(
+        session,
+        from_status,
+        [{"id": rid, "status": to_status, "error": error, "completed_at": now, **values} for rid, _ in rows],
+    )
+    queued = [row for rid, delivery in rows if (row := delivery_row(rid, delivery, now))]
+    if queued:
+        await session.execute(insert(Delivery), queued)
+    return [rid for rid, _ in rows]
+
+
+def delivery_row(request_id: int, delivery: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """A new, due outbox row for a request whose delivery config sends somewhere; else None."""
+    if not delivery or delivery.get("type") not in DELIVERING_CHANNELS:
+        return None
+    return {
+        "request_id": request_id,
+        "channel": delivery["type"],
+        "target": delivery,
+        "status": "pending",
+        "attempts": 0,
+        "total_attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def _usage(response: dict[str, Any] | None) -> dict[str, int | None]:

@@ -33,7 +33,8 @@ REQUEST_TRANSITIONS: dict[str, frozenset[str]] = {
     "batched": frozenset({"processing", "pending", "cancelled"}),
     "processing": frozenset({"succeeded", "failed", "pending", "cancelled", "expired"}),
     "succeeded": frozenset(),
-    "failed": frozenset(),
+    # An operator retrying a failed batch runs its failed requests again.
+    "failed": frozenset({"batched"}),
     "cancelled": frozenset(),
     "expired": frozenset(),
 }
@@ -46,6 +47,7 @@ DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 REQUEST_FINISHED = frozenset({"succeeded", "failed", "cancelled", "expired"})
+BATCH_TERMINAL = frozenset({"done", "failed", "cancelled", "expired"})
 DELIVERY_DUE = ("pending", "retrying")
 
 # Phase timestamps a batch gets when it enters a status.
@@ -82,6 +84,15 @@ def move_batch(session: AsyncSession, batch: Batch, to_status: str, reason: str 
     batch.status_changed_at = now
     if column := _BATCH_PHASE_COLUMN.get(to_status):
         setattr(batch, column, now)
+
+
+def note_batch(session: AsyncSession, batch: Batch, reason: str) -> None:
+    """Put an operator action that changes no status (a redelivery) on the batch's timeline."""
+    session.add(
+        BatchEvent(
+            batch_id=batch.id, from_status=batch.status, to_status=batch.status, reason=reason, at=utcnow()
+        )
+    )
 
 
 async def move_requests(
@@ -140,6 +151,21 @@ async def _update_each(
         .values({column: bindparam(f"b_{column}") for column in columns})
     )
     await session.execute(stmt, [{f"b_{key}": value for key, value in row.items()} for row in rows])
+
+
+async def move_deliveries(
+    session: AsyncSession, where: Sequence[Any], from_statuses: Sequence[str], to_status: str, **values: Any
+) -> int:
+    """Move every delivery matching `where` that is in one of `from_statuses`; returns how many."""
+    for from_status in from_statuses:
+        check(DELIVERY_TRANSITIONS, from_status, to_status)
+    result = await session.execute(
+        update(Delivery)
+        .where(Delivery.status.in_(from_statuses), *where)
+        .values(status=to_status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 def move_delivery(delivery: Delivery, to_status: str) -> None:

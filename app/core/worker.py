@@ -11,18 +11,20 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from app.backends.base import BackendStatus
 from app.backends.local import LocalBackend
 from app.broker import Broker
 from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
-from app.core import batching, deliveries, leases, local_runs
+from app.core import batching, deliveries, leases, local_runs, overrides
 from app.db.models import Batch, Delivery
 from app.db.session import Database
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 # Deliveries claimed per round: at most what can be in flight at once, so a claim's lease only
 # has to outlast one send timeout and a crashed process's claims are free again soon.
 DELIVERY_CHUNK_MAX = 500
+SETTINGS_REFRESH_SECONDS = 5.0
+BACKEND_PROBE_SECONDS = 10.0
 
 
 class Step:
@@ -70,7 +74,11 @@ class Worker:
 
     def __init__(self, db: Database, settings: Settings, broker: Broker | None = None) -> None:
         self.db = db
+        self.base_settings = settings
+        # The settings in force: the environment's plus the operator's overrides (refreshed).
         self.settings = settings
+        self._settings_read_at = 0.0
+        self._backend_status: tuple[float, BackendStatus] | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.backend = LocalBackend(settings)
         self.channels: dict[str, deliveries.Channel] = {"webhook": WebhookChannel(settings)}
@@ -95,6 +103,7 @@ class Worker:
         self._timers: list[asyncio.TimerHandle] = []
 
     async def start(self) -> None:
+        await self.refresh_settings()
         tick = self.settings.tick_seconds
         # The batcher runs more often than the other steps: age-based closing is its only trigger.
         intervals = {"form": min(tick, 0.25)}
@@ -134,10 +143,25 @@ class Worker:
     def wake(self, name: str) -> None:
         self.steps[name].wake()
 
+    async def refresh_settings(self) -> Settings:
+        """Re-read the operator's overrides (an edit here applies at once, elsewhere within
+        SETTINGS_REFRESH_SECONDS)."""
+        self.settings = await overrides.effective(self.db, self.base_settings)
+        self._settings_read_at = time.monotonic()
+        return self.settings
+
+    async def backend_status(self) -> BackendStatus:
+        """The backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old."""
+        if self._backend_status is None or time.monotonic() - self._backend_status[0] > BACKEND_PROBE_SECONDS:
+            self._backend_status = (time.monotonic(), await self.backend.probe())
+        return self._backend_status[1]
+
     def wake_deliver(self) -> None:
         self.wake("deliver")
 
     async def _form(self) -> bool:
+        if time.monotonic() - self._settings_read_at >= SETTINGS_REFRESH_SECONDS:
+            await self.refresh_settings()
         if await batching.form_due_batches(self.db, self.settings):
             self.wake("submit")
         return False

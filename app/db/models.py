@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from advanced_alchemy.base import IdentityBase
+from advanced_alchemy.base import DefaultBase, IdentityBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -94,7 +94,22 @@ class Request(IdentityBase):
     __table_args__ = (
         # The batcher's scan: pending requests of one group, oldest first.
         Index("ix_requests_group_pending", "status", "backend", "endpoint", "model", "id"),
+        # The UI: a status filter walks this newest first; the dashboard's per-minute chart
+        # reads the last hour by created_at. Both stay index scans at millions of rows.
+        Index("ix_requests_status_id", "status", "id"),
+        Index("ix_requests_created_at", "created_at"),
     )
+
+
+class RequestEvent(IdentityBase):
+    """The audit trail of operator actions on a request (cancel, redeliver, delivery config edits)."""
+
+    __tablename__ = "request_events"
+
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC)
 
 
 class Delivery(IdentityBase):
@@ -136,3 +151,13 @@ class DeliveryAttempt(IdentityBase):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class Setting(DefaultBase):
+    """An operator override of one Settings field, edited in the UI; absent means the default."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JsonB)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC)

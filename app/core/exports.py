@@ -1,0 +1,51 @@
+"""A batch's input, output and error files as JSONL, streamed in chunks (never whole in memory)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from sqlalchemy import select
+
+from app.core import results
+from app.core.errors import not_found
+from app.core.intake import batch_line
+from app.db.models import Batch, Request
+from app.db.session import Database
+
+Kind = Literal["input", "output", "error"]
+CHUNK_ROWS = 1000
+_STATUSES: dict[str, tuple[str, ...]] = {
+    "output": ("succeeded",),
+    "error": ("failed", "cancelled", "expired"),
+}
+
+
+async def batch_file(db: Database, batch_id: int, kind: Kind) -> AsyncIterator[bytes]:
+    """The batch's `kind` file as an async iterator of JSONL chunks; NotFound before the first byte.
+
+    Each chunk is read in its own short transaction, so a slow download holds no lock or snapshot.
+    """
+    async with db.transaction() as session:
+        if await session.get(Batch, batch_id) is None:
+            raise not_found("batch", batch_id)
+    return _chunks(db, batch_id, kind)
+
+
+async def _chunks(db: Database, batch_id: int, kind: Kind) -> AsyncIterator[bytes]:
+    after = 0
+    while True:
+        stmt = select(Request).where(Request.batch_id == batch_id, Request.id > after)
+        if kind in _STATUSES:
+            stmt = stmt.where(Request.status.in_(_STATUSES[kind]))
+        async with db.transaction() as session:
+            rows = (await session.scalars(stmt.order_by(Request.id).limit(CHUNK_ROWS))).all()
+        if not rows:
+            return
+        if kind == "input":
+            lines = [batch_line(r.custom_id, r.endpoint, r.body) for r in rows]
+        else:
+            lines = [json.dumps(results.output_line(r), separators=(",", ":")) for r in rows]
+        yield ("\n".join(lines) + "\n").encode()
+        after = rows[-1].id

@@ -1,0 +1,194 @@
+"""What an operator can do outside the pipeline's own flow: cancel, retry, delete, re-route.
+
+The UI and the API call these; each checks the current state under a row lock, so an action
+that raced the pipeline answers with a Conflict instead of corrupting a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.core import audit, intake, queries, results, states
+from app.core.errors import Conflict, Problem, not_found
+from app.db.models import Batch, BatchEvent, Delivery, Request
+from app.db.session import Database
+
+CANCELLED_ERROR = {"code": "cancelled", "message": "cancelled by the operator"}
+
+# Which requests a cancel ends, by the batch's status. A building batch has no requests of its
+# own yet: it stands for its group's pending requests, so cancelling it cancels those.
+_CANCELLABLE_REQUESTS = {"building": "pending", "ready": "batched", "processing": "processing"}
+
+
+async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
+    """Cancel a batch that has not finished; its unfinished requests end as cancelled."""
+    async with db.transaction() as session:
+        batch = await _locked_batch(session, batch_id)
+        request_status = _CANCELLABLE_REQUESTS.get(batch.status)
+        if request_status is None:
+            raise Conflict(
+                Problem(
+                    "batch_not_cancellable",
+                    "Batch cannot be cancelled",
+                    f"Batch {batch_id} is {batch.status}; only building, ready and processing batches "
+                    "can be cancelled.",
+                )
+            )
+        if batch.status == "building":
+            where = [
+                Request.status == "pending",
+                Request.backend == batch.backend,
+                Request.endpoint == batch.endpoint,
+                Request.model == batch.model,
+            ]
+        else:
+            where = [Request.batch_id == batch_id, Request.status == request_status]
+        ids = list((await session.scalars(select(Request.id).where(*where))).all())
+        # Pending requests of a building batch are attached to it, so its page lists them.
+        attach = {"batch_id": batch.id} if batch.status == "building" else {}
+        cancelled = await results.close_without_result(
+            session, ids, request_status, "cancelled", CANCELLED_ERROR, **attach
+        )
+        if batch.status == "building":
+            batch.request_count = len(cancelled)
+        await audit.note_requests(session, cancelled, "cancel", {"via": via, "batch_id": batch_id})
+        reason = f"cancelled by operator ({len(cancelled)} requests cancelled)"
+        if batch.status == "processing":
+            # The local backend has nothing remote to wait for; dropping the lease stops the
+            # runner (its next renewal fails) and any late result finds its request cancelled.
+            states.move_batch(session, batch, "cancelling", "cancel requested by operator")
+            batch.leased_by = batch.leased_until = None
+        states.move_batch(session, batch, "cancelled", reason)
+    return batch
+
+
+async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
+    """Run a failed batch again: its failed requests go back into it and it is ready once more."""
+    async with db.transaction() as session:
+        batch = await _locked_batch(session, batch_id)
+        if batch.status != "failed":
+            raise Conflict(
+                Problem(
+                    "batch_not_failed",
+                    "Only failed batches can be retried",
+                    f"Batch {batch_id} is {batch.status}.",
+                )
+            )
+        ids = list(
+            (
+                await session.scalars(
+                    select(Request.id).where(Request.batch_id == batch_id, Request.status == "failed")
+                )
+            ).all()
+        )
+        moved = await states.move_requests(
+            session, ids, "failed", "batched", response=None, error=None, completed_at=None
+        )
+        batch.failed_count = max(batch.failed_count - moved, 0)
+        batch.run_failures = 0
+        batch.error = None
+        states.move_batch(session, batch, "ready", f"retried by operator ({moved} requests to run again)")
+        await audit.note_requests(session, ids, "retry", {"via": via, "batch_id": batch_id})
+    return batch
+
+
+async def delete_batch(db: Database, batch_id: int) -> int:
+    """Delete a finished batch with its requests and their trails; returns how many requests went.
+
+    Refused while any of its results is still waiting to be delivered: retention never drops an
+    undelivered result.
+    """
+    async with db.transaction() as session:
+        batch = await _locked_batch(session, batch_id)
+        if batch.status not in states.BATCH_TERMINAL:
+            raise Conflict(
+                Problem(
+                    "batch_not_finished",
+                    "Only finished batches can be deleted",
+                    f"Batch {batch_id} is {batch.status}; cancel it first.",
+                )
+            )
+        of_batch = select(Request.id).where(Request.batch_id == batch_id)
+        waiting = await session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.request_id.in_(of_batch), Delivery.status.in_(states.DELIVERY_DUE))
+        )
+        if waiting:
+            raise Conflict(
+                Problem(
+                    "undelivered_results",
+                    "Batch has undelivered results",
+                    f"{waiting} results of batch {batch_id} are still being delivered; "
+                    "delete it once they are delivered or failed.",
+                )
+            )
+        # Deliveries, their attempts and the request trail go with the requests (ON DELETE CASCADE).
+        deleted = await session.execute(
+            delete(Request).where(Request.batch_id == batch_id).execution_options(synchronize_session=False)
+        )
+        await session.execute(delete(BatchEvent).where(BatchEvent.batch_id == batch_id))
+        await session.delete(batch)
+    return deleted.rowcount or 0
+
+
+async def cancel_request(db: Database, custom_id: str, via: str = "api") -> Request:
+    """Cancel one request that has no result yet; the cancellation is delivered as its outcome."""
+    async with db.transaction() as session:
+        request, _ = await queries.request_and_delivery(session, custom_id)
+        if request.status in states.REQUEST_FINISHED:
+            raise Conflict(
+                Problem(
+                    "request_finished",
+                    "Request already finished",
+                    f"Request {custom_id!r} is {request.status}; there is nothing left to cancel.",
+                )
+            )
+        done = await results.close_without_result(
+            session, [request.id], request.status, "cancelled", CANCELLED_ERROR
+        )
+        if not done:
+            raise Conflict(
+                Problem("request_moved", "Request changed meanwhile", "It moved on; reload and try again.")
+            )
+        await audit.note_requests(session, done, "cancel", {"via": via, "from": request.status})
+        await session.refresh(request)
+    return request
+
+
+async def change_delivery(
+    db: Database, settings: Settings, custom_id: str, config: Any, via: str = "api"
+) -> dict[str, Any]:
+    """Change where a request's result goes (validated like intake) and audit the change.
+
+    It applies to every delivery from now on: a queued delivery is re-pointed at once, a finished
+    one goes to the new destination on redeliver. (A queued one keeps its target if the new
+    config is 'none': there is no state for a delivery called off.)
+    """
+    new = intake.validate_delivery_config(config, settings)
+    async with db.transaction() as session:
+        request, delivery = await queries.request_and_delivery(session, custom_id)
+        old = request.delivery
+        if old == new:
+            return new
+        request.delivery = new
+        if (
+            delivery is not None
+            and delivery.status in states.DELIVERY_DUE
+            and new["type"] in results.DELIVERING_CHANNELS
+        ):
+            delivery.channel, delivery.target = new["type"], new
+        change = {"via": via, "from": old, "to": new}
+        await audit.note_requests(session, [request.id], "delivery_changed", change)
+    return new
+
+
+async def _locked_batch(session: AsyncSession, batch_id: int) -> Batch:
+    batch = await session.get(Batch, batch_id, with_for_update=True)
+    if batch is None:
+        raise not_found("batch", batch_id)
+    return batch

@@ -1,0 +1,113 @@
+"""Operator overrides: the Settings fields an operator may change at runtime (the settings table).
+
+The environment gives the defaults; a row in `settings` overrides one field. Values are checked
+by the same pydantic constraints as the environment, so the UI cannot store what startup would
+refuse. Workers re-read the table every few seconds, so every replica follows an edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+
+from app.config import Settings
+from app.core.clock import utcnow
+from app.core.errors import InvalidInput, Problem
+from app.db.models import Setting
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Editable:
+    name: str
+    group: str
+    help: str
+
+
+EDITABLE = (
+    Editable("batch_max_requests", "Batch limits", "A batch closes when it holds this many requests."),
+    Editable("batch_max_bytes", "Batch limits", "A batch closes when its JSONL reaches this many bytes."),
+    Editable(
+        "local_batch_max_age_seconds",
+        "Batch limits",
+        "A local batch closes when its oldest request has waited this long.",
+    ),
+    Editable("delivery_max_attempts", "Retry policy", "Attempts before a delivery ends as delivery_failed."),
+    Editable("delivery_backoff_base_seconds", "Retry policy", "Delay before the first retry; it doubles."),
+    Editable("delivery_backoff_max_seconds", "Retry policy", "The longest delay between two attempts."),
+)
+NAMES = frozenset(e.name for e in EDITABLE)
+
+
+async def load(db: Database) -> dict[str, Any]:
+    """The stored overrides, by field name."""
+    async with db.transaction() as session:
+        return {row.name: row.value for row in (await session.scalars(select(Setting))).all()}
+
+
+def apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`base` with the overrides applied; a stored value that no longer validates is skipped."""
+    settings = base.model_copy()
+    for name, value in overrides.items():
+        if name not in NAMES:
+            continue
+        try:
+            Settings.__pydantic_validator__.validate_assignment(settings, name, value)
+        except ValidationError as exc:
+            log.warning("ignoring the stored setting %s=%r: %s", name, value, exc.errors()[0]["msg"])
+    return settings
+
+
+async def effective(db: Database, base: Settings) -> Settings:
+    """The settings in force: the environment's, with the operator's overrides."""
+    return apply(base, await load(db))
+
+
+async def save(db: Database, base: Settings, form: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and store the submitted values; a value equal to the default removes its override.
+
+    Every field is checked before anything is stored, and every problem is reported at once.
+    Returns the overrides now stored.
+    """
+    checked, problems = base.model_copy(), []
+    for name, value in form.items():
+        if name not in NAMES:
+            problems.append(Problem("unknown_setting", "Unknown setting", f"{name!r} is not editable.", name))
+            continue
+        try:
+            Settings.__pydantic_validator__.validate_assignment(checked, name, value)
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"])
+            problems.append(Problem("invalid_setting", "Invalid value", f"{name}: {message}.", name))
+    if checked.delivery_backoff_base_seconds > checked.delivery_backoff_max_seconds:
+        problems.append(
+            Problem(
+                "invalid_setting",
+                "Invalid value",
+                "delivery_backoff_base_seconds must not exceed delivery_backoff_max_seconds.",
+                "delivery_backoff_base_seconds",
+            )
+        )
+    if problems:
+        raise InvalidInput(*problems)
+    now = utcnow()
+    async with db.transaction() as session:
+        for name in form:
+            value = getattr(checked, name)
+            await session.execute(delete(Setting).where(Setting.name == name))
+            if value != getattr(base, name):
+                session.add(Setting(name=name, value=value, updated_at=now))
+    return await load(db)
+
+
+async def reset(db: Database) -> None:
+    """Remove every override: the environment's values apply again."""
+    async with db.transaction() as session:
+        await session.execute(delete(Setting))
