@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
 
 from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
@@ -25,10 +27,13 @@ from app.core.intake import RequestIn
 from app.core.worker import Worker
 from app.db.migrate import pending_revision
 from app.db.session import Database
+from app.ui import ui_router
+from app.ui.render import register_filters
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 # Swagger UI is vendored under static/ (pinned), so the docs work without reaching a CDN.
 SWAGGER = SwaggerRenderPlugin(
     path="/swaggerui",
@@ -59,6 +64,10 @@ class SchemaJson(JsonRenderPlugin):
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RequestIn"}}},
             }
         return super().render(request, openapi_schema)
+
+
+def _register_filters(engine: JinjaTemplateEngine) -> None:
+    register_filters(engine.engine)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -100,11 +109,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RequestController,
             BatchController,
             health,
+            ui_router,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         lifespan=[lifespan],
         state=State({"settings": settings, "db": None, "worker": None, "broker": None, "consumer": None}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        template_config=TemplateConfig(
+            directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters
+        ),
         request_max_body_size=settings.api_max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Batchgate",

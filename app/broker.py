@@ -212,6 +212,18 @@ class Broker:
         return BrokerStatus(state, self.host, self.intake_queue, consuming, last_error, connections)
 
 
+def rabbitmq_status(broker: Broker | None, consumer: Any) -> BrokerStatus | None:
+    """The broker's status as /health and the dashboard show it (None when RabbitMQ is off).
+
+    `consumer` is the intake consumer, if one runs (it has `consuming` and `error`).
+    """
+    if broker is None:
+        return None
+    return broker.status(
+        consuming=bool(consumer and consumer.consuming), intake_error=consumer.error if consumer else None
+    )
+
+
 def safe_host(url: str) -> str:
     """host:port/vhost of an AMQP URL, without credentials."""
     parsed = URL(url)

@@ -9,7 +9,8 @@ from litestar.datastructures import State
 from sqlalchemy import text
 
 from app.api.schemas import HealthOut
-from app.broker import BrokerStatus
+from app.broker import rabbitmq_status
+from app.core.worker import scheduler_state
 
 
 @get(
@@ -27,21 +28,8 @@ async def health(state: State) -> Response[HealthOut]:
         database = "ok"
     except Exception as exc:
         database = f"error: {type(exc).__name__}"
-    worker = state.worker
-    scheduler = (
-        "running" if worker and worker.scheduler.running else ("disabled" if worker is None else "stopped")
-    )
+    scheduler = scheduler_state(state.worker)
     healthy = database == "ok" and scheduler != "stopped"
-    body = HealthOut(
-        "ok" if healthy else "degraded", database, scheduler, version("batchgate"), _rabbitmq(state)
-    )
+    rabbitmq = rabbitmq_status(state.broker, state.consumer)
+    body = HealthOut("ok" if healthy else "degraded", database, scheduler, version("batchgate"), rabbitmq)
     return Response(body, status_code=200 if healthy else 503)
-
-
-def _rabbitmq(state: State) -> BrokerStatus | None:
-    if state.broker is None:
-        return None
-    consumer = state.consumer
-    return state.broker.status(
-        consuming=bool(consumer and consumer.consuming), intake_error=consumer.error if consumer else None
-    )

@@ -185,7 +185,7 @@ def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
     return random.uniform(0.5, 1.0) * min(cap, settings.delivery_backoff_base_seconds * 2 ** (attempts - 1))
 
 
-async def redeliver(db: Database, custom_id: str, via: str = "api") -> Delivery:
+async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Delivery:
     """Queue a request's delivery again, to its current delivery config, with a fresh attempt budget."""
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)

@@ -136,7 +136,7 @@ async def delete_batch(db: Database, batch_id: int) -> int:
     return deleted.rowcount or 0
 
 
-async def cancel_request(db: Database, custom_id: str, via: str = "api") -> Request:
+async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:
     """Cancel one request that has no result yet; the cancellation is delivered as its outcome."""
     async with db.transaction() as session:
         request, _ = await queries.request_and_delivery(session, custom_id)
@@ -161,7 +161,7 @@ async def cancel_request(db: Database, custom_id: str, via: str = "api") -> Requ
 
 
 async def change_delivery(
-    db: Database, settings: Settings, custom_id: str, config: Any, via: str = "api"
+    db: Database, settings: Settings, custom_id: str | int, config: Any, via: str = "api"
 ) -> dict[str, Any]:
     """Change where a request's result goes (validated like intake) and audit the change.
 

@@ -106,18 +106,19 @@ REQUEST_SORTS: dict[str, list[tuple[Any, bool]]] = {
 }
 
 
-async def request_and_delivery(session: AsyncSession, custom_id: str) -> tuple[Request, Delivery | None]:
-    """A request by custom_id and its latest delivery; NotFound when there is no such request."""
-    request = await session.scalar(select(Request).where(Request.custom_id == custom_id))
+async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple[Request, Delivery | None]:
+    """A request by custom_id (str) or row id (int) and its latest delivery; NotFound if absent."""
+    key = Request.id if isinstance(ident, int) else Request.custom_id
+    request = await session.scalar(select(Request).where(key == ident))
     if request is None:
-        raise not_found("request", custom_id)
+        raise not_found("request", ident)
     delivery = await session.scalar(
         select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
     )
     return request, delivery
 
 
-async def request_detail(db: Database, custom_id: str) -> RequestDetail:
+async def request_detail(db: Database, custom_id: str | int) -> RequestDetail:
     """A request with its latest delivery, that delivery's attempts and the operator's actions."""
     async with db.transaction() as session:
         request, delivery = await request_and_delivery(session, custom_id)

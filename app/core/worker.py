@@ -37,6 +37,13 @@ SETTINGS_REFRESH_SECONDS = 5.0
 BACKEND_PROBE_SECONDS = 10.0
 
 
+def scheduler_state(worker: Worker | None) -> str:
+    """running, stopped, or disabled (SCHEDULER_ENABLED=false: this process serves only)."""
+    if worker is None:
+        return "disabled"
+    return "running" if worker.scheduler.running else "stopped"
+
+
 class Step:
     """One pipeline step run by the scheduler: returns True when more work is likely waiting."""
 

@@ -1,0 +1,18 @@
+"""The operator's web UI: server-rendered Jinja2 pages with htmx fragments."""
+
+from __future__ import annotations
+
+from litestar import Router
+
+from app.ui.batches import BatchPages
+from app.ui.dashboard import dashboard
+from app.ui.render import UI_EXCEPTION_HANDLERS
+from app.ui.requests import RequestPages
+from app.ui.settings import SettingsPages
+
+ui_router = Router(
+    path="/",
+    route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages],
+    exception_handlers=UI_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    include_in_schema=False,
+)

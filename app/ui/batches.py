@@ -1,0 +1,121 @@
+"""Batches: the list, one batch, its files, and the operator's actions on it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from app.core import batching, deliveries, exports, operator, queries, states
+from app.ui.render import done, page
+
+STATUSES = list(states.BATCH_TRANSITIONS)
+
+
+class BatchPages(Controller):
+    path = "/batches"
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        search: str = "",
+        status: str = "",
+        backend: str = "",
+        sort: Literal["newest", "oldest", "status"] = "newest",
+        size: int = 25,
+        after: str = "",
+        before: str = "",
+    ) -> Any:
+        query = queries.BatchQuery(search.strip(), status, backend, sort, size, after, before)
+        result = await queries.batch_page(state.db, query)
+        backends, _ = await queries.batch_choices(state.db)
+        return page(
+            request,
+            "batches.html",
+            "_batch_results.html",
+            query=query,
+            page=result,
+            statuses=STATUSES,
+            backends=backends,
+            sizes=queries.PAGE_SIZES,
+        )
+
+    @get("/{batch_id:int}")
+    async def show(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+        detail = await queries.batch_detail(state.db, batch_id)
+        outcomes = await queries.batch_outcomes(state.db, batch_id)
+        return page(
+            request,
+            "batch.html",
+            "_batch_live.html",
+            batch=detail.batch,
+            events=detail.events,
+            outcomes=outcomes,
+        )
+
+    @get("/{batch_id:int}/{filename:str}")
+    async def download(self, state: State, batch_id: FromPath[int], filename: FromPath[str]) -> Stream:
+        kind = filename.removesuffix(".jsonl")
+        if kind not in ("input", "output", "error") or not filename.endswith(".jsonl"):
+            raise NotFoundException(f"No file {filename!r}: try input.jsonl, output.jsonl or error.jsonl.")
+        chunks = await exports.batch_file(state.db, batch_id, kind)  # type: ignore[arg-type]
+        return Stream(
+            chunks,
+            media_type="application/x-ndjson",
+            headers={"content-disposition": f'attachment; filename="batch_{batch_id}_{kind}.jsonl"'},
+        )
+
+    @post("/{batch_id:int}/close")
+    async def close(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+        await batching.request_close(state.db, batch_id)
+        if state.worker:
+            state.worker.wake("form")
+        return done(request, f"Batch {batch_id} closes now.", _back(request, batch_id))
+
+    @post("/{batch_id:int}/cancel")
+    async def cancel(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+        batch = await operator.cancel_batch(state.db, batch_id, via="ui")
+        if state.worker:
+            state.worker.wake("deliver")
+        return done(
+            request, f"Batch {batch_id} cancelled ({batch.request_count} requests).", _back(request, batch_id)
+        )
+
+    @post("/{batch_id:int}/retry")
+    async def retry(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+        await operator.retry_batch(state.db, batch_id, via="ui")
+        if state.worker:
+            state.worker.wake("submit")
+        return done(request, f"Batch {batch_id} is ready to run again.", _back(request, batch_id))
+
+    @post("/{batch_id:int}/redeliver")
+    async def redeliver(
+        self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int], only: str = "failed"
+    ) -> Any:
+        moved = await deliveries.redeliver_batch(state.db, batch_id, only_failed=only == "failed", via="ui")
+        if state.worker:
+            state.worker.wake("deliver")
+        what = "failed deliveries" if only == "failed" else "deliveries"
+        return done(request, f"Redelivering {moved} {what} of batch {batch_id}.", _back(request, batch_id))
+
+    @post("/{batch_id:int}/delete")
+    async def delete(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+        removed = await operator.delete_batch(state.db, batch_id)
+        on_detail = _on_detail(request, batch_id)
+        message = f"Batch {batch_id} deleted with {removed} requests."
+        return done(request, message, "/batches", redirect=on_detail)
+
+
+def _on_detail(request: Request[Any, Any, Any], batch_id: int) -> bool:
+    current = request.headers.get("hx-current-url") or request.headers.get("referer") or ""
+    return current.split("?")[0].rstrip("/").endswith(f"/batches/{batch_id}")
+
+
+def _back(request: Request[Any, Any, Any], batch_id: int) -> str:
+    return f"/batches/{batch_id}" if _on_detail(request, batch_id) else "/batches"

@@ -1,0 +1,143 @@
+"""How UI controllers answer: a whole page, only its live fragment (htmx), or a toast after an action.
+
+htmx sends `HX-Request: true`; a page then answers with just the fragment that changes, so
+polling swaps a table body or a progress bar, never the page. An action answers with a toast
+retargeted into `#toast` and an `HX-Trigger: refresh` that makes the live fragments reload at once.
+Without JavaScript the same forms still work: actions redirect back (303).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.response import Redirect, Template
+
+from app.api.errors import STATUS_FOR_KIND
+from app.core.clock import utcnow
+from app.core.errors import BatchgateError
+
+BADGE = {
+    "building": "info",
+    "ready": "info",
+    "submitting": "info",
+    "processing": "warn",
+    "collecting": "warn",
+    "cancelling": "warn",
+    "pending": "muted",
+    "batched": "info",
+    "retrying": "warn",
+    "done": "ok",
+    "succeeded": "ok",
+    "delivered": "ok",
+    "failed": "bad",
+    "delivery_failed": "bad",
+    "expired": "bad",
+    "cancelled": "muted",
+    "success": "ok",
+    "retryable_failure": "warn",
+    "permanent_failure": "bad",
+}
+
+
+def is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true" and request.headers.get("hx-boosted") != "true"
+
+
+def page(request: Request[Any, Any, Any], name: str, fragment: str, **context: Any) -> Template:
+    """The full page `name`, or only `fragment` when htmx asks (polling, filters)."""
+    return Template(template_name=fragment if is_htmx(request) else name, context=context)
+
+
+def done(request: Request[Any, Any, Any], message: str, back: str, redirect: bool = False) -> Response[Any]:
+    """Answer a successful action: a toast and a refresh of the live fragments, or a redirect."""
+    if not is_htmx(request):
+        return Redirect(back, status_code=303)
+    headers = {"HX-Trigger": "refresh", "HX-Retarget": "#toast", "HX-Reswap": "innerHTML"}
+    if redirect:
+        headers = {"HX-Redirect": back}
+    return Template(
+        template_name="_toast.html", context={"kind": "ok", "messages": [message]}, headers=headers
+    )
+
+
+def ui_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A refused action or a missing page, shown to a person: a toast (htmx) or an error page."""
+    if isinstance(exc, BatchgateError):
+        status = STATUS_FOR_KIND.get(exc.kind, 400)
+        messages = [p.detail for p in exc.problems]
+    elif isinstance(exc, HTTPException):
+        status, messages = exc.status_code, [str(exc.detail)]
+    else:
+        raise exc
+    if is_htmx(request):
+        return Template(
+            template_name="_toast.html",
+            context={"kind": "bad", "messages": messages},
+            status_code=status,
+            headers={"HX-Retarget": "#toast", "HX-Reswap": "innerHTML"},
+        )
+    return Template(
+        template_name="error.html", context={"status": status, "messages": messages}, status_code=status
+    )
+
+
+UI_EXCEPTION_HANDLERS = {BatchgateError: ui_error, NotFoundException: ui_error, HTTPException: ui_error}
+
+
+def qs(query: Any, **changes: Any) -> str:
+    """The query string of a list page's current query, with some fields changed (cursors)."""
+    values = {**dataclasses.asdict(query), **changes}
+    return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+
+def register_filters(env: Environment) -> None:
+    """The template helpers: badges, relative times, sizes, pretty JSON, query strings."""
+    env.globals["qs"] = qs
+    env.filters.update(
+        badge=lambda status: BADGE.get(status or "", "muted"),
+        ago=ago,
+        since=since,
+        bytes=human_bytes,
+        num=lambda n: f"{n or 0:,}",
+        pretty=lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False),
+        pct=lambda part, whole: 0 if not whole else min(100.0, 100.0 * (part or 0) / whole),
+    )
+
+
+def since(at: datetime | None) -> str:
+    """How long ago, compactly: 4s, 12m, 3h 5m, 2d 1h."""
+    if at is None:
+        return "—"
+    seconds = max(0, int((utcnow() - _aware(at)).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours = seconds // 60, seconds // 3600
+    if hours == 0:
+        return f"{minutes}m"
+    if hours < 24:
+        return f"{hours}h {minutes % 60}m"
+    return f"{hours // 24}d {hours % 24}h"
+
+
+def ago(at: datetime | None) -> str:
+    return "—" if at is None else f"{since(at)} ago"
+
+
+def human_bytes(n: int | None) -> str:
+    size = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -1,0 +1,99 @@
+"""Requests: the list, one request with its result and delivery trail, and the actions on it."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+
+from app.core import deliveries, operator, queries, states
+from app.core.errors import InvalidInput, Problem
+from app.ui.render import done, page
+
+STATUSES = list(states.REQUEST_TRANSITIONS)
+DELIVERY_STATUSES = list(states.DELIVERY_TRANSITIONS)
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+class RequestPages(Controller):
+    path = "/requests"
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        search: str = "",
+        match: Literal["prefix", "contains"] = "prefix",
+        status: str = "",
+        delivery_status: str = "",
+        batch_id: str = "",
+        model: str = "",
+        sort: Literal["newest", "oldest", "status", "custom_id"] = "newest",
+        size: int = 25,
+        after: str = "",
+        before: str = "",
+    ) -> Any:
+        batch = int(batch_id) if batch_id.strip().isdigit() else None
+        query = queries.RequestQuery(
+            search.strip(), match, status, delivery_status, batch, model, sort, size, after, before
+        )
+        result = await queries.request_page(state.db, query)
+        _, models = await queries.batch_choices(state.db)
+        return page(
+            request,
+            "requests.html",
+            "_request_results.html",
+            query=query,
+            page=result,
+            statuses=STATUSES,
+            delivery_statuses=DELIVERY_STATUSES,
+            models=models,
+            sizes=queries.PAGE_SIZES,
+        )
+
+    @get("/{request_id:int}")
+    async def show(self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int]) -> Any:
+        detail = await queries.request_detail(state.db, request_id)
+        return page(request, "request.html", "_request_live.html", d=detail)
+
+    @post("/{request_id:int}/redeliver")
+    async def redeliver(
+        self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int]
+    ) -> Any:
+        delivery = await deliveries.redeliver(state.db, request_id, via="ui")
+        if state.worker:
+            state.worker.wake("deliver")
+        message = f"Delivery dlv_{delivery.id} queued again."
+        return done(request, message, _back(request, request_id))
+
+    @post("/{request_id:int}/cancel")
+    async def cancel(self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int]) -> Any:
+        cancelled = await operator.cancel_request(state.db, request_id, via="ui")
+        if state.worker:
+            state.worker.wake("deliver")
+        return done(request, f"Request {cancelled.custom_id} cancelled.", _back(request, request_id))
+
+    @post("/{request_id:int}/delivery")
+    async def change_delivery(
+        self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int], data: Form
+    ) -> Any:
+        try:
+            config = json.loads(data.get("delivery_config", ""))
+        except ValueError as exc:
+            raise InvalidInput(
+                Problem("invalid_json", "Not JSON", f"The delivery config is not valid JSON: {exc}.")
+            ) from None
+        settings = state.worker.settings if state.worker else state.settings
+        new = await operator.change_delivery(state.db, settings, request_id, config, via="ui")
+        return done(request, f"Delivery config saved: {new['type']}.", f"/requests/{request_id}")
+
+
+def _back(request: Request[Any, Any, Any], request_id: int) -> str:
+    current = request.headers.get("hx-current-url") or request.headers.get("referer") or ""
+    on_detail = current.split("?")[0].rstrip("/").endswith(f"/requests/{request_id}")
+    return f"/requests/{request_id}" if on_detail else "/requests"
