@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from app.core import batching, deliveries, exports, operator, queries, states
-from app.ui.render import done, page
+from app.ui.render import HttpRequest, done, page
 
 STATUSES = list(states.BATCH_TRANSITIONS)
 
@@ -22,15 +22,15 @@ class BatchPages(Controller):
     @get("/")
     async def index(
         self,
-        request: Request[Any, Any, Any],
+        request: HttpRequest,
         state: State,
-        search: str = "",
-        status: str = "",
-        backend: str = "",
-        sort: Literal["newest", "oldest", "status"] = "newest",
-        size: int = 25,
-        after: str = "",
-        before: str = "",
+        search: FromQuery[str] = "",
+        status: FromQuery[str] = "",
+        backend: FromQuery[str] = "",
+        sort: FromQuery[Literal["newest", "oldest", "status"]] = "newest",
+        size: FromQuery[int] = 25,
+        after: FromQuery[str] = "",
+        before: FromQuery[str] = "",
     ) -> Any:
         query = queries.BatchQuery(search.strip(), status, backend, sort, size, after, before)
         result = await queries.batch_page(state.db, query)
@@ -47,7 +47,7 @@ class BatchPages(Controller):
         )
 
     @get("/{batch_id:int}")
-    async def show(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+    async def show(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
         detail = await queries.batch_detail(state.db, batch_id)
         outcomes = await queries.batch_outcomes(state.db, batch_id)
         return page(
@@ -72,14 +72,14 @@ class BatchPages(Controller):
         )
 
     @post("/{batch_id:int}/close")
-    async def close(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+    async def close(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
         await batching.request_close(state.db, batch_id)
         if state.worker:
             state.worker.wake("form")
         return done(request, f"Batch {batch_id} closes now.", _back(request, batch_id))
 
     @post("/{batch_id:int}/cancel")
-    async def cancel(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+    async def cancel(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
         batch = await operator.cancel_batch(state.db, batch_id, via="ui")
         if state.worker:
             state.worker.wake("deliver")
@@ -88,7 +88,7 @@ class BatchPages(Controller):
         )
 
     @post("/{batch_id:int}/retry")
-    async def retry(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+    async def retry(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
         await operator.retry_batch(state.db, batch_id, via="ui")
         if state.worker:
             state.worker.wake("submit")
@@ -96,7 +96,7 @@ class BatchPages(Controller):
 
     @post("/{batch_id:int}/redeliver")
     async def redeliver(
-        self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int], only: str = "failed"
+        self, request: HttpRequest, state: State, batch_id: FromPath[int], only: FromQuery[str] = "failed"
     ) -> Any:
         moved = await deliveries.redeliver_batch(state.db, batch_id, only_failed=only == "failed", via="ui")
         if state.worker:
@@ -105,17 +105,17 @@ class BatchPages(Controller):
         return done(request, f"Redelivering {moved} {what} of batch {batch_id}.", _back(request, batch_id))
 
     @post("/{batch_id:int}/delete")
-    async def delete(self, request: Request[Any, Any, Any], state: State, batch_id: FromPath[int]) -> Any:
+    async def delete(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
         removed = await operator.delete_batch(state.db, batch_id)
         on_detail = _on_detail(request, batch_id)
         message = f"Batch {batch_id} deleted with {removed} requests."
         return done(request, message, "/batches", redirect=on_detail)
 
 
-def _on_detail(request: Request[Any, Any, Any], batch_id: int) -> bool:
+def _on_detail(request: HttpRequest, batch_id: int) -> bool:
     current = request.headers.get("hx-current-url") or request.headers.get("referer") or ""
     return current.split("?")[0].rstrip("/").endswith(f"/batches/{batch_id}")
 
 
-def _back(request: Request[Any, Any, Any], batch_id: int) -> str:
+def _back(request: HttpRequest, batch_id: int) -> str:
     return f"/batches/{batch_id}" if _on_detail(request, batch_id) else "/batches"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get
+from litestar import get
 from litestar.datastructures import State
 
 from app.core import stats
-from app.ui.render import page
+from app.ui.render import HttpRequest, page
 
 
 @get("/")
-async def dashboard(request: Request[Any, Any, Any], state: State) -> Any:
+async def dashboard(request: HttpRequest, state: State) -> Any:
     numbers = await stats.dashboard(state.db)
     worker, broker, consumer = state.worker, state.broker, state.consumer
     backend = await worker.backend_status() if worker else None

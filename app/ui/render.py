@@ -23,6 +23,8 @@ from app.api.errors import STATUS_FOR_KIND
 from app.core.clock import utcnow
 from app.core.errors import BatchgateError
 
+HttpRequest = Request[Any, Any, Any]
+
 BADGE = {
     "building": "info",
     "ready": "info",
@@ -46,16 +48,16 @@ BADGE = {
 }
 
 
-def is_htmx(request: Request[Any, Any, Any]) -> bool:
+def is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("hx-request") == "true" and request.headers.get("hx-boosted") != "true"
 
 
-def page(request: Request[Any, Any, Any], name: str, fragment: str, **context: Any) -> Template:
+def page(request: HttpRequest, name: str, fragment: str, **context: Any) -> Template:
     """The full page `name`, or only `fragment` when htmx asks (polling, filters)."""
     return Template(template_name=fragment if is_htmx(request) else name, context=context)
 
 
-def done(request: Request[Any, Any, Any], message: str, back: str, redirect: bool = False) -> Response[Any]:
+def done(request: HttpRequest, message: str, back: str, redirect: bool = False) -> Response[Any]:
     """Answer a successful action: a toast and a refresh of the live fragments, or a redirect."""
     if not is_htmx(request):
         return Redirect(back, status_code=303)
@@ -67,11 +69,11 @@ def done(request: Request[Any, Any, Any], message: str, back: str, redirect: boo
     )
 
 
-def ui_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def ui_error(request: HttpRequest, exc: Exception) -> Response[Any]:
     """A refused action or a missing page, shown to a person: a toast (htmx) or an error page."""
     if isinstance(exc, BatchgateError):
         status = STATUS_FOR_KIND.get(exc.kind, 400)
-        messages = [p.detail for p in exc.problems]
+        messages = [f"{p.title}: {p.detail}" for p in exc.problems]
     elif isinstance(exc, HTTPException):
         status, messages = exc.status_code, [str(exc.detail)]
     else:

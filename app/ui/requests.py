@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, FromQuery
 
 from app.core import deliveries, operator, queries, states
 from app.core.errors import InvalidInput, Problem
-from app.ui.render import done, page
+from app.ui.render import HttpRequest, done, page
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
 DELIVERY_STATUSES = list(states.DELIVERY_TRANSITIONS)
@@ -25,18 +25,18 @@ class RequestPages(Controller):
     @get("/")
     async def index(
         self,
-        request: Request[Any, Any, Any],
+        request: HttpRequest,
         state: State,
-        search: str = "",
-        match: Literal["prefix", "contains"] = "prefix",
-        status: str = "",
-        delivery_status: str = "",
-        batch_id: str = "",
-        model: str = "",
-        sort: Literal["newest", "oldest", "status", "custom_id"] = "newest",
-        size: int = 25,
-        after: str = "",
-        before: str = "",
+        search: FromQuery[str] = "",
+        match: FromQuery[Literal["prefix", "contains"]] = "prefix",
+        status: FromQuery[str] = "",
+        delivery_status: FromQuery[str] = "",
+        batch_id: FromQuery[str] = "",
+        model: FromQuery[str] = "",
+        sort: FromQuery[Literal["newest", "oldest", "status", "custom_id"]] = "newest",
+        size: FromQuery[int] = 25,
+        after: FromQuery[str] = "",
+        before: FromQuery[str] = "",
     ) -> Any:
         batch = int(batch_id) if batch_id.strip().isdigit() else None
         query = queries.RequestQuery(
@@ -57,14 +57,12 @@ class RequestPages(Controller):
         )
 
     @get("/{request_id:int}")
-    async def show(self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int]) -> Any:
+    async def show(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
         detail = await queries.request_detail(state.db, request_id)
         return page(request, "request.html", "_request_live.html", d=detail)
 
     @post("/{request_id:int}/redeliver")
-    async def redeliver(
-        self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int]
-    ) -> Any:
+    async def redeliver(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
         delivery = await deliveries.redeliver(state.db, request_id, via="ui")
         if state.worker:
             state.worker.wake("deliver")
@@ -72,7 +70,7 @@ class RequestPages(Controller):
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
-    async def cancel(self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int]) -> Any:
+    async def cancel(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
         cancelled = await operator.cancel_request(state.db, request_id, via="ui")
         if state.worker:
             state.worker.wake("deliver")
@@ -80,7 +78,7 @@ class RequestPages(Controller):
 
     @post("/{request_id:int}/delivery")
     async def change_delivery(
-        self, request: Request[Any, Any, Any], state: State, request_id: FromPath[int], data: Form
+        self, request: HttpRequest, state: State, request_id: FromPath[int], data: Form
     ) -> Any:
         try:
             config = json.loads(data.get("delivery_config", ""))
@@ -93,7 +91,7 @@ class RequestPages(Controller):
         return done(request, f"Delivery config saved: {new['type']}.", f"/requests/{request_id}")
 
 
-def _back(request: Request[Any, Any, Any], request_id: int) -> str:
+def _back(request: HttpRequest, request_id: int) -> str:
     current = request.headers.get("hx-current-url") or request.headers.get("referer") or ""
     on_detail = current.split("?")[0].rstrip("/").endswith(f"/requests/{request_id}")
     return f"/requests/{request_id}" if on_detail else "/requests"

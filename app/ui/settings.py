@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 
 from app.core import overrides
-from app.ui.render import done
+from app.ui.render import HttpRequest, done
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -37,14 +37,14 @@ class SettingsPages(Controller):
         return Template(template_name="settings.html", context={"rows": rows})
 
     @post("/")
-    async def save(self, request: Request[Any, Any, Any], state: State, data: Form) -> Any:
+    async def save(self, request: HttpRequest, state: State, data: Form) -> Any:
         await overrides.save(state.db, state.settings, data)
         if state.worker:
             await state.worker.refresh_settings()
         return done(request, "Settings saved; they apply now.", "/settings")
 
     @post("/reset")
-    async def reset(self, request: Request[Any, Any, Any], state: State) -> Any:
+    async def reset(self, request: HttpRequest, state: State) -> Any:
         await overrides.reset(state.db)
         if state.worker:
             await state.worker.refresh_settings()
