@@ -68,7 +68,15 @@ async def exercise(app: RunningApp, document: dict[str, Any], receiver: WebhookR
     check(document, "/api/batches/{batch_id}", "get", await c.get(f"/api/batches/{batch_id}"))
     check(document, "/api/batches/{batch_id}", "get", await c.get("/api/batches/999"))
     check(document, "/api/batches/{batch_id}/close", "post", await c.post(f"/api/batches/{batch_id}/close"))
-    redeliver = "/api/requests/{custom_id_redeliver}"
+    redeliver = "/api/requests/{custom_id_action}"
     check(document, redeliver, "post", await c.post("/api/requests/doc-1/redeliver"))
     check(document, redeliver, "post", await c.post("/api/requests/missing/redeliver"))
+    check(document, redeliver, "post", await c.post("/api/requests/doc-1/cancel"))  # 409: finished
+    batch_path = "/api/batches/{batch_id}"
+    check(document, batch_path + "/cancel", "post", await c.post(f"/api/batches/{batch_id}/cancel"))  # 409
+    check(document, batch_path + "/retry", "post", await c.post(f"/api/batches/{batch_id}/retry"))  # 409
+    redeliver_all = await c.post(f"/api/batches/{batch_id}/redeliver?only=all")
+    check(document, batch_path + "/redeliver", "post", redeliver_all)
+    check(document, batch_path + "/redeliver", "post", await c.post("/api/batches/999/redeliver"))  # 404
+    check(document, batch_path, "delete", await c.delete(f"/api/batches/{batch_id}"))  # 409: redelivering
     check(document, "/health", "get", await c.get("/health"))

@@ -502,3 +502,30 @@ def test_every_batch_status_has_a_badge_colour() -> None:
 
     for table in (states.BATCH_TRANSITIONS, states.REQUEST_TRANSITIONS, states.DELIVERY_TRANSITIONS):
         assert set(table) <= set(BADGE)
+
+
+async def test_the_api_offers_the_same_actions(ui: RunningApp, receiver: WebhookReceiver) -> None:
+    await submit(ui, receiver, "api/1", "api/2")
+    cancelled = await ui.client.post("/api/requests/api/1/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    again = await ui.client.post("/api/requests/api/1/cancel")
+    assert again.status_code == 409 and again.json()["errors"][0]["code"] == "request_finished"
+    batch_id = await building_batch(ui)
+    answer = await ui.client.post(f"/api/batches/{batch_id}/cancel")
+    assert answer.status_code == 202 and answer.json()["status"] == "cancelled"
+    assert (await ui.client.post(f"/api/batches/{batch_id}/retry")).json()["errors"][0]["code"] == (
+        "batch_not_failed"
+    )
+    await wait_delivered(ui, {"api/1": "delivered", "api/2": "delivered"})
+    none_failed = await ui.client.post(f"/api/batches/{batch_id}/redeliver")
+    assert (
+        none_failed.status_code == 409 and none_failed.json()["errors"][0]["code"] == "nothing_to_redeliver"
+    )
+    assert (await ui.client.post(f"/api/batches/{batch_id}/redeliver?only=all")).json() == {
+        "batch_id": batch_id,
+        "redelivered": 1,  # api/2's cancellation; api/1 was cancelled before it had a batch
+    }
+    await wait_delivered(ui, {"api/2": "delivered"})
+    deleted = await ui.client.delete(f"/api/batches/{batch_id}")
+    assert deleted.status_code == 200 and deleted.json() == {"batch_id": batch_id, "deleted_requests": 1}
+    assert (await ui.client.get(f"/api/batches/{batch_id}")).status_code == 404

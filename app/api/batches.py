@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from app.api.schemas import BatchDetailOut, BatchListOut, BatchOut, ErrorBody, batch_detail_out, batch_out
-from app.core import batching, queries
+from app.api.schemas import (
+    BatchDetailOut,
+    BatchListOut,
+    BatchOut,
+    DeletedOut,
+    ErrorBody,
+    RedeliveredOut,
+    batch_detail_out,
+    batch_out,
+)
+from app.core import batching, deliveries, operator, queries
 
 
 class BatchController(Controller):
@@ -54,3 +63,66 @@ class BatchController(Controller):
         if state.worker:
             state.worker.wake("form")
         return batch_out(batch)
+
+    @post(
+        "/{batch_id:int}/cancel",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Cancel a building, ready or processing batch; its unfinished requests end cancelled",
+        responses={
+            404: ResponseSpec(ErrorBody, description="No such batch"),
+            409: ResponseSpec(ErrorBody, description="Batch cannot be cancelled in its status"),
+        },
+        operation_id="cancelBatch",
+    )
+    async def cancel(self, batch_id: FromPath[int], state: State) -> BatchOut:
+        batch = await operator.cancel_batch(state.db, batch_id)
+        if state.worker:
+            state.worker.wake("deliver")
+        return batch_out(batch)
+
+    @post(
+        "/{batch_id:int}/retry",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Run a failed batch again (its failed requests)",
+        responses={
+            404: ResponseSpec(ErrorBody, description="No such batch"),
+            409: ResponseSpec(ErrorBody, description="Batch is not failed"),
+        },
+        operation_id="retryBatch",
+    )
+    async def retry(self, batch_id: FromPath[int], state: State) -> BatchOut:
+        batch = await operator.retry_batch(state.db, batch_id)
+        if state.worker:
+            state.worker.wake("submit")
+        return batch_out(batch)
+
+    @post(
+        "/{batch_id:int}/redeliver",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Queue again the failed (only=failed, default) or all ended deliveries of a batch",
+        responses={
+            404: ResponseSpec(ErrorBody, description="No such batch"),
+            409: ResponseSpec(ErrorBody, description="Nothing to redeliver"),
+        },
+        operation_id="redeliverBatch",
+    )
+    async def redeliver(
+        self, batch_id: FromPath[int], state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
+    ) -> RedeliveredOut:
+        moved = await deliveries.redeliver_batch(state.db, batch_id, only_failed=only == "failed")
+        if state.worker:
+            state.worker.wake("deliver")
+        return RedeliveredOut(batch_id, moved)
+
+    @delete(
+        "/{batch_id:int}",
+        status_code=HTTP_200_OK,
+        summary="Delete a finished batch with its requests, once nothing of it waits for delivery",
+        responses={
+            404: ResponseSpec(ErrorBody, description="No such batch"),
+            409: ResponseSpec(ErrorBody, description="Batch not finished, or results still being delivered"),
+        },
+        operation_id="deleteBatch",
+    )
+    async def remove(self, batch_id: FromPath[int], state: State) -> DeletedOut:
+        return DeletedOut(batch_id, await operator.delete_batch(state.db, batch_id))

@@ -9,7 +9,7 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.api.schemas import AcceptedOut, DeliveryOut, ErrorBody, RequestOut, delivery_out, request_out
-from app.core import deliveries, intake, queries
+from app.core import deliveries, intake, operator, queries
 from app.core.errors import NotFound, Problem
 
 ERRORS = {
@@ -48,22 +48,29 @@ class RequestController(Controller):
         return request_out(await queries.request_detail(state.db, custom_id.removeprefix("/")))
 
     @post(
-        "/{custom_id_redeliver:path}",
+        "/{custom_id_action:path}",
         status_code=HTTP_202_ACCEPTED,
-        summary="Re-queue a request's delivery: POST /api/requests/{custom_id}/redeliver",
+        summary="An action on a request: POST /api/requests/{custom_id}/redeliver or .../cancel",
+        description="`redeliver` re-queues the delivery (answers the delivery); `cancel` ends a request "
+        "that has no result yet as `cancelled` and delivers that (answers the request).",
         responses={404: ERRORS[404], 409: ERRORS[409]},
-        operation_id="redeliverRequest",
+        operation_id="requestAction",
     )
-    async def redeliver(self, custom_id_redeliver: FromPath[str], state: State) -> DeliveryOut:
+    async def act(self, custom_id_action: FromPath[str], state: State) -> DeliveryOut | RequestOut:
         # custom ids may contain '/', so the id is everything between the prefix and the verb.
-        custom_id, slash, verb = custom_id_redeliver.removeprefix("/").rpartition("/")
-        if not slash or verb != "redeliver" or not custom_id:
+        custom_id, slash, verb = custom_id_action.removeprefix("/").rpartition("/")
+        if not slash or verb not in ("redeliver", "cancel") or not custom_id:
             raise NotFound(
                 Problem(
-                    "not_found", "Not found", "POST /api/requests/{custom_id}/redeliver is the only action."
+                    "not_found",
+                    "Not found",
+                    "The actions are POST /api/requests/{custom_id}/redeliver and .../cancel.",
                 )
             )
-        delivery = await deliveries.redeliver(state.db, custom_id)
         if state.worker:
             state.worker.wake("deliver")
+        if verb == "cancel":
+            await operator.cancel_request(state.db, custom_id)
+            return request_out(await queries.request_detail(state.db, custom_id))
+        delivery = await deliveries.redeliver(state.db, custom_id)
         return delivery_out(delivery, [])

@@ -122,6 +122,16 @@ class HealthOut(msgspec.Struct):
     rabbitmq: BrokerStatus | None = None
 
 
+class RedeliveredOut(msgspec.Struct):
+    batch_id: int
+    redelivered: int
+
+
+class DeletedOut(msgspec.Struct):
+    batch_id: int
+    deleted_requests: int
+
+
 def request_out(detail: RequestDetail) -> RequestOut:
     r = detail.request
     finished = r.response is not None or r.error is not None
