@@ -102,6 +102,7 @@ def assert_toast(answer: httpx.Response, status: int, kind: str, text: str) -> N
     assert answer.status_code == status, answer.text
     assert answer.headers["HX-Retarget"] == "#toast"
     assert answer.headers["HX-Reswap"] == "innerHTML"
+    assert answer.headers["content-type"].startswith("text/html")
     assert f'class="toast {kind}"' in answer.text
     assert text in answer.text, answer.text
     if kind == "ok":
@@ -121,6 +122,11 @@ async def test_pages_show_a_finished_batch_and_its_files(ui: RunningApp, receive
 
     dashboard = await ui.client.get("/")
     assert dashboard.status_code == 200
+    for path in ("/", "/batches", f"/batches/{batch_id}", "/requests", "/settings"):
+        for headers in ({}, HX):
+            assert (
+                (await ui.client.get(path, headers=headers)).headers["content-type"].startswith("text/html")
+            )
     assert "<html" in dashboard.text and 'href="/api/swaggerui"' in dashboard.text
     assert 'href="/api/openapi.json"' in dashboard.text
     live = (await ui.client.get("/", headers=HX)).text
@@ -170,6 +176,7 @@ async def test_pages_show_a_finished_batch_and_its_files(ui: RunningApp, receive
 async def test_missing_things_answer_404_as_a_page_or_a_toast(ui: RunningApp) -> None:
     page = await ui.client.get("/batches/999999")
     assert page.status_code == 404 and "<html" in page.text and "No batch with id 999999" in page.text
+    assert page.headers["content-type"].startswith("text/html")
     assert (await ui.client.get("/requests/999999")).status_code == 404
     assert_toast(await ui.client.post("/batches/999999/cancel", headers=HX), 404, "bad", "No batch")
     assert_toast(await ui.client.post("/requests/999999/redeliver", headers=HX), 404, "bad", "No request")

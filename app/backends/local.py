@@ -51,8 +51,12 @@ class LocalBackend:
             response = await self._client.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT_SECONDS)
         except httpx.HTTPError as exc:
             return self._status(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
-        if response.status_code >= 400:
+        if response.status_code in (401, 403):
+            return self._status(False, f"refuses our key ({response.status_code}): check LOCAL_API_KEY")
+        if response.status_code >= 500:
             return self._status(False, f"GET /models answered {response.status_code}")
+        if response.status_code >= 400:
+            return self._status(True, "answers (it lists no models)")  # not every server has /models
         try:
             models = [m.get("id") for m in response.json().get("data", [])]
         except (ValueError, AttributeError):

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import Redirect, Template
 
@@ -24,6 +24,8 @@ from app.core.clock import utcnow
 from app.core.errors import BatchgateError
 
 HttpRequest = Request[Any, Any, Any]
+# Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.
+HTML = MediaType.HTML
 
 BADGE = {
     "building": "info",
@@ -54,7 +56,7 @@ def is_htmx(request: HttpRequest) -> bool:
 
 def page(request: HttpRequest, name: str, fragment: str, **context: Any) -> Template:
     """The full page `name`, or only `fragment` when htmx asks (polling, filters)."""
-    return Template(template_name=fragment if is_htmx(request) else name, context=context)
+    return Template(template_name=fragment if is_htmx(request) else name, context=context, media_type=HTML)
 
 
 def done(request: HttpRequest, message: str, back: str, redirect: bool = False) -> Response[Any]:
@@ -65,7 +67,10 @@ def done(request: HttpRequest, message: str, back: str, redirect: bool = False) 
     if redirect:
         headers = {"HX-Redirect": back}
     return Template(
-        template_name="_toast.html", context={"kind": "ok", "messages": [message]}, headers=headers
+        template_name="_toast.html",
+        context={"kind": "ok", "messages": [message]},
+        headers=headers,
+        media_type=HTML,
     )
 
 
@@ -84,9 +89,13 @@ def ui_error(request: HttpRequest, exc: Exception) -> Response[Any]:
             context={"kind": "bad", "messages": messages},
             status_code=status,
             headers={"HX-Retarget": "#toast", "HX-Reswap": "innerHTML"},
+            media_type=HTML,
         )
     return Template(
-        template_name="error.html", context={"status": status, "messages": messages}, status_code=status
+        template_name="error.html",
+        context={"status": status, "messages": messages},
+        status_code=status,
+        media_type=HTML,
     )
 
 

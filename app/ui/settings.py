@@ -11,7 +11,7 @@ from litestar.params import Body
 from litestar.response import Template
 
 from app.core import overrides
-from app.ui.render import HttpRequest, done
+from app.ui.render import HTML, HttpRequest, done
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -34,7 +34,7 @@ class SettingsPages(Controller):
             }
             for e in overrides.EDITABLE
         ]
-        return Template(template_name="settings.html", context={"rows": rows})
+        return Template(template_name="settings.html", context={"rows": rows}, media_type=HTML)
 
     @post("/")
     async def save(self, request: HttpRequest, state: State, data: Form) -> Any:
