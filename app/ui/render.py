@@ -47,6 +47,12 @@ BADGE = {
     "success": "ok",
     "retryable_failure": "warn",
     "permanent_failure": "bad",
+    # connection states (dashboard)
+    "connected": "ok",
+    "connecting": "warn",
+    "disconnected": "bad",
+    "unreachable": "bad",
+    "closed": "muted",
 }
 
 
