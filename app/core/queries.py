@@ -1,7 +1,8 @@
 """Read side: what the API and UI show. Keyset-paginated, bounded, no writes.
 
-Every list is a keyset query on an index (never OFFSET), and every total is counted up to
-COUNT_CAP rows only, so a page costs the same at a thousand requests as at millions.
+Every list is a keyset query (never OFFSET) and every total is counted up to COUNT_CAP rows only,
+so the plain lists, status filters and sorts cost the same at a thousand requests as at millions.
+Searching custom_id and filtering by delivery status still scan (bench.ui, BENCHMARKS.md).
 """
 
 from __future__ import annotations

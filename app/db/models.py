@@ -95,7 +95,7 @@ class Request(IdentityBase):
         # The batcher's scan: pending requests of one group, oldest first.
         Index("ix_requests_group_pending", "status", "backend", "endpoint", "model", "id"),
         # The UI: a status filter walks this newest first; the dashboard's per-minute chart
-        # reads the last hour by created_at. Both stay index scans at millions of rows.
+        # reads the last hour by created_at (an index range, not a table scan).
         Index("ix_requests_status_id", "status", "id"),
         Index("ix_requests_created_at", "created_at"),
     )
