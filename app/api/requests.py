@@ -67,10 +67,11 @@ class RequestController(Controller):
                     "The actions are POST /api/requests/{custom_id}/redeliver and .../cancel.",
                 )
             )
-        if state.worker:
-            state.worker.wake("deliver")
         if verb == "cancel":
             await operator.cancel_request(state.db, custom_id)
-            return request_out(await queries.request_detail(state.db, custom_id))
-        delivery = await deliveries.redeliver(state.db, custom_id)
-        return delivery_out(delivery, [])
+            answer: DeliveryOut | RequestOut = request_out(await queries.request_detail(state.db, custom_id))
+        else:
+            answer = delivery_out(await deliveries.redeliver(state.db, custom_id), [])
+        if state.worker:
+            state.worker.wake("deliver")  # both queue a delivery
+        return answer

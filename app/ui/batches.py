@@ -80,12 +80,11 @@ class BatchPages(Controller):
 
     @post("/{batch_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
-        batch = await operator.cancel_batch(state.db, batch_id, via="ui")
+        await operator.cancel_batch(state.db, batch_id, via="ui")
         if state.worker:
             state.worker.wake("deliver")
-        return done(
-            request, f"Batch {batch_id} cancelled ({batch.request_count} requests).", _back(request, batch_id)
-        )
+        # The timeline says how many requests the cancel ended; request_count would be the batch's size.
+        return done(request, f"Batch {batch_id} cancelled.", _back(request, batch_id))
 
     @post("/{batch_id:int}/retry")
     async def retry(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:

@@ -69,9 +69,11 @@ def done(request: HttpRequest, message: str, back: str, redirect: bool = False) 
     """Answer a successful action: a toast and a refresh of the live fragments, or a redirect."""
     if not is_htmx(request):
         return Redirect(back, status_code=303)
-    headers = {"HX-Trigger": "refresh", "HX-Retarget": "#toast", "HX-Reswap": "innerHTML"}
-    if redirect:
-        headers = {"HX-Redirect": back}
+    headers = (
+        {"HX-Redirect": back}
+        if redirect
+        else {"HX-Trigger": "refresh", "HX-Retarget": "#toast", "HX-Reswap": "innerHTML"}
+    )
     return Template(
         template_name="_toast.html",
         context={"kind": "ok", "messages": [message]},
