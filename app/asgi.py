@@ -20,6 +20,7 @@ from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.requests import RequestController
+from app.backends.openai import OpenAIBackend
 from app.broker import Broker
 from app.config import Settings
 from app.consumers.intake import IntakeConsumer
@@ -80,13 +81,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
         db = Database(settings.database_url)
         broker = Broker(settings) if settings.rabbitmq_url else None
-        worker = Worker(db, settings, broker) if settings.scheduler_enabled else None
+        openai = OpenAIBackend(settings)
+        worker = Worker(db, settings, broker, openai) if settings.scheduler_enabled else None
         consumer = (
             IntakeConsumer(db, settings, broker.intake, broker.intake_queue)
             if broker and broker.intake_queue
             else None
         )
         app.state.db, app.state.worker, app.state.broker, app.state.consumer = db, worker, broker, consumer
+        app.state.openai = openai
         if broker:
             broker.start()
         if consumer:
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await worker.stop()
             if broker:
                 await broker.close()
+            await openai.close()
             await db.dispose()
 
     return Litestar(
@@ -113,7 +117,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        state=State({"settings": settings, "db": None, "worker": None, "broker": None, "consumer": None}),
+        state=State(
+            {
+                "settings": settings,
+                "db": None,
+                "worker": None,
+                "broker": None,
+                "consumer": None,
+                "openai": None,
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters

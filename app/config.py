@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+BACKENDS = ("local", "openai")
+Backend = Literal["local", "openai"]
+
+
+class Price(BaseModel):
+    """Synchronous (non-batch) prices of one model, in US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0)
+    output: float = Field(0.0, ge=0)
+
+
+@lru_cache(maxsize=16)
+def parse_routes(value: str) -> tuple[tuple[str, str], ...]:
+    """`gpt-*=openai,o*=openai,*=local` as ordered (pattern, backend) pairs; ValueError if malformed."""
+    routes = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        pattern, sep, backend = (x.strip() for x in item.partition("="))
+        if not sep or not pattern or backend not in BACKENDS:
+            raise ValueError(
+                f"{item!r} is not a route: write pattern=backend pairs separated by commas, "
+                f"backend one of {', '.join(BACKENDS)} (e.g. gpt-*=openai,*=local)"
+            )
+        routes.append((pattern, backend))
+    return tuple(routes)
 
 
 class Settings(BaseSettings):
@@ -20,7 +49,8 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     database_url: str = "sqlite+aiosqlite:///./data/batchgate.db"
 
-    default_backend: Literal["local"] = "local"
+    default_backend: Backend = "local"
+    backend_routes: str = ""
     local_base_url: str = "http://localhost:11434/v1"
     local_api_key: str | None = None
     local_concurrency: int = Field(4, ge=1, le=1024)
@@ -28,6 +58,25 @@ class Settings(BaseSettings):
     local_batch_max_age_seconds: float = Field(2.0, ge=0)
     local_max_retries: int = Field(3, ge=0, le=10)
     local_retry_backoff_seconds: float = Field(0.5, ge=0)
+
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_organization: str | None = None
+    openai_project: str | None = None
+    openai_batch_max_age_seconds: float = Field(3600.0, ge=0)
+    openai_poll_seconds: float = Field(60.0, gt=0)
+    openai_resubmit_max: int = Field(3, ge=0, le=20)
+    openai_delete_files: bool = True
+    openai_timeout_seconds: float = Field(300.0, gt=0)
+    openai_max_retries: int = Field(5, ge=0, le=20)
+    openai_retry_backoff_seconds: float = Field(1.0, ge=0)
+    openai_token_limit_backoff_seconds: float = Field(300.0, ge=0)
+    openai_token_limit_retries: int = Field(5, ge=0, le=10)
+    openai_token_limits: dict[str, int] = Field(default_factory=dict)
+    openai_token_limit_fallback: int = Field(90_000, ge=1)
+    openai_prices: dict[str, Price] = Field(default_factory=dict)
+    openai_batch_discount: float = Field(0.5, ge=0, le=1)
+    openai_auth_recheck_seconds: float = Field(300.0, gt=0)
 
     batch_max_requests: int = Field(50_000, ge=1)
     batch_max_bytes: int = Field(100 * MiB, ge=1)
@@ -54,7 +103,15 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0)
     scheduler_enabled: bool = True
 
-    @field_validator("webhook_secret", "local_api_key", "rabbitmq_url", mode="before")
+    @field_validator(
+        "webhook_secret",
+        "local_api_key",
+        "rabbitmq_url",
+        "openai_api_key",
+        "openai_organization",
+        "openai_project",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -71,6 +128,28 @@ class Settings(BaseSettings):
                 raise ValueError("WEBHOOK_SECRET must be base64, optionally prefixed with 'whsec_'") from exc
         return value
 
+    @field_validator("backend_routes")
+    @classmethod
+    def _routes_shape(cls, value: str) -> str:
+        parse_routes(value)
+        return value
+
+    @field_validator("openai_token_limits")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        if bad := [prefix for prefix, limit in value.items() if limit < 1]:
+            raise ValueError(f"token limits must be at least 1 (see {', '.join(bad)})")
+        return value
+
     def backend_max_age_seconds(self, backend: str) -> float:
         """How long the oldest pending request of a backend may wait before its batch closes."""
+        if backend == "openai":
+            return self.openai_batch_max_age_seconds
         return self.local_batch_max_age_seconds
+
+    def backend_for(self, model: str) -> str:
+        """The backend a request for `model` runs on: the first matching route, else the default."""
+        for pattern, backend in parse_routes(self.backend_routes):
+            if fnmatchcase(model, pattern):
+                return backend
+        return self.default_backend

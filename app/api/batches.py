@@ -37,7 +37,7 @@ class BatchController(Controller):
     ) -> BatchListOut:
         batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
         next_before = batches[-1].id if len(batches) == limit else None
-        return BatchListOut([batch_out(b) for b in batches], next_before)
+        return BatchListOut([batch_out(b, state.settings) for b in batches], next_before)
 
     @get(
         "/{batch_id:int}",
@@ -46,7 +46,7 @@ class BatchController(Controller):
         operation_id="getBatch",
     )
     async def read(self, batch_id: FromPath[int], state: State) -> BatchDetailOut:
-        return batch_detail_out(await queries.batch_detail(state.db, batch_id))
+        return batch_detail_out(await queries.batch_detail(state.db, batch_id), state.settings)
 
     @post(
         "/{batch_id:int}/close",
@@ -62,7 +62,7 @@ class BatchController(Controller):
         batch = await batching.request_close(state.db, batch_id)
         if state.worker:
             state.worker.wake("form")
-        return batch_out(batch)
+        return batch_out(batch, state.settings)
 
     @post(
         "/{batch_id:int}/cancel",
@@ -78,7 +78,8 @@ class BatchController(Controller):
         batch = await operator.cancel_batch(state.db, batch_id)
         if state.worker:
             state.worker.wake("deliver")
-        return batch_out(batch)
+            state.worker.wake("poll")
+        return batch_out(batch, state.settings)
 
     @post(
         "/{batch_id:int}/retry",
@@ -94,7 +95,7 @@ class BatchController(Controller):
         batch = await operator.retry_batch(state.db, batch_id)
         if state.worker:
             state.worker.wake("submit")
-        return batch_out(batch)
+        return batch_out(batch, state.settings)
 
     @post(
         "/{batch_id:int}/redeliver",
@@ -125,4 +126,4 @@ class BatchController(Controller):
         operation_id="deleteBatch",
     )
     async def remove(self, batch_id: FromPath[int], state: State) -> DeletedOut:
-        return DeletedOut(batch_id, await operator.delete_batch(state.db, batch_id))
+        return DeletedOut(batch_id, await operator.delete_batch(state.db, batch_id, state.openai))

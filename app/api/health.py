@@ -8,7 +8,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from sqlalchemy import text
 
-from app.api.schemas import HealthOut
+from app.api.schemas import BackendOut, HealthOut
 from app.broker import rabbitmq_status
 from app.core.worker import scheduler_state
 
@@ -18,7 +18,9 @@ from app.core.worker import scheduler_state
     tags=["health"],
     summary="Database, scheduler and RabbitMQ status",
     description="503 when this process cannot serve (database or scheduler down). A RabbitMQ "
-    "outage shows under `rabbitmq` but keeps 200: REST intake still works and deliveries wait.",
+    "outage shows under `rabbitmq` and an unreachable backend or a refused OpenAI key under "
+    "`backends`; those keep 200 (intake still works and work waits), a refused key makes the "
+    "status `degraded`.",
     operation_id="health",
 )
 async def health(state: State) -> Response[HealthOut]:
@@ -28,8 +30,15 @@ async def health(state: State) -> Response[HealthOut]:
         database = "ok"
     except Exception as exc:
         database = f"error: {type(exc).__name__}"
-    scheduler = scheduler_state(state.worker)
+    worker = state.worker
+    scheduler = scheduler_state(worker)
     healthy = database == "ok" and scheduler != "stopped"
     rabbitmq = rabbitmq_status(state.broker, state.consumer)
-    body = HealthOut("ok" if healthy else "degraded", database, scheduler, version("batchgate"), rabbitmq)
+    backends = [
+        BackendOut(b.name, b.target, b.reachable, b.detail)
+        for b in (await worker.backend_statuses() if worker else [])
+    ]
+    blocked = worker is not None and worker.openai_block is not None
+    status = "ok" if healthy and not blocked else "degraded"
+    body = HealthOut(status, database, scheduler, version("batchgate"), rabbitmq, backends)
     return Response(body, status_code=200 if healthy else 503)

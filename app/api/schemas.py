@@ -8,6 +8,8 @@ from typing import Any
 import msgspec
 
 from app.broker import BrokerStatus
+from app.config import Settings
+from app.core import model_tables
 from app.core.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
 from app.db.models import Batch, Delivery, DeliveryAttempt
@@ -79,6 +81,33 @@ class RequestOut(msgspec.Struct):
     delivery: DeliveryOut | None
 
 
+class RemoteOut(msgspec.Struct):
+    """The batch at OpenAI: its id, status and files."""
+
+    batch_id: str | None
+    status: str | None
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    files_deleted_at: datetime | None
+
+
+class BatchUsageOut(msgspec.Struct):
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+
+
+class CostOut(msgspec.Struct):
+    """Estimated US dollars at synchronous prices, at batch prices, and the saving."""
+
+    synchronous_usd: float
+    batch_usd: float
+    saving_usd: float
+    priced_as: str
+
+
 class BatchOut(msgspec.Struct):
     id: int
     backend: str
@@ -96,6 +125,12 @@ class BatchOut(msgspec.Struct):
     ready_at: datetime | None
     submitted_at: datetime | None
     finished_at: datetime | None
+    wait_reason: str | None
+    next_attempt_at: datetime | None
+    estimated_tokens: int | None
+    remote: RemoteOut | None
+    usage: BatchUsageOut
+    cost: CostOut | None
 
 
 class EventOut(msgspec.Struct):
@@ -114,12 +149,20 @@ class BatchListOut(msgspec.Struct):
     next_before_id: int | None
 
 
+class BackendOut(msgspec.Struct):
+    name: str
+    target: str
+    reachable: bool
+    detail: str
+
+
 class HealthOut(msgspec.Struct):
     status: str
     database: str
     scheduler: str
     version: str
     rabbitmq: BrokerStatus | None = None
+    backends: list[BackendOut] = msgspec.field(default_factory=list)
 
 
 class RedeliveredOut(msgspec.Struct):
@@ -176,14 +219,34 @@ def delivery_out(d: Delivery, attempts: list[DeliveryAttempt]) -> DeliveryOut:
     )
 
 
-def _batch_fields(b: Batch) -> dict[str, Any]:
-    return {name: getattr(b, name) for name in BatchOut.__struct_fields__}
+_COMPUTED = frozenset({"remote", "usage", "cost"})
 
 
-def batch_out(b: Batch) -> BatchOut:
-    return BatchOut(**_batch_fields(b))
+def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
+    fields = {name: getattr(b, name) for name in BatchOut.__struct_fields__ if name not in _COMPUTED}
+    remote = None
+    if b.backend == "openai":
+        remote = RemoteOut(
+            b.remote_batch_id,
+            b.remote_status,
+            b.input_file_id,
+            b.output_file_id,
+            b.error_file_id,
+            b.files_deleted_at,
+        )
+    usage = BatchUsageOut(b.input_tokens, b.cached_tokens, b.output_tokens, b.reasoning_tokens)
+    cost = None
+    if found := model_tables.batch_cost(b, settings):
+        cost = CostOut(
+            round(found.synchronous, 6), round(found.batch, 6), round(found.saving, 6), found.priced_as
+        )
+    return {**fields, "remote": remote, "usage": usage, "cost": cost}
 
 
-def batch_detail_out(detail: BatchDetail) -> BatchDetailOut:
+def batch_out(b: Batch, settings: Settings) -> BatchOut:
+    return BatchOut(**_batch_fields(b, settings))
+
+
+def batch_detail_out(detail: BatchDetail, settings: Settings) -> BatchDetailOut:
     events = [EventOut(e.from_status, e.to_status, e.reason, e.at) for e in detail.events]
-    return BatchDetailOut(**_batch_fields(detail.batch), events=events)
+    return BatchDetailOut(**_batch_fields(detail.batch, settings), events=events)

@@ -13,7 +13,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import bindparam, text
 
-from app.config import Settings
+from app.config import Backend, Settings
 from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.db.session import Database
@@ -116,6 +116,8 @@ class RequestIn(BaseModel):
     method: Literal["POST"] = "POST"
     body: RequestBody
     delivery_config: DeliveryConfig
+    # Where it runs; without it BACKEND_ROUTES (by model) and then DEFAULT_BACKEND decide.
+    backend: Backend | None = None
 
     # Computed once: validation needs the size and the insert needs both.
     @cached_property
@@ -226,9 +228,9 @@ def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
 # an exception; the syntax is the same on PostgreSQL and SQLite (3.35+).
 _INSERT = text(
     "INSERT INTO requests (custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
-    " status, inference_attempts, created_at)"
+    " status, inference_attempts, resubmits, created_at)"
     " VALUES (:custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
-    " 'pending', 0, :created_at)"
+    " 'pending', 0, 0, :created_at)"
     " ON CONFLICT (custom_id) DO NOTHING RETURNING id"
 ).bindparams(
     bindparam("body", type_=JsonB),
@@ -243,7 +245,7 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
     row = {
         "custom_id": request.custom_id,
         "origin": origin,
-        "backend": settings.default_backend,
+        "backend": request.backend or settings.backend_for(request.body.model),
         "endpoint": request.url,
         "model": request.body.model,
         "body": request.body_dict,
@@ -286,6 +288,7 @@ _FIELD_CODES = {
     ("delivery_config", "rabbitmq_exchange"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
     ("delivery_config", "routing_key"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
     ("custom_id",): ("invalid_custom_id", "Invalid custom_id"),
+    ("backend",): ("invalid_backend", "Unknown backend"),
 }
 
 

@@ -7,6 +7,10 @@ one process owns the database, and the same statements simply run serialised.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +18,9 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
 
 
 def lease_free(model: Any) -> ColumnElement[bool]:
@@ -71,3 +78,34 @@ async def release_all(session: AsyncSession, model: Any, owner: str) -> None:
         .values(leased_until=None, leased_by=None)
         .execution_options(synchronize_session=False)
     )
+
+
+@contextlib.asynccontextmanager
+async def held(
+    db: Database, model: Any, row_id: int, owner: str, lease_seconds: float
+) -> AsyncIterator[None]:
+    """Renew our lease on one row while the body runs (an upload or a run can outlast a lease).
+
+    If the lease is lost (another process took the row over), the body's task is cancelled:
+    two processes must not work on the same row.
+    """
+    worker = asyncio.current_task()
+
+    async def renew_until_lost() -> None:
+        interval = max(lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            async with db.transaction() as session:
+                still_ours = await renew(session, model, row_id, owner, lease_seconds)
+            if not still_ours and worker is not None:
+                log.warning("lost the lease on %s %s; stopping work on it here", model.__tablename__, row_id)
+                worker.cancel()
+                return
+
+    heartbeat = asyncio.create_task(renew_until_lost())
+    try:
+        yield
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat

@@ -9,7 +9,6 @@ and any process picks the batch up again, running only the requests that have no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -101,27 +100,26 @@ class LocalRunner:
         self.tasks.clear()
 
     async def _run(self, batch_id: int) -> None:
-        heartbeat = asyncio.create_task(self._keep_lease(batch_id, asyncio.current_task()))
         try:
-            lines = await self._open_lines(batch_id)
-            buffer: list[LineResult] = []
-            last_flush = time.monotonic()
-            async for result in self.backend.run(lines):
-                buffer.append(result)
-                if len(buffer) >= FLUSH_EVERY_RESULTS or time.monotonic() - last_flush >= FLUSH_EVERY_SECONDS:
-                    await self._flush(batch_id, buffer)
-                    buffer, last_flush = [], time.monotonic()
-            await self._flush(batch_id, buffer)
-            await self._finish(batch_id)
+            async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.lease_seconds):
+                lines = await self._open_lines(batch_id)
+                buffer: list[LineResult] = []
+                last_flush = time.monotonic()
+                async for result in self.backend.run(lines):
+                    buffer.append(result)
+                    if (
+                        len(buffer) >= FLUSH_EVERY_RESULTS
+                        or time.monotonic() - last_flush >= FLUSH_EVERY_SECONDS
+                    ):
+                        await self._flush(batch_id, buffer)
+                        buffer, last_flush = [], time.monotonic()
+                await self._flush(batch_id, buffer)
+                await self._finish(batch_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("local batch %s stopped with an error", batch_id)
             await self._record_failure(batch_id, exc)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
 
     async def _open_lines(self, batch_id: int) -> list[BatchLine]:
         async with self.db.transaction() as session:
@@ -189,19 +187,6 @@ class LocalRunner:
             self.on_results()
         except Exception:
             log.exception("could not record the failure of local batch %s; its lease runs out", batch_id)
-
-    async def _keep_lease(self, batch_id: int, runner: asyncio.Task[None] | None) -> None:
-        interval = max(self.settings.lease_seconds / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            async with self.db.transaction() as session:
-                still_ours = await leases.renew(
-                    session, Batch, batch_id, self.owner, self.settings.lease_seconds
-                )
-            if not still_ours and runner is not None:
-                log.warning("lost the lease on local batch %s; stopping it here", batch_id)
-                runner.cancel()
-                return
 
 
 async def unfinished_lines(session: AsyncSession, batch_id: int) -> list[BatchLine]:

@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.backends.openai import OpenAIBackend
 from app.config import Settings
-from app.core import audit, intake, queries, results, states
+from app.core import audit, intake, openai_runs, queries, results, states
 from app.core.errors import Conflict, Problem, not_found
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
@@ -38,6 +39,13 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
                     "can be cancelled.",
                 )
             )
+        if batch.status == "processing" and batch.backend == "openai":
+            # The remote batch is asked to cancel by the poll step; what it finished by then is
+            # still collected, and the rest ends cancelled when OpenAI confirms.
+            states.move_batch(session, batch, "cancelling", "cancel requested by operator")
+            batch.cancel_sent = False
+            batch.next_attempt_at = batch.leased_by = batch.leased_until = None
+            return batch
         if batch.status == "building":
             where = [
                 Request.status == "pending",
@@ -89,18 +97,21 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
             session, ids, "failed", "batched", response=None, error=None, completed_at=None
         )
         batch.failed_count = max(batch.failed_count - moved, 0)
-        batch.run_failures = 0
-        batch.error = None
+        batch.run_failures = batch.token_limit_retries = batch.output_repolls = 0
+        batch.error = batch.wait_reason = batch.next_attempt_at = batch.estimated_tokens = None
+        # An OpenAI batch is uploaded afresh (its old input file may be gone, and it held more lines).
+        batch.remote_batch_id = batch.remote_status = None
+        batch.input_file_id = batch.output_file_id = batch.error_file_id = batch.files_deleted_at = None
         states.move_batch(session, batch, "ready", f"retried by operator ({moved} requests to run again)")
         await audit.note_requests(session, ids, "retry", {"via": via, "batch_id": batch_id})
     return batch
 
 
-async def delete_batch(db: Database, batch_id: int) -> int:
+async def delete_batch(db: Database, batch_id: int, openai: OpenAIBackend | None = None) -> int:
     """Delete a finished batch with its requests and their trails; returns how many requests went.
 
     Refused while any of its results is still waiting to be delivered: retention never drops an
-    undelivered result.
+    undelivered result. Its OpenAI files not deleted yet are deleted too (when `openai` is given).
     """
     async with db.transaction() as session:
         batch = await _locked_batch(session, batch_id)
@@ -132,7 +143,14 @@ async def delete_batch(db: Database, batch_id: int) -> int:
             delete(Request).where(Request.batch_id == batch_id).execution_options(synchronize_session=False)
         )
         await session.execute(delete(BatchEvent).where(BatchEvent.batch_id == batch_id))
+        remote_files = [
+            f
+            for f in (batch.input_file_id, batch.output_file_id, batch.error_file_id)
+            if f and batch.backend == "openai" and batch.files_deleted_at is None
+        ]
         await session.delete(batch)
+    if remote_files and openai is not None:
+        await openai_runs.delete_remote_files(openai, remote_files)
     return deleted.rowcount or 0
 
 

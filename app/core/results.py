@@ -15,6 +15,7 @@ from app.core.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 
 DELIVERING_CHANNELS = ("webhook", "rabbitmq")
+USAGE_COLUMNS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 
 
 def output_line(request: Request) -> dict[str, Any]:
@@ -47,9 +48,12 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
         return 0
     now = utcnow()
     outcomes, deliveries, succeeded = [], [], 0
+    usage = dict.fromkeys(USAGE_COLUMNS, 0)
     for request_id, delivery in open_rows:
         result = by_id[request_id]
         succeeded += result.succeeded
+        for column, tokens in line_usage(result.response).items():
+            usage[column] += tokens
         outcomes.append(
             {
                 "id": request_id,
@@ -72,6 +76,7 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
         .values(
             completed_count=Batch.completed_count + succeeded,
             failed_count=Batch.failed_count + (len(outcomes) - succeeded),
+            **{column: getattr(Batch, column) + tokens for column, tokens in usage.items() if tokens},
         )
     )
     return len(outcomes)
@@ -138,6 +143,29 @@ def _usage(response: dict[str, Any] | None) -> dict[str, int | None]:
     if total is None and prompt is not None:
         total = prompt + (completion or 0)
     return {"prompt_tokens": _int(prompt), "completion_tokens": _int(completion), "total_tokens": _int(total)}
+
+
+def line_usage(response: dict[str, Any] | None) -> dict[str, int]:
+    """A response's tokens by batch usage column (chat, completions, embeddings and responses
+    name them differently)."""
+    body = response.get("body") if isinstance(response, dict) else None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    return usage_columns(usage) if isinstance(usage, dict) else {}
+
+
+def usage_columns(usage: dict[str, Any]) -> dict[str, int]:
+    """An OpenAI usage object (per line or per batch) as batch usage columns."""
+    input_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    output_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    values = {
+        "input_tokens": usage.get("prompt_tokens", usage.get("input_tokens")),
+        "cached_tokens": input_details.get("cached_tokens") if isinstance(input_details, dict) else None,
+        "output_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
+        "reasoning_tokens": (
+            output_details.get("reasoning_tokens") if isinstance(output_details, dict) else None
+        ),
+    }
+    return {column: value for column, value in values.items() if isinstance(value, int)}
 
 
 def _int(value: Any) -> int | None:

@@ -19,9 +19,11 @@ BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
     "building": frozenset({"ready", "cancelled"}),
     "ready": frozenset({"submitting", "cancelled"}),
     "submitting": frozenset({"processing", "ready", "failed"}),
-    "processing": frozenset({"collecting", "cancelling", "failed", "expired"}),
-    "collecting": frozenset({"done", "failed"}),
-    "cancelling": frozenset({"cancelled", "collecting"}),
+    # processing → ready: OpenAI refused the batch for now (token_limit_exceeded); it goes again.
+    "processing": frozenset({"collecting", "cancelling", "failed", "expired", "ready"}),
+    # A remote batch ends done, expired or cancelled only after its files are collected.
+    "collecting": frozenset({"done", "failed", "expired", "cancelled"}),
+    "cancelling": frozenset({"cancelled", "collecting", "failed"}),
     "done": frozenset(),
     "failed": frozenset({"ready"}),
     "cancelled": frozenset(),
@@ -30,8 +32,10 @@ BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
 
 REQUEST_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"batched", "cancelled"}),
-    "batched": frozenset({"processing", "pending", "cancelled"}),
-    "processing": frozenset({"succeeded", "failed", "pending", "cancelled", "expired"}),
+    # batched → failed: the batch could not be submitted within its bounded retries.
+    "batched": frozenset({"processing", "pending", "cancelled", "failed"}),
+    # processing → pending: resubmitted in a new batch; → batched: its batch goes again later.
+    "processing": frozenset({"succeeded", "failed", "pending", "batched", "cancelled", "expired"}),
     "succeeded": frozenset(),
     # An operator retrying a failed batch runs its failed requests again.
     "failed": frozenset({"batched"}),

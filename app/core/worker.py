@@ -20,11 +20,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app.backends.base import BackendStatus
 from app.backends.local import LocalBackend
+from app.backends.openai import OpenAIBackend
 from app.broker import Broker
 from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
-from app.core import batching, deliveries, leases, local_runs, overrides
+from app.core import batching, deliveries, leases, local_runs, openai_runs, overrides
 from app.db.models import Batch, Delivery
 from app.db.session import Database
 
@@ -79,13 +80,19 @@ class Step:
 class Worker:
     """Owns the scheduler, the backend and channel clients, and the pipeline steps."""
 
-    def __init__(self, db: Database, settings: Settings, broker: Broker | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        broker: Broker | None = None,
+        openai: OpenAIBackend | None = None,
+    ) -> None:
         self.db = db
         self.base_settings = settings
         # The settings in force: the environment's plus the operator's overrides (refreshed).
         self.settings = settings
         self._settings_read_at = 0.0
-        self._backend_status: tuple[float, BackendStatus] | None = None
+        self._backend_status: dict[str, tuple[float, BackendStatus]] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.backend = LocalBackend(settings)
         self.channels: dict[str, deliveries.Channel] = {"webhook": WebhookChannel(settings)}
@@ -96,6 +103,11 @@ class Worker:
         self.runner = local_runs.LocalRunner(
             db, settings, self.backend, self.owner, on_results=self.wake_deliver
         )
+        self._owns_openai = openai is None  # the app shares its client with the API's delete action
+        self.openai = openai or OpenAIBackend(settings)
+        self.openai_runner = openai_runs.OpenAIRunner(
+            db, lambda: self.settings, self.openai, self.owner, on_results=self.wake_deliver
+        )
         self.delivery_chunk = min(settings.delivery_concurrency, DELIVERY_CHUNK_MAX)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.steps = {
@@ -104,6 +116,7 @@ class Worker:
                 Step("form", self._form),
                 Step("submit", self._submit),
                 Step("run", self._run),
+                Step("poll", self._poll),
                 Step("deliver", self._deliver),
             )
         }
@@ -144,6 +157,8 @@ class Worker:
         except Exception:
             log.exception("could not release leases; they run out after LEASE_SECONDS")
         await self.backend.close()
+        if self._owns_openai:
+            await self.openai.close()
         for channel in self.channels.values():
             await channel.close()
 
@@ -157,11 +172,36 @@ class Worker:
         self._settings_read_at = time.monotonic()
         return self.settings
 
-    async def backend_status(self) -> BackendStatus:
-        """The backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old."""
-        if self._backend_status is None or time.monotonic() - self._backend_status[0] > BACKEND_PROBE_SECONDS:
-            self._backend_status = (time.monotonic(), await self.backend.probe())
-        return self._backend_status[1]
+    def uses_openai(self) -> bool:
+        """Whether requests can be routed to OpenAI here (so its status is worth showing)."""
+        settings = self.settings
+        return (
+            bool(settings.openai_api_key)
+            or settings.default_backend == "openai"
+            or "openai" in settings.backend_routes
+        )
+
+    @property
+    def openai_block(self) -> str | None:
+        """Why OpenAI submission is stopped (a refused key), or None."""
+        return self.openai_runner.gate.reason
+
+    async def backend_statuses(self) -> list[BackendStatus]:
+        """Each backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old. A refused
+        OpenAI key shows as such without another probe: the gate rechecks it on its own."""
+        backends: list[LocalBackend | OpenAIBackend] = [self.backend]
+        if self.uses_openai():
+            backends.append(self.openai)
+        statuses = []
+        for backend in backends:
+            if backend is self.openai and self.openai_block:
+                statuses.append(BackendStatus("openai", self.openai.base_url, False, self.openai_block))
+                continue
+            cached = self._backend_status.get(backend.name)
+            if cached is None or time.monotonic() - cached[0] > BACKEND_PROBE_SECONDS:
+                cached = self._backend_status[backend.name] = (time.monotonic(), await backend.probe())
+            statuses.append(cached[1])
+        return statuses
 
     def wake_deliver(self) -> None:
         self.wake("deliver")
@@ -174,10 +214,16 @@ class Worker:
         return False
 
     async def _submit(self) -> bool:
+        submitted = await self.openai_runner.submit()
+        if submitted:
+            self.wake("poll")
         if await local_runs.submit_ready(self.db):
             self.wake("run")
             return True
-        return False
+        return submitted
+
+    async def _poll(self) -> bool:
+        return await self.openai_runner.poll()
 
     async def _run(self) -> bool:
         await self.runner.claim_and_start()

@@ -32,6 +32,20 @@ class Batch(IdentityBase):
     output_file_id: Mapped[str | None] = mapped_column(String(255))
     error_file_id: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    # Remote (OpenAI) bookkeeping: its own status, when to look next, why a ready batch waits.
+    remote_status: Mapped[str | None] = mapped_column(String(32))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    wait_reason: Mapped[str | None] = mapped_column(Text)
+    estimated_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    token_limit_retries: Mapped[int] = mapped_column(Integer, default=0)
+    output_repolls: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    files_deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    # Usage of the batch's lines, from the batch object or summed over its output lines.
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     status_changed_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     ready_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
@@ -84,6 +98,10 @@ class Request(IdentityBase):
     response: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
     inference_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times it went back to a new batch (a 5xx line, an expired batch); bounded by OPENAI_RESUBMIT_MAX.
+    resubmits: Mapped[int] = mapped_column(Integer, default=0)
+    # Its 1-based line in the batch's uploaded input file, to read errors.data line numbers.
+    batch_line: Mapped[int | None] = mapped_column(Integer)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -83,6 +83,7 @@ class BatchPages(Controller):
         await operator.cancel_batch(state.db, batch_id, via="ui")
         if state.worker:
             state.worker.wake("deliver")
+            state.worker.wake("poll")
         # The timeline says how many requests the cancel ended; request_count would be the batch's size.
         return done(request, f"Batch {batch_id} cancelled.", _back(request, batch_id))
 
@@ -105,7 +106,7 @@ class BatchPages(Controller):
 
     @post("/{batch_id:int}/delete")
     async def delete(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
-        removed = await operator.delete_batch(state.db, batch_id)
+        removed = await operator.delete_batch(state.db, batch_id, state.openai)
         on_detail = _on_detail(request, batch_id)
         message = f"Batch {batch_id} deleted with {removed} requests."
         return done(request, message, "/batches", redirect=on_detail)

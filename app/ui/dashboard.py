@@ -15,7 +15,7 @@ from app.ui.render import HttpRequest, page
 async def dashboard(request: HttpRequest, state: State) -> Any:
     numbers = await stats.dashboard(state.db)
     worker, broker, consumer = state.worker, state.broker, state.consumer
-    backend = await worker.backend_status() if worker else None
+    backends = await worker.backend_statuses() if worker else []
     rabbitmq = (
         broker.status(
             consuming=bool(consumer and consumer.consuming), intake_error=consumer.error if consumer else None
@@ -28,7 +28,7 @@ async def dashboard(request: HttpRequest, state: State) -> Any:
         "dashboard.html",
         "_dashboard_live.html",
         s=numbers,
-        backend=backend,
+        backends=backends,
         rabbitmq=rabbitmq,
         scheduler="running"
         if worker and worker.scheduler.running

@@ -1,0 +1,210 @@
+"""The OpenAI backend adapter: the Files and Batches API over httpx. It never touches the database.
+
+Every call retries 429 (honouring Retry-After), 5xx and connection errors a bounded number of
+times (OPENAI_MAX_RETRIES) and then raises OpenAIError; a 401 or 403 raises AuthRefused at once,
+since retrying a refused key only hammers the API. Uploads stream from a file on disk and
+downloads stream line by line, so no batch file is ever held in memory whole.
+
+Why not the `openai` SDK: its upload reads the whole file into memory and its retries cannot be
+bounded and reported per call as the pipeline needs. The tests parse this adapter's counterpart,
+the stand-in server, with the SDK's own types, so the contract is the SDK's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+import httpx
+
+from app.backends.base import BackendStatus
+from app.config import Settings
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+MAX_RETRY_AFTER_SECONDS = 120.0
+PROBE_TIMEOUT_SECONDS = 5.0
+COMPLETION_WINDOW = "24h"
+
+
+class OpenAIError(Exception):
+    """An API call that failed for good (after its retries, or at once for a 4xx)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same thing later may work (a transient fault, not a refusal)."""
+        return self.status is None or self.status in RETRYABLE_STATUS
+
+
+class AuthRefused(OpenAIError):
+    """401 or 403: the key (or organization/project) is refused; nothing will work until fixed."""
+
+
+class OpenAIBackend:
+    """Talks to OPENAI_BASE_URL (the real API or any OpenAI-compatible batch server)."""
+
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        self.base_url = settings.openai_base_url.rstrip("/")
+        self.max_retries = settings.openai_max_retries
+        self.backoff_seconds = settings.openai_retry_backoff_seconds
+        self.configured = bool(settings.openai_api_key)
+        headers = {}
+        if settings.openai_api_key:
+            headers["authorization"] = f"Bearer {settings.openai_api_key}"
+        if settings.openai_organization:
+            headers["openai-organization"] = settings.openai_organization
+        if settings.openai_project:
+            headers["openai-project"] = settings.openai_project
+        timeout = settings.openai_timeout_seconds
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def probe(self) -> BackendStatus:
+        """One GET /models, no retries: is the API there and does it take our key?"""
+        if not self.configured:
+            return self._status(False, "OPENAI_API_KEY is not set")
+        try:
+            response = await self._client.get("/models", timeout=PROBE_TIMEOUT_SECONDS)
+        except httpx.HTTPError as exc:
+            return self._status(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if response.status_code in (401, 403):
+            return self._status(False, f"refuses our key ({response.status_code}): {_message(response)}")
+        if response.status_code >= 400:
+            return self._status(False, f"GET /models answered {response.status_code}")
+        return self._status(True, "reachable, key accepted")
+
+    def _status(self, reachable: bool, detail: str) -> BackendStatus:
+        return BackendStatus(self.name, self.base_url, reachable, detail)
+
+    async def upload(self, file: IO[bytes], filename: str) -> str:
+        """POST /files (purpose=batch), streamed from `file`; returns the file id."""
+
+        def body() -> dict[str, Any]:
+            file.seek(0)  # a retry sends the file again from the start
+            return {"files": {"file": (filename, file, "application/jsonl")}, "data": {"purpose": "batch"}}
+
+        response = await self._call("POST", "/files", body)
+        return str(response.json()["id"])
+
+    async def create_batch(
+        self, input_file_id: str, endpoint: str, metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        """POST /batches; returns the batch object."""
+        payload = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": COMPLETION_WINDOW,
+            "metadata": metadata,
+        }
+        response = await self._call("POST", "/batches", lambda: {"json": payload})
+        return dict(response.json())
+
+    async def get_batch(self, remote_id: str) -> dict[str, Any]:
+        """GET /batches/{id}."""
+        response = await self._call("GET", f"/batches/{remote_id}", dict)
+        return dict(response.json())
+
+    async def cancel_batch(self, remote_id: str) -> dict[str, Any] | None:
+        """POST /batches/{id}/cancel; None when the remote batch is gone (404)."""
+        try:
+            response = await self._call("POST", f"/batches/{remote_id}/cancel", dict)
+        except OpenAIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(response.json())
+
+    async def delete_file(self, file_id: str) -> bool:
+        """DELETE /files/{id}; False when it was already gone (404)."""
+        try:
+            await self._call("DELETE", f"/files/{file_id}", dict)
+        except OpenAIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def file_lines(self, file_id: str) -> AsyncIterator[str]:
+        """The lines of GET /files/{id}/content, streamed. Only the request is retried: a
+        failure halfway through raises, and the caller collects the file again later."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._client.stream("GET", f"/files/{file_id}/content") as response:
+                    if response.is_success:
+                        async for line in response.aiter_lines():
+                            if line.strip():
+                                yield line
+                        return
+                    await response.aread()
+                    error = _error_of(response)
+            except httpx.TransportError as exc:
+                error = OpenAIError(f"{type(exc).__name__}: {exc}")
+            if isinstance(error, AuthRefused) or not error.retryable or attempt > self.max_retries:
+                raise error
+            await asyncio.sleep(self._backoff(attempt, None))
+
+    async def _call(self, method: str, path: str, request: Any) -> httpx.Response:
+        """One API call with bounded retries; `request()` gives httpx's keyword arguments afresh."""
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after = None
+            try:
+                response = await self._client.request(method, path, **request())
+            except httpx.TransportError as exc:
+                error = OpenAIError(f"{method} {path}: {type(exc).__name__}: {exc}")
+            else:
+                if response.is_success:
+                    return response
+                error = _error_of(response, f"{method} {path}")
+                retry_after = response.headers.get("retry-after")
+            if isinstance(error, AuthRefused) or not error.retryable or attempt > self.max_retries:
+                raise error
+            await asyncio.sleep(self._backoff(attempt, retry_after))
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER_SECONDS)
+            except ValueError:
+                pass  # an HTTP date: rare from OpenAI; fall back to our own backoff
+        return self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return response.text[:300] or response.reason_phrase
+
+
+def _error_of(response: httpx.Response, what: str = "") -> OpenAIError:
+    try:
+        error = response.json().get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        code = None
+    status = response.status_code
+    message = f"{what + ' ' if what else ''}answered {status}: {_message(response)}"
+    kind = AuthRefused if status in (401, 403) else OpenAIError
+    return kind(message, status, code)
