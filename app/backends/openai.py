@@ -22,7 +22,7 @@ import httpx
 from app.backends.base import BackendStatus
 from app.config import Settings
 
-RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER_SECONDS = 120.0
 PROBE_TIMEOUT_SECONDS = 5.0
 COMPLETION_WINDOW = "24h"
@@ -119,15 +119,18 @@ class OpenAIBackend:
         response = await self._call("GET", f"/batches/{remote_id}", dict)
         return dict(response.json())
 
-    async def cancel_batch(self, remote_id: str) -> dict[str, Any] | None:
-        """POST /batches/{id}/cancel; None when the remote batch is gone (404)."""
+    async def cancel_batch(self, remote_id: str) -> str:
+        """POST /batches/{id}/cancel: "requested", "gone" (404) or "finished" (409: it ended
+        before the cancel arrived, and its results are there to collect)."""
         try:
-            response = await self._call("POST", f"/batches/{remote_id}/cancel", dict)
+            await self._call("POST", f"/batches/{remote_id}/cancel", dict)
         except OpenAIError as exc:
             if exc.status == 404:
-                return None
+                return "gone"
+            if exc.status == 409:
+                return "finished"
             raise
-        return dict(response.json())
+        return "requested"
 
     async def delete_file(self, file_id: str) -> bool:
         """DELETE /files/{id}; False when it was already gone (404)."""

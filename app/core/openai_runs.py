@@ -422,7 +422,7 @@ class OpenAIRunner:
                 if batch is None or batch.remote_batch_id is None:
                     return
                 if batch.status == "cancelling" and not batch.cancel_sent:
-                    if await self.backend.cancel_batch(batch.remote_batch_id) is None:
+                    if await self.backend.cancel_batch(batch.remote_batch_id) == "gone":
                         await self._cancel_locally(batch_id, "the remote batch is gone (404 on cancel)")
                         return
                     await self._set(batch_id, cancel_sent=True)

@@ -1,0 +1,518 @@
+"""The OpenAI backend end to end against the stand-in Batch API: one test per branch of the
+lifecycle, each on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.config import Settings
+from app.core import openai_runs
+from app.db.models import Request
+from tests.conftest import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from tests.standins.openai_batch import OpenAIBatchStandin
+from tests.standins.receiver import WebhookReceiver
+from tests.standins.serve import serve
+
+MODEL = "gpt-4o-mini"
+FINISHED = {"succeeded", "failed", "cancelled", "expired"}
+
+
+@pytest.fixture
+async def openai_api() -> AsyncIterator[OpenAIBatchStandin]:
+    standin = OpenAIBatchStandin()
+    standin.polls_per_status = 0
+    async with serve(standin) as url:
+        standin.url = url  # type: ignore[attr-defined]
+        yield standin
+
+
+def openai_settings(database_url: str, api: OpenAIBatchStandin, **overrides: Any) -> Settings:
+    """Every request goes to the stand-in OpenAI, with short ages, polls and backoffs."""
+    values: dict[str, Any] = {
+        "default_backend": "openai",
+        "openai_base_url": api.url + "/v1",  # type: ignore[attr-defined]
+        "openai_api_key": "sk-test",
+        "openai_batch_max_age_seconds": 0.2,
+        "openai_poll_seconds": 0.05,
+        "openai_retry_backoff_seconds": 0.01,
+        "openai_token_limit_backoff_seconds": 0.05,
+        "openai_auth_recheck_seconds": 0.2,
+        **overrides,
+    }
+    return fast_settings(database_url, **values)
+
+
+async def submit(app: RunningApp, receiver: WebhookReceiver, *custom_ids: str, **body: Any) -> None:
+    for custom_id in custom_ids:
+        payload = request_payload(custom_id, {"type": "webhook", "webhook_url": receiver.url + "/hook"})
+        payload["body"].update(model=MODEL, **body)
+        answer = await app.client.post("/api/requests", json=payload)
+        assert answer.status_code == 202, answer.text
+
+
+async def finished(app: RunningApp, *custom_ids: str, timeout: float = 20) -> dict[str, dict[str, Any]]:
+    """Wait until each request has ended and its result was delivered; returns their details."""
+    details: dict[str, dict[str, Any]] = {}
+
+    async def done() -> bool:
+        for custom_id in custom_ids:
+            details[custom_id] = (await app.client.get(f"/api/requests/{custom_id}")).json()
+        return all(
+            d["status"] in FINISHED and d["delivery"] and d["delivery"]["status"] == "delivered"
+            for d in details.values()
+        )
+
+    await wait_until(done, timeout=timeout, what=f"{custom_ids} finished and delivered")
+    return details
+
+
+async def batches(app: RunningApp) -> list[dict[str, Any]]:
+    """Every batch with its events, oldest first."""
+    listed = (await app.client.get("/api/batches", params={"limit": 100})).json()["data"]
+    return [(await app.client.get(f"/api/batches/{b['id']}")).json() for b in reversed(listed)]
+
+
+def reasons(batch: dict[str, Any]) -> str:
+    return " | ".join(e["reason"] or "" for e in batch["events"])
+
+
+def delivered_bodies(receiver: WebhookReceiver) -> dict[str, dict[str, Any]]:
+    return {cid: json.loads(got[-1].body) for cid, got in receiver.by_custom_id().items()}
+
+
+async def test_requests_are_uploaded_polled_collected_and_delivered(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.polls_per_status = 1
+    openai_api.reverse_output = True  # lines come in any order: matched on custom_id
+    settings = openai_settings(database_url, openai_api, openai_organization="org-1", openai_project="proj-1")
+    async with start_app(settings) as app:
+        await submit(app, receiver, "ok/1", "ok/2", "ok/3")
+        details = await finished(app, "ok/1", "ok/2", "ok/3")
+        assert {d["status"] for d in details.values()} == {"succeeded"}
+        body = delivered_bodies(receiver)["ok/2"]
+        assert body["response"]["status_code"] == 200
+        assert body["response"]["body"]["choices"][0]["message"]["content"] == "echo: ok/2"
+
+        [batch] = await batches(app)
+        await wait_until(
+            lambda: _files_deleted(app, batch["id"]), timeout=10, what="remote files deleted after collection"
+        )
+        batch = (await app.client.get(f"/api/batches/{batch['id']}")).json()
+        assert batch["status"] == "done"
+        assert batch["remote"]["status"] == "completed"
+        assert [e["to_status"] for e in batch["events"] if e["from_status"] != e["to_status"]] == [
+            "building",
+            "ready",
+            "submitting",
+            "processing",
+            "collecting",
+            "done",
+        ]
+        assert "OpenAI: in_progress" in reasons(batch) and "OpenAI: finalizing" in reasons(batch)
+        # Usage from the batch object, and the saving at gpt-4o-mini's list prices.
+        assert batch["usage"]["input_tokens"] > 0 and batch["usage"]["output_tokens"] > 0
+        assert batch["cost"]["priced_as"] == MODEL
+        assert batch["cost"]["saving_usd"] == pytest.approx(batch["cost"]["synchronous_usd"] / 2)
+
+        [created] = openai_api.created
+        assert created["completion_window"] == "24h"
+        assert created["endpoint"] == "/v1/chat/completions"
+        assert created["metadata"] == {"batchgate_batch_id": str(batch["id"])}
+        [upload] = openai_api.uploads
+        assert upload["filename"] == f"batchgate-batch-{batch['id']}.jsonl"
+        assert [cid for _, cid in openai_api.executed] == ["ok/1", "ok/2", "ok/3"]
+        assert set(openai_api.deleted_files) == {
+            batch["remote"]["input_file_id"],
+            batch["remote"]["output_file_id"],
+        }
+        headers = openai_api.call_headers[0]
+        assert headers["authorization"] == "Bearer sk-test"
+        assert (headers["openai-organization"], headers["openai-project"]) == ("org-1", "proj-1")
+
+        # Applying the same lines again changes nothing.
+        lines = [json.dumps(line) for line in openai_api.results[batch["remote"]["batch_id"]].values()]
+        collected = openai_runs._Collected()
+        await app.worker.openai_runner._apply(batch["id"], lines, collected)
+        assert collected.stored == 0 and collected.resubmitted == 0
+        assert len(receiver.successes()) == 3
+
+
+async def _files_deleted(app: RunningApp, batch_id: int) -> bool:
+    batch = (await app.client.get(f"/api/batches/{batch_id}")).json()
+    return batch["remote"]["files_deleted_at"] is not None
+
+
+async def test_validation_failure_fails_the_named_lines_and_resubmits_the_rest(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"fail_validation": {"v/2": "invalid_json_line"}}]
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "v/1", "v/2", "v/3")
+        details = await finished(app, "v/1", "v/2", "v/3")
+        assert details["v/2"]["status"] == "failed"
+        error = delivered_bodies(receiver)["v/2"]["error"]
+        assert error["code"] == "invalid_json_line" and error["line"] == 2
+        assert details["v/1"]["status"] == details["v/3"]["status"] == "succeeded"
+        first, second = await batches(app)
+        assert first["status"] == "failed"
+        assert "invalid_json_line" in first["error"]["message"]
+        assert "2 others resubmitted" in reasons(first)
+        assert second["status"] == "done" and second["completed_count"] == 2
+
+
+async def test_expired_batch_keeps_finished_lines_and_resubmits_the_rest(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"expire_after": 1}]
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "e/1", "e/2", "e/3")
+        details = await finished(app, "e/1", "e/2", "e/3")
+        assert {d["status"] for d in details.values()} == {"succeeded"}
+        first, second = await batches(app)
+        assert first["status"] == "expired" and first["completed_count"] == 1
+        assert "2 resubmitted" in reasons(first)
+        assert second["status"] == "done" and second["completed_count"] == 2
+        # Each line ran once where it finished: e/1 in the first batch only.
+        assert [cid for _, cid in openai_api.executed].count("e/1") == 1
+
+
+async def test_a_4xx_line_fails_by_its_status_code_though_error_is_null(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.line_statuses = {"c/2": [400]}
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "c/1", "c/2")
+        details = await finished(app, "c/1", "c/2")
+        assert details["c/1"]["status"] == "succeeded"
+        assert details["c/2"]["status"] == "failed"
+        delivered = delivered_bodies(receiver)["c/2"]
+        assert delivered["response"]["status_code"] == 400
+        assert delivered["error"]["message"]
+        [batch] = await batches(app)
+        assert (batch["status"], batch["completed_count"], batch["failed_count"]) == ("done", 1, 1)
+        assert [cid for _, cid in openai_api.executed].count("c/2") == 1  # not resubmitted
+
+
+async def test_5xx_lines_are_resubmitted_up_to_the_limit_then_fail(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.line_statuses = {"s/1": [500], "s/2": [500] * 10}
+    async with start_app(openai_settings(database_url, openai_api, openai_resubmit_max=2)) as app:
+        await submit(app, receiver, "s/1", "s/2")
+        details = await finished(app, "s/1", "s/2")
+        assert details["s/1"]["status"] == "succeeded"
+        assert details["s/2"]["status"] == "failed"
+        assert "after 2 resubmissions" in delivered_bodies(receiver)["s/2"]["error"]["message"]
+        ran = [cid for _, cid in openai_api.executed]
+        assert (ran.count("s/1"), ran.count("s/2")) == (2, 3)
+
+
+async def test_completed_batch_without_output_file_reads_the_error_file(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.line_statuses = {"n/1": [422], "n/2": [404]}
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "n/1", "n/2")
+        details = await finished(app, "n/1", "n/2")
+        assert {d["status"] for d in details.values()} == {"failed"}
+        [remote] = openai_api.batches.values()
+        assert remote["output_file_id"] is None and remote["error_file_id"]
+        [batch] = await batches(app)
+        assert (batch["status"], batch["failed_count"]) == ("done", 2)
+
+
+async def test_a_late_output_file_id_is_polled_for_instead_of_losing_results(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"late_output_polls": 3}]
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "l/1", "l/2")
+        details = await finished(app, "l/1", "l/2")
+        assert {d["status"] for d in details.values()} == {"succeeded"}
+        [batch] = await batches(app)
+        assert batch["status"] == "done" and batch["completed_count"] == 2
+        assert len(openai_api.executed) == 2  # nothing was resubmitted
+
+
+async def test_429_then_success(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.fail_next = [429, 429]
+    openai_api.retry_after = "0"
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "r/1")
+        details = await finished(app, "r/1")
+        assert details["r/1"]["status"] == "succeeded"
+        assert openai_api.calls[:3] == [("POST", "/v1/files")] * 3
+
+
+async def test_api_errors_are_retried_a_bounded_number_of_times_then_the_batch_fails(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.fail_next = [503] * 100
+    settings = openai_settings(database_url, openai_api, openai_max_retries=1, openai_poll_seconds=0.01)
+    async with start_app(settings) as app:
+        await submit(app, receiver, "u/1")
+        details = await finished(app, "u/1")
+        assert details["u/1"]["status"] == "failed"
+        assert delivered_bodies(receiver)["u/1"]["error"]["code"] == "submission_failed"
+        [batch] = await batches(app)
+        assert batch["status"] == "failed"
+        assert f"after {openai_runs.SUBMIT_ATTEMPTS} attempts" in reasons(batch)
+        # SUBMIT_ATTEMPTS submissions, each one call plus one retry.
+        assert openai_api.calls.count(("POST", "/v1/files")) == openai_runs.SUBMIT_ATTEMPTS * 2
+
+
+async def test_polling_gives_up_after_bounded_failures(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.polls_per_status = 1000
+    settings = openai_settings(database_url, openai_api, openai_max_retries=0, openai_poll_seconds=0.01)
+    async with start_app(settings) as app:
+        await submit(app, receiver, "p/1")
+
+        async def processing() -> bool:
+            return bool(openai_api.batches)
+
+        await wait_until(processing, timeout=10, what="remote batch created")
+        openai_api.fail_next = [500] * 1000
+        details = await finished(app, "p/1")
+        assert details["p/1"]["status"] == "failed"
+        assert delivered_bodies(receiver)["p/1"]["error"]["code"] == "remote_unreachable"
+        [batch] = await batches(app)
+        assert batch["status"] == "failed"
+        assert f"gave up after {openai_runs.POLL_FAILURES_MAX} failures" in reasons(batch)
+
+
+async def test_401_stops_submission_visibly_until_the_key_works(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.required_api_key = "sk-other"
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "k/1")
+
+        async def blocked() -> bool:
+            listed = await batches(app)
+            return bool(listed) and "401" in (listed[0]["wait_reason"] or "")
+
+        await wait_until(blocked, timeout=10, what="the batch waits on the refused key")
+        health = (await app.client.get("/health")).json()
+        assert health["status"] == "degraded"
+        [openai] = [b for b in health["backends"] if b["name"] == "openai"]
+        assert not openai["reachable"] and "401" in openai["detail"]
+        dashboard = (await app.client.get("/")).text
+        assert "refused the API key (401)" in dashboard
+
+        # While refused, only the cheap key probe goes out, never another upload.
+        async def probed_again() -> bool:
+            return openai_api.calls.count(("GET", "/v1/models")) >= 2
+
+        await wait_until(probed_again, timeout=10, what="the gate re-probes the key")
+        assert openai_api.calls.count(("POST", "/v1/files")) == 1
+
+        openai_api.required_api_key = "sk-test"
+        details = await finished(app, "k/1")
+        assert details["k/1"]["status"] == "succeeded"
+        assert (await app.client.get("/health")).json()["status"] == "ok"
+
+
+async def test_token_limit_exceeded_backs_off_then_succeeds(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"error_code": "token_limit_exceeded"}] * 2
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "t/1", "t/2")
+        details = await finished(app, "t/1", "t/2")
+        assert {d["status"] for d in details.values()} == {"succeeded"}
+        [batch] = await batches(app)  # the same batch went again, not a new one
+        assert batch["status"] == "done"
+        assert "retry 1 of 5" in reasons(batch) and "retry 2 of 5" in reasons(batch)
+        assert len(openai_api.created) == 3
+
+
+async def test_token_limit_exceeded_fails_after_its_retries(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"error_code": "token_limit_exceeded"}] * 10
+    settings = openai_settings(database_url, openai_api, openai_token_limit_retries=2)
+    async with start_app(settings) as app:
+        await submit(app, receiver, "tf/1")
+        details = await finished(app, "tf/1")
+        assert details["tf/1"]["status"] == "failed"
+        assert delivered_bodies(receiver)["tf/1"]["error"]["code"] == "token_limit_exceeded"
+        assert len(openai_api.created) == 3
+
+
+async def test_remote_cancel_keeps_partial_output_and_cancels_the_rest(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"cancel_after": 1}]
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "x/1", "x/2", "x/3")
+        details = await finished(app, "x/1", "x/2", "x/3")
+        assert [details[c]["status"] for c in ("x/1", "x/2", "x/3")] == [
+            "succeeded",
+            "cancelled",
+            "cancelled",
+        ]
+        assert delivered_bodies(receiver)["x/3"]["error"]["code"] == "cancelled"
+        [batch] = await batches(app)
+        assert batch["status"] == "cancelled" and "2 cancelled" in reasons(batch)
+
+
+async def test_malformed_output_line_is_skipped_and_its_request_resubmitted(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"malformed": ["m/2"]}]
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "m/1", "m/2")
+        details = await finished(app, "m/1", "m/2")
+        assert {d["status"] for d in details.values()} == {"succeeded"}
+        first, second = await batches(app)
+        assert "1 malformed output lines skipped" in reasons(first)
+        assert second["completed_count"] == 1
+
+
+async def test_operator_cancel_cancels_remotely_and_collects_what_finished(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.polls_per_status = 1000
+    openai_api.cancel_partial_lines = 1
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "oc/1", "oc/2")
+
+        async def processing() -> bool:
+            listed = await batches(app)
+            return bool(listed) and listed[0]["status"] == "processing"
+
+        await wait_until(processing, timeout=10, what="batch processing")
+        [batch] = await batches(app)
+        # Hold the remote batch in_progress (validated) so the cancel lands mid-run.
+        remote_id = batch["remote"]["batch_id"]
+        assert openai_api._validate(remote_id)
+        openai_api._enter(remote_id, "in_progress")
+        answer = await app.client.post(f"/api/batches/{batch['id']}/cancel")
+        assert answer.status_code == 202 and answer.json()["status"] == "cancelling"
+        details = await finished(app, "oc/1", "oc/2")
+        assert (details["oc/1"]["status"], details["oc/2"]["status"]) == ("succeeded", "cancelled")
+        assert ("POST", f"/v1/batches/{batch['remote']['batch_id']}/cancel") in openai_api.calls
+        [batch] = await batches(app)
+        assert batch["status"] == "cancelled"
+
+
+async def test_operator_cancel_tolerates_a_remote_batch_that_is_gone(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.polls_per_status = 1000
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "g/1")
+
+        async def processing() -> bool:
+            listed = await batches(app)
+            return bool(listed) and listed[0]["status"] == "processing"
+
+        await wait_until(processing, timeout=10, what="batch processing")
+        openai_api.batches.clear()  # the remote batch vanished: cancel and poll answer 404
+        [batch] = await batches(app)
+        assert (await app.client.post(f"/api/batches/{batch['id']}/cancel")).status_code == 202
+        details = await finished(app, "g/1")
+        assert details["g/1"]["status"] == "cancelled"
+        [batch] = await batches(app)
+        assert batch["status"] == "cancelled" and "404" in reasons(batch)
+
+
+async def test_retry_of_a_failed_batch_uploads_again(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.next_batches = [{"error_code": "too_many_tasks"}]
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "rt/1")
+        details = await finished(app, "rt/1")
+        assert details["rt/1"]["status"] == "failed"
+        assert delivered_bodies(receiver)["rt/1"]["error"]["code"] == "too_many_tasks"
+        [batch] = await batches(app)
+        assert (await app.client.post(f"/api/batches/{batch['id']}/retry")).status_code == 202
+
+        async def succeeded() -> bool:
+            detail = (await app.client.get("/api/requests/rt/1")).json()
+            return detail["status"] == "succeeded"
+
+        await wait_until(succeeded, timeout=20, what="retried request succeeded")
+        assert len(openai_api.uploads) == 2
+        assert openai_api.uploads[0]["file_id"] in openai_api.deleted_files
+
+
+async def test_delete_removes_the_remote_files(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    settings = openai_settings(database_url, openai_api, openai_delete_files=False)
+    async with start_app(settings) as app:
+        await submit(app, receiver, "d/1")
+        await finished(app, "d/1")
+        [batch] = await batches(app)
+        assert openai_api.deleted_files == []
+        assert (await app.client.delete(f"/api/batches/{batch['id']}")).status_code == 200
+        remote = batch["remote"]
+        assert set(openai_api.deleted_files) == {remote["input_file_id"], remote["output_file_id"]}
+
+
+async def test_a_batch_waits_for_token_capacity_oldest_first(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.polls_per_status = 1000  # the first batch stays enqueued until released
+    settings = openai_settings(
+        database_url, openai_api, batch_max_requests=2, openai_token_limits={"gpt-4o": 5, MODEL: 20}
+    )
+    async with start_app(settings) as app:
+        await submit(app, receiver, "q/1", "q/2", "q/3", "q/4")
+
+        async def second_waits() -> bool:
+            listed = await batches(app)
+            return len(listed) >= 2 and "waiting for capacity" in (listed[1]["wait_reason"] or "")
+
+        await wait_until(second_waits, timeout=10, what="the second batch waits for capacity")
+        first, second = (await batches(app))[:2]
+        assert first["status"] == "processing" and second["status"] == "ready"
+        assert f"operator limit for {MODEL}*" in second["wait_reason"]
+        assert len(openai_api.created) == 1
+
+        openai_api.polls_per_status = 0
+        details = await finished(app, "q/1", "q/2", "q/3", "q/4")
+        assert {d["status"] for d in details.values()} == {"succeeded"}
+        assert len(openai_api.created) == 2
+
+
+async def test_routing_by_model_pattern_and_per_request_backend(
+    database_url: str, openai_api: OpenAIBatchStandin, start_app: StartApp
+) -> None:
+    settings = openai_settings(
+        database_url,
+        openai_api,
+        default_backend="local",
+        backend_routes="gpt-*=openai,o*=openai,*=local",
+        scheduler_enabled=False,
+    )
+    async with start_app(settings) as app:
+        for custom_id, model, backend in (
+            ("rt/gpt", "gpt-4o", None),
+            ("rt/o3", "o3-mini", None),
+            ("rt/llama", "llama3", None),
+            ("rt/forced", "gpt-4o", "local"),
+        ):
+            payload = request_payload(custom_id, {"type": "none"}, model=model)
+            if backend:
+                payload["backend"] = backend
+            assert (await app.client.post("/api/requests", json=payload)).status_code == 202
+        bad = request_payload("rt/bad", {"type": "none"})
+        bad["backend"] = "mainframe"
+        answer = await app.client.post("/api/requests", json=bad)
+        assert answer.status_code == 422 and answer.json()["errors"][0]["code"] == "invalid_backend"
+        async with app.db.transaction() as session:
+            rows = dict((await session.execute(select(Request.custom_id, Request.backend))).all())
+        assert rows == {"rt/gpt": "openai", "rt/o3": "openai", "rt/llama": "local", "rt/forced": "local"}
