@@ -55,7 +55,7 @@ async def submit(app: RunningApp, receiver: WebhookReceiver, *custom_ids: str, *
         assert answer.status_code == 202, answer.text
 
 
-async def finished(app: RunningApp, *custom_ids: str, timeout: float = 20) -> dict[str, dict[str, Any]]:
+async def finished(app: RunningApp, *custom_ids: str) -> dict[str, dict[str, Any]]:
     """Wait until each request has ended and its result was delivered; returns their details."""
     details: dict[str, dict[str, Any]] = {}
 
@@ -67,7 +67,7 @@ async def finished(app: RunningApp, *custom_ids: str, timeout: float = 20) -> di
             for d in details.values()
         )
 
-    await wait_until(done, timeout=timeout, what=f"{custom_ids} finished and delivered")
+    await wait_until(done, timeout=20, what=f"{custom_ids} finished and delivered")
     return details
 
 
@@ -119,6 +119,9 @@ async def test_requests_are_uploaded_polled_collected_and_delivered(
         assert batch["usage"]["input_tokens"] > 0 and batch["usage"]["output_tokens"] > 0
         assert batch["cost"]["priced_as"] == MODEL
         assert batch["cost"]["saving_usd"] == pytest.approx(batch["cost"]["synchronous_usd"] / 2)
+        page = (await app.client.get(f"/batches/{batch['id']}")).text
+        assert "Saved" in page and f"{batch['usage']['input_tokens']:,}" in page
+        assert "deleted" in page and batch["remote"]["batch_id"] in page
 
         [created] = openai_api.created
         assert created["completion_window"] == "24h"
@@ -480,6 +483,7 @@ async def test_a_batch_waits_for_token_capacity_oldest_first(
         first, second = (await batches(app))[:2]
         assert first["status"] == "processing" and second["status"] == "ready"
         assert f"operator limit for {MODEL}*" in second["wait_reason"]
+        assert "waiting for capacity" in (await app.client.get(f"/batches/{second['id']}")).text
         assert len(openai_api.created) == 1
 
         openai_api.polls_per_status = 0

@@ -7,12 +7,13 @@ refuse. Workers re-read the table every few seconds, so every replica follows an
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
 
 from app.config import Settings
@@ -29,6 +30,7 @@ class Editable:
     name: str
     group: str
     help: str
+    json: bool = False  # edited as JSON text (a table), not a single value
 
 
 EDITABLE = (
@@ -42,7 +44,28 @@ EDITABLE = (
     Editable("delivery_max_attempts", "Retry policy", "Attempts before a delivery ends as delivery_failed."),
     Editable("delivery_backoff_base_seconds", "Retry policy", "Delay before the first retry; it doubles."),
     Editable("delivery_backoff_max_seconds", "Retry policy", "The longest delay between two attempts."),
+    Editable(
+        "openai_batch_max_age_seconds",
+        "OpenAI",
+        "An OpenAI batch closes when its oldest request has waited this long.",
+    ),
+    Editable(
+        "openai_token_limits",
+        "OpenAI",
+        'Enqueued-token limit per model prefix, as JSON (longest prefix wins), e.g. {"gpt-4o": 1350000}. '
+        "Overrides OpenAI's Tier 1 table.",
+        json=True,
+    ),
+    Editable("openai_token_limit_fallback", "OpenAI", "Enqueued-token limit of a model in neither table."),
+    Editable(
+        "openai_prices",
+        "OpenAI",
+        'Synchronous prices in $ per million tokens by model prefix, as JSON, e.g. {"gpt-4o": {"input": 2.5, '
+        '"cached_input": 1.25, "output": 10}}. Used for the estimated saving.',
+        json=True,
+    ),
 )
+JSON_NAMES = frozenset(e.name for e in EDITABLE if e.json)
 NAMES = frozenset(e.name for e in EDITABLE)
 
 
@@ -81,6 +104,14 @@ async def save(db: Database, base: Settings, form: Mapping[str, Any]) -> dict[st
         if name not in NAMES:
             problems.append(Problem("unknown_setting", "Unknown setting", f"{name!r} is not editable.", name))
             continue
+        if name in JSON_NAMES and isinstance(value, str):
+            try:
+                value = json.loads(value or "{}")
+            except ValueError as exc:
+                problems.append(
+                    Problem("invalid_setting", "Invalid value", f"{name}: not JSON ({exc}).", name)
+                )
+                continue
         try:
             Settings.__pydantic_validator__.validate_assignment(checked, name, value)
         except ValidationError as exc:
@@ -100,11 +131,21 @@ async def save(db: Database, base: Settings, form: Mapping[str, Any]) -> dict[st
     now = utcnow()
     async with db.transaction() as session:
         for name in form:
-            value = getattr(checked, name)
+            value = _stored(getattr(checked, name))
             await session.execute(delete(Setting).where(Setting.name == name))
-            if value != getattr(base, name):
+            if value != _stored(getattr(base, name)):
                 session.add(Setting(name=name, value=value, updated_at=now))
     return await load(db)
+
+
+def _stored(value: Any) -> Any:
+    """A setting's value as JSON stores it (a table of prices holds models, not dicts)."""
+    return TypeAdapter(Any).dump_python(value, mode="json")
+
+
+def shown(value: Any) -> str:
+    """A setting's value as the settings form shows it."""
+    return json.dumps(_stored(value)) if isinstance(value, dict) else str(value)
 
 
 async def reset(db: Database) -> None:

@@ -10,7 +10,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from app.core import batching, deliveries, exports, operator, queries, states
+from app.core import batching, deliveries, exports, model_tables, operator, queries, states
 from app.ui.render import HttpRequest, done, page
 
 STATUSES = list(states.BATCH_TRANSITIONS)
@@ -57,6 +57,7 @@ class BatchPages(Controller):
             batch=detail.batch,
             events=detail.events,
             outcomes=outcomes,
+            cost=model_tables.batch_cost(detail.batch, state.settings),
         )
 
     @get("/{batch_id:int}/{filename:str}")

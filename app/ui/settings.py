@@ -28,8 +28,9 @@ class SettingsPages(Controller):
                 "name": e.name,
                 "group": e.group,
                 "help": e.help,
-                "value": getattr(effective, e.name),
-                "default": getattr(state.settings, e.name),
+                "value": overrides.shown(getattr(effective, e.name)),
+                "default": overrides.shown(getattr(state.settings, e.name)),
+                "json": e.json,
                 "overridden": e.name in stored,
             }
             for e in overrides.EDITABLE
