@@ -14,7 +14,7 @@ from app.config import Settings, parse_routes
 from app.core import model_tables, openai_runs, overrides, tokens
 from app.core.clock import utcnow
 from app.db.models import Batch
-from tests.conftest import StartApp, fast_settings
+from tests.conftest import StartApp, fast_settings, request_payload
 
 
 def line(status: int | None = None, error: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
@@ -150,3 +150,14 @@ async def test_admission_is_oldest_first_per_model_and_never_starves_a_large_bat
             assert await runner._admit() == [huge.id]
         finally:
             await backend.close()
+
+
+async def test_requests_for_openai_without_a_key_are_refused(database_url: str, start_app: StartApp) -> None:
+    settings = fast_settings(database_url, scheduler_enabled=False, backend_routes="gpt-*=openai")
+    async with start_app(settings) as app:
+        payload = request_payload("nokey/1", {"type": "none"}, model="gpt-4o")
+        answer = await app.client.post("/api/requests", json=payload)
+        assert answer.status_code == 422
+        assert answer.json()["errors"][0]["code"] == "openai_not_configured"
+        payload["backend"] = "local"
+        assert (await app.client.post("/api/requests", json=payload)).status_code == 202

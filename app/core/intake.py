@@ -166,9 +166,24 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
             )
         )
     problems += _delivery_problems(request.delivery_config, settings, pointer_prefix)
+    if route(request, settings) == "openai" and not settings.openai_api_key:
+        problems.append(
+            Problem(
+                "openai_not_configured",
+                "OpenAI backend is off",
+                f"Requests for {request.body.model!r} run on OpenAI, but this gateway has no "
+                "OPENAI_API_KEY; send 'backend': 'local' or ask the operator to configure OpenAI.",
+                pointer_prefix + ("/backend" if request.backend else "/body/model"),
+            )
+        )
     if problems:
         raise InvalidInput(*problems)
     return request
+
+
+def route(request: RequestIn, settings: Settings) -> str:
+    """The backend a request runs on: its own choice, else BACKEND_ROUTES, else DEFAULT_BACKEND."""
+    return request.backend or settings.backend_for(request.body.model)
 
 
 class DeliveryConfigIn(BaseModel):
@@ -245,7 +260,7 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
     row = {
         "custom_id": request.custom_id,
         "origin": origin,
-        "backend": request.backend or settings.backend_for(request.body.model),
+        "backend": route(request, settings),
         "endpoint": request.url,
         "model": request.body.model,
         "body": request.body_dict,

@@ -98,6 +98,8 @@ class OpenAIRunner:
 
     async def open_gate(self) -> bool:
         """True when calls may go out; while the gate is shut, re-probe the key now and then."""
+        if not self.backend.configured:
+            return False
         if self.gate.reason is None:
             return True
         if time.monotonic() < self.gate.recheck_at:
@@ -115,12 +117,27 @@ class OpenAIRunner:
     async def submit(self) -> bool:
         """Admit ready batches oldest first within the token limits and submit them."""
         if not await self.open_gate():
+            why = self.gate.reason or "OPENAI_API_KEY is not set"
+            await self._mark_waiting(f"submission stopped for all batches: {why}")
             return False
         await self._recover_interrupted()
         await self._estimate_missing()
         admitted = await self._admit()
         await asyncio.gather(*(self._submit_one(batch_id) for batch_id in admitted))
         return bool(admitted)
+
+    async def _mark_waiting(self, reason: str) -> None:
+        """Say on every ready batch why nothing is submitted (one statement; a no-op once said)."""
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Batch)
+                .where(
+                    Batch.backend == "openai",
+                    Batch.status == "ready",
+                    or_(Batch.wait_reason.is_(None), Batch.wait_reason != reason),
+                )
+                .values(wait_reason=reason)
+            )
 
     async def _recover_interrupted(self) -> None:
         """A submission whose process died (lease ran out) starts again from ready."""
