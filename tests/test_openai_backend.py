@@ -338,6 +338,11 @@ async def test_token_limit_exceeded_backs_off_then_succeeds(
         assert "retry 1 of 5" in reasons(batch) and "retry 2 of 5" in reasons(batch)
         assert len(openai_api.created) == 3
 
+        async def inputs_deleted() -> bool:  # the refused uploads too, not only the last one
+            return {u["file_id"] for u in openai_api.uploads} <= set(openai_api.deleted_files)
+
+        await wait_until(inputs_deleted, timeout=10, what="every uploaded input file deleted")
+
 
 async def test_token_limit_exceeded_fails_after_its_retries(
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp

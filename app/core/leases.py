@@ -86,12 +86,15 @@ async def held(
 ) -> AsyncIterator[None]:
     """Renew our lease on one row while the body runs (an upload or a run can outlast a lease).
 
-    If the lease is lost (another process took the row over), the body's task is cancelled:
-    two processes must not work on the same row.
+    When a renewal fails (another process took the row over, or an operator's cancel dropped
+    the lease) the body is cancelled, and the `async with` ends quietly: two processes must not
+    work on the same row, and the caller carries on with its other rows.
     """
     worker = asyncio.current_task()
+    lost = False
 
     async def renew_until_lost() -> None:
+        nonlocal lost
         interval = max(lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
@@ -99,12 +102,17 @@ async def held(
                 still_ours = await renew(session, model, row_id, owner, lease_seconds)
             if not still_ours and worker is not None:
                 log.warning("lost the lease on %s %s; stopping work on it here", model.__tablename__, row_id)
+                lost = True
                 worker.cancel()
                 return
 
     heartbeat = asyncio.create_task(renew_until_lost())
     try:
         yield
+    except asyncio.CancelledError:
+        if not lost or worker is None:
+            raise
+        worker.uncancel()  # our own cancel: it must not leak into the caller's later awaits
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -445,6 +445,8 @@ class OpenAIRunner:
                     await self._set(batch_id, cancel_sent=True)
                 remote = await self.backend.get_batch(batch.remote_batch_id)
                 await self._advance(batch, remote)
+            if settings.openai_delete_files:
+                await self._clean_up(batch_id)  # outside the lease: an ended batch let go of it
         except asyncio.CancelledError:
             raise
         except AuthRefused as exc:
@@ -540,8 +542,6 @@ class OpenAIRunner:
             await self._apply(batch_id, chunk, collected)
         await self._finish(batch_id, remote, collected)
         self.on_results()
-        if self.settings().openai_delete_files:
-            await self.delete_files(batch_id)
 
     async def _apply(self, batch_id: int, lines: Sequence[str], collected: _Collected) -> None:
         """Apply one chunk of output/error lines; lines are matched on custom_id, in any order."""
@@ -681,8 +681,6 @@ class OpenAIRunner:
             else:
                 await self._invalid_lines(session, batch, errors)
         self.on_results()
-        if settings.openai_delete_files:
-            await self.delete_files(batch_id)
 
     async def _token_limit(self, session: AsyncSession, batch: Batch, settings: Settings) -> None:
         """The queue was full: not bad input. Back off 5, 10, 20, 40, 80 minutes, then fail."""
@@ -828,6 +826,22 @@ class OpenAIRunner:
             else:
                 batch.files_deleted_at = utcnow()
                 states.note_batch(session, batch, f"deleted its {len(file_ids)} OpenAI files")
+
+    async def _clean_up(self, batch_id: int) -> None:
+        """Delete remote files nothing will read again: all of an ended batch's, and the old
+        input file of a batch sent back to wait (token_limit_exceeded; it is uploaded afresh)."""
+        batch = await self._snapshot(batch_id)
+        if batch is None:
+            return
+        if batch.status in states.BATCH_TERMINAL:
+            await self.delete_files(batch_id)
+        elif (
+            batch.status == "ready"
+            and batch.input_file_id
+            and batch.remote_batch_id is None
+            and not await self._delete_quietly([batch.input_file_id])
+        ):
+            await self._set(batch_id, input_file_id=None)
 
     async def _delete_quietly(self, file_ids: Sequence[str]) -> str | None:
         return await delete_remote_files(self.backend, file_ids)
