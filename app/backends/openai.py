@@ -145,7 +145,7 @@ class OpenAIBackend:
     async def file_lines(self, file_id: str) -> AsyncIterator[str]:
         """The lines of GET /files/{id}/content, streamed. Only the request is retried: a
         failure halfway through raises, and the caller collects the file again later."""
-        attempt = 0
+        attempt, started = 0, False
         while True:
             attempt += 1
             try:
@@ -153,12 +153,15 @@ class OpenAIBackend:
                     if response.is_success:
                         async for line in response.aiter_lines():
                             if line.strip():
+                                started = True
                                 yield line
                         return
                     await response.aread()
                     error = _error_of(response)
             except httpx.TransportError as exc:
-                error = OpenAIError(f"{type(exc).__name__}: {exc}")
+                error = OpenAIError(f"reading file {file_id}: {type(exc).__name__}: {exc}")
+                if started:
+                    raise error from exc
             if isinstance(error, AuthRefused) or not error.retryable or attempt > self.max_retries:
                 raise error
             await asyncio.sleep(self._backoff(attempt, None))

@@ -56,7 +56,7 @@ ESTIMATE_CHUNK = 2000
 
 @dataclass
 class AuthGate:
-    """A 401/403 stops every OpenAI call of this process until a probe shows the key works."""
+    """A 401/403 stops submitting and polling in this process until a probe shows the key works."""
 
     reason: str | None = None
     since: datetime | None = None
