@@ -9,9 +9,8 @@ import pytest
 import tiktoken
 from sqlalchemy import select
 
-from app.backends.openai import OpenAIBackend
 from app.config import Settings, parse_routes
-from app.core import model_tables, openai_runs, overrides, tokens
+from app.core import admission, model_tables, openai_answers, overrides, tokens
 from app.core.clock import utcnow
 from app.db.models import Batch
 from tests.conftest import StartApp, fast_settings, request_payload
@@ -23,21 +22,24 @@ def line(status: int | None = None, error: dict[str, Any] | None = None, body: A
 
 
 def test_classify_goes_by_status_code_not_only_error() -> None:
-    assert openai_runs.classify(line(200)) == ("ok", None)
+    assert openai_answers.classify(line(200)) == ("ok", None)
     refused = {
         "error": {"message": "bad max_tokens", "type": "invalid_request_error", "code": "invalid_value"}
     }
-    assert openai_runs.classify(line(400, body=refused)) == (
+    assert openai_answers.classify(line(400, body=refused)) == (
         "failed",
         {"code": "invalid_value", "message": "bad max_tokens"},
     )
-    assert openai_runs.classify(line(500, body={"error": {"message": "boom", "type": "server_error"}}))[
+    assert openai_answers.classify(line(500, body={"error": {"message": "boom", "type": "server_error"}}))[
         0
     ] == ("server_error")
-    assert openai_runs.classify(line(error={"code": "batch_expired", "message": "late"})) == ("expired", None)
-    kind, error = openai_runs.classify(line(error={"code": "content_filter", "message": "no"}))
+    assert openai_answers.classify(line(error={"code": "batch_expired", "message": "late"})) == (
+        "expired",
+        None,
+    )
+    kind, error = openai_answers.classify(line(error={"code": "content_filter", "message": "no"}))
     assert kind == "failed" and error == {"code": "content_filter", "message": "no"}
-    assert openai_runs.classify(line(429))[1] == {"code": "http_429", "message": "OpenAI answered 429"}
+    assert openai_answers.classify(line(429))[1] == {"code": "http_429", "message": "OpenAI answered 429"}
 
 
 def test_limits_and_prices_go_by_longest_prefix_with_operator_overrides_first() -> None:
@@ -128,28 +130,23 @@ async def test_admission_is_oldest_first_per_model_and_never_starves_a_large_bat
             running = batch("m", "processing", 60)
             large, small, other = batch("m", "ready", 50), batch("m", "ready", 10), batch("n", "ready", 30)
             session.add_all([running, large, small, other])
-        backend = OpenAIBackend(settings)
-        runner = openai_runs.OpenAIRunner(app.db, lambda: settings, backend, "test")
-        try:
-            assert await runner._admit() == [other.id]
-            async with app.db.transaction() as session:
-                waiting = {b.id: b.wait_reason for b in (await session.scalars(select(Batch))).all()}
-            assert "60 of 100 enqueued tokens of m" in (waiting[large.id] or "")
-            assert waiting[small.id] == f"queued behind batch {large.id} (oldest first)"
+        assert await admission.admit(app.db, settings, "test", 4) == [other.id]
+        async with app.db.transaction() as session:
+            waiting = {b.id: b.wait_reason for b in (await session.scalars(select(Batch))).all()}
+        assert "60 of 100 enqueued tokens of m" in (waiting[large.id] or "")
+        assert waiting[small.id] == f"queued behind batch {large.id} (oldest first)"
 
-            async with app.db.transaction() as session:
-                done = await session.get(Batch, running.id)
-                assert done is not None
-                done.status = "done"  # the running batch finished (setup, not a transition under test)
-            assert await runner._admit() == [large.id, small.id]
+        async with app.db.transaction() as session:
+            done = await session.get(Batch, running.id)
+            assert done is not None
+            done.status = "done"  # the running batch finished (setup, not a transition under test)
+        assert await admission.admit(app.db, settings, "test", 4) == [large.id, small.id]
 
-            # A batch larger than the whole limit goes alone once nothing of its model is enqueued.
-            async with app.db.transaction() as session:
-                huge = batch("z", "ready", 10_000)
-                session.add(huge)
-            assert await runner._admit() == [huge.id]
-        finally:
-            await backend.close()
+        # A batch larger than the whole limit goes alone once nothing of its model is enqueued.
+        async with app.db.transaction() as session:
+            huge = batch("z", "ready", 10_000)
+            session.add(huge)
+        assert await admission.admit(app.db, settings, "test", 4) == [huge.id]
 
 
 async def test_requests_for_openai_without_a_key_are_refused(database_url: str, start_app: StartApp) -> None:

@@ -31,15 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import LineResult
 from app.backends.openai import AuthRefused, OpenAIBackend, OpenAIError
 from app.config import Settings
-from app.core import audit, leases, model_tables, results, states, tokens
+from app.core import admission, audit, leases, results, states
 from app.core.clock import utcnow
+from app.core.openai_answers import classify, files_missing, line_error, summary
 from app.db.models import Batch, Request
 from app.db.session import Database
 
 log = logging.getLogger(__name__)
 
-# Batches holding enqueued tokens at OpenAI (for the queue limit).
-ENQUEUED = ("submitting", "processing", "cancelling")
 REMOTE_RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 REMOTE_FINISHED = {"completed": "done", "expired": "expired", "cancelled": "cancelled"}
 SUBMIT_ATTEMPTS = 3
@@ -51,7 +50,6 @@ OVERDUE_GRACE = timedelta(hours=6)
 MAX_BACKOFF_SECONDS = 3600.0
 PARALLEL = 4
 LINES_PER_TRANSACTION = 1000
-ESTIMATE_CHUNK = 2000
 
 
 @dataclass
@@ -121,8 +119,8 @@ class OpenAIRunner:
             await self._mark_waiting(f"submission stopped for all batches: {why}")
             return False
         await self._recover_interrupted()
-        await self._estimate_missing()
-        admitted = await self._admit()
+        await admission.estimate_missing(self.db)
+        admitted = await admission.admit(self.db, self.settings(), self.owner, PARALLEL)
         await asyncio.gather(*(self._submit_one(batch_id) for batch_id in admitted))
         return bool(admitted)
 
@@ -157,106 +155,6 @@ class OpenAIRunner:
                     await self._fail_requests(session, batch, "batched", "submission_failed", message)
         if orphans:
             await self._delete_quietly(orphans)
-
-    async def _estimate_missing(self) -> None:
-        async with self.db.transaction() as session:
-            ids = (
-                await session.scalars(
-                    select(Batch.id).where(
-                        Batch.backend == "openai", Batch.status == "ready", Batch.estimated_tokens.is_(None)
-                    )
-                )
-            ).all()
-        for batch_id in ids:
-            estimate = await self._estimate(batch_id)
-            async with self.db.transaction() as session:
-                await session.execute(
-                    update(Batch).where(Batch.id == batch_id).values(estimated_tokens=estimate)
-                )
-
-    async def _estimate(self, batch_id: int) -> int:
-        """Input tokens of the batch's requests, read in chunks and counted off the event loop."""
-        total, after = 0, 0
-        while True:
-            async with self.db.transaction() as session:
-                rows = (
-                    await session.execute(
-                        select(Request.id, Request.model, Request.body)
-                        .where(Request.batch_id == batch_id, Request.status == "batched", Request.id > after)
-                        .order_by(Request.id)
-                        .limit(ESTIMATE_CHUNK)
-                    )
-                ).all()
-            if not rows:
-                return total
-            after = rows[-1][0]
-            total += await asyncio.to_thread(
-                lambda rows=rows: sum(tokens.estimate(body, tokens.encoding_for(m)) for _, m, body in rows)
-            )
-
-    async def _admit(self) -> list[int]:
-        """Oldest first, per model: a batch that does not fit holds back the later ones of its
-        model, so small batches cannot starve a large one; a batch larger than the whole limit
-        goes alone, when nothing else of its model is enqueued."""
-        settings = self.settings()
-        now = utcnow()
-        admitted: list[int] = []
-        async with self.db.transaction() as session:
-            ready = (
-                await session.scalars(
-                    select(Batch)
-                    .where(
-                        Batch.backend == "openai",
-                        Batch.status == "ready",
-                        Batch.estimated_tokens.is_not(None),
-                        or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
-                        leases.lease_free(Batch),
-                    )
-                    .order_by(Batch.id)
-                    .limit(100)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            if not ready:
-                return []
-            enqueued: dict[str, int] = dict(
-                (
-                    await session.execute(
-                        select(Batch.model, func.coalesce(func.sum(Batch.estimated_tokens), 0))
-                        .where(Batch.backend == "openai", Batch.status.in_(ENQUEUED))
-                        .group_by(Batch.model)
-                    )
-                ).all()
-            )
-            held_back: dict[str, int] = {}
-            for batch in ready:
-                need = batch.estimated_tokens or 0
-                limit, source = model_tables.token_limit(batch.model, settings)
-                used = int(enqueued.get(batch.model, 0))
-                if batch.model in held_back:
-                    _wait(session, batch, f"queued behind batch {held_back[batch.model]} (oldest first)")
-                elif used and used + need > limit:
-                    held_back[batch.model] = batch.id
-                    _wait(
-                        session,
-                        batch,
-                        f"waiting for capacity: {used:,} of {limit:,} enqueued tokens of {batch.model} "
-                        f"in use ({source}); this batch needs ~{need:,}",
-                    )
-                elif len(admitted) < PARALLEL:
-                    enqueued[batch.model] = used + need
-                    batch.wait_reason = None
-                    batch.leased_by = self.owner
-                    batch.leased_until = now + timedelta(seconds=settings.lease_seconds)
-                    states.move_batch(
-                        session,
-                        batch,
-                        "submitting",
-                        f"admitted: ~{need:,} tokens, {used + need:,} of {limit:,} enqueued for "
-                        f"{batch.model} ({source})",
-                    )
-                    admitted.append(batch.id)
-        return admitted
 
     async def _submit_one(self, batch_id: int) -> None:
         settings = self.settings()
@@ -462,7 +360,7 @@ class OpenAIRunner:
         await self._note_remote(batch.id, remote)
         now = utcnow()
         if status in REMOTE_FINISHED:
-            if status == "completed" and _files_missing(remote) and batch.output_repolls < OUTPUT_REPOLLS_MAX:
+            if status == "completed" and files_missing(remote) and batch.output_repolls < OUTPUT_REPOLLS_MAX:
                 # OpenAI can say completed a moment before it fills in the file ids.
                 await self._set(
                     batch.id,
@@ -671,10 +569,14 @@ class OpenAIRunner:
             if batch is None or batch.status not in ("processing", "cancelling"):
                 return
             batch.leased_by = batch.leased_until = None
-            batch.error = {"code": "batch_failed", "message": _summary(errors), "errors": errors}
+            batch.error = {
+                "code": "batch_failed",
+                "message": summary(errors),
+                "errors": errors,
+            }
             if batch.status == "cancelling":
                 await self._end_cancelled(
-                    session, batch, f"OpenAI failed it while cancelling: {_summary(errors)}"
+                    session, batch, f"OpenAI failed it while cancelling: {summary(errors)}"
                 )
             elif any(e.get("code") == "token_limit_exceeded" for e in errors):
                 await self._token_limit(session, batch, settings)
@@ -720,7 +622,7 @@ class OpenAIRunner:
         ).all()
         if by_line:
             named = [
-                LineResult(rid, cid, None, _line_error(by_line[line]))
+                LineResult(rid, cid, None, line_error(by_line[line]))
                 for rid, cid, line in rows
                 if line in by_line
             ]
@@ -730,13 +632,13 @@ class OpenAIRunner:
                 session, batch.id, others, "another line of its batch was invalid"
             )
             reason = (
-                f"OpenAI refused {len(named)} lines ({_summary(errors)}); {resubmitted} others resubmitted"
+                f"OpenAI refused {len(named)} lines ({summary(errors)}); {resubmitted} others resubmitted"
             )
         else:
             first = errors[0] if errors else {}
             code = str(first.get("code") or "batch_failed")
-            await self._fail_requests(session, batch, "processing", code, _summary(errors))
-            reason = f"OpenAI failed the batch: {_summary(errors)}"
+            await self._fail_requests(session, batch, "processing", code, summary(errors))
+            reason = f"OpenAI failed the batch: {summary(errors)}"
         states.move_batch(session, batch, "failed", reason)
 
     async def _cancel_locally(self, batch_id: int, why: str) -> None:
@@ -868,66 +770,6 @@ async def delete_remote_files(backend: OpenAIBackend, file_ids: Sequence[str]) -
             log.warning("could not delete OpenAI file %s: %s", file_id, exc)
             problem = problem or str(exc)
     return problem
-
-
-def classify(line: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """What one output/error line means: ok, expired, server_error (resubmit) or failed.
-
-    The status code decides, not only `error`: a line the model refused comes back with a 4xx
-    `response` and a null top-level `error`.
-    """
-    error = line.get("error")
-    response = line.get("response")
-    status = response.get("status_code") if isinstance(response, dict) else None
-    body = response.get("body") if isinstance(response, dict) else None
-    if isinstance(error, dict):
-        code = error.get("code")
-        if code == "batch_expired":
-            return "expired", None
-        kind = "server_error" if code in ("server_error", "internal_error") else "failed"
-        return kind, {"code": str(code or "batch_line_failed"), "message": str(error.get("message") or "")}
-    if isinstance(status, int) and 200 <= status < 300:
-        return "ok", None
-    body_error = body.get("error") if isinstance(body, dict) else None
-    detail = body_error if isinstance(body_error, dict) else {}
-    code = detail.get("code") or detail.get("type") or (f"http_{status}" if status else "no_response")
-    failure = {"code": str(code), "message": str(detail.get("message") or f"OpenAI answered {status}")}
-    if isinstance(status, int) and status >= 500:
-        return "server_error", failure
-    return "failed", failure
-
-
-def _wait(session: AsyncSession, batch: Batch, reason: str) -> None:
-    """A ready batch is held back: say why (on the timeline when it starts waiting)."""
-    if batch.wait_reason is None:
-        states.note_batch(session, batch, reason)
-    batch.wait_reason = reason
-
-
-def _files_missing(remote: dict[str, Any]) -> bool:
-    """Whether the counts promise a file the batch object does not name yet."""
-    counts = remote.get("request_counts") or {}
-    return bool(
-        (counts.get("completed") and not remote.get("output_file_id"))
-        or (counts.get("failed") and not remote.get("error_file_id"))
-    )
-
-
-def _line_error(entry: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "code": str(entry.get("code") or "invalid_line"),
-        "message": str(entry.get("message") or "OpenAI refused this line"),
-        "param": entry.get("param"),
-        "line": entry.get("line"),
-    }
-
-
-def _summary(errors: list[dict[str, Any]]) -> str:
-    if not errors:
-        return "no reason given"
-    first = errors[0]
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{first.get('code')}: {first.get('message')}{more}"
 
 
 def _backoff(base: float, failures: int) -> float:

@@ -1,0 +1,127 @@
+"""Admission of OpenAI batches: estimate their input tokens, then let ready batches go to OpenAI
+oldest first per model, within each model's enqueued-token limit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.core import leases, model_tables, states, tokens
+from app.core.clock import utcnow
+from app.db.models import Batch, Request
+from app.db.session import Database
+
+# Batches holding enqueued tokens at OpenAI (for the queue limit).
+ENQUEUED = ("submitting", "processing", "cancelling")
+ESTIMATE_CHUNK = 2000
+
+
+async def estimate_missing(db: Database) -> None:
+    async with db.transaction() as session:
+        ids = (
+            await session.scalars(
+                select(Batch.id).where(
+                    Batch.backend == "openai", Batch.status == "ready", Batch.estimated_tokens.is_(None)
+                )
+            )
+        ).all()
+    for batch_id in ids:
+        estimate = await _estimate(db, batch_id)
+        async with db.transaction() as session:
+            await session.execute(update(Batch).where(Batch.id == batch_id).values(estimated_tokens=estimate))
+
+
+async def _estimate(db: Database, batch_id: int) -> int:
+    """Input tokens of the batch's requests, read in chunks and counted off the event loop."""
+    total, after = 0, 0
+    while True:
+        async with db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Request.id, Request.model, Request.body)
+                    .where(Request.batch_id == batch_id, Request.status == "batched", Request.id > after)
+                    .order_by(Request.id)
+                    .limit(ESTIMATE_CHUNK)
+                )
+            ).all()
+        if not rows:
+            return total
+        after = rows[-1][0]
+        total += await asyncio.to_thread(
+            lambda rows=rows: sum(tokens.estimate(body, tokens.encoding_for(m)) for _, m, body in rows)
+        )
+
+
+async def admit(db: Database, settings: Settings, owner: str, limit: int) -> list[int]:
+    """Oldest first, per model: a batch that does not fit holds back the later ones of its
+    model, so small batches cannot starve a large one; a batch larger than the whole limit
+    goes alone, when nothing else of its model is enqueued."""
+    now = utcnow()
+    admitted: list[int] = []
+    async with db.transaction() as session:
+        ready = (
+            await session.scalars(
+                select(Batch)
+                .where(
+                    Batch.backend == "openai",
+                    Batch.status == "ready",
+                    Batch.estimated_tokens.is_not(None),
+                    or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
+                    leases.lease_free(Batch),
+                )
+                .order_by(Batch.id)
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        if not ready:
+            return []
+        enqueued: dict[str, int] = dict(
+            (
+                await session.execute(
+                    select(Batch.model, func.coalesce(func.sum(Batch.estimated_tokens), 0))
+                    .where(Batch.backend == "openai", Batch.status.in_(ENQUEUED))
+                    .group_by(Batch.model)
+                )
+            ).all()
+        )
+        held_back: dict[str, int] = {}
+        for batch in ready:
+            need = batch.estimated_tokens or 0
+            limit, source = model_tables.token_limit(batch.model, settings)
+            used = int(enqueued.get(batch.model, 0))
+            if batch.model in held_back:
+                _wait(session, batch, f"queued behind batch {held_back[batch.model]} (oldest first)")
+            elif used and used + need > limit:
+                held_back[batch.model] = batch.id
+                _wait(
+                    session,
+                    batch,
+                    f"waiting for capacity: {used:,} of {limit:,} enqueued tokens of {batch.model} "
+                    f"in use ({source}); this batch needs ~{need:,}",
+                )
+            elif len(admitted) < limit:
+                enqueued[batch.model] = used + need
+                batch.wait_reason = None
+                batch.leased_by = owner
+                batch.leased_until = now + timedelta(seconds=settings.lease_seconds)
+                states.move_batch(
+                    session,
+                    batch,
+                    "submitting",
+                    f"admitted: ~{need:,} tokens, {used + need:,} of {limit:,} enqueued for "
+                    f"{batch.model} ({source})",
+                )
+                admitted.append(batch.id)
+    return admitted
+
+
+def _wait(session: AsyncSession, batch: Batch, reason: str) -> None:
+    """A ready batch is held back: say why (on the timeline when it starts waiting)."""
+    if batch.wait_reason is None:
+        states.note_batch(session, batch, reason)
+    batch.wait_reason = reason
