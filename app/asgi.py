@@ -24,8 +24,8 @@ from app.backends.openai import OpenAIBackend
 from app.broker import Broker
 from app.config import Settings
 from app.consumers.intake import IntakeConsumer
-from app.core.intake import RequestIn
-from app.core.worker import Worker
+from app.core.intake.accept import RequestIn
+from app.core.runtime.scheduler import Worker
 from app.db.migrate import pending_revision
 from app.db.session import Database
 from app.ui import ui_router

@@ -23,7 +23,7 @@ from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
 from app.config import Settings
-from app.core.clock import utcnow
+from app.core.runtime.clock import utcnow
 
 log = logging.getLogger(__name__)
 

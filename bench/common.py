@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.core.clock import utcnow
+from app.core.runtime.clock import utcnow
 from app.db.migrate import upgrade
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from app.config import Settings
-from app.core import openai_runs
+from app.core.runs.openai import runner as openai_runs
 from app.db.models import Request
 from tests.conftest import RunningApp, StartApp, fast_settings, request_payload, wait_until
 from tests.standins.openai_batch import OpenAIBatchStandin

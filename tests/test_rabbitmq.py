@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.broker import BackoffConnection
-from app.core import deliveries
+from app.core import delivery as deliveries
 from app.db.migrate import upgrade
 from app.db.models import Delivery, DeliveryAttempt, Request
 from tests.amqp import RABBITMQ_URL, Amqp, close_connections, rabbitmqctl_available

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.core import states
-from app.core.clock import utcnow
+from app.core.rules import states
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request, RequestEvent, Setting
 from tests.conftest import RunningApp, StartApp, fast_settings, request_payload, wait_until
 from tests.standins.inference import InferenceStandin

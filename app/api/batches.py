@@ -20,7 +20,10 @@ from app.api.schemas import (
     batch_detail_out,
     batch_out,
 )
-from app.core import batching, deliveries, operator, queries
+from app.core import batching
+from app.core import delivery as deliveries
+from app.core.actions import batches as operator
+from app.core.read import queries
 
 
 class BatchController(Controller):

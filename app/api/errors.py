@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.api.schemas import ErrorBody, ErrorItem
-from app.core.errors import BatchgateError
+from app.core.rules.errors import BatchgateError
 
 log = logging.getLogger(__name__)
 

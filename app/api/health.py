@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from app.api.schemas import BackendOut, HealthOut
 from app.broker import rabbitmq_status
-from app.core.worker import scheduler_state
+from app.core.runtime.scheduler import scheduler_state
 
 
 @get(

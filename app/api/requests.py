@@ -9,8 +9,11 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.api.schemas import AcceptedOut, DeliveryOut, ErrorBody, RequestOut, delivery_out, request_out
-from app.core import deliveries, intake, operator, queries
-from app.core.errors import NotFound, Problem
+from app.core import delivery as deliveries
+from app.core.actions import batches as operator
+from app.core.intake import accept as intake
+from app.core.read import queries
+from app.core.rules.errors import NotFound, Problem
 
 ERRORS = {
     400: ResponseSpec(ErrorBody, description="Body is not JSON"),

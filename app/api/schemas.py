@@ -9,9 +9,9 @@ import msgspec
 
 from app.broker import BrokerStatus
 from app.config import Settings
-from app.core import model_tables
-from app.core.queries import BatchDetail, RequestDetail
+from app.core.read.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
+from app.core.runs.openai import tables as model_tables
 from app.db.models import Batch, Delivery, DeliveryAttempt
 
 

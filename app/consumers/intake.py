@@ -20,8 +20,8 @@ from aiormq.exceptions import ChannelPreconditionFailed
 
 from app.broker import BrokerConnection
 from app.config import Settings
-from app.core import intake
-from app.core.errors import BatchgateError, Conflict, Problem
+from app.core.intake import accept as intake
+from app.core.rules.errors import BatchgateError, Conflict, Problem
 from app.db.session import Database, is_unavailable
 
 log = logging.getLogger(__name__)

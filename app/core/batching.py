@@ -15,9 +15,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.core import states
-from app.core.clock import utcnow
-from app.core.errors import Conflict, Problem, not_found
+from app.core.rules import states
+from app.core.rules.errors import Conflict, Problem, not_found
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
 

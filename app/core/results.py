@@ -10,8 +10,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import LineResult
-from app.core import states
-from app.core.clock import utcnow
+from app.core.rules import states
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 
 DELIVERING_CHANNELS = ("webhook", "rabbitmq")

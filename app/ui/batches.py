@@ -10,7 +10,12 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from app.core import batching, deliveries, exports, model_tables, operator, queries, states
+from app.core import batching
+from app.core import delivery as deliveries
+from app.core.actions import batches as operator
+from app.core.read import exports, queries
+from app.core.rules import states
+from app.core.runs.openai import tables as model_tables
 from app.ui.render import HttpRequest, done, page
 
 STATUSES = list(states.BATCH_TRANSITIONS)

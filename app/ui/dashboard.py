@@ -7,7 +7,7 @@ from typing import Any
 from litestar import get
 from litestar.datastructures import State
 
-from app.core import stats
+from app.core.read import stats
 from app.ui.render import HttpRequest, page
 
 

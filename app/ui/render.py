@@ -20,8 +20,8 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import Redirect, Template
 
 from app.api.errors import STATUS_FOR_KIND
-from app.core.clock import utcnow
-from app.core.errors import BatchgateError
+from app.core.rules.errors import BatchgateError
+from app.core.runtime.clock import utcnow
 
 HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.

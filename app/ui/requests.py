@@ -10,8 +10,11 @@ from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
-from app.core import deliveries, operator, queries, states
-from app.core.errors import InvalidInput, Problem
+from app.core import delivery as deliveries
+from app.core.actions import batches as operator
+from app.core.read import queries
+from app.core.rules import states
+from app.core.rules.errors import InvalidInput, Problem
 from app.ui.render import HttpRequest, done, page
 
 STATUSES = list(states.REQUEST_TRANSITIONS)

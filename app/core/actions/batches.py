@@ -13,8 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.openai import OpenAIBackend
 from app.config import Settings
-from app.core import audit, intake, openai_runs, queries, results, states
-from app.core.errors import Conflict, Problem, not_found
+from app.core import results
+from app.core.intake import accept as intake
+from app.core.read import queries
+from app.core.rules import audit, leases, states
+from app.core.rules.errors import Conflict, Problem, not_found
+from app.core.runs.openai import runner as openai_runs
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
 
@@ -44,7 +48,8 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
             # still collected, and the rest ends cancelled when OpenAI confirms.
             states.move_batch(session, batch, "cancelling", "cancel requested by operator")
             batch.cancel_sent = False
-            batch.next_attempt_at = batch.leased_by = batch.leased_until = None
+            batch.next_attempt_at = None
+            leases.release(batch)
             return batch
         if batch.status == "building":
             where = [
@@ -69,7 +74,7 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
             # The local backend has nothing remote to wait for; dropping the lease stops the
             # runner (its next renewal fails) and any late result finds its request cancelled.
             states.move_batch(session, batch, "cancelling", "cancel requested by operator")
-            batch.leased_by = batch.leased_until = None
+            leases.release(batch)
         states.move_batch(session, batch, "cancelled", reason)
     return batch
 

@@ -17,8 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
 
 from app.config import Settings
-from app.core.clock import utcnow
-from app.core.errors import InvalidInput, Problem
+from app.core.rules.errors import InvalidInput, Problem
+from app.core.runtime.clock import utcnow
 from app.db.models import Setting
 from app.db.session import Database
 

@@ -1,4 +1,5 @@
-"""The one place statuses change: allowed transitions and the functions that apply them.
+"""The one place statuses change: the statuses, their allowed transitions and the functions
+that apply them.
 
 Every other module asks this one to move a batch, a request or a delivery. A batch move also
 writes a batch_events row, so the UI can show a complete timeline.
@@ -6,65 +7,108 @@ writes a batch_events row, so the UI can show a complete timeline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.clock import utcnow
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, BatchEvent, Delivery, Request
 
-BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
-    "building": frozenset({"ready", "cancelled"}),
-    "ready": frozenset({"submitting", "cancelled"}),
-    "submitting": frozenset({"processing", "ready", "failed"}),
+
+class BatchStatus(StrEnum):
+    BUILDING = "building"
+    READY = "ready"
+    SUBMITTING = "submitting"
+    PROCESSING = "processing"
+    COLLECTING = "collecting"
+    CANCELLING = "cancelling"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    BATCHED = "batched"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    DELIVERY_FAILED = "delivery_failed"
+
+
+class Outcome(StrEnum):
+    """How one delivery attempt ended."""
+
+    SUCCESS = "success"
+    RETRYABLE_FAILURE = "retryable_failure"
+    PERMANENT_FAILURE = "permanent_failure"
+
+
+B, R, D = BatchStatus, RequestStatus, DeliveryStatus
+
+BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    B.BUILDING: frozenset({B.READY, B.CANCELLED}),
+    B.READY: frozenset({B.SUBMITTING, B.CANCELLED}),
+    B.SUBMITTING: frozenset({B.PROCESSING, B.READY, B.FAILED}),
     # processing → ready: OpenAI refused the batch for now (token_limit_exceeded); it goes again.
-    "processing": frozenset({"collecting", "cancelling", "failed", "expired", "ready"}),
+    B.PROCESSING: frozenset({B.COLLECTING, B.CANCELLING, B.FAILED, B.EXPIRED, B.READY}),
     # A remote batch ends done, expired or cancelled only after its files are collected.
-    "collecting": frozenset({"done", "failed", "expired", "cancelled"}),
-    "cancelling": frozenset({"cancelled", "collecting", "failed"}),
-    "done": frozenset(),
-    "failed": frozenset({"ready"}),
-    "cancelled": frozenset(),
-    "expired": frozenset(),
+    B.COLLECTING: frozenset({B.DONE, B.FAILED, B.EXPIRED, B.CANCELLED}),
+    B.CANCELLING: frozenset({B.CANCELLED, B.COLLECTING, B.FAILED}),
+    B.DONE: frozenset(),
+    B.FAILED: frozenset({B.READY}),
+    B.CANCELLED: frozenset(),
+    B.EXPIRED: frozenset(),
 }
 
-REQUEST_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"batched", "cancelled"}),
+REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
+    R.PENDING: frozenset({R.BATCHED, R.CANCELLED}),
     # batched → failed: the batch could not be submitted within its bounded retries.
-    "batched": frozenset({"processing", "pending", "cancelled", "failed"}),
+    R.BATCHED: frozenset({R.PROCESSING, R.PENDING, R.CANCELLED, R.FAILED}),
     # processing → pending: resubmitted in a new batch; → batched: its batch goes again later.
-    "processing": frozenset({"succeeded", "failed", "pending", "batched", "cancelled", "expired"}),
-    "succeeded": frozenset(),
+    R.PROCESSING: frozenset({R.SUCCEEDED, R.FAILED, R.PENDING, R.BATCHED, R.CANCELLED, R.EXPIRED}),
+    R.SUCCEEDED: frozenset(),
     # An operator retrying a failed batch runs its failed requests again.
-    "failed": frozenset({"batched"}),
-    "cancelled": frozenset(),
-    "expired": frozenset(),
+    R.FAILED: frozenset({R.BATCHED}),
+    R.CANCELLED: frozenset(),
+    R.EXPIRED: frozenset(),
 }
 
-DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"delivered", "retrying", "delivery_failed"}),
-    "retrying": frozenset({"delivered", "retrying", "delivery_failed", "pending"}),
-    "delivered": frozenset({"pending"}),
-    "delivery_failed": frozenset({"pending"}),
+DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    D.PENDING: frozenset({D.DELIVERED, D.RETRYING, D.DELIVERY_FAILED}),
+    D.RETRYING: frozenset({D.DELIVERED, D.RETRYING, D.DELIVERY_FAILED, D.PENDING}),
+    D.DELIVERED: frozenset({D.PENDING}),
+    D.DELIVERY_FAILED: frozenset({D.PENDING}),
 }
 
-REQUEST_FINISHED = frozenset({"succeeded", "failed", "cancelled", "expired"})
-BATCH_TERMINAL = frozenset({"done", "failed", "cancelled", "expired"})
-DELIVERY_DUE = ("pending", "retrying")
+REQUEST_FINISHED = frozenset({R.SUCCEEDED, R.FAILED, R.CANCELLED, R.EXPIRED})
+BATCH_TERMINAL = frozenset({B.DONE, B.FAILED, B.CANCELLED, B.EXPIRED})
+DELIVERY_DUE = (D.PENDING, D.RETRYING)
+DELIVERY_ENDED = (D.DELIVERED, D.DELIVERY_FAILED)
 
 # Phase timestamps a batch gets when it enters a status.
-_BATCH_PHASE_COLUMN = {"ready": "ready_at", "processing": "submitted_at", "done": "finished_at"}
-for _terminal in ("failed", "cancelled", "expired"):
-    _BATCH_PHASE_COLUMN[_terminal] = "finished_at"
+_BATCH_PHASE_COLUMN = {B.READY: "ready_at", B.PROCESSING: "submitted_at"} | dict.fromkeys(
+    BATCH_TERMINAL, "finished_at"
+)
 
 
 class TransitionError(ValueError):
     """A status change the transitions table does not allow."""
 
 
-def check(table: dict[str, frozenset[str]], from_status: str, to_status: str) -> None:
+def check(table: Mapping[Any, frozenset[Any]], from_status: str, to_status: str) -> None:
     """Raise TransitionError unless the table allows from_status → to_status."""
     if to_status not in table.get(from_status, frozenset()):
         raise TransitionError(f"{from_status} → {to_status} is not an allowed transition")

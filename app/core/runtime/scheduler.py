@@ -25,7 +25,12 @@ from app.broker import Broker
 from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
-from app.core import batching, deliveries, leases, local_runs, openai_runs, overrides
+from app.core import batching
+from app.core import delivery as deliveries
+from app.core.rules import leases
+from app.core.runs import local as local_runs
+from app.core.runs.openai import runner as openai_runs
+from app.core.runtime import settings as overrides
 from app.db.models import Batch, Delivery
 from app.db.session import Database
 

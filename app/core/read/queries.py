@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import not_found
+from app.core.rules.errors import not_found
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
 from app.db.session import Database
 

@@ -31,9 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import LineResult
 from app.backends.openai import AuthRefused, OpenAIBackend, OpenAIError
 from app.config import Settings
-from app.core import admission, audit, leases, results, states
-from app.core.clock import utcnow
-from app.core.openai_answers import classify, files_missing, line_error, summary
+from app.core import results
+from app.core.rules import audit, leases, states
+from app.core.runs.openai import admission
+from app.core.runs.openai.answers import classify, files_missing, line_error, summary
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
 
@@ -237,7 +239,7 @@ class OpenAIRunner:
             batch.cancel_sent = False
             batch.files_deleted_at = None
             batch.next_attempt_at = now  # poll at once
-            batch.leased_by = batch.leased_until = None
+            leases.release(batch)
             states.move_batch(
                 session, batch, "processing", f"OpenAI batch {batch.remote_batch_id} created ({lines} lines)"
             )
@@ -259,7 +261,7 @@ class OpenAIRunner:
         async with self.db.transaction() as session:
             batch = await session.get(Batch, batch_id, with_for_update=True)
             if batch is not None and batch.status == "submitting":
-                batch.leased_by = batch.leased_until = None
+                leases.release(batch)
                 states.move_batch(session, batch, "failed", "no request left to submit (all cancelled)")
 
     async def _submit_failed(self, batch_id: int, exc: Exception, file_id: str | None) -> None:
@@ -272,7 +274,7 @@ class OpenAIRunner:
                 return
             if auth:
                 # Not the batch's fault: it waits, uncounted, until the key works again.
-                batch.leased_by = batch.leased_until = None
+                leases.release(batch)
                 batch.input_file_id = None
                 states.move_batch(session, batch, "ready", f"not submitted: {message}")
                 batch.wait_reason = f"submission stopped for all batches: {self.gate.reason}"
@@ -288,7 +290,7 @@ class OpenAIRunner:
         """Back to ready with backoff while attempts remain, else failed (the caller fails the
         requests, which needs an await)."""
         batch.run_failures += 1
-        batch.leased_by = batch.leased_until = None
+        leases.release(batch)
         batch.input_file_id = None
         if retryable and batch.run_failures < SUBMIT_ATTEMPTS:
             delay = _backoff(self.settings().openai_poll_seconds, batch.run_failures)
@@ -349,7 +351,7 @@ class OpenAIRunner:
             raise
         except AuthRefused as exc:
             self.gate.close(exc, settings.openai_auth_recheck_seconds)
-            await self._set(batch_id, leased_by=None, leased_until=None)
+            await self._set(batch_id, **leases.RELEASED)
         except Exception as exc:
             if not isinstance(exc, OpenAIError):
                 log.exception("polling batch %s failed", batch_id)
@@ -366,8 +368,7 @@ class OpenAIRunner:
                     batch.id,
                     output_repolls=batch.output_repolls + 1,
                     next_attempt_at=now + timedelta(seconds=self._poll_delay()),
-                    leased_by=None,
-                    leased_until=None,
+                    **leases.RELEASED,
                 )
                 return
             await self._collect(batch.id, remote)
@@ -392,8 +393,7 @@ class OpenAIRunner:
                 batch.id,
                 next_attempt_at=now + timedelta(seconds=self._poll_delay()),
                 run_failures=0,
-                leased_by=None,
-                leased_until=None,
+                **leases.RELEASED,
             )
 
     def _poll_delay(self) -> float:
@@ -525,7 +525,7 @@ class OpenAIRunner:
                 reason += f", {cancelled} cancelled"
             if collected.malformed:
                 reason += f"; {collected.malformed} malformed output lines skipped"
-            batch.leased_by = batch.leased_until = None
+            leases.release(batch)
             batch.next_attempt_at = None
             states.move_batch(session, batch, REMOTE_FINISHED[status], reason)
 
@@ -568,7 +568,7 @@ class OpenAIRunner:
             batch = await session.get(Batch, batch_id, with_for_update=True)
             if batch is None or batch.status not in ("processing", "cancelling"):
                 return
-            batch.leased_by = batch.leased_until = None
+            leases.release(batch)
             batch.error = {
                 "code": "batch_failed",
                 "message": summary(errors),
@@ -645,7 +645,7 @@ class OpenAIRunner:
         async with self.db.transaction() as session:
             batch = await session.get(Batch, batch_id, with_for_update=True)
             if batch is not None and batch.status == "cancelling":
-                batch.leased_by = batch.leased_until = None
+                leases.release(batch)
                 await self._end_cancelled(session, batch, why)
         self.on_results()
 
@@ -666,7 +666,7 @@ class OpenAIRunner:
             if batch is None or batch.status not in ("processing", "cancelling", "collecting"):
                 return
             batch.run_failures += 1
-            batch.leased_by = batch.leased_until = None
+            leases.release(batch)
             if batch.run_failures < POLL_FAILURES_MAX:
                 delay = _backoff(self.settings().openai_poll_seconds, batch.run_failures)
                 batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
@@ -687,7 +687,7 @@ class OpenAIRunner:
             batch = await session.get(Batch, batch_id, with_for_update=True)
             if batch is None or batch.status not in ("processing", "cancelling", "collecting"):
                 return
-            batch.leased_by = batch.leased_until = None
+            leases.release(batch)
             batch.error = {"code": code, "message": message}
             await self._fail_requests(session, batch, "processing", code, message)
             states.move_batch(session, batch, "failed", message)

@@ -19,9 +19,11 @@ from sqlalchemy import insert, select
 
 from app.channels.base import Message, SendResult
 from app.config import Settings
-from app.core import audit, leases, queries, results, states
-from app.core.clock import utcnow
-from app.core.errors import Conflict, Problem, not_found
+from app.core import results
+from app.core.read import queries
+from app.core.rules import audit, leases, states
+from app.core.rules.errors import Conflict, Problem, not_found
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, DeliveryAttempt, Request
 from app.db.session import Database
 
@@ -212,8 +214,7 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
             delivery.next_attempt_at = utcnow()
             delivery.last_error = None
             delivery.delivered_at = None
-            delivery.leased_by = None
-            delivery.leased_until = None
+            leases.release(delivery)
         await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": config})
     return delivery
 
@@ -237,8 +238,7 @@ async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: s
             next_attempt_at=utcnow(),
             last_error=None,
             delivered_at=None,
-            leased_by=None,
-            leased_until=None,
+            **leases.RELEASED,
         )
         if not moved:
             which = "failed deliveries" if only_failed else "finished deliveries"

@@ -9,8 +9,8 @@ from typing import Literal
 from sqlalchemy import select
 
 from app.core import results
-from app.core.errors import not_found
-from app.core.intake import batch_line
+from app.core.intake.accept import batch_line
+from app.core.rules.errors import not_found
 from app.db.models import Batch, Request
 from app.db.session import Database
 

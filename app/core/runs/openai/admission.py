@@ -10,8 +10,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.core import leases, model_tables, states, tokens
-from app.core.clock import utcnow
+from app.core.rules import leases, states
+from app.core.runs.openai import tables as model_tables
+from app.core.runs.openai import tokens
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import bindparam, text
 
 from app.config import Backend, Settings
-from app.core.clock import utcnow
-from app.core.errors import Conflict, InvalidInput, MalformedInput, Problem
+from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
+from app.core.runtime.clock import utcnow
 from app.db.session import Database
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from app.core.clock import utcnow
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
 

@@ -12,15 +12,35 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.clock import utcnow
+from app.core.runtime.clock import utcnow
 from app.db.session import Database
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+# The values of an UPDATE that gives a lease back.
+RELEASED: dict[str, None] = {"leased_by": None, "leased_until": None}
+
+
+def release(row: Any) -> None:
+    """Give back the lease on a loaded row: its work here is over, anyone may claim it next."""
+    row.leased_by = None
+    row.leased_until = None
+
+
+async def lock(session: AsyncSession, model: type[T], row_id: int, *statuses: str) -> T | None:
+    """Lock one row for the rest of the transaction; None when it is gone or, when `statuses`
+    are given, in none of them (the pipeline or an operator moved it meanwhile)."""
+    row = await session.get(model, row_id, with_for_update=True)
+    if row is None or (statuses and row.status not in statuses):  # type: ignore[attr-defined]
+        return None
+    return row
 
 
 def lease_free(model: Any) -> ColumnElement[bool]:
@@ -75,7 +95,7 @@ async def release_all(session: AsyncSession, model: Any, owner: str) -> None:
     await session.execute(
         update(model)
         .where(model.leased_by == owner)
-        .values(leased_until=None, leased_by=None)
+        .values(**RELEASED)
         .execution_options(synchronize_session=False)
     )
 

@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import BatchLine, LineResult
 from app.backends.local import LocalBackend
 from app.config import Settings
-from app.core import leases, results, states
-from app.core.clock import utcnow
+from app.core import results
+from app.core.rules import leases, states
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
 
@@ -146,8 +147,7 @@ class LocalRunner:
             reason = f"{batch.completed_count} succeeded, {batch.failed_count} failed"
             states.move_batch(session, batch, "collecting", "all requests ran")
             states.move_batch(session, batch, "done", reason)
-            batch.leased_until = None
-            batch.leased_by = None
+            leases.release(batch)
 
     async def _record_failure(self, batch_id: int, exc: Exception) -> None:
         """Retry a crashed run later with backoff; after MAX_RUN_FAILURES, fail what is left.
@@ -182,8 +182,7 @@ class LocalRunner:
                 states.move_batch(
                     session, batch, "failed", f"run failed {batch.run_failures} times: {message}"
                 )
-                batch.leased_until = None
-                batch.leased_by = None
+                leases.release(batch)
             self.on_results()
         except Exception:
             log.exception("could not record the failure of local batch %s; its lease runs out", batch_id)
