@@ -20,12 +20,19 @@ from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.requests import RequestController
+from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
 from app.broker import Broker
+from app.channels.base import Channel
+from app.channels.rabbitmq import RabbitMQChannel
+from app.channels.webhook import WebhookChannel
 from app.config import Settings
 from app.consumers.intake import IntakeConsumer
+from app.core.actions import Actions
 from app.core.intake.accept import RequestIn
 from app.core.runtime.scheduler import Worker
+from app.core.runtime.settings import RuntimeSettings
+from app.core.runtime.steps import wake_nothing
 from app.db.migrate import pending_revision
 from app.db.session import Database
 from app.ui import ui_router
@@ -80,16 +87,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if missing := await pending_revision(settings.database_url):
             raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
         db = Database(settings.database_url)
+        runtime = RuntimeSettings(db, settings)
+        await runtime.refresh()
         broker = Broker(settings) if settings.rabbitmq_url else None
-        openai = OpenAIBackend(settings)
-        worker = Worker(db, settings, broker, openai) if settings.scheduler_enabled else None
+        local, openai = LocalBackend(settings), OpenAIBackend(settings)
+        channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
+        if broker is not None:
+            channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
+        worker = Worker(db, runtime, local, openai, channels) if settings.scheduler_enabled else None
+        if worker and broker:
+            # Deliveries that waited out an outage go as soon as the broker is back.
+            broker.publish.on_connected.append(worker.wake_deliver)
         consumer = (
-            IntakeConsumer(db, settings, broker.intake, broker.intake_queue)
+            IntakeConsumer(db, runtime, broker.intake, broker.intake_queue)
             if broker and broker.intake_queue
             else None
         )
-        app.state.db, app.state.worker, app.state.broker, app.state.consumer = db, worker, broker, consumer
-        app.state.openai = openai
+        app.state.update(
+            db=db,
+            runtime=runtime,
+            worker=worker,
+            broker=broker,
+            consumer=consumer,
+            actions=Actions(db, runtime, worker.wake if worker else wake_nothing, openai),
+        )
         if broker:
             broker.start()
         if consumer:
@@ -105,7 +126,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await worker.stop()
             if broker:
                 await broker.close()
-            await openai.close()
+            for adapter in (local, openai, *channels.values()):
+                await adapter.close()
             await db.dispose()
 
     return Litestar(
@@ -117,16 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        state=State(
-            {
-                "settings": settings,
-                "db": None,
-                "worker": None,
-                "broker": None,
-                "consumer": None,
-                "openai": None,
-            }
-        ),
+        state=State(dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters

@@ -20,9 +20,6 @@ from app.api.schemas import (
     batch_detail_out,
     batch_out,
 )
-from app.core import batching
-from app.core import delivery as deliveries
-from app.core.actions import batches as operator
 from app.core.read import queries
 
 
@@ -40,7 +37,8 @@ class BatchController(Controller):
     ) -> BatchListOut:
         batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
         next_before = batches[-1].id if len(batches) == limit else None
-        return BatchListOut([batch_out(b, state.settings) for b in batches], next_before)
+        settings = await state.runtime.fresh()
+        return BatchListOut([batch_out(b, settings) for b in batches], next_before)
 
     @get(
         "/{batch_id:int}",
@@ -49,7 +47,8 @@ class BatchController(Controller):
         operation_id="getBatch",
     )
     async def read(self, batch_id: FromPath[int], state: State) -> BatchDetailOut:
-        return batch_detail_out(await queries.batch_detail(state.db, batch_id), state.settings)
+        detail = await queries.batch_detail(state.db, batch_id)
+        return batch_detail_out(detail, await state.runtime.fresh())
 
     @post(
         "/{batch_id:int}/close",
@@ -62,10 +61,7 @@ class BatchController(Controller):
         operation_id="closeBatch",
     )
     async def close(self, batch_id: FromPath[int], state: State) -> BatchOut:
-        batch = await batching.request_close(state.db, batch_id)
-        if state.worker:
-            state.worker.wake("form")
-        return batch_out(batch, state.settings)
+        return batch_out(await state.actions.close_batch(batch_id), await state.runtime.fresh())
 
     @post(
         "/{batch_id:int}/cancel",
@@ -78,11 +74,7 @@ class BatchController(Controller):
         operation_id="cancelBatch",
     )
     async def cancel(self, batch_id: FromPath[int], state: State) -> BatchOut:
-        batch = await operator.cancel_batch(state.db, batch_id)
-        if state.worker:
-            state.worker.wake("deliver")
-            state.worker.wake("poll")
-        return batch_out(batch, state.settings)
+        return batch_out(await state.actions.cancel_batch(batch_id), await state.runtime.fresh())
 
     @post(
         "/{batch_id:int}/retry",
@@ -95,10 +87,7 @@ class BatchController(Controller):
         operation_id="retryBatch",
     )
     async def retry(self, batch_id: FromPath[int], state: State) -> BatchOut:
-        batch = await operator.retry_batch(state.db, batch_id)
-        if state.worker:
-            state.worker.wake("submit")
-        return batch_out(batch, state.settings)
+        return batch_out(await state.actions.retry_batch(batch_id), await state.runtime.fresh())
 
     @post(
         "/{batch_id:int}/redeliver",
@@ -113,9 +102,7 @@ class BatchController(Controller):
     async def redeliver(
         self, batch_id: FromPath[int], state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
     ) -> RedeliveredOut:
-        moved = await deliveries.redeliver_batch(state.db, batch_id, only_failed=only == "failed")
-        if state.worker:
-            state.worker.wake("deliver")
+        moved = await state.actions.redeliver_batch(batch_id, only_failed=only == "failed")
         return RedeliveredOut(batch_id, moved)
 
     @delete(
@@ -129,4 +116,4 @@ class BatchController(Controller):
         operation_id="deleteBatch",
     )
     async def remove(self, batch_id: FromPath[int], state: State) -> DeletedOut:
-        return DeletedOut(batch_id, await operator.delete_batch(state.db, batch_id, state.openai))
+        return DeletedOut(batch_id, await state.actions.delete_batch(batch_id))

@@ -10,10 +10,11 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.api.schemas import ErrorBody, ErrorItem
 from app.core.rules.errors import BatchgateError
+from app.http import STATUS_FOR_KIND
 
 log = logging.getLogger(__name__)
 
-STATUS_FOR_KIND = {"invalid": 422, "malformed": 400, "conflict": 409, "not_found": 404}
+
 CODE_FOR_STATUS = {
     400: ("bad_request", "Bad request"),
     401: ("unauthorized", "Unauthorized"),

@@ -9,8 +9,7 @@ from litestar.datastructures import State
 from sqlalchemy import text
 
 from app.api.schemas import BackendOut, HealthOut
-from app.broker import rabbitmq_status
-from app.core.runtime.scheduler import scheduler_state
+from app.core.runtime import status
 
 
 @get(
@@ -30,15 +29,9 @@ async def health(state: State) -> Response[HealthOut]:
         database = "ok"
     except Exception as exc:
         database = f"error: {type(exc).__name__}"
-    worker = state.worker
-    scheduler = scheduler_state(worker)
-    healthy = database == "ok" and scheduler != "stopped"
-    rabbitmq = rabbitmq_status(state.broker, state.consumer)
-    backends = [
-        BackendOut(b.name, b.target, b.reachable, b.detail)
-        for b in (await worker.backend_statuses() if worker else [])
-    ]
-    blocked = worker is not None and worker.openai_block is not None
-    status = "ok" if healthy and not blocked else "degraded"
-    body = HealthOut(status, database, scheduler, version("batchgate"), rabbitmq, backends)
+    process = await status.current(state.worker, state.broker, state.consumer)
+    healthy = database == "ok" and process.scheduler != "stopped"
+    backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
+    overall = "ok" if healthy and process.openai_block is None else "degraded"
+    body = HealthOut(overall, database, process.scheduler, version("batchgate"), process.rabbitmq, backends)
     return Response(body, status_code=200 if healthy else 503)

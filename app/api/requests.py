@@ -9,8 +9,6 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.api.schemas import AcceptedOut, DeliveryOut, ErrorBody, RequestOut, delivery_out, request_out
-from app.core import delivery as deliveries
-from app.core.actions import batches as operator
 from app.core.intake import accept as intake
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
@@ -38,7 +36,7 @@ class RequestController(Controller):
     )
     async def create(self, request: Request, state: State) -> AcceptedOut:
         data = intake.parse(await request.body())
-        accepted = await intake.accept(state.db, state.settings, data)
+        accepted = await intake.accept(state.db, await state.runtime.fresh(), data)
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
 
     @get(
@@ -71,10 +69,6 @@ class RequestController(Controller):
                 )
             )
         if verb == "cancel":
-            await operator.cancel_request(state.db, custom_id)
-            answer: DeliveryOut | RequestOut = request_out(await queries.request_detail(state.db, custom_id))
-        else:
-            answer = delivery_out(await deliveries.redeliver(state.db, custom_id), [])
-        if state.worker:
-            state.worker.wake("deliver")  # both queue a delivery
-        return answer
+            await state.actions.cancel_request(custom_id)
+            return request_out(await queries.request_detail(state.db, custom_id))
+        return delivery_out(await state.actions.redeliver_request(custom_id), [])

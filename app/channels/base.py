@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Outcome = Literal["success", "retryable_failure", "permanent_failure"]
 EXCERPT_BYTES = 2048
@@ -29,6 +29,22 @@ class SendResult:
     error: str | None = None
     response_excerpt: str | None = None
     retry_after_seconds: float | None = None
+
+
+class Channel(Protocol):
+    """Where results go: one delivery attempt in, its outcome out."""
+
+    name: str
+    timeout_seconds: float
+
+    @property
+    def available(self) -> bool:
+        """False while the channel cannot send at all (its deliveries wait, unclaimed)."""
+        ...
+
+    async def send(self, message: Message) -> SendResult: ...
+
+    async def close(self) -> None: ...
 
 
 def excerpt(data: bytes | str) -> str:

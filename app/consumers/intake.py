@@ -19,9 +19,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from app.broker import BrokerConnection
-from app.config import Settings
 from app.core.intake import accept as intake
 from app.core.rules.errors import BatchgateError, Conflict, Problem
+from app.core.runtime.settings import RuntimeSettings
 from app.db.session import Database, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,13 @@ HEADER_LIMIT = 4096
 class IntakeConsumer:
     """Consumes RABBITMQ_INPUT_QUEUE into requests, RABBITMQ_INTAKE_CONCURRENCY at a time."""
 
-    def __init__(self, db: Database, settings: Settings, connection: BrokerConnection, queue: str) -> None:
+    def __init__(
+        self, db: Database, runtime: RuntimeSettings, connection: BrokerConnection, queue: str
+    ) -> None:
         self.db = db
-        self.settings = settings
+        self.runtime = runtime
+        # Connection and queue parameters are the environment's; intake rules follow the operator's.
+        self.settings = settings = runtime.base
         self.connection = connection
         self.queue_name = queue
         self.dlq_name = f"{queue}.dlq"
@@ -145,7 +149,7 @@ class IntakeConsumer:
                 )
                 return
             data = intake.parse(message.body)
-            await intake.accept(self.db, self.settings, data, origin="rabbitmq")
+            await intake.accept(self.db, await self.runtime.fresh(), data, origin="rabbitmq")
         except Conflict:
             self.counts["duplicate"] += 1  # accepted before (a redelivery, or a resend): done
             await _ack(message)

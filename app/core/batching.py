@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.core.rules import states
-from app.core.rules.errors import Conflict, Problem, not_found
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
@@ -108,20 +107,6 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
         batch.close_requested = False
         states.move_batch(session, batch, "ready", reason)
     return True
-
-
-async def request_close(db: Database, batch_id: int) -> Batch:
-    """The operator's "close now": the batcher closes the batch on its next pass."""
-    async with db.transaction() as session:
-        batch = await session.get(Batch, batch_id)
-        if batch is None:
-            raise not_found("batch", batch_id)
-        if batch.status != "building":
-            raise Conflict(
-                Problem("batch_not_building", "Batch is not building", f"Batch {batch_id} is {batch.status}.")
-            )
-        batch.close_requested = True
-    return batch
 
 
 async def _pending_stats(session: AsyncSession) -> dict[Group, GroupStats]:

@@ -13,31 +13,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import insert, select
 
-from app.channels.base import Message, SendResult
+from app.channels.base import Channel, Message, SendResult
 from app.config import Settings
 from app.core import results
-from app.core.read import queries
-from app.core.rules import audit, leases, states
-from app.core.rules.errors import Conflict, Problem, not_found
+from app.core.rules import leases, states
 from app.core.runtime.clock import utcnow
-from app.db.models import Batch, Delivery, DeliveryAttempt, Request
+from app.db.models import Delivery, DeliveryAttempt, Request
 from app.db.session import Database
-
-
-class Channel(Protocol):
-    name: str
-    timeout_seconds: float
-
-    @property
-    def available(self) -> bool:
-        """False while the channel cannot send at all (its deliveries wait, unclaimed)."""
-        ...
-
-    async def send(self, message: Message) -> SendResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,67 +170,3 @@ def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
     if result.retry_after_seconds is not None:
         return min(result.retry_after_seconds, cap)
     return random.uniform(0.5, 1.0) * min(cap, settings.delivery_backoff_base_seconds * 2 ** (attempts - 1))
-
-
-async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Delivery:
-    """Queue a request's delivery again, to its current delivery config, with a fresh attempt budget."""
-    async with db.transaction() as session:
-        request, delivery = await queries.request_and_delivery(session, custom_id)
-        if request.status not in states.REQUEST_FINISHED:
-            detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."
-            raise Conflict(Problem("not_finished", "Request has no result yet", detail))
-        config = request.delivery or {}
-        if config.get("type") not in results.DELIVERING_CHANNELS:
-            raise Conflict(
-                Problem(
-                    "no_delivery", "Nothing to deliver", f"Request {custom_id!r} has no delivery destination."
-                )
-            )
-        if delivery is not None and delivery.status in states.DELIVERY_DUE:
-            return delivery  # already queued: redelivering again is a no-op, not an error
-        if delivery is None:
-            # Its delivery config was 'none' when it finished and has since been edited.
-            delivery = Delivery(**results.delivery_row(request.id, config, utcnow()))  # type: ignore[arg-type]
-            session.add(delivery)
-        else:
-            states.move_delivery(delivery, "pending")
-            delivery.channel, delivery.target = config["type"], config
-            delivery.attempts = 0
-            delivery.next_attempt_at = utcnow()
-            delivery.last_error = None
-            delivery.delivered_at = None
-            leases.release(delivery)
-        await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": config})
-    return delivery
-
-
-async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: str = "api") -> int:
-    """Queue again the deliveries of a batch's requests: the failed ones, or all that ended."""
-    ended = ("delivery_failed",) if only_failed else ("delivery_failed", "delivered")
-    async with db.transaction() as session:
-        batch = await session.get(Batch, batch_id)
-        if batch is None:
-            raise not_found("batch", batch_id)
-        of_batch = Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id))
-        ended_of_batch = select(Delivery.request_id).where(of_batch, Delivery.status.in_(ended))
-        ids = list((await session.scalars(ended_of_batch)).all())
-        moved = await states.move_deliveries(
-            session,
-            [of_batch],
-            ended,
-            "pending",
-            attempts=0,
-            next_attempt_at=utcnow(),
-            last_error=None,
-            delivered_at=None,
-            **leases.RELEASED,
-        )
-        if not moved:
-            which = "failed deliveries" if only_failed else "finished deliveries"
-            raise Conflict(
-                Problem("nothing_to_redeliver", "Nothing to redeliver", f"Batch {batch_id} has no {which}.")
-            )
-        what = "failed deliveries" if only_failed else "deliveries"
-        states.note_batch(session, batch, f"operator redelivered {moved} {what}")
-        await audit.note_requests(session, ids, "redeliver", {"via": via, "batch_id": batch_id})
-    return moved

@@ -10,9 +10,6 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from app.core import batching
-from app.core import delivery as deliveries
-from app.core.actions import batches as operator
 from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
@@ -62,7 +59,7 @@ class BatchPages(Controller):
             batch=detail.batch,
             events=detail.events,
             outcomes=outcomes,
-            cost=model_tables.batch_cost(detail.batch, state.settings),
+            cost=model_tables.batch_cost(detail.batch, await state.runtime.fresh()),
         )
 
     @get("/{batch_id:int}/{filename:str}")
@@ -79,40 +76,31 @@ class BatchPages(Controller):
 
     @post("/{batch_id:int}/close")
     async def close(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
-        await batching.request_close(state.db, batch_id)
-        if state.worker:
-            state.worker.wake("form")
+        await state.actions.close_batch(batch_id)
         return done(request, f"Batch {batch_id} closes now.", _back(request, batch_id))
 
     @post("/{batch_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
-        await operator.cancel_batch(state.db, batch_id, via="ui")
-        if state.worker:
-            state.worker.wake("deliver")
-            state.worker.wake("poll")
+        await state.actions.cancel_batch(batch_id, via="ui")
         # The timeline says how many requests the cancel ended; request_count would be the batch's size.
         return done(request, f"Batch {batch_id} cancelled.", _back(request, batch_id))
 
     @post("/{batch_id:int}/retry")
     async def retry(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
-        await operator.retry_batch(state.db, batch_id, via="ui")
-        if state.worker:
-            state.worker.wake("submit")
+        await state.actions.retry_batch(batch_id, via="ui")
         return done(request, f"Batch {batch_id} is ready to run again.", _back(request, batch_id))
 
     @post("/{batch_id:int}/redeliver")
     async def redeliver(
         self, request: HttpRequest, state: State, batch_id: FromPath[int], only: FromQuery[str] = "failed"
     ) -> Any:
-        moved = await deliveries.redeliver_batch(state.db, batch_id, only_failed=only == "failed", via="ui")
-        if state.worker:
-            state.worker.wake("deliver")
+        moved = await state.actions.redeliver_batch(batch_id, only_failed=only == "failed", via="ui")
         what = "failed deliveries" if only == "failed" else "deliveries"
         return done(request, f"Redelivering {moved} {what} of batch {batch_id}.", _back(request, batch_id))
 
     @post("/{batch_id:int}/delete")
     async def delete(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
-        removed = await operator.delete_batch(state.db, batch_id, state.openai)
+        removed = await state.actions.delete_batch(batch_id)
         on_detail = _on_detail(request, batch_id)
         message = f"Batch {batch_id} deleted with {removed} requests."
         return done(request, message, "/batches", redirect=on_detail)

@@ -19,9 +19,9 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import Redirect, Template
 
-from app.api.errors import STATUS_FOR_KIND
 from app.core.rules.errors import BatchgateError
 from app.core.runtime.clock import utcnow
+from app.http import STATUS_FOR_KIND
 
 HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.

@@ -10,8 +10,6 @@ from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
-from app.core import delivery as deliveries
-from app.core.actions import batches as operator
 from app.core.read import queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
@@ -66,17 +64,13 @@ class RequestPages(Controller):
 
     @post("/{request_id:int}/redeliver")
     async def redeliver(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
-        delivery = await deliveries.redeliver(state.db, request_id, via="ui")
-        if state.worker:
-            state.worker.wake("deliver")
+        delivery = await state.actions.redeliver_request(request_id, via="ui")
         message = f"Delivery dlv_{delivery.id} queued again."
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
-        cancelled = await operator.cancel_request(state.db, request_id, via="ui")
-        if state.worker:
-            state.worker.wake("deliver")
+        cancelled = await state.actions.cancel_request(request_id, via="ui")
         return done(request, f"Request {cancelled.custom_id} cancelled.", _back(request, request_id))
 
     @post("/{request_id:int}/delivery")
@@ -89,8 +83,7 @@ class RequestPages(Controller):
             raise InvalidInput(
                 Problem("invalid_json", "Not JSON", f"The delivery config is not valid JSON: {exc}.")
             ) from None
-        settings = state.worker.settings if state.worker else state.settings
-        new = await operator.change_delivery(state.db, settings, request_id, config, via="ui")
+        new = await state.actions.change_delivery(request_id, config, via="ui")
         return done(request, f"Delivery config saved: {new['type']}.", f"/requests/{request_id}")
 
 

@@ -1,0 +1,82 @@
+"""The operator's actions, as the UI and the API call them.
+
+Each action changes the database through the functions in batches.py, requests.py or the
+runtime settings, then wakes the pipeline steps that now have work. Faces call these methods
+and nothing else, so "a cancel must reach the poll and deliver steps" is said once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.backends.openai import OpenAIBackend
+from app.core.actions import batches, requests
+from app.core.runtime.settings import RuntimeSettings
+from app.core.runtime.steps import Step, Wake
+from app.db.models import Batch, Delivery, Request
+from app.db.session import Database
+
+
+class Actions:
+    """The operator's actions bound to one process's database, settings, clock and OpenAI client."""
+
+    def __init__(self, db: Database, settings: RuntimeSettings, wake: Wake, openai: OpenAIBackend) -> None:
+        self.db = db
+        self.settings = settings
+        self.openai = openai
+        self._wake = wake
+
+    def _waking(self, *steps: Step) -> None:
+        for step in steps:
+            self._wake(step)
+
+    async def close_batch(self, batch_id: int) -> Batch:
+        batch = await batches.close_batch(self.db, batch_id)
+        self._waking(Step.FORM)
+        return batch
+
+    async def cancel_batch(self, batch_id: int, via: str = "api") -> Batch:
+        batch = await batches.cancel_batch(self.db, batch_id, via)
+        # Cancelled requests deliver their news; a remote batch is cancelled by the poll step.
+        self._waking(Step.DELIVER, Step.POLL)
+        return batch
+
+    async def retry_batch(self, batch_id: int, via: str = "api") -> Batch:
+        batch = await batches.retry_batch(self.db, batch_id, via)
+        self._waking(Step.SUBMIT)
+        return batch
+
+    async def redeliver_batch(self, batch_id: int, only_failed: bool, via: str = "api") -> int:
+        moved = await batches.redeliver_batch(self.db, batch_id, only_failed, via)
+        self._waking(Step.DELIVER)
+        return moved
+
+    async def delete_batch(self, batch_id: int) -> int:
+        return await batches.delete_batch(self.db, batch_id, self.openai)
+
+    async def cancel_request(self, custom_id: str | int, via: str = "api") -> Request:
+        request = await requests.cancel_request(self.db, custom_id, via)
+        self._waking(Step.DELIVER)
+        return request
+
+    async def redeliver_request(self, custom_id: str | int, via: str = "api") -> Delivery:
+        delivery = await requests.redeliver(self.db, custom_id, via)
+        self._waking(Step.DELIVER)
+        return delivery
+
+    async def change_delivery(self, custom_id: str | int, config: Any, via: str = "api") -> dict[str, Any]:
+        settings = await self.settings.fresh()
+        new = await requests.change_delivery(self.db, settings, custom_id, config, via)
+        # A queued delivery now goes to its new target: try it there at once.
+        self._waking(Step.DELIVER)
+        return new
+
+    async def save_settings(self, form: dict[str, Any]) -> dict[str, Any]:
+        stored = await self.settings.save(form)
+        # Lower limits can make a group due at once.
+        self._waking(Step.FORM)
+        return stored
+
+    async def reset_settings(self) -> None:
+        await self.settings.reset()
+        self._waking(Step.FORM)

@@ -6,19 +6,15 @@ that raced the pipeline answers with a Conflict instead of corrupting a batch.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.openai import OpenAIBackend
-from app.config import Settings
 from app.core import results
-from app.core.intake import accept as intake
-from app.core.read import queries
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, not_found
 from app.core.runs.openai import runner as openai_runs
+from app.core.runtime.clock import utcnow
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
 
@@ -159,59 +155,54 @@ async def delete_batch(db: Database, batch_id: int, openai: OpenAIBackend | None
     return deleted.rowcount or 0
 
 
-async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:
-    """Cancel one request that has no result yet; the cancellation is delivered as its outcome."""
-    async with db.transaction() as session:
-        request, _ = await queries.request_and_delivery(session, custom_id)
-        if request.status in states.REQUEST_FINISHED:
-            raise Conflict(
-                Problem(
-                    "request_finished",
-                    "Request already finished",
-                    f"Request {custom_id!r} is {request.status}; there is nothing left to cancel.",
-                )
-            )
-        done = await results.close_without_result(
-            session, [request.id], request.status, "cancelled", CANCELLED_ERROR
-        )
-        if not done:
-            raise Conflict(
-                Problem("request_moved", "Request changed meanwhile", "It moved on; reload and try again.")
-            )
-        await audit.note_requests(session, done, "cancel", {"via": via, "from": request.status})
-        await session.refresh(request)
-    return request
-
-
-async def change_delivery(
-    db: Database, settings: Settings, custom_id: str | int, config: Any, via: str = "api"
-) -> dict[str, Any]:
-    """Change where a request's result goes (validated like intake) and audit the change.
-
-    It applies to every delivery from now on: a queued delivery is re-pointed at once, a finished
-    one goes to the new destination on redeliver. (A queued one keeps its target if the new
-    config is 'none': there is no state for a delivery called off.)
-    """
-    new = intake.validate_delivery_config(config, settings)
-    async with db.transaction() as session:
-        request, delivery = await queries.request_and_delivery(session, custom_id)
-        old = request.delivery
-        if old == new:
-            return new
-        request.delivery = new
-        if (
-            delivery is not None
-            and delivery.status in states.DELIVERY_DUE
-            and new["type"] in results.DELIVERING_CHANNELS
-        ):
-            delivery.channel, delivery.target = new["type"], new
-        change = {"via": via, "from": old, "to": new}
-        await audit.note_requests(session, [request.id], "delivery_changed", change)
-    return new
-
-
 async def _locked_batch(session: AsyncSession, batch_id: int) -> Batch:
     batch = await session.get(Batch, batch_id, with_for_update=True)
     if batch is None:
         raise not_found("batch", batch_id)
     return batch
+
+
+async def close_batch(db: Database, batch_id: int) -> Batch:
+    """The operator's "close now": the batcher closes the batch on its next pass."""
+    async with db.transaction() as session:
+        batch = await session.get(Batch, batch_id)
+        if batch is None:
+            raise not_found("batch", batch_id)
+        if batch.status != "building":
+            raise Conflict(
+                Problem("batch_not_building", "Batch is not building", f"Batch {batch_id} is {batch.status}.")
+            )
+        batch.close_requested = True
+    return batch
+
+
+async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: str = "api") -> int:
+    """Queue again the deliveries of a batch's requests: the failed ones, or all that ended."""
+    ended = ("delivery_failed",) if only_failed else ("delivery_failed", "delivered")
+    async with db.transaction() as session:
+        batch = await session.get(Batch, batch_id)
+        if batch is None:
+            raise not_found("batch", batch_id)
+        of_batch = Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id))
+        ended_of_batch = select(Delivery.request_id).where(of_batch, Delivery.status.in_(ended))
+        ids = list((await session.scalars(ended_of_batch)).all())
+        moved = await states.move_deliveries(
+            session,
+            [of_batch],
+            ended,
+            "pending",
+            attempts=0,
+            next_attempt_at=utcnow(),
+            last_error=None,
+            delivered_at=None,
+            **leases.RELEASED,
+        )
+        if not moved:
+            which = "failed deliveries" if only_failed else "finished deliveries"
+            raise Conflict(
+                Problem("nothing_to_redeliver", "Nothing to redeliver", f"Batch {batch_id} has no {which}.")
+            )
+        what = "failed deliveries" if only_failed else "deliveries"
+        states.note_batch(session, batch, f"operator redelivered {moved} {what}")
+        await audit.note_requests(session, ids, "redeliver", {"via": via, "batch_id": batch_id})
+    return moved

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchLine, LineResult
 from app.backends.local import LocalBackend
-from app.config import Settings
 from app.core import results
 from app.core.rules import leases, states
 from app.core.runtime.clock import utcnow
+from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch, Request
 from app.db.session import Database
 
@@ -62,7 +62,7 @@ class LocalRunner:
     def __init__(
         self,
         db: Database,
-        settings: Settings,
+        settings: RuntimeSettings,
         backend: LocalBackend,
         owner: str,
         on_results: Callable[[], None] = lambda: None,
@@ -86,7 +86,7 @@ class LocalRunner:
                 Batch,
                 [Batch.status == "processing", Batch.backend == "local"],
                 self.owner,
-                self.settings.lease_seconds,
+                self.settings.current.lease_seconds,
                 room,
             )
         for batch_id in ids:
@@ -102,7 +102,7 @@ class LocalRunner:
 
     async def _run(self, batch_id: int) -> None:
         try:
-            async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.lease_seconds):
+            async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.current.lease_seconds):
                 lines = await self._open_lines(batch_id)
                 buffer: list[LineResult] = []
                 last_flush = time.monotonic()
@@ -164,7 +164,7 @@ class LocalRunner:
                 batch.run_failures += 1
                 if batch.run_failures < MAX_RUN_FAILURES:
                     delay = min(
-                        RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1), self.settings.lease_seconds
+                        RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1), self.settings.current.lease_seconds
                     )
                     batch.leased_until = utcnow() + timedelta(seconds=delay)
                     return

@@ -1,4 +1,4 @@
-"""Operator overrides: the Settings fields an operator may change at runtime (the settings table).
+"""Effective settings: the environment's, with the fields an operator changed at runtime.
 
 The environment gives the defaults; a row in `settings` overrides one field. Values are checked
 by the same pydantic constraints as the environment, so the UI cannot store what startup would
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -152,3 +154,61 @@ async def reset(db: Database) -> None:
     """Remove every override: the environment's values apply again."""
     async with db.transaction() as session:
         await session.execute(delete(Setting))
+
+
+class RuntimeSettings:
+    """The one owner of the settings in force: the environment's plus the operator's overrides.
+
+    Everything that reads a limit, a retry policy or a price asks `current` (or `fresh()` where
+    an await is at hand). An edit in this process applies at once; other replicas follow within
+    REFRESH_SECONDS, because whoever asks `fresh()` after that re-reads the table.
+    """
+
+    REFRESH_SECONDS = 5.0
+
+    def __init__(self, db: Database, base: Settings) -> None:
+        self.db = db
+        self.base = base
+        self.current = base
+        self._read_at = -math.inf
+
+    async def fresh(self) -> Settings:
+        """The settings in force, re-read from the database when older than REFRESH_SECONDS."""
+        if time.monotonic() - self._read_at >= self.REFRESH_SECONDS:
+            await self.refresh()
+        return self.current
+
+    async def refresh(self) -> Settings:
+        """Re-read the operator's overrides now."""
+        self.current = await effective(self.db, self.base)
+        self._read_at = time.monotonic()
+        return self.current
+
+    async def editable(self) -> list[dict[str, Any]]:
+        """Each editable setting as the settings form shows it: value in force and default."""
+        stored = await load(self.db)
+        self.current = apply(self.base, stored)
+        self._read_at = time.monotonic()
+        return [
+            {
+                "name": e.name,
+                "group": e.group,
+                "help": e.help,
+                "value": shown(getattr(self.current, e.name)),
+                "default": shown(getattr(self.base, e.name)),
+                "json": e.json,
+                "overridden": e.name in stored,
+            }
+            for e in EDITABLE
+        ]
+
+    async def save(self, form: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and store the operator's values (see `save`); they apply here at once."""
+        stored = await save(self.db, self.base, form)
+        await self.refresh()
+        return stored
+
+    async def reset(self) -> None:
+        """Drop every override; the environment's values apply here at once."""
+        await reset(self.db)
+        await self.refresh()

@@ -1,0 +1,102 @@
+"""The operator's actions on one request: cancel it, redeliver its result, re-point its delivery.
+
+Each checks the request's state under a row lock and audits what it did in request_events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import Settings
+from app.core import results
+from app.core.actions.batches import CANCELLED_ERROR
+from app.core.intake import accept as intake
+from app.core.read import queries
+from app.core.rules import audit, leases, states
+from app.core.rules.errors import Conflict, Problem
+from app.core.runtime.clock import utcnow
+from app.db.models import Delivery, Request
+from app.db.session import Database
+
+
+async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:
+    """Cancel one request that has no result yet; the cancellation is delivered as its outcome."""
+    async with db.transaction() as session:
+        request, _ = await queries.request_and_delivery(session, custom_id)
+        if request.status in states.REQUEST_FINISHED:
+            raise Conflict(
+                Problem(
+                    "request_finished",
+                    "Request already finished",
+                    f"Request {custom_id!r} is {request.status}; there is nothing left to cancel.",
+                )
+            )
+        done = await results.close_without_result(
+            session, [request.id], request.status, "cancelled", CANCELLED_ERROR
+        )
+        if not done:
+            raise Conflict(
+                Problem("request_moved", "Request changed meanwhile", "It moved on; reload and try again.")
+            )
+        await audit.note_requests(session, done, "cancel", {"via": via, "from": request.status})
+        await session.refresh(request)
+    return request
+
+
+async def change_delivery(
+    db: Database, settings: Settings, custom_id: str | int, config: Any, via: str = "api"
+) -> dict[str, Any]:
+    """Change where a request's result goes (validated like intake) and audit the change.
+
+    It applies to every delivery from now on: a queued delivery is re-pointed at once, a finished
+    one goes to the new destination on redeliver. (A queued one keeps its target if the new
+    config is 'none': there is no state for a delivery called off.)
+    """
+    new = intake.validate_delivery_config(config, settings)
+    async with db.transaction() as session:
+        request, delivery = await queries.request_and_delivery(session, custom_id)
+        old = request.delivery
+        if old == new:
+            return new
+        request.delivery = new
+        if (
+            delivery is not None
+            and delivery.status in states.DELIVERY_DUE
+            and new["type"] in results.DELIVERING_CHANNELS
+        ):
+            delivery.channel, delivery.target = new["type"], new
+        change = {"via": via, "from": old, "to": new}
+        await audit.note_requests(session, [request.id], "delivery_changed", change)
+    return new
+
+
+async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Delivery:
+    """Queue a request's delivery again, to its current delivery config, with a fresh attempt budget."""
+    async with db.transaction() as session:
+        request, delivery = await queries.request_and_delivery(session, custom_id)
+        if request.status not in states.REQUEST_FINISHED:
+            detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."
+            raise Conflict(Problem("not_finished", "Request has no result yet", detail))
+        config = request.delivery or {}
+        if config.get("type") not in results.DELIVERING_CHANNELS:
+            raise Conflict(
+                Problem(
+                    "no_delivery", "Nothing to deliver", f"Request {custom_id!r} has no delivery destination."
+                )
+            )
+        if delivery is not None and delivery.status in states.DELIVERY_DUE:
+            return delivery  # already queued: redelivering again is a no-op, not an error
+        if delivery is None:
+            # Its delivery config was 'none' when it finished and has since been edited.
+            delivery = Delivery(**results.delivery_row(request.id, config, utcnow()))  # type: ignore[arg-type]
+            session.add(delivery)
+        else:
+            states.move_delivery(delivery, "pending")
+            delivery.channel, delivery.target = config["type"], config
+            delivery.attempts = 0
+            delivery.next_attempt_at = utcnow()
+            delivery.last_error = None
+            delivery.delivered_at = None
+            leases.release(delivery)
+        await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": config})
+    return delivery

@@ -1,0 +1,62 @@
+"""What /health and the dashboard say about this process: scheduler, backends and broker."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app.backends.base import BackendStatus
+from app.broker import Broker, BrokerStatus, rabbitmq_status
+from app.config import Settings
+from app.core.runtime.scheduler import Worker
+
+BACKEND_PROBE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStatus:
+    scheduler: str  # running, stopped, or disabled (SCHEDULER_ENABLED=false: this process serves only)
+    backends: list[BackendStatus]
+    rabbitmq: BrokerStatus | None
+    openai_block: str | None  # why OpenAI submission is stopped (a refused key), or None
+
+
+async def current(worker: Worker | None, broker: Broker | None, consumer: Any) -> ProcessStatus:
+    """The status of this process's scheduler, backends and broker connections."""
+    if worker is None:
+        return ProcessStatus("disabled", [], rabbitmq_status(broker, consumer), None)
+    return ProcessStatus(
+        "running" if worker.scheduler.running else "stopped",
+        await backend_statuses(worker),
+        rabbitmq_status(broker, consumer),
+        worker.openai_block,
+    )
+
+
+async def backend_statuses(worker: Worker) -> list[BackendStatus]:
+    """Each backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old. A refused
+    OpenAI key shows as such without another probe: the gate rechecks it on its own."""
+    statuses = [await _probe(worker, worker.backend)]
+    if uses_openai(worker.settings):
+        if block := worker.openai_block:
+            statuses.append(BackendStatus("openai", worker.openai.base_url, False, block))
+        else:
+            statuses.append(await _probe(worker, worker.openai))
+    return statuses
+
+
+def uses_openai(settings: Settings) -> bool:
+    """Whether requests can be routed to OpenAI here (so its status is worth showing)."""
+    return (
+        bool(settings.openai_api_key)
+        or settings.default_backend == "openai"
+        or "openai" in settings.backend_routes
+    )
+
+
+async def _probe(worker: Worker, backend: Any) -> BackendStatus:
+    cached = worker.probed.get(backend.name)
+    if cached is None or time.monotonic() - cached[0] > BACKEND_PROBE_SECONDS:
+        cached = worker.probed[backend.name] = (time.monotonic(), await backend.probe())
+    return cached[1]

@@ -1,0 +1,22 @@
+"""The scheduler's pipeline steps, by name: what an action wakes when it gives one of them work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+
+class Step(StrEnum):
+    FORM = "form"  # close due batches
+    SUBMIT = "submit"  # hand ready batches to their backend
+    RUN = "run"  # run local batches
+    POLL = "poll"  # follow remote (OpenAI) batches and collect them
+    DELIVER = "deliver"  # drain the delivery outbox
+
+
+Wake = Callable[[Step], None]
+
+
+def wake_nothing(step: Step) -> None:
+    """The waker of a process that runs no scheduler (SCHEDULER_ENABLED=false): replicas that
+    do run one find the work on their next tick."""
