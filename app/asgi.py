@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from app.channels.webhook import WebhookChannel
 from app.config import Settings
 from app.consumers.intake import IntakeConsumer
 from app.core.actions import Actions
-from app.core.intake.accept import RequestIn
+from app.core.intake.schema import RequestIn
 from app.core.runtime.scheduler import Worker
 from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import wake_nothing
@@ -78,9 +78,18 @@ def _register_filters(engine: JinjaTemplateEngine) -> None:
     register_filters(engine.engine)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the ASGI app. The worker (scheduler) starts with it unless SCHEDULER_ENABLED=false."""
-    settings = settings or Settings()
+def build_adapters(
+    settings: Settings, broker: Broker | None
+) -> tuple[LocalBackend, OpenAIBackend, dict[str, Channel]]:
+    """The backends and channels this process talks through, handed to the core."""
+    channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
+    if broker is not None:
+        channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
+    return LocalBackend(settings), OpenAIBackend(settings), channels
+
+
+def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Start the database, broker, consumer and scheduler with the app, and stop them after."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -90,10 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         runtime = RuntimeSettings(db, settings)
         await runtime.refresh()
         broker = Broker(settings) if settings.rabbitmq_url else None
-        local, openai = LocalBackend(settings), OpenAIBackend(settings)
-        channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
-        if broker is not None:
-            channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
+        local, openai, channels = build_adapters(settings, broker)
         worker = Worker(db, runtime, local, openai, channels) if settings.scheduler_enabled else None
         if worker and broker:
             # Deliveries that waited out an outage go as soon as the broker is back.
@@ -103,33 +109,33 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if broker and broker.intake_queue
             else None
         )
+        actions = Actions(db, runtime, worker.wake if worker else wake_nothing, openai)
         app.state.update(
-            db=db,
-            runtime=runtime,
-            worker=worker,
-            broker=broker,
-            consumer=consumer,
-            actions=Actions(db, runtime, worker.wake if worker else wake_nothing, openai),
+            db=db, runtime=runtime, worker=worker, broker=broker, consumer=consumer, actions=actions
         )
-        if broker:
-            broker.start()
-        if consumer:
-            consumer.start()
+        for starting in (broker, consumer):
+            if starting:
+                starting.start()
         if worker:
             await worker.start()
         try:
             yield
         finally:
-            if consumer:
-                await consumer.stop()
-            if worker:
-                await worker.stop()
+            for stopping in (consumer, worker):
+                if stopping:
+                    await stopping.stop()
             if broker:
                 await broker.close()
             for adapter in (local, openai, *channels.values()):
                 await adapter.close()
             await db.dispose()
 
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the ASGI app. The worker (scheduler) starts with it unless SCHEDULER_ENABLED=false."""
+    settings = settings or Settings()
     return Litestar(
         route_handlers=[
             RequestController,
@@ -138,7 +144,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ui_router,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
-        lifespan=[lifespan],
+        lifespan=[lifespan_of(settings)],
         state=State(dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(

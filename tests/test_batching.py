@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.core import batching
+from app.core.actions import batches
 from app.core.intake import accept as intake
 from app.core.rules.errors import Conflict
 from app.core.runs import local as local_runs
+from app.core.runs.lines import input_line
 from app.db.migrate import upgrade
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database
@@ -85,7 +87,7 @@ async def test_groups_are_batched_separately(db: Database) -> None:
 
 
 async def test_closes_by_bytes_and_cuts_before_the_limit(db: Database) -> None:
-    one = len(intake.batch_line("r0", "/v1/chat/completions", payload("r0", content="x" * 100)["body"]))
+    one = len(input_line("r0", "/v1/chat/completions", payload("r0", content="x" * 100)["body"]))
     settings = settings_for(db, batch_max_bytes=one * 2 + one // 2)
     for i in range(3):
         await intake.accept(db, settings, payload(f"r{i}", content="x" * 100))
@@ -115,10 +117,10 @@ async def test_operator_close_now(db: Database) -> None:
     await intake.accept(db, settings, payload("r"))
     await batching.form_due_batches(db, settings)
     [building] = await batches(db)
-    await batching.request_close(db, building.id)
+    await batches.close_batch(db, building.id)
     assert await batching.form_due_batches(db, settings) == [building.id]
     with pytest.raises(Conflict):
-        await batching.request_close(db, building.id)  # no longer building
+        await batches.close_batch(db, building.id)  # no longer building
 
 
 @pytest.mark.postgres

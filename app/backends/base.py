@@ -1,9 +1,16 @@
-"""What a backend is given and what it gives back. Backends never touch the database."""
+"""What a backend is: the protocols the core drives, and what a backend is given and gives back.
+
+Backends never touch the database. There are two kinds, because running lines and running a
+remote batch are different jobs: a `LineRunner` (an inference server: local.py) runs each line
+and yields results as they finish; a `BatchAPI` (OpenAI's Files + Batches API: openai.py) takes
+a whole input file and is polled until its output files are ready.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +49,42 @@ class BackendStatus:
     target: str
     reachable: bool
     detail: str
+
+
+class Backend(Protocol):
+    """What every backend offers: a name, where it points, a cheap probe, and closing."""
+
+    name: str
+    base_url: str
+
+    async def probe(self) -> BackendStatus: ...
+
+    async def close(self) -> None: ...
+
+
+class LineRunner(Backend, Protocol):
+    """A backend that runs a batch's lines itself, N at a time."""
+
+    def run(self, lines: Sequence[BatchLine]) -> AsyncIterator[LineResult]:
+        """Yield each line's result as soon as it is known, in completion order."""
+        ...
+
+
+class BatchAPI(Backend, Protocol):
+    """A backend that runs whole batches remotely: upload, create, poll, download, cancel, delete."""
+
+    configured: bool
+
+    async def upload(self, file: IO[bytes], filename: str) -> str: ...
+
+    async def create_batch(
+        self, input_file_id: str, endpoint: str, metadata: dict[str, str]
+    ) -> dict[str, Any]: ...
+
+    async def get_batch(self, remote_id: str) -> dict[str, Any]: ...
+
+    async def cancel_batch(self, remote_id: str) -> str: ...
+
+    async def delete_file(self, file_id: str) -> bool: ...
+
+    def file_lines(self, file_id: str) -> AsyncIterator[str]: ...

@@ -8,7 +8,6 @@ most LOCAL_CONCURRENCY at a time across all batches of this process; transient f
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -16,9 +15,8 @@ import httpx
 
 from app.backends.base import BackendStatus, BatchLine, LineResult
 from app.config import Settings
+from app.outbound import IN_PROCESS_WAIT_CAP_SECONDS, RETRYABLE_STATUS, backoff_seconds, retry_after_seconds
 
-RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
-MAX_RETRY_AFTER_SECONDS = 60.0
 PROBE_TIMEOUT_SECONDS = 3.0
 
 
@@ -114,12 +112,8 @@ class LocalBackend:
             return _result(line, attempt, response)
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER_SECONDS)
-            except ValueError:
-                pass
-        return self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+        asked = retry_after_seconds(retry_after, IN_PROCESS_WAIT_CAP_SECONDS)
+        return asked if asked is not None else backoff_seconds(self.backoff_seconds, attempt)
 
 
 def _result(line: BatchLine, attempts: int, response: httpx.Response) -> LineResult:

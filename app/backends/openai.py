@@ -13,7 +13,6 @@ the stand-in server, with the SDK's own types, so the contract is the SDK's.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
@@ -21,9 +20,8 @@ import httpx
 
 from app.backends.base import BackendStatus
 from app.config import Settings
+from app.outbound import IN_PROCESS_WAIT_CAP_SECONDS, RETRYABLE_STATUS, backoff_seconds, retry_after_seconds
 
-RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
-MAX_RETRY_AFTER_SECONDS = 120.0
 PROBE_TIMEOUT_SECONDS = 5.0
 COMPLETION_WINDOW = "24h"
 
@@ -186,12 +184,8 @@ class OpenAIBackend:
             await asyncio.sleep(self._backoff(attempt, retry_after))
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER_SECONDS)
-            except ValueError:
-                pass  # an HTTP date: rare from OpenAI; fall back to our own backoff
-        return self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+        asked = retry_after_seconds(retry_after, IN_PROCESS_WAIT_CAP_SECONDS)
+        return asked if asked is not None else backoff_seconds(self.backoff_seconds, attempt)
 
 
 def _message(response: httpx.Response) -> str:

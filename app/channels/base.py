@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
-Outcome = Literal["success", "retryable_failure", "permanent_failure"]
+
+class Outcome(StrEnum):
+    """How one delivery attempt ended."""
+
+    SUCCESS = "success"
+    RETRYABLE_FAILURE = "retryable_failure"
+    PERMANENT_FAILURE = "permanent_failure"
+
+
 EXCERPT_BYTES = 2048
 
 

@@ -23,7 +23,7 @@ from aiormq.exceptions import (
 )
 
 from app.broker import BrokerConnection
-from app.channels.base import Message, SendResult
+from app.channels.base import Message, Outcome, SendResult
 from app.config import Settings
 
 
@@ -68,23 +68,25 @@ class RabbitMQChannel:
         except PublishError:
             self._forget(target)  # the queue may have been deleted: check it again next time
             return SendResult(
-                "retryable_failure",
+                Outcome.RETRYABLE_FAILURE,
                 error=f"unroutable: no queue is bound to {where} for routing key {routing_key!r}",
             )
         except DeliveryError as exc:
-            return SendResult("retryable_failure", error=f"broker refused the message (nack): {exc}")
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"broker refused the message (nack): {exc}")
         except ChannelNotFoundEntity:
             self._forget(target)
-            return SendResult("retryable_failure", error=f"{where} does not exist")
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"{where} does not exist")
         except ChannelAccessRefused as exc:
-            return SendResult("permanent_failure", error=f"access to {where} refused: {exc}")
+            return SendResult(Outcome.PERMANENT_FAILURE, error=f"access to {where} refused: {exc}")
         except TimeoutError:
             return SendResult(
-                "retryable_failure", error=f"no publisher confirm within {self.timeout_seconds} s"
+                Outcome.RETRYABLE_FAILURE, error=f"no publisher confirm within {self.timeout_seconds} s"
             )
         except (AMQPError, ChannelInvalidStateError, ConnectionError, RuntimeError) as exc:
-            return SendResult("retryable_failure", error=f"broker connection: {type(exc).__name__}: {exc}")
-        return SendResult("success", response_excerpt=f"confirmed by the broker ({where})")
+            return SendResult(
+                Outcome.RETRYABLE_FAILURE, error=f"broker connection: {type(exc).__name__}: {exc}"
+            )
+        return SendResult(Outcome.SUCCESS, response_excerpt=f"confirmed by the broker ({where})")
 
     async def _publishing_channel(self) -> AbstractRobustChannel:
         async with self._opening:

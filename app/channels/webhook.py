@@ -6,15 +6,16 @@ import asyncio
 import ipaddress
 import socket
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app.channels.base import Message, SendResult, excerpt
+from app.channels.base import Message, Outcome, SendResult, excerpt
 from app.config import Settings
+from app.outbound import RETRYABLE_STATUS, retry_after_seconds
 
-RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+# The delivery policy caps the wait again (DELIVERY_BACKOFF_MAX_SECONDS); this only keeps it finite.
+RETRY_AFTER_CAP_SECONDS = 86400.0
 
 
 class WebhookChannel:
@@ -56,27 +57,29 @@ class WebhookChannel:
     async def send(self, message: Message) -> SendResult:
         url = message.target["webhook_url"]
         if self._block_private and (blocked := await _private_address(httpx.URL(url).host)):
-            return SendResult("permanent_failure", error=f"blocked: {blocked} is not a public address")
+            return SendResult(Outcome.PERMANENT_FAILURE, error=f"blocked: {blocked} is not a public address")
         try:
             response = await self._client.post(url, content=message.body, headers=self.headers(message))
         except httpx.TimeoutException as exc:
-            return SendResult("retryable_failure", error=f"timeout: {type(exc).__name__}")
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:
-            return SendResult("retryable_failure", error=f"{type(exc).__name__}: {exc}")
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
         status = response.status_code
         body = excerpt(response.content)
         if response.is_success:
-            return SendResult("success", http_status=status, response_excerpt=body)
+            return SendResult(Outcome.SUCCESS, http_status=status, response_excerpt=body)
         if status in RETRYABLE_STATUS:
             return SendResult(
-                "retryable_failure",
+                Outcome.RETRYABLE_FAILURE,
                 http_status=status,
                 error=f"receiver answered {status}",
                 response_excerpt=body,
-                retry_after_seconds=_retry_after(response.headers.get("retry-after")),
+                retry_after_seconds=retry_after_seconds(
+                    response.headers.get("retry-after"), RETRY_AFTER_CAP_SECONDS
+                ),
             )
         return SendResult(
-            "permanent_failure",
+            Outcome.PERMANENT_FAILURE,
             http_status=status,
             error=f"receiver answered {status}",
             response_excerpt=body,
@@ -86,19 +89,6 @@ class WebhookChannel:
 def _header_safe(value: str) -> str:
     # Header values must be latin-1 without line breaks; custom ids are user text.
     return value.encode("latin-1", errors="replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0)
-    except (TypeError, ValueError):
-        return None
 
 
 async def _private_address(host: str) -> str | None:

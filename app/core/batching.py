@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.core.rules import states
+from app.core.rules.states import BatchStatus, RequestStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
@@ -37,7 +38,7 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
         stats = await _pending_stats(session)
         building = {
             (b.backend, b.endpoint, b.model): b
-            for b in (await session.scalars(select(Batch).where(Batch.status == "building"))).all()
+            for b in (await session.scalars(select(Batch).where(Batch.status == BatchStatus.BUILDING))).all()
         }
         for group in stats.keys() - building.keys():
             if opened := await _open_building(session, db, group, stats[group]):
@@ -48,7 +49,7 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
                 # Conditional: another replica may have closed this batch since we read it.
                 await session.execute(
                     update(Batch)
-                    .where(Batch.id == batch.id, Batch.status == "building")
+                    .where(Batch.id == batch.id, Batch.status == BatchStatus.BUILDING)
                     .values(request_count=group_stats.count, bytes=group_stats.bytes)
                     .execution_options(synchronize_session=False)
                 )
@@ -74,7 +75,7 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
     async with db.transaction() as session:
         batch = await session.scalar(
             select(Batch)
-            .where(Batch.id == batch_id, Batch.status == "building")
+            .where(Batch.id == batch_id, Batch.status == BatchStatus.BUILDING)
             .with_for_update(skip_locked=True)
         )
         if batch is None:
@@ -83,7 +84,7 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
             await session.execute(
                 select(Request.id, Request.body_bytes)
                 .where(
-                    Request.status == "pending",
+                    Request.status == RequestStatus.PENDING,
                     Request.backend == batch.backend,
                     Request.endpoint == batch.endpoint,
                     Request.model == batch.model,
@@ -101,11 +102,13 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
             total += size
         if not ids:
             return False
-        moved = await states.move_requests(session, ids, "pending", "batched", batch_id=batch.id)
+        moved = await states.move_requests(
+            session, ids, RequestStatus.PENDING, RequestStatus.BATCHED, batch_id=batch.id
+        )
         batch.request_count = moved
         batch.bytes = total
         batch.close_requested = False
-        states.move_batch(session, batch, "ready", reason)
+        states.move_batch(session, batch, BatchStatus.READY, reason)
     return True
 
 
@@ -119,7 +122,7 @@ async def _pending_stats(session: AsyncSession) -> dict[Group, GroupStats]:
             func.coalesce(func.sum(Request.body_bytes), 0),
             func.min(Request.created_at),
         )
-        .where(Request.status == "pending")
+        .where(Request.status == RequestStatus.PENDING)
         .group_by(Request.backend, Request.endpoint, Request.model)
     )
     return {(b, e, m): GroupStats(int(c), int(s), oldest) for b, e, m, c, s, oldest in rows}
@@ -140,7 +143,7 @@ async def _open_building(
             endpoint=endpoint,
             model=model,
             origin="api",
-            status="building",
+            status=BatchStatus.BUILDING,
             request_count=stats.count,
             bytes=stats.bytes,
             completed_count=0,

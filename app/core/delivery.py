@@ -13,13 +13,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select
 
-from app.channels.base import Channel, Message, SendResult
+from app.channels.base import Channel, Message, Outcome, SendResult
 from app.config import Settings
 from app.core import results
 from app.core.rules import leases, states
+from app.core.rules.states import DeliveryStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.db.session import Database
@@ -94,7 +96,7 @@ async def send_all(
             try:
                 result = await channels[message.target["type"]].send(message)
             except Exception as exc:  # a channel bug must still end in an audited attempt
-                result = SendResult("retryable_failure", error=f"{type(exc).__name__}: {exc}")
+                result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
             return Sent(message, row_id, result, started_at, int((time.perf_counter() - t0) * 1000))
 
     return list(await asyncio.gather(*(send_one(row_id, message) for row_id, message in claimed)))
@@ -104,7 +106,6 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
     """Record the attempts and move each delivery on; returns the earliest retry time scheduled."""
     if not sent:
         return None
-    earliest: datetime | None = None
     now = utcnow()
     async with db.transaction() as session:
         # Only deliveries still leased to us: if our lease ran out, whoever owns it now records.
@@ -120,48 +121,54 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
         }
         outcomes, attempts = [], []
         for item in sent:
-            if (row := current.get(item.row_id)) is None:
-                continue
-            result, tries, number = item.result, row.attempts + 1, row.total_attempts + 1
-            attempts.append(
-                {
-                    "delivery_id": row.id,
-                    "number": number,
-                    "started_at": item.started_at,
-                    "duration_ms": item.duration_ms,
-                    "outcome": result.outcome,
-                    "http_status": result.http_status,
-                    "error": result.error,
-                    "response_excerpt": result.response_excerpt,
-                }
-            )
-            next_attempt_at = None
-            if result.outcome == "success":
-                status = "delivered"
-            elif result.outcome == "permanent_failure" or tries >= settings.delivery_max_attempts:
-                status = "delivery_failed"
-            else:
-                status = "retrying"
-                next_attempt_at = now + timedelta(seconds=retry_delay(settings, tries, result))
-                earliest = min(earliest, next_attempt_at) if earliest else next_attempt_at
-            outcomes.append(
-                {
-                    "id": row.id,
-                    "from_status": row.status,
-                    "status": status,
-                    "attempts": tries,
-                    "total_attempts": number,
-                    "next_attempt_at": next_attempt_at,
-                    "last_error": None if status == "delivered" else result.error,
-                    "delivered_at": now if status == "delivered" else None,
-                    "leased_by": None,
-                    "leased_until": None,
-                }
-            )
+            if (row := current.get(item.row_id)) is not None:
+                attempts.append(_attempt_row(row.id, row.total_attempts + 1, item))
+                outcomes.append(_outcome_row(row, item.result, settings, now))
         await states.set_delivery_outcomes(session, outcomes)
         if attempts:
             await session.execute(insert(DeliveryAttempt), attempts)
-    return earliest
+    retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
+    return min(retries, default=None)
+
+
+def _attempt_row(delivery_id: int, number: int, item: Sent) -> dict[str, Any]:
+    """The delivery_attempts row of one send: the audit trail keeps every attempt."""
+    result = item.result
+    return {
+        "delivery_id": delivery_id,
+        "number": number,
+        "started_at": item.started_at,
+        "duration_ms": item.duration_ms,
+        "outcome": result.outcome,
+        "http_status": result.http_status,
+        "error": result.error,
+        "response_excerpt": result.response_excerpt,
+    }
+
+
+def _outcome_row(row: Any, result: SendResult, settings: Settings, now: datetime) -> dict[str, Any]:
+    """Where one delivery goes after an attempt: delivered, failed for good, or retrying later."""
+    tries = row.attempts + 1
+    next_attempt_at = None
+    if result.outcome == Outcome.SUCCESS:
+        status = DeliveryStatus.DELIVERED
+    elif result.outcome == Outcome.PERMANENT_FAILURE or tries >= settings.delivery_max_attempts:
+        status = DeliveryStatus.DELIVERY_FAILED
+    else:
+        status = DeliveryStatus.RETRYING
+        next_attempt_at = now + timedelta(seconds=retry_delay(settings, tries, result))
+    delivered = status == DeliveryStatus.DELIVERED
+    return {
+        "id": row.id,
+        "from_status": row.status,
+        "status": status,
+        "attempts": tries,
+        "total_attempts": row.total_attempts + 1,
+        "next_attempt_at": next_attempt_at,
+        "last_error": None if delivered else result.error,
+        "delivered_at": now if delivered else None,
+        **leases.RELEASED,
+    }
 
 
 def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import LineResult
 from app.core.rules import states
+from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 
@@ -40,7 +41,11 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
     open_rows = (
         await session.execute(
             select(Request.id, Request.delivery)
-            .where(Request.id.in_(by_id), Request.batch_id == batch_id, Request.status == "processing")
+            .where(
+                Request.id.in_(by_id),
+                Request.batch_id == batch_id,
+                Request.status == RequestStatus.PROCESSING,
+            )
             .with_for_update()
         )
     ).all()
@@ -52,22 +57,24 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
     for request_id, delivery in open_rows:
         result = by_id[request_id]
         succeeded += result.succeeded
-        for column, tokens in line_usage(result.response).items():
-            usage[column] += tokens
+        line = line_usage(result.response)
+        tokens = usage_columns(line)
+        for column, count in tokens.items():
+            usage[column] += count
         outcomes.append(
             {
                 "id": request_id,
-                "status": "succeeded" if result.succeeded else "failed",
+                "status": RequestStatus.SUCCEEDED if result.succeeded else RequestStatus.FAILED,
                 "response": result.response,
                 "error": result.error,
                 "inference_attempts": result.attempts,
                 "completed_at": now,
-                **_usage(result.response),
+                **request_usage(line, tokens),
             }
         )
         if row := delivery_row(request_id, delivery, now):
             deliveries.append(row)
-    await states.set_request_outcomes(session, "processing", outcomes)
+    await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
     if deliveries:
         await session.execute(insert(Delivery), deliveries)
     await session.execute(
@@ -124,7 +131,7 @@ def delivery_row(request_id: int, delivery: dict[str, Any] | None, now: datetime
         "request_id": request_id,
         "channel": delivery["type"],
         "target": delivery,
-        "status": "pending",
+        "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "total_attempts": 0,
         "next_attempt_at": now,
@@ -132,29 +139,16 @@ def delivery_row(request_id: int, delivery: dict[str, Any] | None, now: datetime
     }
 
 
-def _usage(response: dict[str, Any] | None) -> dict[str, int | None]:
+def line_usage(response: dict[str, Any] | None) -> dict[str, Any]:
+    """The usage object of a response line; {} when it carries none."""
     body = response.get("body") if isinstance(response, dict) else None
     usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    total = usage.get("total_tokens")
-    if total is None and prompt is not None:
-        total = prompt + (completion or 0)
-    return {"prompt_tokens": _int(prompt), "completion_tokens": _int(completion), "total_tokens": _int(total)}
-
-
-def line_usage(response: dict[str, Any] | None) -> dict[str, int]:
-    """A response's tokens by batch usage column (chat, completions, embeddings and responses
-    name them differently)."""
-    body = response.get("body") if isinstance(response, dict) else None
-    usage = body.get("usage") if isinstance(body, dict) else None
-    return usage_columns(usage) if isinstance(usage, dict) else {}
+    return usage if isinstance(usage, dict) else {}
 
 
 def usage_columns(usage: dict[str, Any]) -> dict[str, int]:
-    """An OpenAI usage object (per line or per batch) as batch usage columns."""
+    """An OpenAI usage object (per line or per batch) as batch usage columns. Chat, completions
+    and embeddings say prompt/completion tokens, the responses API says input/output tokens."""
     input_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     output_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
     values = {
@@ -168,5 +162,10 @@ def usage_columns(usage: dict[str, Any]) -> dict[str, int]:
     return {column: value for column, value in values.items() if isinstance(value, int)}
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
+def request_usage(usage: dict[str, Any], tokens: dict[str, int]) -> dict[str, int | None]:
+    """A request's own usage columns, from its line's usage object and its usage columns."""
+    prompt, completion = tokens.get("input_tokens"), tokens.get("output_tokens")
+    total = usage.get("total_tokens") if isinstance(usage.get("total_tokens"), int) else None
+    if total is None and prompt is not None:
+        total = prompt + (completion or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.backends.openai import OpenAIBackend
+from app.backends.base import BatchAPI
 from app.core.actions import batches, requests
 from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import Step, Wake
@@ -20,7 +20,7 @@ from app.db.session import Database
 class Actions:
     """The operator's actions bound to one process's database, settings, clock and OpenAI client."""
 
-    def __init__(self, db: Database, settings: RuntimeSettings, wake: Wake, openai: OpenAIBackend) -> None:
+    def __init__(self, db: Database, settings: RuntimeSettings, wake: Wake, openai: BatchAPI) -> None:
         self.db = db
         self.settings = settings
         self.openai = openai

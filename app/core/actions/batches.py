@@ -9,10 +9,11 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backends.openai import OpenAIBackend
+from app.backends.base import BatchAPI
 from app.core import results
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, not_found
+from app.core.rules.states import BatchStatus, DeliveryStatus, RequestStatus
 from app.core.runs.openai import runner as openai_runs
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, BatchEvent, Delivery, Request
@@ -22,7 +23,11 @@ CANCELLED_ERROR = {"code": "cancelled", "message": "cancelled by the operator"}
 
 # Which requests a cancel ends, by the batch's status. A building batch has no requests of its
 # own yet: it stands for its group's pending requests, so cancelling it cancels those.
-_CANCELLABLE_REQUESTS = {"building": "pending", "ready": "batched", "processing": "processing"}
+_CANCELLABLE_REQUESTS = {
+    BatchStatus.BUILDING: RequestStatus.PENDING,
+    BatchStatus.READY: RequestStatus.BATCHED,
+    BatchStatus.PROCESSING: RequestStatus.PROCESSING,
+}
 
 
 async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
@@ -39,17 +44,17 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
                     "can be cancelled.",
                 )
             )
-        if batch.status == "processing" and batch.backend == "openai":
+        if batch.status == BatchStatus.PROCESSING and batch.backend == "openai":
             # The remote batch is asked to cancel by the poll step; what it finished by then is
             # still collected, and the rest ends cancelled when OpenAI confirms.
-            states.move_batch(session, batch, "cancelling", "cancel requested by operator")
+            states.move_batch(session, batch, BatchStatus.CANCELLING, "cancel requested by operator")
             batch.cancel_sent = False
             batch.next_attempt_at = None
             leases.release(batch)
             return batch
-        if batch.status == "building":
+        if batch.status == BatchStatus.BUILDING:
             where = [
-                Request.status == "pending",
+                Request.status == RequestStatus.PENDING,
                 Request.backend == batch.backend,
                 Request.endpoint == batch.endpoint,
                 Request.model == batch.model,
@@ -58,20 +63,20 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
             where = [Request.batch_id == batch_id, Request.status == request_status]
         ids = list((await session.scalars(select(Request.id).where(*where))).all())
         # Pending requests of a building batch are attached to it, so its page lists them.
-        attach = {"batch_id": batch.id} if batch.status == "building" else {}
+        attach = {"batch_id": batch.id} if batch.status == BatchStatus.BUILDING else {}
         cancelled = await results.close_without_result(
-            session, ids, request_status, "cancelled", CANCELLED_ERROR, **attach
+            session, ids, request_status, RequestStatus.CANCELLED, CANCELLED_ERROR, **attach
         )
-        if batch.status == "building":
+        if batch.status == BatchStatus.BUILDING:
             batch.request_count = len(cancelled)
         await audit.note_requests(session, cancelled, "cancel", {"via": via, "batch_id": batch_id})
         reason = f"cancelled by operator ({len(cancelled)} requests cancelled)"
-        if batch.status == "processing":
+        if batch.status == BatchStatus.PROCESSING:
             # The local backend has nothing remote to wait for; dropping the lease stops the
             # runner (its next renewal fails) and any late result finds its request cancelled.
-            states.move_batch(session, batch, "cancelling", "cancel requested by operator")
+            states.move_batch(session, batch, BatchStatus.CANCELLING, "cancel requested by operator")
             leases.release(batch)
-        states.move_batch(session, batch, "cancelled", reason)
+        states.move_batch(session, batch, BatchStatus.CANCELLED, reason)
     return batch
 
 
@@ -79,7 +84,7 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
     """Run a failed batch again: its failed requests go back into it and it is ready once more."""
     async with db.transaction() as session:
         batch = await _locked_batch(session, batch_id)
-        if batch.status != "failed":
+        if batch.status != BatchStatus.FAILED:
             raise Conflict(
                 Problem(
                     "batch_not_failed",
@@ -90,12 +95,20 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
         ids = list(
             (
                 await session.scalars(
-                    select(Request.id).where(Request.batch_id == batch_id, Request.status == "failed")
+                    select(Request.id).where(
+                        Request.batch_id == batch_id, Request.status == RequestStatus.FAILED
+                    )
                 )
             ).all()
         )
         moved = await states.move_requests(
-            session, ids, "failed", "batched", response=None, error=None, completed_at=None
+            session,
+            ids,
+            RequestStatus.FAILED,
+            RequestStatus.BATCHED,
+            response=None,
+            error=None,
+            completed_at=None,
         )
         batch.failed_count = max(batch.failed_count - moved, 0)
         batch.run_failures = batch.token_limit_retries = batch.output_repolls = 0
@@ -103,12 +116,14 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
         # An OpenAI batch is uploaded afresh (its old input file may be gone, and it held more lines).
         batch.remote_batch_id = batch.remote_status = None
         batch.input_file_id = batch.output_file_id = batch.error_file_id = batch.files_deleted_at = None
-        states.move_batch(session, batch, "ready", f"retried by operator ({moved} requests to run again)")
+        states.move_batch(
+            session, batch, BatchStatus.READY, f"retried by operator ({moved} requests to run again)"
+        )
         await audit.note_requests(session, ids, "retry", {"via": via, "batch_id": batch_id})
     return batch
 
 
-async def delete_batch(db: Database, batch_id: int, openai: OpenAIBackend | None = None) -> int:
+async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = None) -> int:
     """Delete a finished batch with its requests and their trails; returns how many requests went.
 
     Refused while any of its results is still waiting to be delivered: retention never drops an
@@ -168,7 +183,7 @@ async def close_batch(db: Database, batch_id: int) -> Batch:
         batch = await session.get(Batch, batch_id)
         if batch is None:
             raise not_found("batch", batch_id)
-        if batch.status != "building":
+        if batch.status != BatchStatus.BUILDING:
             raise Conflict(
                 Problem("batch_not_building", "Batch is not building", f"Batch {batch_id} is {batch.status}.")
             )
@@ -178,7 +193,7 @@ async def close_batch(db: Database, batch_id: int) -> Batch:
 
 async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: str = "api") -> int:
     """Queue again the deliveries of a batch's requests: the failed ones, or all that ended."""
-    ended = ("delivery_failed",) if only_failed else ("delivery_failed", "delivered")
+    ended = (DeliveryStatus.DELIVERY_FAILED,) if only_failed else states.DELIVERY_ENDED
     async with db.transaction() as session:
         batch = await session.get(Batch, batch_id)
         if batch is None:
@@ -190,7 +205,7 @@ async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: s
             session,
             [of_batch],
             ended,
-            "pending",
+            DeliveryStatus.PENDING,
             attempts=0,
             next_attempt_at=utcnow(),
             last_error=None,

@@ -14,6 +14,7 @@ from app.core.intake import accept as intake
 from app.core.read import queries
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem
+from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
 from app.db.session import Database
@@ -32,7 +33,7 @@ async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -
                 )
             )
         done = await results.close_without_result(
-            session, [request.id], request.status, "cancelled", CANCELLED_ERROR
+            session, [request.id], request.status, RequestStatus.CANCELLED, CANCELLED_ERROR
         )
         if not done:
             raise Conflict(
@@ -91,7 +92,7 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
             delivery = Delivery(**results.delivery_row(request.id, config, utcnow()))  # type: ignore[arg-type]
             session.add(delivery)
         else:
-            states.move_delivery(delivery, "pending")
+            states.move_delivery(delivery, DeliveryStatus.PENDING)
             delivery.channel, delivery.target = config["type"], config
             delivery.attempts = 0
             delivery.next_attempt_at = utcnow()

@@ -9,16 +9,17 @@ from typing import Literal
 from sqlalchemy import select
 
 from app.core import results
-from app.core.intake.accept import batch_line
 from app.core.rules.errors import not_found
+from app.core.rules.states import RequestStatus
+from app.core.runs.lines import input_line
 from app.db.models import Batch, Request
 from app.db.session import Database
 
 Kind = Literal["input", "output", "error"]
 CHUNK_ROWS = 1000
 _STATUSES: dict[str, tuple[str, ...]] = {
-    "output": ("succeeded",),
-    "error": ("failed", "cancelled", "expired"),
+    "output": (RequestStatus.SUCCEEDED,),
+    "error": (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.EXPIRED),
 }
 
 
@@ -44,7 +45,7 @@ async def _chunks(db: Database, batch_id: int, kind: Kind) -> AsyncIterator[byte
         if not rows:
             return
         if kind == "input":
-            lines = [batch_line(r.custom_id, r.endpoint, r.body) for r in rows]
+            lines = [input_line(r.custom_id, r.endpoint, r.body) for r in rows]
         else:
             lines = [json.dumps(results.output_line(r), separators=(",", ":")) for r in rows]
         yield ("\n".join(lines) + "\n").encode()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from app.core.rules.states import DELIVERY_ENDED, REQUEST_FINISHED, DeliveryStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
@@ -32,12 +33,12 @@ class Dashboard:
     @property
     def delivery_success_rate(self) -> float | None:
         """Delivered out of all deliveries that ended; None before any ended."""
-        ended = self.deliveries.get("delivered", 0) + self.deliveries.get("delivery_failed", 0)
-        return self.deliveries.get("delivered", 0) / ended if ended else None
+        ended = sum(self.deliveries.get(status, 0) for status in DELIVERY_ENDED)
+        return self.deliveries.get(DeliveryStatus.DELIVERED, 0) / ended if ended else None
 
     @property
     def in_flight(self) -> int:
-        return sum(n for status, n in self.requests.items() if status in ("pending", "batched", "processing"))
+        return sum(n for status, n in self.requests.items() if status not in REQUEST_FINISHED)
 
 
 _cache: dict[str, tuple[float, Dashboard]] = {}

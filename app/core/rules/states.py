@@ -48,14 +48,6 @@ class DeliveryStatus(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
 
 
-class Outcome(StrEnum):
-    """How one delivery attempt ended."""
-
-    SUCCESS = "success"
-    RETRYABLE_FAILURE = "retryable_failure"
-    PERMANENT_FAILURE = "permanent_failure"
-
-
 B, R, D = BatchStatus, RequestStatus, DeliveryStatus
 
 BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {

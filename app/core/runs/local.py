@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backends.base import BatchLine, LineResult
-from app.backends.local import LocalBackend
+from app.backends.base import BatchLine, LineResult, LineRunner
 from app.core import results
 from app.core.rules import leases, states
+from app.core.rules.states import BatchStatus, RequestStatus
+from app.core.runs.lines import unfinished_lines
 from app.core.runtime.clock import utcnow
 from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch, Request
@@ -41,7 +41,7 @@ async def submit_ready(db: Database, limit: int = 20) -> list[int]:
         batches = (
             await session.scalars(
                 select(Batch)
-                .where(Batch.status == "ready", Batch.backend == "local")
+                .where(Batch.status == BatchStatus.READY, Batch.backend == "local")
                 .order_by(Batch.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
@@ -49,10 +49,12 @@ async def submit_ready(db: Database, limit: int = 20) -> list[int]:
         ).all()
         now = utcnow()
         for batch in batches:
-            states.move_batch(session, batch, "submitting", "handed to the local backend")
-            states.move_batch(session, batch, "processing", "local backend runs it now")
+            states.move_batch(session, batch, BatchStatus.SUBMITTING, "handed to the local backend")
+            states.move_batch(session, batch, BatchStatus.PROCESSING, "local backend runs it now")
             ids = (await session.scalars(select(Request.id).where(Request.batch_id == batch.id))).all()
-            await states.move_requests(session, ids, "batched", "processing", submitted_at=now)
+            await states.move_requests(
+                session, ids, RequestStatus.BATCHED, RequestStatus.PROCESSING, submitted_at=now
+            )
     return [b.id for b in batches]
 
 
@@ -63,7 +65,7 @@ class LocalRunner:
         self,
         db: Database,
         settings: RuntimeSettings,
-        backend: LocalBackend,
+        backend: LineRunner,
         owner: str,
         on_results: Callable[[], None] = lambda: None,
     ) -> None:
@@ -84,7 +86,7 @@ class LocalRunner:
             ids = await leases.claim(
                 session,
                 Batch,
-                [Batch.status == "processing", Batch.backend == "local"],
+                [Batch.status == BatchStatus.PROCESSING, Batch.backend == "local"],
                 self.owner,
                 self.settings.current.lease_seconds,
                 room,
@@ -137,16 +139,18 @@ class LocalRunner:
     async def _finish(self, batch_id: int) -> None:
         async with self.db.transaction() as session:
             batch = await session.get(Batch, batch_id, with_for_update=True)
-            if batch is None or batch.status != "processing":
+            if batch is None or batch.status != BatchStatus.PROCESSING:
                 return
             unfinished = await session.scalar(
-                select(func.count()).where(Request.batch_id == batch_id, Request.status == "processing")
+                select(func.count()).where(
+                    Request.batch_id == batch_id, Request.status == RequestStatus.PROCESSING
+                )
             )
             if unfinished:
                 return  # a result was lost between run and store; the next claim reruns those
             reason = f"{batch.completed_count} succeeded, {batch.failed_count} failed"
-            states.move_batch(session, batch, "collecting", "all requests ran")
-            states.move_batch(session, batch, "done", reason)
+            states.move_batch(session, batch, BatchStatus.COLLECTING, "all requests ran")
+            states.move_batch(session, batch, BatchStatus.DONE, reason)
             leases.release(batch)
 
     async def _record_failure(self, batch_id: int, exc: Exception) -> None:
@@ -159,7 +163,7 @@ class LocalRunner:
         try:
             async with self.db.transaction() as session:
                 batch = await session.get(Batch, batch_id, with_for_update=True)
-                if batch is None or batch.status != "processing" or batch.leased_by != self.owner:
+                if batch is None or batch.status != BatchStatus.PROCESSING or batch.leased_by != self.owner:
                     return
                 batch.run_failures += 1
                 if batch.run_failures < MAX_RUN_FAILURES:
@@ -180,19 +184,9 @@ class LocalRunner:
                 )
                 batch.error = {**error, "last_error": message}
                 states.move_batch(
-                    session, batch, "failed", f"run failed {batch.run_failures} times: {message}"
+                    session, batch, BatchStatus.FAILED, f"run failed {batch.run_failures} times: {message}"
                 )
                 leases.release(batch)
             self.on_results()
         except Exception:
             log.exception("could not record the failure of local batch %s; its lease runs out", batch_id)
-
-
-async def unfinished_lines(session: AsyncSession, batch_id: int) -> list[BatchLine]:
-    """The batch's requests that have no result yet, as backend lines."""
-    rows = await session.execute(
-        select(Request.id, Request.custom_id, Request.endpoint, Request.body)
-        .where(Request.batch_id == batch_id, Request.status == "processing")
-        .order_by(Request.id)
-    )
-    return [BatchLine(rid, cid, url, body) for rid, cid, url, body in rows]

@@ -17,9 +17,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from app.backends.base import BackendStatus
-from app.backends.local import LocalBackend
-from app.backends.openai import OpenAIBackend
+from app.backends.base import BackendStatus, BatchAPI, LineRunner
 from app.channels.base import Channel
 from app.config import Settings
 from app.core import batching
@@ -78,8 +76,8 @@ class Worker:
         self,
         db: Database,
         settings: RuntimeSettings,
-        local: LocalBackend,
-        openai: OpenAIBackend,
+        local: LineRunner,
+        openai: BatchAPI,
         channels: Mapping[str, Channel],
     ) -> None:
         self.db = db

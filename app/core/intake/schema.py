@@ -1,0 +1,176 @@
+"""What a request may look like: the pydantic models intake validates against, and how their
+errors become problems with a machine code, a human message and a JSON pointer."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.config import Backend
+from app.core.rules.errors import Problem
+from app.core.runs.lines import input_line
+
+ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations")
+Endpoint = Literal[
+    "/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations"
+]
+
+
+class WebhookDelivery(BaseModel):
+    """Deliver the result by POSTing it to a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["webhook"]
+    webhook_url: str
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except Exception as exc:
+            raise ValueError(f"{value!r} is not a URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("webhook_url must be an absolute http:// or https:// URL")
+        if url.userinfo:
+            raise ValueError("webhook_url must not contain credentials")
+        return value
+
+
+class RabbitMQDelivery(BaseModel):
+    """Deliver the result as a message: to a queue (default exchange) or to an exchange."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["rabbitmq"]
+    rabbitmq_queue: str | None = None
+    rabbitmq_exchange: str | None = None
+    routing_key: str | None = None
+
+    @field_validator("rabbitmq_queue", "rabbitmq_exchange", "routing_key")
+    @classmethod
+    def _short_string(cls, value: str | None) -> str | None:
+        # AMQP names are "short strings": at most 255 bytes of UTF-8.
+        if value is not None and len(value.encode()) > 255:
+            raise ValueError("must be at most 255 bytes (an AMQP short string)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RabbitMQDelivery:
+        if bool(self.rabbitmq_queue) == bool(self.rabbitmq_exchange):
+            raise ValueError(
+                "give either rabbitmq_queue (a queue, through the default exchange) or "
+                "rabbitmq_exchange with an optional routing_key, not both and not neither"
+            )
+        if self.routing_key is not None and not self.rabbitmq_exchange:
+            raise ValueError("routing_key only applies with rabbitmq_exchange; a queue is its own key")
+        if self.rabbitmq_exchange and self.routing_key is None:
+            self.routing_key = ""
+        return self
+
+
+class NoDelivery(BaseModel):
+    """Keep the result for pulling (GET /api/requests/{custom_id})."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["none"]
+
+
+DeliveryConfig = Annotated[WebhookDelivery | RabbitMQDelivery | NoDelivery, Field(discriminator="type")]
+
+
+class RequestBody(BaseModel):
+    """The inference request body: `model` is required, everything else is passed through."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=255)
+
+
+class RequestIn(BaseModel):
+    """What `POST /api/requests` (and the RabbitMQ intake queue) accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str = Field(min_length=1, max_length=512)
+
+    @field_validator("custom_id")
+    @classmethod
+    def _addressable(cls, value: str) -> str:
+        # The id is used in URL paths (GET /api/requests/{custom_id}); servers normalise empty,
+        # '.' and '..' segments away, so such ids could never be read back.
+        segments = value.split("/")
+        if any(s in ("", ".", "..") for s in segments) or any(ord(ch) < 32 for ch in value):
+            raise ValueError(
+                "custom_id must not start or end with '/', contain '//', '.' or '..' segments, "
+                "or control characters (it must be usable in a URL path)"
+            )
+        return value
+
+    url: Endpoint
+    method: Literal["POST"] = "POST"
+    body: RequestBody
+    delivery_config: DeliveryConfig
+    # Where it runs; without it BACKEND_ROUTES (by model) and then DEFAULT_BACKEND decide.
+    backend: Backend | None = None
+
+    # Computed once: validation needs the size and the insert needs both.
+    @cached_property
+    def body_dict(self) -> dict[str, Any]:
+        return self.body.model_dump()
+
+    @cached_property
+    def line_bytes(self) -> int:
+        """Size of the request as one line of a batch input file."""
+        return len(input_line(self.custom_id, self.url, self.body_dict).encode())
+
+
+class DeliveryConfigIn(BaseModel):
+    """A delivery config on its own (an operator editing where a result goes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    delivery_config: DeliveryConfig
+
+
+_FIELD_CODES = {
+    ("url",): ("invalid_url", "Unsupported url"),
+    ("method",): ("invalid_method", "Unsupported method"),
+    ("body", "model"): ("invalid_model", "Invalid model"),
+    ("delivery_config", "webhook_url"): ("invalid_webhook_url", "Invalid webhook URL"),
+    ("delivery_config", "type"): ("invalid_delivery_type", "Unsupported delivery type"),
+    ("delivery_config",): ("invalid_delivery_type", "Unsupported delivery type"),
+    ("delivery_config", "rabbitmq_queue"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
+    ("delivery_config", "rabbitmq_exchange"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
+    ("delivery_config", "routing_key"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
+    ("custom_id",): ("invalid_custom_id", "Invalid custom_id"),
+    ("backend",): ("invalid_backend", "Unknown backend"),
+}
+
+
+def problem(error: Any, prefix: str) -> Problem:
+    loc = [str(part) for part in error["loc"]]
+    # Pydantic puts the discriminator's value in the path of a tagged union; users never wrote it.
+    if len(loc) > 1 and loc[0] == "delivery_config" and loc[1] in ("webhook", "rabbitmq", "none"):
+        del loc[1]
+    pointer = prefix + "/" + "/".join(loc) if loc else prefix
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return Problem(
+            "unknown_field", "Unknown field", f"'{loc[-1]}' is not an accepted field here.", pointer
+        )
+    if kind == "missing":
+        code = "missing_model" if loc == ["body", "model"] else "missing_field"
+        return Problem(code, "Missing field", f"'{loc[-1]}' is required.", pointer)
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        code, title = _FIELD_CODES[("delivery_config",)]
+        return Problem(
+            code, title, "delivery_config.type must be one of 'webhook', 'rabbitmq', 'none'.", pointer
+        )
+    if kind == "value_error" and loc == ["delivery_config"]:
+        code, title = "invalid_rabbitmq_target", "Invalid RabbitMQ target"  # the only model-level rule
+    else:
+        code, title = _FIELD_CODES.get(tuple(loc), ("invalid_value", "Invalid value"))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if tuple(loc) == ("url",):
+        message = f"url must be one of {', '.join(ENDPOINTS)}."
+    return Problem(code, title, f"{'.'.join(loc) or 'body'}: {message}", pointer)

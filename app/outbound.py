@@ -1,0 +1,40 @@
+"""What every outbound HTTP adapter (backends and channels) agrees on: which answers are worth
+another try, how long a Retry-After header asks to wait, and the backoff between tries."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+# 408 and 429 say "not now"; a 5xx is the server's own trouble. Every other 4xx is final.
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+
+# An adapter that waits in-process (a coroutine sleeping between tries) waits at most this long.
+IN_PROCESS_WAIT_CAP_SECONDS = 120.0
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """The wait a Retry-After header asks for (delta-seconds or an HTTP date), within [0, cap].
+
+    None when the header is absent or unreadable, including 'nan' and 'inf': a receiver's
+    header must never become an infinite or undefined wait.
+    """
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), cap)
+
+
+def backoff_seconds(base: float, attempt: int) -> float:
+    """Exponential backoff from `base` for the n-th try (1-based), with jitter in [0.5, 1]."""
+    return base * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
