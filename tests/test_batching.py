@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.core import batching
-from app.core.actions import batches
+from app.core.actions import batches as batch_actions
 from app.core.intake import accept as intake
 from app.core.rules.errors import Conflict
 from app.core.runs import local as local_runs
@@ -117,10 +117,10 @@ async def test_operator_close_now(db: Database) -> None:
     await intake.accept(db, settings, payload("r"))
     await batching.form_due_batches(db, settings)
     [building] = await batches(db)
-    await batches.close_batch(db, building.id)
+    await batch_actions.close_batch(db, building.id)
     assert await batching.form_due_batches(db, settings) == [building.id]
     with pytest.raises(Conflict):
-        await batches.close_batch(db, building.id)  # no longer building
+        await batch_actions.close_batch(db, building.id)  # no longer building
 
 
 @pytest.mark.postgres
