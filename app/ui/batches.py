@@ -10,7 +10,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from app.core.read import exports, queries
+from app.core.read import exports, pages, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
 from app.ui.render import HttpRequest, done, page
@@ -45,7 +45,7 @@ class BatchPages(Controller):
             page=result,
             statuses=STATUSES,
             backends=backends,
-            sizes=queries.PAGE_SIZES,
+            sizes=pages.PAGE_SIZES,
         )
 
     @get("/{batch_id:int}")

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
-from app.core.read import queries
+from app.core.read import pages, queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.ui.render import HttpRequest, done, page
@@ -54,7 +54,7 @@ class RequestPages(Controller):
             statuses=STATUSES,
             delivery_statuses=DELIVERY_STATUSES,
             models=models,
-            sizes=queries.PAGE_SIZES,
+            sizes=pages.PAGE_SIZES,
         )
 
     @get("/{request_id:int}")

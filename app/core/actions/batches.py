@@ -171,7 +171,7 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
 
 
 async def _locked_batch(session: AsyncSession, batch_id: int) -> Batch:
-    batch = await session.get(Batch, batch_id, with_for_update=True)
+    batch = await leases.lock(session, Batch, batch_id)
     if batch is None:
         raise not_found("batch", batch_id)
     return batch

@@ -7,22 +7,16 @@ Searching custom_id and filtering by delivery status still scan (bench.ui, BENCH
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.read.pages import PAGE_SIZES, Page, cursor_of, keyset_page
 from app.core.rules.errors import not_found
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
 from app.db.session import Database
-
-COUNT_CAP = 10_000
-PAGE_SIZES = (10, 25, 50, 100)
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -48,17 +42,6 @@ class BatchOutcomes:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-
-
-@dataclass(slots=True)
-class Page(Generic[T]):
-    """One page of a list; cursors are opaque strings for `after` / `before`."""
-
-    rows: list[T]
-    total: int
-    total_capped: bool
-    next_cursor: str | None
-    prev_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,14 +175,13 @@ async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
 async def list_batches(
     db: Database, *, status: str | None = None, before_id: int | None = None, limit: int = 50
 ) -> list[Batch]:
-    """Batches newest first; pass the last id seen as `before_id` for the next page."""
-    stmt = select(Batch).order_by(Batch.id.desc()).limit(limit)
-    if status:
-        stmt = stmt.where(Batch.status == status)
-    if before_id is not None:
-        stmt = stmt.where(Batch.id < before_id)
+    """Batches newest first; pass the last id seen as `before_id` for the next page (the API's
+    spelling of the keyset cursor the UI pages with)."""
+    where = [Batch.status == status] if status else []
+    after = cursor_of([before_id]) if before_id is not None else ""
     async with db.transaction() as session:
-        return list((await session.scalars(stmt)).all())
+        page = await keyset_page(session, select(Batch), where, BATCH_SORTS["newest"], limit, after)
+    return page.rows
 
 
 async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
@@ -213,7 +195,15 @@ async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
     if query.backend:
         where.append(Batch.backend == query.backend)
     async with db.transaction() as session:
-        return await _page(session, select(Batch), where, BATCH_SORTS[query.sort], query)
+        return await keyset_page(
+            session,
+            select(Batch),
+            where,
+            BATCH_SORTS[query.sort],
+            _size(query.size),
+            query.after,
+            query.before,
+        )
 
 
 async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
@@ -236,7 +226,15 @@ async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
             .exists()
         )
     async with db.transaction() as session:
-        page = await _page(session, select(Request), where, REQUEST_SORTS[query.sort], query)
+        page = await keyset_page(
+            session,
+            select(Request),
+            where,
+            REQUEST_SORTS[query.sort],
+            _size(query.size),
+            query.after,
+            query.before,
+        )
         latest: dict[int, tuple[str, int]] = {}
         if page.rows:
             for request_id, status, attempts in await session.execute(
@@ -262,72 +260,8 @@ async def batch_choices(db: Database) -> tuple[list[str], list[str]]:
     return list(backends), list(models)
 
 
-async def _page(
-    session: AsyncSession,
-    stmt: Select[Any],
-    where: Sequence[ColumnElement[bool]],
-    order: list[tuple[Any, bool]],
-    query: BatchQuery | RequestQuery,
-) -> Page[Any]:
-    size = query.size if query.size in PAGE_SIZES else PAGE_SIZES[1]
-    counted = await session.scalar(
-        select(func.count()).select_from(select(order[0][0]).where(*where).limit(COUNT_CAP + 1).subquery())
-    )
-    total = int(counted or 0)
-    backwards = bool(query.before) and not query.after
-    cursor = _decode(query.before if backwards else query.after)
-    # Paging backwards reads the same order reversed from the cursor, then flips the rows back.
-    direction = [(column, descending != backwards) for column, descending in order]
-    page_where = list(where)
-    if cursor is not None and len(cursor) == len(order):
-        page_where.append(_beyond(direction, cursor))
-    rows = list(
-        (
-            await session.scalars(
-                stmt.where(*page_where)
-                .order_by(*(c.desc() if d else c.asc() for c, d in direction))
-                .limit(size + 1)
-            )
-        ).all()
-    )
-    more = len(rows) > size
-    rows = rows[:size]
-    if backwards:
-        rows.reverse()
-    has_next = (more and not backwards) or (backwards and bool(rows))
-    has_prev = (more and backwards) or (not backwards and cursor is not None and bool(rows))
-    return Page(
-        rows,
-        min(total, COUNT_CAP),
-        total > COUNT_CAP,
-        _encode(rows[-1], order) if rows and has_next else None,
-        _encode(rows[0], order) if rows and has_prev else None,
-    )
-
-
-def _beyond(direction: list[tuple[Any, bool]], cursor: list[Any]) -> ColumnElement[bool]:
-    """Rows strictly after the cursor in this order: (a, b) > (x, y) spelled out per column."""
-    clauses = []
-    for i, (column, descending) in enumerate(direction):
-        equal = [c == v for (c, _), v in zip(direction[:i], cursor[:i], strict=True)]
-        step = column < cursor[i] if descending else column > cursor[i]
-        clauses.append(and_(*equal, step))
-    return or_(*clauses)
-
-
-def _encode(row: Any, order: list[tuple[Any, bool]]) -> str:
-    values = [getattr(row, column.key) for column, _ in order]
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> list[Any] | None:
-    if not cursor:
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:
-        return None  # a mangled cursor shows the first page rather than an error
-    return values if isinstance(values, list) else None
+def _size(size: int) -> int:
+    return size if size in PAGE_SIZES else PAGE_SIZES[1]
 
 
 def _escape_like(text: str) -> str:

@@ -138,8 +138,8 @@ class LocalRunner:
 
     async def _finish(self, batch_id: int) -> None:
         async with self.db.transaction() as session:
-            batch = await session.get(Batch, batch_id, with_for_update=True)
-            if batch is None or batch.status != BatchStatus.PROCESSING:
+            batch = await leases.lock(session, Batch, batch_id, BatchStatus.PROCESSING)
+            if batch is None:
                 return
             unfinished = await session.scalar(
                 select(func.count()).where(
@@ -162,8 +162,8 @@ class LocalRunner:
         message = f"{type(exc).__name__}: {exc}"
         try:
             async with self.db.transaction() as session:
-                batch = await session.get(Batch, batch_id, with_for_update=True)
-                if batch is None or batch.status != BatchStatus.PROCESSING or batch.leased_by != self.owner:
+                batch = await leases.lock(session, Batch, batch_id, BatchStatus.PROCESSING)
+                if batch is None or batch.leased_by != self.owner:
                     return
                 batch.run_failures += 1
                 if batch.run_failures < MAX_RUN_FAILURES:
