@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
@@ -21,6 +21,24 @@ from app.api.schemas import (
     batch_out,
 )
 from app.core.read import queries
+
+NO_SUCH_BATCH = ResponseSpec(ErrorBody, description="No such batch")
+
+
+def _not_found_or(conflict: str) -> dict[int, ResponseSpec]:
+    """The error answers of an action on one batch: it is missing, or its status forbids it."""
+    return {404: NO_SUCH_BATCH, 409: ResponseSpec(ErrorBody, description=conflict)}
+
+
+def _batch_action(verb: str, summary: str, conflict: str) -> Any:
+    """The route of POST /api/batches/{id}/{verb}: 202, or 404 / 409 in the error format."""
+    return post(
+        f"/{{batch_id:int}}/{verb}",
+        status_code=HTTP_202_ACCEPTED,
+        summary=summary,
+        responses=_not_found_or(conflict),
+        operation_id=f"{verb}Batch",
+    )
 
 
 class BatchController(Controller):
@@ -43,61 +61,41 @@ class BatchController(Controller):
     @get(
         "/{batch_id:int}",
         summary="A batch with its timeline",
-        responses={404: ResponseSpec(ErrorBody, description="No such batch")},
+        responses={404: NO_SUCH_BATCH},
         operation_id="getBatch",
     )
     async def read(self, batch_id: FromPath[int], state: State) -> BatchDetailOut:
         detail = await queries.batch_detail(state.db, batch_id)
         return batch_detail_out(detail, await state.runtime.fresh())
 
-    @post(
-        "/{batch_id:int}/close",
-        status_code=HTTP_202_ACCEPTED,
-        summary="Close a building batch now instead of waiting for size or age",
-        responses={
-            404: ResponseSpec(ErrorBody, description="No such batch"),
-            409: ResponseSpec(ErrorBody, description="Batch is not building"),
-        },
-        operation_id="closeBatch",
+    @_batch_action(
+        "close",
+        "Close a building batch now instead of waiting for size or age",
+        conflict="Batch is not building",
     )
     async def close(self, batch_id: FromPath[int], state: State) -> BatchOut:
         return batch_out(await state.actions.close_batch(batch_id), await state.runtime.fresh())
 
-    @post(
-        "/{batch_id:int}/cancel",
-        status_code=HTTP_202_ACCEPTED,
-        summary="Cancel a building, ready or processing batch; its unfinished requests end cancelled",
-        responses={
-            404: ResponseSpec(ErrorBody, description="No such batch"),
-            409: ResponseSpec(ErrorBody, description="Batch cannot be cancelled in its status"),
-        },
-        operation_id="cancelBatch",
+    @_batch_action(
+        "cancel",
+        "Cancel a building, ready or processing batch; its unfinished requests end cancelled",
+        conflict="Batch cannot be cancelled in its status",
     )
     async def cancel(self, batch_id: FromPath[int], state: State) -> BatchOut:
         return batch_out(await state.actions.cancel_batch(batch_id), await state.runtime.fresh())
 
-    @post(
-        "/{batch_id:int}/retry",
-        status_code=HTTP_202_ACCEPTED,
-        summary="Run a failed batch again (its failed requests)",
-        responses={
-            404: ResponseSpec(ErrorBody, description="No such batch"),
-            409: ResponseSpec(ErrorBody, description="Batch is not failed"),
-        },
-        operation_id="retryBatch",
+    @_batch_action(
+        "retry",
+        "Run a failed batch again (its failed requests)",
+        conflict="Batch is not failed",
     )
     async def retry(self, batch_id: FromPath[int], state: State) -> BatchOut:
         return batch_out(await state.actions.retry_batch(batch_id), await state.runtime.fresh())
 
-    @post(
-        "/{batch_id:int}/redeliver",
-        status_code=HTTP_202_ACCEPTED,
-        summary="Queue again the failed (only=failed, default) or all ended deliveries of a batch",
-        responses={
-            404: ResponseSpec(ErrorBody, description="No such batch"),
-            409: ResponseSpec(ErrorBody, description="Nothing to redeliver"),
-        },
-        operation_id="redeliverBatch",
+    @_batch_action(
+        "redeliver",
+        "Queue again the failed (only=failed, default) or all ended deliveries of a batch",
+        conflict="Nothing to redeliver",
     )
     async def redeliver(
         self, batch_id: FromPath[int], state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
@@ -109,10 +107,7 @@ class BatchController(Controller):
         "/{batch_id:int}",
         status_code=HTTP_200_OK,
         summary="Delete a finished batch with its requests, once nothing of it waits for delivery",
-        responses={
-            404: ResponseSpec(ErrorBody, description="No such batch"),
-            409: ResponseSpec(ErrorBody, description="Batch not finished, or results still being delivered"),
-        },
+        responses=_not_found_or(conflict="Batch not finished, or results still being delivered"),
         operation_id="deleteBatch",
     )
     async def remove(self, batch_id: FromPath[int], state: State) -> DeletedOut:
