@@ -18,7 +18,7 @@ from app.core.intake import accept as intake
 from app.core.read import queries
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, not_found
-from app.core.runs.openai import runner as openai_runs
+from app.core.runs.openai import files as openai_files
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
 
@@ -155,7 +155,7 @@ async def delete_batch(db: Database, batch_id: int, openai: OpenAIBackend | None
         ]
         await session.delete(batch)
     if remote_files and openai is not None:
-        await openai_runs.delete_remote_files(openai, remote_files)
+        await openai_files.delete_remote_files(openai, remote_files)
     return deleted.rowcount or 0
 
 
