@@ -161,3 +161,27 @@ async def test_requests_for_openai_without_a_key_are_refused(database_url: str, 
         assert answer.json()["errors"][0]["code"] == "openai_not_configured"
         payload["backend"] = "local"
         assert (await app.client.post("/api/requests", json=payload)).status_code == 202
+
+
+async def test_one_admission_round_starts_at_most_four_uploads(
+    database_url: str, start_app: StartApp
+) -> None:
+    # The token limit (1,000) is far above the batches' needs: only the batch count may hold them.
+    settings = fast_settings(database_url, scheduler_enabled=False, openai_token_limits={"m": 1000})
+    async with start_app(settings) as app:
+        now = utcnow()
+        async with app.db.transaction() as session:
+            ready = [
+                Batch(
+                    backend="openai", endpoint="/v1/chat/completions", model="m", status="ready",
+                    estimated_tokens=10, created_at=now, status_changed_at=now,
+                )
+                for _ in range(6)
+            ]  # fmt: skip
+            session.add_all(ready)
+        admitted = await admission.admit(app.db, settings, "test", 4)
+        assert admitted == [batch.id for batch in ready[:4]]
+        async with app.db.transaction() as session:
+            statuses = {b.id: (b.status, b.leased_by) for b in (await session.scalars(select(Batch))).all()}
+        assert [statuses[batch.id] for batch in ready[4:]] == [("ready", None), ("ready", None)]
+        assert await admission.admit(app.db, settings, "test", 4) == [batch.id for batch in ready[4:]]

@@ -14,7 +14,7 @@ from app.core import results
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, not_found
 from app.core.rules.states import BatchStatus, DeliveryStatus, RequestStatus
-from app.core.runs.openai import runner as openai_runs
+from app.core.runs.openai import files as openai_files
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
@@ -166,7 +166,7 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
         ]
         await session.delete(batch)
     if remote_files and openai is not None:
-        await openai_runs.delete_remote_files(openai, remote_files)
+        await openai_files.delete_remote_files(openai, remote_files)
     return deleted.rowcount or 0
 
 

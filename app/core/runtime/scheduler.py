@@ -90,7 +90,7 @@ class Worker:
         self.probed: dict[str, tuple[float, BackendStatus]] = {}
         self.runner = local_runs.LocalRunner(db, settings, local, self.owner, on_results=self.wake_deliver)
         self.openai_runner = openai_runs.OpenAIRunner(
-            db, lambda: self.settings, openai, self.owner, on_results=self.wake_deliver
+            db, settings, openai, self.owner, on_results=self.wake_deliver
         )
         base = settings.current
         self.delivery_chunk = min(base.delivery_concurrency, DELIVERY_CHUNK_MAX)

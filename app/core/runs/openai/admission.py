@@ -4,13 +4,15 @@ oldest first per model, within each model's enqueued-token limit."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.core.rules import leases, states
+from app.core.rules.states import B, R
 from app.core.runs.openai import tables as model_tables
 from app.core.runs.openai import tokens
 from app.core.runtime.clock import utcnow
@@ -18,16 +20,19 @@ from app.db.models import Batch, Request
 from app.db.session import Database
 
 # Batches holding enqueued tokens at OpenAI (for the queue limit).
-ENQUEUED = ("submitting", "processing", "cancelling")
+ENQUEUED = (B.SUBMITTING, B.PROCESSING, B.CANCELLING)
 ESTIMATE_CHUNK = 2000
+# How many ready batches one round looks at (admitted or told why they wait).
+READY_SCAN = 100
 
 
 async def estimate_missing(db: Database) -> None:
+    """Estimate the input tokens of every ready OpenAI batch that has no estimate yet."""
     async with db.transaction() as session:
         ids = (
             await session.scalars(
                 select(Batch.id).where(
-                    Batch.backend == "openai", Batch.status == "ready", Batch.estimated_tokens.is_(None)
+                    Batch.backend == "openai", Batch.status == B.READY, Batch.estimated_tokens.is_(None)
                 )
             )
         ).all()
@@ -45,7 +50,7 @@ async def _estimate(db: Database, batch_id: int) -> int:
             rows = (
                 await session.execute(
                     select(Request.id, Request.model, Request.body)
-                    .where(Request.batch_id == batch_id, Request.status == "batched", Request.id > after)
+                    .where(Request.batch_id == batch_id, Request.status == R.BATCHED, Request.id > after)
                     .order_by(Request.id)
                     .limit(ESTIMATE_CHUNK)
                 )
@@ -58,55 +63,34 @@ async def _estimate(db: Database, batch_id: int) -> int:
         )
 
 
-async def admit(db: Database, settings: Settings, owner: str, limit: int) -> list[int]:
-    """Oldest first, per model: a batch that does not fit holds back the later ones of its
-    model, so small batches cannot starve a large one; a batch larger than the whole limit
-    goes alone, when nothing else of its model is enqueued."""
+async def admit(db: Database, settings: Settings, owner: str, at_most: int) -> list[int]:
+    """Lease and move to submitting up to `at_most` ready batches, oldest first per model.
+
+    A batch that does not fit its model's enqueued-token limit holds back the later ones of its
+    model, so small batches cannot starve a large one; a batch larger than the whole limit goes
+    alone, when nothing else of its model is enqueued.
+    """
     now = utcnow()
     admitted: list[int] = []
     async with db.transaction() as session:
-        ready = (
-            await session.scalars(
-                select(Batch)
-                .where(
-                    Batch.backend == "openai",
-                    Batch.status == "ready",
-                    Batch.estimated_tokens.is_not(None),
-                    or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
-                    leases.lease_free(Batch),
-                )
-                .order_by(Batch.id)
-                .limit(100)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        if not ready:
-            return []
-        enqueued: dict[str, int] = dict(
-            (
-                await session.execute(
-                    select(Batch.model, func.coalesce(func.sum(Batch.estimated_tokens), 0))
-                    .where(Batch.backend == "openai", Batch.status.in_(ENQUEUED))
-                    .group_by(Batch.model)
-                )
-            ).all()
-        )
+        ready = await _ready(session, now)
+        enqueued = await _enqueued(session) if ready else {}
         held_back: dict[str, int] = {}
         for batch in ready:
             need = batch.estimated_tokens or 0
-            limit, source = model_tables.token_limit(batch.model, settings)
-            used = int(enqueued.get(batch.model, 0))
+            tokens_max, source = model_tables.token_limit(batch.model, settings)
+            used = enqueued.get(batch.model, 0)
             if batch.model in held_back:
                 _wait(session, batch, f"queued behind batch {held_back[batch.model]} (oldest first)")
-            elif used and used + need > limit:
+            elif used and used + need > tokens_max:
                 held_back[batch.model] = batch.id
                 _wait(
                     session,
                     batch,
-                    f"waiting for capacity: {used:,} of {limit:,} enqueued tokens of {batch.model} "
+                    f"waiting for capacity: {used:,} of {tokens_max:,} enqueued tokens of {batch.model} "
                     f"in use ({source}); this batch needs ~{need:,}",
                 )
-            elif len(admitted) < limit:
+            elif len(admitted) < at_most:
                 enqueued[batch.model] = used + need
                 batch.wait_reason = None
                 batch.leased_by = owner
@@ -114,12 +98,43 @@ async def admit(db: Database, settings: Settings, owner: str, limit: int) -> lis
                 states.move_batch(
                     session,
                     batch,
-                    "submitting",
-                    f"admitted: ~{need:,} tokens, {used + need:,} of {limit:,} enqueued for "
+                    B.SUBMITTING,
+                    f"admitted: ~{need:,} tokens, {used + need:,} of {tokens_max:,} enqueued for "
                     f"{batch.model} ({source})",
                 )
                 admitted.append(batch.id)
     return admitted
+
+
+async def _ready(session: AsyncSession, now: datetime) -> Sequence[Batch]:
+    """The ready batches due for submission that nobody holds, locked, oldest first."""
+    return (
+        await session.scalars(
+            select(Batch)
+            .where(
+                Batch.backend == "openai",
+                Batch.status == B.READY,
+                Batch.estimated_tokens.is_not(None),
+                or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
+                leases.lease_free(Batch),
+            )
+            .order_by(Batch.id)
+            .limit(READY_SCAN)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+
+
+async def _enqueued(session: AsyncSession) -> dict[str, int]:
+    """Estimated tokens each model has at OpenAI now."""
+    rows = (
+        await session.execute(
+            select(Batch.model, func.coalesce(func.sum(Batch.estimated_tokens), 0))
+            .where(Batch.backend == "openai", Batch.status.in_(ENQUEUED))
+            .group_by(Batch.model)
+        )
+    ).all()
+    return {model: int(tokens_) for model, tokens_ in rows}
 
 
 def _wait(session: AsyncSession, batch: Batch, reason: str) -> None:

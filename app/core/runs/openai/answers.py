@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.runs.openai.endings import LINE_REFUSED
+
 
 def classify(line: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     """What one output/error line means: ok, expired, server_error (resubmit) or failed.
@@ -42,15 +44,17 @@ def files_missing(remote: dict[str, Any]) -> bool:
 
 
 def line_error(entry: dict[str, Any]) -> dict[str, Any]:
+    """The error of a line errors.data names (OpenAI's code and message, else LINE_REFUSED's)."""
     return {
-        "code": str(entry.get("code") or "invalid_line"),
-        "message": str(entry.get("message") or "OpenAI refused this line"),
+        "code": str(entry.get("code") or LINE_REFUSED.code),
+        "message": str(entry.get("message") or LINE_REFUSED.message),
         "param": entry.get("param"),
         "line": entry.get("line"),
     }
 
 
 def summary(errors: list[dict[str, Any]]) -> str:
+    """The first of errors.data, and how many more there are."""
     if not errors:
         return "no reason given"
     first = errors[0]

@@ -1,0 +1,179 @@
+"""Collection: read a finished remote batch's output and error files, apply their lines by
+custom_id, resubmit the requests that get another try, and end the batch.
+
+Applying a line twice changes nothing (results only land on requests still processing), so a
+collection interrupted by a crash is simply done again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.backends.base import LineResult
+from app.core import results
+from app.core.rules import audit, leases, states
+from app.core.rules.states import B, R
+from app.core.runs.openai import endings
+from app.core.runs.openai.answers import classify
+from app.core.runs.openai.common import FOLLOWED, LINES_PER_TRANSACTION, Run, request_ids
+from app.db.models import Batch, Request
+
+# The remote end states whose files are collected, and the local status each ends in.
+REMOTE_FINISHED = {"completed": B.DONE, "expired": B.EXPIRED, "cancelled": B.CANCELLED}
+
+
+@dataclass
+class Collected:
+    """What one collection did so far, for the batch's closing reason."""
+
+    stored: int = 0
+    resubmitted: int = 0
+    malformed: int = 0
+    ids: set[int] = field(default_factory=set)
+
+
+async def collect(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
+    """Apply the output and error files' lines, settle the requests without one, finish."""
+    status = str(remote["status"])
+    async with run.db.transaction() as session:
+        batch = await leases.lock(session, Batch, batch_id, *FOLLOWED)
+        if batch is None:
+            return
+        batch.output_file_id = remote.get("output_file_id")
+        batch.error_file_id = remote.get("error_file_id")
+        if batch.status != B.COLLECTING:
+            states.move_batch(session, batch, B.COLLECTING, f"OpenAI batch {status}; reading its files")
+    collected = Collected()
+    for file_id in (remote.get("output_file_id"), remote.get("error_file_id")):
+        if not file_id:
+            continue
+        chunk: list[str] = []
+        async for line in run.backend.file_lines(str(file_id)):
+            chunk.append(line)
+            if len(chunk) >= LINES_PER_TRANSACTION:
+                await apply(run, batch_id, chunk, collected)
+                chunk = []
+        await apply(run, batch_id, chunk, collected)
+    await _finish(run, batch_id, remote, collected)
+    run.on_results()
+
+
+async def apply(run: Run, batch_id: int, lines: Sequence[str], collected: Collected) -> None:
+    """Apply one chunk of output/error lines; lines are matched on custom_id, in any order."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for raw in lines:
+        try:
+            line = json.loads(raw)
+            parsed[str(line["custom_id"])] = line
+        except (ValueError, KeyError, TypeError):
+            collected.malformed += 1  # its request gets no line and is resubmitted
+    if not parsed:
+        return
+    resubmit_max = run.settings.current.openai_resubmit_max
+    async with run.db.transaction() as session:
+        rows = (
+            await session.execute(
+                select(Request.id, Request.custom_id, Request.inference_attempts, Request.resubmits).where(
+                    Request.batch_id == batch_id,
+                    Request.custom_id.in_(parsed),
+                    Request.status == R.PROCESSING,
+                )
+            )
+        ).all()
+        outcomes: list[LineResult] = []
+        again: list[int] = []
+        for request_id, custom_id, attempts, resubmits in rows:
+            kind, error = classify(parsed[custom_id])
+            collected.ids.add(request_id)
+            if kind == "expired" or (kind == "server_error" and resubmits < resubmit_max):
+                again.append(request_id)
+                continue
+            if kind == "server_error":
+                error = {
+                    **(error or {}),
+                    **endings.SERVER_ERROR_PERSISTS.error(
+                        code=(error or {}).get("code"),
+                        detail=(error or {}).get("message", "server error"),
+                        resubmits=resubmits,
+                    ),
+                }
+            response = parsed[custom_id].get("response")
+            outcomes.append(LineResult(request_id, custom_id, response, error, max(attempts, 1)))
+        collected.stored += await results.record(session, batch_id, outcomes)
+        collected.resubmitted += await resubmit(
+            session, batch_id, again, endings.ANSWERED_RESUBMIT, resubmit_max
+        )
+
+
+async def resubmit(session: AsyncSession, batch_id: int, ids: Sequence[int], why: str, limit: int) -> int:
+    """Send requests back to batching (a new batch) while they have resubmissions left; fail
+    the rest. Returns how many went back."""
+    if not ids:
+        return 0
+    rows = (
+        await session.execute(
+            select(Request.id, Request.resubmits).where(Request.id.in_(ids), Request.status == R.PROCESSING)
+        )
+    ).all()
+    again = [rid for rid, count in rows if count < limit]
+    spent = [rid for rid, count in rows if count >= limit]
+    moved = await states.move_requests(
+        session,
+        again,
+        R.PROCESSING,
+        R.PENDING,
+        batch_id=None,
+        batch_line=None,
+        submitted_at=None,
+        resubmits=Request.resubmits + 1,
+    )
+    await audit.note_requests(session, again, "resubmitted", {"batch_id": batch_id, "reason": why})
+    if spent:
+        error = endings.RESUBMIT_LIMIT.error(why=why, limit=limit)
+        await results.record(session, batch_id, [LineResult(rid, "", None, error) for rid in spent])
+    return moved
+
+
+async def _finish(run: Run, batch_id: int, remote: dict[str, Any], collected: Collected) -> None:
+    """Settle the requests no line was applied to and end the batch as OpenAI's status says."""
+    status = str(remote["status"])
+    async with run.db.transaction() as session:
+        batch = await leases.lock(session, Batch, batch_id, B.COLLECTING)
+        if batch is None:
+            return
+        left = await request_ids(session, batch_id, R.PROCESSING)
+        cancelled = 0
+        if status == "cancelled":
+            error = endings.REMOTE_CANCELLED.error()
+            cancelled = len(
+                await results.close_without_result(session, left, R.PROCESSING, R.CANCELLED, error)
+            )
+        else:
+            why = endings.EXPIRED_BEFORE_RUN if status == "expired" else endings.NO_LINE
+            limit = run.settings.current.openai_resubmit_max
+            collected.resubmitted += await resubmit(session, batch_id, left, why, limit)
+        if usage := remote.get("usage"):
+            for column, tokens in results.usage_columns(usage).items():
+                setattr(batch, column, tokens)
+        leases.release(batch)
+        batch.next_attempt_at = None
+        states.move_batch(
+            session, batch, REMOTE_FINISHED[status], _closing_reason(batch, collected, cancelled)
+        )
+
+
+def _closing_reason(batch: Batch, collected: Collected, cancelled: int) -> str:
+    reason = f"{batch.completed_count} succeeded, {batch.failed_count} failed"
+    if collected.resubmitted:
+        reason += f", {collected.resubmitted} resubmitted in a new batch"
+    if cancelled:
+        reason += f", {cancelled} cancelled"
+    if collected.malformed:
+        reason += f"; {collected.malformed} malformed output lines skipped"
+    return reason
