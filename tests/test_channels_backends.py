@@ -8,9 +8,9 @@ from app.backends.base import BatchLine
 from app.backends.local import LocalBackend
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
-from tests.conftest import StartApp, fast_settings, wait_until
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
+from tests.support import StartApp, fast_settings, wait_until
 
 
 def message(url: str, custom_id: str = "c1") -> Message:

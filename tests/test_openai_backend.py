@@ -13,10 +13,10 @@ from sqlalchemy import select
 from app.config import Settings
 from app.core import openai_runs
 from app.db.models import Request
-from tests.conftest import RunningApp, StartApp, fast_settings, request_payload, wait_until
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
+from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
 
 MODEL = "gpt-4o-mini"
 FINISHED = {"succeeded", "failed", "cancelled", "expired"}

@@ -13,7 +13,7 @@ from app.config import Settings, parse_routes
 from app.core import admission, model_tables, openai_answers, overrides, tokens
 from app.core.clock import utcnow
 from app.db.models import Batch
-from tests.conftest import StartApp, fast_settings, request_payload
+from tests.support import StartApp, fast_settings, request_payload
 
 
 def line(status: int | None = None, error: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from app.db.models import Batch, Delivery, DeliveryAttempt, Request
-from tests.conftest import RunningApp, StartApp, fast_settings, wait_until
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
+from tests.support import RunningApp, StartApp, fast_settings, wait_until
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
