@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from app.core.runtime.clock import utcnow
 
-from app.core.clock import utcnow
 from tests.support import chat, fresh_postgres, migrate, request_payload, sqlite_url, webhook
 
 

@@ -21,10 +21,10 @@ import uuid
 from typing import Any
 
 import aio_pika
+from app.core.runtime.clock import utcnow
 from sqlalchemy import insert
 
 from app.asgi import create_app
-from app.core.clock import utcnow
 from app.db.models import Delivery, Request
 from app.db.session import Database
 from bench.common import fresh_database, hammer, parse_args, print_table, rate, ratio, request_row

@@ -43,13 +43,13 @@ from typing import Any
 import aiosqlite
 import asyncpg
 import httpx
+from app.core.read import queries, stats
+from app.core.runtime.clock import utcnow
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
 from app.config import Settings
-from app.core import queries, stats
-from app.core.clock import utcnow
 from app.db.session import Database
 from bench.common import fresh_database, print_table
 from tests.standins.serve import serve

@@ -7,11 +7,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from app.core.rules.errors import Conflict
+from app.core.runs import local as local_runs
 from sqlalchemy import func, select
 
 from app.config import Settings
-from app.core import batching, intake, local_runs
-from app.core.errors import Conflict
+from app.core import batching
+from app.core.intake import accept as intake
 from app.db.migrate import upgrade
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database

@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 import tiktoken
+from app.core.runs.openai import admission, tokens
+from app.core.runs.openai import answers as openai_answers
+from app.core.runs.openai import tables as model_tables
+from app.core.runtime import settings as overrides
+from app.core.runtime.clock import utcnow
 from sqlalchemy import select
 
 from app.config import Settings, parse_routes
-from app.core import admission, model_tables, openai_answers, overrides, tokens
-from app.core.clock import utcnow
 from app.db.models import Batch
 from tests.support import StartApp, fast_settings, request_payload
 

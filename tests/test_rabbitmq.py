@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.broker import BackoffConnection
-from app.core import deliveries
+from app.core import delivery as deliveries
 from app.db.models import Delivery, DeliveryAttempt, Request
 from tests.standins.inference import InferenceStandin
 from tests.standins.tcp_proxy import TcpProxy

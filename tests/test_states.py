@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from app.core import states
+from app.core.rules import states
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from app.core.rules import states
+from app.core.runtime.clock import utcnow
 from sqlalchemy import func, select
 
-from app.core import states
-from app.core.clock import utcnow
 from app.db.models import Batch, Delivery, Request, RequestEvent, Setting
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
