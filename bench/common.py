@@ -7,19 +7,15 @@ import asyncio
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from app.core.runtime.clock import utcnow
-from app.db.migrate import upgrade
-
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.support import chat, fresh_postgres, migrate, request_payload, sqlite_url, webhook
 
 
 @asynccontextmanager
@@ -27,26 +23,10 @@ async def fresh_database(kind: str) -> AsyncIterator[str]:
     """A migrated, empty database (SQLite file in a temp dir, or a new PostgreSQL database), removed after."""
     if kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="bg_bench_") as tmp:
-            url = f"sqlite+aiosqlite:///{Path(tmp) / 'batchgate.db'}"
-            await asyncio.to_thread(upgrade, url)
-            yield url
+            yield await migrate(sqlite_url(Path(tmp)))
         return
-    name = f"bg_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        await asyncio.to_thread(upgrade, url)
-        yield url
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with fresh_postgres(prefix="bg_bench") as url:
+        yield await migrate(url)
 
 
 async def hammer(
@@ -75,13 +55,7 @@ async def hammer(
 
 def payload(custom_id: str, webhook_url: str) -> dict[str, Any]:
     """One POST /api/requests body, as a client would send it."""
-    return {
-        "custom_id": custom_id,
-        "url": "/v1/chat/completions",
-        "method": "POST",
-        "body": {"model": "stand-in", "messages": [{"role": "user", "content": f"say hi to {custom_id}"}]},
-        "delivery_config": {"type": "webhook", "webhook_url": webhook_url},
-    }
+    return request_payload(custom_id, webhook(webhook_url), messages=chat(f"say hi to {custom_id}"))
 
 
 def request_row(data: dict[str, Any], status: str = "pending") -> dict[str, Any]:

@@ -29,25 +29,21 @@ from bench.common import (
     ratio,
     request_row,
 )
-from tests.conftest import fast_settings
+from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
 from tests.standins.serve import serve
+from tests.support import fast_settings
 
 HOOK = "http://127.0.0.1:9/hook"  # never called: the scheduler is off
 WARM_UP = 200
 
 
-async def ceiling_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def ceiling_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Reads the body and answers 202 {}: all an HTTP endpoint must do, minus the work."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await lifespan(receive, send)
         return
-    while (await receive()).get("more_body"):
-        pass
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
-    await send({"type": "http.response.start", "status": 202, "headers": headers})
-    await send({"type": "http.response.body", "body": b"{}"})
+    await read_body(receive)
+    await send_json(send, 202, {})
 
 
 async def http_rate(app: Any, prefix: str, n: int, c: int, timeout: float) -> float:  # noqa: ASYNC109

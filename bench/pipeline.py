@@ -17,10 +17,10 @@ import time
 
 from app.asgi import create_app
 from bench.common import clients, fresh_database, hammer, parse_args, payload, print_table, rate, ratio
-from tests.conftest import fast_settings
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import CUSTOM_ID_HEADER, WebhookReceiver
 from tests.standins.serve import serve
+from tests.support import fast_settings, wait_until
 
 
 async def raw_rate(n: int, c: int, timeout: float) -> float:  # noqa: ASYNC109
@@ -77,10 +77,12 @@ async def gateway_rate(kind: str, n: int, c: int, timeout: float) -> tuple[float
 
             start = time.monotonic()
             submitted = await hammer(n, c, submit, timeout)
-            while (delivered := len({r.custom_id for r in receiver.successes()})) < n:
-                if time.monotonic() - start > timeout:
-                    raise TimeoutError(f"{delivered} of {n} requests delivered within {timeout:g} s")
-                await asyncio.sleep(0.02)
+            await wait_until(
+                lambda: len({r.custom_id for r in receiver.successes()}) >= n,
+                timeout - (time.monotonic() - start),
+                interval=0.02,
+                what=lambda: f"{n} requests delivered ({len(receiver.successes())} 2xx so far)",
+            )
         seen: set[str | None] = set()
         for received in receiver.successes():  # in arrival order: stop at the N-th distinct one
             seen.add(received.custom_id)

@@ -28,19 +28,10 @@ from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
 from app.db.session import Database
 from bench.common import fresh_database, hammer, parse_args, print_table, rate, ratio, request_row
-from tests.amqp import RABBITMQ_URL
-from tests.conftest import fast_settings, request_payload
 from tests.standins.serve import serve
+from tests.support import RABBITMQ_URL, fast_settings, request_payload, wait_until
 
 PREFETCH, INTAKE_CONCURRENCY, DELIVERY_CONCURRENCY = 64, 16, 64
-
-
-async def until(condition: Any, timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:g} s")
-        await asyncio.sleep(0.01)
 
 
 async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int, prefix: str, target: str) -> None:
@@ -75,7 +66,7 @@ async def intake_rate(url: str, channel: Any, n: int, timeout: float) -> float: 
             async def done() -> bool:
                 return app.state.consumer.counts["accepted"] == n
 
-            await until(done, timeout, f"{n} messages accepted")
+            await wait_until(done, timeout, interval=0.01, what=f"{n} messages accepted")
             return n / (time.perf_counter() - start)
     finally:
         for name in (queue, f"{queue}.dlq"):
@@ -166,7 +157,7 @@ async def delivery_rate(url: str, channel: Any, n: int, timeout: float) -> float
             async def done() -> bool:
                 return await ready_count(channel, target) >= n
 
-            await until(done, timeout, f"{n} results published")
+            await wait_until(done, timeout, interval=0.01, what=f"{n} results published")
             return n / (time.perf_counter() - start)
     finally:
         await channel.queue_delete(target)

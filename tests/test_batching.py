@@ -19,16 +19,11 @@ from app.core.runs.lines import input_line
 from app.db.migrate import upgrade
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database
-from tests.conftest import fast_settings, postgres_database
+from tests.support import NO_DELIVERY, chat, fast_settings, postgres_database, request_payload, wait_until
 
 
 def payload(custom_id: str, model: str = "m", content: str = "hi") -> dict[str, Any]:
-    return {
-        "custom_id": custom_id,
-        "url": "/v1/chat/completions",
-        "body": {"model": model, "messages": [{"role": "user", "content": content}]},
-        "delivery_config": {"type": "none"},
-    }
+    return request_payload(custom_id, NO_DELIVERY, model=model, messages=chat(content))
 
 
 async def batches(db: Database) -> list[Batch]:
@@ -101,12 +96,13 @@ async def test_closes_by_age(db: Database) -> None:
     settings = settings_for(db, local_batch_max_age_seconds=0.2)
     await intake.accept(db, settings, payload("old"))
     assert await batching.form_due_batches(db, settings) == []
-    deadline = asyncio.get_running_loop().time() + 5
     closed: list[int] = []
-    while not closed and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
-        closed = await batching.form_due_batches(db, settings)
-    assert closed, "the batch never closed by age"
+
+    async def closes() -> bool:
+        closed.extend(await batching.form_due_batches(db, settings))
+        return bool(closed)
+
+    await wait_until(closes, timeout=5, what="the batch to close by age")
     async with db.transaction() as session:
         reason = await session.scalar(select(BatchEvent.reason).where(BatchEvent.to_status == "ready"))
     assert reason == "oldest request waited 0.2s"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningApp, StartApp, fast_settings
+from tests.support import RunningApp, StartApp, fast_settings
 
 
 def valid(**changes: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ async def test_downgrade_and_upgrade_again(database_url: str) -> None:
 
 async def test_app_refuses_to_start_on_an_unmigrated_database(tmp_path) -> None:
     from app.asgi import create_app
-    from tests.conftest import fast_settings
+    from tests.support import fast_settings
 
     app = create_app(fast_settings(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"))
     with pytest.raises(BaseException) as info:  # Litestar wraps it in an ExceptionGroup

@@ -11,24 +11,36 @@ import pytest
 from sqlalchemy import select
 
 from app.config import Settings
-from app.core.runs.openai import runner as openai_runs
 from app.db.models import Request
-from tests.conftest import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from tests.standins.asgi import Relay, Scope
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
+from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
 
 MODEL = "gpt-4o-mini"
 FINISHED = {"succeeded", "failed", "cancelled", "expired"}
 
 
 @pytest.fixture
-async def openai_api() -> AsyncIterator[OpenAIBatchStandin]:
+async def openai_served() -> AsyncIterator[tuple[OpenAIBatchStandin, Relay]]:
+    """The stand-in OpenAI, served behind a relay whose hooks let a test act at an exact request."""
     standin = OpenAIBatchStandin()
     standin.polls_per_status = 0
-    async with serve(standin) as url:
+    relay = Relay(standin)
+    async with serve(relay) as url:
         standin.url = url  # type: ignore[attr-defined]
-        yield standin
+        yield standin, relay
+
+
+@pytest.fixture
+def openai_api(openai_served: tuple[OpenAIBatchStandin, Relay]) -> OpenAIBatchStandin:
+    return openai_served[0]
+
+
+@pytest.fixture
+def openai_relay(openai_served: tuple[OpenAIBatchStandin, Relay]) -> Relay:
+    return openai_served[1]
 
 
 def openai_settings(database_url: str, api: OpenAIBatchStandin, **overrides: Any) -> Settings:
@@ -137,13 +149,48 @@ async def test_requests_are_uploaded_polled_collected_and_delivered(
         headers = openai_api.call_headers[0]
         assert headers["authorization"] == "Bearer sk-test"
         assert (headers["openai-organization"], headers["openai-project"]) == ("org-1", "proj-1")
-
-        # Applying the same lines again changes nothing.
-        lines = [json.dumps(line) for line in openai_api.results[batch["remote"]["batch_id"]].values()]
-        collected = openai_runs._Collected()
-        await app.worker.openai_runner._apply(batch["id"], lines, collected)
-        assert collected.stored == 0 and collected.resubmitted == 0
         assert len(receiver.successes()) == 3
+
+
+async def test_collecting_again_after_an_interrupted_collection_changes_nothing(
+    database_url: str,
+    openai_api: OpenAIBatchStandin,
+    openai_relay: Relay,
+    receiver: WebhookReceiver,
+    start_app: StartApp,
+) -> None:
+    """The output file's lines are applied, then reading the error file fails: the whole collection
+    runs again later, and applying the same lines again changes nothing."""
+    openai_api.line_statuses = {"ca/3": [400]}  # its line goes to the error file, read second
+    interrupted: list[str] = []
+
+    def fail_the_first_error_file_read(scope: Scope) -> None:
+        error_files = {b["error_file_id"] for b in openai_api.batches.values()} - {None}
+        for file_id in error_files:
+            if scope["path"] == f"/v1/files/{file_id}/content" and not interrupted:
+                interrupted.append(file_id)
+                openai_api.fail_next = [500]  # this very request answers 500
+
+    openai_relay.before.append(fail_the_first_error_file_read)
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
+        await submit(app, receiver, "ca/1", "ca/2", "ca/3")
+        details = await finished(app, "ca/1", "ca/2", "ca/3")
+        assert interrupted, "the error file was never read"
+        assert [details[c]["status"] for c in ("ca/1", "ca/2", "ca/3")] == [
+            "succeeded",
+            "succeeded",
+            "failed",
+        ]
+        [batch] = await batches(app)
+        assert "talking to OpenAI failed" in reasons(batch)
+        output_reads = openai_api.calls.count(
+            ("GET", f"/v1/files/{batch['remote']['output_file_id']}/content")
+        )
+        assert output_reads == 2  # the output file was read, and applied, twice
+        # ... and its lines counted and delivered once, with nothing resubmitted.
+        assert (batch["status"], batch["completed_count"], batch["failed_count"]) == ("done", 2, 1)
+        assert sorted(r.custom_id for r in receiver.successes()) == ["ca/1", "ca/2", "ca/3"]
+        assert len(openai_api.created) == 1
 
 
 async def _files_deleted(app: RunningApp, batch_id: int) -> bool:
@@ -267,9 +314,9 @@ async def test_api_errors_are_retried_a_bounded_number_of_times_then_the_batch_f
         assert delivered_bodies(receiver)["u/1"]["error"]["code"] == "submission_failed"
         [batch] = await batches(app)
         assert batch["status"] == "failed"
-        assert f"after {openai_runs.SUBMIT_ATTEMPTS} attempts" in reasons(batch)
-        # SUBMIT_ATTEMPTS submissions, each one call plus one retry.
-        assert openai_api.calls.count(("POST", "/v1/files")) == openai_runs.SUBMIT_ATTEMPTS * 2
+        assert "after 3 attempts" in reasons(batch)  # README: submission is tried 3 times
+        # 3 submissions, each one call plus one retry.
+        assert openai_api.calls.count(("POST", "/v1/files")) == 3 * 2
 
 
 async def test_polling_gives_up_after_bounded_failures(
@@ -290,7 +337,7 @@ async def test_polling_gives_up_after_bounded_failures(
         assert delivered_bodies(receiver)["p/1"]["error"]["code"] == "remote_unreachable"
         [batch] = await batches(app)
         assert batch["status"] == "failed"
-        assert f"gave up after {openai_runs.POLL_FAILURES_MAX} failures" in reasons(batch)
+        assert "gave up after 8 failures" in reasons(batch)  # README: 8 consecutive failures
 
 
 async def test_401_stops_submission_visibly_until_the_key_works(
@@ -388,23 +435,34 @@ async def test_malformed_output_line_is_skipped_and_its_request_resubmitted(
 
 
 async def test_operator_cancel_cancels_remotely_and_collects_what_finished(
-    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+    database_url: str,
+    openai_api: OpenAIBatchStandin,
+    openai_relay: Relay,
+    receiver: WebhookReceiver,
+    start_app: StartApp,
 ) -> None:
-    openai_api.polls_per_status = 1000
+    openai_api.polls_per_status = 1  # one poll shows validating, the next in_progress ...
     openai_api.cancel_partial_lines = 1
+
+    def hold_in_progress(scope: Scope) -> None:
+        # ... where the remote batch stays (validated), so the cancel lands mid-run.
+        if any(b["status"] == "in_progress" for b in openai_api.batches.values()):
+            openai_api.polls_per_status = 1000
+
+    openai_relay.after.append(hold_in_progress)
     async with start_app(openai_settings(database_url, openai_api)) as app:
         await submit(app, receiver, "oc/1", "oc/2")
 
-        async def processing() -> bool:
+        async def in_progress() -> bool:
             listed = await batches(app)
-            return bool(listed) and listed[0]["status"] == "processing"
+            return (
+                bool(listed)
+                and listed[0]["status"] == "processing"
+                and listed[0]["remote"]["status"] == "in_progress"
+            )
 
-        await wait_until(processing, timeout=10, what="batch processing")
+        await wait_until(in_progress, timeout=10, what="batch processing, in_progress at OpenAI")
         [batch] = await batches(app)
-        # Hold the remote batch in_progress (validated) so the cancel lands mid-run.
-        remote_id = batch["remote"]["batch_id"]
-        assert openai_api._validate(remote_id)
-        openai_api._enter(remote_id, "in_progress")
         answer = await app.client.post(f"/api/batches/{batch['id']}/cancel")
         assert answer.status_code == 202 and answer.json()["status"] == "cancelling"
         details = await finished(app, "oc/1", "oc/2")

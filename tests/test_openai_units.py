@@ -16,7 +16,7 @@ from app.core.runs.openai import tables as model_tables
 from app.core.runtime import settings as overrides
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch
-from tests.conftest import StartApp, fast_settings, request_payload
+from tests.support import StartApp, fast_settings, request_payload
 
 
 def line(status: int | None = None, error: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
@@ -73,12 +73,13 @@ def test_token_estimate_counts_with_tiktoken_and_falls_back_to_bytes() -> None:
         "messages": [{"role": "user", "content": "abcdefgh"}, {"role": "user", "content": "ij"}],
     }
     assert tokens.prompt_text(body) == ("abcdefgh\nij", 2)
-    assert tokens.estimate(body, None) == 3 + 2 * tokens.TOKENS_PER_MESSAGE + 1  # 11 bytes / 4, rounded up
+    # 11 bytes / 4, rounded up, plus 4 tokens per message and 1
+    assert tokens.estimate(body, None) == 3 + 2 * 4 + 1
     # A byte-level encoding stands in for a real one (no encoding file is downloaded in tests).
     byte_level = tiktoken.Encoding(
         "bytes", pat_str=r"[\s\S]", mergeable_ranks={bytes([i]): i for i in range(256)}, special_tokens={}
     )
-    assert tokens.estimate(body, byte_level) == 11 + 2 * tokens.TOKENS_PER_MESSAGE + 1
+    assert tokens.estimate(body, byte_level) == 11 + 2 * 4 + 1
     parts = {"model": "m", "input": [{"type": "input_text", "text": "hello"}], "instructions": "be brief"}
     assert tokens.prompt_text(parts)[0] == "hello\nbe brief"
 

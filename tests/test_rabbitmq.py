@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -12,21 +11,29 @@ from sqlalchemy import func, select
 
 from app.broker import BackoffConnection
 from app.core import delivery as deliveries
-from app.db.migrate import upgrade
 from app.db.models import Delivery, DeliveryAttempt, Request
-from tests.amqp import RABBITMQ_URL, Amqp, close_connections, rabbitmqctl_available
-from tests.conftest import (
-    IN_CI,
-    RunningApp,
-    StartApp,
-    fast_settings,
-    postgres_database,
-    request_payload,
-    wait_until,
-)
 from tests.standins.inference import InferenceStandin
 from tests.standins.tcp_proxy import TcpProxy
-from tests.test_openapi import check
+from tests.support import (
+    PG_HOST,
+    PG_PORT,
+    RABBITMQ_URL,
+    Amqp,
+    RunningApp,
+    StartApp,
+    check,
+    close_connections,
+    database_name,
+    fast_settings,
+    migrate,
+    postgres_database,
+    postgres_url,
+    rabbitmqctl_available,
+    request_payload,
+    require_service,
+    to_queue,
+    wait_until,
+)
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -45,10 +52,7 @@ def rabbit_settings(
 
 
 async def consuming(app: RunningApp) -> None:
-    async def ready() -> bool:
-        return app.consumer.consuming
-
-    await wait_until(ready, timeout=15, what="the intake consumer to start")
+    await wait_until(lambda: app.consumer.consuming, timeout=15, what="the intake consumer to start")
 
 
 async def count(app: RunningApp, *where: Any) -> int:
@@ -65,10 +69,6 @@ async def delivery_states(app: RunningApp) -> dict[str, int]:
 async def attempts(app: RunningApp) -> list[DeliveryAttempt]:
     async with app.db.transaction() as session:
         return list((await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id))).all())
-
-
-def to_queue(queue: str) -> dict[str, str]:
-    return {"type": "rabbitmq", "rabbitmq_queue": queue}
 
 
 async def test_published_requests_come_back_on_the_result_queue_exactly_once(
@@ -256,10 +256,7 @@ async def test_an_undeliverable_message_is_a_failed_attempt_not_a_silent_drop(
 async def test_broker_connections_closed_mid_run_lose_nothing(
     database_url: str, inference: InferenceStandin, amqp: Amqp, start_app: StartApp
 ) -> None:
-    if not rabbitmqctl_available():
-        if IN_CI:
-            pytest.fail("rabbitmqctl is required in CI to close connections from the broker side")
-        pytest.skip("rabbitmqctl is not installed")
+    require_service("rabbitmqctl (to close connections from the broker side)", rabbitmqctl_available())
     intake, results = amqp.name("intake"), amqp.name("results")
     before, after = 300, 100
     total = before + after
@@ -405,9 +402,9 @@ async def test_a_database_outage_requeues_messages_until_it_is_back(
     inference: InferenceStandin, amqp: Amqp, start_app: StartApp
 ) -> None:
     async with postgres_database() as direct_url:
-        await asyncio.to_thread(upgrade, direct_url)
-        async with TcpProxy("127.0.0.1", 5432) as proxy:
-            proxied = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        await migrate(direct_url)
+        async with TcpProxy(PG_HOST, PG_PORT) as proxy:
+            proxied = postgres_url(database_name(direct_url), "127.0.0.1", proxy.port)
             intake = amqp.name("intake")
             async with start_app(rabbit_settings(proxied, inference, intake)) as app:
                 await consuming(app)

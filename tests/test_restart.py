@@ -16,20 +16,15 @@ from sqlalchemy import func, select
 
 from app.db.models import Delivery, Request
 from app.db.session import Database
-from tests.conftest import StartApp, fast_settings, wait_until
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
+from tests.support import StartApp, fast_settings, request_payload, wait_until, webhook
 
 COUNT = 120
 
 
 def payload(i: int, hook: str) -> dict[str, object]:
-    return {
-        "custom_id": f"r-{i:03d}",
-        "url": "/v1/chat/completions",
-        "body": {"model": "stand-in", "messages": [{"role": "user", "content": f"r-{i:03d}"}]},
-        "delivery_config": {"type": "webhook", "webhook_url": hook},
-    }
+    return request_payload(f"r-{i:03d}", webhook(hook))
 
 
 async def delivered_count(db: Database) -> int:

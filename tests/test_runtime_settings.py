@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import StartApp, fast_settings, request_payload
+from tests.support import StartApp, fast_settings, request_payload
 
 HX = {"HX-Request": "true"}
 NOWHERE = {"type": "none"}

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from app.core.rules import states
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request, RequestEvent, Setting
-from tests.conftest import RunningApp, StartApp, fast_settings, request_payload, wait_until
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
+from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
 
 HX = {"HX-Request": "true"}
 

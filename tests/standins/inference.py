@@ -8,7 +8,18 @@ import json
 import time
 from typing import Any
 
-from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
+from tests.standins.asgi import (
+    Receive,
+    Scope,
+    Send,
+    last_user_text,
+    lifespan,
+    read_body,
+    request_headers,
+    send_json,
+    text_of,
+    word_count,
+)
 
 ROUTES = frozenset(
     {
@@ -21,37 +32,8 @@ ROUTES = frozenset(
 )
 
 
-def _text(value: Any) -> str:
-    """Flatten a message content / prompt / input into plain text."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        # Multimodal content parts or a batch of prompts.
-        parts: list[str] = []
-        for item in value:
-            if isinstance(item, dict):
-                parts.append(_text(item.get("text", item.get("content", ""))))
-            else:
-                parts.append(_text(item))
-        return " ".join(p for p in parts if p)
-    return str(value)
-
-
-def _words(text: str) -> int:
-    """Deterministic stand-in token count."""
-    return len(text.split())
-
-
 def _last_user_content(body: dict[str, Any]) -> str:
-    messages = body.get("messages") or []
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return _text(message.get("content"))
-    if messages and isinstance(messages[-1], dict):
-        return _text(messages[-1].get("content"))
-    return ""
+    return last_user_text(body.get("messages") or [], else_last=True)
 
 
 def request_key(path: str, body: dict[str, Any]) -> str:
@@ -66,8 +48,8 @@ def request_key(path: str, body: dict[str, Any]) -> str:
     if path == "/v1/chat/completions":
         return _last_user_content(body)
     if path == "/v1/completions":
-        return _text(body.get("prompt"))
-    return _text(body.get("input"))
+        return text_of(body.get("prompt"))
+    return text_of(body.get("input"))
 
 
 def _error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
@@ -79,7 +61,8 @@ class InferenceStandin:
 
     Switches are plain attributes; tests mutate them between requests.
     Precedence per request: auth, ``status_for``, ``always_fail``,
-    ``fail_first``, then success. ``delay_seconds`` applies to every answer.
+    ``fail_first``, then success (with ``usage_for``'s usage, if any).
+    ``delay_seconds`` applies to every answer.
     """
 
     def __init__(self) -> None:
@@ -90,6 +73,7 @@ class InferenceStandin:
         self.status_for: dict[str, int] = {}
         self.delay_seconds: float = 0.0
         self.required_api_key: str | None = None
+        self.usage_for: dict[str, dict[str, Any]] = {}  # key -> usage reported instead of the counted one
 
         self.calls: list[dict[str, Any]] = []
         self.calls_by_key: collections.Counter[str] = collections.Counter()
@@ -131,7 +115,7 @@ class InferenceStandin:
         n = self._next_id()
         rid = {"x-request-id": f"req_{n}"}
         path: str = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         raw = await read_body(receive)
 
         if path not in ROUTES:
@@ -179,14 +163,17 @@ class InferenceStandin:
             if self.retry_after is not None:
                 extra["retry-after"] = f"{self.retry_after:g}"
             return self.fail_status, _error("stand-in failure", "server_error"), extra
-        return 200, self._success(path, body, n), {}
+        answer = self._success(path, body, n)
+        if key in self.usage_for:
+            answer["usage"] = self.usage_for[key]
+        return 200, answer, {}
 
     def _success(self, path: str, body: dict[str, Any], n: int) -> dict[str, Any]:
         model = body.get("model", "standin-model")
         created = int(time.time())
         if path == "/v1/chat/completions":
             prompt = " ".join(
-                _text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
+                text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
             )
             reply = f"echo: {_last_user_content(body)}"
             return {
@@ -204,7 +191,7 @@ class InferenceStandin:
                 "usage": _usage(prompt, reply),
             }
         if path == "/v1/completions":
-            prompt = _text(body.get("prompt"))
+            prompt = text_of(body.get("prompt"))
             reply = f"echo: {prompt}"
             return {
                 "id": f"cmpl-{n}",
@@ -219,7 +206,7 @@ class InferenceStandin:
             items = (
                 inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
             )
-            tokens = sum(_words(_text(i)) for i in items)
+            tokens = sum(word_count(text_of(i)) for i in items)
             return {
                 "object": "list",
                 "data": [
@@ -230,7 +217,7 @@ class InferenceStandin:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         if path == "/v1/responses":
-            prompt = _text(body.get("input"))
+            prompt = text_of(body.get("input"))
             reply = f"echo: {prompt}"
             usage = _usage(prompt, reply)
             return {
@@ -269,5 +256,5 @@ class InferenceStandin:
 
 
 def _usage(prompt: str, reply: str) -> dict[str, int]:
-    p, c = _words(prompt), _words(reply)
+    p, c = word_count(prompt), word_count(reply)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

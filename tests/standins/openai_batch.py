@@ -19,7 +19,19 @@ from email.parser import BytesHeaderParser
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
+from tests.standins.asgi import (
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    request_headers,
+    send_bytes,
+    send_json,
+)
+from tests.standins.asgi import last_user_text as _last_user_text
+from tests.standins.asgi import text_of as _text
+from tests.standins.asgi import word_count as _words
 
 ENDPOINTS: tuple[str, ...] = (
     "/v1/responses",
@@ -155,35 +167,6 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, _Part]:
     return fields
 
 
-def _text(value: Any) -> str:
-    """Flatten message content / prompt / input into plain text."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [
-            _text(item.get("text", item.get("content"))) if isinstance(item, dict) else _text(item)
-            for item in value
-        ]
-        return " ".join(p for p in parts if p)
-    return str(value)
-
-
-def _words(text: str) -> int:
-    """Deterministic stand-in token count."""
-    return len(text.split())
-
-
-def _last_user_text(messages: Any) -> str:
-    if not isinstance(messages, list):
-        return ""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return _text(message.get("content"))
-    return ""
-
-
 class OpenAIBatchStandin:
     """Plain ASGI app speaking the OpenAI Files + Batches API, with failure switches.
 
@@ -275,7 +258,7 @@ class OpenAIBatchStandin:
             return
         method: str = scope["method"]
         path: str = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         raw = await read_body(receive)
         self.calls.append((method, path))
         self.call_headers.append(headers)
@@ -414,14 +397,7 @@ class OpenAIBatchStandin:
 
     async def _file_content(self, request: _Request, file_id: str) -> None:
         self._file(file_id)
-        data = self.files[file_id]
-        headers = [
-            (b"content-type", b"application/octet-stream"),
-            (b"content-length", str(len(data)).encode()),
-        ]
-        headers += [(k.encode(), v.encode()) for k, v in request.extra.items()]
-        await request.send({"type": "http.response.start", "status": 200, "headers": headers})
-        await request.send({"type": "http.response.body", "body": data})
+        await send_bytes(request.send, 200, self.files[file_id], "application/octet-stream", request.extra)
 
     async def _delete_file(self, request: _Request, file_id: str) -> None:
         self._file(file_id)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body
+from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, request_headers, send_json
+from tests.support.waiting import wait_until
 
 CUSTOM_ID_HEADER = "x-batchgate-custom-id"
 
@@ -53,7 +54,7 @@ class WebhookReceiver:
             return
         if scope["type"] != "http":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         body = await read_body(receive)
         try:
             parsed: Any = json.loads(body) if body else None
@@ -83,17 +84,12 @@ class WebhookReceiver:
         if delay > 0:
             await asyncio.sleep(delay)
 
-        payload = json.dumps({"ok": 200 <= status < 300}).encode()
-        raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ]
+        extra: dict[str, str] = {}
         if 300 <= status < 400:
-            raw_headers.append((b"location", self.redirect_location.encode()))
+            extra["location"] = self.redirect_location
         if status == 405:
-            raw_headers.append((b"allow", b"POST"))
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": payload})
+            extra["allow"] = "POST"
+        await send_json(send, status, {"ok": 200 <= status < 300}, extra)
 
     def _decide(self, custom_id: str | None) -> int:
         if custom_id is None:
@@ -132,14 +128,11 @@ class WebhookReceiver:
         interval: float = 0.02,
     ) -> None:
         """Poll ``predicate(self)`` until true; raise ``TimeoutError`` otherwise."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate(self):
-            if loop.time() >= deadline:
-                counts = {k: [r.status for r in v] for k, v in self.by_custom_id().items()}
-                raise TimeoutError(
-                    f"webhook predicate not met within {timeout}s: "
-                    f"{len(self.received)} received, {len(self.successes())} 2xx; "
-                    f"statuses by custom id: {counts}"
-                )
-            await asyncio.sleep(interval)
+        await wait_until(lambda: predicate(self), timeout, interval, what=self._summary)
+
+    def _summary(self) -> str:
+        counts = {k: [r.status for r in v] for k, v in self.by_custom_id().items()}
+        return (
+            f"the webhook predicate: {len(self.received)} received, {len(self.successes())} 2xx; "
+            f"statuses by custom id: {counts}"
+        )

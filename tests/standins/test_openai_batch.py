@@ -13,7 +13,7 @@ import pytest_asyncio
 from openai.types import Batch, CreateEmbeddingResponse, FileObject
 from openai.types.chat import ChatCompletion
 
-from tests.standins.asgi import Receive, Scope, Send
+from tests.standins.asgi import Relay
 from tests.standins.openai_batch import OpenAIBatchStandin, parse_multipart
 from tests.standins.serve import serve
 
@@ -44,29 +44,18 @@ def checked(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-class _Current:
-    """ASGI app forwarding to the stand-in the running test installed.
-
-    One uvicorn server serves the whole module: each server shutdown costs a
-    fixed 0.1 s sleep inside uvicorn, which would dominate this file's runtime.
-    """
-
-    def __init__(self) -> None:
-        self.app = OpenAIBatchStandin()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def server() -> AsyncIterator[tuple[_Current, str]]:
-    current = _Current()
-    async with serve(current) as url:
-        yield current, url
+async def server() -> AsyncIterator[tuple[Relay, str]]:
+    """One uvicorn server for the whole module, relaying to the stand-in the running test installed:
+    each server shutdown costs a fixed 0.1 s sleep inside uvicorn, which would dominate this file's
+    runtime."""
+    relay = Relay(OpenAIBatchStandin())
+    async with serve(relay) as url:
+        yield relay, url
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def api(server: tuple[_Current, str]) -> AsyncIterator[tuple[OpenAIBatchStandin, httpx.AsyncClient]]:
+async def api(server: tuple[Relay, str]) -> AsyncIterator[tuple[OpenAIBatchStandin, httpx.AsyncClient]]:
     """A fresh stand-in behind the shared server, and an httpx client on its /v1."""
     current, url = server
     current.app = app = OpenAIBatchStandin()
@@ -541,7 +530,7 @@ async def test_list_batches_newest_first_with_paging(
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def sdk(server: tuple[_Current, str]) -> AsyncIterator[tuple[OpenAIBatchStandin, openai.AsyncOpenAI]]:
+async def sdk(server: tuple[Relay, str]) -> AsyncIterator[tuple[OpenAIBatchStandin, openai.AsyncOpenAI]]:
     """A fresh stand-in and the official async client pointed at it (no retries)."""
     current, url = server
     current.app = app = OpenAIBatchStandin()

@@ -15,15 +15,8 @@ terminal state with the reason on the batch's timeline and in the requests' deli
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from app.core.runs.openai import collect, files, poll, submit
-from app.core.runs.openai.collect import Collected as _Collected
+from app.core.runs.openai import files, poll, submit
 from app.core.runs.openai.common import Run
-from app.core.runs.openai.endings import POLL_FAILURES_MAX, SUBMIT_ATTEMPTS
-
-# The tests read the bounds and build a _Collected through this module.
-__all__ = ["POLL_FAILURES_MAX", "SUBMIT_ATTEMPTS", "OpenAIRunner", "_Collected"]
 
 
 class OpenAIRunner(Run):
@@ -40,7 +33,3 @@ class OpenAIRunner(Run):
     async def delete_files(self, batch_id: int) -> None:
         """Delete the batch's remote files once its results are stored (OPENAI_DELETE_FILES)."""
         await files.delete_files(self, batch_id)
-
-    async def _apply(self, batch_id: int, lines: Sequence[str], collected: _Collected) -> None:
-        # Applying lines again must change nothing; the tests check it on a running worker.
-        await collect.apply(self, batch_id, lines, collected)

@@ -1,5 +1,5 @@
-"""Test-side RabbitMQ helpers: unique queues that are deleted afterwards, publishing, draining,
-and closing the gateway's connections from the broker side."""
+"""RabbitMQ as a user of the gateway sees it: unique queues that are deleted afterwards,
+publishing, draining, and closing the gateway's connections from the broker side."""
 
 from __future__ import annotations
 

@@ -1,0 +1,64 @@
+"""What the tests (and the benchmarks) share: request builders, database lifecycle, the app served
+for real, RabbitMQ helpers, schema checks and waiting. Import from here, never from a test module
+or conftest.py (which only declares fixtures)."""
+
+from tests.support.amqp import (
+    RABBITMQ_URL,
+    Amqp,
+    amqp_client,
+    close_connections,
+    rabbitmq_reachable,
+    rabbitmqctl_available,
+)
+from tests.support.apps import UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
+from tests.support.builders import NO_DELIVERY, chat, request_payload, to_queue, webhook
+from tests.support.databases import (
+    IN_CI,
+    PG_ADMIN_DSN,
+    PG_HOST,
+    PG_PORT,
+    database_name,
+    fresh_postgres,
+    migrate,
+    postgres_database,
+    postgres_reachable,
+    postgres_url,
+    require_service,
+    sqlite_url,
+)
+from tests.support.schemas import check
+from tests.support.waiting import holds, wait_until
+
+__all__ = [
+    "IN_CI",
+    "NO_DELIVERY",
+    "PG_ADMIN_DSN",
+    "PG_HOST",
+    "PG_PORT",
+    "RABBITMQ_URL",
+    "UNREACHABLE_INFERENCE",
+    "Amqp",
+    "RunningApp",
+    "StartApp",
+    "amqp_client",
+    "chat",
+    "check",
+    "close_connections",
+    "database_name",
+    "fast_settings",
+    "fresh_postgres",
+    "holds",
+    "migrate",
+    "postgres_database",
+    "postgres_reachable",
+    "postgres_url",
+    "rabbitmq_reachable",
+    "rabbitmqctl_available",
+    "request_payload",
+    "require_service",
+    "run_app",
+    "sqlite_url",
+    "to_queue",
+    "wait_until",
+    "webhook",
+]

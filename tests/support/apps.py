@@ -1,0 +1,67 @@
+"""The app served for real on loopback, with settings short enough for tests to finish in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.asgi import create_app
+from app.config import Settings
+from app.db.session import Database
+from tests.standins.serve import serve
+from tests.support.builders import NO_DELIVERY, request_payload, webhook
+
+UNREACHABLE_INFERENCE = "http://127.0.0.1:9/v1"  # discard port: nothing answers
+
+
+def fast_settings(
+    database_url: str, inference_url: str = UNREACHABLE_INFERENCE, **overrides: Any
+) -> Settings:
+    """Settings with short ticks, ages and backoffs so pipeline tests finish in seconds."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "local_base_url": inference_url,
+        "local_batch_max_age_seconds": 0.3,
+        "local_retry_backoff_seconds": 0.01,
+        "tick_seconds": 0.2,
+        "lease_seconds": 5,
+        "delivery_backoff_base_seconds": 0.05,
+        "delivery_backoff_max_seconds": 0.5,
+        "webhook_timeout_seconds": 5,
+        "webhook_secret": None,
+        "local_api_key": None,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    client: httpx.AsyncClient
+    settings: Settings
+    db: Database
+    worker: Any = None
+    broker: Any = None
+    consumer: Any = None
+
+    async def submit(self, custom_id: str, webhook_url: str | None, **body: Any) -> httpx.Response:
+        delivery = webhook(webhook_url) if webhook_url else NO_DELIVERY
+        return await self.client.post("/api/requests", json=request_payload(custom_id, delivery, **body))
+
+
+StartApp = Callable[[Settings], AbstractAsyncContextManager[RunningApp]]
+
+
+@asynccontextmanager
+async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
+    """Serve create_app(settings) on a free loopback port, with a client pointed at it."""
+    app = create_app(settings)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield RunningApp(
+            url, client, settings, app.state.db, app.state.worker, app.state.broker, app.state.consumer
+        )

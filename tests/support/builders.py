@@ -1,0 +1,33 @@
+"""Request bodies and delivery targets, as a client of the gateway would send them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NO_DELIVERY: dict[str, Any] = {"type": "none"}
+
+
+def webhook(url: str) -> dict[str, Any]:
+    """A webhook delivery config."""
+    return {"type": "webhook", "webhook_url": url}
+
+
+def to_queue(queue: str) -> dict[str, Any]:
+    """A RabbitMQ delivery config publishing to a queue."""
+    return {"type": "rabbitmq", "rabbitmq_queue": queue}
+
+
+def request_payload(custom_id: str, delivery: dict[str, Any], **body: Any) -> dict[str, Any]:
+    """A valid intake body for the stand-in model; `body` keys replace or add to the model body."""
+    return {
+        "custom_id": custom_id,
+        "url": "/v1/chat/completions",
+        "method": "POST",
+        "body": {"model": "stand-in", "messages": [{"role": "user", "content": custom_id}], **body},
+        "delivery_config": delivery,
+    }
+
+
+def chat(content: str) -> list[dict[str, str]]:
+    """A one-message chat, for `request_payload(..., messages=chat("..."))`."""
+    return [{"role": "user", "content": content}]
