@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     local_api_key: str | None = None
     local_concurrency: int = Field(4, ge=1, le=1024)
     local_timeout_seconds: float = Field(120.0, gt=0)
-    local_batch_max_age_seconds: float = Field(2.0, ge=0)
+    local_batch_max_age_seconds: float = Field(
+        2.0, ge=0, description="A local batch closes when its oldest request has waited this long."
+    )
     local_max_retries: int = Field(3, ge=0, le=10)
     local_retry_backoff_seconds: float = Field(0.5, ge=0)
 
@@ -63,7 +65,9 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_organization: str | None = None
     openai_project: str | None = None
-    openai_batch_max_age_seconds: float = Field(3600.0, ge=0)
+    openai_batch_max_age_seconds: float = Field(
+        3600.0, ge=0, description="An OpenAI batch closes when its oldest request has waited this long."
+    )
     openai_poll_seconds: float = Field(60.0, gt=0)
     openai_resubmit_max: int = Field(3, ge=0, le=20)
     openai_delete_files: bool = True
@@ -72,22 +76,42 @@ class Settings(BaseSettings):
     openai_retry_backoff_seconds: float = Field(1.0, ge=0)
     openai_token_limit_backoff_seconds: float = Field(300.0, ge=0)
     openai_token_limit_retries: int = Field(5, ge=0, le=10)
-    openai_token_limits: dict[str, int] = Field(default_factory=dict)
-    openai_token_limit_fallback: int = Field(90_000, ge=1)
-    openai_prices: dict[str, Price] = Field(default_factory=dict)
+    openai_token_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description='Enqueued-token limit per model prefix, as JSON (longest prefix wins), e.g. {"gpt-4o": '
+        "1350000}. Overrides OpenAI's Tier 1 table.",
+    )
+    openai_token_limit_fallback: int = Field(
+        90_000, ge=1, description="Enqueued-token limit of a model in neither table."
+    )
+    openai_prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description='Synchronous prices in $ per million tokens by model prefix, as JSON, e.g. {"gpt-4o": '
+        '{"input": 2.5, "cached_input": 1.25, "output": 10}}. Used for the estimated saving.',
+    )
     openai_batch_discount: float = Field(0.5, ge=0, le=1)
     openai_auth_recheck_seconds: float = Field(300.0, gt=0)
 
-    batch_max_requests: int = Field(50_000, ge=1)
-    batch_max_bytes: int = Field(100 * MiB, ge=1)
+    batch_max_requests: int = Field(
+        50_000, ge=1, description="A batch closes when it holds this many requests."
+    )
+    batch_max_bytes: int = Field(
+        100 * MiB, ge=1, description="A batch closes when its JSONL reaches this many bytes."
+    )
     api_max_body_bytes: int = Field(10 * MiB, ge=1024)
 
     webhook_secret: str | None = None
     webhook_timeout_seconds: float = Field(15.0, gt=0)
     webhook_block_private_networks: bool = False
-    delivery_max_attempts: int = Field(8, ge=1, le=100)
-    delivery_backoff_base_seconds: float = Field(2.0, ge=0)
-    delivery_backoff_max_seconds: float = Field(3600.0, ge=0)
+    delivery_max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts before a delivery ends as delivery_failed."
+    )
+    delivery_backoff_base_seconds: float = Field(
+        2.0, ge=0, description="Delay before the first retry; it doubles."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        3600.0, ge=0, description="The longest delay between two attempts."
+    )
     delivery_concurrency: int = Field(64, ge=1)
 
     rabbitmq_url: str | None = None

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import httpx
 
 # 408 and 429 say "not now"; a 5xx is the server's own trouble. Every other 4xx is final.
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -38,3 +42,35 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
 def backoff_seconds(base: float, attempt: int) -> float:
     """Exponential backoff from `base` for the n-th try (1-based), with jitter in [0.5, 1]."""
     return base * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How an adapter that waits in-process retries one call: at most `max_retries` times,
+    waiting what Retry-After asks (capped) or an exponential backoff from `base_seconds`."""
+
+    max_retries: int
+    base_seconds: float
+
+    def allows(self, attempt: int) -> bool:
+        """Whether the call that was attempt number `attempt` (1-based) may be tried again."""
+        return attempt <= self.max_retries
+
+    def wait(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before the next try after attempt number `attempt`."""
+        asked = retry_after_seconds(retry_after, IN_PROCESS_WAIT_CAP_SECONDS)
+        return asked if asked is not None else backoff_seconds(self.base_seconds, attempt)
+
+
+def http_client(timeout_seconds: float, **options: Any) -> httpx.AsyncClient:
+    """A pooled httpx client whose connect timeout is at most 10 s of the whole timeout."""
+    timeout = httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds))
+    return httpx.AsyncClient(timeout=timeout, **options)
+
+
+class Adapter(Protocol):
+    """What every backend and channel has: a name to be told apart by, and a close."""
+
+    name: str
+
+    async def close(self) -> None: ...

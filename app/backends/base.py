@@ -12,6 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+import httpx
+
+from app.outbound import Adapter
+
 
 @dataclass(frozen=True, slots=True)
 class BatchLine:
@@ -51,15 +55,21 @@ class BackendStatus:
     detail: str
 
 
-class Backend(Protocol):
-    """What every backend offers: a name, where it points, a cheap probe, and closing."""
+async def ask_models(client: httpx.AsyncClient, url: str, within: float) -> httpx.Response | str:
+    """A probe: GET the server's model list once, with a short timeout and no retries; the
+    answer, or why none came."""
+    try:
+        return await client.get(url, timeout=within)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
-    name: str
+
+class Backend(Adapter, Protocol):
+    """What every backend offers besides its name and close: where it points, a cheap probe."""
+
     base_url: str
 
     async def probe(self) -> BackendStatus: ...
-
-    async def close(self) -> None: ...
 
 
 class LineRunner(Backend, Protocol):

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from app.backends.base import BackendStatus, BatchLine, LineResult
+from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.config import Settings
-from app.outbound import IN_PROCESS_WAIT_CAP_SECONDS, RETRYABLE_STATUS, backoff_seconds, retry_after_seconds
+from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
 
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -27,16 +27,13 @@ class LocalBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.local_base_url.rstrip("/")
-        self.max_retries = settings.local_max_retries
-        self.backoff_seconds = settings.local_retry_backoff_seconds
+        self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
         self.concurrency = settings.local_concurrency
         self._slots = asyncio.Semaphore(settings.local_concurrency)
         headers = {"authorization": f"Bearer {settings.local_api_key}"} if settings.local_api_key else {}
-        self._client = httpx.AsyncClient(
+        self._client = http_client(
+            settings.local_timeout_seconds,
             headers=headers,
-            timeout=httpx.Timeout(
-                settings.local_timeout_seconds, connect=min(10.0, settings.local_timeout_seconds)
-            ),
             limits=httpx.Limits(max_connections=settings.local_concurrency * 2),
         )
 
@@ -45,10 +42,9 @@ class LocalBackend:
 
     async def probe(self) -> BackendStatus:
         """Ask the server for its models (GET /models), with a short timeout."""
-        try:
-            response = await self._client.get(f"{self.base_url}/models", timeout=PROBE_TIMEOUT_SECONDS)
-        except httpx.HTTPError as exc:
-            return self._status(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        response = await ask_models(self._client, f"{self.base_url}/models", PROBE_TIMEOUT_SECONDS)
+        if isinstance(response, str):
+            return BackendStatus(self.name, self.base_url, False, response)
         if response.status_code in (401, 403):
             return self._status(False, f"refuses our key ({response.status_code}): check LOCAL_API_KEY")
         if response.status_code >= 500:
@@ -102,18 +98,14 @@ class LocalBackend:
                 # multiply LOCAL_TIMEOUT_SECONDS, so the timeout is the answer.
                 return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
             except httpx.TransportError as exc:
-                if attempt > self.max_retries:
+                if not self.retries.allows(attempt):
                     return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(self._backoff(attempt, None))
+                await asyncio.sleep(self.retries.wait(attempt))
                 continue
-            if response.status_code in RETRYABLE_STATUS and attempt <= self.max_retries:
-                await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
+            if response.status_code in RETRYABLE_STATUS and self.retries.allows(attempt):
+                await asyncio.sleep(self.retries.wait(attempt, response.headers.get("retry-after")))
                 continue
             return _result(line, attempt, response)
-
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        asked = retry_after_seconds(retry_after, IN_PROCESS_WAIT_CAP_SECONDS)
-        return asked if asked is not None else backoff_seconds(self.backoff_seconds, attempt)
 
 
 def _result(line: BatchLine, attempts: int, response: httpx.Response) -> LineResult:

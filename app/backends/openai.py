@@ -18,9 +18,9 @@ from typing import IO, Any
 
 import httpx
 
-from app.backends.base import BackendStatus
+from app.backends.base import BackendStatus, ask_models
 from app.config import Settings
-from app.outbound import IN_PROCESS_WAIT_CAP_SECONDS, RETRYABLE_STATUS, backoff_seconds, retry_after_seconds
+from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
 
 PROBE_TIMEOUT_SECONDS = 5.0
 COMPLETION_WINDOW = "24h"
@@ -52,8 +52,7 @@ class OpenAIBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.openai_base_url.rstrip("/")
-        self.max_retries = settings.openai_max_retries
-        self.backoff_seconds = settings.openai_retry_backoff_seconds
+        self.retries = RetryPolicy(settings.openai_max_retries, settings.openai_retry_backoff_seconds)
         self.configured = bool(settings.openai_api_key)
         headers = {}
         if settings.openai_api_key:
@@ -62,12 +61,7 @@ class OpenAIBackend:
             headers["openai-organization"] = settings.openai_organization
         if settings.openai_project:
             headers["openai-project"] = settings.openai_project
-        timeout = settings.openai_timeout_seconds
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-        )
+        self._client = http_client(settings.openai_timeout_seconds, base_url=self.base_url, headers=headers)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -76,10 +70,9 @@ class OpenAIBackend:
         """One GET /models, no retries: is the API there and does it take our key?"""
         if not self.configured:
             return self._status(False, "OPENAI_API_KEY is not set")
-        try:
-            response = await self._client.get("/models", timeout=PROBE_TIMEOUT_SECONDS)
-        except httpx.HTTPError as exc:
-            return self._status(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        response = await ask_models(self._client, "/models", PROBE_TIMEOUT_SECONDS)
+        if isinstance(response, str):
+            return BackendStatus(self.name, self.base_url, False, response)
         if response.status_code in (401, 403):
             return self._status(False, f"refuses our key ({response.status_code}): {_message(response)}")
         if response.status_code >= 400:
@@ -160,9 +153,9 @@ class OpenAIBackend:
                 error = OpenAIError(f"reading file {file_id}: {type(exc).__name__}: {exc}")
                 if started:
                     raise error from exc
-            if isinstance(error, AuthRefused) or not error.retryable or attempt > self.max_retries:
+            if isinstance(error, AuthRefused) or not error.retryable or not self.retries.allows(attempt):
                 raise error
-            await asyncio.sleep(self._backoff(attempt, None))
+            await asyncio.sleep(self.retries.wait(attempt))
 
     async def _call(self, method: str, path: str, request: Any) -> httpx.Response:
         """One API call with bounded retries; `request()` gives httpx's keyword arguments afresh."""
@@ -179,13 +172,9 @@ class OpenAIBackend:
                     return response
                 error = _error_of(response, f"{method} {path}")
                 retry_after = response.headers.get("retry-after")
-            if isinstance(error, AuthRefused) or not error.retryable or attempt > self.max_retries:
+            if isinstance(error, AuthRefused) or not error.retryable or not self.retries.allows(attempt):
                 raise error
-            await asyncio.sleep(self._backoff(attempt, retry_after))
-
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        asked = retry_after_seconds(retry_after, IN_PROCESS_WAIT_CAP_SECONDS)
-        return asked if asked is not None else backoff_seconds(self.backoff_seconds, attempt)
+            await asyncio.sleep(self.retries.wait(attempt, retry_after))
 
 
 def _message(response: httpx.Response) -> str:

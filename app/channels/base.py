@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from app.outbound import Adapter
+
 
 class Outcome(StrEnum):
     """How one delivery attempt ended."""
@@ -40,10 +42,9 @@ class SendResult:
     retry_after_seconds: float | None = None
 
 
-class Channel(Protocol):
+class Channel(Adapter, Protocol):
     """Where results go: one delivery attempt in, its outcome out."""
 
-    name: str
     timeout_seconds: float
 
     @property
@@ -52,8 +53,6 @@ class Channel(Protocol):
         ...
 
     async def send(self, message: Message) -> SendResult: ...
-
-    async def close(self) -> None: ...
 
 
 def excerpt(data: bytes | str) -> str:

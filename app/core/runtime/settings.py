@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
@@ -35,37 +35,30 @@ class Editable:
     json: bool = False  # edited as JSON text (a table), not a single value
 
 
-EDITABLE = (
-    Editable("batch_max_requests", "Batch limits", "A batch closes when it holds this many requests."),
-    Editable("batch_max_bytes", "Batch limits", "A batch closes when its JSONL reaches this many bytes."),
-    Editable(
-        "local_batch_max_age_seconds",
-        "Batch limits",
-        "A local batch closes when its oldest request has waited this long.",
+# What the settings page offers, in its order; each field's help is its description in Settings.
+EDITABLE_GROUPS = {
+    "Batch limits": ("batch_max_requests", "batch_max_bytes", "local_batch_max_age_seconds"),
+    "Retry policy": (
+        "delivery_max_attempts",
+        "delivery_backoff_base_seconds",
+        "delivery_backoff_max_seconds",
     ),
-    Editable("delivery_max_attempts", "Retry policy", "Attempts before a delivery ends as delivery_failed."),
-    Editable("delivery_backoff_base_seconds", "Retry policy", "Delay before the first retry; it doubles."),
-    Editable("delivery_backoff_max_seconds", "Retry policy", "The longest delay between two attempts."),
-    Editable(
+    "OpenAI": (
         "openai_batch_max_age_seconds",
-        "OpenAI",
-        "An OpenAI batch closes when its oldest request has waited this long.",
-    ),
-    Editable(
         "openai_token_limits",
-        "OpenAI",
-        'Enqueued-token limit per model prefix, as JSON (longest prefix wins), e.g. {"gpt-4o": 1350000}. '
-        "Overrides OpenAI's Tier 1 table.",
-        json=True,
-    ),
-    Editable("openai_token_limit_fallback", "OpenAI", "Enqueued-token limit of a model in neither table."),
-    Editable(
+        "openai_token_limit_fallback",
         "openai_prices",
-        "OpenAI",
-        'Synchronous prices in $ per million tokens by model prefix, as JSON, e.g. {"gpt-4o": {"input": 2.5, '
-        '"cached_input": 1.25, "output": 10}}. Used for the estimated saving.',
-        json=True,
     ),
+}
+EDITABLE = tuple(
+    Editable(
+        name,
+        group,
+        Settings.model_fields[name].description or "",
+        json=get_origin(Settings.model_fields[name].annotation) is dict,
+    )
+    for group, names in EDITABLE_GROUPS.items()
+    for name in names
 )
 JSON_NAMES = frozenset(e.name for e in EDITABLE if e.json)
 NAMES = frozenset(e.name for e in EDITABLE)
