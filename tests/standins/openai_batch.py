@@ -171,7 +171,7 @@ class OpenAIBatchStandin:
     """Plain ASGI app speaking the OpenAI Files + Batches API, with failure switches.
 
     Request pipeline: record the call, ``required_api_key`` (401), ``forbidden``
-    (403), ``fail_next`` (not for GET /v1/models), then the route.
+    (403), ``fail_next`` (not for GET /v1/models), ``fail_matching``, then the route.
 
     Batches move only on ``GET /v1/batches/{id}``: ``polls_per_status`` GETs show
     each of validating, in_progress and finalizing, then the final status. The
@@ -188,6 +188,9 @@ class OpenAIBatchStandin:
         self.forbidden: bool = False  # 403 on every route
         self.fail_next: list[int] = []  # statuses popped one per call (GET /v1/models exempt)
         self.retry_after: str | None = None  # retry-after header on fail_next answers
+        # Regex fullmatched against "METHOD /path" -> statuses popped one per matching call, so a
+        # failure can aim at one route (e.g. {r"POST /v1/batches/.+/cancel": [409]}).
+        self.fail_matching: dict[str, list[int]] = {}
         # State-machine switches.
         self.polls_per_status: int = 1  # GETs showing each non-final status (0: straight to final)
         self.cancelling_polls: int = 1  # GETs showing "cancelling" after a client cancel
@@ -292,6 +295,14 @@ class OpenAIBatchStandin:
             if status >= 500:
                 raise _ApiError(status, "The server had an error.", type_="server_error")
             raise _ApiError(status, f"stand-in status {status}")
+        for pattern, statuses in self.fail_matching.items():
+            if statuses and re.fullmatch(pattern, f"{method} {path}"):
+                status = statuses.pop(0)
+                if self.retry_after is not None:
+                    extra["retry-after"] = self.retry_after
+                if status >= 500:
+                    raise _ApiError(status, "The server had an error.", type_="server_error")
+                raise _ApiError(status, f"stand-in status {status}")
 
         allowed: list[str] = []
         for route_method, pattern, handler in self._routes:

@@ -35,7 +35,8 @@ class WebhookReceiver:
 
     Switches are keyed by custom id and may be changed between deliveries.
     Precedence: ``status_for``, then ``fail_first``, else 200 ``{"ok":true}``.
-    ``delay_for`` applies on top of whichever status is chosen.
+    ``delay_for`` applies on top of whichever status is chosen, and ``retry_after_for`` adds a
+    ``Retry-After`` header (its value as given: seconds or an HTTP date) to a non-2xx answer.
     """
 
     def __init__(self) -> None:
@@ -43,6 +44,7 @@ class WebhookReceiver:
         self.fail_status: int = 500
         self.status_for: dict[str, int] = {}
         self.delay_for: dict[str, float] = {}
+        self.retry_after_for: dict[str, str] = {}
         self.redirect_location: str = "http://127.0.0.1:1/elsewhere"
 
         self.received: list[Received] = []
@@ -89,6 +91,9 @@ class WebhookReceiver:
             extra["location"] = self.redirect_location
         if status == 405:
             extra["allow"] = "POST"
+        retry_after = self.retry_after_for.get(custom_id) if custom_id is not None else None
+        if retry_after is not None and not 200 <= status < 300:
+            extra["retry-after"] = retry_after
         await send_json(send, status, {"ok": 200 <= status < 300}, extra)
 
     def _decide(self, custom_id: str | None) -> int:

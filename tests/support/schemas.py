@@ -8,8 +8,21 @@ import httpx
 from jsonschema import Draft202012Validator
 
 
-def check(document: dict[str, Any], path: str, method: str, response: httpx.Response) -> None:
-    """Validate a real response against the schema the document gives for its status."""
+def check(
+    document: dict[str, Any],
+    path: str,
+    method: str,
+    response: httpx.Response,
+    status: int | None = None,
+    code: str | None = None,
+) -> None:
+    """Assert the status (and error code) when given, then validate the response against the
+    schema the document gives for its status."""
+    if status is not None:
+        got = f"{method.upper()} {path}: {response.status_code} {response.text}"
+        assert response.status_code == status, got
+    if code is not None:
+        assert [e["code"] for e in response.json()["errors"]] == [code], response.text
     operation = document["paths"][path][method]
     spec = operation["responses"].get(str(response.status_code))
     assert spec is not None, (
