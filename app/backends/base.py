@@ -8,7 +8,7 @@ a whole input file and is polled until its output files are ready.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -55,13 +55,26 @@ class BackendStatus:
     detail: str
 
 
-async def ask_models(client: httpx.AsyncClient, url: str, within: float) -> httpx.Response | str:
-    """A probe: GET the server's model list once, with a short timeout and no retries; the
-    answer, or why none came."""
+async def ask_models(
+    backend: Backend,
+    client: httpx.AsyncClient,
+    url: str,
+    within: float,
+    refused: Callable[[httpx.Response], str],
+) -> httpx.Response | BackendStatus:
+    """A probe: GET the server's model list once, with a short timeout and no retries. Returns
+    the answer, or the backend's status when none came or our key was refused (`refused` says
+    why, from the answer)."""
     try:
-        return await client.get(url, timeout=within)
+        response = await client.get(url, timeout=within)
     except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}".rstrip(": ")
+        return BackendStatus(
+            backend.name, backend.base_url, False, f"{type(exc).__name__}: {exc}".rstrip(": ")
+        )
+    if response.status_code in (401, 403):
+        detail = f"refuses our key ({response.status_code}): {refused(response)}"
+        return BackendStatus(backend.name, backend.base_url, False, detail)
+    return response
 
 
 class Backend(Adapter, Protocol):

@@ -42,11 +42,10 @@ class LocalBackend:
 
     async def probe(self) -> BackendStatus:
         """Ask the server for its models (GET /models), with a short timeout."""
-        response = await ask_models(self._client, f"{self.base_url}/models", PROBE_TIMEOUT_SECONDS)
-        if isinstance(response, str):
-            return BackendStatus(self.name, self.base_url, False, response)
-        if response.status_code in (401, 403):
-            return self._status(False, f"refuses our key ({response.status_code}): check LOCAL_API_KEY")
+        url = f"{self.base_url}/models"
+        response = await ask_models(self, self._client, url, PROBE_TIMEOUT_SECONDS, _check_key)
+        if isinstance(response, BackendStatus):
+            return response
         if response.status_code >= 500:
             return self._status(False, f"GET /models answered {response.status_code}")
         if response.status_code >= 400:
@@ -106,6 +105,10 @@ class LocalBackend:
                 await asyncio.sleep(self.retries.wait(attempt, response.headers.get("retry-after")))
                 continue
             return _result(line, attempt, response)
+
+
+def _check_key(_: httpx.Response) -> str:
+    return "check LOCAL_API_KEY"
 
 
 def _result(line: BatchLine, attempts: int, response: httpx.Response) -> LineResult:

@@ -70,11 +70,9 @@ class OpenAIBackend:
         """One GET /models, no retries: is the API there and does it take our key?"""
         if not self.configured:
             return self._status(False, "OPENAI_API_KEY is not set")
-        response = await ask_models(self._client, "/models", PROBE_TIMEOUT_SECONDS)
-        if isinstance(response, str):
-            return BackendStatus(self.name, self.base_url, False, response)
-        if response.status_code in (401, 403):
-            return self._status(False, f"refuses our key ({response.status_code}): {_message(response)}")
+        response = await ask_models(self, self._client, "/models", PROBE_TIMEOUT_SECONDS, _message)
+        if isinstance(response, BackendStatus):
+            return response
         if response.status_code >= 400:
             return self._status(False, f"GET /models answered {response.status_code}")
         return self._status(True, "reachable, key accepted")

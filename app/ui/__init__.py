@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from litestar import Router
+from litestar.di import Provide
 
 from app.ui.batches import BatchPages
 from app.ui.dashboard import dashboard
-from app.ui.render import UI_EXCEPTION_HANDLERS
+from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
 
@@ -15,4 +16,6 @@ ui_router = Router(
     route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages],
     exception_handlers=UI_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     include_in_schema=False,
+    # The query parameters every list page shares: search, status and where the page starts.
+    dependencies={"listing": Provide(listing, sync_to_thread=False)},
 )

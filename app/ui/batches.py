@@ -6,14 +6,15 @@ from typing import Any, Literal
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from app.core.read import exports, pages, queries
+from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
-from app.ui.render import HttpRequest, done, page
+from app.ui.render import HttpRequest, done, list_page, page
 
 STATUSES = list(states.BATCH_TRANSITIONS)
 
@@ -26,27 +27,14 @@ class BatchPages(Controller):
         self,
         request: HttpRequest,
         state: State,
-        search: FromQuery[str] = "",
-        status: FromQuery[str] = "",
+        listing: NamedDependency[dict[str, Any]],
         backend: FromQuery[str] = "",
         sort: FromQuery[Literal["newest", "oldest", "status"]] = "newest",
-        size: FromQuery[int] = 25,
-        after: FromQuery[str] = "",
-        before: FromQuery[str] = "",
     ) -> Any:
-        query = queries.BatchQuery(search.strip(), status, backend, sort, size, after, before)
+        query = queries.BatchQuery(**listing, backend=backend, sort=sort)
         result = await queries.batch_page(state.db, query)
         backends, _ = await queries.batch_choices(state.db)
-        return page(
-            request,
-            "batches.html",
-            "_batch_results.html",
-            query=query,
-            page=result,
-            statuses=STATUSES,
-            backends=backends,
-            sizes=pages.PAGE_SIZES,
-        )
+        return list_page(request, "batch", query, result, statuses=STATUSES, backends=backends)
 
     @get("/{batch_id:int}")
     async def show(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:

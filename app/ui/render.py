@@ -17,8 +17,11 @@ from urllib.parse import urlencode
 from jinja2 import Environment
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.core.read.pages import PAGE_SIZES, Page
+from app.core.read.queries import ListQuery
 from app.core.rules.errors import BatchgateError
 from app.core.runtime.clock import utcnow
 from app.http import STATUS_FOR_KIND
@@ -63,6 +66,30 @@ def is_htmx(request: HttpRequest) -> bool:
 def page(request: HttpRequest, name: str, fragment: str, **context: Any) -> Template:
     """The full page `name`, or only `fragment` when htmx asks (polling, filters)."""
     return Template(template_name=fragment if is_htmx(request) else name, context=context, media_type=HTML)
+
+
+def listing(
+    search: FromQuery[str] = "",
+    status: FromQuery[str] = "",
+    size: FromQuery[int] = 25,
+    after: FromQuery[str] = "",
+    before: FromQuery[str] = "",
+) -> dict[str, Any]:
+    """The query parameters every list page shares (a Litestar dependency)."""
+    return {"search": search.strip(), "status": status, "size": size, "after": after, "before": before}
+
+
+# The list pages and the results table each one swaps in.
+LIST_TEMPLATES = {
+    "batch": ("batches.html", "_batch_results.html"),
+    "request": ("requests.html", "_request_results.html"),
+}
+
+
+def list_page(request: HttpRequest, of: str, query: ListQuery, result: Page[Any], **choices: Any) -> Template:
+    """The list page of `of` (batch or request), or only its results table when htmx asks."""
+    name, fragment = LIST_TEMPLATES[of]
+    return page(request, name, fragment, query=query, page=result, sizes=PAGE_SIZES, **choices)
 
 
 def done(request: HttpRequest, message: str, back: str, redirect: bool = False) -> Response[Any]:

@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
-from app.core.read import pages, queries
+from app.core.read import queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
-from app.ui.render import HttpRequest, done, page
+from app.ui.render import HttpRequest, done, list_page, page
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
 DELIVERY_STATUSES = list(states.DELIVERY_TRANSITIONS)
@@ -28,34 +29,21 @@ class RequestPages(Controller):
         self,
         request: HttpRequest,
         state: State,
-        search: FromQuery[str] = "",
+        listing: NamedDependency[dict[str, Any]],
         match: FromQuery[Literal["prefix", "contains"]] = "prefix",
-        status: FromQuery[str] = "",
         delivery_status: FromQuery[str] = "",
         batch_id: FromQuery[str] = "",
         model: FromQuery[str] = "",
         sort: FromQuery[Literal["newest", "oldest", "status", "custom_id"]] = "newest",
-        size: FromQuery[int] = 25,
-        after: FromQuery[str] = "",
-        before: FromQuery[str] = "",
     ) -> Any:
         batch = int(batch_id) if batch_id.strip().isdigit() else None
         query = queries.RequestQuery(
-            search.strip(), match, status, delivery_status, batch, model, sort, size, after, before
+            **listing, match=match, delivery_status=delivery_status, batch_id=batch, model=model, sort=sort
         )
         result = await queries.request_page(state.db, query)
         _, models = await queries.batch_choices(state.db)
-        return page(
-            request,
-            "requests.html",
-            "_request_results.html",
-            query=query,
-            page=result,
-            statuses=STATUSES,
-            delivery_statuses=DELIVERY_STATUSES,
-            models=models,
-            sizes=pages.PAGE_SIZES,
-        )
+        choices = {"statuses": STATUSES, "delivery_statuses": DELIVERY_STATUSES, "models": models}
+        return list_page(request, "request", query, result, **choices)
 
     @get("/{request_id:int}")
     async def show(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:

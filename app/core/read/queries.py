@@ -44,29 +44,29 @@ class BatchOutcomes:
     total_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
-class BatchQuery:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListQuery:
+    """What every list page asks: a search, a status, a sort, and where its page starts."""
+
     search: str = ""
     status: str = ""
-    backend: str = ""
     sort: str = "newest"
     size: int = 25
     after: str = ""
     before: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestQuery:
-    search: str = ""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchQuery(ListQuery):
+    backend: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestQuery(ListQuery):
     match: str = "prefix"
-    status: str = ""
     delivery_status: str = ""
     batch_id: int | None = None
     model: str = ""
-    sort: str = "newest"
-    size: int = 25
-    after: str = ""
-    before: str = ""
 
 
 @dataclass(frozen=True, slots=True)
