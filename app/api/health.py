@@ -6,7 +6,6 @@ from importlib.metadata import version
 
 from litestar import Response, get
 from litestar.datastructures import State
-from sqlalchemy import text
 
 from app.api.schemas import BackendOut, HealthOut
 from app.core.runtime import status
@@ -23,12 +22,7 @@ from app.core.runtime import status
     operation_id="health",
 )
 async def health(state: State) -> Response[HealthOut]:
-    try:
-        async with state.db.transaction() as session:
-            await session.execute(text("SELECT 1"))
-        database = "ok"
-    except Exception as exc:
-        database = f"error: {type(exc).__name__}"
+    database = await status.database(state.db)
     process = await status.current(state.worker, state.broker, state.consumer)
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]

@@ -6,10 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
+
 from app.backends.base import BackendStatus
 from app.broker import Broker, BrokerStatus, rabbitmq_status
 from app.config import Settings
 from app.core.runtime.scheduler import Worker
+from app.db.session import Database
 
 BACKEND_PROBE_SECONDS = 10.0
 
@@ -20,6 +23,16 @@ class ProcessStatus:
     backends: list[BackendStatus]
     rabbitmq: BrokerStatus | None
     openai_block: str | None  # why OpenAI submission is stopped (a refused key), or None
+
+
+async def database(db: Database) -> str:
+    """ "ok" when the database answers a trivial query now, else "error: <kind>"."""
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means the same to /health: this process cannot serve
+        return f"error: {type(exc).__name__}"
+    return "ok"
 
 
 async def current(worker: Worker | None, broker: Broker | None, consumer: Any) -> ProcessStatus:
