@@ -20,9 +20,11 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.channels.base import Outcome
 from app.core.read.pages import PAGE_SIZES, Page
 from app.core.read.queries import ListQuery
 from app.core.rules.errors import BatchgateError
+from app.core.rules.states import B, D, R
 from app.core.runtime.clock import utcnow
 from app.http import STATUS_FOR_KIND
 
@@ -30,27 +32,16 @@ HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.
 HTML = MediaType.HTML
 
-BADGE = {
-    "building": "info",
-    "ready": "info",
-    "submitting": "info",
-    "processing": "warn",
-    "collecting": "warn",
-    "cancelling": "warn",
-    "pending": "muted",
-    "batched": "info",
-    "retrying": "warn",
-    "done": "ok",
-    "succeeded": "ok",
-    "delivered": "ok",
-    "failed": "bad",
-    "delivery_failed": "bad",
-    "expired": "bad",
-    "cancelled": "muted",
-    "success": "ok",
-    "retryable_failure": "warn",
-    "permanent_failure": "bad",
-    # connection states (dashboard)
+# The colour of each status badge: statuses of batches (B), requests (R), deliveries (D) and
+# attempts (Outcome), then the broker's connection states on the dashboard.
+BADGE: dict[str, str] = {
+    **dict.fromkeys((B.BUILDING, B.READY, B.SUBMITTING, R.BATCHED), "info"),
+    **dict.fromkeys(
+        (B.PROCESSING, B.COLLECTING, B.CANCELLING, D.RETRYING, Outcome.RETRYABLE_FAILURE), "warn"
+    ),
+    **dict.fromkeys((B.DONE, R.SUCCEEDED, D.DELIVERED, Outcome.SUCCESS), "ok"),
+    **dict.fromkeys((B.FAILED, B.EXPIRED, D.DELIVERY_FAILED, Outcome.PERMANENT_FAILURE), "bad"),
+    **dict.fromkeys((R.PENDING, B.CANCELLED), "muted"),
     "connected": "ok",
     "connecting": "warn",
     "disconnected": "bad",
