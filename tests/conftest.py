@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.standins.asgi import Relay
 from tests.standins.inference import InferenceStandin
+from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
 from tests.support import (
@@ -69,3 +71,24 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 def start_app() -> StartApp:
     """Serve create_app(settings) on a free loopback port, with a client pointed at it."""
     return run_app
+
+
+@pytest.fixture
+async def openai_served() -> AsyncIterator[tuple[OpenAIBatchStandin, Relay]]:
+    """The stand-in OpenAI, served behind a relay whose hooks let a test act at an exact request."""
+    standin = OpenAIBatchStandin()
+    standin.polls_per_status = 0
+    relay = Relay(standin)
+    async with serve(relay) as url:
+        standin.url = url  # type: ignore[attr-defined]
+        yield standin, relay
+
+
+@pytest.fixture
+def openai_api(openai_served: tuple[OpenAIBatchStandin, Relay]) -> OpenAIBatchStandin:
+    return openai_served[0]
+
+
+@pytest.fixture
+def openai_relay(openai_served: tuple[OpenAIBatchStandin, Relay]) -> Relay:
+    return openai_served[1]

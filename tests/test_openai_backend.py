@@ -3,98 +3,23 @@ lifecycle, each on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 from sqlalchemy import select
 
-from app.config import Settings
 from app.db.models import Request
 from tests.standins.asgi import Relay, Scope
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
-
-MODEL = "gpt-4o-mini"
-FINISHED = {"succeeded", "failed", "cancelled", "expired"}
-
-
-@pytest.fixture
-async def openai_served() -> AsyncIterator[tuple[OpenAIBatchStandin, Relay]]:
-    """The stand-in OpenAI, served behind a relay whose hooks let a test act at an exact request."""
-    standin = OpenAIBatchStandin()
-    standin.polls_per_status = 0
-    relay = Relay(standin)
-    async with serve(relay) as url:
-        standin.url = url  # type: ignore[attr-defined]
-        yield standin, relay
-
-
-@pytest.fixture
-def openai_api(openai_served: tuple[OpenAIBatchStandin, Relay]) -> OpenAIBatchStandin:
-    return openai_served[0]
-
-
-@pytest.fixture
-def openai_relay(openai_served: tuple[OpenAIBatchStandin, Relay]) -> Relay:
-    return openai_served[1]
-
-
-def openai_settings(database_url: str, api: OpenAIBatchStandin, **overrides: Any) -> Settings:
-    """Every request goes to the stand-in OpenAI, with short ages, polls and backoffs."""
-    values: dict[str, Any] = {
-        "default_backend": "openai",
-        "openai_base_url": api.url + "/v1",  # type: ignore[attr-defined]
-        "openai_api_key": "sk-test",
-        "openai_batch_max_age_seconds": 0.2,
-        "openai_poll_seconds": 0.05,
-        "openai_retry_backoff_seconds": 0.01,
-        "openai_token_limit_backoff_seconds": 0.05,
-        "openai_auth_recheck_seconds": 0.2,
-        **overrides,
-    }
-    return fast_settings(database_url, **values)
-
-
-async def submit(app: RunningApp, receiver: WebhookReceiver, *custom_ids: str, **body: Any) -> None:
-    for custom_id in custom_ids:
-        payload = request_payload(custom_id, {"type": "webhook", "webhook_url": receiver.url + "/hook"})
-        payload["body"].update(model=MODEL, **body)
-        answer = await app.client.post("/api/requests", json=payload)
-        assert answer.status_code == 202, answer.text
-
-
-async def finished(app: RunningApp, *custom_ids: str) -> dict[str, dict[str, Any]]:
-    """Wait until each request has ended and its result was delivered; returns their details."""
-    details: dict[str, dict[str, Any]] = {}
-
-    async def done() -> bool:
-        for custom_id in custom_ids:
-            details[custom_id] = (await app.client.get(f"/api/requests/{custom_id}")).json()
-        return all(
-            d["status"] in FINISHED and d["delivery"] and d["delivery"]["status"] == "delivered"
-            for d in details.values()
-        )
-
-    await wait_until(done, timeout=20, what=f"{custom_ids} finished and delivered")
-    return details
-
-
-async def batches(app: RunningApp) -> list[dict[str, Any]]:
-    """Every batch with its events, oldest first."""
-    listed = (await app.client.get("/api/batches", params={"limit": 100})).json()["data"]
-    return [(await app.client.get(f"/api/batches/{b['id']}")).json() for b in reversed(listed)]
-
-
-def reasons(batch: dict[str, Any]) -> str:
-    return " | ".join(e["reason"] or "" for e in batch["events"])
-
-
-def delivered_bodies(receiver: WebhookReceiver) -> dict[str, dict[str, Any]]:
-    return {cid: json.loads(got[-1].body) for cid, got in receiver.by_custom_id().items()}
+from tests.support import RunningApp, StartApp, request_payload, wait_until
+from tests.support.openai import (
+    MODEL,
+    batches,
+    delivered_bodies,
+    finished,
+    openai_settings,
+    reasons,
+    submit,
+)
 
 
 async def test_requests_are_uploaded_polled_collected_and_delivered(

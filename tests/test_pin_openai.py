@@ -6,7 +6,6 @@ The README's numbers are asserted as literals, counted from the calls the stand-
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,66 +16,22 @@ from app.config import Settings
 from app.db.models import Batch
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from tests.support import RunningApp, StartApp, wait_until
+from tests.support.openai import batches, finished, openai_settings, reasons, submit
 
-MODEL = "gpt-4o-mini"
-FINISHED = {"succeeded", "failed", "cancelled", "expired"}
 HOUR = 3600.0
 
 
-@pytest.fixture
-async def openai_api() -> AsyncIterator[OpenAIBatchStandin]:
-    standin = OpenAIBatchStandin()
-    standin.polls_per_status = 0
-    async with serve(standin) as url:
-        standin.url = url  # type: ignore[attr-defined]
-        yield standin
+def polling_settings(database_url: str, api: OpenAIBatchStandin) -> Settings:
+    """Polls every 10 ms and no retries within one call, so each failure is one counted poll."""
+    return openai_settings(database_url, api, openai_max_retries=0, openai_poll_seconds=0.01)
 
 
-def openai_settings(database_url: str, api: OpenAIBatchStandin, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "default_backend": "openai",
-        "openai_base_url": api.url + "/v1",  # type: ignore[attr-defined]
-        "openai_api_key": "sk-test",
-        "openai_batch_max_age_seconds": 0.2,
-        "openai_poll_seconds": 0.05,
-        "openai_retry_backoff_seconds": 0.01,
-        "openai_auth_recheck_seconds": 0.2,
-        "openai_max_retries": 0,
-        **overrides,
-    }
-    return fast_settings(database_url, **values)
-
-
-async def submit(app: RunningApp, receiver: WebhookReceiver, *custom_ids: str) -> None:
-    for custom_id in custom_ids:
-        payload = request_payload(custom_id, {"type": "webhook", "webhook_url": receiver.url + "/hook"})
-        payload["body"]["model"] = MODEL
-        answer = await app.client.post("/api/requests", json=payload)
-        assert answer.status_code == 202, answer.text
-
-
-async def finished(app: RunningApp, *custom_ids: str) -> dict[str, dict[str, Any]]:
-    """Wait until each request has ended and its result was delivered; returns their details."""
-    details: dict[str, dict[str, Any]] = {}
-
-    async def done() -> bool:
-        for custom_id in custom_ids:
-            details[custom_id] = (await app.client.get(f"/api/requests/{custom_id}")).json()
-        return all(
-            d["status"] in FINISHED and d["delivery"] and d["delivery"]["status"] == "delivered"
-            for d in details.values()
-        )
-
-    await wait_until(done, timeout=30, what=f"{custom_ids} finished and delivered")
-    return details
-
-
-async def batches(app: RunningApp) -> list[dict[str, Any]]:
-    """Every batch with its events, oldest first."""
-    listed = (await app.client.get("/api/batches", params={"limit": 100})).json()["data"]
-    return [(await app.client.get(f"/api/batches/{b['id']}")).json() for b in reversed(listed)]
+async def remote_batch_processing(app: RunningApp, receiver: WebhookReceiver, custom_id: str) -> str:
+    """Submit one request and wait until its batch runs remotely; returns the remote batch id."""
+    await submit(app, receiver, custom_id)
+    batch = await batch_in(app, "processing")
+    return str(batch["remote"]["batch_id"])
 
 
 async def only_batch(app: RunningApp) -> dict[str, Any]:
@@ -93,10 +48,6 @@ async def batch_in(app: RunningApp, status: str) -> dict[str, Any]:
 
     await wait_until(there, timeout=20, what=f"the batch {status}")
     return await only_batch(app)
-
-
-def reasons(batch: dict[str, Any]) -> str:
-    return " | ".join(e["reason"] or "" for e in batch["events"])
 
 
 def delivered_error(receiver: WebhookReceiver, custom_id: str) -> dict[str, Any] | None:
@@ -155,7 +106,7 @@ async def test_a_remote_batch_still_running_6h_after_expires_at_fails_remote_ove
     shift = 24 * HOUR + past_expiry.total_seconds()
     openai_api.clock = lambda: time.time() - shift
     openai_api.polls_per_status = 1000
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "od/1")
         if overdue:
             details = await finished(app, "od/1")
@@ -185,7 +136,7 @@ async def test_a_remote_cancel_unfinished_after_1h_is_ended_locally(
 ) -> None:
     openai_api.polls_per_status = 1000
     openai_api.cancelling_polls = 10**6  # OpenAI never finishes cancelling
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "cc/1", "cc/2")
         batch = await batch_in(app, "processing")
         remote_id = batch["remote"]["batch_id"]
@@ -238,7 +189,7 @@ async def test_a_cancel_answered_409_collects_the_results_as_usual(
 ) -> None:
     openai_api.polls_per_status = 1000
     openai_api.fail_matching = {r"POST /v1/batches/[^/]+/cancel": [409]}  # it finished first
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "c409/1", "c409/2")
         remote_id = await cancel_while_validating(app)
         await cancel_calls(openai_api, remote_id, 1)
@@ -259,7 +210,7 @@ async def test_a_failed_cancel_call_is_retried_on_the_next_poll(
 ) -> None:
     openai_api.polls_per_status = 1000
     openai_api.fail_matching = {r"POST /v1/batches/[^/]+/cancel": [500]}
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "cf/1")
         remote_id = await cancel_while_validating(app)
         details = await finished(app, "cf/1")
@@ -278,7 +229,7 @@ async def test_a_batch_openai_fails_while_cancelling_ends_cancelled(
     openai_api.polls_per_status = 1000
     openai_api.next_batches = [{"error_code": "too_many_tasks"}]
     openai_api.fail_matching = {r"POST /v1/batches/[^/]+/cancel": [409]}
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "cx/1", "cx/2")
         remote_id = await cancel_while_validating(app)
         await cancel_calls(openai_api, remote_id, 1)
@@ -300,7 +251,7 @@ async def test_403_on_submission_stops_submitting_like_401_without_using_an_atte
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     openai_api.forbidden = True
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "f403/1")
 
         async def blocked() -> bool:
@@ -336,7 +287,7 @@ async def test_403_while_polling_pauses_polling_without_counting_a_failure(
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     openai_api.polls_per_status = 1000
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "p403/1")
         batch = await batch_in(app, "processing")
         openai_api.forbidden = True
@@ -397,7 +348,7 @@ async def test_a_completed_batch_without_its_output_file_is_polled_again_10_time
 ) -> None:
     # The stand-in completes on the first poll and hides the file ids for `late_polls` polls.
     openai_api.next_batches = [{"late_output_polls": late_polls}]
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "lo/1", "lo/2")
         details = await finished(app, "lo/1", "lo/2")
         assert {d["status"] for d in details.values()} == {"succeeded"}
@@ -423,7 +374,7 @@ async def test_submission_is_tried_3_times_then_fails_with_submission_failed(
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     openai_api.fail_next = [503] * 100  # every upload fails; no call retries (OPENAI_MAX_RETRIES=0)
-    async with start_app(openai_settings(database_url, openai_api)) as app:
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "sub/1")
         details = await finished(app, "sub/1")
         assert details["sub/1"]["status"] == "failed"
@@ -441,10 +392,8 @@ async def test_polling_gives_up_after_8_consecutive_failures_with_remote_unreach
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     openai_api.polls_per_status = 1000
-    async with start_app(openai_settings(database_url, openai_api, openai_poll_seconds=0.01)) as app:
-        await submit(app, receiver, "poll/1")
-        batch = await batch_in(app, "processing")
-        remote_id = batch["remote"]["batch_id"]
+    async with start_app(polling_settings(database_url, openai_api)) as app:
+        remote_id = await remote_batch_processing(app, receiver, "poll/1")
         await more_polls(openai_api, remote_id, 2)  # successful polls first: the count starts at 0
         start = len(openai_api.calls)
         openai_api.fail_next = [500] * 1000
@@ -464,10 +413,8 @@ async def test_a_successful_poll_resets_the_failure_count(
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     openai_api.polls_per_status = 1000
-    async with start_app(openai_settings(database_url, openai_api, openai_poll_seconds=0.01)) as app:
-        await submit(app, receiver, "reset/1")
-        batch = await batch_in(app, "processing")
-        remote_id = batch["remote"]["batch_id"]
+    async with start_app(polling_settings(database_url, openai_api)) as app:
+        remote_id = await remote_batch_processing(app, receiver, "reset/1")
         openai_api.fail_matching = {rf"GET /v1/batches/{remote_id}": [500] * 7}  # 7, then a success
 
         async def failures_spent() -> bool:
@@ -479,7 +426,7 @@ async def test_a_successful_poll_resets_the_failure_count(
 
         await wait_until(failures_spent, timeout=20, what="7 more failed polls")
         await more_polls(openai_api, remote_id, 1)
-        row = await batch_row(app, batch["id"])
+        row = await batch_row(app, (await only_batch(app))["id"])
         assert (row.status, row.error) == ("processing", None)
         openai_api.polls_per_status = 0
         details = await finished(app, "reset/1")

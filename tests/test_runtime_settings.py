@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.support import StartApp, fast_settings, request_payload
+from app.db.session import Database
+from tests.support import StartApp, fast_settings, new_batch, request_payload
 
 HX = {"HX-Request": "true"}
 NOWHERE = {"type": "none"}
@@ -57,31 +58,18 @@ async def test_prices_saved_in_the_ui_show_in_the_cost_of_a_batch(
         assert "$100.0000" in page and "gpt-4o-mini-2024 prices" in page
 
 
-async def _finished_openai_batch(db: object) -> int:
-    """A done OpenAI batch with usage, written as the collector leaves one."""
-    from app.core.runtime.clock import utcnow
-    from app.db.models import Batch
-
-    now = utcnow()
-    batch = Batch(
+async def _finished_openai_batch(db: Database) -> int:
+    """A done OpenAI batch with usage, as the collector leaves one."""
+    batch = new_batch(
         backend="openai",
-        endpoint="/v1/chat/completions",
         model="gpt-4o-mini-2024-07-18",
-        origin="api",
-        status="done",
         request_count=1,
-        bytes=100,
         completed_count=1,
-        failed_count=0,
-        close_requested=False,
-        run_failures=0,
-        created_at=now,
-        status_changed_at=now,
         input_tokens=1_000_000,
         cached_tokens=0,
         output_tokens=1_000_000,
         reasoning_tokens=0,
     )
-    async with db.transaction() as session:  # type: ignore[attr-defined]
+    async with db.transaction() as session:
         session.add(batch)
-    return batch.id
+    return int(batch.id)

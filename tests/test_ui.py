@@ -16,7 +16,7 @@ from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request, RequestEvent, Setting
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from tests.support import RunningApp, StartApp, fast_settings, new_batch, request_payload, wait_until
 
 HX = {"HX-Request": "true"}
 
@@ -323,19 +323,13 @@ async def test_retry_a_failed_batch_runs_its_failed_requests_again(
     # local backend only fails a whole batch on bugs or database faults.
     now = utcnow()
     async with ui.db.transaction() as session:
-        batch = Batch(
-            backend="local",
-            endpoint="/v1/chat/completions",
-            model="stand-in",
+        batch = new_batch(
             status="failed",
             request_count=2,
             bytes=200,
-            completed_count=0,
             failed_count=2,
             run_failures=3,
             error={"code": "internal_error", "message": "the batch run failed 3 times"},
-            created_at=now,
-            status_changed_at=now,
         )
         session.add(batch)
         await session.flush()

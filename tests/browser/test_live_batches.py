@@ -13,6 +13,8 @@ from playwright.async_api import Page, expect
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, request_payload, webhook
 from tests.support.browser import (
+    CUSTOM_IDS,
+    FAILING,
     WAIT_MS,
     PageErrors,
     click_between_polls,
@@ -21,9 +23,6 @@ from tests.support.browser import (
     still_same_page,
     visit,
 )
-
-CUSTOM_IDS = [f"browser/{i}" for i in range(1, 6)]
-FAILING = "browser/3"
 
 
 async def test_a_batch_shows_up_live_closes_and_runs_to_done(

@@ -8,6 +8,8 @@ from playwright.async_api import Page, expect
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, request_payload, wait_until, webhook
 from tests.support.browser import (
+    CUSTOM_IDS,
+    FAILING,
     WAIT_MS,
     PageErrors,
     click_between_polls,
@@ -16,9 +18,6 @@ from tests.support.browser import (
     still_same_page,
     visit,
 )
-
-CUSTOM_IDS = [f"browser/{i}" for i in range(1, 6)]
-FAILING = "browser/3"
 
 
 async def run_a_batch(app: RunningApp, receiver: WebhookReceiver) -> None:

@@ -11,7 +11,7 @@ from tests.support.amqp import (
     rabbitmqctl_available,
 )
 from tests.support.apps import UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
-from tests.support.builders import NO_DELIVERY, chat, request_payload, to_queue, webhook
+from tests.support.builders import NO_DELIVERY, chat, new_batch, request_payload, to_queue, webhook
 from tests.support.databases import (
     IN_CI,
     PG_ADMIN_DSN,
@@ -49,6 +49,7 @@ __all__ = [
     "fresh_postgres",
     "holds",
     "migrate",
+    "new_batch",
     "postgres_database",
     "postgres_reachable",
     "postgres_url",

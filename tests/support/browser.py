@@ -18,6 +18,9 @@ SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
 WAIT_MS = 25_000  # generous: polling runs every 2-3 s and the pipeline needs a few ticks
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1400, "height": 900}
+# The journeys' requests, and the one whose receiver answers 500.
+CUSTOM_IDS = [f"browser/{i}" for i in range(1, 6)]
+FAILING = "browser/3"
 
 
 @asynccontextmanager

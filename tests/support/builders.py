@@ -31,3 +31,28 @@ def request_payload(custom_id: str, delivery: dict[str, Any], **body: Any) -> di
 def chat(content: str) -> list[dict[str, str]]:
     """A one-message chat, for `request_payload(..., messages=chat("..."))`."""
     return [{"role": "user", "content": content}]
+
+
+def new_batch(**columns: Any) -> Any:
+    """A batch row as the pipeline would leave one (done, local, empty), for tests that need a
+    batch in a state the pipeline only reaches slowly or by accident; `columns` override."""
+    from app.core.runtime.clock import utcnow
+    from app.db.models import Batch
+
+    now = utcnow()
+    values: dict[str, Any] = {
+        "backend": "local",
+        "endpoint": "/v1/chat/completions",
+        "model": "stand-in",
+        "origin": "api",
+        "status": "done",
+        "request_count": 0,
+        "bytes": 0,
+        "completed_count": 0,
+        "failed_count": 0,
+        "close_requested": False,
+        "run_failures": 0,
+        "created_at": now,
+        "status_changed_at": now,
+    }
+    return Batch(**(values | columns))
