@@ -99,11 +99,6 @@ async def exercise(app: RunningApp, document: dict[str, Any], receiver: WebhookR
     assert (health.json()["status"], health.json()["database"]) == ("ok", "ok")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 400 documented for GET /api/batches is litestar's {status_code, detail, extra}, "
-    "not the {errors: [...]} body the API answers",
-)
 async def test_the_documented_400_of_list_batches_is_the_body_it_answers(
     sqlite_url: str, start_app: StartApp
 ) -> None:
@@ -225,7 +220,7 @@ async def test_health_answers_503_while_the_database_is_unreachable(start_app: S
 
                 await proxy.pause()  # the database is gone: dropped sockets, refused connections
                 down = await app.client.get("/health")
-                assert down.status_code == 503  # not in the document: see the xfail below
+                assert down.status_code == 503
                 assert down.json()["status"] == "degraded"
                 assert down.json()["database"].startswith("error: ")
                 assert down.json()["scheduler"] == "running"
@@ -242,9 +237,6 @@ async def test_health_answers_503_while_the_database_is_unreachable(start_app: S
                 assert (await app.client.get("/health")).json()["database"] == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="/health's 503 is described in prose only, not among the documented responses"
-)
 async def test_the_503_of_health_is_a_documented_response(sqlite_url: str, start_app: StartApp) -> None:
     async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
         document = (await app.client.get("/api/openapi.json")).json()

@@ -45,7 +45,12 @@ class BatchController(Controller):
     path = "/api/batches"
     tags = ["batches"]
 
-    @get("/", summary="Batches, newest first (keyset pagination)", operation_id="listBatches")
+    @get(
+        "/",
+        summary="Batches, newest first (keyset pagination)",
+        operation_id="listBatches",
+        responses={400: ResponseSpec(ErrorBody, description="A query parameter is not valid")},
+    )
     async def list(
         self,
         state: State,

@@ -6,6 +6,7 @@ from importlib.metadata import version
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.schemas import BackendOut, HealthOut
 from app.core.runtime import status
@@ -20,6 +21,9 @@ from app.core.runtime import status
     "`backends`; those keep 200 (intake still works and work waits), a refused key makes the "
     "status `degraded`.",
     operation_id="health",
+    responses={
+        503: ResponseSpec(HealthOut, description="This process cannot serve: database or scheduler down")
+    },
 )
 async def health(state: State) -> Response[HealthOut]:
     database = await status.database(state.db)
