@@ -1,4 +1,4 @@
-"""Native batch API: list, inspect and close batches."""
+"""Native batch API: list and inspect batches, and the operator's actions on one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What an operator can do outside the pipeline's own flow: cancel, retry, delete, re-route.
+"""The operator's actions on one batch: close it now, cancel, retry, redeliver its results, delete.
 
 The UI and the API call these; each checks the current state under a row lock, so an action
 that raced the pipeline answers with a Conflict instead of corrupting a batch.
