@@ -175,55 +175,34 @@ class DeletedOut(msgspec.Struct):
     deleted_requests: int
 
 
+def _columns(row: Any, struct: type[msgspec.Struct], **computed: Any) -> dict[str, Any]:
+    """The struct's fields from the row's attributes of the same name, except those `computed`."""
+    names = (name for name in struct.__struct_fields__ if name not in computed)
+    return {**{name: getattr(row, name) for name in names}, **computed}
+
+
 def request_out(detail: RequestDetail) -> RequestOut:
     r = detail.request
     finished = r.response is not None or r.error is not None
     return RequestOut(
-        id=r.id,
-        custom_id=r.custom_id,
-        status=r.status,
-        origin=r.origin,
-        backend=r.backend,
-        url=r.endpoint,
-        model=r.model,
-        batch_id=r.batch_id,
-        body=r.body,
-        delivery_config=r.delivery,
-        result=output_line(r) if finished else None,
-        usage=UsageOut(r.prompt_tokens, r.completion_tokens, r.total_tokens),
-        inference_attempts=r.inference_attempts,
-        created_at=r.created_at,
-        submitted_at=r.submitted_at,
-        completed_at=r.completed_at,
-        delivery=delivery_out(detail.delivery, detail.attempts) if detail.delivery else None,
+        **_columns(
+            r,
+            RequestOut,
+            url=r.endpoint,
+            delivery_config=r.delivery,
+            result=output_line(r) if finished else None,
+            usage=UsageOut(r.prompt_tokens, r.completion_tokens, r.total_tokens),
+            delivery=delivery_out(detail.delivery, detail.attempts) if detail.delivery else None,
+        )
     )
 
 
 def delivery_out(d: Delivery, attempts: list[DeliveryAttempt]) -> DeliveryOut:
-    return DeliveryOut(
-        id=d.public_id,
-        channel=d.channel,
-        target=d.target,
-        status=d.status,
-        attempts=d.attempts,
-        total_attempts=d.total_attempts,
-        next_attempt_at=d.next_attempt_at,
-        last_error=d.last_error,
-        delivered_at=d.delivered_at,
-        attempt_log=[
-            AttemptOut(
-                a.number, a.started_at, a.duration_ms, a.outcome, a.http_status, a.error, a.response_excerpt
-            )
-            for a in attempts
-        ],
-    )
-
-
-_COMPUTED = frozenset({"remote", "usage", "cost"})
+    log = [AttemptOut(**_columns(a, AttemptOut)) for a in attempts]
+    return DeliveryOut(**_columns(d, DeliveryOut, id=d.public_id, attempt_log=log))
 
 
 def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
-    fields = {name: getattr(b, name) for name in BatchOut.__struct_fields__ if name not in _COMPUTED}
     remote = None
     if b.backend == "openai":
         remote = RemoteOut(
@@ -240,7 +219,7 @@ def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
         cost = CostOut(
             round(found.synchronous, 6), round(found.batch, 6), round(found.saving, 6), found.priced_as
         )
-    return {**fields, "remote": remote, "usage": usage, "cost": cost}
+    return _columns(b, BatchOut, remote=remote, usage=usage, cost=cost)
 
 
 def batch_out(b: Batch, settings: Settings) -> BatchOut:

@@ -27,9 +27,9 @@ class RequestPages(Controller):
     @get("/")
     async def index(
         self,
+        listing: NamedDependency[dict[str, Any]],
         request: HttpRequest,
         state: State,
-        listing: NamedDependency[dict[str, Any]],
         match: FromQuery[Literal["prefix", "contains"]] = "prefix",
         delivery_status: FromQuery[str] = "",
         batch_id: FromQuery[str] = "",
