@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     port: int = 4000
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     database_url: str = "sqlite+aiosqlite:///./data/batchgate.db"
+    # Uploaded and produced files (the /v1/files face) live under DATA_DIR/files.
+    data_dir: str = "./data"
 
     default_backend: Backend = "local"
     backend_routes: str = ""

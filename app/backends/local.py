@@ -2,22 +2,26 @@
 
 Ollama, LM Studio, vLLM and llama.cpp all serve /v1/chat/completions and friends. Lines run at
 most LOCAL_CONCURRENCY at a time across all batches of this process; transient failures
-(connection errors, 408, 429, 5xx) are retried with backoff, honouring Retry-After.
+(connection errors, 408, 429, 5xx) are retried with backoff, honouring Retry-After. Anthropic
+Messages lines (/v1/messages) run as chat completions, translated both ways.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from app.backends.anthropic_messages import UnsupportedContent, to_chat, to_message
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
 
 PROBE_TIMEOUT_SECONDS = 3.0
+MESSAGES_URL = "/v1/messages"
 
 
 class LocalBackend:
@@ -85,13 +89,32 @@ class LocalBackend:
 
     async def run_line(self, line: BatchLine) -> LineResult:
         """Run one line with bounded retries of transient failures."""
-        url = self.base_url + line.url.removeprefix("/v1")
+        if line.url == MESSAGES_URL:
+            return await self._run_message(line)
+        return await self._post(line, line.url, line.body)
+
+    async def _run_message(self, line: BatchLine) -> LineResult:
+        """An Anthropic Messages line, run as a chat completion; a success answers a Message."""
+        try:
+            chat = to_chat(line.body)
+        except UnsupportedContent as exc:
+            # Refused before any call: no attempt was made, so none is counted.
+            return _failed(line, 0, "invalid_request", str(exc))
+        result = await self._post(line, "/v1/chat/completions", chat)
+        if result.error is not None or result.response is None:
+            return result  # the server's own error answer, as for any other line
+        message = to_message(result.response["body"], str(line.body.get("model", "")))
+        return replace(result, response={**result.response, "body": message})
+
+    async def _post(self, line: BatchLine, path: str, body: dict[str, Any]) -> LineResult:
+        """POST `body` to the server's `path` (an OpenAI /v1/... path), retrying transient failures."""
+        url = self.base_url + path.removeprefix("/v1")
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._slots:
-                    response = await self._client.post(url, json=line.body)
+                    response = await self._client.post(url, json=body)
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 # The server took the request and did not answer in time: retrying would only
                 # multiply LOCAL_TIMEOUT_SECONDS, so the timeout is the answer.

@@ -7,7 +7,7 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase, IdentityBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -46,6 +46,14 @@ class Batch(IdentityBase):
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A drop-in batch (/v1/batches, /v1/messages/batches): the face's own fields and files.
+    completion_window: Mapped[str | None] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    face_metadata: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    dropin_input_file_id: Mapped[str | None] = mapped_column(String(64))
+    dropin_output_file_id: Mapped[str | None] = mapped_column(String(64))
+    dropin_error_file_id: Mapped[str | None] = mapped_column(String(64))
+    files_written_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     status_changed_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     ready_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
@@ -85,7 +93,9 @@ class Request(IdentityBase):
 
     __tablename__ = "requests"
 
-    custom_id: Mapped[str] = mapped_column(String(512), unique=True)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    # Where custom_id is unique: '' for the native API (one global scope), else one drop-in batch.
+    scope: Mapped[str] = mapped_column(String(64), default="", server_default="")
     origin: Mapped[str] = mapped_column(String(32))
     backend: Mapped[str] = mapped_column(String(32))
     endpoint: Mapped[str] = mapped_column(String(64))
@@ -116,6 +126,7 @@ class Request(IdentityBase):
         # reads the last hour by created_at (an index range, not a table scan).
         Index("ix_requests_status_id", "status", "id"),
         Index("ix_requests_created_at", "created_at"),
+        UniqueConstraint("scope", "custom_id", name="uq_requests_scope_custom_id"),
     )
 
 
@@ -179,3 +190,21 @@ class Setting(DefaultBase):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JsonB)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+
+
+class File(DefaultBase):
+    """An OpenAI-style file object: uploaded for a drop-in batch, or a batch's output or errors.
+    Its bytes live under DATA_DIR at `path`; the row is what /v1/files lists."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(255))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+
+    __table_args__ = (Index("ix_files_purpose_created", "purpose", "created_at"),)

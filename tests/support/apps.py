@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -59,9 +60,13 @@ StartApp = Callable[[Settings], AbstractAsyncContextManager[RunningApp]]
 
 @asynccontextmanager
 async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
-    """Serve create_app(settings) on a free loopback port, with a client pointed at it."""
-    app = create_app(settings)
-    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-        yield RunningApp(
-            url, client, settings, app.state.db, app.state.worker, app.state.broker, app.state.consumer
-        )
+    """Serve create_app(settings) on a free loopback port, with a client pointed at it. Files
+    (DATA_DIR) go to a temporary directory removed afterwards, unless the test chose one."""
+    with tempfile.TemporaryDirectory(prefix="bg_test_files_") as files_dir:
+        if settings.data_dir == Settings.model_fields["data_dir"].default:
+            settings = settings.model_copy(update={"data_dir": files_dir})
+        app = create_app(settings)
+        async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield RunningApp(
+                url, client, settings, app.state.db, app.state.worker, app.state.broker, app.state.consumer
+            )

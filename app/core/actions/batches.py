@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchAPI
 from app.core import results
+from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, not_found
 from app.core.rules.states import BatchStatus, DeliveryStatus, RequestStatus
@@ -20,6 +21,11 @@ from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
 
 CANCELLED_ERROR = {"code": "cancelled", "message": "cancelled by the operator"}
+# A drop-in batch's unfinished lines say it in OpenAI's words (its error file and results).
+DROPIN_CANCELLED_ERROR = {
+    "code": "batch_cancelled",
+    "message": "This request was not run: its batch was cancelled.",
+}
 
 # Which requests a cancel ends, by the batch's status. A building batch has no requests of its
 # own yet: it stands for its group's pending requests, so cancelling it cancels those.
@@ -65,7 +71,7 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
         # Pending requests of a building batch are attached to it, so its page lists them.
         attach = {"batch_id": batch.id} if batch.status == BatchStatus.BUILDING else {}
         cancelled = await results.close_without_result(
-            session, ids, request_status, RequestStatus.CANCELLED, CANCELLED_ERROR, **attach
+            session, ids, request_status, RequestStatus.CANCELLED, _cancelled_error(batch), **attach
         )
         if batch.status == BatchStatus.BUILDING:
             batch.request_count = len(cancelled)
@@ -78,6 +84,10 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
             leases.release(batch)
         states.move_batch(session, batch, BatchStatus.CANCELLED, reason)
     return batch
+
+
+def _cancelled_error(batch: Batch) -> dict[str, str]:
+    return DROPIN_CANCELLED_ERROR if batch.origin in DROPIN_ORIGINS else CANCELLED_ERROR
 
 
 async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:

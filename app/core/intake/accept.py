@@ -125,11 +125,11 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
 # cost more than the INSERT itself. ON CONFLICT DO NOTHING makes a duplicate an answer rather than
 # an exception; the syntax is the same on PostgreSQL and SQLite (3.35+).
 _INSERT = text(
-    "INSERT INTO requests (custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
+    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
     " status, inference_attempts, resubmits, created_at)"
-    " VALUES (:custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
+    " VALUES ('', :custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
     " 'pending', 0, 0, :created_at)"
-    " ON CONFLICT (custom_id) DO NOTHING RETURNING id"
+    " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id"
 ).bindparams(
     bindparam("body", type_=JsonB),
     bindparam("delivery", type_=JsonB),

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.read.pages import PAGE_SIZES, Page, cursor_of, keyset_page
 from app.core.rules.errors import not_found
+from app.core.rules.states import NATIVE_SCOPE
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
 from app.db.session import Database
 
@@ -91,9 +92,13 @@ REQUEST_SORTS: dict[str, list[tuple[Any, bool]]] = {
 
 
 async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple[Request, Delivery | None]:
-    """A request by custom_id (str) or row id (int) and its latest delivery; NotFound if absent."""
-    key = Request.id if isinstance(ident, int) else Request.custom_id
-    request = await session.scalar(select(Request).where(key == ident))
+    """A request by row id (int) or by its custom_id (str) in the native API's scope, and its
+    latest delivery; NotFound if absent."""
+    if isinstance(ident, int):
+        found = Request.id == ident
+    else:
+        found = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
+    request = await session.scalar(select(Request).where(found))
     if request is None:
         raise not_found("request", ident)
     delivery = await session.scalar(

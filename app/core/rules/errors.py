@@ -43,6 +43,12 @@ class Conflict(BatchgateError):
     kind = "conflict"
 
 
+class TooLarge(BatchgateError):
+    """The input is larger than this endpoint accepts (HTTP 413)."""
+
+    kind = "too_large"
+
+
 class NotFound(BatchgateError):
     """No such thing (HTTP 404)."""
 

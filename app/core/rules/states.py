@@ -50,9 +50,19 @@ class DeliveryStatus(StrEnum):
 
 B, R, D = BatchStatus, RequestStatus, DeliveryStatus
 
+# Where a native request's custom_id is unique: all of them share this one scope. A drop-in
+# batch's requests are unique within the batch (their scope is `batch_scope(batch_id)`).
+NATIVE_SCOPE = ""
+
+
+def batch_scope(batch_id: int) -> str:
+    return f"batch:{batch_id}"
+
+
 BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
     B.BUILDING: frozenset({B.READY, B.CANCELLED}),
-    B.READY: frozenset({B.SUBMITTING, B.CANCELLED}),
+    # ready → expired: a drop-in batch whose completion window closed before it ran.
+    B.READY: frozenset({B.SUBMITTING, B.CANCELLED, B.EXPIRED}),
     B.SUBMITTING: frozenset({B.PROCESSING, B.READY, B.FAILED}),
     # processing → ready: OpenAI refused the batch for now (token_limit_exceeded); it goes again.
     B.PROCESSING: frozenset({B.COLLECTING, B.CANCELLING, B.FAILED, B.EXPIRED, B.READY}),
@@ -68,7 +78,7 @@ BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
 REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     R.PENDING: frozenset({R.BATCHED, R.CANCELLED}),
     # batched → failed: the batch could not be submitted within its bounded retries.
-    R.BATCHED: frozenset({R.PROCESSING, R.PENDING, R.CANCELLED, R.FAILED}),
+    R.BATCHED: frozenset({R.PROCESSING, R.PENDING, R.CANCELLED, R.FAILED, R.EXPIRED}),
     # processing → pending: resubmitted in a new batch; → batched: its batch goes again later.
     R.PROCESSING: frozenset({R.SUCCEEDED, R.FAILED, R.PENDING, R.BATCHED, R.CANCELLED, R.EXPIRED}),
     R.SUCCEEDED: frozenset(),

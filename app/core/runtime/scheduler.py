@@ -22,6 +22,7 @@ from app.channels.base import Channel
 from app.config import Settings
 from app.core import batching
 from app.core import delivery as deliveries
+from app.core.dropin import finish
 from app.core.rules import leases
 from app.core.runs import local as local_runs
 from app.core.runs.openai import runner as openai_runs
@@ -103,6 +104,7 @@ class Worker:
                 ScheduledStep(Step.RUN, self._run),
                 ScheduledStep(Step.POLL, self._poll),
                 ScheduledStep(Step.DELIVER, self._deliver),
+                ScheduledStep(Step.FINISH, self._finish),
             )
         }
         self._timers: list[asyncio.TimerHandle] = []
@@ -191,6 +193,10 @@ class Worker:
         if earliest is not None:
             self._wake_at(earliest)
         return len(claimed) == self.delivery_chunk
+
+    async def _finish(self) -> bool:
+        settings = self.settings
+        return await finish.step(self.db, settings.data_dir, self.owner, settings.lease_seconds)
 
     def _wake_at(self, when: datetime) -> None:
         delay = (when - datetime.now(UTC)).total_seconds()

@@ -12,6 +12,7 @@ class Step(StrEnum):
     RUN = "run"  # run local batches
     POLL = "poll"  # follow remote (OpenAI) batches and collect them
     DELIVER = "deliver"  # drain the delivery outbox
+    FINISH = "finish"  # expire overdue drop-in batches, write the files of ended ones
 
 
 Wake = Callable[[Step], None]

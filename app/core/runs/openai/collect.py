@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import LineResult
 from app.core import results
 from app.core.rules import audit, leases, states
-from app.core.rules.states import B, R
+from app.core.rules.states import NATIVE_SCOPE, B, R
 from app.core.runs.openai import endings
 from app.core.runs.openai.answers import classify
 from app.core.runs.openai.common import FOLLOWED, LINES_PER_TRANSACTION, Run, request_ids
@@ -118,11 +118,14 @@ async def resubmit(session: AsyncSession, batch_id: int, ids: Sequence[int], why
         return 0
     rows = (
         await session.execute(
-            select(Request.id, Request.resubmits).where(Request.id.in_(ids), Request.status == R.PROCESSING)
+            select(Request.id, Request.resubmits, Request.scope).where(
+                Request.id.in_(ids), Request.status == R.PROCESSING
+            )
         )
     ).all()
-    again = [rid for rid, count in rows if count < limit]
-    spent = [rid for rid, count in rows if count >= limit]
+    # A drop-in batch's membership is fixed (its user reads one set of files): never resubmitted.
+    again = [rid for rid, count, scope in rows if count < limit and scope == NATIVE_SCOPE]
+    spent = [rid for rid, count, scope in rows if rid not in again]
     moved = await states.move_requests(
         session,
         again,

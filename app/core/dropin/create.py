@@ -1,0 +1,307 @@
+"""Creating a drop-in batch: the user's file (or request list) becomes one batch with fixed
+membership, its requests inserted with it in one transaction and never mixed with others.
+
+An OpenAI input file is read twice from disk, never held whole: once to validate every line
+(as OpenAI does: per-line errors with line numbers fail the batch), once to insert in chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert
+
+from app.config import Settings
+from app.core.dropin import files
+from app.core.intake.schema import ENDPOINTS
+from app.core.rules import states
+from app.core.rules.errors import InvalidInput, Problem
+from app.core.rules.states import B, R, batch_scope
+from app.core.runs.lines import input_line
+from app.core.runtime.clock import utcnow
+from app.db.models import Batch, File, Request
+from app.db.session import Database
+
+OPENAI_ORIGIN, ANTHROPIC_ORIGIN = "openai_batch", "anthropic_batch"
+DROPIN_ORIGINS = (OPENAI_ORIGIN, ANTHROPIC_ORIGIN)
+MESSAGES_ENDPOINT = "/v1/messages"
+MAX_LINES = 50_000
+MAX_ANTHROPIC_REQUESTS = 100_000
+MAX_ERRORS_LISTED = 1000
+COMPLETION_WINDOW = timedelta(hours=24)
+INSERT_CHUNK = 1000
+ANTHROPIC_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NO_DELIVERY = {"type": "none"}
+
+
+@dataclass
+class Checked:
+    """What validating an input file found: its one model, its size, and every problem."""
+
+    model: str | None = None
+    lines: int = 0
+    bytes: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def refuse(self, line: int, code: str, message: str, param: str | None = None) -> None:
+        if len(self.errors) < MAX_ERRORS_LISTED:
+            self.errors.append({"code": code, "message": message, "param": param, "line": line})
+
+
+def check_lines(raw_lines: Iterator[bytes], endpoint: str) -> Checked:
+    """Validate an OpenAI batch input file line by line, keeping only the custom_ids seen."""
+    checked, seen = Checked(), set[str]()
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        checked.lines += 1
+        checked.bytes += len(raw)
+        if checked.lines > MAX_LINES:
+            checked.refuse(number, "too_many_requests", f"A batch holds at most {MAX_LINES} requests.")
+            break
+        _check_line(checked, seen, number, raw, endpoint)
+    if checked.lines == 0:
+        checked.refuse(1, "empty_file", "The input file has no requests.")
+    return checked
+
+
+def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpoint: str) -> None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return checked.refuse(number, "invalid_json_line", "This line is not parsable as valid JSON.")
+    if not isinstance(line, dict):
+        return checked.refuse(number, "invalid_json_line", "This line is not a JSON object.")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return checked.refuse(number, "missing_required_parameter", "custom_id is required.", "custom_id")
+    if custom_id in seen:
+        checked.refuse(
+            number,
+            "duplicate_custom_id",
+            "The custom_id for this request is a duplicate of another request; it must be unique "
+            "within the batch.",
+            "custom_id",
+        )
+    seen.add(custom_id)
+    if line.get("method", "POST") != "POST":
+        checked.refuse(number, "invalid_method", "Only POST is supported.", "method")
+    if line.get("url") != endpoint:
+        checked.refuse(
+            number,
+            "mismatched_endpoint",
+            f"The url of this request is not the batch's endpoint {endpoint}.",
+            "url",
+        )
+    body = line.get("body")
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        return checked.refuse(number, "missing_required_parameter", "body.model is required.", "body.model")
+    if checked.model is None:
+        checked.model = model
+    elif model != checked.model:
+        checked.refuse(
+            number,
+            "mismatched_model",
+            f"The model {model!r} differs from {checked.model!r}; a batch holds requests for one model.",
+            "body.model",
+        )
+    return None
+
+
+async def from_file(
+    db: Database,
+    settings: Settings,
+    file: File,
+    endpoint: str,
+    metadata: dict[str, str] | None,
+) -> Batch:
+    """An OpenAI-face batch from an uploaded file: `ready` with its requests, or `failed` with
+    every problem of the file in its error (`errors.data`)."""
+    if file.purpose != "batch":
+        raise InvalidInput(
+            Problem(
+                "invalid_file",
+                "Not a batch file",
+                f"File {file.id} has purpose {file.purpose!r}, not 'batch'.",
+            )
+        )
+    if endpoint not in ENDPOINTS:
+        raise InvalidInput(
+            Problem(
+                "invalid_endpoint", "Unsupported endpoint", f"endpoint must be one of {', '.join(ENDPOINTS)}."
+            )
+        )
+    checked = check_lines(files.lines(settings.data_dir, file), endpoint)
+    model = checked.model or "unknown"
+    async with db.transaction() as session:
+        batch = _new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata)
+        batch.dropin_input_file_id = file.id
+        batch.bytes = checked.bytes
+        if checked.errors:
+            batch.status = B.FAILED
+            batch.finished_at = batch.created_at
+            batch.error = {"object": "list", "data": checked.errors}
+            session.add(batch)
+            await session.flush()
+            states.begin_batch(session, batch, f"validation failed: {len(checked.errors)} problems")
+            return batch
+        session.add(batch)
+        await session.flush()
+        scope = batch_scope(batch.id)
+        rows = (
+            _request_row(batch, scope, json.loads(raw), len(raw))
+            for raw in files.lines(settings.data_dir, file)
+            if raw.strip()
+        )
+        batch.request_count = await _insert_in_chunks(session, rows)
+        states.begin_batch(session, batch, f"created through /v1/batches from {file.id}")
+    return batch
+
+
+async def from_requests(
+    db: Database, requests: Sequence[Any], metadata: dict[str, str] | None = None
+) -> Batch:
+    """An Anthropic-face batch from its request list (each {custom_id, params}); every problem
+    refuses the whole list (InvalidInput) and nothing is created."""
+    _check_anthropic(requests)
+    models = {r["params"]["model"] for r in requests}
+    model = models.pop() if len(models) == 1 else "several"
+    async with db.transaction() as session:
+        # Anthropic-format requests run on the local backend, which translates them.
+        batch = _new_batch(ANTHROPIC_ORIGIN, "local", MESSAGES_ENDPOINT, model, metadata)
+        session.add(batch)
+        await session.flush()
+        scope = batch_scope(batch.id)
+        rows = (
+            _request_row(
+                batch,
+                scope,
+                {"custom_id": r["custom_id"], "url": MESSAGES_ENDPOINT, "body": r["params"]},
+                len(input_line(r["custom_id"], MESSAGES_ENDPOINT, r["params"])),
+            )
+            for r in requests
+        )
+        batch.request_count = await _insert_in_chunks(session, rows)
+        states.begin_batch(session, batch, "created through /v1/messages/batches")
+    return batch
+
+
+def _check_anthropic(requests: Sequence[Any]) -> None:
+    problems, seen = [], set[str]()
+    if not requests:
+        problems.append(
+            Problem("invalid_request", "No requests", "requests must hold at least one request.", "/requests")
+        )
+    if len(requests) > MAX_ANTHROPIC_REQUESTS:
+        problems.append(
+            Problem(
+                "invalid_request",
+                "Too many requests",
+                f"A batch holds at most {MAX_ANTHROPIC_REQUESTS} requests.",
+                "/requests",
+            )
+        )
+    for index, entry in enumerate(requests[:MAX_ANTHROPIC_REQUESTS]):
+        where = f"/requests/{index}"
+        custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
+        params = entry.get("params") if isinstance(entry, dict) else None
+        if not isinstance(custom_id, str) or not ANTHROPIC_CUSTOM_ID.fullmatch(custom_id):
+            problems.append(
+                Problem(
+                    "invalid_request",
+                    "Invalid custom_id",
+                    "custom_id must be 1-64 characters of [A-Za-z0-9_-].",
+                    where + "/custom_id",
+                )
+            )
+        elif custom_id in seen:
+            problems.append(
+                Problem(
+                    "invalid_request",
+                    "Duplicate custom_id",
+                    f"custom_id {custom_id!r} is used twice.",
+                    where + "/custom_id",
+                )
+            )
+        else:
+            seen.add(custom_id)
+        if not isinstance(params, dict):
+            problems.append(
+                Problem("invalid_request", "Missing params", "params is required.", where + "/params")
+            )
+            continue
+        for name in ("model", "max_tokens", "messages"):
+            if name not in params:
+                problems.append(
+                    Problem(
+                        "invalid_request",
+                        "Missing field",
+                        f"params.{name} is required.",
+                        f"{where}/params/{name}",
+                    )
+                )
+    if problems:
+        raise InvalidInput(*problems)
+
+
+def _new_batch(
+    origin: str, backend: str, endpoint: str, model: str, metadata: dict[str, str] | None
+) -> Batch:
+    now = utcnow()
+    return Batch(
+        backend=backend,
+        endpoint=endpoint,
+        model=model,
+        origin=origin,
+        status=B.READY,
+        request_count=0,
+        bytes=0,
+        completed_count=0,
+        failed_count=0,
+        close_requested=False,
+        run_failures=0,
+        completion_window="24h",
+        expires_at=now + COMPLETION_WINDOW,
+        face_metadata=metadata,
+        created_at=now,
+        status_changed_at=now,
+        ready_at=now,
+    )
+
+
+def _request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> dict[str, Any]:
+    return {
+        "scope": scope,
+        "custom_id": line["custom_id"],
+        "origin": batch.origin,
+        "backend": batch.backend,
+        "endpoint": line["url"],
+        "model": line["body"].get("model", batch.model),
+        "body": line["body"],
+        "body_bytes": size,
+        "delivery": NO_DELIVERY,
+        "status": R.BATCHED,
+        "batch_id": batch.id,
+        "inference_attempts": 0,
+        "resubmits": 0,
+        "created_at": batch.created_at,
+    }
+
+
+async def _insert_in_chunks(session: Any, rows: Iterator[dict[str, Any]] | Any) -> int:
+    count, chunk = 0, []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == INSERT_CHUNK:
+            await session.execute(insert(Request), chunk)
+            count, chunk = count + len(chunk), []
+    if chunk:
+        await session.execute(insert(Request), chunk)
+        count += len(chunk)
+    return count

@@ -1,0 +1,137 @@
+"""File objects for the drop-in faces: bytes under DATA_DIR/files, one `files` row each.
+
+Uploads are streamed to disk chunk by chunk and never held whole in memory; so are downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from app.core.rules.errors import Problem, TooLarge, not_found
+from app.core.runtime.clock import utcnow
+from app.db.models import File
+from app.db.session import Database
+
+CHUNK_BYTES = 1024 * 1024
+
+
+def new_id() -> str:
+    return f"file-{uuid.uuid4().hex[:24]}"
+
+
+def location(data_dir: str, file: File) -> Path:
+    return Path(data_dir) / file.path
+
+
+async def store(
+    db: Database,
+    data_dir: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    filename: str,
+    purpose: str,
+    max_bytes: int,
+    batch_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> File:
+    """Write `chunks` to a new file and record it; TooLarge (nothing kept) past `max_bytes`."""
+    file_id = new_id()
+    relative = f"files/{file_id}"
+    target = Path(data_dir) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".part")
+    size = 0
+    try:
+        with partial.open("wb") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(
+                        Problem(
+                            "file_too_large",
+                            "File too large",
+                            f"The file is larger than {max_bytes} bytes, the most this endpoint accepts.",
+                        )
+                    )
+                out.write(chunk)
+        partial.replace(target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    row = File(
+        id=file_id,
+        purpose=purpose,
+        filename=filename,
+        bytes=size,
+        path=relative,
+        batch_id=batch_id,
+        created_at=utcnow(),
+        expires_at=expires_at,
+    )
+    async with db.transaction() as session:
+        session.add(row)
+    return row
+
+
+async def get(db: Database, file_id: str) -> File:
+    """The file object; NotFound when there is none (or it was deleted)."""
+    async with db.transaction() as session:
+        row = await session.get(File, file_id)
+    if row is None:
+        raise not_found("file", file_id)
+    return row
+
+
+async def page(
+    db: Database, *, purpose: str | None, limit: int, after: str | None, newest_first: bool
+) -> tuple[list[File], bool]:
+    """Files in creation order (ties by id), after the file `after`; returns (files, has_more)."""
+    order = (File.created_at.desc(), File.id.desc()) if newest_first else (File.created_at, File.id)
+    stmt = select(File).order_by(*order).limit(limit + 1)
+    if purpose:
+        stmt = stmt.where(File.purpose == purpose)
+    async with db.transaction() as session:
+        if after:
+            anchor = await session.get(File, after)
+            if anchor is not None:
+                key = (File.created_at, File.id)
+                beyond = (
+                    (key[0] < anchor.created_at) | ((key[0] == anchor.created_at) & (key[1] < anchor.id))
+                    if newest_first
+                    else (key[0] > anchor.created_at) | ((key[0] == anchor.created_at) & (key[1] > anchor.id))
+                )
+                stmt = stmt.where(beyond)
+        rows = list((await session.scalars(stmt)).all())
+    return rows[:limit], len(rows) > limit
+
+
+async def delete(db: Database, data_dir: str, file_id: str) -> None:
+    """Delete the file object and its bytes."""
+    async with db.transaction() as session:
+        row = await session.get(File, file_id)
+        if row is None:
+            raise not_found("file", file_id)
+        await session.delete(row)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(location(data_dir, row))
+
+
+async def content(data_dir: str, file: File) -> AsyncIterator[bytes]:
+    """The file's bytes, in chunks."""
+    with location(data_dir, file).open("rb") as source:
+        while chunk := source.read(CHUNK_BYTES):
+            yield chunk
+
+
+def lines(data_dir: str, file: File) -> Iterator[bytes]:
+    """The file's lines (for validation, run in a thread), one at a time."""
+    with location(data_dir, file).open("rb") as source:
+        yield from source

@@ -1,0 +1,126 @@
+"""The end of a drop-in batch: expire it when its completion window closes, then write its
+output and error files (OpenAI's shape) once it has ended, after which the face calls it done.
+
+Both run as one scheduler step; each batch is claimed under a lease, so replicas share the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select
+
+from app.core import results
+from app.core.dropin import files
+from app.core.dropin.create import ANTHROPIC_ORIGIN, DROPIN_ORIGINS
+from app.core.read import exports
+from app.core.rules import leases, states
+from app.core.rules.states import BATCH_TERMINAL, B, R
+from app.core.runtime.clock import utcnow
+from app.db.models import Batch, Request
+from app.db.session import Database
+
+EXPIRED_ERROR = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
+OUTPUT_FILE_MAX_BYTES = 2**62  # produced files are as large as their batch
+CLAIM = 10
+# A batch in these statuses can still expire; submitting and cancelling are moving on their own.
+EXPIRABLE = {B.READY: R.BATCHED, B.PROCESSING: R.PROCESSING}
+
+
+async def step(db: Database, data_dir: str, owner: str, lease_seconds: float) -> bool:
+    """Expire overdue drop-in batches, then write the files of ended ones; True when more wait."""
+    await expire_overdue(db)
+    return await write_files(db, data_dir, owner, lease_seconds) == CLAIM
+
+
+async def expire_overdue(db: Database) -> list[int]:
+    """End drop-in batches still unfinished at `expires_at`: finished lines keep their results,
+    the rest end `expired` with `batch_expired` (as OpenAI does)."""
+    expired = []
+    async with db.transaction() as session:
+        overdue = (
+            await session.scalars(
+                select(Batch)
+                .where(
+                    Batch.origin.in_(DROPIN_ORIGINS),
+                    Batch.status.in_(list(EXPIRABLE)),
+                    Batch.expires_at <= utcnow(),
+                )
+                .limit(CLAIM)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for batch in overdue:
+            ids = list((await session.scalars(select(Request.id).where(Request.batch_id == batch.id))).all())
+            ended = await results.close_without_result(
+                session, ids, EXPIRABLE[batch.status], R.EXPIRED, EXPIRED_ERROR
+            )
+            # A local run still holding the batch stops at its next renewal.
+            leases.release(batch)
+            states.move_batch(
+                session, batch, B.EXPIRED, f"completion window ended; {len(ended)} requests expired"
+            )
+            expired.append(batch.id)
+    return expired
+
+
+async def write_files(db: Database, data_dir: str, owner: str, lease_seconds: float) -> int:
+    """Write the output and error files of ended drop-in batches; returns how many were claimed."""
+    async with db.transaction() as session:
+        ids = await leases.claim(
+            session,
+            Batch,
+            [
+                Batch.origin.in_(DROPIN_ORIGINS),
+                Batch.status.in_(list(BATCH_TERMINAL)),
+                Batch.files_written_at.is_(None),
+            ],
+            owner,
+            lease_seconds,
+            CLAIM,
+        )
+    for batch_id in ids:
+        await _write(db, data_dir, batch_id)
+    return len(ids)
+
+
+async def _write(db: Database, data_dir: str, batch_id: int) -> None:
+    async with db.transaction() as session:
+        batch = await session.get(Batch, batch_id)
+        assert batch is not None
+        origin, succeeded, unfinished = (
+            batch.origin,
+            batch.completed_count,
+            batch.request_count - batch.completed_count,
+        )
+    produced: dict[str, str | None] = {"output": None, "error": None}
+    # Anthropic results are read straight from the requests (GET .../results); OpenAI's are files.
+    if origin != ANTHROPIC_ORIGIN:
+        for kind, count in (("output", succeeded), ("error", unfinished)):
+            if count > 0:
+                chunks = await exports.batch_file(db, batch_id, kind)
+                produced[kind] = (await _store(db, data_dir, batch_id, kind, chunks)).id
+    async with db.transaction() as session:
+        batch = await session.get(Batch, batch_id)
+        assert batch is not None
+        batch.dropin_output_file_id = produced["output"]
+        batch.dropin_error_file_id = produced["error"]
+        batch.files_written_at = utcnow()
+        leases.release(batch)
+
+
+async def _store(
+    db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes]
+) -> files.File:
+    return await files.store(
+        db,
+        data_dir,
+        chunks,
+        filename=f"batch_{batch_id}_{kind}.jsonl",
+        purpose="batch_output",
+        max_bytes=OUTPUT_FILE_MAX_BYTES,
+        batch_id=batch_id,
+    )

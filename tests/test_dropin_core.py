@@ -1,0 +1,108 @@
+"""Drop-in batches in the core, on SQLite and PostgreSQL: a validated file becomes one batch of
+its own (fixed membership, custom_ids scoped to it), runs on the local backend, and ends with
+its output and error files written; a bad file fails with every problem and its line number."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import select
+
+from app.core.dropin import create, files
+from app.db.models import Batch, Request
+from tests.standins.inference import InferenceStandin
+from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
+
+ENDPOINT = "/v1/chat/completions"
+
+
+def line(custom_id: str, **body: Any) -> bytes:
+    payload = request_payload(custom_id, {}, **body)
+    record = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": payload["body"]}
+    return json.dumps(record).encode() + b"\n"
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def upload(app: RunningApp, *lines: bytes) -> files.File:
+    return await files.store(
+        app.db, app.settings.data_dir, chunks(*lines), filename="in.jsonl", purpose="batch", max_bytes=10**6
+    )
+
+
+async def ended_with_files(app: RunningApp, batch_id: int) -> Batch:
+    async def written() -> bool:
+        async with app.db.transaction() as session:
+            batch = await session.get(Batch, batch_id)
+            return batch is not None and batch.files_written_at is not None
+
+    await wait_until(written, timeout=30, what=f"batch {batch_id} ended with its files written")
+    async with app.db.transaction() as session:
+        batch = await session.get(Batch, batch_id)
+        assert batch is not None
+        return batch
+
+
+async def read_lines(app: RunningApp, file_id: str | None) -> list[dict[str, Any]]:
+    assert file_id is not None
+    file = await files.get(app.db, file_id)
+    data = b"".join([chunk async for chunk in files.content(app.settings.data_dir, file)])
+    return [json.loads(raw) for raw in data.splitlines()]
+
+
+async def test_a_file_runs_as_one_batch_of_its_own_and_ends_with_its_files(
+    database_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    inference.status_for["bad"] = 400
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        # A native request for the same model and the same custom_id: it must not join the batch.
+        assert (await app.submit("a", None)).status_code == 202
+        file = await upload(app, line("a"), line("b"), line("bad", user="bad"))
+        batch = await create.from_file(app.db, app.settings, file, ENDPOINT, {"k": "v"})
+        assert (batch.status, batch.request_count, batch.origin) == ("ready", 3, "openai_batch")
+
+        ended = await ended_with_files(app, batch.id)
+        assert (ended.status, ended.completed_count, ended.failed_count) == ("done", 2, 1)
+        output = await read_lines(app, ended.dropin_output_file_id)
+        errors = await read_lines(app, ended.dropin_error_file_id)
+        assert sorted(o["custom_id"] for o in output) == ["a", "b"]
+        assert all(o["response"]["status_code"] == 200 and o["id"].startswith("batch_req_") for o in output)
+        assert [e["custom_id"] for e in errors] == ["bad"]
+        assert errors[0]["response"]["status_code"] == 400
+        async with app.db.transaction() as session:
+            scopes = dict((await session.execute(select(Request.scope, Request.batch_id))).all())
+        assert scopes[""] != batch.id and scopes[f"batch:{batch.id}"] == batch.id
+
+
+async def test_a_bad_file_fails_with_every_problem_and_its_line(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        file = await upload(
+            app,
+            line("ok"),
+            b"{not json\n",
+            json.dumps({"method": "POST", "url": ENDPOINT, "body": {"model": "m"}}).encode() + b"\n",
+            line("ok"),
+            line("other", model="another-model"),
+            json.dumps(
+                {"custom_id": "u", "method": "POST", "url": "/v1/embeddings", "body": {"model": "stand-in"}}
+            ).encode(),
+        )
+        batch = await create.from_file(app.db, app.settings, file, ENDPOINT, None)
+        assert batch.status == "failed" and batch.error is not None
+        found = [(e["line"], e["code"]) for e in batch.error["data"]]
+        assert found == [
+            (2, "invalid_json_line"),
+            (3, "missing_required_parameter"),
+            (4, "duplicate_custom_id"),
+            (5, "mismatched_model"),
+            (6, "mismatched_endpoint"),
+        ]
+        async with app.db.transaction() as session:
+            assert (await session.scalars(select(Request).where(Request.batch_id == batch.id))).all() == []
