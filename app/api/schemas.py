@@ -110,6 +110,7 @@ class CostOut(msgspec.Struct):
 
 class BatchOut(msgspec.Struct):
     id: int
+    origin: str
     backend: str
     endpoint: str
     model: str
