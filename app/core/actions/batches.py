@@ -13,7 +13,7 @@ from app.backends.base import BatchAPI
 from app.core import results
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import audit, leases, states
-from app.core.rules.errors import Conflict, Problem, not_found
+from app.core.rules.errors import Conflict, Problem, found
 from app.core.rules.states import BatchStatus, DeliveryStatus, RequestStatus
 from app.core.runs.openai import files as openai_files
 from app.core.runtime.clock import utcnow
@@ -181,18 +181,14 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
 
 
 async def _locked_batch(session: AsyncSession, batch_id: int) -> Batch:
-    batch = await leases.lock(session, Batch, batch_id)
-    if batch is None:
-        raise not_found("batch", batch_id)
+    batch = found(await leases.lock(session, Batch, batch_id), "batch", batch_id)
     return batch
 
 
 async def close_batch(db: Database, batch_id: int) -> Batch:
     """The operator's "close now": the batcher closes the batch on its next pass."""
     async with db.transaction() as session:
-        batch = await session.get(Batch, batch_id)
-        if batch is None:
-            raise not_found("batch", batch_id)
+        batch = found(await session.get(Batch, batch_id), "batch", batch_id)
         if batch.status != BatchStatus.BUILDING:
             raise Conflict(
                 Problem("batch_not_building", "Batch is not building", f"Batch {batch_id} is {batch.status}.")
@@ -205,9 +201,7 @@ async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: s
     """Queue again the deliveries of a batch's requests: the failed ones, or all that ended."""
     ended = (DeliveryStatus.DELIVERY_FAILED,) if only_failed else states.DELIVERY_ENDED
     async with db.transaction() as session:
-        batch = await session.get(Batch, batch_id)
-        if batch is None:
-            raise not_found("batch", batch_id)
+        batch = found(await session.get(Batch, batch_id), "batch", batch_id)
         of_batch = Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id))
         ended_of_batch = select(Delivery.request_id).where(of_batch, Delivery.status.in_(ended))
         ids = list((await session.scalars(ended_of_batch)).all())

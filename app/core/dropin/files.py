@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.core.rules.errors import Problem, TooLarge, not_found
+from app.core.rules.errors import Problem, TooLarge, found
 from app.core.runtime.clock import utcnow
 from app.db.models import File
 from app.db.session import Database
@@ -84,10 +84,7 @@ async def store(
 async def get(db: Database, file_id: str) -> File:
     """The file object; NotFound when there is none (or it was deleted)."""
     async with db.transaction() as session:
-        row = await session.get(File, file_id)
-    if row is None:
-        raise not_found("file", file_id)
-    return row
+        return found(await session.get(File, file_id), "file", file_id)
 
 
 async def page(
@@ -116,9 +113,7 @@ async def page(
 async def delete(db: Database, data_dir: str, file_id: str) -> None:
     """Delete the file object and its bytes."""
     async with db.transaction() as session:
-        row = await session.get(File, file_id)
-        if row is None:
-            raise not_found("file", file_id)
+        row = found(await session.get(File, file_id), "file", file_id)
         await session.delete(row)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(location(data_dir, row))

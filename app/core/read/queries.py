@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.read.pages import PAGE_SIZES, Page, cursor_of, keyset_page
-from app.core.rules.errors import not_found
+from app.core.rules.errors import found
 from app.core.rules.states import NATIVE_SCOPE
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
 from app.db.session import Database
@@ -95,12 +95,10 @@ async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple
     """A request by row id (int) or by its custom_id (str) in the native API's scope, and its
     latest delivery; NotFound if absent."""
     if isinstance(ident, int):
-        found = Request.id == ident
+        match = Request.id == ident
     else:
-        found = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
-    request = await session.scalar(select(Request).where(found))
-    if request is None:
-        raise not_found("request", ident)
+        match = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
+    request = found(await session.scalar(select(Request).where(match)), "request", ident)
     delivery = await session.scalar(
         select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
     )
@@ -133,9 +131,7 @@ async def request_detail(db: Database, custom_id: str | int) -> RequestDetail:
 async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
     """A batch with its timeline."""
     async with db.transaction() as session:
-        batch = await session.get(Batch, batch_id)
-        if batch is None:
-            raise not_found("batch", batch_id)
+        batch = found(await session.get(Batch, batch_id), "batch", batch_id)
         events = (
             await session.scalars(
                 select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)

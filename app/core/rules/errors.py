@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,13 @@ class NotFound(BatchgateError):
     """No such thing (HTTP 404)."""
 
     kind = "not_found"
+
+
+def found(row: T | None, what: str, ident: object) -> T:
+    """`row`, or NotFound when there is none: `batch = found(await session.get(...), "batch", id)`."""
+    if row is None:
+        raise not_found(what, ident)
+    return row
 
 
 def not_found(what: str, ident: object) -> NotFound:
