@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.core.dropin import create, files
-from app.db.models import Batch, Request
+from app.core.runtime.clock import utcnow
+from app.db.models import Batch, File, Request
 from tests.standins.inference import InferenceStandin
 from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
 
@@ -106,3 +108,56 @@ async def test_a_bad_file_fails_with_every_problem_and_its_line(
         ]
         async with app.db.transaction() as session:
             assert (await session.scalars(select(Request).where(Request.batch_id == batch.id))).all() == []
+
+
+async def test_a_batch_unfinished_when_its_window_closes_expires_keeping_finished_lines(
+    database_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, inference.url + "/v1", local_concurrency=1)) as app:
+        file = await upload(app, line("quick"), line("slow", user="slow"), line("never"))
+        inference.delay_for["slow"] = 60.0  # holds the only slot: "never" never starts
+        batch = await create.from_file(app.db, app.settings, file, ENDPOINT, None)
+
+        async def quick_done() -> bool:
+            async with app.db.transaction() as session:
+                status = await session.scalar(
+                    select(Request.status).where(Request.batch_id == batch.id, Request.custom_id == "quick")
+                )
+            return status == "succeeded"
+
+        await wait_until(quick_done, timeout=30, what="the first line done")
+        async with app.db.transaction() as session:
+            await session.execute(update(Batch).where(Batch.id == batch.id).values(expires_at=utcnow()))
+
+        ended = await ended_with_files(app, batch.id)
+        assert ended.status == "expired"
+        assert [o["custom_id"] for o in await read_lines(app, ended.dropin_output_file_id)] == ["quick"]
+        errors = await read_lines(app, ended.dropin_error_file_id)
+        assert sorted(e["custom_id"] for e in errors) == ["never", "slow"]
+        assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+
+
+async def test_files_are_deleted_with_their_bytes_once_they_expire(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url)) as app:
+        kept = await upload(app, line("a"))
+        gone = await files.store(
+            app.db,
+            app.settings.data_dir,
+            chunks(line("b")),
+            filename="old.jsonl",
+            purpose="batch",
+            max_bytes=10**6,
+            expires_at=utcnow() - timedelta(seconds=1),
+        )
+        path = files.location(app.settings.data_dir, gone)
+        assert path.exists()
+
+        async def deleted() -> bool:
+            async with app.db.transaction() as session:
+                return await session.get(File, gone.id) is None
+
+        await wait_until(deleted, timeout=10, what="the expired file deleted")
+        assert not path.exists()
+        assert (await files.get(app.db, kept.id)).bytes == len(line("a"))

@@ -62,7 +62,7 @@ class InferenceStandin:
     Switches are plain attributes; tests mutate them between requests.
     Precedence per request: auth, ``status_for``, ``always_fail``,
     ``fail_first``, then success (with ``usage_for``'s usage, if any).
-    ``delay_seconds`` applies to every answer.
+    ``delay_seconds`` applies to every answer, ``delay_for`` to one key's.
     """
 
     def __init__(self) -> None:
@@ -72,6 +72,7 @@ class InferenceStandin:
         self.always_fail: set[str] = set()
         self.status_for: dict[str, int] = {}
         self.delay_seconds: float = 0.0
+        self.delay_for: dict[str, float] = {}  # key -> seconds before answering that request
         self.required_api_key: str | None = None
         self.usage_for: dict[str, dict[str, Any]] = {}  # key -> usage reported instead of the counted one
 
@@ -139,8 +140,8 @@ class InferenceStandin:
         self.calls.append({"path": path, "body": body, "headers": headers, "key": key, "status": status})
         self.calls_by_key[key] += 1
 
-        if self.delay_seconds > 0:
-            await asyncio.sleep(self.delay_seconds)
+        if (delay := self.delay_for.get(key, self.delay_seconds)) > 0:
+            await asyncio.sleep(delay)
         await send_json(send, status, payload, rid | extra)
 
     def _decide(

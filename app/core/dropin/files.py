@@ -119,6 +119,28 @@ async def delete(db: Database, data_dir: str, file_id: str) -> None:
         os.unlink(location(data_dir, row))
 
 
+async def delete_expired(db: Database, data_dir: str, limit: int = 100) -> int:
+    """Delete files whose `expires_at` has passed, with their bytes; returns how many went."""
+    async with db.transaction() as session:
+        expired = list(
+            (
+                await session.scalars(
+                    select(File)
+                    .where(File.expires_at <= utcnow())
+                    .order_by(File.expires_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+        )
+        for row in expired:
+            await session.delete(row)
+    for row in expired:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(location(data_dir, row))
+    return len(expired)
+
+
 async def content(data_dir: str, file: File) -> AsyncIterator[bytes]:
     """The file's bytes, in chunks."""
     with location(data_dir, file).open("rb") as source:

@@ -7,6 +7,7 @@ Both run as one scheduler step; each batch is claimed under a lease, so replicas
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -25,14 +26,18 @@ EXPIRED_ERROR = {
     "message": "This request could not be executed before the completion window expired.",
 }
 OUTPUT_FILE_MAX_BYTES = 2**62  # produced files are as large as their batch
+# Output and error files are kept this long, as OpenAI keeps them (unless deleted earlier).
+OUTPUT_FILE_RETENTION = timedelta(days=30)
 CLAIM = 10
 # A batch in these statuses can still expire; submitting and cancelling are moving on their own.
 EXPIRABLE = {B.READY: R.BATCHED, B.PROCESSING: R.PROCESSING}
 
 
 async def step(db: Database, data_dir: str, owner: str, lease_seconds: float) -> bool:
-    """Expire overdue drop-in batches, then write the files of ended ones; True when more wait."""
+    """Expire overdue drop-in batches and files, then write the files of ended batches; True
+    when more wait."""
     await expire_overdue(db)
+    await files.delete_expired(db, data_dir)
     return await write_files(db, data_dir, owner, lease_seconds) == CLAIM
 
 
@@ -123,4 +128,5 @@ async def _store(
         purpose="batch_output",
         max_bytes=OUTPUT_FILE_MAX_BYTES,
         batch_id=batch_id,
+        expires_at=utcnow() + OUTPUT_FILE_RETENTION,
     )

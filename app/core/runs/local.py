@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -106,23 +107,40 @@ class LocalRunner:
         try:
             async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.current.lease_seconds):
                 lines = await self._open_lines(batch_id)
-                buffer: list[LineResult] = []
-                last_flush = time.monotonic()
-                async for result in self.backend.run(lines):
-                    buffer.append(result)
-                    if (
-                        len(buffer) >= FLUSH_EVERY_RESULTS
-                        or time.monotonic() - last_flush >= FLUSH_EVERY_SECONDS
-                    ):
-                        await self._flush(batch_id, buffer)
-                        buffer, last_flush = [], time.monotonic()
-                await self._flush(batch_id, buffer)
+                await self._store_as_they_come(batch_id, self.backend.run(lines))
                 await self._finish(batch_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("local batch %s stopped with an error", batch_id)
             await self._record_failure(batch_id, exc)
+
+    async def _store_as_they_come(self, batch_id: int, results: AsyncIterator[LineResult]) -> None:
+        """Store results in chunks: every FLUSH_EVERY_RESULTS, and never later than
+        FLUSH_EVERY_SECONDS after the first unstored one, even while the next is slow to come."""
+        buffer: list[LineResult] = []
+        flush_at = math.inf
+        upcoming: asyncio.Future[LineResult] | None = None
+        try:
+            while True:
+                upcoming = upcoming or asyncio.ensure_future(anext(results))
+                await asyncio.wait(
+                    {upcoming}, timeout=max(flush_at - time.monotonic(), 0) if buffer else None
+                )
+                if upcoming.done():
+                    try:
+                        buffer.append(upcoming.result())
+                    except StopAsyncIteration:
+                        break
+                    upcoming = None
+                    flush_at = min(flush_at, time.monotonic() + FLUSH_EVERY_SECONDS)
+                if len(buffer) >= FLUSH_EVERY_RESULTS or (buffer and time.monotonic() >= flush_at):
+                    await self._flush(batch_id, buffer)
+                    buffer, flush_at = [], math.inf
+            await self._flush(batch_id, buffer)
+        finally:
+            if upcoming is not None and not upcoming.done():
+                upcoming.cancel()
 
     async def _open_lines(self, batch_id: int) -> list[BatchLine]:
         async with self.db.transaction() as session:
