@@ -7,6 +7,7 @@ An OpenAI input file is read twice from disk, never held whole: once to validate
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -137,7 +138,8 @@ async def from_file(
                 "invalid_endpoint", "Unsupported endpoint", f"endpoint must be one of {', '.join(ENDPOINTS)}."
             )
         )
-    checked = check_lines(files.lines(settings.data_dir, file), endpoint)
+    # Reading and parsing up to 200 MB is CPU work: off the event loop.
+    checked = await asyncio.to_thread(check_lines, files.lines(settings.data_dir, file), endpoint)
     model = checked.model or "unknown"
     async with db.transaction() as session:
         batch = _new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata)
