@@ -19,6 +19,7 @@ from litestar.template.config import TemplateConfig
 from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
+from app.api.openai import OPENAI_ROUTERS
 from app.api.requests import RequestController
 from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RequestController,
             BatchController,
             health,
+            *OPENAI_ROUTERS,
             ui_router,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],

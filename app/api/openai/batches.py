@@ -1,0 +1,100 @@
+"""/v1/batches: create a drop-in batch from an uploaded file, read, list and cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from app.api.openai.errors import invalid
+from app.api.openai.schemas import BatchListOut, BatchOut, batch_number, batch_out
+from app.core.dropin import create, files
+from app.core.read import dropin
+from app.core.rules.errors import NotFound, not_found
+
+METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
+
+
+def _number(batch_id: str) -> int:
+    """The batch behind a public id; anything not shaped "batch_<n>" is no batch of ours."""
+    number = batch_number(batch_id)
+    if number is None:
+        raise not_found("batch", batch_id)
+    return number
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or len(value) > METADATA_MAX_PAIRS
+        or not all(isinstance(k, str) and len(k) <= METADATA_KEY_MAX for k in value)
+        or not all(isinstance(v, str) and len(v) <= METADATA_VALUE_MAX for v in value.values())
+    ):
+        raise invalid(
+            "invalid_value",
+            f"metadata holds at most {METADATA_MAX_PAIRS} string pairs, keys up to {METADATA_KEY_MAX} "
+            f"and values up to {METADATA_VALUE_MAX} characters.",
+            "metadata",
+        )
+    return value
+
+
+def _required_text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise invalid("missing_required_parameter", f"{name} is required.", name)
+    return value
+
+
+class BatchController(Controller):
+    path = "/batches"
+    tags = ["openai"]
+
+    @post("/", status_code=200, summary="Create a batch from an uploaded input file")
+    async def create(self, data: JSONBody[dict[str, Any]], state: State) -> BatchOut:
+        file_id = _required_text(data, "input_file_id")
+        endpoint = _required_text(data, "endpoint")
+        if data.get("completion_window") != "24h":
+            raise invalid("invalid_value", "completion_window must be '24h'.", "completion_window")
+        metadata = _metadata(data.get("metadata"))
+        try:
+            file = await files.get(state.db, file_id)
+        except NotFound:
+            # OpenAI answers an unknown input file as a bad parameter, not a missing resource.
+            raise invalid("invalid_value", f"No file with id {file_id!r}.", "input_file_id") from None
+        batch = await create.from_file(state.db, await state.runtime.fresh(), file, endpoint, metadata)
+        return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, batch.id))
+
+    @get("/", summary="Batches, newest first")
+    async def list(
+        self,
+        state: State,
+        after: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    ) -> BatchListOut:
+        before_id = None
+        if after is not None:
+            before_id = batch_number(after)
+            if before_id is None:
+                raise invalid("invalid_value", "after must be a batch id (batch_<n>).", "after")
+        page, has_more = await dropin.batches(
+            state.db, create.OPENAI_ORIGIN, before_id=before_id, limit=limit
+        )
+        data = [batch_out(t) for t in page]
+        return BatchListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
+
+    @get("/{batch_id:str}", summary="A batch")
+    async def read(self, batch_id: FromPath[str], state: State) -> BatchOut:
+        return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, _number(batch_id)))
+
+    @post("/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch that has not ended")
+    async def cancel(self, batch_id: FromPath[str], state: State) -> BatchOut:
+        number = _number(batch_id)
+        # Checked first so that a native batch's id cannot be cancelled through this face.
+        await dropin.batch(state.db, create.OPENAI_ORIGIN, number)
+        await state.actions.cancel_batch(number, via="openai")
+        return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, number))

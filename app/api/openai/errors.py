@@ -1,0 +1,74 @@
+"""Errors in OpenAI's shape, {"error": {message, type, param, code}}, for the OpenAI face only
+(its routers carry these handlers, so the native /api error shape stays as it is)."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from app.core.rules.errors import BatchgateError, InvalidInput, Problem
+
+log = logging.getLogger(__name__)
+
+# OpenAI answers every 4xx input problem with 400, where the native API says 422.
+STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 409, "not_found": 404, "too_large": 413}
+TYPE_FOR_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_exceeded"}
+# The only 4xx a retry can fix; every other 4xx tells the SDK not to retry (x-should-retry).
+RETRYABLE_4XX = frozenset({408, 409, 429})
+
+
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorOut(msgspec.Struct):
+    error: ErrorDetail
+
+
+def invalid(code: str, message: str, param: str | None = None) -> BatchgateError:
+    """A 400 invalid_request_error about `param`, raised by the face's own checks."""
+    return InvalidInput(Problem(code, "Invalid request", message, param))
+
+
+def answer(status: int, message: str, code: str | None, param: str | None = None) -> Response[ErrorOut]:
+    kind = "server_error" if status >= 500 else TYPE_FOR_STATUS.get(status, "invalid_request_error")
+    headers = {"x-should-retry": "false"} if 400 <= status < 500 and status not in RETRYABLE_4XX else {}
+    return Response(
+        ErrorOut(ErrorDetail(message, kind, param, code)),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def core_error(_: Request, exc: BatchgateError) -> Response[ErrorOut]:
+    first = exc.problems[0] if exc.problems else Problem("error", "Error", str(exc))
+    message = " ".join(p.detail for p in exc.problems) or str(exc)
+    return answer(STATUS_FOR_KIND.get(exc.kind, 400), message, first.code, first.pointer)
+
+
+def http_error(_: Request, exc: HTTPException) -> Response[ErrorOut]:
+    message = exc.detail
+    if exc.status_code == 413:
+        message = "The request body is larger than this endpoint accepts."
+    elif isinstance(exc.extra, list) and exc.extra:
+        # A query or path parameter Litestar refused: name it, as OpenAI's `param` does.
+        first = exc.extra[0]
+        if isinstance(first, dict):
+            message = f"{first.get('key')}: {first.get('message')}"
+            return answer(exc.status_code, message, "invalid_value", str(first.get("key")))
+    return answer(exc.status_code, message, None)
+
+
+def internal_error(request: Request, exc: Exception) -> Response[ErrorOut]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return answer(500, "Something went wrong on our side; it has been logged.", "internal_error")
+
+
+EXCEPTION_HANDLERS = {BatchgateError: core_error, HTTPException: http_error, Exception: internal_error}

@@ -1,0 +1,92 @@
+"""/v1/files: upload (streamed to DATA_DIR), list, read, download and delete file objects."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Stream
+
+from app.api.openai.errors import invalid
+from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
+from app.api.openai.upload import Upload
+from app.core.dropin import files
+
+PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data")
+# OpenAI's limit for a batch input file; the route allows a little more for the form around it.
+UPLOAD_MAX_BYTES = 200 * 1024 * 1024
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+class FileController(Controller):
+    path = "/files"
+    tags = ["openai"]
+
+    @post(
+        "/",
+        status_code=200,
+        summary="Upload a file (multipart: purpose, then file)",
+        request_max_body_size=UPLOAD_MAX_BYTES + FORM_OVERHEAD_BYTES,
+    )
+    async def upload(self, request: Request, state: State) -> FileOut:
+        media_type, options = request.content_type
+        if media_type != "multipart/form-data" or not options.get("boundary"):
+            raise invalid("invalid_content_type", "Upload the file as multipart/form-data.")
+        upload = Upload(request.stream(), options["boundary"])
+        try:
+            if not await upload.until_file():
+                raise invalid("missing_required_parameter", "The form has no file part.", "file")
+            purpose = upload.fields.get("purpose")
+            # The file is streamed to disk as it arrives, so its purpose must be known first;
+            # the SDKs (and curl -F in the documented order) send it before the file.
+            if purpose not in PURPOSES:
+                raise invalid(
+                    "invalid_value",
+                    f"purpose must be one of {', '.join(PURPOSES)}, sent before the file part.",
+                    "purpose",
+                )
+            settings = await state.runtime.fresh()
+            stored = await files.store(
+                state.db,
+                settings.data_dir,
+                upload.file_bytes(),
+                filename=upload.filename or "upload",
+                purpose=purpose,
+                max_bytes=UPLOAD_MAX_BYTES,
+            )
+        finally:
+            await upload.close()
+        return file_out(stored)
+
+    @get("/", summary="Files, newest first by default")
+    async def list(
+        self,
+        state: State,
+        purpose: FromQuery[str | None] = None,
+        after: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 10_000,
+        order: FromQuery[Literal["asc", "desc"]] = "desc",
+    ) -> FileListOut:
+        rows, has_more = await files.page(
+            state.db, purpose=purpose, limit=limit, after=after, newest_first=order == "desc"
+        )
+        data = [file_out(f) for f in rows]
+        return FileListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
+
+    @get("/{file_id:str}", summary="A file object")
+    async def read(self, file_id: FromPath[str], state: State) -> FileOut:
+        return file_out(await files.get(state.db, file_id))
+
+    @get("/{file_id:str}/content", summary="A file's bytes, streamed")
+    async def content(self, file_id: FromPath[str], state: State) -> Stream:
+        found = await files.get(state.db, file_id)
+        settings = await state.runtime.fresh()
+        return Stream(files.content(settings.data_dir, found), media_type="application/octet-stream")
+
+    @delete("/{file_id:str}", status_code=200, summary="Delete a file and its bytes")
+    async def remove(self, file_id: FromPath[str], state: State) -> FileDeletedOut:
+        settings = await state.runtime.fresh()
+        await files.delete(state.db, settings.data_dir, file_id)
+        return FileDeletedOut(file_id)
