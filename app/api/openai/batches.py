@@ -66,7 +66,7 @@ class BatchController(Controller):
         except NotFound:
             # OpenAI answers an unknown input file as a bad parameter, not a missing resource.
             raise invalid("invalid_value", f"No file with id {file_id!r}.", "input_file_id") from None
-        batch = await create.from_file(state.db, await state.runtime.fresh(), file, endpoint, metadata)
+        batch = await state.actions.create_batch_from_file(file, endpoint, metadata)
         return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, batch.id))
 
     @get("/", summary="Batches, newest first")

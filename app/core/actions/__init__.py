@@ -1,8 +1,10 @@
-"""The operator's actions, as the UI and the API call them.
+"""The actions faces take (the operator's, and creating drop-in batches), as the UI and the
+APIs call them.
 
-Each action changes the database through the functions in batches.py, requests.py or the
-runtime settings, then wakes the pipeline steps that now have work. Faces call these methods
-and nothing else, so "a cancel must reach the poll and deliver steps" is said once, here.
+Each action changes the database through the functions in batches.py, requests.py, the
+drop-in batch creation or the runtime settings, then wakes the pipeline steps that now have
+work. Faces call these methods and nothing else, so "a cancel must reach the poll and deliver
+steps" is said once, here.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Any
 
 from app.backends.base import BatchAPI
 from app.core.actions import batches, requests
+from app.core.dropin import create
 from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import Step, Wake
-from app.db.models import Batch, Delivery, Request
+from app.db.models import Batch, Delivery, File, Request
 from app.db.session import Database
 
 
@@ -29,6 +32,20 @@ class Actions:
     def _waking(self, *steps: Step) -> None:
         for step in steps:
             self._wake(step)
+
+    async def create_batch_from_file(
+        self, file: File, endpoint: str, metadata: dict[str, str] | None
+    ) -> Batch:
+        """A drop-in batch from an uploaded file (OpenAI face); ready, or failed with its problems."""
+        batch = await create.from_file(self.db, await self.settings.fresh(), file, endpoint, metadata)
+        self._waking(Step.SUBMIT)
+        return batch
+
+    async def create_batch_from_requests(self, requests: list[Any]) -> Batch:
+        """A drop-in batch from a request list (Anthropic face)."""
+        batch = await create.from_requests(self.db, requests)
+        self._waking(Step.SUBMIT)
+        return batch
 
     async def close_batch(self, batch_id: int) -> Batch:
         batch = await batches.close_batch(self.db, batch_id)
