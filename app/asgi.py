@@ -16,6 +16,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             health,
             *OPENAI_ROUTERS,
             ui_router,
+            *ANTHROPIC_ROUTERS,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         lifespan=[lifespan_of(settings)],

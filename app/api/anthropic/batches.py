@@ -1,0 +1,160 @@
+"""Anthropic Message Batches (/v1/messages/batches): create, retrieve, list, cancel, delete and
+stream the results of a batch, as the official SDK calls them. Batches run on the local backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Stream
+from litestar.status_codes import HTTP_200_OK
+
+from app.api.anthropic.schemas import (
+    DeletedMessageBatchOut,
+    MessageBatchListOut,
+    MessageBatchOut,
+    batch_id_of,
+    message_batch,
+    processing_status,
+    public_id,
+    result_line,
+)
+from app.core.dropin import create
+from app.core.read import anthropic
+from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, MalformedInput, Problem
+
+MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's own limit for a batch create request
+JSONL = "application/x-jsonl"
+
+
+def base_url(request: Request[Any, Any, Any]) -> str:
+    """The face's base URL as the client sees it: behind a proxy, the X-Forwarded-* headers say
+    the scheme, host and path prefix; the mount (/v1 or /api/anthropic/v1) is the one it used."""
+
+    def forwarded(name: str) -> str:
+        return request.headers.get(name, "").split(",")[0].strip()
+
+    scheme = forwarded("x-forwarded-proto") or request.url.scheme
+    host = forwarded("x-forwarded-host") or request.headers.get("host") or request.url.netloc
+    prefix = forwarded("x-forwarded-prefix").rstrip("/")
+    return f"{scheme}://{host}{prefix}{request.route_handler.opt['mount']}"
+
+
+def _requests_of(raw: bytes) -> list[Any]:
+    try:
+        payload = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise MalformedInput(
+            Problem("invalid_request", "Body is not JSON", f"The body is not JSON: {exc}")
+        ) from exc
+    requests = payload.get("requests") if isinstance(payload, dict) else None
+    if not isinstance(requests, list):
+        raise InvalidInput(
+            Problem(
+                "invalid_request", "Missing requests", "requests must be a list of requests.", "/requests"
+            )
+        )
+    return requests
+
+
+def _anchor(name: str, value: str | None) -> int | None:
+    """A list cursor's batch id; a malformed one is the caller's mistake (400), not a 404."""
+    if value is None:
+        return None
+    try:
+        return batch_id_of(value)
+    except BatchgateError as exc:
+        raise InvalidInput(
+            Problem("invalid_request", "Invalid cursor", f"{value!r} is not a message batch id.", f"/{name}")
+        ) from exc
+
+
+async def _jsonl(state: State, batch_id: int) -> AsyncIterator[bytes]:
+    async for rows in anthropic.result_rows(state.db, batch_id):
+        yield b"".join(msgspec.json.encode(result_line(r)) + b"\n" for r in rows)
+
+
+async def _ended(state: State, message_batch_id: str, then: str) -> int:
+    """The id of an ended batch; a batch still processing is refused (Conflict: 400 here)."""
+    batch_id = batch_id_of(message_batch_id)
+    if processing_status((await anthropic.batch(state.db, batch_id)).batch) != "ended":
+        raise Conflict(
+            Problem(
+                "batch_not_ended",
+                "Batch still processing",
+                f"Message batch {message_batch_id} is still processing; {then}.",
+            )
+        )
+    return batch_id
+
+
+class MessageBatchController(Controller):
+    path = "/messages/batches"
+    tags = ["anthropic"]
+
+    @post(
+        "/", status_code=HTTP_200_OK, request_max_body_size=MAX_BODY_BYTES, summary="Create a Message Batch"
+    )
+    async def create(self, request: Request[Any, Any, Any], state: State) -> MessageBatchOut:
+        batch = await create.from_requests(state.db, _requests_of(await request.body()))
+        return message_batch(await anthropic.batch(state.db, batch.id), base_url(request))
+
+    @get("/{message_batch_id:str}", summary="Retrieve a Message Batch")
+    async def retrieve(
+        self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
+    ) -> MessageBatchOut:
+        view = await anthropic.batch(state.db, batch_id_of(message_batch_id))
+        return message_batch(view, base_url(request))
+
+    @get("/", summary="List Message Batches, newest first")
+    async def list_batches(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        before_id: FromQuery[str | None] = None,
+        after_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 20,
+    ) -> MessageBatchListOut:
+        if before_id is not None and after_id is not None:
+            raise InvalidInput(
+                Problem(
+                    "invalid_request", "Two cursors", "Give before_id or after_id, not both.", "/before_id"
+                )
+            )
+        views, has_more = await anthropic.page(
+            state.db, limit, after_id=_anchor("after_id", after_id), before_id=_anchor("before_id", before_id)
+        )
+        base = base_url(request)
+        data = [message_batch(v, base) for v in views]
+        return MessageBatchListOut(
+            data, has_more, data[0].id if data else None, data[-1].id if data else None
+        )
+
+    @post("/{message_batch_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel a Message Batch")
+    async def cancel(
+        self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
+    ) -> MessageBatchOut:
+        batch_id = batch_id_of(message_batch_id)
+        await anthropic.batch(state.db, batch_id)  # 404 before acting on a batch of another origin
+        try:
+            await state.actions.cancel_batch(batch_id, via="anthropic")
+        except Conflict:
+            # Cancelling twice answers the batch, as Anthropic does; an ended batch is refused.
+            if (await anthropic.batch(state.db, batch_id)).cancel_initiated_at is None:
+                raise
+        return message_batch(await anthropic.batch(state.db, batch_id), base_url(request))
+
+    @delete("/{message_batch_id:str}", status_code=HTTP_200_OK, summary="Delete an ended Message Batch")
+    async def remove(self, message_batch_id: FromPath[str], state: State) -> DeletedMessageBatchOut:
+        batch_id = await _ended(state, message_batch_id, "cancel it and delete it once it has ended")
+        await state.actions.delete_batch(batch_id)
+        return DeletedMessageBatchOut(public_id(batch_id))
+
+    @get("/{message_batch_id:str}/results", summary="Stream a Message Batch's results (JSONL)")
+    async def results(self, message_batch_id: FromPath[str], state: State) -> Stream:
+        batch_id = await _ended(state, message_batch_id, "its results are available once it has ended")
+        return Stream(_jsonl(state, batch_id), media_type=JSONL)

@@ -1,0 +1,67 @@
+"""Errors of the Anthropic face in Anthropic's shape, {"type": "error", "error": {type, message}}.
+
+These handlers are set on the face's routers only, so the native /api error shape is unchanged.
+Every error a retry cannot fix carries `x-should-retry: false`, which the SDK obeys instead of
+retrying on its own (it would otherwise retry 408, 409, 429 and 5xx).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from app.backends.anthropic_messages import error_body
+from app.core.rules.errors import BatchgateError
+
+log = logging.getLogger(__name__)
+
+# A conflict (cancelling an ended batch, deleting one still running) is Anthropic's 400: the
+# batch's state, not a race, refuses it, and a 409 would make the SDK retry in vain.
+STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 400, "not_found": 404, "too_large": 413}
+RETRYABLE = frozenset({408, 409, 429})
+
+
+def body_for(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error body for `status`; a 4xx Anthropic names no type for (405, 415, 422) is
+    an invalid request, not its catch-all api_error."""
+    body = error_body(status, message)
+    if 400 <= status < 500 and body["error"]["type"] == "api_error":
+        body["error"]["type"] = "invalid_request_error"
+    return body
+
+
+def error_response(status: int, message: str) -> Response[dict[str, Any]]:
+    body = body_for(status, message)
+    headers = {"x-should-retry": "false"} if 400 <= status < 500 and status not in RETRYABLE else {}
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _where(pointer: str | None) -> str:
+    # "/requests/0/params/max_tokens" reads "requests.0.params.max_tokens", as Anthropic writes it.
+    return pointer.strip("/").replace("/", ".") + ": " if pointer else ""
+
+
+def batchgate_error(_: Request, exc: BatchgateError) -> Response[dict[str, Any]]:
+    message = "; ".join(_where(p.pointer) + p.detail for p in exc.problems)
+    return error_response(STATUS_FOR_KIND.get(exc.kind, 400), message)
+
+
+def http_error(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    message = str(exc.detail)
+    if exc.status_code == 413:
+        message = "The request body is larger than this endpoint accepts."
+    response = error_response(exc.status_code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def internal_error(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "Something went wrong on our side; it has been logged.")
+
+
+EXCEPTION_HANDLERS = {BatchgateError: batchgate_error, HTTPException: http_error, Exception: internal_error}
