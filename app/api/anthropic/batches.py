@@ -23,7 +23,6 @@ from app.api.anthropic.schemas import (
     public_id,
     result_line,
 )
-from app.core.dropin import create
 from app.core.read import anthropic
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, MalformedInput, Problem
 
@@ -100,7 +99,7 @@ class MessageBatchController(Controller):
         "/", status_code=HTTP_200_OK, request_max_body_size=MAX_BODY_BYTES, summary="Create a Message Batch"
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> MessageBatchOut:
-        batch = await create.from_requests(state.db, _requests_of(await request.body()))
+        batch = await state.actions.create_batch_from_requests(_requests_of(await request.body()))
         return message_batch(await anthropic.batch(state.db, batch.id), base_url(request))
 
     @get("/{message_batch_id:str}", summary="Retrieve a Message Batch")

@@ -54,8 +54,9 @@ class Actions:
 
     async def cancel_batch(self, batch_id: int, via: str = "api") -> Batch:
         batch = await batches.cancel_batch(self.db, batch_id, via)
-        # Cancelled requests deliver their news; a remote batch is cancelled by the poll step.
-        self._waking(Step.DELIVER, Step.POLL)
+        # Cancelled requests deliver their news; a remote batch is cancelled by the poll step;
+        # a drop-in batch's files are written by the finish step.
+        self._waking(Step.DELIVER, Step.POLL, Step.FINISH)
         return batch
 
     async def retry_batch(self, batch_id: int, via: str = "api") -> Batch:

@@ -195,61 +195,48 @@ async def from_requests(
 
 
 def _check_anthropic(requests: Sequence[Any]) -> None:
-    problems, seen = [], set[str]()
+    problems = []
     if not requests:
-        problems.append(
-            Problem("invalid_request", "No requests", "requests must hold at least one request.", "/requests")
-        )
+        problems.append(_refused("No requests", "requests must hold at least one request.", "/requests"))
     if len(requests) > MAX_ANTHROPIC_REQUESTS:
-        problems.append(
-            Problem(
-                "invalid_request",
-                "Too many requests",
-                f"A batch holds at most {MAX_ANTHROPIC_REQUESTS} requests.",
-                "/requests",
-            )
-        )
+        limit = f"A batch holds at most {MAX_ANTHROPIC_REQUESTS} requests."
+        problems.append(_refused("Too many requests", limit, "/requests"))
+    seen = set[str]()
     for index, entry in enumerate(requests[:MAX_ANTHROPIC_REQUESTS]):
-        where = f"/requests/{index}"
-        custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
-        params = entry.get("params") if isinstance(entry, dict) else None
-        if not isinstance(custom_id, str) or not ANTHROPIC_CUSTOM_ID.fullmatch(custom_id):
-            problems.append(
-                Problem(
-                    "invalid_request",
-                    "Invalid custom_id",
-                    "custom_id must be 1-64 characters of [A-Za-z0-9_-].",
-                    where + "/custom_id",
-                )
-            )
-        elif custom_id in seen:
-            problems.append(
-                Problem(
-                    "invalid_request",
-                    "Duplicate custom_id",
-                    f"custom_id {custom_id!r} is used twice.",
-                    where + "/custom_id",
-                )
-            )
-        else:
-            seen.add(custom_id)
-        if not isinstance(params, dict):
-            problems.append(
-                Problem("invalid_request", "Missing params", "params is required.", where + "/params")
-            )
-            continue
-        for name in ("model", "max_tokens", "messages"):
-            if name not in params:
-                problems.append(
-                    Problem(
-                        "invalid_request",
-                        "Missing field",
-                        f"params.{name} is required.",
-                        f"{where}/params/{name}",
-                    )
-                )
+        problems += _entry_problems(f"/requests/{index}", entry, seen)
     if problems:
         raise InvalidInput(*problems)
+
+
+def _entry_problems(where: str, entry: Any, seen: set[str]) -> list[Problem]:
+    """What is wrong with one {custom_id, params} of an Anthropic request list."""
+    problems = []
+    custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
+    params = entry.get("params") if isinstance(entry, dict) else None
+    if not isinstance(custom_id, str) or not ANTHROPIC_CUSTOM_ID.fullmatch(custom_id):
+        rule = "custom_id must be 1-64 characters of [A-Za-z0-9_-]."
+        problems.append(_refused("Invalid custom_id", rule, where + "/custom_id"))
+    elif custom_id in seen:
+        twice = f"custom_id {custom_id!r} is used twice."
+        problems.append(_refused("Duplicate custom_id", twice, where + "/custom_id"))
+    else:
+        seen.add(custom_id)
+    if not isinstance(params, dict):
+        return [*problems, _refused("Missing params", "params is required.", where + "/params")]
+    if not isinstance(params.get("model"), str) or not params["model"]:
+        problems.append(
+            _refused("Invalid model", "params.model must be a model name.", where + "/params/model")
+        )
+    for name in ("max_tokens", "messages"):
+        if name not in params:
+            problems.append(
+                _refused("Missing field", f"params.{name} is required.", f"{where}/params/{name}")
+            )
+    return problems
+
+
+def _refused(title: str, detail: str, pointer: str) -> Problem:
+    return Problem("invalid_request", title, detail, pointer)
 
 
 def _new_batch(
