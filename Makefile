@@ -30,12 +30,19 @@ browser:
 	  echo "note: /usr/bin/chromium is missing and can't be installed here (needs root and apt-get)"; \
 	fi
 
-# The real-model test runs when these are installed (CI installs them; see .ci/run). On x86_64,
-# llama.cpp is built for AVX2 without its AMX kernels: those crash (SIGSEGV on the first
-# generation) where the kernel does not grant AMX to the process, as in sandboxes and some VMs.
+# The real-model test runs when these are installed (CI installs them; see .ci/run). llama.cpp
+# is compiled once (about 5 minutes) into a wheel kept under WHEELS, outside the clone, so later
+# clean clones on the same machine reuse it. On x86_64 it is built for AVX2 without its AMX
+# kernels: those crash (SIGSEGV on the first generation) where the kernel does not grant AMX to
+# the process, as in sandboxes and some VMs.
+WHEELS ?= $(HOME)/.cache/batchgate/wheels
+LLAMA_VERSION := $(shell grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | cut -d= -f3)
 LLAMA_CMAKE_ARGS := $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
 realmodel: $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev,realmodel]'
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 \
+	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e '.[dev,realmodel]'
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench
