@@ -1,6 +1,7 @@
 """Drop-in batches in the core, on SQLite and PostgreSQL: a validated file becomes one batch of
 its own (fixed membership, custom_ids scoped to it), runs on the local backend, and ends with
-its output and error files written; a bad file fails with every problem and its line number."""
+its output and error files written. (Validation is tested through the face, in
+test_dropin_openai.py.)"""
 
 from __future__ import annotations
 
@@ -79,35 +80,6 @@ async def test_a_file_runs_as_one_batch_of_its_own_and_ends_with_its_files(
         async with app.db.transaction() as session:
             scopes = dict((await session.execute(select(Request.scope, Request.batch_id))).all())
         assert scopes[""] != batch.id and scopes[f"batch:{batch.id}"] == batch.id
-
-
-async def test_a_bad_file_fails_with_every_problem_and_its_line(
-    database_url: str, start_app: StartApp
-) -> None:
-    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
-        file = await upload(
-            app,
-            line("ok"),
-            b"{not json\n",
-            json.dumps({"method": "POST", "url": ENDPOINT, "body": {"model": "m"}}).encode() + b"\n",
-            line("ok"),
-            line("other", model="another-model"),
-            json.dumps(
-                {"custom_id": "u", "method": "POST", "url": "/v1/embeddings", "body": {"model": "stand-in"}}
-            ).encode(),
-        )
-        batch = await create.from_file(app.db, app.settings, file, ENDPOINT, None)
-        assert batch.status == "failed" and batch.error is not None
-        found = [(e["line"], e["code"]) for e in batch.error["data"]]
-        assert found == [
-            (2, "invalid_json_line"),
-            (3, "missing_required_parameter"),
-            (4, "duplicate_custom_id"),
-            (5, "mismatched_model"),
-            (6, "mismatched_endpoint"),
-        ]
-        async with app.db.transaction() as session:
-            assert (await session.scalars(select(Request).where(Request.batch_id == batch.id))).all() == []
 
 
 async def test_a_batch_unfinished_when_its_window_closes_expires_keeping_finished_lines(
