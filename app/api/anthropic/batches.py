@@ -23,11 +23,18 @@ from app.api.anthropic.schemas import (
     public_id,
     result_line,
 )
-from app.core.read import anthropic
+from app.core.dropin.create import ANTHROPIC_ORIGIN
+from app.core.read import dropin
+from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, MalformedInput, Problem
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's own limit for a batch create request
 JSONL = "application/x-jsonl"
+
+
+async def _view(state: State, batch_id: int) -> DropinBatch:
+    """The Anthropic batch `batch_id`; NotFound for any other."""
+    return await dropin.batch(state.db, ANTHROPIC_ORIGIN, batch_id, "message batch")
 
 
 def base_url(request: Request[Any, Any, Any]) -> str:
@@ -73,14 +80,14 @@ def _anchor(name: str, value: str | None) -> int | None:
 
 
 async def _jsonl(state: State, batch_id: int) -> AsyncIterator[bytes]:
-    async for rows in anthropic.result_rows(state.db, batch_id):
+    async for rows in dropin.result_rows(state.db, batch_id):
         yield b"".join(msgspec.json.encode(result_line(r)) + b"\n" for r in rows)
 
 
 async def _ended(state: State, message_batch_id: str, then: str) -> int:
     """The id of an ended batch; a batch still processing is refused (Conflict: 400 here)."""
     batch_id = batch_id_of(message_batch_id)
-    if processing_status((await anthropic.batch(state.db, batch_id)).batch) != "ended":
+    if processing_status((await _view(state, batch_id)).batch) != "ended":
         raise Conflict(
             Problem(
                 "batch_not_ended",
@@ -100,13 +107,13 @@ class MessageBatchController(Controller):
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> MessageBatchOut:
         batch = await state.actions.create_batch_from_requests(_requests_of(await request.body()))
-        return message_batch(await anthropic.batch(state.db, batch.id), base_url(request))
+        return message_batch(await _view(state, batch.id), base_url(request))
 
     @get("/{message_batch_id:str}", summary="Retrieve a Message Batch")
     async def retrieve(
         self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
     ) -> MessageBatchOut:
-        view = await anthropic.batch(state.db, batch_id_of(message_batch_id))
+        view = await _view(state, batch_id_of(message_batch_id))
         return message_batch(view, base_url(request))
 
     @get("/", summary="List Message Batches, newest first")
@@ -124,8 +131,9 @@ class MessageBatchController(Controller):
                     "invalid_request", "Two cursors", "Give before_id or after_id, not both.", "/before_id"
                 )
             )
-        views, has_more = await anthropic.page(
-            state.db, limit, after_id=_anchor("after_id", after_id), before_id=_anchor("before_id", before_id)
+        older, newer = _anchor("after_id", after_id), _anchor("before_id", before_id)
+        views, has_more = await dropin.page(
+            state.db, ANTHROPIC_ORIGIN, limit, after_id=older, before_id=newer
         )
         base = base_url(request)
         data = [message_batch(v, base) for v in views]
@@ -138,14 +146,14 @@ class MessageBatchController(Controller):
         self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
     ) -> MessageBatchOut:
         batch_id = batch_id_of(message_batch_id)
-        await anthropic.batch(state.db, batch_id)  # 404 before acting on a batch of another origin
+        await _view(state, batch_id)  # 404 before acting on a batch of another origin
         try:
             await state.actions.cancel_batch(batch_id, via="anthropic")
         except Conflict:
             # Cancelling twice answers the batch, as Anthropic does; an ended batch is refused.
-            if (await anthropic.batch(state.db, batch_id)).cancel_initiated_at is None:
+            if (await _view(state, batch_id)).cancel_initiated_at is None:
                 raise
-        return message_batch(await anthropic.batch(state.db, batch_id), base_url(request))
+        return message_batch(await _view(state, batch_id), base_url(request))
 
     @delete("/{message_batch_id:str}", status_code=HTTP_200_OK, summary="Delete an ended Message Batch")
     async def remove(self, message_batch_id: FromPath[str], state: State) -> DeletedMessageBatchOut:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import msgspec
 
 from app.api.anthropic.errors import body_for
-from app.core.read.anthropic import BatchView
+from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import NotFound, Problem
 from app.core.rules.states import BATCH_TERMINAL, B, R
 from app.db.models import Batch, Request
@@ -82,7 +82,7 @@ def processing_status(batch: Batch) -> ProcessingStatus:
     return "in_progress"
 
 
-def message_batch(view: BatchView, results_base: str) -> MessageBatchOut:
+def message_batch(view: DropinBatch, results_base: str) -> MessageBatchOut:
     """The batch as a MessageBatch; `results_base` is the face's base URL the client came in on."""
     batch = view.batch
     counts = RequestCounts()

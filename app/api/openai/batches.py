@@ -76,14 +76,13 @@ class BatchController(Controller):
         after: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     ) -> BatchListOut:
-        before_id = None
+        older_than = None
         if after is not None:
-            before_id = batch_number(after)
-            if before_id is None:
+            older_than = batch_number(after)
+            if older_than is None:
                 raise invalid("invalid_value", "after must be a batch id (batch_<n>).", "after")
-        page, has_more = await dropin.batches(
-            state.db, create.OPENAI_ORIGIN, before_id=before_id, limit=limit
-        )
+        # OpenAI's `after` is the last id seen: the next page holds older batches.
+        page, has_more = await dropin.page(state.db, create.OPENAI_ORIGIN, limit, after_id=older_than)
         data = [batch_out(t) for t in page]
         return BatchListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from app.core.read.dropin import Timeline
+from app.core.read.dropin import DropinBatch
 from app.db.models import Batch, BatchEvent, File
 
 BATCH_ID = re.compile(r"batch_([1-9][0-9]{0,17})")
@@ -148,8 +148,8 @@ def status_of(batch: Batch) -> str:
     return RUNNING.get(batch.status, "in_progress")
 
 
-def batch_out(timeline: Timeline) -> BatchOut:
-    b = timeline.batch
+def batch_out(dropin: DropinBatch) -> BatchOut:
+    b = dropin.batch
     status = status_of(b)
     usage = UsageOut(
         b.input_tokens,
@@ -174,7 +174,7 @@ def batch_out(timeline: Timeline) -> BatchOut:
         request_counts=RequestCountsOut(b.request_count, b.completed_count, b.failed_count),
         metadata=b.face_metadata,
         usage=usage,
-        **_phase_times(b, status, timeline.events),
+        **_phase_times(b, status, dropin.events),
     )
 
 
