@@ -1,5 +1,14 @@
-"""What the HTTP faces (api/ and ui/) share: the status each kind of core error answers with."""
+"""What the HTTP faces (api/ and ui/) share: the status each kind of core error answers with, and
+which error answers tell the batch SDKs not to retry."""
 
 from __future__ import annotations
 
+# The OpenAI and Anthropic SDKs retry 408, 409, 429 and 5xx on their own.
+SDK_RETRIED_4XX = frozenset({408, 409, 429})
+
 STATUS_FOR_KIND = {"invalid": 422, "malformed": 400, "conflict": 409, "not_found": 404, "too_large": 413}
+
+
+def no_retry_headers(status: int) -> dict[str, str]:
+    """`x-should-retry: false` on an error a retry cannot fix, so the SDKs do not send it again."""
+    return {"x-should-retry": "false"} if 400 <= status < 500 and status not in SDK_RETRIED_4XX else {}

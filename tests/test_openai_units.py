@@ -15,6 +15,7 @@ from app.core.runs.openai import answers as openai_answers
 from app.core.runs.openai import tables as model_tables
 from app.core.runtime import settings as overrides
 from app.core.runtime.clock import utcnow
+from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch
 from tests.support import StartApp, fast_settings, request_payload
 
@@ -104,7 +105,7 @@ async def test_token_tables_are_editable_as_json(database_url: str, start_app: S
             },
         )
         assert saved["openai_token_limits"] == {"gpt-4o": 1350000}
-        effective = await overrides.effective(app.db, settings)
+        effective = await RuntimeSettings(app.db, settings).refresh()
         assert model_tables.token_limit("gpt-4o", effective)[0] == 1_350_000
         assert effective.openai_prices["x"].output == 2
         answer = await app.client.post("/settings", data={"openai_token_limits": '{"gpt-4o": 0}'})

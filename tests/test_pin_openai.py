@@ -34,6 +34,20 @@ async def remote_batch_processing(app: RunningApp, receiver: WebhookReceiver, cu
     return str(batch["remote"]["batch_id"])
 
 
+async def submission_failed(
+    app: RunningApp, receiver: WebhookReceiver, custom_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait for the request to end; assert it, its delivered error and its (only) batch say
+    submission_failed; returns the batch and the delivered error."""
+    details = await finished(app, custom_id)
+    assert details[custom_id]["status"] == "failed"
+    error = delivered_error(receiver, custom_id)
+    assert error is not None and error["code"] == "submission_failed"
+    batch = await only_batch(app)
+    assert (batch["status"], batch["error"]["code"]) == ("failed", "submission_failed")
+    return batch, error
+
+
 async def only_batch(app: RunningApp) -> dict[str, Any]:
     [batch] = await batches(app)
     return batch
@@ -315,14 +329,8 @@ async def test_a_4xx_on_batch_creation_fails_the_submission_at_once(
     openai_api.endpoints = ("/v1/embeddings",)  # POST /v1/batches answers 400 invalid_value
     async with start_app(openai_settings(database_url, openai_api, openai_max_retries=5)) as app:
         await submit(app, receiver, "s400/1")
-        details = await finished(app, "s400/1")
-        assert details["s400/1"]["status"] == "failed"
-        error = delivered_error(receiver, "s400/1")
-        assert error is not None and error["code"] == "submission_failed"
+        batch, error = await submission_failed(app, receiver, "s400/1")
         assert "answered 400" in error["message"]
-        batch = await only_batch(app)
-        assert batch["status"] == "failed"
-        assert batch["error"]["code"] == "submission_failed"
         assert "submission failed refused: POST /batches answered 400" in reasons(batch)
         # Neither the call nor the submission is tried again; the uploaded input file is deleted.
         assert openai_api.calls.count(("POST", "/v1/batches")) == 1
@@ -376,12 +384,7 @@ async def test_submission_is_tried_3_times_then_fails_with_submission_failed(
     openai_api.fail_next = [503] * 100  # every upload fails; no call retries (OPENAI_MAX_RETRIES=0)
     async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
         await submit(app, receiver, "sub/1")
-        details = await finished(app, "sub/1")
-        assert details["sub/1"]["status"] == "failed"
-        error = delivered_error(receiver, "sub/1")
-        assert error is not None and error["code"] == "submission_failed"
-        batch = await only_batch(app)
-        assert (batch["status"], batch["error"]["code"]) == ("failed", "submission_failed")
+        batch, _ = await submission_failed(app, receiver, "sub/1")
         assert "attempt 2 of 3" in reasons(batch) and "attempt 3 of 3" in reasons(batch)
         assert "submission failed after 3 attempts" in reasons(batch)
         assert openai_api.calls.count(("POST", "/v1/files")) == 3

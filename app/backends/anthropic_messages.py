@@ -29,6 +29,10 @@ _ERROR_KINDS = {
 }
 
 
+# The Anthropic Messages endpoint, as batch lines name it.
+MESSAGES_URL = "/v1/messages"
+
+
 class UnsupportedContent(ValueError):
     """The request holds content the chat.completions translation cannot carry."""
 

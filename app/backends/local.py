@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 
-from app.backends.anthropic_messages import UnsupportedContent, to_chat, to_message
+from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to_chat, to_message
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
 
 PROBE_TIMEOUT_SECONDS = 3.0
-MESSAGES_URL = "/v1/messages"
 
 
 class LocalBackend:

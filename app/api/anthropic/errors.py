@@ -15,13 +15,13 @@ from litestar.exceptions import HTTPException
 
 from app.backends.anthropic_messages import error_body
 from app.core.rules.errors import BatchgateError
+from app.http import no_retry_headers
 
 log = logging.getLogger(__name__)
 
 # A conflict (cancelling an ended batch, deleting one still running) is Anthropic's 400: the
 # batch's state, not a race, refuses it, and a 409 would make the SDK retry in vain.
 STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 400, "not_found": 404, "too_large": 413}
-RETRYABLE = frozenset({408, 409, 429})
 
 
 def body_for(status: int, message: str) -> dict[str, Any]:
@@ -35,8 +35,7 @@ def body_for(status: int, message: str) -> dict[str, Any]:
 
 def error_response(status: int, message: str) -> Response[dict[str, Any]]:
     body = body_for(status, message)
-    headers = {"x-should-retry": "false"} if 400 <= status < 500 and status not in RETRYABLE else {}
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return Response(body, status_code=status, media_type="application/json", headers=no_retry_headers(status))
 
 
 def _where(pointer: str | None) -> str:

@@ -10,14 +10,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem
+from app.http import no_retry_headers
 
 log = logging.getLogger(__name__)
 
 # OpenAI answers every 4xx input problem with 400, where the native API says 422.
 STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 409, "not_found": 404, "too_large": 413}
 TYPE_FOR_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_exceeded"}
-# The only 4xx a retry can fix; every other 4xx tells the SDK not to retry (x-should-retry).
-RETRYABLE_4XX = frozenset({408, 409, 429})
 
 
 class ErrorDetail(msgspec.Struct):
@@ -38,11 +37,10 @@ def invalid(code: str, message: str, param: str | None = None) -> BatchgateError
 
 def answer(status: int, message: str, code: str | None, param: str | None = None) -> Response[ErrorOut]:
     kind = "server_error" if status >= 500 else TYPE_FOR_STATUS.get(status, "invalid_request_error")
-    headers = {"x-should-retry": "false"} if 400 <= status < 500 and status not in RETRYABLE_4XX else {}
     return Response(
         ErrorOut(ErrorDetail(message, kind, param, code)),
         status_code=status,
-        headers=headers,
+        headers=no_retry_headers(status),
         media_type="application/json",
     )
 

@@ -14,23 +14,24 @@ from typing import Any
 import msgspec
 
 from app.core.read.dropin import DropinBatch
+from app.core.rules.states import B
 from app.db.models import Batch, BatchEvent, File
 
 BATCH_ID = re.compile(r"batch_([1-9][0-9]{0,17})")
 # Ended statuses whose OpenAI name waits for the files: (before the files, after them).
 ENDED = {
-    "done": ("finalizing", "completed"),
-    "cancelled": ("cancelling", "cancelled"),
-    "expired": ("finalizing", "expired"),
+    B.DONE: ("finalizing", "completed"),
+    B.CANCELLED: ("cancelling", "cancelled"),
+    B.EXPIRED: ("finalizing", "expired"),
 }
 RUNNING = {
-    "building": "validating",
-    "ready": "validating",
-    "submitting": "validating",
-    "processing": "in_progress",
-    "collecting": "finalizing",
-    "cancelling": "cancelling",
-    "failed": "failed",
+    B.BUILDING: "validating",
+    B.READY: "validating",
+    B.SUBMITTING: "validating",
+    B.PROCESSING: "in_progress",
+    B.COLLECTING: "finalizing",
+    B.CANCELLING: "cancelling",
+    B.FAILED: "failed",
 }
 
 
@@ -184,12 +185,12 @@ def _phase_times(b: Batch, status: str, events: list[BatchEvent]) -> dict[str, i
     first = {}
     for event in events:
         first.setdefault(event.to_status, event.at)
-    finalizing = first.get("collecting")
-    if finalizing is None and b.status in ("done", "expired"):
+    finalizing = first.get(B.COLLECTING)
+    if finalizing is None and b.status in (B.DONE, B.EXPIRED):
         finalizing = b.finished_at
-    cancelling = first.get("cancelling") or (b.finished_at if b.status == "cancelled" else None)
+    cancelling = first.get(B.CANCELLING) or (b.finished_at if b.status == B.CANCELLED else None)
     return {
-        "in_progress_at": unix(first.get("processing") or b.submitted_at),
+        "in_progress_at": unix(first.get(B.PROCESSING) or b.submitted_at),
         "finalizing_at": unix(finalizing),
         "completed_at": unix(b.files_written_at) if status == "completed" else None,
         "failed_at": unix(b.finished_at) if status == "failed" else None,

@@ -8,6 +8,7 @@ An OpenAI input file is read twice from disk, never held whole: once to validate
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
 from app.config import Settings
 from app.core.dropin import files
 from app.core.intake.schema import ENDPOINTS
@@ -30,7 +33,6 @@ from app.db.session import Database
 
 OPENAI_ORIGIN, ANTHROPIC_ORIGIN = "openai_batch", "anthropic_batch"
 DROPIN_ORIGINS = (OPENAI_ORIGIN, ANTHROPIC_ORIGIN)
-MESSAGES_ENDPOINT = "/v1/messages"
 MAX_LINES = 50_000
 MAX_ANTHROPIC_REQUESTS = 100_000
 MAX_ERRORS_LISTED = 1000
@@ -142,19 +144,17 @@ async def from_file(
     checked = await asyncio.to_thread(check_lines, files.lines(settings.data_dir, file), endpoint)
     model = checked.model or "unknown"
     async with db.transaction() as session:
-        batch = _new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata)
+        status = B.FAILED if checked.errors else B.READY
+        batch = _new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata, status)
         batch.dropin_input_file_id = file.id
         batch.bytes = checked.bytes
         if checked.errors:
-            batch.status = B.FAILED
-            batch.finished_at = batch.created_at
             batch.error = {"object": "list", "data": checked.errors}
-            session.add(batch)
-            await session.flush()
-            states.begin_batch(session, batch, f"validation failed: {len(checked.errors)} problems")
-            return batch
         session.add(batch)
         await session.flush()
+        if checked.errors:
+            states.begin_batch(session, batch, f"validation failed: {len(checked.errors)} problems")
+            return batch
         scope = batch_scope(batch.id)
         rows = (
             _request_row(batch, scope, json.loads(raw), len(raw))
@@ -240,15 +240,21 @@ def _refused(title: str, detail: str, pointer: str) -> Problem:
 
 
 def _new_batch(
-    origin: str, backend: str, endpoint: str, model: str, metadata: dict[str, str] | None
+    origin: str,
+    backend: str,
+    endpoint: str,
+    model: str,
+    metadata: dict[str, str] | None,
+    status: str = B.READY,
 ) -> Batch:
+    """A drop-in batch as it is born: ready to run, or failed by its validation."""
     now = utcnow()
     return Batch(
         backend=backend,
         endpoint=endpoint,
         model=model,
         origin=origin,
-        status=B.READY,
+        status=status,
         request_count=0,
         bytes=0,
         completed_count=0,
@@ -260,7 +266,8 @@ def _new_batch(
         face_metadata=metadata,
         created_at=now,
         status_changed_at=now,
-        ready_at=now,
+        ready_at=now if status == B.READY else None,
+        finished_at=now if status == B.FAILED else None,
     )
 
 
@@ -283,14 +290,10 @@ def _request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> d
     }
 
 
-async def _insert_in_chunks(session: Any, rows: Iterator[dict[str, Any]] | Any) -> int:
-    count, chunk = 0, []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == INSERT_CHUNK:
-            await session.execute(insert(Request), chunk)
-            count, chunk = count + len(chunk), []
-    if chunk:
+async def _insert_in_chunks(session: AsyncSession, rows: Iterator[dict[str, Any]]) -> int:
+    """Insert INSERT_CHUNK rows at a time; reading and parsing each chunk runs off the event loop."""
+    count = 0
+    while chunk := await asyncio.to_thread(list, itertools.islice(rows, INSERT_CHUNK)):
         await session.execute(insert(Request), chunk)
         count += len(chunk)
     return count

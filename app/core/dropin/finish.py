@@ -18,7 +18,7 @@ from app.core.read import exports
 from app.core.rules import leases, states
 from app.core.rules.states import BATCH_TERMINAL, B, R
 from app.core.runtime.clock import utcnow
-from app.db.models import Batch, Request
+from app.db.models import Batch, File, Request
 from app.db.session import Database
 
 EXPIRED_ERROR = {
@@ -117,9 +117,7 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
         leases.release(batch)
 
 
-async def _store(
-    db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes]
-) -> files.File:
+async def _store(db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes]) -> File:
     return await files.store(
         db,
         data_dir,

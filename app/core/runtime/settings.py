@@ -7,6 +7,7 @@ refuse. Workers re-read the table every few seconds, so every replica follows an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -81,11 +82,6 @@ def apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
         except ValidationError as exc:
             log.warning("ignoring the stored setting %s=%r: %s", name, value, exc.errors()[0]["msg"])
     return settings
-
-
-async def effective(db: Database, base: Settings) -> Settings:
-    """The settings in force: the environment's, with the operator's overrides."""
-    return apply(base, await load(db))
 
 
 async def save(db: Database, base: Settings, form: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,25 +159,32 @@ class RuntimeSettings:
         self.db = db
         self.base = base
         self.current = base
+        self.stored: dict[str, Any] = {}
         self._read_at = -math.inf
+        self._reading = asyncio.Lock()
 
     async def fresh(self) -> Settings:
-        """The settings in force, re-read from the database when older than REFRESH_SECONDS."""
-        if time.monotonic() - self._read_at >= self.REFRESH_SECONDS:
+        """The settings in force, re-read from the database when older than REFRESH_SECONDS.
+
+        Intake asks on every request: while one caller re-reads, the others go on with the
+        settings in force rather than each reading the table again.
+        """
+        if time.monotonic() - self._read_at >= self.REFRESH_SECONDS and not self._reading.locked():
             await self.refresh()
         return self.current
 
     async def refresh(self) -> Settings:
         """Re-read the operator's overrides now."""
-        self.current = await effective(self.db, self.base)
-        self._read_at = time.monotonic()
+        async with self._reading:
+            self.stored = await load(self.db)
+            self.current = apply(self.base, self.stored)
+            self._read_at = time.monotonic()
         return self.current
 
     async def editable(self) -> list[dict[str, Any]]:
         """Each editable setting as the settings form shows it: value in force and default."""
-        stored = await load(self.db)
-        self.current = apply(self.base, stored)
-        self._read_at = time.monotonic()
+        await self.refresh()
+        stored = self.stored
         return [
             {
                 "name": e.name,
