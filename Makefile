@@ -10,7 +10,8 @@ run: $(STAMP)
 	$(BIN)/batchgate migrate
 	$(BIN)/batchgate serve
 
-test: browser $(STAMP)
+# In CI (CI=true) the real-model test is required, so its model and llama.cpp are installed first.
+test: browser $(STAMP) $(if $(filter true 1 yes,$(CI)),realmodel)
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup
 
 test-fast: $(STAMP)
