@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(10 * MiB, ge=1024)
 
     webhook_secret: str | None = None
+    # Where batch.completed / failed / expired / cancelled events go (OpenAI's webhook event shape).
+    batch_events_webhook_url: AnyHttpUrl | None = None
+    # Signs the events (Standard Webhooks); WEBHOOK_SECRET when unset.
+    batch_events_webhook_secret: str | None = None
     webhook_timeout_seconds: float = Field(15.0, gt=0)
     webhook_block_private_networks: bool = False
     delivery_max_attempts: int = Field(
@@ -131,6 +135,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "webhook_secret",
+        "batch_events_webhook_url",
+        "batch_events_webhook_secret",
         "local_api_key",
         "rabbitmq_url",
         "openai_api_key",
@@ -142,7 +148,7 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "batch_events_webhook_secret")
     @classmethod
     def _secret_shape(cls, value: str | None) -> str | None:
         if value is not None:
@@ -151,7 +157,7 @@ class Settings(BaseSettings):
             try:
                 Webhook(value)
             except Exception as exc:
-                raise ValueError("WEBHOOK_SECRET must be base64, optionally prefixed with 'whsec_'") from exc
+                raise ValueError("must be base64, optionally prefixed with 'whsec_'") from exc
         return value
 
     @field_validator("backend_routes")

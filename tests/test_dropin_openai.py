@@ -4,73 +4,24 @@ list pages, its error shape, on SQLite and PostgreSQL and under both mounts."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 import pytest
-from openai import OpenAI
 from openai.types import Batch, FileObject
 
 from app.core.dropin import create
 from tests.standins.inference import InferenceStandin
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from tests.support import RunningApp, StartApp, fast_settings
+from tests.support.openai_sdk import ENDPOINT, call, line, new_batch, sdk, until_status, upload
 
-ENDPOINT = "/v1/chat/completions"
-T = TypeVar("T")
 # What the real API fills on every completed batch (errors, metadata and the other ends may be null).
 ALWAYS_FILLED_WHEN_COMPLETED = [
     *("id", "object", "status", "model", "endpoint", "completion_window", "input_file_id"),
     *("output_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at"),
     *("request_counts", "usage"),
 ]
-
-
-def line(custom_id: str, url: str = ENDPOINT, **body: Any) -> bytes:
-    record = {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": url,
-        "body": request_payload(custom_id, {}, **body)["body"],
-    }
-    return json.dumps(record).encode() + b"\n"
-
-
-def sdk(app: RunningApp, prefix: str = "/v1") -> OpenAI:
-    # No retries: every answer is seen as it is (and a wrong x-should-retry cannot hide).
-    return OpenAI(base_url=f"{app.url}{prefix}", api_key="x", max_retries=0)
-
-
-async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """The sync SDK runs in a thread, so the app served on this loop keeps answering."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-async def upload(client: OpenAI, *lines: bytes, purpose: str = "batch") -> FileObject:
-    return await call(client.files.create, file=("input.jsonl", b"".join(lines)), purpose=purpose)  # type: ignore[arg-type]
-
-
-async def new_batch(client: OpenAI, file_id: str, **extra: Any) -> Batch:
-    return await call(
-        client.batches.create,
-        input_file_id=file_id,
-        endpoint=ENDPOINT,  # type: ignore[arg-type]
-        completion_window="24h",
-        **extra,
-    )
-
-
-async def until_status(client: OpenAI, batch_id: str, *statuses: str) -> Batch:
-    seen: list[Batch] = []
-
-    async def reached() -> bool:
-        seen.append(await call(client.batches.retrieve, batch_id))
-        return seen[-1].status in statuses
-
-    await wait_until(reached, timeout=30, what=lambda: f"{batch_id} {statuses}, last {seen[-1].status}")
-    return seen[-1]
 
 
 async def raw(app: RunningApp, path: str) -> dict[str, Any]:

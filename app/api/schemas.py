@@ -134,11 +134,23 @@ class BatchOut(msgspec.Struct):
     cost: CostOut | None
 
 
+class AnnouncementOut(msgspec.Struct):
+    """The delivery of a batch event to BATCH_EVENTS_WEBHOOK_URL."""
+
+    delivery_id: str
+    type: str
+    status: str
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+
+
 class EventOut(msgspec.Struct):
     from_status: str | None
     to_status: str
     reason: str | None
     at: datetime
+    announced: AnnouncementOut | None = None
 
 
 class BatchDetailOut(BatchOut):
@@ -228,5 +240,15 @@ def batch_out(b: Batch, settings: Settings) -> BatchOut:
 
 
 def batch_detail_out(detail: BatchDetail, settings: Settings) -> BatchDetailOut:
-    events = [EventOut(e.from_status, e.to_status, e.reason, e.at) for e in detail.events]
+    events = [
+        EventOut(e.from_status, e.to_status, e.reason, e.at, _announcement(detail.announced.get(e.id)))
+        for e in detail.events
+    ]
     return BatchDetailOut(**_batch_fields(detail.batch, settings), events=events)
+
+
+def _announcement(d: Delivery | None) -> AnnouncementOut | None:
+    if d is None:
+        return None
+    kind = d.target["event"]["type"]
+    return AnnouncementOut(d.public_id, kind, d.status, d.total_attempts, d.last_error, d.delivered_at)

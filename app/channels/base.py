@@ -25,7 +25,7 @@ class Message:
     """One delivery attempt's content: the same bytes for every attempt of a delivery."""
 
     delivery_id: str
-    custom_id: str
+    custom_id: str | None  # None for a batch event
     attempt: int
     body: bytes
     target: dict[str, Any]

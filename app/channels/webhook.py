@@ -26,7 +26,13 @@ class WebhookChannel:
 
     def __init__(self, settings: Settings) -> None:
         self.timeout_seconds = settings.webhook_timeout_seconds
-        self._signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
+        # Results are signed with WEBHOOK_SECRET; batch events (target "signing") with their own.
+        events_secret = settings.batch_events_webhook_secret or settings.webhook_secret
+        self._signers = {
+            name: Webhook(secret)
+            for name, secret in (("results", settings.webhook_secret), ("batch_events", events_secret))
+            if secret
+        }
         self._block_private = settings.webhook_block_private_networks
         # Redirects are not followed: a 3xx is the receiver's answer, and following it could
         # carry a signed payload somewhere the operator never configured.
@@ -41,17 +47,18 @@ class WebhookChannel:
         await self._client.aclose()
 
     def headers(self, message: Message, now: datetime | None = None) -> dict[str, str]:
-        """The headers of one attempt, signed when WEBHOOK_SECRET is set."""
+        """The headers of one attempt, signed when its secret is set."""
         now = now or datetime.now(UTC)
         headers = {
             "content-type": "application/json",
             "webhook-id": message.delivery_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "x-batchgate-custom-id": _header_safe(message.custom_id),
             "x-batchgate-attempt": str(message.attempt),
         }
-        if self._signer is not None:
-            headers["webhook-signature"] = self._signer.sign(message.delivery_id, now, message.body.decode())
+        if message.custom_id is not None:
+            headers["x-batchgate-custom-id"] = _header_safe(message.custom_id)
+        if signer := self._signers.get(message.target.get("signing", "results")):
+            headers["webhook-signature"] = signer.sign(message.delivery_id, now, message.body.decode())
         return headers
 
     async def send(self, message: Message) -> SendResult:

@@ -67,21 +67,21 @@ async def claim_due(
         if not ids:
             return []
         rows = (
-            await session.execute(select(Delivery, Request).join(Request).where(Delivery.id.in_(ids)))
+            await session.execute(select(Delivery, Request).outerjoin(Request).where(Delivery.id.in_(ids)))
         ).all()
-    return [
-        (
-            delivery.id,
-            Message(
-                delivery_id=delivery.public_id,
-                custom_id=request.custom_id,
-                attempt=delivery.total_attempts + 1,
-                body=json.dumps(results.output_line(request), separators=(",", ":")).encode(),
-                target=delivery.target,
-            ),
-        )
-        for delivery, request in rows
-    ]
+    return [(delivery.id, _message(delivery, request)) for delivery, request in rows]
+
+
+def _message(delivery: Delivery, request: Request | None) -> Message:
+    """What one attempt sends: the request's result line, or the batch event frozen in the target."""
+    content = results.output_line(request) if request is not None else delivery.target["event"]
+    return Message(
+        delivery_id=delivery.public_id,
+        custom_id=request.custom_id if request is not None else None,
+        attempt=delivery.total_attempts + 1,
+        body=json.dumps(content, separators=(",", ":")).encode(),
+        target=delivery.target,
+    )
 
 
 async def send_all(

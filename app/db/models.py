@@ -86,6 +86,17 @@ class BatchEvent(IdentityBase):
     to_status: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    # A batch's end, still to be sent to BATCH_EVENTS_WEBHOOK_URL (see app.core.announcements).
+    announce: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+    __table_args__ = (
+        Index(
+            "ix_batch_events_announce",
+            "id",
+            postgresql_where=text("announce"),
+            sqlite_where=text("announce"),
+        ),
+    )
 
 
 class Request(IdentityBase):
@@ -142,11 +153,16 @@ class RequestEvent(IdentityBase):
 
 
 class Delivery(IdentityBase):
-    """The outbox: one row per finished request and destination."""
+    """The outbox: one row per finished request and destination, or per announced batch event."""
 
     __tablename__ = "deliveries"
 
-    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    batch_event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batch_events.id", ondelete="CASCADE", name="fk_deliveries_batch_event_id"),
+        index=True,
+        unique=True,
+    )
     channel: Mapped[str] = mapped_column(String(32))
     target: Mapped[dict[str, Any]] = mapped_column(JsonB)
     status: Mapped[str] = mapped_column(String(32))

@@ -46,6 +46,7 @@ class BatchPages(Controller):
             "_batch_live.html",
             batch=detail.batch,
             events=detail.events,
+            announced=detail.announced,
             outcomes=outcomes,
             cost=model_tables.batch_cost(detail.batch, await state.runtime.fresh()),
         )

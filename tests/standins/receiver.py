@@ -65,6 +65,8 @@ class WebhookReceiver:
         custom_id = headers.get(CUSTOM_ID_HEADER)
         if custom_id is None and isinstance(parsed, dict) and parsed.get("custom_id") is not None:
             custom_id = str(parsed["custom_id"])
+        elif custom_id is None and isinstance(parsed, dict) and parsed.get("object") == "event":
+            custom_id = str(parsed.get("type"))  # a batch event: its switches are keyed by its type
 
         method: str = scope["method"]
         status = 405 if method != "POST" else self._decide(custom_id)

@@ -10,15 +10,16 @@ from typing import Any, Literal
 import msgspec
 
 from app.api.anthropic.errors import body_for
+from app.core.dropin.create import ANTHROPIC_ORIGIN
+from app.core.dropin.ids import PREFIX, public_batch_id
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import NotFound, Problem
 from app.core.rules.states import BATCH_TERMINAL, B, R
 from app.db.models import Batch, Request
 
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
-ID_PREFIX = "msgbatch_"
 # Strict: a decimal batch id without sign, leading zeros or spaces; anything else is not ours.
-_ID = re.compile(r"msgbatch_([1-9][0-9]{0,17})")
+_ID = re.compile(re.escape(PREFIX[ANTHROPIC_ORIGIN]) + r"([1-9][0-9]{0,17})")
 _COUNT_OF: dict[str, str] = {
     R.SUCCEEDED: "succeeded",
     R.FAILED: "errored",
@@ -61,7 +62,7 @@ class DeletedMessageBatchOut(msgspec.Struct):
 
 
 def public_id(batch_id: int) -> str:
-    return f"{ID_PREFIX}{batch_id}"
+    return public_batch_id(ANTHROPIC_ORIGIN, batch_id)
 
 
 def batch_id_of(public: str) -> int:

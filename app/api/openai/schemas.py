@@ -13,11 +13,13 @@ from typing import Any
 
 import msgspec
 
+from app.core.dropin.create import OPENAI_ORIGIN
+from app.core.dropin.ids import PREFIX, public_batch_id
 from app.core.read.dropin import DropinBatch
 from app.core.rules.states import B
 from app.db.models import Batch, BatchEvent, File
 
-BATCH_ID = re.compile(r"batch_([1-9][0-9]{0,17})")
+BATCH_ID = re.compile(re.escape(PREFIX[OPENAI_ORIGIN]) + r"([1-9][0-9]{0,17})")
 # Ended statuses whose OpenAI name waits for the files: (before the files, after them).
 ENDED = {
     B.DONE: ("finalizing", "completed"),
@@ -160,7 +162,7 @@ def batch_out(dropin: DropinBatch) -> BatchOut:
         b.input_tokens + b.output_tokens,
     )
     return BatchOut(
-        id=f"batch_{b.id}",
+        id=public_batch_id(OPENAI_ORIGIN, b.id),
         object="batch",
         endpoint=b.endpoint,
         model=b.model,

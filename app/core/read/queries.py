@@ -32,6 +32,8 @@ class RequestDetail:
 class BatchDetail:
     batch: Batch
     events: list[BatchEvent]
+    # The delivery that announces an event to BATCH_EVENTS_WEBHOOK_URL, by event id.
+    announced: dict[int, Delivery]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,10 @@ async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
                 select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
             )
         ).all()
-    return BatchDetail(batch, list(events))
+        announced = (
+            await session.scalars(select(Delivery).where(Delivery.batch_event_id.in_([e.id for e in events])))
+        ).all()
+    return BatchDetail(batch, list(events), {d.batch_event_id: d for d in announced if d.batch_event_id})
 
 
 async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:

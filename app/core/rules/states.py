@@ -119,7 +119,14 @@ def check(table: Mapping[Any, frozenset[Any]], from_status: str, to_status: str)
 def begin_batch(session: AsyncSession, batch: Batch, reason: str | None = None) -> None:
     """Record the creation of a batch (its first event, from nothing to its initial status)."""
     session.add(
-        BatchEvent(batch_id=batch.id, from_status=None, to_status=batch.status, reason=reason, at=utcnow())
+        BatchEvent(
+            batch_id=batch.id,
+            from_status=None,
+            to_status=batch.status,
+            reason=reason,
+            at=utcnow(),
+            announce=batch.status in BATCH_TERMINAL,
+        )
     )
 
 
@@ -128,7 +135,14 @@ def move_batch(session: AsyncSession, batch: Batch, to_status: str, reason: str 
     check(BATCH_TRANSITIONS, batch.status, to_status)
     now = utcnow()
     session.add(
-        BatchEvent(batch_id=batch.id, from_status=batch.status, to_status=to_status, reason=reason, at=now)
+        BatchEvent(
+            batch_id=batch.id,
+            from_status=batch.status,
+            to_status=to_status,
+            reason=reason,
+            at=now,
+            announce=to_status in BATCH_TERMINAL,
+        )
     )
     batch.status = to_status
     batch.status_changed_at = now

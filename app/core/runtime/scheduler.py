@@ -20,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from app.backends.base import BackendStatus, BatchAPI, LineRunner
 from app.channels.base import Channel
 from app.config import Settings
-from app.core import batching
+from app.core import announcements, batching
 from app.core import delivery as deliveries
 from app.core.dropin import finish
 from app.core.rules import leases
@@ -183,6 +183,8 @@ class Worker:
         return False
 
     async def _deliver(self) -> bool:
+        url = self.settings.batch_events_webhook_url
+        await announcements.queue_due(self.db, str(url) if url else None)
         claimed = await deliveries.claim_due(
             self.db, self.owner, self.settings, self.channels, self.delivery_chunk
         )
