@@ -6,11 +6,13 @@ import asyncio
 import ipaddress
 import socket
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app.channels.base import Message, Outcome, SendResult, excerpt
+from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, retry_after_seconds
 
@@ -56,7 +58,7 @@ class WebhookChannel:
             "x-batchgate-attempt": str(message.attempt),
         }
         if message.custom_id is not None:
-            headers["x-batchgate-custom-id"] = _header_safe(message.custom_id)
+            headers["x-batchgate-custom-id"] = header_safe(message.custom_id)
         if signer := self._signers.get(message.target.get("signing", "results")):
             headers["webhook-signature"] = signer.sign(message.delivery_id, now, message.body.decode())
         return headers
@@ -65,14 +67,21 @@ class WebhookChannel:
         url = message.target["webhook_url"]
         if self._block_private and (blocked := await _private_address(httpx.URL(url).host)):
             return SendResult(Outcome.PERMANENT_FAILURE, error=f"blocked: {blocked} is not a public address")
+        answer: list[Any] = []  # [response, body head] once the status line is in
         try:
-            response = await self._client.post(url, content=message.body, headers=self.headers(message))
-        except httpx.TimeoutException as exc:
-            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"timeout: {type(exc).__name__}")
+            # One deadline for the whole attempt: httpx's timeouts are per read, so a receiver
+            # dripping a byte at a time would otherwise hold the send (and its chunk) for ever.
+            async with asyncio.timeout(self.timeout_seconds):
+                await self._post(url, message, answer)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if not answer:
+                return SendResult(Outcome.RETRYABLE_FAILURE, error=f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:
-            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
+            if not answer:
+                return SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
+        response, head = answer
+        body = excerpt(bytes(head))
         status = response.status_code
-        body = excerpt(response.content)
         if response.is_success:
             return SendResult(Outcome.SUCCESS, http_status=status, response_excerpt=body)
         if status in RETRYABLE_STATUS:
@@ -92,10 +101,26 @@ class WebhookChannel:
             response_excerpt=body,
         )
 
+    async def _post(self, url: str, message: Message, answer: list[Any]) -> None:
+        """POST the message; fills `answer` with the response as soon as its status is in, then
+        with at most EXCERPT_BYTES of its body (the rest is never read: an endless body costs
+        nothing, and a body cut short only shortens the excerpt)."""
+        headers = self.headers(message)
+        async with self._client.stream("POST", url, content=message.body, headers=headers) as response:
+            head = bytearray()
+            answer[:] = [response, head]
+            async for chunk in response.aiter_bytes():
+                head += chunk
+                if len(head) >= EXCERPT_BYTES:
+                    return
 
-def _header_safe(value: str) -> str:
-    # Header values must be latin-1 without line breaks; custom ids are user text.
-    return value.encode("latin-1", errors="replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
+
+def header_safe(value: str) -> str:
+    """A custom id as a header value: as it is when it is printable ASCII without edge spaces,
+    else percent-encoded UTF-8 (the body always carries it exactly)."""
+    if value.isascii() and value.isprintable() and value == value.strip():
+        return value
+    return quote(value, safe="")
 
 
 async def _private_address(host: str) -> str | None:

@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 
 from app.channels.base import Channel, Message, Outcome, SendResult
 from app.config import Settings
-from app.core import results
+from app.core import results, storable
 from app.core.rules import leases, states
 from app.core.rules.states import DeliveryStatus
 from app.core.runtime.clock import utcnow
@@ -141,8 +141,8 @@ def _attempt_row(delivery_id: int, number: int, item: Sent) -> dict[str, Any]:
         "duration_ms": item.duration_ms,
         "outcome": result.outcome,
         "http_status": result.http_status,
-        "error": result.error,
-        "response_excerpt": result.response_excerpt,
+        "error": storable.text(result.error),
+        "response_excerpt": storable.text(result.response_excerpt),
     }
 
 
@@ -165,7 +165,7 @@ def _outcome_row(row: Any, result: SendResult, settings: Settings, now: datetime
         "attempts": tries,
         "total_attempts": row.total_attempts + 1,
         "next_attempt_at": next_attempt_at,
-        "last_error": None if delivered else result.error,
+        "last_error": None if delivered else storable.text(result.error),
         "delivered_at": now if delivered else None,
         **leases.RELEASED,
     }

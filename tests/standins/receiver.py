@@ -10,7 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, request_headers, send_json
+from tests.standins.asgi import (
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    request_headers,
+    send_bytes,
+    send_json,
+)
 from tests.support.waiting import wait_until
 
 CUSTOM_ID_HEADER = "x-batchgate-custom-id"
@@ -45,6 +54,9 @@ class WebhookReceiver:
         self.status_for: dict[str, int] = {}
         self.delay_for: dict[str, float] = {}
         self.retry_after_for: dict[str, str] = {}
+        self.body_for: dict[str, bytes] = {}
+        # Answer 200 at once, then drip the body a byte at a time, every `drip_seconds`, for ever.
+        self.drip_for: dict[str, float] = {}
         self.redirect_location: str = "http://127.0.0.1:1/elsewhere"
 
         self.received: list[Received] = []
@@ -96,7 +108,12 @@ class WebhookReceiver:
         retry_after = self.retry_after_for.get(custom_id) if custom_id is not None else None
         if retry_after is not None and not 200 <= status < 300:
             extra["retry-after"] = retry_after
-        await send_json(send, status, {"ok": 200 <= status < 300}, extra)
+        if custom_id is not None and custom_id in self.drip_for:
+            await _drip(send, receive, self.drip_for[custom_id])
+        elif custom_id is not None and custom_id in self.body_for:
+            await send_bytes(send, status, self.body_for[custom_id], "application/json", extra)
+        else:
+            await send_json(send, status, {"ok": 200 <= status < 300}, extra)
 
     def _decide(self, custom_id: str | None) -> int:
         if custom_id is None:
@@ -143,3 +160,14 @@ class WebhookReceiver:
             f"the webhook predicate: {len(self.received)} received, {len(self.successes())} 2xx; "
             f"statuses by custom id: {counts}"
         )
+
+
+async def _drip(send: Send, receive: Receive, every: float) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    gone = asyncio.ensure_future(receive())  # the body was read: the next message is the disconnect
+    try:
+        while not gone.done():
+            await send({"type": "http.response.body", "body": b".", "more_body": True})
+            await asyncio.wait({gone}, timeout=every)
+    finally:
+        gone.cancel()

@@ -1,0 +1,86 @@
+"""Receivers that misbehave cannot trap other deliveries or the deliver step (issue 13: 1, 2, 7):
+an answer PostgreSQL cannot store, a body dripped a byte at a time or never ending, and custom
+ids that are not valid header values."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.channels.base import EXCERPT_BYTES, Message
+from app.channels.webhook import WebhookChannel
+from tests.standins.inference import InferenceStandin
+from tests.standins.receiver import WebhookReceiver
+from tests.support import RunningApp, StartApp, fast_settings, wait_until
+
+POISON = b'{"detail":"bad\x00byte"}'
+
+
+async def delivery_of(app: RunningApp, custom_id: str) -> dict[str, Any]:
+    answer = await app.client.get(f"/api/requests/{custom_id}")
+    assert answer.status_code == 200, answer.text
+    delivery: dict[str, Any] = answer.json()["delivery"] or {"attempts": 0}
+    return delivery
+
+
+async def test_an_answer_the_database_cannot_store_holds_back_nothing(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    good = [f"good-{n}" for n in range(20)]
+    receiver.status_for["poison"] = 503
+    receiver.retry_after_for["poison"] = "nan"
+    receiver.body_for["poison"] = POISON
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        for custom_id in ["poison", *good]:
+            assert (await app.submit(custom_id, receiver.url + "/hook")).status_code == 202
+
+        async def poison_retried() -> bool:
+            return (await delivery_of(app, "poison"))["attempts"] >= 3
+
+        await wait_until(poison_retried, timeout=30, what="the poisoned delivery's attempts recorded")
+        # Every good delivery went once: none was re-sent with the poisoned one's chunk.
+        assert sorted(r.custom_id for r in receiver.successes()) == sorted(good)
+        poisoned = await delivery_of(app, "poison")
+        assert poisoned["status"] == "retrying"
+        assert poisoned["attempt_log"][0]["response_excerpt"] == '{"detail":"bad\ufffdbyte"}'
+
+
+def message(url: str, custom_id: str) -> Message:
+    return Message("dlv_1", custom_id, 1, b"{}", {"type": "webhook", "webhook_url": url})
+
+
+async def test_a_dripping_or_endless_answer_ends_within_the_deadline(receiver: WebhookReceiver) -> None:
+    receiver.drip_for["drip"] = 0.05
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=1))
+    try:
+        # Guard the test itself: without the deadline the drip never ends.
+        async with asyncio.timeout(20):
+            dripped = await channel.send(message(receiver.url + "/hook", "drip"))
+    finally:
+        await channel.close()
+    # The receiver answered 200: that is its answer, however slowly the body follows.
+    assert (dripped.outcome, dripped.http_status) == ("success", 200)
+    assert 0 < len(dripped.response_excerpt or "") < EXCERPT_BYTES
+
+
+async def test_an_endless_body_is_read_only_up_to_the_excerpt(receiver: WebhookReceiver) -> None:
+    receiver.drip_for["flood"] = 0  # as fast as the connection takes it, for ever
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=30))
+    try:
+        async with asyncio.timeout(20):
+            flooded = await channel.send(message(receiver.url + "/hook", "flood"))
+    finally:
+        await channel.close()
+    assert flooded.outcome == "success" and len(flooded.response_excerpt or "") == EXCERPT_BYTES
+
+
+async def test_custom_ids_that_are_not_header_values_are_delivered(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    ids = {"müller-1": "m%C3%BCller-1", " lead": "%20lead", "trail ": "trail%20", "plain": "plain"}
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        for custom_id in ids:
+            assert (await app.submit(custom_id, receiver.url + "/hook")).status_code == 202
+        await receiver.wait_for(lambda r: len(r.successes()) == len(ids))
+    by_body = {r.json["custom_id"]: r.headers["x-batchgate-custom-id"] for r in receiver.successes()}
+    assert by_body == ids
