@@ -41,7 +41,7 @@ BADGE: dict[str, str] = {
     ),
     **dict.fromkeys((B.DONE, R.SUCCEEDED, D.DELIVERED, Outcome.SUCCESS), "ok"),
     **dict.fromkeys((B.FAILED, B.EXPIRED, D.DELIVERY_FAILED, Outcome.PERMANENT_FAILURE), "bad"),
-    **dict.fromkeys((R.PENDING, B.CANCELLED), "muted"),
+    **dict.fromkeys((R.PENDING, B.CANCELLED, D.SUPERSEDED), "muted"),
     "connected": "ok",
     "connecting": "warn",
     "disconnected": "bad",

@@ -120,6 +120,15 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
             error=None,
             completed_at=None,
         )
+        # Their old failures must not reach the receiver after (or instead of) the new results.
+        await states.move_deliveries(
+            session,
+            [Delivery.request_id.in_(ids)],
+            states.DELIVERY_DUE,
+            DeliveryStatus.SUPERSEDED,
+            next_attempt_at=None,
+            **leases.RELEASED,
+        )
         batch.failed_count = max(batch.failed_count - moved, 0)
         batch.run_failures = batch.token_limit_retries = batch.output_repolls = 0
         batch.error = batch.wait_reason = batch.next_attempt_at = batch.estimated_tokens = None

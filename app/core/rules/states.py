@@ -46,6 +46,8 @@ class DeliveryStatus(StrEnum):
     RETRYING = "retrying"
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
+    # Its request runs again (an operator retried the batch): the new result gets a new delivery.
+    SUPERSEDED = "superseded"
 
 
 B, R, D = BatchStatus, RequestStatus, DeliveryStatus
@@ -89,10 +91,11 @@ REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
 }
 
 DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    D.PENDING: frozenset({D.DELIVERED, D.RETRYING, D.DELIVERY_FAILED}),
-    D.RETRYING: frozenset({D.DELIVERED, D.RETRYING, D.DELIVERY_FAILED, D.PENDING}),
+    D.PENDING: frozenset({D.DELIVERED, D.RETRYING, D.DELIVERY_FAILED, D.SUPERSEDED}),
+    D.RETRYING: frozenset({D.DELIVERED, D.RETRYING, D.DELIVERY_FAILED, D.PENDING, D.SUPERSEDED}),
     D.DELIVERED: frozenset({D.PENDING}),
     D.DELIVERY_FAILED: frozenset({D.PENDING}),
+    D.SUPERSEDED: frozenset(),
 }
 
 REQUEST_FINISHED = frozenset({R.SUCCEEDED, R.FAILED, R.CANCELLED, R.EXPIRED})
