@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -20,6 +20,7 @@ from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
+from app.api.keys import require_api_key
 from app.api.openai import OPENAI_ROUTERS
 from app.api.requests import RequestController
 from app.backends.local import LocalBackend
@@ -30,6 +31,7 @@ from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
 from app.consumers.intake import IntakeConsumer
+from app.core.access import ApiKeys
 from app.core.actions import Actions
 from app.core.intake.schema import RequestIn
 from app.core.runtime.scheduler import Worker
@@ -78,6 +80,17 @@ class SchemaJson(JsonRenderPlugin):
 
 def _register_filters(engine: JinjaTemplateEngine) -> None:
     register_filters(engine.engine)
+
+
+def api_routers() -> tuple[Router, Router]:
+    """The native API and the router its OpenAPI document and Swagger UI are served on: both
+    under /api and both behind the key guard, so nothing but /health answers without a key.
+
+    Built per app: Litestar adds the document's handlers to the second router it is given.
+    """
+    native = Router("/api", route_handlers=[RequestController, BatchController], guards=[require_api_key])
+    docs = Router("/api", route_handlers=[], guards=[require_api_key], include_in_schema=False)
+    return native, docs
 
 
 def build_adapters(
@@ -138,10 +151,11 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app. The worker (scheduler) starts with it unless SCHEDULER_ENABLED=false."""
     settings = settings or Settings()
+    native, docs = api_routers()
+    state = dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))
     return Litestar(
         route_handlers=[
-            RequestController,
-            BatchController,
+            native,
             health,
             *OPENAI_ROUTERS,
             ui_router,
@@ -149,7 +163,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         lifespan=[lifespan_of(settings)],
-        state=State(dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))),
+        # The keys are read once, at start, like every setting that is not edited at runtime.
+        state=State({**state, "api_keys": ApiKeys.of(settings.api_keys)}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters
@@ -159,7 +174,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="Batchgate",
             version="0.1.0",
             description="Send one LLM request now, get its result delivered later.",
-            path="/api",
+            openapi_router=docs,
             render_plugins=[
                 SchemaJson(path=["/openapi", "/openapi.json"]),
                 SWAGGER,

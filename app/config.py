@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.access import parse_keys
+
 MiB = 1024 * 1024
 BACKENDS = ("local", "openai")
 Backend = Literal["local", "openai"]
@@ -133,6 +135,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0)
     scheduler_enabled: bool = True
 
+    # Comma-separated keys every /api and /v1 route asks for; empty leaves them open. A secret:
+    # kept out of the settings' repr, the settings page and /health.
+    api_keys: str | None = Field(None, repr=False)
+
     @field_validator(
         "webhook_secret",
         "batch_events_webhook_url",
@@ -142,6 +148,7 @@ class Settings(BaseSettings):
         "openai_api_key",
         "openai_organization",
         "openai_project",
+        "api_keys",
         mode="before",
     )
     @classmethod
@@ -158,6 +165,12 @@ class Settings(BaseSettings):
                 Webhook(value)
             except Exception as exc:
                 raise ValueError("must be base64, optionally prefixed with 'whsec_'") from exc
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_shape(cls, value: str | None) -> str | None:
+        parse_keys(value)
         return value
 
     @field_validator("backend_routes")

@@ -1,5 +1,5 @@
-"""What the HTTP faces (api/ and ui/) share: the status each kind of core error answers with, and
-which error answers tell the batch SDKs not to retry."""
+"""What the HTTP faces (api/ and ui/) share: the status each kind of core error answers with,
+which error answers tell the batch SDKs not to retry, and where a request carries its API key."""
 
 from __future__ import annotations
 
@@ -12,3 +12,16 @@ STATUS_FOR_KIND = {"invalid": 422, "malformed": 400, "conflict": 409, "not_found
 def no_retry_headers(status: int) -> dict[str, str]:
     """`x-should-retry: false` on an error a retry cannot fix, so the SDKs do not send it again."""
     return {"x-should-retry": "false"} if 400 <= status < 500 and status not in SDK_RETRIED_4XX else {}
+
+
+def presented_keys(authorization: str | None, x_api_key: str | None) -> list[str]:
+    """The API keys a request carries: `Authorization: Bearer <key>` (the OpenAI SDK, curl) and
+    `x-api-key: <key>` (the Anthropic SDK). Another scheme in Authorization is no key."""
+    keys: list[str] = []
+    if authorization:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            keys.append(credentials.strip())
+    if x_api_key and x_api_key.strip():
+        keys.append(x_api_key.strip())
+    return keys

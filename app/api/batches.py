@@ -42,7 +42,7 @@ def _batch_action(verb: str, summary: str, conflict: str) -> Any:
 
 
 class BatchController(Controller):
-    path = "/api/batches"
+    path = "/batches"
     tags = ["batches"]
 
     @get(

@@ -23,7 +23,7 @@ ERRORS = {
 
 
 class RequestController(Controller):
-    path = "/api/requests"
+    path = "/requests"
     tags = ["requests"]
 
     @post(

@@ -16,6 +16,7 @@
                     process status shown by /health and the dashboard
     rules/          what every step obeys: statuses and their one transitions table, leases,
                     errors, the request audit trail
+    access.py       who may call the API: the configured API keys, checked in constant time
 
 The core knows no HTTP framework and no template; faces (app/api, app/ui, app/consumers) call
 it, and it calls the adapters (app/backends, app/channels) through their protocols.

@@ -35,6 +35,7 @@ def fast_settings(
         "webhook_timeout_seconds": 5,
         "webhook_secret": None,
         "local_api_key": None,
+        "api_keys": None,  # an API_KEYS in the developer's environment must not close the API
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

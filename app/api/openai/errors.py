@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from app.api.keys import KeyRefused
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem
 from app.http import no_retry_headers
 
@@ -35,8 +36,12 @@ def invalid(code: str, message: str, param: str | None = None) -> BatchgateError
     return InvalidInput(Problem(code, "Invalid request", message, param))
 
 
-def answer(status: int, message: str, code: str | None, param: str | None = None) -> Response[ErrorOut]:
-    kind = "server_error" if status >= 500 else TYPE_FOR_STATUS.get(status, "invalid_request_error")
+def answer(
+    status: int, message: str, code: str | None, param: str | None = None, kind: str | None = None
+) -> Response[ErrorOut]:
+    """OpenAI's error answer; `kind` (its `type`) follows from the status unless given."""
+    if kind is None:
+        kind = "server_error" if status >= 500 else TYPE_FOR_STATUS.get(status, "invalid_request_error")
     return Response(
         ErrorOut(ErrorDetail(message, kind, param, code)),
         status_code=status,
@@ -64,9 +69,21 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorOut]:
     return answer(exc.status_code, message, None)
 
 
+def key_refused(_: Request, exc: KeyRefused) -> Response[ErrorOut]:
+    # What OpenAI itself answers for a missing or wrong key (and what its SDKs expect).
+    response = answer(401, exc.detail, "invalid_api_key", kind="invalid_request_error")
+    response.headers.update(exc.headers or {})
+    return response
+
+
 def internal_error(request: Request, exc: Exception) -> Response[ErrorOut]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return answer(500, "Something went wrong on our side; it has been logged.", "internal_error")
 
 
-EXCEPTION_HANDLERS = {BatchgateError: core_error, HTTPException: http_error, Exception: internal_error}
+EXCEPTION_HANDLERS = {
+    BatchgateError: core_error,
+    KeyRefused: key_refused,
+    HTTPException: http_error,
+    Exception: internal_error,
+}
