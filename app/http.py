@@ -1,7 +1,17 @@
 """What the HTTP faces (api/ and ui/) share: the status each kind of core error answers with,
-which error answers tell the batch SDKs not to retry, and where a request carries its API key."""
+which error answers tell the batch SDKs not to retry, where a request carries its API key, and
+the bounds of a row id in a path or a query."""
 
 from __future__ import annotations
+
+from typing import Annotated
+
+from litestar.params import PathParameter, QueryParameter
+
+# Row ids are int64 in PostgreSQL: a larger one is refused as bad input before it reaches SQL.
+ROW_ID_MAX = 2**63 - 1
+RowId = Annotated[int, PathParameter(ge=1, le=ROW_ID_MAX)]
+RowCursor = Annotated[int | None, QueryParameter(ge=1, le=ROW_ID_MAX)]
 
 # The OpenAI and Anthropic SDKs retry 408, 409, 429 and 5xx on their own.
 SDK_RETRIED_4XX = frozenset({408, 409, 429})

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from app.api.schemas import (
@@ -21,6 +21,7 @@ from app.api.schemas import (
     batch_out,
 )
 from app.core.read import queries
+from app.http import RowCursor, RowId
 
 NO_SUCH_BATCH = ResponseSpec(ErrorBody, description="No such batch")
 
@@ -55,7 +56,7 @@ class BatchController(Controller):
         self,
         state: State,
         status: FromQuery[str | None] = None,
-        before_id: FromQuery[int | None] = None,
+        before_id: RowCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> BatchListOut:
         batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
@@ -69,7 +70,7 @@ class BatchController(Controller):
         responses={404: NO_SUCH_BATCH},
         operation_id="getBatch",
     )
-    async def read(self, batch_id: FromPath[int], state: State) -> BatchDetailOut:
+    async def read(self, batch_id: RowId, state: State) -> BatchDetailOut:
         detail = await queries.batch_detail(state.db, batch_id)
         return batch_detail_out(detail, await state.runtime.fresh())
 
@@ -78,7 +79,7 @@ class BatchController(Controller):
         "Close a building batch now instead of waiting for size or age",
         conflict="Batch is not building",
     )
-    async def close(self, batch_id: FromPath[int], state: State) -> BatchOut:
+    async def close(self, batch_id: RowId, state: State) -> BatchOut:
         return batch_out(await state.actions.close_batch(batch_id), await state.runtime.fresh())
 
     @_batch_action(
@@ -86,7 +87,7 @@ class BatchController(Controller):
         "Cancel a building, ready or processing batch; its unfinished requests end cancelled",
         conflict="Batch cannot be cancelled in its status",
     )
-    async def cancel(self, batch_id: FromPath[int], state: State) -> BatchOut:
+    async def cancel(self, batch_id: RowId, state: State) -> BatchOut:
         return batch_out(await state.actions.cancel_batch(batch_id), await state.runtime.fresh())
 
     @_batch_action(
@@ -94,7 +95,7 @@ class BatchController(Controller):
         "Run a failed batch again (its failed requests)",
         conflict="Batch is not failed",
     )
-    async def retry(self, batch_id: FromPath[int], state: State) -> BatchOut:
+    async def retry(self, batch_id: RowId, state: State) -> BatchOut:
         return batch_out(await state.actions.retry_batch(batch_id), await state.runtime.fresh())
 
     @_batch_action(
@@ -103,7 +104,7 @@ class BatchController(Controller):
         conflict="Nothing to redeliver",
     )
     async def redeliver(
-        self, batch_id: FromPath[int], state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
+        self, batch_id: RowId, state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
     ) -> RedeliveredOut:
         moved = await state.actions.redeliver_batch(batch_id, only_failed=only == "failed")
         return RedeliveredOut(batch_id, moved)
@@ -115,5 +116,5 @@ class BatchController(Controller):
         responses=_not_found_or(conflict="Batch not finished, or results still being delivered"),
         operation_id="deleteBatch",
     )
-    async def remove(self, batch_id: FromPath[int], state: State) -> DeletedOut:
+    async def remove(self, batch_id: RowId, state: State) -> DeletedOut:
         return DeletedOut(batch_id, await state.actions.delete_batch(batch_id))

@@ -7,7 +7,12 @@ written; otherwise one bad value fails the transaction of every row written with
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# What an unstorable string looks like in raw JSON: a \u0000 escape or a surrogate escape. Only
+# a text that has one is walked (a valid pair, as an emoji can be written, passes the walk).
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 REPLACEMENT = "\ufffd"
 
@@ -34,3 +39,23 @@ def json_value(value: Any) -> Any:
     if isinstance(value, list):
         return [json_value(v) for v in value]
     return value
+
+
+def first_unstorable(raw: bytes | str, value: Any) -> str | None:
+    """The JSON pointer of the first string in `value` (decoded from `raw`) that holds a NUL
+    character or a lone surrogate; None when every string can be stored as it is."""
+    if not _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+        return None
+    return _walk(value, "")
+
+
+def _walk(value: Any, pointer: str) -> str | None:
+    if isinstance(value, str):
+        return pointer if text(value) != value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and text(key) != key:
+            return f"{pointer}/{key}"
+        if (found := _walk(item, f"{pointer}/{key}")) is not None:
+            return found
+    return None

@@ -14,6 +14,7 @@ from litestar.response import Stream
 from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
+from app.http import RowId
 from app.ui.render import HttpRequest, done, list_page, page
 
 STATUSES = list(states.BATCH_TRANSITIONS)
@@ -37,7 +38,7 @@ class BatchPages(Controller):
         return list_page(request, "batch", query, result, statuses=STATUSES, backends=backends)
 
     @get("/{batch_id:int}")
-    async def show(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
+    async def show(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         detail = await queries.batch_detail(state.db, batch_id)
         outcomes = await queries.batch_outcomes(state.db, batch_id)
         return page(
@@ -52,7 +53,7 @@ class BatchPages(Controller):
         )
 
     @get("/{batch_id:int}/{filename:str}")
-    async def download(self, state: State, batch_id: FromPath[int], filename: FromPath[str]) -> Stream:
+    async def download(self, state: State, batch_id: RowId, filename: FromPath[str]) -> Stream:
         kind = filename.removesuffix(".jsonl")
         if kind not in ("input", "output", "error") or not filename.endswith(".jsonl"):
             raise NotFoundException(f"No file {filename!r}: try input.jsonl, output.jsonl or error.jsonl.")
@@ -64,31 +65,31 @@ class BatchPages(Controller):
         )
 
     @post("/{batch_id:int}/close")
-    async def close(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
+    async def close(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         await state.actions.close_batch(batch_id)
         return done(request, f"Batch {batch_id} closes now.", _back(request, batch_id))
 
     @post("/{batch_id:int}/cancel")
-    async def cancel(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
+    async def cancel(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         await state.actions.cancel_batch(batch_id, via="ui")
         # The timeline says how many requests the cancel ended; request_count would be the batch's size.
         return done(request, f"Batch {batch_id} cancelled.", _back(request, batch_id))
 
     @post("/{batch_id:int}/retry")
-    async def retry(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
+    async def retry(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         await state.actions.retry_batch(batch_id, via="ui")
         return done(request, f"Batch {batch_id} is ready to run again.", _back(request, batch_id))
 
     @post("/{batch_id:int}/redeliver")
     async def redeliver(
-        self, request: HttpRequest, state: State, batch_id: FromPath[int], only: FromQuery[str] = "failed"
+        self, request: HttpRequest, state: State, batch_id: RowId, only: FromQuery[str] = "failed"
     ) -> Any:
         moved = await state.actions.redeliver_batch(batch_id, only_failed=only == "failed", via="ui")
         what = "failed deliveries" if only == "failed" else "deliveries"
         return done(request, f"Redelivering {moved} {what} of batch {batch_id}.", _back(request, batch_id))
 
     @post("/{batch_id:int}/delete")
-    async def delete(self, request: HttpRequest, state: State, batch_id: FromPath[int]) -> Any:
+    async def delete(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         removed = await state.actions.delete_batch(batch_id)
         on_detail = _on_detail(request, batch_id)
         message = f"Batch {batch_id} deleted with {removed} requests."

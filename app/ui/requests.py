@@ -9,11 +9,12 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import Body, FromQuery
 
 from app.core.read import queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
+from app.http import RowId
 from app.ui.render import HttpRequest, done, list_page, page
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
@@ -46,25 +47,23 @@ class RequestPages(Controller):
         return list_page(request, "request", query, result, **choices)
 
     @get("/{request_id:int}")
-    async def show(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
+    async def show(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
         detail = await queries.request_detail(state.db, request_id)
         return page(request, "request.html", "_request_live.html", d=detail)
 
     @post("/{request_id:int}/redeliver")
-    async def redeliver(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
+    async def redeliver(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
         delivery = await state.actions.redeliver_request(request_id, via="ui")
         message = f"Delivery dlv_{delivery.id} queued again."
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
-    async def cancel(self, request: HttpRequest, state: State, request_id: FromPath[int]) -> Any:
+    async def cancel(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
         cancelled = await state.actions.cancel_request(request_id, via="ui")
         return done(request, f"Request {cancelled.custom_id} cancelled.", _back(request, request_id))
 
     @post("/{request_id:int}/delivery")
-    async def change_delivery(
-        self, request: HttpRequest, state: State, request_id: FromPath[int], data: Form
-    ) -> Any:
+    async def change_delivery(self, request: HttpRequest, state: State, request_id: RowId, data: Form) -> Any:
         try:
             config = json.loads(data.get("delivery_config", ""))
         except ValueError as exc:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import bindparam, text
 
 from app.config import Settings
+from app.core import storable
 from app.core.intake.schema import (
     DeliveryConfigIn,
     RabbitMQDelivery,
@@ -35,13 +36,27 @@ class Accepted:
 
 
 def parse(raw: bytes | str) -> Any:
-    """Decode JSON or raise MalformedInput."""
+    """Decode JSON, or raise MalformedInput; InvalidInput when it holds text no database stores."""
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedInput(
             Problem("invalid_json", "Body is not JSON", f"The body is not valid JSON: {exc}.")
         ) from exc
+    except RecursionError:
+        raise MalformedInput(
+            Problem("invalid_json", "Body nested too deeply", "The body's JSON is nested too deeply.")
+        ) from None
+    if (pointer := storable.first_unstorable(raw, data)) is not None:
+        raise InvalidInput(
+            Problem(
+                "invalid_text",
+                "Text that cannot be stored",
+                "A string holds a NUL character (\\u0000) or an unpaired surrogate, which cannot be stored.",
+                pointer,
+            )
+        )
+    return data
 
 
 def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> RequestIn:
