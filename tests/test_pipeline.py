@@ -239,22 +239,29 @@ async def test_api_key_concurrency_and_pull_only_requests(
         assert detail["result"]["response"]["status_code"] == 200
 
 
-async def test_a_batch_whose_run_keeps_crashing_fails_and_delivers_errors(
+async def test_a_result_the_database_refuses_fails_only_its_own_line(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
-    """A run that crashes must not loop forever: after its third crash the batch fails visibly and
-    its requests are delivered with an internal_error. The crash is real: the inference server
-    reports a token count no database column holds, so storing the result fails on every run."""
+    """Storing results is isolated per line (issue 13 item 5): an answer with a NUL is stored
+    sanitised, and one no column holds (a token count beyond int64) fails its own request with
+    result_not_stored while the rest of its batch succeeds, once each, and the batch is done."""
+    inference.reply_for["nul"] = "a\x00b"
     inference.usage_for["doomed"] = {"prompt_tokens": 2**63, "completion_tokens": 1, "total_tokens": 2**63}
-    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
-        await app.submit("doomed", receiver.url + "/hook")
-        await receiver.wait_for(lambda r: len(r.successes()) == 1, timeout=30)
-        line = receiver.successes()[0].json
-        assert line["error"]["code"] == "internal_error"
+    ids = ("fine", "nul", "doomed")
+    async with start_app(
+        fast_settings(database_url, inference.url + "/v1", local_batch_max_age_seconds=2)
+    ) as app:
+        for custom_id in ids:
+            assert (await app.submit(custom_id, receiver.url + "/hook")).status_code == 202
+        await receiver.wait_for(lambda r: len(r.successes()) == 3, timeout=30)
+        lines = {r.json["custom_id"]: r.json for r in receiver.successes()}
+        assert sorted(lines) == sorted(ids)
+        assert lines["doomed"]["error"]["code"] == "result_not_stored"
+        assert lines["fine"]["error"] is None and lines["nul"]["error"] is None
+        content = lines["nul"]["response"]["body"]["choices"][0]["message"]["content"]
+        assert content == "a\ufffdb"
         detail = (await app.client.get("/api/requests/doomed")).json()
         batch = (await app.client.get(f"/api/batches/{detail['batch_id']}")).json()
-        assert batch["status"] == "failed"
-        reason = batch["events"][-1]["reason"]
-        assert reason.startswith("run failed 3 times: ") and reason.removeprefix("run failed 3 times: ")
-        assert batch["error"]["code"] == "internal_error"
-        assert inference.calls_by_key["doomed"] == 3  # one call per run: no run got past storing it
+        assert batch["status"] == "done" and batch["request_count"] == 3
+        assert (batch["completed_count"], batch["failed_count"]) == (2, 1)
+        assert inference.calls_by_key["doomed"] == 1  # one run: nothing ran twice

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import LineResult
+from app.core import storable
 from app.core.rules import states
 from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.core.runtime.clock import utcnow
@@ -65,8 +66,9 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
             {
                 "id": request_id,
                 "status": RequestStatus.SUCCEEDED if result.succeeded else RequestStatus.FAILED,
-                "response": result.response,
-                "error": result.error,
+                # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
+                "response": storable.json_value(result.response),
+                "error": storable.json_value(result.error),
                 "inference_attempts": result.attempts,
                 "completed_at": now,
                 **request_usage(line, tokens),

@@ -75,6 +75,7 @@ class InferenceStandin:
         self.delay_for: dict[str, float] = {}  # key -> seconds before answering that request
         self.required_api_key: str | None = None
         self.usage_for: dict[str, dict[str, Any]] = {}  # key -> usage reported instead of the counted one
+        self.reply_for: dict[str, str] = {}  # key -> the assistant's text instead of the echo
 
         self.calls: list[dict[str, Any]] = []
         self.calls_by_key: collections.Counter[str] = collections.Counter()
@@ -165,6 +166,8 @@ class InferenceStandin:
                 extra["retry-after"] = f"{self.retry_after:g}"
             return self.fail_status, _error("stand-in failure", "server_error"), extra
         answer = self._success(path, body, n)
+        if key in self.reply_for and path == "/v1/chat/completions":
+            answer["choices"][0]["message"]["content"] = self.reply_for[key]
         if key in self.usage_for:
             answer["usage"] = self.usage_for[key]
         return 200, answer, {}

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -149,10 +150,29 @@ class LocalRunner:
     async def _flush(self, batch_id: int, buffer: list[LineResult]) -> None:
         if not buffer:
             return
-        async with self.db.transaction() as session:
-            stored = await results.record(session, batch_id, buffer)
+        try:
+            async with self.db.transaction() as session:
+                stored = await results.record(session, batch_id, buffer)
+        except Exception:
+            log.exception("%s results of batch %s failed to store together", len(buffer), batch_id)
+            stored = sum([await self._store_alone(batch_id, result) for result in buffer])
         if stored:
             self.on_results()
+
+    async def _store_alone(self, batch_id: int, result: LineResult) -> int:
+        """Store one result; one the database refuses becomes its request's error, so a poisoned
+        answer fails its own line, not the batch. (A database that is down refuses the error
+        too: that raises, and the run fails as any crashed run does.)"""
+        try:
+            async with self.db.transaction() as session:
+                return await results.record(session, batch_id, [result])
+        except Exception as exc:
+            message = f"the result could not be stored: {type(exc).__name__}: {exc}"
+            refused = replace(
+                result, response=None, error={"code": "result_not_stored", "message": message[:1000]}
+            )
+            async with self.db.transaction() as session:
+                return await results.record(session, batch_id, [refused])
 
     async def _finish(self, batch_id: int) -> None:
         async with self.db.transaction() as session:
