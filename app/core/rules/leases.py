@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -116,10 +117,20 @@ async def held(
     async def renew_until_lost() -> None:
         nonlocal lost
         interval = max(lease_seconds / 3, 0.05)
+        renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(interval)
-            async with db.transaction() as session:
-                still_ours = await renew(session, model, row_id, owner, lease_seconds)
+            try:
+                async with db.transaction() as session:
+                    still_ours = await renew(session, model, row_id, owner, lease_seconds)
+            except Exception:
+                # A passing database error must not end the heartbeat while the work goes on
+                # (another process would take the row over and do it twice): try again while
+                # the lease lasts, and give the work up only when it may have run out.
+                still_ours = time.monotonic() - renewed_at < lease_seconds - interval
+                log.warning("could not renew the lease on %s %s", model.__tablename__, row_id, exc_info=True)
+            else:
+                renewed_at = time.monotonic() if still_ours else renewed_at
             if not still_ours and worker is not None:
                 log.warning("lost the lease on %s %s; stopping work on it here", model.__tablename__, row_id)
                 lost = True

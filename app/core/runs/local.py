@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchLine, LineResult, LineRunner
 from app.core import results
@@ -35,6 +36,7 @@ FLUSH_EVERY_RESULTS = 100
 PARALLEL_BATCHES = 8
 MAX_RUN_FAILURES = 3
 RUN_RETRY_SECONDS = 1.0
+GIVE_UP_CHUNK = 5000
 
 
 async def submit_ready(db: Database, limit: int = 20) -> list[int]:
@@ -79,7 +81,12 @@ class LocalRunner:
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def claim_and_start(self) -> int:
-        """Claim free processing batches up to the parallel limit and start running them."""
+        """Claim free processing batches up to the parallel limit and start running them.
+
+        Each claim counts as a run before it starts: a run that kills its process (memory, a
+        crash) never records its failure, so the count cannot wait for it. A batch claimed more
+        than MAX_RUN_FAILURES times without finishing fails instead of running again.
+        """
         self.tasks = {bid: t for bid, t in self.tasks.items() if not t.done()}
         room = PARALLEL_BATCHES - len(self.tasks)
         if room <= 0:
@@ -88,21 +95,66 @@ class LocalRunner:
             ids = await leases.claim(
                 session,
                 Batch,
-                [Batch.status == BatchStatus.PROCESSING, Batch.backend == "local"],
+                # Never a batch this process still runs (its lease may have run out meanwhile).
+                [
+                    Batch.status == BatchStatus.PROCESSING,
+                    Batch.backend == "local",
+                    Batch.id.not_in(list(self.tasks)),
+                ],
                 self.owner,
                 self.settings.current.lease_seconds,
                 room,
             )
+            spent = await self._count_runs(session, ids)
         for batch_id in ids:
-            self.tasks[batch_id] = asyncio.create_task(self._run(batch_id), name=f"local-batch-{batch_id}")
-        return len(ids)
+            if batch_id not in spent:
+                self.tasks[batch_id] = asyncio.create_task(
+                    self._run(batch_id), name=f"local-batch-{batch_id}"
+                )
+        if spent:
+            self.on_results()
+        return len(ids) - len(spent)
+
+    async def _count_runs(self, session: AsyncSession, ids: list[int]) -> set[int]:
+        """Count a run for each claimed batch; fail those past MAX_RUN_FAILURES (returned)."""
+        if not ids:
+            return set()
+        await session.execute(
+            update(Batch)
+            .where(Batch.id.in_(ids))
+            .values(run_failures=Batch.run_failures + 1)
+            .execution_options(synchronize_session=False)
+        )
+        spent = (
+            await session.scalars(
+                select(Batch).where(Batch.id.in_(ids), Batch.run_failures > MAX_RUN_FAILURES)
+            )
+        ).all()
+        for batch in spent:
+            batch.run_failures -= 1  # this claim does not run
+            await _give_up(session, batch, "its runs ended without finishing (the process stopped)")
+        return {batch.id for batch in spent}
 
     async def stop(self) -> None:
-        """Stop running batches; their unfinished requests are picked up on the next start."""
+        """Stop running batches; their unfinished requests are picked up on the next start.
+        A run stopped this way did not fail, so it is not counted against its batch."""
+        running = [bid for bid, task in self.tasks.items() if not task.done()]
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self.tasks.clear()
+        if not running:
+            return
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(Batch)
+                    .where(Batch.id.in_(running), Batch.leased_by == self.owner, Batch.run_failures > 0)
+                    .values(run_failures=Batch.run_failures - 1)
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:
+            log.exception("could not uncount the stopped runs of batches %s", running)
 
     async def _run(self, batch_id: int) -> None:
         try:
@@ -192,7 +244,8 @@ class LocalRunner:
             leases.release(batch)
 
     async def _record_failure(self, batch_id: int, exc: Exception) -> None:
-        """Retry a crashed run later with backoff; after MAX_RUN_FAILURES, fail what is left.
+        """Retry a crashed run later with backoff; once it has run MAX_RUN_FAILURES times, fail
+        what is left.
 
         A run only crashes on a bug or a database fault (inference errors are results), so the
         retries are bounded: a batch must never loop forever.
@@ -203,28 +256,30 @@ class LocalRunner:
                 batch = await leases.lock(session, Batch, batch_id, BatchStatus.PROCESSING)
                 if batch is None or batch.leased_by != self.owner:
                     return
-                batch.run_failures += 1
                 if batch.run_failures < MAX_RUN_FAILURES:
                     delay = min(
                         RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1), self.settings.current.lease_seconds
                     )
                     batch.leased_until = utcnow() + timedelta(seconds=delay)
                     return
-                lines = await unfinished_lines(session, batch_id)
-                error = {
-                    "code": "internal_error",
-                    "message": f"the batch run failed {batch.run_failures} times",
-                }
-                await results.record(
-                    session,
-                    batch_id,
-                    [LineResult(line.request_id, line.custom_id, None, error) for line in lines],
-                )
-                batch.error = {**error, "last_error": message}
-                states.move_batch(
-                    session, batch, BatchStatus.FAILED, f"run failed {batch.run_failures} times: {message}"
-                )
-                leases.release(batch)
+                await _give_up(session, batch, message)
             self.on_results()
         except Exception:
             log.exception("could not record the failure of local batch %s; its lease runs out", batch_id)
+
+
+async def _give_up(session: AsyncSession, batch: Batch, why: str) -> None:
+    """Fail a batch whose runs keep failing: its unfinished requests end with internal_error.
+    Only their ids are read, never their bodies (one of those may be why the runs die)."""
+    error = {"code": "internal_error", "message": f"the batch run failed {batch.run_failures} times"}
+    ids = (
+        await session.scalars(
+            select(Request.id).where(Request.batch_id == batch.id, Request.status == RequestStatus.PROCESSING)
+        )
+    ).all()
+    for start in range(0, len(ids), GIVE_UP_CHUNK):
+        chunk = ids[start : start + GIVE_UP_CHUNK]
+        await results.record(session, batch.id, [LineResult(rid, "", None, error) for rid in chunk])
+    batch.error = {**error, "last_error": why}
+    states.move_batch(session, batch, BatchStatus.FAILED, f"run failed {batch.run_failures} times: {why}")
+    leases.release(batch)
