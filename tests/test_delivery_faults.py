@@ -9,11 +9,13 @@ from typing import Any
 
 from app.channels.base import EXCERPT_BYTES, Message
 from app.channels.webhook import WebhookChannel
+from app.core.runs.local import MAX_RUN_FAILURES
 from app.core.runtime.steps import Step
 from app.db.models import Delivery
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, StartApp, fast_settings, wait_until
+from tests.support.faults import kill_runs
 
 POISON = b'{"detail":"bad\x00byte"}'
 
@@ -91,19 +93,20 @@ async def test_custom_ids_that_are_not_header_values_are_delivered(
 async def test_a_retried_batch_delivers_no_stale_failure(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
-    # The batch fails for real (a token count no column holds), and its failure's delivery keeps
+    # The batch fails (its runs die with their process), and its failure's delivery keeps
     # retrying (the receiver answers 500) while the operator runs the batch again.
-    inference.usage_for["again"] = {"prompt_tokens": 2**63, "completion_tokens": 1, "total_tokens": 2**63}
+    inference.delay_for["again"] = 120
     receiver.status_for["again"] = 500
     settings = fast_settings(database_url, inference.url + "/v1", delivery_max_attempts=100)
     async with start_app(settings) as app:
         await app.submit("again", receiver.url + "/hook")
+        await kill_runs(app, inference, "again", MAX_RUN_FAILURES)
         await receiver.wait_for(lambda r: len(r.received) >= 2, timeout=30)
         failure = await delivery_of(app, "again")
         assert failure["status"] == "retrying"
         batch_id = (await app.client.get("/api/requests/again")).json()["batch_id"]
 
-        del inference.usage_for["again"]
+        del inference.delay_for["again"]
         assert (await app.client.post(f"/api/batches/{batch_id}/retry")).status_code == 202
         del receiver.status_for["again"]  # only now may a send succeed: the old one must not
         await receiver.wait_for(lambda r: any(x.json["error"] is None for x in r.successes()))

@@ -7,15 +7,13 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sqlalchemy import update
 
 from app.core.runs.local import MAX_RUN_FAILURES
-from app.core.runtime.clock import utcnow
-from app.db.models import Batch
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.tcp_proxy import TcpProxy
 from tests.support import RunningApp, StartApp, fast_settings, migrate, postgres_database, wait_until
+from tests.support.faults import kill_runs
 
 
 async def batch_of(app: RunningApp, custom_id: str) -> dict:
@@ -26,21 +24,11 @@ async def batch_of(app: RunningApp, custom_id: str) -> dict:
 async def test_runs_that_die_with_their_process_end_the_batch(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
-    # The line never finishes; each time it is running, its process "dies": the lease passes to
-    # an owner that is gone, as after a SIGKILL, and the run stops here when it sees that.
+    # The line never finishes, and each run of it dies with its process.
     inference.delay_for["stuck"] = 120
     async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
         await app.submit("stuck", receiver.url + "/hook")
-        for run in range(1, MAX_RUN_FAILURES + 1):
-            await wait_until(
-                lambda n=run: inference.calls_by_key["stuck"] == n, timeout=20, what=f"run {run}"
-            )
-            async with app.db.transaction() as session:
-                await session.execute(
-                    update(Batch)
-                    .where(Batch.status == "processing")
-                    .values(leased_by="gone:1:dead", leased_until=utcnow())
-                )
+        await kill_runs(app, inference, "stuck", MAX_RUN_FAILURES)
         await receiver.wait_for(lambda r: len(r.successes("stuck")) == 1, timeout=30)
         assert receiver.successes("stuck")[0].json["error"]["code"] == "internal_error"
         batch = await batch_of(app, "stuck")
