@@ -1,13 +1,18 @@
-"""A 50,000-line OpenAI batch through the drop-in face: memory and speed, against the limit.
+"""Drop-in batches through both faces: memory and speed, against the limit.
 
-    .venv/bin/python -m bench.dropin [--lines 50000] [--line-bytes 1000]
+    .venv/bin/python -m bench.dropin [--face openai|anthropic|both] [--lines 50000]
+                                     [--requests 100000] [--line-bytes 1000]
 
 The gateway runs as `batchgate serve` in its own process (SQLite, local backend on the
-inference stand-in), so its memory is its own. The official openai SDK uploads the file,
-creates the batch, polls it and downloads the output file. Reported: the server's peak RSS
-(VmHWM) before and after each phase against the file's size (the upload must not hold the file
-in memory), and the upload's MB/s against the limit: the same bytes streamed by httpx to a
-no-op route of the same kind of server (uvicorn) in the same run.
+inference stand-in), so its memory is its own. The server's peak RSS (VmHWM) is read before and
+after each phase, against the size of what was sent: neither face may hold its input in memory.
+The limit for sending is the same bytes sent by httpx to a no-op route of the same kind of
+server (uvicorn) in its own process, in the same run.
+
+- openai: the official openai SDK uploads a `--lines` file, creates the batch, polls it to
+  completed and downloads the output file.
+- anthropic: httpx POSTs a `--requests` request list to /v1/messages/batches (the body the
+  Anthropic SDK sends) to a server whose scheduler is off, so only the create is measured.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -71,8 +78,42 @@ async def sink(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-d
     await send_json(send, 200, {"ok": True})
 
 
-async def raw_upload_seconds(path: Path) -> float:
-    """The same multipart upload, by httpx, to `sink` served by uvicorn in its own process."""
+def write_request_list(path: Path, requests: int, line_bytes: int) -> int:
+    """An Anthropic create body of `requests` entries of about `line_bytes` each."""
+    padding = "x" * max(line_bytes - 150, 0)
+    with path.open("w") as out:
+        out.write('{"requests": [')
+        for i in range(requests):
+            params = {"model": "stand-in", "max_tokens": 16, "temperature": 0.7}
+            params["messages"] = [{"role": "user", "content": f"{i} {padding}"}]
+            out.write(("," if i else "") + json.dumps({"custom_id": f"r{i}", "params": params}))
+        out.write("]}")
+    return path.stat().st_size
+
+
+Send = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]
+
+
+def upload_form(path: Path) -> Send:
+    """The multipart upload of `path` (purpose, then the file), as the openai SDK sends it."""
+
+    async def send(client: httpx.AsyncClient, url: str) -> httpx.Response:
+        with path.open("rb") as data:
+            files = {"file": (path.name, data, "application/jsonl")}
+            return await client.post(url + "/upload", data={"purpose": "batch"}, files=files)
+
+    return send
+
+
+def post_json(body: bytes, route: str = "/v1/messages/batches") -> Send:
+    async def send(client: httpx.AsyncClient, url: str) -> httpx.Response:
+        return await client.post(url + route, content=body, headers={"content-type": "application/json"})
+
+    return send
+
+
+async def raw_seconds(send: Send) -> float:
+    """The same bytes, by httpx, to `sink` served by uvicorn in its own process."""
     port = free_port()
     args = ("-m", "uvicorn", "bench.dropin:sink", "--port", str(port), "--log-level", "warning")
     server = await asyncio.create_subprocess_exec(sys.executable, *args)
@@ -81,11 +122,7 @@ async def raw_upload_seconds(path: Path) -> float:
         await wait_until(lambda: _answers(url + "/"), timeout=60, what="the no-op server up")
         async with httpx.AsyncClient(timeout=600) as client:
             started = time.perf_counter()
-            with path.open("rb") as data:
-                files = {"file": (path.name, data, "application/jsonl")}
-                (
-                    await client.post(url + "/upload", data={"purpose": "batch"}, files=files)
-                ).raise_for_status()
+            (await send(client, url)).raise_for_status()
             return time.perf_counter() - started
     finally:
         server.terminate()
@@ -100,40 +137,87 @@ async def _answers(url: str) -> bool:
         return False
 
 
-async def main(lines: int, line_bytes: int) -> None:
+@asynccontextmanager
+async def gateway(root: Path, **variables: str) -> AsyncIterator[tuple[int, str]]:
+    """`batchgate serve` in its own process on a fresh SQLite database: (its pid, its URL)."""
+    async with serve(InferenceStandin()) as inference_url:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{root / 'bench.db'}",
+            "DATA_DIR": str(root / "data"),
+            "LOCAL_BASE_URL": inference_url + "/v1",
+            "LOCAL_CONCURRENCY": "64",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "LOG_LEVEL": "warning",
+            **variables,
+        }
+        migrate = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "migrate", env=env)
+        assert await migrate.wait() == 0, "batchgate migrate failed"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", env=env, **quiet)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await wait_until(lambda: _answers(url + "/health"), timeout=60, what="the server up")
+            yield server.pid, url
+        finally:
+            server.terminate()
+            await server.wait()
+
+
+async def openai_case(lines: int, line_bytes: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bg_bench_dropin_") as tmp:
         root = Path(tmp)
         size = write_file(root / "input.jsonl", lines, line_bytes)
-        raw = await raw_upload_seconds(root / "input.jsonl")
-        async with serve(InferenceStandin()) as inference_url:
-            port = free_port()
-            env = {
-                **os.environ,
-                "DATABASE_URL": f"sqlite+aiosqlite:///{root / 'bench.db'}",
-                "DATA_DIR": str(root / "data"),
-                "LOCAL_BASE_URL": inference_url + "/v1",
-                "LOCAL_CONCURRENCY": "64",
-                "HOST": "127.0.0.1",
-                "PORT": str(port),
-                "LOG_LEVEL": "warning",
-            }
-            migrate = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "migrate", env=env)
-            assert await migrate.wait() == 0, "batchgate migrate failed"
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-            server = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "app", "serve", env=env, **quiet
-            )
-            try:
-                await run_batch(
-                    server.pid, f"http://127.0.0.1:{port}", root / "input.jsonl", size, raw, lines
-                )
-            finally:
-                server.terminate()
-                await server.wait()
+        raw = await raw_seconds(upload_form(root / "input.jsonl"))
+        async with gateway(root) as (pid, url):
+            await run_batch(pid, url, root / "input.jsonl", size, raw, lines)
+
+
+async def anthropic_case(requests: int, line_bytes: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bg_bench_dropin_") as tmp:
+        root = Path(tmp)
+        size = write_request_list(root / "body.json", requests, line_bytes)
+        body = (root / "body.json").read_bytes()  # the client's memory, not the server's
+        raw = await raw_seconds(post_json(body))
+        async with gateway(root, SCHEDULER_ENABLED="false") as (pid, url):
+            idle = peak_rss_mb(pid)
+            async with httpx.AsyncClient(base_url=url, timeout=1800) as client:
+                started = time.perf_counter()
+                answer = await post_json(body)(client, "")
+                created = time.perf_counter() - started
+            assert answer.status_code == 200, answer.text[:500]
+            assert answer.json()["request_counts"]["processing"] == requests, answer.text[:500]
+            after = peak_rss_mb(pid)
+            left = list((root / "data" / "tmp").glob("*"))
+    print_table(
+        f"bench.dropin anthropic: {requests} requests, {size / MB:.1f} MB body",
+        [
+            (
+                "create (stream + validate + insert)",
+                f"{created:.1f} s ({requests / created:,.0f} requests/s, {size / MB / created:.1f} MB/s)",
+            ),
+            ("limit (httpx to a no-op route)", f"{raw:.2f} s ({size / MB / raw:.1f} MB/s)"),
+            ("create / limit", f"ratio {raw / created:.3f}"),
+            ("server peak RSS, idle", f"{idle:.0f} MB"),
+            (
+                "server peak RSS after create",
+                f"{after:.0f} MB (+{after - idle:.0f} MB for a {size / MB:.0f} MB body)",
+            ),
+            ("temporary files left under DATA_DIR/tmp", str(len(left))),
+        ],
+    )
+
+
+async def main(face: str, lines: int, requests: int, line_bytes: int) -> None:
+    if face in ("openai", "both"):
+        await openai_case(lines, line_bytes)
+    if face in ("anthropic", "both"):
+        await anthropic_case(requests, line_bytes)
 
 
 async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines: int) -> None:
-    await wait_until(lambda: _answers(url + "/health"), timeout=60, what="the server up")
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
     idle = peak_rss_mb(pid)
     started = time.perf_counter()
@@ -160,7 +244,7 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
     assert batch.status == "completed", batch.status
     after_run = peak_rss_mb(pid)
     print_table(
-        f"bench.dropin: {lines} lines, {size / MB:.1f} MB input file",
+        f"bench.dropin openai: {lines} lines, {size / MB:.1f} MB input file",
         [
             (
                 "upload",
@@ -181,7 +265,9 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.dropin", description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=50_000)
-    parser.add_argument("--line-bytes", type=int, default=1000)
+    parser.add_argument("--face", choices=("openai", "anthropic", "both"), default="both")
+    parser.add_argument("--lines", type=int, default=50_000, help="the OpenAI input file's lines")
+    parser.add_argument("--requests", type=int, default=100_000, help="the Anthropic request list's length")
+    parser.add_argument("--line-bytes", type=int, default=1000, help="the size of one request")
     args = parser.parse_args()
-    asyncio.run(main(args.lines, args.line_bytes))
+    asyncio.run(main(args.face, args.lines, args.requests, args.line_bytes))

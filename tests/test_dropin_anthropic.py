@@ -5,6 +5,9 @@ error shape."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -13,7 +16,13 @@ import pytest
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
+from sqlalchemy import select
 
+from app.api.anthropic.schemas import batch_id_of
+from app.core.dropin import create, files
+from app.core.dropin.anthropic import from_body
+from app.core.rules.errors import TooLarge
+from app.db.models import Batch, Request
 from tests.standins.inference import InferenceStandin
 from tests.support import RunningApp, StartApp, fast_settings, wait_until
 
@@ -203,3 +212,124 @@ async def test_the_api_prefix_mount_and_forwarded_headers_shape_results_url(
             seen = (await app.client.get(f"{mount}/messages/batches/{batch.id}", headers=FORWARDED)).json()
             assert seen["results_url"] == f"https://gw.example/llm{mount}/messages/batches/{batch.id}/results"
         refused(await app.client.get("/api/anthropic/v1/messages/batches/msgbatch_0"), 404, "not_found_error")
+
+
+def spool_of(app: RunningApp) -> Path:
+    """Where a create's body is spooled while it is read (DATA_DIR's temporary folder)."""
+    return Path(app.settings.data_dir) / files.TEMP_DIR
+
+
+def spooled_now(app: RunningApp) -> list[Path]:
+    return list(spool_of(app).glob("*")) if spool_of(app).exists() else []
+
+
+async def post_in_parts(app: RunningApp, *parts: bytes) -> httpx.Response:
+    """POST a create whose last part is sent only once the server holds the body in a temporary
+    file: a server that read the body whole first would wait for it forever (the wait fails)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts[:-1]:
+            yield part
+        await wait_until(lambda: spooled_now(app), timeout=10, what="the body spooled while it arrives")
+        yield parts[-1]
+
+    return await app.client.post(
+        "/v1/messages/batches", content=body(), headers={"content-type": "application/json"}
+    )
+
+
+async def test_the_body_streams_to_a_temporary_file_gone_after_every_outcome(
+    sqlite_url: str, start_app: StartApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        good = json.dumps({"requests": [entry("a"), entry("b")]}).encode()
+        created = await post_in_parts(app, good[:20], good[20:])
+        assert created.status_code == 200, created.text
+        assert created.json()["request_counts"]["processing"] == 2
+        assert spooled_now(app) == []
+
+        not_json = await post_in_parts(app, good[:20], b"{nope")
+        refused(not_json, 400, "invalid_request_error")
+        assert spooled_now(app) == []
+        invalid = json.dumps({"requests": [entry("has space")]}).encode()
+        message = refused(await post_in_parts(app, invalid[:20], invalid[20:]), 400, "invalid_request_error")
+        assert "requests.0.custom_id" in message["error"]["message"]
+        assert spooled_now(app) == []
+
+        # Past the limit (made small here): 413 in Anthropic's shape, nothing kept or created.
+        monkeypatch.setattr("app.api.anthropic.batches.MAX_BODY_BYTES", len(good) - 1)
+        refused(await post_in_parts(app, good[:20], good[20:]), 413, "request_too_large")
+        assert spooled_now(app) == []
+        assert len((await app.client.get("/v1/messages/batches")).json()["data"]) == 1
+
+
+async def test_a_body_past_the_limit_is_refused_before_the_rest_is_read(
+    sqlite_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        sent: list[int] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(10):
+                sent.append(i)
+                yield b" " * 100
+
+        with pytest.raises(TooLarge):
+            await from_body(app.db, app.settings.data_dir, body(), max_bytes=250)
+        assert sent == [0, 1, 2] and spooled_now(app) == []
+
+
+async def test_params_round_trip_exactly_through_a_list_longer_than_an_insert_chunk(
+    database_url: str, start_app: StartApp
+) -> None:
+    params = {
+        "model": "stand-in",
+        "max_tokens": 9_007_199_254_740_993,  # past a double's exact integers: must stay an int
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "stop_sequences": ["\n\nHuman:", "</s>"],
+        "metadata": {"user_id": "ünï 中文 🌍", "nested": [{"a": [1, -2.5e-7, None, True, {}]}]},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": 'say "hi"\t\\ é'}]}],
+    }
+    count = create.INSERT_CHUNK * 2 + 345
+    entries = [{"custom_id": f"r{i}", "params": params | {"model": f"m{i % 2}"}} for i in range(count)]
+    # Raw UTF-8 and \u escapes both: the body must decode to the same strings either way.
+    body = b'{"requests": [' + json.dumps(entries[0]).encode()
+    body += b"".join(b"," + json.dumps(e, ensure_ascii=False).encode() for e in entries[1:]) + b"]}"
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        answer = await app.client.post("/v1/messages/batches", content=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["request_counts"]["processing"] == count
+        batch_id = batch_id_of(answer.json()["id"])
+        async with app.db.transaction() as session:
+            batch = await session.get(Batch, batch_id)
+            rows = (await session.execute(select(Request).where(Request.batch_id == batch_id))).scalars()
+            stored = {r.custom_id: (r.body, r.model) for r in rows}
+        assert batch is not None and (batch.model, batch.request_count) == ("several", count)
+        assert len(stored) == count
+        for e in (entries[0], entries[1], entries[-1]):
+            body_back, model = stored[e["custom_id"]]
+            assert body_back == e["params"] and model == e["params"]["model"]
+            assert type(body_back["temperature"]) is float and type(body_back["top_p"]) is float
+            assert type(body_back["max_tokens"]) is int
+
+
+async def test_only_the_top_level_requests_list_holds_entries(sqlite_url: str, start_app: StartApp) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+
+        async def create_raw(body: bytes) -> httpx.Response:
+            return await app.client.post("/v1/messages/batches", content=body)
+
+        good = json.dumps(entry("a")).encode()
+        # Keys whose values carry an entry's path, beside the real list: not entries.
+        decoys = b'{"requests.item": {"custom_id": "x y"}, "": {"requests": [7]}, "requests": [%s]}' % good
+        created = await create_raw(decoys)
+        assert created.status_code == 200 and created.json()["request_counts"]["processing"] == 1
+        for wrong in (
+            b'{"requests": {"item": %s}}' % good,  # an object with a key "item" is not a list
+            b"[%s]" % good,  # no top-level object
+            b'{"requests": [%s], "requests": [%s]}' % (good, good),  # which list is meant?
+        ):
+            refused(await create_raw(wrong), 400, "invalid_request_error")
+        refused(await create_raw(b'{"requests": [%s]} trailing' % good), 400, "invalid_request_error")
+        assert len((await app.client.get("/v1/messages/batches")).json()["data"]) == 1

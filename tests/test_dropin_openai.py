@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai.types import Batch, FileObject
 
-from app.core.dropin import create
+from app.api.anthropic.schemas import batch_id_of
 from tests.standins.inference import InferenceStandin
 from tests.support import RunningApp, StartApp, fast_settings
 from tests.support.openai_sdk import ENDPOINT, call, line, new_batch, sdk, until_status, upload
@@ -101,9 +101,9 @@ async def test_batches_list_newest_first_in_exact_pages(database_url: str, start
         uploaded = await upload(client, line("a"))
         ids = [(await new_batch(client, uploaded.id)).id for _ in range(5)]
         # Another face's batch is not this face's to list or show.
-        other = await create.from_requests(
-            app.db, [{"custom_id": "x", "params": {"model": "m", "max_tokens": 5, "messages": []}}]
-        )
+        entry = {"custom_id": "x", "params": {"model": "m", "max_tokens": 5, "messages": []}}
+        created = await app.client.post("/v1/messages/batches", json={"requests": [entry]})
+        other = batch_id_of(created.json()["id"])
         newest_first = ids[::-1]
 
         pages, after = [], None
@@ -120,7 +120,7 @@ async def test_batches_list_newest_first_in_exact_pages(database_url: str, start
         listed = await raw(app, "/v1/batches?limit=2")
         assert (listed["object"], listed["first_id"], listed["last_id"]) == ("list", *newest_first[:2])
 
-        for unknown in (f"batch_{other.id}", "batch_abc", "batch_01", str(other.id), "batch_999999"):
+        for unknown in (f"batch_{other}", "batch_abc", "batch_01", str(other), "batch_999999"):
             with pytest.raises(openai.NotFoundError) as caught:
                 await call(client.batches.retrieve, unknown)
             refused(caught.value, 404)

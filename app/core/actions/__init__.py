@@ -9,11 +9,12 @@ steps" is said once, here.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from app.backends.base import BatchAPI
 from app.core.actions import batches, requests
-from app.core.dropin import create
+from app.core.dropin import anthropic, create
 from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import Step, Wake
 from app.db.models import Batch, Delivery, File, Request
@@ -41,9 +42,10 @@ class Actions:
         self._waking(Step.SUBMIT)
         return batch
 
-    async def create_batch_from_requests(self, requests: list[Any]) -> Batch:
-        """A drop-in batch from a request list (Anthropic face)."""
-        batch = await create.from_requests(self.db, requests)
+    async def create_batch_from_requests(self, body: AsyncIterator[bytes], max_bytes: int) -> Batch:
+        """A drop-in batch from a request list, read as its body arrives (Anthropic face)."""
+        settings = await self.settings.fresh()
+        batch = await anthropic.from_body(self.db, settings.data_dir, body, max_bytes)
         self._waking(Step.SUBMIT)
         return batch
 

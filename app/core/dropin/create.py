@@ -3,6 +3,7 @@ membership, its requests inserted with it in one transaction and never mixed wit
 
 An OpenAI input file is read twice from disk, never held whole: once to validate every line
 (as OpenAI does: per-line errors with line numbers fail the batch), once to insert in chunks.
+An Anthropic request list is read the same way (anthropic.py), with the builders below.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,14 +19,12 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
 from app.config import Settings
 from app.core.dropin import files
 from app.core.intake.schema import ENDPOINTS
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import B, R, batch_scope
-from app.core.runs.lines import input_line
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, File, Request
 from app.db.session import Database
@@ -34,11 +32,9 @@ from app.db.session import Database
 OPENAI_ORIGIN, ANTHROPIC_ORIGIN = "openai_batch", "anthropic_batch"
 DROPIN_ORIGINS = (OPENAI_ORIGIN, ANTHROPIC_ORIGIN)
 MAX_LINES = 50_000
-MAX_ANTHROPIC_REQUESTS = 100_000
 MAX_ERRORS_LISTED = 1000
 COMPLETION_WINDOW = timedelta(hours=24)
 INSERT_CHUNK = 1000
-ANTHROPIC_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NO_DELIVERY = {"type": "none"}
 
 
@@ -145,7 +141,7 @@ async def from_file(
     model = checked.model or "unknown"
     async with db.transaction() as session:
         status = B.FAILED if checked.errors else B.READY
-        batch = _new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata, status)
+        batch = new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata, status)
         batch.dropin_input_file_id = file.id
         batch.bytes = checked.bytes
         if checked.errors:
@@ -157,89 +153,16 @@ async def from_file(
             return batch
         scope = batch_scope(batch.id)
         rows = (
-            _request_row(batch, scope, json.loads(raw), len(raw))
+            request_row(batch, scope, json.loads(raw), len(raw))
             for raw in files.lines(settings.data_dir, file)
             if raw.strip()
         )
-        batch.request_count = await _insert_in_chunks(session, rows)
+        batch.request_count = await insert_in_chunks(session, rows)
         states.begin_batch(session, batch, f"created through /v1/batches from {file.id}")
     return batch
 
 
-async def from_requests(
-    db: Database, requests: Sequence[Any], metadata: dict[str, str] | None = None
-) -> Batch:
-    """An Anthropic-face batch from its request list (each {custom_id, params}); every problem
-    refuses the whole list (InvalidInput) and nothing is created."""
-    _check_anthropic(requests)
-    models = {r["params"]["model"] for r in requests}
-    model = models.pop() if len(models) == 1 else "several"
-    async with db.transaction() as session:
-        # Anthropic-format requests run on the local backend, which translates them.
-        batch = _new_batch(ANTHROPIC_ORIGIN, "local", MESSAGES_ENDPOINT, model, metadata)
-        session.add(batch)
-        await session.flush()
-        scope = batch_scope(batch.id)
-        rows = (
-            _request_row(
-                batch,
-                scope,
-                {"custom_id": r["custom_id"], "url": MESSAGES_ENDPOINT, "body": r["params"]},
-                len(input_line(r["custom_id"], MESSAGES_ENDPOINT, r["params"])),
-            )
-            for r in requests
-        )
-        batch.request_count = await _insert_in_chunks(session, rows)
-        states.begin_batch(session, batch, "created through /v1/messages/batches")
-    return batch
-
-
-def _check_anthropic(requests: Sequence[Any]) -> None:
-    problems = []
-    if not requests:
-        problems.append(_refused("No requests", "requests must hold at least one request.", "/requests"))
-    if len(requests) > MAX_ANTHROPIC_REQUESTS:
-        limit = f"A batch holds at most {MAX_ANTHROPIC_REQUESTS} requests."
-        problems.append(_refused("Too many requests", limit, "/requests"))
-    seen = set[str]()
-    for index, entry in enumerate(requests[:MAX_ANTHROPIC_REQUESTS]):
-        problems += _entry_problems(f"/requests/{index}", entry, seen)
-    if problems:
-        raise InvalidInput(*problems)
-
-
-def _entry_problems(where: str, entry: Any, seen: set[str]) -> list[Problem]:
-    """What is wrong with one {custom_id, params} of an Anthropic request list."""
-    problems = []
-    custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
-    params = entry.get("params") if isinstance(entry, dict) else None
-    if not isinstance(custom_id, str) or not ANTHROPIC_CUSTOM_ID.fullmatch(custom_id):
-        rule = "custom_id must be 1-64 characters of [A-Za-z0-9_-]."
-        problems.append(_refused("Invalid custom_id", rule, where + "/custom_id"))
-    elif custom_id in seen:
-        twice = f"custom_id {custom_id!r} is used twice."
-        problems.append(_refused("Duplicate custom_id", twice, where + "/custom_id"))
-    else:
-        seen.add(custom_id)
-    if not isinstance(params, dict):
-        return [*problems, _refused("Missing params", "params is required.", where + "/params")]
-    if not isinstance(params.get("model"), str) or not params["model"]:
-        problems.append(
-            _refused("Invalid model", "params.model must be a model name.", where + "/params/model")
-        )
-    for name in ("max_tokens", "messages"):
-        if name not in params:
-            problems.append(
-                _refused("Missing field", f"params.{name} is required.", f"{where}/params/{name}")
-            )
-    return problems
-
-
-def _refused(title: str, detail: str, pointer: str) -> Problem:
-    return Problem("invalid_request", title, detail, pointer)
-
-
-def _new_batch(
+def new_batch(
     origin: str,
     backend: str,
     endpoint: str,
@@ -271,7 +194,8 @@ def _new_batch(
     )
 
 
-def _request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> dict[str, Any]:
+def request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> dict[str, Any]:
+    """The requests row of one input line (custom_id, url, body) of the batch."""
     return {
         "scope": scope,
         "custom_id": line["custom_id"],
@@ -290,7 +214,7 @@ def _request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> d
     }
 
 
-async def _insert_in_chunks(session: AsyncSession, rows: Iterator[dict[str, Any]]) -> int:
+async def insert_in_chunks(session: AsyncSession, rows: Iterator[dict[str, Any]]) -> int:
     """Insert INSERT_CHUNK rows at a time; reading and parsing each chunk runs off the event loop."""
     count = 0
     while chunk := await asyncio.to_thread(list, itertools.islice(rows, INSERT_CHUNK)):

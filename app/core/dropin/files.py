@@ -1,6 +1,8 @@
 """File objects for the drop-in faces: bytes under DATA_DIR/files, one `files` row each.
 
 Uploads are streamed to disk chunk by chunk and never held whole in memory; so are downloads.
+A body that only one request reads (an Anthropic batch's request list) is spooled to
+DATA_DIR/tmp instead, and deleted once that request is done with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from app.db.models import File
 from app.db.session import Database
 
 CHUNK_BYTES = 1024 * 1024
+TEMP_DIR = "tmp"  # under DATA_DIR: bodies spooled for one request, deleted after it
 
 
 def new_id() -> str:
@@ -45,26 +48,12 @@ async def store(
     file_id = new_id()
     relative = f"files/{file_id}"
     target = Path(data_dir) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".part")
-    size = 0
     try:
-        with partial.open("wb") as out:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(
-                        Problem(
-                            "file_too_large",
-                            "File too large",
-                            f"The file is larger than {max_bytes} bytes, the most this endpoint accepts.",
-                        )
-                    )
-                out.write(chunk)
+        size = await _write(chunks, partial, max_bytes, "file")
         partial.replace(target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+        partial.unlink(missing_ok=True)
         raise
     row = File(
         id=file_id,
@@ -79,6 +68,38 @@ async def store(
     async with db.transaction() as session:
         session.add(row)
     return row
+
+
+async def _write(chunks: AsyncIterator[bytes], target: Path, max_bytes: int, what: str) -> int:
+    """Write `chunks` to `target` as they arrive; TooLarge once past `max_bytes` (the rest is
+    never read). Returns the size; the caller removes `target` when this raises."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with target.open("wb") as out:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(
+                    Problem(
+                        f"{what}_too_large",
+                        f"{what.capitalize()} too large",
+                        f"The {what} is larger than {max_bytes} bytes, the most this endpoint accepts.",
+                    )
+                )
+            out.write(chunk)
+    return size
+
+
+@contextlib.asynccontextmanager
+async def spooled(data_dir: str, chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[Path]:
+    """`chunks` written to a temporary file under DATA_DIR/tmp, for reading (more than once)
+    inside the block; the file is deleted when the block ends, whatever the outcome."""
+    path = Path(data_dir) / TEMP_DIR / f"{uuid.uuid4().hex}.body"
+    try:
+        await _write(chunks, path, max_bytes, "body")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 async def get(db: Database, file_id: str) -> File:
