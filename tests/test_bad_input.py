@@ -77,3 +77,36 @@ async def test_json_nested_too_deeply_is_refused(database_url: str, start_app: S
         assert answer.status_code == 400, answer.text
         assert answer.json()["errors"][0]["code"] == "invalid_json"
         assert json.loads(answer.text)["errors"][0]["title"] == "Body nested too deeply"
+
+
+async def test_the_dropin_faces_refuse_unstorable_text_in_their_shape(
+    database_url: str, start_app: StartApp
+) -> None:
+    line = '{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"%s"}]}}\n'  # noqa: E501
+    entry = '{"requests":[{"custom_id":"a","params":{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"%s"}]}}]}'  # noqa: E501
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        c = app.client
+        uploaded = await c.post(
+            "/v1/files", files={"file": ("x.jsonl", (line % "a\\u0000b").encode())}, data={"purpose": "batch"}
+        )
+        created = await c.post(
+            "/v1/batches",
+            json={
+                "input_file_id": uploaded.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        )
+        assert created.status_code == 200 and created.json()["status"] == "failed"
+        [error] = created.json()["errors"]["data"]
+        assert (error["code"], error["line"], error["param"]) == (
+            "invalid_text",
+            1,
+            "body.messages.0.content",
+        )
+
+        refused = await c.post(
+            "/v1/messages/batches", content=entry % "a\\u0000b", headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error"
+        assert "requests.0.params.messages.0.content" in refused.json()["error"]["message"]

@@ -46,7 +46,12 @@ def first_unstorable(raw: bytes | str, value: Any) -> str | None:
     character or a lone surrogate; None when every string can be stored as it is."""
     if not _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
         return None
-    return _walk(value, "")
+    return first_unstorable_in(value)
+
+
+def first_unstorable_in(value: Any, pointer: str = "") -> str | None:
+    """The pointer (under `pointer`) of the first unstorable string in `value`, walking it all."""
+    return _walk(value, pointer)
 
 
 def _walk(value: Any, pointer: str) -> str | None:
@@ -59,3 +64,6 @@ def _walk(value: Any, pointer: str) -> str | None:
         if (found := _walk(item, f"{pointer}/{key}")) is not None:
             return found
     return None
+
+
+UNSTORABLE = "A string holds a NUL character (\\u0000) or an unpaired surrogate, which cannot be stored."

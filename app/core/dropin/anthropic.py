@@ -18,6 +18,7 @@ from typing import IO, Any
 import ijson
 
 from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
+from app.core import storable
 from app.core.dropin import files
 from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
 from app.core.rules import states
@@ -159,6 +160,8 @@ def _entry_problems(where: str, entry: Any, seen: set[str]) -> list[Problem]:
         seen.add(custom_id)
     if not isinstance(params, dict):
         return [*problems, _refused("Missing params", "params is required.", where + "/params")]
+    if (pointer := storable.first_unstorable_in(params, where + "/params")) is not None:
+        problems.append(_refused("Text that cannot be stored", storable.UNSTORABLE, pointer))
     if not isinstance(params.get("model"), str) or not params["model"]:
         problems.append(
             _refused("Invalid model", "params.model must be a model name.", where + "/params/model")

@@ -20,6 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.core import storable
 from app.core.dropin import files
 from app.core.intake.schema import ENDPOINTS
 from app.core.rules import states
@@ -76,6 +77,10 @@ def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpo
         return checked.refuse(number, "invalid_json_line", "This line is not parsable as valid JSON.")
     if not isinstance(line, dict):
         return checked.refuse(number, "invalid_json_line", "This line is not a JSON object.")
+    if (pointer := storable.first_unstorable(raw, line)) is not None:
+        return checked.refuse(
+            number, "invalid_text", storable.UNSTORABLE, pointer.lstrip("/").replace("/", ".")
+        )
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         return checked.refuse(number, "missing_required_parameter", "custom_id is required.", "custom_id")

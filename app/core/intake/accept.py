@@ -52,7 +52,7 @@ def parse(raw: bytes | str) -> Any:
             Problem(
                 "invalid_text",
                 "Text that cannot be stored",
-                "A string holds a NUL character (\\u0000) or an unpaired surrogate, which cannot be stored.",
+                storable.UNSTORABLE,
                 pointer,
             )
         )
