@@ -69,11 +69,22 @@ class Database:
         await self.engine.dispose()
 
 
+# SQLSTATE classes that say the server is unreachable for now, not that the statement is wrong:
+# connection exceptions, insufficient resources (too many clients), shutting down or starting up.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when the database could not be reached or was too busy, rather than refusing the
     statement: the same work is worth trying again later."""
-    if isinstance(exc, exc_types.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, (exc_types.OperationalError, exc_types.InterfaceError)
-        )
+    if isinstance(exc, exc_types.DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, (exc_types.OperationalError, exc_types.InterfaceError))
+    ):
+        return True
+    # asyncpg raises its own errors bare while connecting, and SQLAlchemy wraps them later on.
+    causes = [exc, getattr(exc, "orig", None), getattr(getattr(exc, "orig", None), "__cause__", None)]
+    for cause in causes:
+        code = getattr(cause, "sqlstate", None)
+        if isinstance(code, str) and code.startswith(UNAVAILABLE_SQLSTATES):
+            return True
     return isinstance(exc, (OSError, TimeoutError, exc_types.TimeoutError, exc_types.DisconnectionError))
