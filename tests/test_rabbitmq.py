@@ -186,6 +186,29 @@ async def test_a_duplicate_custom_id_is_acked_not_dead_lettered(
     assert await amqp.count(f"{intake}.dlq") == 0
 
 
+async def test_a_different_request_under_a_taken_custom_id_is_dead_lettered(
+    database_url: str, amqp: Amqp, start_app: StartApp
+) -> None:
+    intake = amqp.name("intake")
+    async with start_app(rabbit_settings(database_url, None, intake)) as app:
+        await consuming(app)
+        await amqp.publish(intake, request_payload("taken", {"type": "none"}))
+        await wait_until(lambda: app.consumer.counts["accepted"] == 1, timeout=15, what="the first accepted")
+        # The same id with another prompt is a client's mistake: kept, with the reason, not acked away.
+        await amqp.publish(intake, request_payload("taken", {"type": "none"}, temperature=0.5))
+        await amqp.publish(intake, request_payload("taken", {"type": "none"}))  # a true resend
+
+        async def settled() -> bool:
+            counts = app.consumer.counts
+            return counts["dead_lettered"] == 1 and counts["duplicate"] == 1
+
+        await wait_until(settled, timeout=15, what="one dead letter and one resend")
+        assert await count(app) == 1
+    [dead] = await amqp.get_all(f"{intake}.dlq")
+    assert dead.headers["x-batchgate-error-code"] == "duplicate_custom_id"
+    assert "different request" in dead.headers["x-batchgate-error"]
+
+
 async def test_delivery_to_an_exchange_with_a_routing_key(
     sqlite_url: str, inference: InferenceStandin, amqp: Amqp, start_app: StartApp
 ) -> None:

@@ -20,7 +20,7 @@ from aiormq.exceptions import ChannelPreconditionFailed
 
 from app.broker import BrokerConnection
 from app.core.intake import accept as intake
-from app.core.rules.errors import BatchgateError, Conflict, Problem
+from app.core.rules.errors import BatchgateError, Problem
 from app.core.runtime.settings import RuntimeSettings
 from app.db.session import Database, is_unavailable
 
@@ -150,7 +150,10 @@ class IntakeConsumer:
                 return
             data = intake.parse(message.body)
             await intake.accept(self.db, await self.runtime.fresh(), data, origin="rabbitmq")
-        except Conflict:
+        except intake.Duplicate as exc:
+            if not exc.same:  # another request under a taken custom_id: kept, with the reason
+                await self._dead_letter(message, *exc.problems)
+                return
             self.counts["duplicate"] += 1  # accepted before (a redelivery, or a resend): done
             await _ack(message)
         except BatchgateError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from pydantic import ValidationError
-from sqlalchemy import bindparam, text
+from sqlalchemy import String, bindparam, text
 
 from app.config import Settings
 from app.core import storable
@@ -152,6 +152,21 @@ _INSERT = text(
 )
 
 
+class Duplicate(Conflict):
+    """The custom_id is taken. `same` says whether by this very request (a resend, which a
+    consumer acknowledges) or by a different one (a client's mistake, never to be dropped)."""
+
+    def __init__(self, same: bool, *problems: Problem) -> None:
+        super().__init__(*problems)
+        self.same = same
+
+
+# What a duplicate is compared on, to tell a resend from a different request.
+_KEPT = text(
+    "SELECT endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id = :custom_id"
+).columns(endpoint=String(), body=JsonB, delivery=JsonB)
+
+
 async def accept(db: Database, settings: Settings, data: Any, origin: str = "api") -> Accepted:
     """Validate and insert one request as pending; raise Conflict on a duplicate custom_id."""
     request = validate(data, settings)
@@ -168,14 +183,19 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
     }
     async with db.engine.begin() as connection:
         new_id = (await connection.execute(_INSERT, row)).scalar_one_or_none()
+        if new_id is None:
+            kept = (await connection.execute(_KEPT, {"custom_id": request.custom_id})).one()
     if new_id is None:
-        raise Conflict(
+        same = tuple(kept) == (row["endpoint"], row["body"], row["delivery"])
+        which = "was already accepted" if same else "was already accepted with a different request"
+        raise Duplicate(
+            same,
             Problem(
                 "duplicate_custom_id",
                 "Duplicate custom_id",
-                f"A request with custom_id {request.custom_id!r} was already accepted.",
+                f"A request with custom_id {request.custom_id!r} {which}.",
                 "/custom_id",
-            )
+            ),
         )
     return Accepted(id=new_id, custom_id=request.custom_id, status=RequestStatus.PENDING)
 
