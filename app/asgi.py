@@ -110,7 +110,7 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if missing := await pending_revision(settings.database_url):
             raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, settings.sqlite_synchronous)
         runtime = RuntimeSettings(db, settings)
         await runtime.refresh()
         broker = Broker(settings) if settings.rabbitmq_url else None

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
         100 * MiB, ge=1, description="A batch closes when its JSONL reaches this many bytes."
     )
     api_max_body_bytes: int = Field(10 * MiB, ge=1024)
+    # full: every answered request is on disk before the answer (survives power loss).
+    sqlite_synchronous: Literal["full", "normal"] = "full"
 
     webhook_secret: str | None = None
     # Where batch.completed / failed / expired / cancelled events go (OpenAI's webhook event shape).

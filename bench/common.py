@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from app.core.runtime.clock import utcnow
-from tests.support import chat, fresh_postgres, migrate, request_payload, sqlite_url, webhook
+from app.db.session import Database
+from tests.support import chat, fast_settings, fresh_postgres, migrate, request_payload, sqlite_url, webhook
 
 
 @asynccontextmanager
@@ -112,3 +113,8 @@ def parse_args(prog: str, description: str) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
     return parser.parse_args()
+
+
+def raw_database(url: str) -> Database:
+    """The database the raw limits write through, synced as the app's is (SQLITE_SYNCHRONOUS)."""
+    return Database(url, fast_settings(url).sqlite_synchronous)

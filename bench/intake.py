@@ -17,7 +17,6 @@ from sqlalchemy import insert
 
 from app.asgi import create_app
 from app.db.models import Request
-from app.db.session import Database
 from bench.common import (
     clients,
     fresh_database,
@@ -27,6 +26,7 @@ from bench.common import (
     print_table,
     rate,
     ratio,
+    raw_database,
     request_row,
 )
 from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
@@ -66,7 +66,7 @@ async def insert_rate(url: str, prefix: str, n: int, c: int, timeout: float) -> 
     SQLAlchemy can do. With unique custom_ids the database does the same work as intake's
     INSERT ... ON CONFLICT DO NOTHING RETURNING id.
     """
-    db = Database(url)
+    db = raw_database(url)
     stmt = insert(Request.__table__).returning(Request.__table__.c.id)
 
     async def one(_w: int, i: int, tag: str = "") -> None:

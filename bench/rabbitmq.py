@@ -26,8 +26,16 @@ from sqlalchemy import insert
 from app.asgi import create_app
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
-from app.db.session import Database
-from bench.common import fresh_database, hammer, parse_args, print_table, rate, ratio, request_row
+from bench.common import (
+    fresh_database,
+    hammer,
+    parse_args,
+    print_table,
+    rate,
+    ratio,
+    raw_database,
+    request_row,
+)
 from tests.standins.serve import serve
 from tests.support import RABBITMQ_URL, fast_settings, request_payload, wait_until
 
@@ -77,7 +85,7 @@ async def raw_intake_rate(url: str, connection: Any, n: int, timeout: float) -> 
     queue = f"bg_bench_raw_{uuid.uuid4().hex[:8]}"
     setup = await connection.channel()
     await fill(setup, queue, n, queue, "unused")
-    db = Database(url)
+    db = raw_database(url)
     stmt = insert(Request.__table__).returning(Request.__table__.c.id)
     slots = asyncio.Semaphore(INTAKE_CONCURRENCY)
     finished = asyncio.Event()
@@ -115,7 +123,7 @@ async def raw_intake_rate(url: str, connection: Any, n: int, timeout: float) -> 
 async def delivery_rate(url: str, channel: Any, n: int, timeout: float) -> float:  # noqa: ASYNC109
     target = f"bg_bench_out_{uuid.uuid4().hex[:8]}"
     await channel.declare_queue(target, durable=True)
-    db = Database(url)
+    db = raw_database(url)
     try:
         rows = []
         for i in range(n):

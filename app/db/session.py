@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """Create the engine with the settings each database needs."""
+def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncEngine:
+    """Create the engine with the settings each database needs. On SQLite, `full` syncs every
+    commit to disk, so an answered request survives power loss; `normal` may lose the last
+    commits then (never on a process crash) for faster writes."""
     if database_url.startswith("sqlite"):
         _ensure_sqlite_dir(database_url)
         # One connection: every write is serialised through it, so concurrent requests queue
@@ -27,15 +30,17 @@ def create_engine(database_url: str) -> AsyncEngine:
             pool_timeout=120,
             connect_args={"timeout": 30},
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_synchronous))
         return engine
     return create_async_engine(database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
+    if synchronous not in ("full", "normal"):
+        raise ValueError(f"SQLITE_SYNCHRONOUS must be full or normal, not {synchronous!r}")
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -50,9 +55,9 @@ def _ensure_sqlite_dir(database_url: str) -> None:
 class Database:
     """The engine plus a session factory; core functions open their own transactions."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, sqlite_synchronous: str = "full") -> None:
         self.url = database_url
-        self.engine = create_engine(database_url)
+        self.engine = create_engine(database_url, sqlite_synchronous)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
