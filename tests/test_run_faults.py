@@ -8,12 +8,14 @@ import logging
 
 import pytest
 
+from app.core.runs.lines import LINES_PAGE
 from app.core.runs.local import MAX_RUN_FAILURES
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.tcp_proxy import TcpProxy
 from tests.support import RunningApp, StartApp, fast_settings, migrate, postgres_database, wait_until
 from tests.support.faults import kill_runs
+from tests.support.openai_sdk import line, new_batch, sdk, until_status, upload
 
 
 async def batch_of(app: RunningApp, custom_id: str) -> dict:
@@ -62,3 +64,18 @@ async def test_a_passing_database_error_does_not_stop_the_heartbeat(
             assert receiver.successes("slow")[0].json["error"] is None
             assert inference.calls_by_key["slow"] == 1  # the run kept its lease: nothing ran twice
             assert (await batch_of(app, "slow"))["status"] == "done"
+
+
+async def test_a_batch_of_several_pages_runs_each_line_once(
+    database_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    # A run reads its lines a page at a time (LINES_PAGE); across the page edges no line may be
+    # skipped or run twice.
+    total = 2 * LINES_PAGE + 7
+    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+        client = sdk(app)
+        uploaded = await upload(client, *(line(f"p-{i:05d}") for i in range(total)))
+        created = await new_batch(client, uploaded.id)
+        done = await until_status(client, created.id, "completed", within=120)
+        assert done.request_counts is not None and done.request_counts.completed == total
+    assert sorted(inference.calls_by_key.items()) == [(f"p-{i:05d}", 1) for i in range(total)]

@@ -8,7 +8,7 @@ a whole input file and is polled until its output files are ready.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -88,8 +88,9 @@ class Backend(Adapter, Protocol):
 class LineRunner(Backend, Protocol):
     """A backend that runs a batch's lines itself, N at a time."""
 
-    def run(self, lines: Sequence[BatchLine]) -> AsyncIterator[LineResult]:
-        """Yield each line's result as soon as it is known, in completion order."""
+    def run(self, lines: AsyncIterable[BatchLine]) -> AsyncIterator[LineResult]:
+        """Take the lines as they come and yield each line's result as soon as it is known, in
+        completion order; a failure to read the lines ends the run with that error."""
         ...
 
 

@@ -9,7 +9,7 @@ Messages lines (/v1/messages) run as chat completions, translated both ways.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -63,28 +63,44 @@ class LocalBackend:
     def _status(self, reachable: bool, detail: str) -> BackendStatus:
         return BackendStatus(self.name, self.base_url, reachable, detail)
 
-    async def run(self, lines: Sequence[BatchLine]) -> AsyncIterator[LineResult]:
-        """Run the lines, yielding each result as soon as it is known (in completion order)."""
-        results: asyncio.Queue[LineResult] = asyncio.Queue()
-        pending = iter(lines)
+    async def run(self, lines: AsyncIterable[BatchLine]) -> AsyncIterator[LineResult]:
+        """Run the lines as they are read, yielding each result as soon as it is known (in
+        completion order). At most `concurrency` lines wait beyond those running, so memory
+        stays bounded for any batch size."""
+        todo: asyncio.Queue[BatchLine | None] = asyncio.Queue(maxsize=self.concurrency)
+        done: asyncio.Queue[LineResult | None] = asyncio.Queue()
 
-        async def worker() -> None:
-            # Workers share one iterator, so the number of tasks stays bounded for any batch size.
-            for line in pending:
+        async def feed() -> None:
+            try:
+                async for line in lines:
+                    await todo.put(line)
+            finally:
+                for _ in range(self.concurrency):  # one end mark per worker, even after an error
+                    await todo.put(None)
+
+        async def work() -> None:
+            while (line := await todo.get()) is not None:
                 try:
                     result = await self.run_line(line)
                 except Exception as exc:  # a bug must not lose the line: it becomes its error
                     result = _failed(line, 1, "internal_error", f"{type(exc).__name__}: {exc}")
-                await results.put(result)
+                await done.put(result)
+            await done.put(None)
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(lines)))]
+        feeder = asyncio.create_task(feed())
+        workers = [asyncio.create_task(work()) for _ in range(self.concurrency)]
         try:
-            for _ in range(len(lines)):
-                yield await results.get()
+            running = len(workers)
+            while running:
+                if (result := await done.get()) is None:
+                    running -= 1
+                else:
+                    yield result
+            await feeder  # a failure to read the lines is the run's failure
         finally:
-            for task in workers:
+            for task in (feeder, *workers):
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(feeder, *workers, return_exceptions=True)
 
     async def run_line(self, line: BatchLine) -> LineResult:
         """Run one line with bounded retries of transient failures."""

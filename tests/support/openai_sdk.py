@@ -52,12 +52,12 @@ async def new_batch(client: OpenAI, file_id: str, **extra: Any) -> Batch:
     )
 
 
-async def until_status(client: OpenAI, batch_id: str, *statuses: str) -> Batch:
+async def until_status(client: OpenAI, batch_id: str, *statuses: str, within: float = 30) -> Batch:
     seen: list[Batch] = []
 
     async def reached() -> bool:
         seen.append(await call(client.batches.retrieve, batch_id))
         return seen[-1].status in statuses
 
-    await wait_until(reached, timeout=30, what=lambda: f"{batch_id} {statuses}, last {seen[-1].status}")
+    await wait_until(reached, timeout=within, what=lambda: f"{batch_id} {statuses}, last {seen[-1].status}")
     return seen[-1]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchLine
 from app.core.rules.states import RequestStatus
 from app.db.models import Request
+from app.db.session import Database
+
+# Lines read per page while a batch runs: enough to keep every concurrency slot busy.
+LINES_PAGE = 500
 
 
 def input_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
@@ -20,11 +24,27 @@ def input_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
     )
 
 
-async def unfinished_lines(session: AsyncSession, batch_id: int) -> list[BatchLine]:
-    """The batch's requests that have no result yet, as backend lines."""
-    rows = await session.execute(
-        select(Request.id, Request.custom_id, Request.endpoint, Request.body)
-        .where(Request.batch_id == batch_id, Request.status == RequestStatus.PROCESSING)
-        .order_by(Request.id)
-    )
-    return [BatchLine(rid, cid, url, body) for rid, cid, url, body in rows]
+async def unfinished_lines(db: Database, batch_id: int, page: int = LINES_PAGE) -> AsyncIterator[BatchLine]:
+    """The batch's requests that have no result yet, as backend lines, read a page at a time
+    (each in its own short transaction) as the run takes them: a batch of 100 MiB of bodies is
+    never in memory at once."""
+    after = 0
+    while True:
+        async with db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Request.id, Request.custom_id, Request.endpoint, Request.body)
+                    .where(
+                        Request.batch_id == batch_id,
+                        Request.status == RequestStatus.PROCESSING,
+                        Request.id > after,
+                    )
+                    .order_by(Request.id)
+                    .limit(page)
+                )
+            ).all()
+        for rid, cid, url, body in rows:
+            yield BatchLine(rid, cid, url, body)
+        if len(rows) < page:
+            return
+        after = rows[-1][0]

@@ -19,7 +19,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backends.base import BatchLine, LineResult, LineRunner
+from app.backends.base import LineResult, LineRunner
 from app.core import results
 from app.core.rules import leases, states
 from app.core.rules.states import BatchStatus, RequestStatus
@@ -159,7 +159,7 @@ class LocalRunner:
     async def _run(self, batch_id: int) -> None:
         try:
             async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.current.lease_seconds):
-                lines = await self._open_lines(batch_id)
+                lines = unfinished_lines(self.db, batch_id)
                 await self._store_as_they_come(batch_id, self.backend.run(lines))
                 await self._finish(batch_id)
         except asyncio.CancelledError:
@@ -194,10 +194,6 @@ class LocalRunner:
         finally:
             if upcoming is not None and not upcoming.done():
                 upcoming.cancel()
-
-    async def _open_lines(self, batch_id: int) -> list[BatchLine]:
-        async with self.db.transaction() as session:
-            return await unfinished_lines(session, batch_id)
 
     async def _flush(self, batch_id: int, buffer: list[LineResult]) -> None:
         if not buffer:
