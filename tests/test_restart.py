@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import socket
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -19,6 +13,7 @@ from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import StartApp, fast_settings, request_payload, wait_until, webhook
+from tests.support.processes import app_process
 
 COUNT = 120
 
@@ -64,38 +59,6 @@ async def test_graceful_stop_mid_run_then_restart(
 
 async def _at_least(value: object, n: int) -> bool:
     return await value >= n  # type: ignore[operator]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@asynccontextmanager
-async def app_process(env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`python -m app serve` in a child process, ready when /health answers."""
-    port = _free_port()
-    child_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "warning"}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", env=child_env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=2) as client:
-
-            async def healthy() -> bool:
-                if process.returncode is not None:
-                    raise RuntimeError(f"app exited with {process.returncode}")
-                try:
-                    return (await client.get("/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(healthy, timeout=30, interval=0.1, what="the app process to serve /health")
-        yield process, url
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 @pytest.mark.slow
