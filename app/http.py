@@ -8,6 +8,8 @@ from typing import Annotated
 
 from litestar.params import PathParameter, QueryParameter
 
+from app.db.session import is_unavailable
+
 # Row ids are int64 in PostgreSQL: a larger one is refused as bad input before it reaches SQL.
 ROW_ID_MAX = 2**63 - 1
 RowId = Annotated[int, PathParameter(ge=1, le=ROW_ID_MAX)]
@@ -35,3 +37,13 @@ def presented_keys(authorization: str | None, x_api_key: str | None) -> list[str
     if x_api_key and x_api_key.strip():
         keys.append(x_api_key.strip())
     return keys
+
+
+# An error that is the database being unreachable for now is a 503 to try again, not a 500.
+UNAVAILABLE_MESSAGE = "The database is unavailable right now; nothing was changed. Try again shortly."
+UNAVAILABLE_HEADERS = {"retry-after": "5"}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when an unexpected error is the database being unreachable or overloaded."""
+    return is_unavailable(exc)

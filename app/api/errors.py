@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.api.schemas import ErrorBody, ErrorItem
 from app.core.rules.errors import BatchgateError
-from app.http import STATUS_FOR_KIND
+from app.http import STATUS_FOR_KIND, UNAVAILABLE_HEADERS, UNAVAILABLE_MESSAGE, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
 
 
 def internal_error(request: Request, exc: Exception) -> Response[ErrorBody]:
+    if database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        unavailable = ErrorItem("database_unavailable", "Database unavailable", UNAVAILABLE_MESSAGE)
+        response = error_response(503, [unavailable])
+        response.headers.update(UNAVAILABLE_HEADERS)
+        return response
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     item = ErrorItem(
         "internal_error", "Internal error", "Something went wrong on our side; it has been logged."

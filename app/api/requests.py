@@ -19,6 +19,7 @@ ERRORS = {
     409: ResponseSpec(ErrorBody, description="Conflict (duplicate custom_id, nothing to redeliver)"),
     413: ResponseSpec(ErrorBody, description="Body larger than API_MAX_BODY_BYTES"),
     422: ResponseSpec(ErrorBody, description="One entry per schema or rule failure"),
+    503: ResponseSpec(ErrorBody, description="Database unavailable: nothing was accepted, try again"),
 }
 
 
@@ -31,7 +32,7 @@ class RequestController(Controller):
         status_code=HTTP_202_ACCEPTED,
         summary="Submit one request",
         description="Accepts an OpenAI batch line plus `delivery_config`; the result is delivered later.",
-        responses={k: ERRORS[k] for k in (400, 409, 413, 422)},
+        responses={k: ERRORS[k] for k in (400, 409, 413, 422, 503)},
         operation_id="createRequest",
     )
     async def create(self, request: Request, state: State) -> AcceptedOut:

@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException
 
 from app.backends.anthropic_messages import error_body
 from app.core.rules.errors import BatchgateError
-from app.http import no_retry_headers
+from app.http import UNAVAILABLE_HEADERS, UNAVAILABLE_MESSAGE, database_unavailable, no_retry_headers
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ def http_error(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
 
 
 def internal_error(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    if database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = error_response(503, UNAVAILABLE_MESSAGE)
+        response.headers.update(UNAVAILABLE_HEADERS)
+        return response
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "Something went wrong on our side; it has been logged.")
 

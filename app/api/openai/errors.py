@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 
 from app.api.keys import KeyRefused
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem
-from app.http import no_retry_headers
+from app.http import UNAVAILABLE_HEADERS, UNAVAILABLE_MESSAGE, database_unavailable, no_retry_headers
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def key_refused(_: Request, exc: KeyRefused) -> Response[ErrorOut]:
 
 
 def internal_error(request: Request, exc: Exception) -> Response[ErrorOut]:
+    if database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = answer(503, UNAVAILABLE_MESSAGE, "database_unavailable")
+        response.headers.update(UNAVAILABLE_HEADERS)
+        return response
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return answer(500, "Something went wrong on our side; it has been logged.", "internal_error")
 

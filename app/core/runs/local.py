@@ -27,7 +27,7 @@ from app.core.runs.lines import unfinished_lines
 from app.core.runtime.clock import utcnow
 from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch, Request
-from app.db.session import Database
+from app.db.session import Database, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,9 @@ class LocalRunner:
         try:
             async with self.db.transaction() as session:
                 stored = await results.record(session, batch_id, buffer)
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # no line is to blame: the run fails as a whole and is taken up again
             log.exception("%s results of batch %s failed to store together", len(buffer), batch_id)
             stored = sum([await self._store_alone(batch_id, result) for result in buffer])
         if stored:
