@@ -23,6 +23,7 @@ from app.api.health import health
 from app.api.keys import require_api_key
 from app.api.openai import OPENAI_ROUTERS
 from app.api.requests import RequestController
+from app.api.retention import purge
 from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
 from app.broker import Broker
@@ -88,7 +89,9 @@ def api_routers() -> tuple[Router, Router]:
 
     Built per app: Litestar adds the document's handlers to the second router it is given.
     """
-    native = Router("/api", route_handlers=[RequestController, BatchController], guards=[require_api_key])
+    native = Router(
+        "/api", route_handlers=[RequestController, BatchController, purge], guards=[require_api_key]
+    )
     docs = Router("/api", route_handlers=[], guards=[require_api_key], include_in_schema=False)
     return native, docs
 

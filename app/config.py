@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(1.0, gt=0)
     lease_seconds: float = Field(60.0, gt=0)
     scheduler_enabled: bool = True
+    # Ended batches and requests are purged this long after they end (app.core.retention).
+    retention_days: int = Field(30, ge=1, le=36500)
 
     # Comma-separated keys every /api and /v1 route asks for; empty leaves them open. A secret:
     # kept out of the settings' repr, the settings page and /health.

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.models import Batch
+from app.db.session import SQLITE_AUTO_VACUUM
 
 target_metadata = Batch.metadata
 
@@ -23,6 +24,9 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Before the first table: a new database reclaims purged space (see app.db.session).
+        connection.exec_driver_sql(SQLITE_AUTO_VACUUM)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

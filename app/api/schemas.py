@@ -188,6 +188,16 @@ class DeletedOut(msgspec.Struct):
     deleted_requests: int
 
 
+class PurgedOut(msgspec.Struct):
+    """What a purge removed: ended batches and batchless requests older than `older_than_days`."""
+
+    older_than_days: int
+    batches: int
+    requests: int
+    files: int
+    more: bool
+
+
 def _columns(row: Any, struct: type[msgspec.Struct], **computed: Any) -> dict[str, Any]:
     """The struct's fields from the row's attributes of the same name, except those `computed`."""
     names = (name for name in struct.__struct_fields__ if name not in computed)

@@ -35,10 +35,19 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
     return create_async_engine(database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+# A new database frees the pages of deleted rows bit by bit (a purge runs incremental_vacuum)
+# instead of keeping them forever. It only takes on a database without tables, so it comes
+# before anything that writes the file (journal_mode=WAL does); on an existing database it is a
+# no-op until one VACUUM (docs/operations.md). Migrations, which create the tables, set it too.
+SQLITE_AUTO_VACUUM = "PRAGMA auto_vacuum=INCREMENTAL"
+AUTO_VACUUM_INCREMENTAL = 2  # what `PRAGMA auto_vacuum` reads on such a database
+
+
 def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
     if synchronous not in ("full", "normal"):
         raise ValueError(f"SQLITE_SYNCHRONOUS must be full or normal, not {synchronous!r}")
     cursor = dbapi_connection.cursor()
+    cursor.execute(SQLITE_AUTO_VACUUM)
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -72,6 +81,22 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def reclaim_space(self, pages: int) -> int:
+        """SQLite with incremental auto-vacuum: give up to `pages` free pages back to the file
+        system; returns how many free pages are left. A no-op (0) on PostgreSQL, whose autovacuum
+        reuses the space, and on a SQLite database created without incremental auto-vacuum."""
+        if self.engine.dialect.name != "sqlite":
+            return 0
+        async with self.engine.connect() as connection:
+            if (await connection.exec_driver_sql("PRAGMA auto_vacuum")).scalar() != AUTO_VACUUM_INCREMENTAL:
+                return 0
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            # Python's sqlite3 steps an execute()d pragma once, which frees one page; a script is
+            # stepped to the end. No transaction is open here, so the script commits nothing else.
+            await driver.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+            left = (await connection.exec_driver_sql("PRAGMA freelist_count")).scalar()
+        return int(left or 0)
 
 
 # SQLSTATE classes that say the server is unreachable for now, not that the statement is wrong:

@@ -1,4 +1,5 @@
-"""Settings: the operator-editable values (batch limits, retry policy), validated, resettable."""
+"""Settings: the operator-editable values (batch limits, retry policy), validated, resettable;
+and retention: what is purged when, and the operator's "purge now"."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class SettingsPages(Controller):
     @get("/")
     async def show(self, state: State) -> Any:
         rows = await state.runtime.editable()
-        return Template(template_name="settings.html", context={"rows": rows}, media_type=HTML)
+        context = {"rows": rows, "retention_days": state.runtime.current.retention_days}
+        return Template(template_name="settings.html", context=context, media_type=HTML)
 
     @post("/")
     async def save(self, request: HttpRequest, state: State, data: Form) -> Any:
@@ -34,3 +36,13 @@ class SettingsPages(Controller):
         return done(
             request, "Settings reset to the defaults from the environment.", "/settings", redirect=True
         )
+
+    @post("/purge")
+    async def purge(self, request: HttpRequest, state: State, data: Form) -> Any:
+        purged = await state.actions.purge(data.get("older_than_days"))
+        files = f", {purged.files} files" if purged.files else ""
+        message = (
+            f"Purged {purged.batches} batches and {purged.requests} requests{files} that ended more "
+            f"than {purged.days} days ago, with their deliveries and events."
+        )
+        return done(request, message + (" More remain: purge again." if purged.more else ""), "/settings")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.backends.base import BatchAPI
+from app.core import retention
 from app.core.actions import batches, requests
 from app.core.dropin import anthropic, create
 from app.core.runtime.settings import RuntimeSettings
@@ -73,6 +74,18 @@ class Actions:
 
     async def delete_batch(self, batch_id: int) -> int:
         return await batches.delete_batch(self.db, batch_id, self.openai)
+
+    async def purge(self, older_than_days: Any = None) -> retention.Purged:
+        """Purge now what ended more than `older_than_days` ago (RETENTION_DAYS when not given),
+        for at most retention.NOW_SECONDS; `more` says some is left for another press."""
+        settings = await self.settings.fresh()
+        given = older_than_days not in (None, "")
+        days = retention.checked_days(older_than_days) if given else settings.retention_days
+        purged = await retention.purge(self.db, settings.data_dir, days, retention.NOW_SECONDS)
+        if purged.more:
+            # The scheduler's purge carries on with what is older than RETENTION_DAYS.
+            self._waking(Step.PURGE)
+        return purged
 
     async def cancel_request(self, custom_id: str | int, via: str = "api") -> Request:
         request = await requests.cancel_request(self.db, custom_id, via)

@@ -210,7 +210,8 @@ async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: s
     """Queue again the deliveries of a batch's requests: the failed ones, or all that ended."""
     ended = (DeliveryStatus.DELIVERY_FAILED,) if only_failed else states.DELIVERY_ENDED
     async with db.transaction() as session:
-        batch = found(await session.get(Batch, batch_id), "batch", batch_id)
+        # Locked: a purge (app.core.retention) skips it, and one that took it first leaves NotFound.
+        batch = await _locked_batch(session, batch_id)
         of_batch = Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id))
         ended_of_batch = select(Delivery.request_id).where(of_batch, Delivery.status.in_(ended))
         ids = list((await session.scalars(ended_of_batch)).all())

@@ -1,11 +1,15 @@
 """The operator's actions on one request: cancel it, redeliver its result, re-point its delivery.
 
 Each checks the request's state under a row lock and audits what it did in request_events.
+An action on a finished request also holds its batch (or the request, without one) for the
+rest of its transaction, so a purge (app.core.retention) cannot delete what it is changing.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.core import results
@@ -13,10 +17,10 @@ from app.core.actions.batches import CANCELLED_ERROR
 from app.core.intake import accept as intake
 from app.core.read import queries
 from app.core.rules import audit, leases, states
-from app.core.rules.errors import Conflict, Problem
+from app.core.rules.errors import Conflict, Problem, found
 from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.core.runtime.clock import utcnow
-from app.db.models import Delivery, Request
+from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
 
 
@@ -56,6 +60,7 @@ async def change_delivery(
     new = intake.validate_delivery_config(config, settings)
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)
+        await hold(session, request, custom_id)
         old = request.delivery
         if old == new:
             return new
@@ -75,6 +80,7 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
     """Queue a request's delivery again, to its current delivery config, with a fresh attempt budget."""
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)
+        await hold(session, request, custom_id)
         if request.status not in states.REQUEST_FINISHED:
             detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."
             raise Conflict(Problem("not_finished", "Request has no result yet", detail))
@@ -101,3 +107,15 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
             leases.release(delivery)
         await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": config})
     return delivery
+
+
+async def hold(session: AsyncSession, request: Request, custom_id: str | int) -> None:
+    """Keep a purge off this request until the transaction ends: a purge skips a batch (or a
+    batchless request) someone holds, and one it already took is gone here (NotFound)."""
+    if request.batch_id is not None:
+        # FOR KEY SHARE: the pipeline's own updates of the batch go on meanwhile.
+        shared = {"read": True, "key_share": True}
+        held: Any = await session.get(Batch, request.batch_id, with_for_update=shared)
+    else:
+        held = await session.get(Request, request.id, with_for_update=True)
+    found(held, "request", custom_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -136,8 +136,7 @@ async def delete(db: Database, data_dir: str, file_id: str) -> None:
     async with db.transaction() as session:
         row = found(await session.get(File, file_id), "file", file_id)
         await session.delete(row)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(location(data_dir, row))
+    remove_bytes(data_dir, [row])
 
 
 async def delete_expired(db: Database, data_dir: str, limit: int = 100) -> int:
@@ -156,10 +155,16 @@ async def delete_expired(db: Database, data_dir: str, limit: int = 100) -> int:
         )
         for row in expired:
             await session.delete(row)
-    for row in expired:
+    remove_bytes(data_dir, expired)
+    return len(expired)
+
+
+def remove_bytes(data_dir: str, rows: Iterable[File]) -> None:
+    """Delete the bytes of file objects whose rows were deleted (and committed: a failed commit
+    must not leave rows without bytes). Bytes already gone are fine."""
+    for row in rows:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(location(data_dir, row))
-    return len(expired)
 
 
 async def content(data_dir: str, file: File) -> AsyncIterator[bytes]:

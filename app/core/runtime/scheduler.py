@@ -20,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from app.backends.base import BackendStatus, BatchAPI, LineRunner
 from app.channels.base import Channel
 from app.config import Settings
-from app.core import announcements, batching
+from app.core import announcements, batching, retention
 from app.core import delivery as deliveries
 from app.core.dropin import finish
 from app.core.rules import leases
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Deliveries claimed per round: at most what can be in flight at once, so a claim's lease only
 # has to outlast one send timeout and a crashed process's claims are free again soon.
 DELIVERY_CHUNK_MAX = 500
+# Retention is slow housekeeping: old rows wait minutes more at no cost, and a pass that finds
+# nothing still reads the ended batches.
+PURGE_INTERVAL_SECONDS = 600.0
 
 
 class ScheduledStep:
@@ -105,6 +108,7 @@ class Worker:
                 ScheduledStep(Step.POLL, self._poll),
                 ScheduledStep(Step.DELIVER, self._deliver),
                 ScheduledStep(Step.FINISH, self._finish),
+                ScheduledStep(Step.PURGE, self._purge),
             )
         }
         self._timers: list[asyncio.TimerHandle] = []
@@ -117,7 +121,7 @@ class Worker:
     async def start(self) -> None:
         tick = (await self.runtime.refresh()).tick_seconds
         # The batcher runs more often than the other steps: age-based closing is its only trigger.
-        intervals = {Step.FORM: min(tick, 0.25)}
+        intervals = {Step.FORM: min(tick, 0.25), Step.PURGE: max(tick, PURGE_INTERVAL_SECONDS)}
         for step in self.steps.values():
             step.scheduler = self.scheduler
             self.scheduler.add_job(
@@ -199,6 +203,10 @@ class Worker:
     async def _finish(self) -> bool:
         settings = self.settings
         return await finish.step(self.db, settings.data_dir, self.owner, settings.lease_seconds)
+
+    async def _purge(self) -> bool:
+        settings = self.settings
+        return await retention.step(self.db, settings.data_dir, settings.retention_days)
 
     def _wake_at(self, when: datetime) -> None:
         delay = (when - datetime.now(UTC)).total_seconds()

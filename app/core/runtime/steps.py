@@ -13,6 +13,7 @@ class Step(StrEnum):
     POLL = "poll"  # follow remote (OpenAI) batches and collect them
     DELIVER = "deliver"  # drain the delivery outbox
     FINISH = "finish"  # expire overdue drop-in batches, write the files of ended ones
+    PURGE = "purge"  # delete ended batches and requests older than RETENTION_DAYS
 
 
 Wake = Callable[[Step], None]

@@ -1,0 +1,207 @@
+"""Retention: ended batches and requests are purged RETENTION_DAYS after they end, with
+everything they own, so the database stops growing without bound.
+
+A batch goes when it ended (done, failed, cancelled, expired) before the cutoff, every request
+of it ended, nobody holds its lease, a drop-in batch's files are written, and nothing of it
+still waits: no result delivery or batch event pending or retrying, no end still to announce.
+With it go its requests, their deliveries, delivery attempts and audit trail, its timeline and
+its event deliveries (ON DELETE CASCADE), and the files it produced (rows and bytes). A request
+that never got a batch (cancelled while pending) goes on the same terms. An uploaded input file
+is the user's: it keeps its own expiry.
+
+Work is done in small chunks, each one transaction, rows claimed with FOR UPDATE SKIP LOCKED:
+replicas purge side by side, and an operator's action that holds a batch or request (a
+redelivery locks it) keeps it out of the chunk. A purge changes no status; it deletes, and
+logs what it deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.dropin import files as dropin_files
+from app.core.dropin.create import DROPIN_ORIGINS
+from app.core.rules import leases
+from app.core.rules.errors import InvalidInput, Problem
+from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
+from app.core.runtime.clock import utcnow
+from app.db.models import Batch, BatchEvent, Delivery, File, Request
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+BATCH_CHUNK = 100  # batches per transaction
+REQUEST_BUDGET = 20_000  # a chunk takes no more batches once their requests pass this
+LONE_CHUNK = 1_000  # batchless requests per transaction
+VACUUM_PAGES = 4_096  # SQLite pages given back per round (16 MiB at the default page size)
+MAX_DAYS = 36_500
+# How long the operator's "purge now" works before it answers (an HTTP request waits for it).
+NOW_SECONDS = 10.0
+
+
+@dataclass
+class Purged:
+    """What a purge removed, of what age, and whether more waits (a full chunk was purged)."""
+
+    batches: int = 0
+    requests: int = 0
+    files: int = 0
+    more: bool = False
+    days: int = 0
+
+    def add(self, other: Purged) -> None:
+        self.batches += other.batches
+        self.requests += other.requests
+        self.files += other.files
+        self.more = other.more
+
+
+def checked_days(value: Any) -> int:
+    """`older than N days` as the operator gives it: a whole number from 1 to MAX_DAYS."""
+    try:
+        days = int(str(value).strip())
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_DAYS:
+        raise InvalidInput(
+            Problem(
+                "invalid_days",
+                "Invalid number of days",
+                f"older_than_days must be a whole number from 1 to {MAX_DAYS}, not {value!r}.",
+                "older_than_days",
+            )
+        )
+    return days
+
+
+async def step(db: Database, data_dir: str, days: int) -> bool:
+    """One chunk of the scheduler's purge, then some space back (SQLite); True when more waits."""
+    purged = await purge_chunk(db, data_dir, utcnow() - timedelta(days=days))
+    left = await db.reclaim_space(VACUUM_PAGES)
+    return purged.more or left > 0
+
+
+async def purge(db: Database, data_dir: str, days: int, budget_seconds: float) -> Purged:
+    """The operator's "purge now": chunk after chunk until nothing is left or `budget_seconds`
+    have passed (then `more` says so), then space back (SQLite) within the same budget."""
+    cutoff = utcnow() - timedelta(days=days)
+    deadline = time.monotonic() + budget_seconds
+    total = Purged(more=True, days=days)
+    while total.more and time.monotonic() < deadline:
+        total.add(await purge_chunk(db, data_dir, cutoff))
+    while await db.reclaim_space(VACUUM_PAGES) and time.monotonic() < deadline:
+        pass
+    return total
+
+
+async def purge_chunk(db: Database, data_dir: str, cutoff: datetime) -> Purged:
+    """One chunk of batches, then one of batchless requests, each in its own transaction."""
+    purged = await _purge_batches(db, data_dir, cutoff, BATCH_CHUNK)
+    lone, lone_more = await _purge_lone_requests(db, cutoff, LONE_CHUNK)
+    purged.requests += lone
+    purged.more = purged.more or lone_more
+    return purged
+
+
+def _purgeable_batches(cutoff: datetime) -> list[ColumnElement[bool]]:
+    of_batch = Request.batch_id == Batch.id
+    of_events = BatchEvent.batch_id == Batch.id
+    due = Delivery.status.in_(DELIVERY_DUE)
+    return [
+        Batch.status.in_(list(BATCH_TERMINAL)),
+        Batch.finished_at < cutoff,
+        leases.lease_free(Batch),
+        # A drop-in batch has ended for its face only once its files are written.
+        or_(Batch.origin.not_in(DROPIN_ORIGINS), Batch.files_written_at.is_not(None)),
+        ~exists().where(of_batch, Request.status.not_in(list(REQUEST_FINISHED))),
+        ~exists().where(of_batch, Delivery.request_id == Request.id, due),
+        ~exists().where(of_events, BatchEvent.announce),
+        ~exists().where(of_events, Delivery.batch_event_id == BatchEvent.id, due),
+    ]
+
+
+async def _purge_batches(db: Database, data_dir: str, cutoff: datetime, limit: int) -> Purged:
+    async with db.transaction() as session:
+        rows = (
+            await session.execute(
+                select(Batch.id, Batch.request_count)
+                .where(*_purgeable_batches(cutoff))
+                .order_by(Batch.finished_at, Batch.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        ids = _within_budget([(row[0], row[1]) for row in rows])
+        if not ids:
+            return Purged()
+        files = list((await session.scalars(select(File).where(File.batch_id.in_(ids)))).all())
+        requests = await _delete(session, Request, Request.batch_id.in_(ids))
+        await _delete(session, File, File.batch_id.in_(ids))
+        # Its timeline, and the deliveries of its events with their attempts, go by cascade.
+        await _delete(session, Batch, Batch.id.in_(ids))
+    dropin_files.remove_bytes(data_dir, files)
+    log.info(
+        "retention: purged %d batches ended before %s (ids %s) with %d requests and %d files",
+        len(ids),
+        cutoff.isoformat(timespec="seconds"),
+        ", ".join(map(str, ids)),
+        requests,
+        len(files),
+    )
+    return Purged(len(ids), requests, len(files), more=len(ids) < len(rows) or len(rows) == limit)
+
+
+def _within_budget(rows: list[tuple[int, int]]) -> list[int]:
+    """The first batches whose requests stay within REQUEST_BUDGET (always at least one)."""
+    ids: list[int] = []
+    total = 0
+    for batch_id, count in rows:
+        if ids and total + count > REQUEST_BUDGET:
+            break
+        ids.append(batch_id)
+        total += count
+    return ids
+
+
+async def _purge_lone_requests(db: Database, cutoff: datetime, limit: int) -> tuple[int, bool]:
+    """Requests without a batch that ended before the cutoff; returns (how many, whether more)."""
+    async with db.transaction() as session:
+        ids = list(
+            (
+                await session.scalars(
+                    select(Request.id)
+                    .where(
+                        Request.batch_id.is_(None),
+                        Request.status.in_(list(REQUEST_FINISHED)),
+                        Request.completed_at < cutoff,
+                        ~exists().where(Delivery.request_id == Request.id, Delivery.status.in_(DELIVERY_DUE)),
+                    )
+                    .order_by(Request.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+        )
+        if ids:
+            await _delete(session, Request, Request.id.in_(ids))
+    if ids:
+        log.info(
+            "retention: purged %d requests without a batch ended before %s (ids %d to %d)",
+            len(ids),
+            cutoff.isoformat(timespec="seconds"),
+            ids[0],
+            ids[-1],
+        )
+    return len(ids), len(ids) == limit
+
+
+async def _delete(session: AsyncSession, model: Any, where: ColumnElement[bool]) -> int:
+    result = await session.execute(delete(model).where(where).execution_options(synchronize_session=False))
+    return result.rowcount or 0
