@@ -63,7 +63,9 @@ async def test_requests_are_uploaded_polled_collected_and_delivered(
         [created] = openai_api.created
         assert created["completion_window"] == "24h"
         assert created["endpoint"] == "/v1/chat/completions"
-        assert created["metadata"] == {"batchgate_batch_id": str(batch["id"])}
+        # The submission key is how a create whose answer was lost is found again.
+        key = {"batchgate_submission_key": batch["remote"]["submission_key"]}
+        assert created["metadata"] == {"batchgate_batch_id": str(batch["id"]), **key}
         [upload] = openai_api.uploads
         assert upload["filename"] == f"batchgate-batch-{batch['id']}.jsonl"
         assert [cid for _, cid in openai_api.executed] == ["ok/1", "ok/2", "ok/3"]

@@ -90,6 +90,8 @@ class RemoteOut(msgspec.Struct):
     output_file_id: str | None
     error_file_id: str | None
     files_deleted_at: datetime | None
+    # In the remote batch's metadata (batchgate_submission_key): how a lost create is found again.
+    submission_key: str | None
 
 
 class BatchUsageOut(msgspec.Struct):
@@ -235,6 +237,7 @@ def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
             b.output_file_id,
             b.error_file_id,
             b.files_deleted_at,
+            b.submission_key,
         )
     usage = BatchUsageOut(b.input_tokens, b.cached_tokens, b.output_tokens, b.reasoning_tokens)
     cost = None

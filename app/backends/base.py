@@ -95,7 +95,8 @@ class LineRunner(Backend, Protocol):
 
 
 class BatchAPI(Backend, Protocol):
-    """A backend that runs whole batches remotely: upload, create, poll, download, cancel, delete."""
+    """A backend that runs whole batches remotely: upload, create, list, poll, download, cancel,
+    delete. `create_batch` is sent once; the core retries it after a lookup (`list_batches`)."""
 
     configured: bool
 
@@ -104,6 +105,8 @@ class BatchAPI(Backend, Protocol):
     async def create_batch(
         self, input_file_id: str, endpoint: str, metadata: dict[str, str]
     ) -> dict[str, Any]: ...
+
+    async def list_batches(self, after: str | None = None, limit: int = 100) -> dict[str, Any]: ...
 
     async def get_batch(self, remote_id: str) -> dict[str, Any]: ...
 

@@ -2,7 +2,10 @@
 
 Every call retries 429 (honouring Retry-After), 5xx and connection errors a bounded number of
 times (OPENAI_MAX_RETRIES) and then raises OpenAIError; a 401 or 403 raises AuthRefused at once,
-since retrying a refused key only hammers the API. Uploads stream from a file on disk and
+since retrying a refused key only hammers the API. The one exception is the batch create: it is
+sent once, and its error says whether OpenAI may have applied it (`outcome_unknown`), because
+sending it again could create, and bill, a second batch. The core retries it, after looking for
+the batch by its metadata (`list_batches`). Uploads stream from a file on disk and
 downloads stream line by line, so no batch file is ever held in memory whole.
 
 Why not the `openai` SDK: its upload reads the whole file into memory and its retries cannot be
@@ -29,11 +32,23 @@ COMPLETION_WINDOW = "24h"
 class OpenAIError(Exception):
     """An API call that failed for good (after its retries, or at once for a 4xx)."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        *,
+        outcome_unknown: bool = False,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
+        # The request reached OpenAI but its answer did not reach us (a read timeout, a dropped
+        # connection, a 5xx): it may have been applied.
+        self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after  # the answer's Retry-After header, if it had one
 
     @property
     def retryable(self) -> bool:
@@ -93,14 +108,24 @@ class OpenAIBackend:
     async def create_batch(
         self, input_file_id: str, endpoint: str, metadata: dict[str, str]
     ) -> dict[str, Any]:
-        """POST /batches; returns the batch object."""
+        """POST /batches, sent once (never retried here: a lost answer may hide a created
+        batch); returns the batch object. A failure says whether it may have been applied."""
         payload = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
             "completion_window": COMPLETION_WINDOW,
             "metadata": metadata,
         }
-        response = await self._call("POST", "/batches", lambda: {"json": payload})
+        response = await self._call("POST", "/batches", lambda: {"json": payload}, retry=False)
+        return dict(response.json())
+
+    async def list_batches(self, after: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """GET /batches: one page, newest first (`data`, `has_more`, `last_id`), after the
+        batch id `after`."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        response = await self._call("GET", "/batches", lambda: {"params": params})
         return dict(response.json())
 
     async def get_batch(self, remote_id: str) -> dict[str, Any]:
@@ -151,28 +176,31 @@ class OpenAIBackend:
                 error = OpenAIError(f"reading file {file_id}: {type(exc).__name__}: {exc}")
                 if started:
                     raise error from exc
-            if isinstance(error, AuthRefused) or not error.retryable or not self.retries.allows(attempt):
+            if not (error.retryable and self.retries.allows(attempt)):
                 raise error
             await asyncio.sleep(self.retries.wait(attempt))
 
-    async def _call(self, method: str, path: str, request: Any) -> httpx.Response:
-        """One API call with bounded retries; `request()` gives httpx's keyword arguments afresh."""
+    async def _call(self, method: str, path: str, request: Any, retry: bool = True) -> httpx.Response:
+        """One API call, with bounded retries unless `retry` is False; `request()` gives httpx's
+        keyword arguments afresh."""
         attempt = 0
         while True:
             attempt += 1
-            retry_after = None
             try:
                 response = await self._client.request(method, path, **request())
             except httpx.TransportError as exc:
-                error = OpenAIError(f"{method} {path}: {type(exc).__name__}: {exc}")
+                # Only a connection never made is sure not to have reached OpenAI.
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+                error = OpenAIError(
+                    f"{method} {path}: {type(exc).__name__}: {exc}", outcome_unknown=not unsent
+                )
             else:
                 if response.is_success:
                     return response
                 error = _error_of(response, f"{method} {path}")
-                retry_after = response.headers.get("retry-after")
-            if isinstance(error, AuthRefused) or not error.retryable or not self.retries.allows(attempt):
+            if not (retry and error.retryable and self.retries.allows(attempt)):
                 raise error
-            await asyncio.sleep(self.retries.wait(attempt, retry_after))
+            await asyncio.sleep(self.retries.wait(attempt, error.retry_after))
 
 
 def _message(response: httpx.Response) -> str:
@@ -194,4 +222,11 @@ def _error_of(response: httpx.Response, what: str = "") -> OpenAIError:
     status = response.status_code
     message = f"{what + ' ' if what else ''}answered {status}: {_message(response)}"
     kind = AuthRefused if status in (401, 403) else OpenAIError
-    return kind(message, status, code)
+    # A 5xx may come from a proxy or from OpenAI failing after it acted: the outcome is unknown.
+    return kind(
+        message,
+        status,
+        code,
+        outcome_unknown=status >= 500,
+        retry_after=response.headers.get("retry-after"),
+    )

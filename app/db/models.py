@@ -41,6 +41,10 @@ class Batch(IdentityBase):
     output_repolls: Mapped[int] = mapped_column(Integer, default=0)
     cancel_sent: Mapped[bool] = mapped_column(Boolean, default=False)
     files_deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    # The current OpenAI submission's key, sent in the create's metadata, stored before the create
+    # is sent: a later attempt finds the remote batch by it instead of creating a second one.
+    submission_key: Mapped[str | None] = mapped_column(String(32))
+    submission_key_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     # Usage of the batch's lines, from the batch object or summed over its output lines.
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -8,6 +8,7 @@ mutate between requests; recordings are plain lists and dicts.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -172,6 +173,7 @@ class OpenAIBatchStandin:
 
     Request pipeline: record the call, ``required_api_key`` (401), ``forbidden``
     (403), ``fail_next`` (not for GET /v1/models), ``fail_matching``, then the route.
+    ``lost_create_answers`` lets a create succeed and then loses its answer (see there).
 
     Batches move only on ``GET /v1/batches/{id}``: ``polls_per_status`` GETs show
     each of validating, in_progress and finalizing, then the final status. The
@@ -191,6 +193,12 @@ class OpenAIBatchStandin:
         # Regex fullmatched against "METHOD /path" -> statuses popped one per matching call, so a
         # failure can aim at one route (e.g. {r"POST /v1/batches/.+/cancel": [409]}).
         self.fail_matching: dict[str, list[int]] = {}
+        # One popped per accepted POST /v1/batches: the batch is created (and would be billed),
+        # then its answer is lost. "timeout": no answer until the client hangs up; "disconnect":
+        # the connection closes halfway through the answer; "500": answers 500; "hold": no answer
+        # until `release_held` is set (then the usual one) or the client hangs up.
+        self.lost_create_answers: list[str] = []
+        self.release_held = asyncio.Event()
         # State-machine switches.
         self.polls_per_status: int = 1  # GETs showing each non-final status (0: straight to final)
         self.cancelling_polls: int = 1  # GETs showing "cancelling" after a client cancel
@@ -267,20 +275,12 @@ class OpenAIBatchStandin:
         self.call_headers.append(headers)
         extra = {"x-request-id": self._new_id("req_", 24)}
         try:
-            await self._dispatch(scope, method, path, headers, raw, send, extra)
+            await self._dispatch(_Request(scope, headers, raw, send, extra, receive), method, path)
         except _ApiError as exc:
             await send_json(send, exc.status, exc.body, extra)
 
-    async def _dispatch(
-        self,
-        scope: Scope,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        raw: bytes,
-        send: Send,
-        extra: dict[str, str],
-    ) -> None:
+    async def _dispatch(self, request: _Request, method: str, path: str) -> None:
+        headers, extra = request.headers, request.extra
         expected = f"Bearer {self.required_api_key}"
         if self.required_api_key is not None and headers.get("authorization") != expected:
             raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
@@ -312,7 +312,6 @@ class OpenAIBatchStandin:
             if route_method != method:
                 allowed.append(route_method)
                 continue
-            request = _Request(scope, headers, raw, send, extra)
             await handler(request, **match.groupdict())
             return
         if allowed:
@@ -496,7 +495,28 @@ class OpenAIBatchStandin:
         scenario = self.next_batches.pop(0) if self.next_batches else {}
         self.batches[batch_id] = batch
         self._runs[batch_id] = _Run(scenario=dict(scenario))
+        if self.lost_create_answers and not await self._lose_answer(request, self.lost_create_answers.pop(0)):
+            return
         await send_json(request.send, 200, self._view(batch_id, consume=False), request.extra)
+
+    async def _lose_answer(self, request: _Request, fault: str) -> bool:
+        """Lose the answer of a create already applied, as `fault` says; True when the usual
+        answer is to be sent after all (a held answer released while the client waits)."""
+        if fault == "500":
+            raise _ApiError(500, "The server had an error.", type_="server_error")
+        if fault == "disconnect":
+            start = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
+            await request.send({"type": "http.response.start", "status": 200, "headers": start})
+            await request.send({"type": "http.response.body", "body": b'{"id": "batch_', "more_body": True})
+            return False  # the server closes a connection whose answer was left unfinished
+        hung_up = asyncio.ensure_future(_disconnected(request.receive))
+        released = asyncio.ensure_future(self.release_held.wait())
+        waits = {hung_up} if fault == "timeout" else {hung_up, released}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        client_left = hung_up.done()
+        hung_up.cancel()
+        released.cancel()
+        return not client_left
 
     def _batch(self, batch_id: str) -> Json:
         batch = self.batches.get(batch_id)
@@ -904,6 +924,13 @@ class _Request:
     raw: bytes
     send: Send
     extra: dict[str, str]
+    receive: Receive
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has hung up (the request's body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _batch_error(code: str, line: int | None, message: str, param: str | None) -> Json:

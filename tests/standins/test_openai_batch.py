@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from openai.types.chat import ChatCompletion
 from tests.standins.asgi import Relay
 from tests.standins.openai_batch import OpenAIBatchStandin, parse_multipart
 from tests.standins.serve import serve
+from tests.support.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -524,6 +526,30 @@ async def test_list_batches_newest_first_with_paging(
     for b in page["data"] + rest["data"]:
         checked(b)
     assert all(app.batches[i]["status"] == "validating" for i in ids)  # listing does not advance
+
+
+async def test_lost_create_answers_create_the_batch_all_the_same(
+    api: tuple[OpenAIBatchStandin, httpx.AsyncClient],
+) -> None:
+    app, client = api
+    file_id = await upload(client, lines_abc())
+    body = {"input_file_id": file_id, "endpoint": CHAT, "completion_window": "24h", "metadata": {"k": "v"}}
+    app.lost_create_answers = ["500", "disconnect", "timeout", "hold", "hold"]
+    assert (await client.post("/batches", json=body)).status_code == 500
+    with pytest.raises(httpx.RemoteProtocolError):  # closed halfway through the answer
+        await client.post("/batches", json=body)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post("/batches", json=body, timeout=0.2)
+    with pytest.raises(httpx.ReadTimeout):  # held, and the client gave up first
+        await client.post("/batches", json=body, timeout=0.2)
+    held = asyncio.create_task(client.post("/batches", json=body))
+    await wait_until(lambda: len(app.batches) == 5, timeout=10, what="the held create applied")
+    assert not held.done()
+    app.release_held.set()
+    answer = (await held).json()
+    assert answer["id"] in app.batches and not app.lost_create_answers
+    listed = (await client.get("/batches", params={"limit": 100})).json()["data"]
+    assert len(listed) == 5 and all(checked(b)["metadata"] == {"k": "v"} for b in listed)
 
 
 # ---------------------------------------------------------------------- SDK contract

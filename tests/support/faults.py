@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import update
 
 from app.core.runtime.clock import utcnow
@@ -23,3 +25,16 @@ async def kill_runs(app: RunningApp, inference: InferenceStandin, key: str, time
                 .where(Batch.status == "processing")
                 .values(leased_by="gone:1:dead", leased_until=utcnow())
             )
+
+
+async def kill_submission(app: RunningApp) -> None:
+    """The process submitting a batch "dies": its lease passes to an owner that is gone, as after
+    a SIGKILL, so its work stops when its heartbeat sees that, and the lease runs out a lease
+    later, when the next submission round takes the batch over."""
+    lease = timedelta(seconds=app.settings.lease_seconds)
+    async with app.db.transaction() as session:
+        await session.execute(
+            update(Batch)
+            .where(Batch.status == "submitting")
+            .values(leased_by="gone:1:dead", leased_until=utcnow() + lease)
+        )

@@ -133,7 +133,9 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
         batch.run_failures = batch.token_limit_retries = batch.output_repolls = 0
         batch.error = batch.wait_reason = batch.next_attempt_at = batch.estimated_tokens = None
         # An OpenAI batch is uploaded afresh (its old input file may be gone, and it held more lines).
+        # It is a new submission: a fresh key, so that the old remote batch is never adopted.
         batch.remote_batch_id = batch.remote_status = None
+        batch.submission_key = batch.submission_key_at = None
         batch.input_file_id = batch.output_file_id = batch.error_file_id = batch.files_deleted_at = None
         states.move_batch(
             session, batch, BatchStatus.READY, f"retried by operator ({moved} requests to run again)"

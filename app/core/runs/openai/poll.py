@@ -226,6 +226,8 @@ async def _token_limit(session: AsyncSession, batch: Batch, settings: Settings) 
     batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
     batch.wait_reason = reason
     batch.remote_batch_id = batch.remote_status = None
+    # A new submission: a fresh key, so that the refused remote batch is never adopted.
+    batch.submission_key = batch.submission_key_at = None
     batch.error = None
     states.move_batch(session, batch, B.READY, reason)
 

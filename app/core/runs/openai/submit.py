@@ -1,11 +1,14 @@
 """Submission: admit ready batches, write each one's input file, upload it and create the remote
-batch. A failure sends the batch back to ready with backoff, SUBMIT_ATTEMPTS times at most; a
-refused key sends it back without counting (the gate is shut for everyone)."""
+batch, once (once.py): an attempt that follows one whose create may have reached OpenAI first
+looks for the remote batch by its submission key and adopts it. A failure sends the batch back to
+ready with backoff, SUBMIT_ATTEMPTS times at most; a refused key sends it back without counting
+(the gate is shut for everyone)."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
 
@@ -16,7 +19,7 @@ from app.backends.openai import AuthRefused, OpenAIError
 from app.core.rules import leases, states
 from app.core.rules.states import B, R
 from app.core.runs.lines import input_line
-from app.core.runs.openai import admission
+from app.core.runs.openai import admission, once
 from app.core.runs.openai.common import (
     LINES_PER_TRANSACTION,
     PARALLEL,
@@ -28,6 +31,7 @@ from app.core.runs.openai.common import (
     reported,
     request_ids,
     set_batch,
+    snapshot,
 )
 from app.core.runs.openai.endings import INTERRUPTED, NOTHING_TO_SUBMIT, SUBMISSION_FAILED, SUBMIT_ATTEMPTS
 from app.core.runs.openai.files import delete_remote_files
@@ -73,32 +77,76 @@ async def _recover_interrupted(run: Run) -> None:
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        orphans = [batch.input_file_id for batch in stale if batch.input_file_id]
+        orphans = []
         for batch in stale:
-            await _submission_failed(run, session, batch, INTERRUPTED, retryable=True)
+            # With a key, a create may have used the input file: the next attempt looks first.
+            file_id, maybe_created = batch.input_file_id, once.stored_key(batch) is not None
+            await _submission_failed(run, session, batch, INTERRUPTED, True, maybe_created)
+            if file_id and batch.input_file_id is None:
+                orphans.append(file_id)
     if orphans:
         await delete_remote_files(run.backend, orphans)
 
 
+@dataclass
+class _Attempt:
+    """What one submission attempt has done so far that a failure must know of."""
+
+    file_id: str | None = None  # the input file it uploaded
+    maybe_created: bool = False  # a create with the batch's key went out, now or before
+
+
 async def _submit_one(run: Run, batch_id: int) -> None:
-    file_id: str | None = None
+    attempt = _Attempt()
 
     async def failed(exc: Exception) -> None:
-        await _submit_failed(run, batch_id, exc, file_id)
+        await _submit_failed(run, batch_id, exc, attempt)
 
     async with (
         reported(run, "submitting", batch_id, failed),
         leases.held(run.db, Batch, batch_id, run.owner, run.settings.current.lease_seconds),
     ):
+        batch = await snapshot(run.db, batch_id)
+        if batch is None:
+            return
+        attempt.maybe_created = once.stored_key(batch) is not None
+        if await _adopted_earlier(run, batch):
+            return
+        if batch.run_failures >= SUBMIT_ATTEMPTS:  # this round only looked
+            await _nothing_found(run, batch_id)
+            return
         with tempfile.TemporaryFile() as file:
             lines, endpoint = await _write_input(run.db, batch_id, file)
             if not lines:
                 await _nothing_to_submit(run.db, batch_id)
                 return
-            file_id = await run.backend.upload(file, f"batchgate-batch-{batch_id}.jsonl")
-        await set_batch(run.db, batch_id, input_file_id=file_id)
-        remote = await run.backend.create_batch(file_id, endpoint, {"batchgate_batch_id": str(batch_id)})
-        await _created(run.db, batch_id, remote, lines)
+            attempt.file_id = await run.backend.upload(file, f"batchgate-batch-{batch_id}.jsonl")
+        await set_batch(run.db, batch_id, input_file_id=attempt.file_id)
+        key = await once.key_for(run.db, batch)
+        attempt.maybe_created = True
+        remote, adopted = await once.create_or_adopt(run, batch_id, key, attempt.file_id, endpoint)
+        found = " (found by its submission key: the create's answer was lost)" if adopted else ""
+        await _created(run.db, batch_id, remote, f"created ({lines} lines){found}")
+        if remote.get("input_file_id") not in (None, attempt.file_id):
+            # An earlier attempt's create was the one that landed: this upload is not needed.
+            await delete_remote_files(run.backend, [attempt.file_id])
+
+
+async def _adopted_earlier(run: Run, batch: Batch) -> bool:
+    """When an earlier attempt may have sent a create, look for its remote batch by the key and
+    follow it (True). Otherwise its stale input file is deleted and a create is due (False)."""
+    key = once.stored_key(batch)
+    if key is None:
+        return False
+    remote = await once.find_remote(run.backend, key)
+    if remote is not None:
+        why = f"found by its submission key {key.value}: an earlier attempt created it"
+        await _created(run.db, batch.id, remote, why)
+        return True
+    if batch.input_file_id:
+        await delete_remote_files(run.backend, [batch.input_file_id])
+        await set_batch(run.db, batch.id, input_file_id=None)
+    return False
 
 
 async def _write_input(db: Database, batch_id: int, file: IO[bytes]) -> tuple[int, str]:
@@ -145,13 +193,17 @@ async def _number_lines(db: Database, batch_id: int) -> str:
         return batch.endpoint
 
 
-async def _created(db: Database, batch_id: int, remote: dict[str, Any], lines: int) -> None:
+async def _created(db: Database, batch_id: int, remote: dict[str, Any], how: str) -> None:
+    """Follow the remote batch: record it, and the batch and its requests are processing."""
     now = utcnow()
     async with db.transaction() as session:
         batch = await leases.lock(session, Batch, batch_id, B.SUBMITTING)
         if batch is None:
             return
         batch.remote_batch_id = str(remote["id"])
+        batch.error = None  # a failure kept for a last look that found the batch after all
+        if remote.get("input_file_id"):
+            batch.input_file_id = str(remote["input_file_id"])
         batch.remote_status = str(remote.get("status") or "validating")
         batch.run_failures = 0
         batch.output_repolls = 0
@@ -159,9 +211,7 @@ async def _created(db: Database, batch_id: int, remote: dict[str, Any], lines: i
         batch.files_deleted_at = None
         batch.next_attempt_at = now  # poll at once
         leases.release(batch)
-        states.move_batch(
-            session, batch, B.PROCESSING, f"OpenAI batch {batch.remote_batch_id} created ({lines} lines)"
-        )
+        states.move_batch(session, batch, B.PROCESSING, f"OpenAI batch {batch.remote_batch_id} {how}")
         await states.move_requests(
             session,
             await request_ids(session, batch_id, R.BATCHED),
@@ -180,10 +230,13 @@ async def _nothing_to_submit(db: Database, batch_id: int) -> None:
             states.move_batch(session, batch, B.FAILED, NOTHING_TO_SUBMIT.why())
 
 
-async def _submit_failed(run: Run, batch_id: int, exc: Exception, file_id: str | None) -> None:
+async def _submit_failed(run: Run, batch_id: int, exc: Exception, attempt: _Attempt) -> None:
     message = error_text(exc)
     auth = isinstance(exc, AuthRefused)
     retryable = auth or not isinstance(exc, OpenAIError) or exc.retryable
+    # After a create went out, only a refusal proves no remote batch was made; until the next
+    # attempt's lookup knows, the input file stays (a remote batch made from it needs it).
+    keep_input = attempt.maybe_created and retryable
     async with run.db.transaction() as session:
         batch = await leases.lock(session, Batch, batch_id, B.SUBMITTING)
         if batch is None:
@@ -191,34 +244,62 @@ async def _submit_failed(run: Run, batch_id: int, exc: Exception, file_id: str |
         if auth:
             # Not the batch's fault: it waits, uncounted, until the key works again.
             leases.release(batch)
-            batch.input_file_id = None
+            if not keep_input:
+                batch.input_file_id = None
             states.move_batch(session, batch, B.READY, f"not submitted: {message}")
             batch.wait_reason = run.gate.stopped()
         else:
-            await _submission_failed(run, session, batch, message, retryable)
-    if file_id is not None:
-        await delete_remote_files(run.backend, [file_id])
+            await _submission_failed(run, session, batch, message, retryable, keep_input)
+        dropped = batch.input_file_id is None
+    if attempt.file_id is not None and dropped:
+        await delete_remote_files(run.backend, [attempt.file_id])
     run.on_results()
 
 
 async def _submission_failed(
-    run: Run, session: AsyncSession, batch: Batch, message: str, retryable: bool
+    run: Run, session: AsyncSession, batch: Batch, message: str, retryable: bool, maybe_created: bool = False
 ) -> None:
-    """Back to ready with backoff while attempts remain, else failed with its requests."""
+    """Back to ready with backoff while attempts remain, else failed with its requests. When a
+    create may have made a remote batch, the input file is kept for it, and once the attempts
+    are spent one more round only looks for that batch (failing now would leave it unfollowed)."""
     batch.run_failures += 1
     leases.release(batch)
-    batch.input_file_id = None
-    if retryable and batch.run_failures < SUBMIT_ATTEMPTS:
-        delay = backoff(run.settings.current.openai_poll_seconds, batch.run_failures)
-        batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
-        reason = (
-            f"submission failed ({message}); attempt {batch.run_failures + 1} of {SUBMIT_ATTEMPTS} "
-            f"in {duration(delay)}"
+    last_look = maybe_created and batch.run_failures == SUBMIT_ATTEMPTS
+    if not (retryable and (batch.run_failures < SUBMIT_ATTEMPTS or last_look)):
+        await _fail_submission(
+            session, batch, message, f"after {batch.run_failures} attempts" if retryable else "refused"
         )
-        states.move_batch(session, batch, B.READY, reason)
-        batch.wait_reason = reason
         return
-    tried = f"after {batch.run_failures} attempts" if retryable else "refused"
+    if not maybe_created:
+        batch.input_file_id = None
+    delay = backoff(run.settings.current.openai_poll_seconds, batch.run_failures)
+    batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    if last_look:
+        batch.error = SUBMISSION_FAILED.error(detail=message)  # what it fails with if nothing is found
+        after = f"attempts spent; a last look for the batch its create may have made in {duration(delay)}"
+    else:
+        after = f"attempt {batch.run_failures + 1} of {SUBMIT_ATTEMPTS} in {duration(delay)}"
+    reason = f"submission failed ({message}); {after}"
+    states.move_batch(session, batch, B.READY, reason)
+    batch.wait_reason = reason
+
+
+async def _nothing_found(run: Run, batch_id: int) -> None:
+    """The last look found no remote batch: the submission fails as its last attempt did."""
+    async with run.db.transaction() as session:
+        batch = await leases.lock(session, Batch, batch_id, B.SUBMITTING)
+        if batch is None:
+            return
+        leases.release(batch)
+        detail = str((batch.error or {}).get("message") or "no remote batch was found")
+        tried = f"after {batch.run_failures} attempts and a last look that found no remote batch"
+        await _fail_submission(session, batch, detail, tried)
+    run.on_results()
+
+
+async def _fail_submission(session: AsyncSession, batch: Batch, message: str, tried: str) -> None:
+    """The batch fails with submission_failed, and so do its requests."""
+    batch.input_file_id = None
     batch.error = SUBMISSION_FAILED.error(detail=message)
     states.move_batch(session, batch, B.FAILED, SUBMISSION_FAILED.why(detail=message, tried=tried))
     await fail_requests(session, batch, R.BATCHED, SUBMISSION_FAILED.error(detail=message))
