@@ -1,0 +1,68 @@
+"""Three full app processes on one PostgreSQL (issue 13): under load, no request runs twice and
+no delivery is sent twice when nothing crashes, and every request is delivered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app.db.models import Batch
+from app.db.session import Database
+from tests.standins.inference import InferenceStandin
+from tests.standins.receiver import WebhookReceiver
+from tests.support import migrate, postgres_database, request_payload, webhook
+from tests.support.processes import app_process
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+REPLICAS = 3
+COUNT = 300
+
+
+async def test_three_replicas_run_and_deliver_each_request_once(
+    inference: InferenceStandin, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    inference.delay_seconds = 0.01
+    async with postgres_database() as url, AsyncExitStack() as stack:
+        await migrate(url)
+        env = {
+            "DATABASE_URL": url,
+            "DATA_DIR": str(tmp_path),
+            "API_KEYS": "",
+            "LOCAL_BASE_URL": inference.url + "/v1",
+            "LOCAL_CONCURRENCY": "4",
+            "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
+            "BATCH_MAX_REQUESTS": "20",
+            "TICK_SECONDS": "0.2",
+            "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
+            "WEBHOOK_SECRET": "",
+        }
+        urls = [(await stack.enter_async_context(app_process(env)))[1] for _ in range(REPLICAS)]
+        clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10)) for u in urls]
+        slots = asyncio.Semaphore(32)
+
+        async def submit(n: int) -> int:
+            async with slots:  # spread over the replicas, as a load balancer would
+                body = request_payload(f"rep-{n:03d}", webhook(receiver.url + "/hook"))
+                return (await clients[n % REPLICAS].post("/api/requests", json=body)).status_code
+
+        assert set(await asyncio.gather(*(submit(n) for n in range(COUNT)))) == {202}
+        await receiver.wait_for(lambda r: len(r.successes()) >= COUNT, timeout=120)
+        db = Database(url)
+        try:
+            async with db.transaction() as session:
+                unfinished = await session.scalar(select(func.count()).where(Batch.status != "done"))
+        finally:
+            await db.dispose()
+    ids = {f"rep-{n:03d}" for n in range(COUNT)}
+    ran = Counter(call["key"] for call in inference.calls)
+    sent = Counter(r.custom_id for r in receiver.received)
+    assert set(ran) == ids and max(ran.values()) == 1, "a request ran twice"
+    assert set(sent) == ids and max(sent.values()) == 1, "a delivery was sent twice"
+    assert unfinished == 0
