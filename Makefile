@@ -4,32 +4,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast browser realmodel lint format bench migrate clean
+.PHONY: run test test-fast tools realmodel lint format bench migrate clean
 
 run: $(STAMP)
 	$(BIN)/batchgate migrate
 	$(BIN)/batchgate serve
 
 # In CI (CI=true) the real-model test is required, so its model and llama.cpp are installed first.
-test: browser $(STAMP) $(if $(filter true 1 yes,$(CI)),realmodel)
+test: tools $(STAMP) $(if $(filter true 1 yes,$(CI)),realmodel)
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -x -q -m "not slow"
 
-# Browser tests drive Debian's chromium through playwright (playwright's own browser
-# download is never used), so install it when missing, as CI's root machine can.
-# Without root or apt-get, only say so: that must not stop the rest of the suite.
-# apt-get update runs only when the install fails (e.g. empty package lists).
-browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -qq chromium >/dev/null 2>&1 \
-	    || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
-	else \
-	  echo "note: /usr/bin/chromium is missing and can't be installed here (needs root and apt-get)"; \
-	fi
+# Some tests drive Debian packages: chromium for the browser tests (through playwright; its own
+# browser download is never used) and faketime for a replica whose clock runs ahead. Install
+# them when missing, as CI's root machine can. Without root or apt-get, only say so: that must
+# not stop the rest of the suite. apt-get update runs only when the install fails.
+TOOLS := /usr/bin/chromium:chromium /usr/bin/faketime:faketime
+tools:
+	@for tool in $(TOOLS); do \
+	  path=$${tool%%:*}; package=$${tool##*:}; \
+	  if [ -x $$path ]; then continue; \
+	  elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq $$package >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq $$package >/dev/null; }; \
+	  else \
+	    echo "note: $$path is missing and can't be installed here (needs root and apt-get)"; \
+	  fi; \
+	done
 
 # The real-model test runs when these are installed (CI installs them; see .ci/run). llama.cpp
 # is compiled once (about 5 minutes) into a wheel kept under WHEELS, outside the clone, so later

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +11,7 @@ from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import StartApp, fast_settings, request_payload, wait_until, webhook
-from tests.support.processes import app_process
+from tests.support.processes import app_process, kill
 
 COUNT = 120
 
@@ -87,7 +85,7 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(
                         await client.post("/api/requests", json=payload(i, receiver.url))
                     ).status_code == 202
             await wait_until(lambda: _at_least(finished_count(db), 10), timeout=30, what="some results")
-            process.send_signal(signal.SIGKILL)
+            kill(process)
             await process.wait()
         assert await finished_count(db) < COUNT, "the kill came too late to test anything"
 

@@ -110,14 +110,14 @@ async def purge_chunk(db: Database, data_dir: str, cutoff: datetime) -> Purged:
     return purged
 
 
-def _purgeable_batches(cutoff: datetime) -> list[ColumnElement[bool]]:
+def _purgeable_batches(session: AsyncSession, cutoff: datetime) -> list[ColumnElement[bool]]:
     of_batch = Request.batch_id == Batch.id
     of_events = BatchEvent.batch_id == Batch.id
     due = Delivery.status.in_(DELIVERY_DUE)
     return [
         Batch.status.in_(list(BATCH_TERMINAL)),
         Batch.finished_at < cutoff,
-        leases.lease_free(Batch),
+        leases.lease_free(session, Batch),
         # A drop-in batch has ended for its face only once its files are written.
         or_(Batch.origin.not_in(DROPIN_ORIGINS), Batch.files_written_at.is_not(None)),
         ~exists().where(of_batch, Request.status.not_in(list(REQUEST_FINISHED))),
@@ -132,7 +132,7 @@ async def _purge_batches(db: Database, data_dir: str, cutoff: datetime, limit: i
         rows = (
             await session.execute(
                 select(Batch.id, Batch.request_count)
-                .where(*_purgeable_batches(cutoff))
+                .where(*_purgeable_batches(session, cutoff))
                 .order_by(Batch.finished_at, Batch.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

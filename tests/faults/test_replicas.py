@@ -4,6 +4,7 @@ no delivery is sent twice when nothing crashes, and every request is delivered."
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,7 +17,7 @@ from app.db.models import Batch
 from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
-from tests.support import migrate, postgres_database, request_payload, webhook
+from tests.support import IN_CI, migrate, postgres_database, request_payload, wait_until, webhook
 from tests.support.processes import app_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -66,3 +67,37 @@ async def test_three_replicas_run_and_deliver_each_request_once(
     assert set(ran) == ids and max(ran.values()) == 1, "a request ran twice"
     assert set(sent) == ids and max(sent.values()) == 1, "a delivery was sent twice"
     assert unfinished == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("faketime") is None and not IN_CI, reason="faketime (Debian package) is not installed"
+)
+async def test_a_replica_whose_clock_runs_ahead_takes_over_no_lease(
+    inference: InferenceStandin, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    # Leases run out by the database's clock: a replica 90 s ahead (libfaketime) must not take
+    # over a batch another replica is running under a 20 s lease.
+    inference.delay_seconds = 0.2
+    async with postgres_database() as url, AsyncExitStack() as stack:
+        await migrate(url)
+        env = {
+            "DATABASE_URL": url,
+            "DATA_DIR": str(tmp_path),
+            "API_KEYS": "",
+            "LOCAL_BASE_URL": inference.url + "/v1",
+            "LOCAL_CONCURRENCY": "2",
+            "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
+            "TICK_SECONDS": "0.2",
+            "LEASE_SECONDS": "20",
+            "WEBHOOK_SECRET": "",
+        }
+        _, first = await stack.enter_async_context(app_process(env))
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=first, timeout=10))
+        for n in range(30):
+            body = request_payload(f"skew-{n:02d}", webhook(receiver.url + "/hook"))
+            assert (await client.post("/api/requests", json=body)).status_code == 202
+        await wait_until(lambda: inference.in_flight > 0, timeout=20, what="the first replica's run")
+        await stack.enter_async_context(app_process(env, wrapper=("faketime", "-f", "+90s")))
+        await receiver.wait_for(lambda r: len(r.successes()) >= 30, timeout=60)
+    ran = Counter(call["key"] for call in inference.calls)
+    assert len(ran) == 30 and max(ran.values()) == 1, f"run twice: {[k for k, n in ran.items() if n > 1]}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import request_payload, wait_until, webhook
-from tests.support.processes import app_process
+from tests.support.processes import app_process, kill
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +100,7 @@ async def run_with_a_kill(
         async with app_process(env) as (process, url):
             submitting = asyncio.create_task(submit_all(url, ids, hook))
             await _moment(phase, rng, inference, receiver, submitting)
-            process.send_signal(signal.SIGKILL)
+            kill(process)
             await process.wait()
             answers = await submitting
         async with app_process(env) as (_, url):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -21,11 +23,17 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def app_process(env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`python -m app serve` in a child process, ready when /health answers."""
+async def app_process(
+    env: dict[str, str], wrapper: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`python -m app serve` in a child process (run through `wrapper`, e.g. faketime), ready
+    when /health answers."""
     port = free_port()
     child_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "warning"}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", env=child_env)
+    # Its own process group: a wrapper (faketime) forks the app, and a kill must reach both.
+    process = await asyncio.create_subprocess_exec(
+        *wrapper, sys.executable, "-m", "app", "serve", env=child_env, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=2) as client:
@@ -41,6 +49,11 @@ async def app_process(env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subpro
             await wait_until(healthy, timeout=30, interval=0.1, what="the app process to serve /health")
         yield process, url
     finally:
-        if process.returncode is None:
-            process.kill()
+        kill(process)
         await process.wait()
+
+
+def kill(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL the app and everything in its process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.runtime.clock import utcnow
@@ -44,9 +44,21 @@ async def lock(session: AsyncSession, model: type[T], row_id: int, *statuses: st
     return row
 
 
-def lease_free(model: Any) -> ColumnElement[bool]:
+def clock(session: AsyncSession) -> Any:
+    """Now, as leases count it. On PostgreSQL the database's clock: replicas' own clocks may
+    disagree, and a lease must run out at the same moment for all of them. On SQLite (one
+    process) this process's clock."""
+    return func.now() if session.bind.dialect.name == "postgresql" else utcnow()
+
+
+def until(session: AsyncSession, seconds: float) -> Any:
+    """The end of a lease taken now for `seconds`, by `clock`."""
+    return clock(session) + timedelta(seconds=seconds)
+
+
+def lease_free(session: AsyncSession, model: Any) -> ColumnElement[bool]:
     """Rows nobody holds: never leased, or the lease ran out."""
-    return or_(model.leased_until.is_(None), model.leased_until < utcnow())
+    return or_(model.leased_until.is_(None), model.leased_until < clock(session))
 
 
 async def claim(
@@ -63,7 +75,7 @@ async def claim(
         (
             await session.scalars(
                 select(model.id)
-                .where(*where, lease_free(model))
+                .where(*where, lease_free(session, model))
                 .order_by(order_by if order_by is not None else model.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
@@ -74,7 +86,7 @@ async def claim(
         await session.execute(
             update(model)
             .where(model.id.in_(ids))
-            .values(leased_until=utcnow() + timedelta(seconds=lease_seconds), leased_by=owner)
+            .values(leased_until=until(session, lease_seconds), leased_by=owner)
             .execution_options(synchronize_session=False)
         )
     return ids
@@ -85,7 +97,7 @@ async def renew(session: AsyncSession, model: Any, row_id: int, owner: str, leas
     result = await session.execute(
         update(model)
         .where(model.id == row_id, model.leased_by == owner)
-        .values(leased_until=utcnow() + timedelta(seconds=lease_seconds))
+        .values(leased_until=until(session, lease_seconds))
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)

@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -258,7 +257,7 @@ class LocalRunner:
                     delay = min(
                         RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1), self.settings.current.lease_seconds
                     )
-                    batch.leased_until = utcnow() + timedelta(seconds=delay)
+                    batch.leased_until = leases.until(session, delay)
                     return
                 await _give_up(session, batch, message)
             self.on_results()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -94,7 +94,7 @@ async def admit(db: Database, settings: Settings, owner: str, at_most: int) -> l
                 enqueued[batch.model] = used + need
                 batch.wait_reason = None
                 batch.leased_by = owner
-                batch.leased_until = now + timedelta(seconds=settings.lease_seconds)
+                batch.leased_until = leases.until(session, settings.lease_seconds)
                 states.move_batch(
                     session,
                     batch,
@@ -116,7 +116,7 @@ async def _ready(session: AsyncSession, now: datetime) -> Sequence[Batch]:
                 Batch.status == B.READY,
                 Batch.estimated_tokens.is_not(None),
                 or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
-                leases.lease_free(Batch),
+                leases.lease_free(session, Batch),
             )
             .order_by(Batch.id)
             .limit(READY_SCAN)

@@ -73,7 +73,8 @@ async def _recover_interrupted(run: Run) -> None:
         stale = (
             await session.scalars(
                 select(Batch)
-                .where(Batch.backend == "openai", Batch.status == B.SUBMITTING, leases.lease_free(Batch))
+                .where(Batch.backend == "openai", Batch.status == B.SUBMITTING)
+                .where(leases.lease_free(session, Batch))
                 .with_for_update(skip_locked=True)
             )
         ).all()
