@@ -176,6 +176,21 @@ async def test_a_4xx_line_fails_by_its_status_code_though_error_is_null(
         assert [cid for _, cid in openai_api.executed].count("c/2") == 1  # not resubmitted
 
 
+async def test_a_result_line_the_database_refuses_fails_only_its_own_request(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    # Issue 13 item 5: a token count no column holds, on one line of the output file.
+    openai_api.usage_for["u/2"] = {"prompt_tokens": 2**63, "completion_tokens": 1, "total_tokens": 2**63}
+    async with start_app(openai_settings(database_url, openai_api)) as app:
+        await submit(app, receiver, "u/1", "u/2", "u/3")
+        details = await finished(app, "u/1", "u/2", "u/3")
+        assert [details[c]["status"] for c in ("u/1", "u/2", "u/3")] == ["succeeded", "failed", "succeeded"]
+        assert delivered_bodies(receiver)["u/2"]["error"]["code"] == "result_not_stored"
+        [batch] = await batches(app)
+        assert (batch["status"], batch["completed_count"], batch["failed_count"]) == ("done", 2, 1)
+        assert len(openai_api.created) == 1  # collected once: nothing paid for twice
+
+
 async def test_5xx_lines_are_resubmitted_up_to_the_limit_then_fail(
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:

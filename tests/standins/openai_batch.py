@@ -205,6 +205,7 @@ class OpenAIBatchStandin:
         self.cancel_partial_lines: int = 0  # lines with results when a client cancel lands
         self.next_batches: list[Json] = []  # scenario per created batch, popped in order
         self.line_statuses: dict[str, list[int]] = {}  # custom_id -> statuses, popped per execution
+        self.usage_for: dict[str, Json] = {}  # custom_id -> usage its output line reports instead
         self.reverse_output: bool = False  # write result lines in reverse input order
         self.endpoints: tuple[str, ...] = ENDPOINTS  # accepted batch endpoints
         self.clock: Callable[[], float] = time.time  # source of every *_at timestamp
@@ -800,6 +801,8 @@ class OpenAIBatchStandin:
         if 200 <= status < 300:
             body = self._success(batch["endpoint"], line.body)
             _add_usage(usage, body)
+            if line.custom_id in self.usage_for:  # the line only: the batch's own totals stay sane
+                body["usage"] = self.usage_for[line.custom_id]
         elif status >= 500:
             status = 500  # the batch output reports upstream server faults as a plain 500
             body = error_body("The server had an error while processing your request.", "server_error")

@@ -8,6 +8,7 @@ collection interrupted by a crash is simply done again.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,9 @@ from app.core.runs.openai import endings
 from app.core.runs.openai.answers import classify
 from app.core.runs.openai.common import FOLLOWED, LINES_PER_TRANSACTION, Run, request_ids
 from app.db.models import Batch, Request
+from app.db.session import is_unavailable
+
+log = logging.getLogger(__name__)
 
 # The remote end states whose files are collected, and the local status each ends in.
 REMOTE_FINISHED = {"completed": B.DONE, "expired": B.EXPIRED, "cancelled": B.CANCELLED}
@@ -57,11 +61,41 @@ async def collect(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
         async for line in run.backend.file_lines(str(file_id)):
             chunk.append(line)
             if len(chunk) >= LINES_PER_TRANSACTION:
-                await apply(run, batch_id, chunk, collected)
+                await apply_isolated(run, batch_id, chunk, collected)
                 chunk = []
-        await apply(run, batch_id, chunk, collected)
+        await apply_isolated(run, batch_id, chunk, collected)
     await _finish(run, batch_id, remote, collected)
     run.on_results()
+
+
+async def apply_isolated(run: Run, batch_id: int, lines: Sequence[str], collected: Collected) -> None:
+    """Apply a chunk; when the database refuses it, apply its lines one by one, and a line the
+    database refuses on its own fails its request with result_not_stored: the other results,
+    already paid for, are kept. (A database that is down refuses everything: that raises.)"""
+    malformed = collected.malformed
+    try:
+        return await apply(run, batch_id, lines, collected)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        log.exception("%s result lines of batch %s failed to store together", len(lines), batch_id)
+        collected.malformed = malformed  # counted again below
+    for raw in lines:
+        try:
+            await apply(run, batch_id, [raw], collected)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            await apply(run, batch_id, [_not_stored(raw, exc)], collected)
+
+
+def _not_stored(raw: str, exc: Exception) -> str:
+    """The line as a failure of its request: what the database refused is not kept."""
+    message = f"the result could not be stored: {type(exc).__name__}: {exc}"[:1000]
+    custom_id = json.loads(raw)["custom_id"]  # it parsed, or apply would not have raised
+    return json.dumps(
+        {"custom_id": custom_id, "response": None, "error": {"code": "result_not_stored", "message": message}}
+    )
 
 
 async def apply(run: Run, batch_id: int, lines: Sequence[str], collected: Collected) -> None:
