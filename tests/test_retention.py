@@ -6,6 +6,7 @@ database gives purged space back."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -358,3 +359,27 @@ async def test_replicas_purge_side_by_side_and_skip_what_an_action_holds(tmp_pat
         finally:
             await db.dispose()
             await other.dispose()
+
+
+async def test_what_a_crash_left_under_data_dir_is_swept_once_old(
+    database_url: str, start_app: StartApp
+) -> None:
+    """A spooled body, a partial upload and bytes whose row was never committed, left by a
+    crash, go once a day old; fresh ones (maybe still being written) and stored files stay."""
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        root = Path(app.settings.data_dir)
+        kept = await app.client.post(
+            "/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": "batch"}
+        )
+        stored = root / "files" / kept.json()["id"]
+        (root / "tmp").mkdir(exist_ok=True)
+        left = [root / "tmp" / "a.body", root / "files" / "file-b.part", root / "files" / "file-orphan"]
+        fresh = [root / "tmp" / "c.body", root / "files" / "file-d.part"]
+        day_old = (utcnow() - timedelta(days=1, minutes=1)).timestamp()
+        for path in [*left, *fresh]:
+            path.write_bytes(b"x")
+        for path in [*left, stored]:
+            os.utime(path, (day_old, day_old))
+        await retention.step(app.db, str(root), app.settings.retention_days)  # what PURGE runs
+        assert [p.exists() for p in left] == [False, False, False]
+        assert [p.exists() for p in fresh] == [True, True] and stored.exists()

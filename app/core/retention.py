@@ -82,8 +82,10 @@ def checked_days(value: Any) -> int:
 
 
 async def step(db: Database, data_dir: str, days: int) -> bool:
-    """One chunk of the scheduler's purge, then some space back (SQLite); True when more waits."""
+    """One chunk of the scheduler's purge, what crashes left under DATA_DIR, then some space
+    back (SQLite); True when more waits."""
     purged = await purge_chunk(db, data_dir, utcnow() - timedelta(days=days))
+    await dropin_files.sweep_leftovers(db, data_dir)
     left = await db.reclaim_space(VACUUM_PAGES)
     return purged.more or left > 0
 

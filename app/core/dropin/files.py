@@ -7,11 +7,12 @@ DATA_DIR/tmp instead, and deleted once that request is done with it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -23,6 +24,9 @@ from app.db.session import Database
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_DIR = "tmp"  # under DATA_DIR: bodies spooled for one request, deleted after it
+# What a crash leaves behind (a spooled body, a .part upload, bytes whose row was never
+# committed) is deleted once it is this old: far longer than any one upload or create takes.
+LEFTOVER_AGE = timedelta(days=1)
 
 
 def new_id() -> str:
@@ -157,6 +161,30 @@ async def delete_expired(db: Database, data_dir: str, limit: int = 100) -> int:
             await session.delete(row)
     remove_bytes(data_dir, expired)
     return len(expired)
+
+
+async def sweep_leftovers(db: Database, data_dir: str, older_than: timedelta = LEFTOVER_AGE) -> int:
+    """Delete what a crash left under DATA_DIR: spooled bodies, partial uploads, and stored
+    bytes no `files` row names, all older than `older_than`; returns how many went."""
+    stale = await asyncio.to_thread(_stale, Path(data_dir), (utcnow() - older_than).timestamp())
+    stored = [path for path in stale if path.suffix == ""]
+    named: set[str] = set()
+    async with db.transaction() as session:
+        for start in range(0, len(stored), 1000):
+            ids = [path.name for path in stored[start : start + 1000]]
+            named.update((await session.scalars(select(File.id).where(File.id.in_(ids)))).all())
+    gone = [path for path in stale if path.name not in named]
+    await asyncio.to_thread(lambda: [path.unlink(missing_ok=True) for path in gone])
+    return len(gone)
+
+
+def _stale(root: Path, before: float) -> list[Path]:
+    return [
+        path
+        for pattern in (f"{TEMP_DIR}/*.body", "files/*.part", "files/file-*")
+        for path in root.glob(pattern)
+        if path.is_file() and path.stat().st_mtime < before
+    ]
 
 
 def remove_bytes(data_dir: str, rows: Iterable[File]) -> None:
