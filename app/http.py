@@ -4,11 +4,14 @@ the bounds of a row id in a path or a query."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 
 from litestar.params import PathParameter, QueryParameter
 
 from app.db.session import is_unavailable
+
+log = logging.getLogger(__name__)
 
 # Row ids are int64 in PostgreSQL: a larger one is refused as bad input before it reaches SQL.
 ROW_ID_MAX = 2**63 - 1
@@ -44,6 +47,10 @@ UNAVAILABLE_MESSAGE = "The database is unavailable right now; nothing was change
 UNAVAILABLE_HEADERS = {"retry-after": "5"}
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """True when an unexpected error is the database being unreachable or overloaded."""
-    return is_unavailable(exc)
+def database_unavailable(request: Any, exc: BaseException) -> bool:
+    """True (and logged once, as a warning) when an unexpected error on `request` is the database
+    being unreachable or overloaded: the face answers 503 with UNAVAILABLE_HEADERS."""
+    if not is_unavailable(exc):
+        return False
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.channels.base import EXCERPT_BYTES, Message
+from app.channels.base import EXCERPT_BYTES, Message, SendResult
 from app.channels.webhook import WebhookChannel
 from app.core.runs.local import MAX_RUN_FAILURES
 from app.core.runtime.steps import Step
@@ -53,15 +53,20 @@ def message(url: str, custom_id: str) -> Message:
     return Message("dlv_1", custom_id, 1, b"{}", {"type": "webhook", "webhook_url": url})
 
 
-async def test_a_dripping_or_endless_answer_ends_within_the_deadline(receiver: WebhookReceiver) -> None:
-    receiver.drip_for["drip"] = 0.05
-    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=1))
+async def send_once(receiver: WebhookReceiver, custom_id: str, timeout_seconds: float) -> SendResult:
+    """One webhook attempt to the receiver, guarded by a deadline of its own: without the
+    channel's deadline a dripping or endless answer would never end."""
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=timeout_seconds))
     try:
-        # Guard the test itself: without the deadline the drip never ends.
         async with asyncio.timeout(20):
-            dripped = await channel.send(message(receiver.url + "/hook", "drip"))
+            return await channel.send(message(receiver.url + "/hook", custom_id))
     finally:
         await channel.close()
+
+
+async def test_a_dripping_or_endless_answer_ends_within_the_deadline(receiver: WebhookReceiver) -> None:
+    receiver.drip_for["drip"] = 0.05
+    dripped = await send_once(receiver, "drip", timeout_seconds=1)
     # The receiver answered 200: that is its answer, however slowly the body follows.
     assert (dripped.outcome, dripped.http_status) == ("success", 200)
     assert 0 < len(dripped.response_excerpt or "") < EXCERPT_BYTES
@@ -69,12 +74,7 @@ async def test_a_dripping_or_endless_answer_ends_within_the_deadline(receiver: W
 
 async def test_an_endless_body_is_read_only_up_to_the_excerpt(receiver: WebhookReceiver) -> None:
     receiver.drip_for["flood"] = 0  # as fast as the connection takes it, for ever
-    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=30))
-    try:
-        async with asyncio.timeout(20):
-            flooded = await channel.send(message(receiver.url + "/hook", "flood"))
-    finally:
-        await channel.close()
+    flooded = await send_once(receiver, "flood", timeout_seconds=30)
     assert flooded.outcome == "success" and len(flooded.response_excerpt or "") == EXCERPT_BYTES
 
 

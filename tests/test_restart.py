@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +13,7 @@ from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import StartApp, fast_settings, request_payload, wait_until, webhook
-from tests.support.processes import app_process, kill
+from tests.support.processes import app_env, app_process, kill
 
 COUNT = 120
 
@@ -61,21 +63,10 @@ async def _at_least(value: object, n: int) -> bool:
 
 @pytest.mark.slow
 async def test_sigkill_mid_run_then_restart_loses_nothing(
-    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     inference.delay_seconds = 0.02
-    env = {
-        "DATABASE_URL": database_url,
-        "LOCAL_BASE_URL": inference.url + "/v1",
-        "LOCAL_CONCURRENCY": "2",
-        "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
-        "BATCH_MAX_REQUESTS": "40",
-        "TICK_SECONDS": "0.2",
-        "LEASE_SECONDS": "2",  # a killed process's leases run out quickly
-        "WEBHOOK_TIMEOUT_SECONDS": "3",  # delivery claims last LEASE_SECONDS + one send timeout
-        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
-        "WEBHOOK_SECRET": "",
-    }
+    env = app_env(database_url, inference.url, tmp_path, LOCAL_CONCURRENCY="2", BATCH_MAX_REQUESTS="40")
     db = Database(database_url)
     try:
         async with app_process(env) as (process, url):

@@ -50,8 +50,7 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
 
 
 def internal_error(request: Request, exc: Exception) -> Response[ErrorBody]:
-    if database_unavailable(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    if database_unavailable(request, exc):
         unavailable = ErrorItem("database_unavailable", "Database unavailable", UNAVAILABLE_MESSAGE)
         response = error_response(503, [unavailable])
         response.headers.update(UNAVAILABLE_HEADERS)

@@ -2,9 +2,9 @@
 webhook event is queued for BATCH_EVENTS_WEBHOOK_URL in the delivery outbox, so it is sent with
 the same retries, signature and audit trail as results.
 
-The transitions function marks every terminal batch_events row `announce`; this step turns the
-marks into deliveries. A drop-in batch is announced once its face would show it ended (its
-files written), so a receiver that fetches the batch on the event sees it final. Marks made
+The transitions function marks every terminal batch_events row `announce`; the finish step
+turns the marks into deliveries. A drop-in batch is announced once its face would show it ended
+(its files written), so a receiver that fetches the batch on the event sees it final. Marks made
 while no URL is set are cleared without sending: events are not replayed to a URL set later.
 """
 

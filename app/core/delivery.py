@@ -11,7 +11,7 @@ import json
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,6 +121,8 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
         }
         outcomes, attempts = [], []
         for item in sent:
+            # A receiver's words are outside text: made storable once, for both rows.
+            item = replace(item, result=_storable(item.result))
             if (row := current.get(item.row_id)) is not None:
                 attempts.append(_attempt_row(row.id, row.total_attempts + 1, item))
                 outcomes.append(_outcome_row(row, item.result, settings, now))
@@ -129,6 +131,12 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
             await session.execute(insert(DeliveryAttempt), attempts)
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
     return min(retries, default=None)
+
+
+def _storable(result: SendResult) -> SendResult:
+    return replace(
+        result, error=storable.text(result.error), response_excerpt=storable.text(result.response_excerpt)
+    )
 
 
 def _attempt_row(delivery_id: int, number: int, item: Sent) -> dict[str, Any]:
@@ -141,8 +149,8 @@ def _attempt_row(delivery_id: int, number: int, item: Sent) -> dict[str, Any]:
         "duration_ms": item.duration_ms,
         "outcome": result.outcome,
         "http_status": result.http_status,
-        "error": storable.text(result.error),
-        "response_excerpt": storable.text(result.response_excerpt),
+        "error": result.error,
+        "response_excerpt": result.response_excerpt,
     }
 
 
@@ -165,7 +173,7 @@ def _outcome_row(row: Any, result: SendResult, settings: Settings, now: datetime
         "attempts": tries,
         "total_attempts": row.total_attempts + 1,
         "next_attempt_at": next_attempt_at,
-        "last_error": None if delivered else storable.text(result.error),
+        "last_error": None if delivered else result.error,
         "delivered_at": now if delivered else None,
         **leases.RELEASED,
     }

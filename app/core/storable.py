@@ -51,17 +51,13 @@ def first_unstorable(raw: bytes | str, value: Any) -> str | None:
 
 def first_unstorable_in(value: Any, pointer: str = "") -> str | None:
     """The pointer (under `pointer`) of the first unstorable string in `value`, walking it all."""
-    return _walk(value, pointer)
-
-
-def _walk(value: Any, pointer: str) -> str | None:
     if isinstance(value, str):
         return pointer if text(value) != value else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         if isinstance(key, str) and text(key) != key:
             return f"{pointer}/{key}"
-        if (found := _walk(item, f"{pointer}/{key}")) is not None:
+        if (found := first_unstorable_in(item, f"{pointer}/{key}")) is not None:
             return found
     return None
 

@@ -43,13 +43,14 @@ SQLITE_AUTO_VACUUM = "PRAGMA auto_vacuum=INCREMENTAL"
 AUTO_VACUUM_INCREMENTAL = 2  # what `PRAGMA auto_vacuum` reads on such a database
 
 
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # the only values spliced into the pragma
+
+
 def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
-    if synchronous not in ("full", "normal"):
-        raise ValueError(f"SQLITE_SYNCHRONOUS must be full or normal, not {synchronous!r}")
     cursor = dbapi_connection.cursor()
     cursor.execute(SQLITE_AUTO_VACUUM)
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

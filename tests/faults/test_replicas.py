@@ -18,7 +18,7 @@ from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import IN_CI, migrate, postgres_database, request_payload, wait_until, webhook
-from tests.support.processes import app_process
+from tests.support.processes import app_env, app_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -32,18 +32,7 @@ async def test_three_replicas_run_and_deliver_each_request_once(
     inference.delay_seconds = 0.01
     async with postgres_database() as url, AsyncExitStack() as stack:
         await migrate(url)
-        env = {
-            "DATABASE_URL": url,
-            "DATA_DIR": str(tmp_path),
-            "API_KEYS": "",
-            "LOCAL_BASE_URL": inference.url + "/v1",
-            "LOCAL_CONCURRENCY": "4",
-            "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
-            "BATCH_MAX_REQUESTS": "20",
-            "TICK_SECONDS": "0.2",
-            "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
-            "WEBHOOK_SECRET": "",
-        }
+        env = app_env(url, inference.url, tmp_path, BATCH_MAX_REQUESTS="20", LEASE_SECONDS="60")
         urls = [(await stack.enter_async_context(app_process(env)))[1] for _ in range(REPLICAS)]
         clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10)) for u in urls]
         slots = asyncio.Semaphore(32)
@@ -80,17 +69,7 @@ async def test_a_replica_whose_clock_runs_ahead_takes_over_no_lease(
     inference.delay_seconds = 0.2
     async with postgres_database() as url, AsyncExitStack() as stack:
         await migrate(url)
-        env = {
-            "DATABASE_URL": url,
-            "DATA_DIR": str(tmp_path),
-            "API_KEYS": "",
-            "LOCAL_BASE_URL": inference.url + "/v1",
-            "LOCAL_CONCURRENCY": "2",
-            "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
-            "TICK_SECONDS": "0.2",
-            "LEASE_SECONDS": "20",
-            "WEBHOOK_SECRET": "",
-        }
+        env = app_env(url, inference.url, tmp_path, LOCAL_CONCURRENCY="2", LEASE_SECONDS="20")
         _, first = await stack.enter_async_context(app_process(env))
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=first, timeout=10))
         for n in range(30):

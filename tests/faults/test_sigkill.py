@@ -23,32 +23,13 @@ from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import request_payload, wait_until, webhook
-from tests.support.processes import app_process, kill
+from tests.support.processes import app_env, app_process, kill
 
 pytestmark = pytest.mark.slow
 
 COUNT = 40
 SEEDS = (1, 2)
 Kill = Callable[[], Awaitable[None]]
-
-
-def env_for(database_url: str, inference: InferenceStandin, data_dir: Path, **extra: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(data_dir),
-        "API_KEYS": "",
-        "LOCAL_BASE_URL": inference.url + "/v1",
-        "LOCAL_CONCURRENCY": "4",
-        "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
-        "BATCH_MAX_REQUESTS": "15",
-        "TICK_SECONDS": "0.2",
-        "LEASE_SECONDS": "2",  # a killed process's leases run out quickly
-        "WEBHOOK_TIMEOUT_SECONDS": "3",
-        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
-        "DELIVERY_BACKOFF_MAX_SECONDS": "0.5",
-        "WEBHOOK_SECRET": "",
-        **extra,
-    }
 
 
 async def submit_all(url: str, ids: list[str], hook: str) -> dict[str, int]:
@@ -91,7 +72,14 @@ async def run_with_a_kill(
     ids = [f"{phase}-{n:03d}" for n in range(COUNT)]
     hook = receiver.url + "/hook"
     extra = {"LOCAL_BATCH_MAX_AGE_SECONDS": "1.0"} if phase == "building" else {}
-    env = env_for(database_url, inference, tmp, **extra)
+    env = app_env(
+        database_url,
+        inference.url,
+        tmp,
+        BATCH_MAX_REQUESTS="15",
+        DELIVERY_BACKOFF_MAX_SECONDS="0.5",
+        **extra,
+    )
     inference.delay_seconds = 0.02 if phase == "running" else 0.0
     for custom_id in ids:
         receiver.delay_for[custom_id] = 0.05 if phase == "delivering" else 0.0

@@ -10,10 +10,30 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 
 from tests.support.waiting import wait_until
+
+
+def app_env(database_url: str, inference_url: str, data_dir: Path | str, **overrides: str) -> dict[str, str]:
+    """The environment of an app process for tests: short ticks and backoffs, leases that run out
+    quickly after a kill, no key, no signing; `overrides` (already upper-case names) win."""
+    return {
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "API_KEYS": "",
+        "LOCAL_BASE_URL": inference_url + "/v1",
+        "LOCAL_CONCURRENCY": "4",
+        "LOCAL_BATCH_MAX_AGE_SECONDS": "0.3",
+        "TICK_SECONDS": "0.2",
+        "LEASE_SECONDS": "2",
+        "WEBHOOK_TIMEOUT_SECONDS": "3",  # delivery claims last LEASE_SECONDS + one send timeout
+        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
+        "WEBHOOK_SECRET": "",
+        **overrides,
+    }
 
 
 def free_port() -> int:

@@ -60,8 +60,7 @@ def http_error(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
 
 
 def internal_error(request: Request, exc: Exception) -> Response[dict[str, Any]]:
-    if database_unavailable(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    if database_unavailable(request, exc):
         response = error_response(503, UNAVAILABLE_MESSAGE)
         response.headers.update(UNAVAILABLE_HEADERS)
         return response

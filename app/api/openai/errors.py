@@ -77,8 +77,7 @@ def key_refused(_: Request, exc: KeyRefused) -> Response[ErrorOut]:
 
 
 def internal_error(request: Request, exc: Exception) -> Response[ErrorOut]:
-    if database_unavailable(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    if database_unavailable(request, exc):
         response = answer(503, UNAVAILABLE_MESSAGE, "database_unavailable")
         response.headers.update(UNAVAILABLE_HEADERS)
         return response

@@ -187,8 +187,6 @@ class Worker:
         return False
 
     async def _deliver(self) -> bool:
-        url = self.settings.batch_events_webhook_url
-        await announcements.queue_due(self.db, str(url) if url else None)
         claimed = await deliveries.claim_due(
             self.db, self.owner, self.settings, self.channels, self.delivery_chunk
         )
@@ -202,7 +200,13 @@ class Worker:
 
     async def _finish(self) -> bool:
         settings = self.settings
-        return await finish.step(self.db, settings.data_dir, self.owner, settings.lease_seconds)
+        more = await finish.step(self.db, settings.data_dir, self.owner, settings.lease_seconds)
+        # Ends are announced here, once per tick, not in the delivery loop: a drop-in batch's end
+        # counts once its files are written, which this same step does.
+        url = settings.batch_events_webhook_url
+        if await announcements.queue_due(self.db, str(url) if url else None):
+            self.wake(Step.DELIVER)
+        return more
 
     async def _purge(self) -> bool:
         settings = self.settings

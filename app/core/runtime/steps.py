@@ -12,7 +12,7 @@ class Step(StrEnum):
     RUN = "run"  # run local batches
     POLL = "poll"  # follow remote (OpenAI) batches and collect them
     DELIVER = "deliver"  # drain the delivery outbox
-    FINISH = "finish"  # expire overdue drop-in batches, write the files of ended ones
+    FINISH = "finish"  # expire overdue drop-in batches, write the files of ended ones, announce ends
     PURGE = "purge"  # delete ended batches and requests older than RETENTION_DAYS
 
 
