@@ -48,10 +48,12 @@ _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # the only values spliced i
 
 def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # First: the pragmas after it may need the file's lock, which a connection being replaced
+    # can still hold; without a busy timeout they fail at once with "database is locked".
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute(SQLITE_AUTO_VACUUM)
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
