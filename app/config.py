@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     )
     local_max_retries: int = Field(3, ge=0, le=10)
     local_retry_backoff_seconds: float = Field(0.5, ge=0)
+    # How long lines wait for an inference server that fails every call (0: they fail at once).
+    local_outage_max_seconds: float = Field(3600.0, ge=0)
 
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"

@@ -93,6 +93,11 @@ class LineRunner(Backend, Protocol):
         completion order; a failure to read the lines ends the run with that error."""
         ...
 
+    def outage_status(self) -> BackendStatus | None:
+        """Unreachable, saying since when, while lines wait for a server that fails every call;
+        None otherwise. Known without a probe, so /health shows an outage at once."""
+        ...
+
 
 class BatchAPI(Backend, Protocol):
     """A backend that runs whole batches remotely: upload, create, list, poll, download, cancel,

@@ -9,6 +9,8 @@ Messages lines (/v1/messages) run as chat completions, translated both ways.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -17,6 +19,7 @@ import httpx
 
 from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to_chat, to_message
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
+from app.backends.outage import ServerOutage
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
 
@@ -33,6 +36,7 @@ class LocalBackend:
         self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
         self.concurrency = settings.local_concurrency
         self._slots = asyncio.Semaphore(settings.local_concurrency)
+        self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
         headers = {"authorization": f"Bearer {settings.local_api_key}"} if settings.local_api_key else {}
         self._client = http_client(
             settings.local_timeout_seconds,
@@ -44,6 +48,9 @@ class LocalBackend:
         await self._client.aclose()
 
     async def probe(self) -> BackendStatus:
+        return await self._probe_server()
+
+    async def _probe_server(self) -> BackendStatus:
         """Ask the server for its models (GET /models), with a short timeout."""
         url = f"{self.base_url}/models"
         response = await ask_models(self, self._client, url, PROBE_TIMEOUT_SECONDS, _check_key)
@@ -122,27 +129,64 @@ class LocalBackend:
         return replace(result, response={**result.response, "body": message})
 
     async def _post(self, line: BatchLine, path: str, body: dict[str, Any]) -> LineResult:
-        """POST `body` to the server's `path` (an OpenAI /v1/... path), retrying transient failures."""
+        """POST `body` to the server's `path` (an OpenAI /v1/... path), retrying transient
+        failures, and waiting out an outage of the whole server (see outage.py)."""
         url = self.base_url + path.removeprefix("/v1")
-        attempt = 0
+        attempt = tries = rounds = 0
+        first_failure = failing_since = math.inf
         while True:
-            attempt += 1
-            try:
-                async with self._slots:
-                    response = await self._client.post(url, json=body)
-            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-                # The server took the request and did not answer in time: retrying would only
-                # multiply LOCAL_TIMEOUT_SECONDS, so the timeout is the answer.
-                return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
-            except httpx.TransportError as exc:
-                if not self.retries.allows(attempt):
-                    return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(self.retries.wait(attempt))
+            attempt, tries = attempt + 1, tries + 1
+            started = time.monotonic()
+            answer = await self._call(line, attempt, url, body)
+            if isinstance(answer, httpx.Response) and answer.status_code not in RETRYABLE_STATUS:
+                self.outage.answered()
+                return _result(line, attempt, answer)
+            failing_since, first_failure = min(failing_since, started), min(first_failure, started)
+            # A timeout is not retried: the server has the request, and a retry would only
+            # multiply LOCAL_TIMEOUT_SECONDS.
+            timed_out = isinstance(answer, LineResult) and (answer.error or {}).get("code") == "timeout"
+            if not timed_out and self.retries.allows(tries):
+                asked = answer.headers.get("retry-after") if isinstance(answer, httpx.Response) else None
+                await asyncio.sleep(self.retries.wait(tries, asked))
                 continue
-            if response.status_code in RETRYABLE_STATUS and self.retries.allows(attempt):
-                await asyncio.sleep(self.retries.wait(attempt, response.headers.get("retry-after")))
-                continue
-            return _result(line, attempt, response)
+            failed = answer if isinstance(answer, LineResult) else _result(line, attempt, answer)
+            rounds += 1
+            wait = await self._outage_wait(failed, failing_since, first_failure, rounds)
+            if wait is None:
+                return failed
+            await self.outage.wait(wait)
+            tries, failing_since = 0, math.inf
+
+    async def _call(
+        self, line: BatchLine, attempt: int, url: str, body: dict[str, Any]
+    ) -> httpx.Response | LineResult:
+        """One POST: the server's answer, or the failure of a call that got none."""
+        try:
+            async with self._slots:
+                return await self._client.post(url, json=body)
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
+        except httpx.TransportError as exc:
+            return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
+
+    async def _outage_wait(
+        self, failed: LineResult, failing_since: float, first_failure: float, round_: int
+    ) -> float | None:
+        """For a line whose tries are spent: seconds to wait before trying again, when it failed
+        for the server's trouble rather than its own; None when it fails (see outage.py)."""
+        if self.outage.too_old(first_failure):
+            return None
+        if not self.outage.answered_since(failing_since) and not (await self._probe_server()).reachable:
+            error = failed.error or {}
+            self.outage.begin(f"{error.get('code')}: {error.get('message')}")
+            return None if self.outage.too_old(first_failure) else self.outage.recheck_after(round_)
+        return 0.0 if self.outage.overlapped(failing_since) else None
+
+    def outage_status(self) -> BackendStatus | None:
+        """Unreachable while lines wait for the server, else None."""
+        if (outage := self.outage.describe()) is None:
+            return None
+        return self._status(False, outage)
 
 
 def _check_key(_: httpx.Response) -> str:

@@ -63,6 +63,8 @@ class InferenceStandin:
     Precedence per request: auth, ``status_for``, ``always_fail``,
     ``fail_first``, then success (with ``usage_for``'s usage, if any).
     ``delay_seconds`` applies to every answer, ``delay_for`` to one key's.
+    A whole server in trouble: ``down_status`` answers every request (any path, any method) with
+    that status; clearing ``answering`` holds every request unanswered until it is set again.
     """
 
     def __init__(self) -> None:
@@ -76,6 +78,10 @@ class InferenceStandin:
         self.required_api_key: str | None = None
         self.usage_for: dict[str, dict[str, Any]] = {}  # key -> usage reported instead of the counted one
         self.reply_for: dict[str, str] = {}  # key -> the assistant's text instead of the echo
+        self.down_status: int | None = None
+        self.answering = asyncio.Event()
+        self.answering.set()
+        self.refused = 0  # requests answered down_status
 
         self.calls: list[dict[str, Any]] = []
         self.calls_by_key: collections.Counter[str] = collections.Counter()
@@ -119,6 +125,11 @@ class InferenceStandin:
         path: str = scope["path"]
         headers = request_headers(scope)
         raw = await read_body(receive)
+        await self.answering.wait()
+        if self.down_status is not None:
+            self.refused += 1
+            await send_json(send, self.down_status, _error("server down", "server_error"), rid)
+            return
 
         if path not in ROUTES:
             await send_json(send, 404, _error(f"no route {path}", "not_found_error"), rid)

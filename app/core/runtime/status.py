@@ -50,7 +50,7 @@ async def current(worker: Worker | None, broker: Broker | None, consumer: Any) -
 async def backend_statuses(worker: Worker) -> list[BackendStatus]:
     """Each backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old. A refused
     OpenAI key shows as such without another probe: the gate rechecks it on its own."""
-    statuses = [await _probe(worker, worker.backend)]
+    statuses = [worker.backend.outage_status() or await _probe(worker, worker.backend)]
     if uses_openai(worker.settings):
         if block := worker.openai_block:
             statuses.append(BackendStatus("openai", worker.openai.base_url, False, block))
