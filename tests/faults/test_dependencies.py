@@ -85,6 +85,7 @@ async def test_inference_server_down_then_back_fails_no_request(
 
         await wait_until(reported_down, timeout=30, what="/health to report the outage")
         assert not (await _local_status(app))["reachable"]
+        assert "every call failing since" in (await app.client.get("/")).text  # the dashboard
         assert (await app.client.get("/health")).status_code == 200  # a backend is not fatal
         assert not receiver.received, "a request was failed and delivered during the outage"
 
