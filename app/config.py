@@ -49,14 +49,15 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 4000
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    database_url: str = "sqlite+aiosqlite:///./data/batchgate.db"
+    # Secrets (URLs may hold passwords) are kept out of the settings' repr, and so out of logs.
+    database_url: str = Field("sqlite+aiosqlite:///./data/batchgate.db", repr=False)
     # Uploaded and produced files (the /v1/files face) live under DATA_DIR/files.
     data_dir: str = "./data"
 
     default_backend: Backend = "local"
     backend_routes: str = ""
     local_base_url: str = "http://localhost:11434/v1"
-    local_api_key: str | None = None
+    local_api_key: str | None = Field(None, repr=False)
     local_concurrency: int = Field(4, ge=1, le=1024)
     local_timeout_seconds: float = Field(120.0, gt=0)
     local_batch_max_age_seconds: float = Field(
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
     # How long lines wait for an inference server that fails every call (0: they fail at once).
     local_outage_max_seconds: float = Field(3600.0, ge=0)
 
-    openai_api_key: str | None = None
+    openai_api_key: str | None = Field(None, repr=False)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_organization: str | None = None
     openai_project: str | None = None
@@ -108,11 +109,11 @@ class Settings(BaseSettings):
     # full: every answered request is on disk before the answer (survives power loss).
     sqlite_synchronous: Literal["full", "normal"] = "full"
 
-    webhook_secret: str | None = None
+    webhook_secret: str | None = Field(None, repr=False)
     # Where batch.completed / failed / expired / cancelled events go (OpenAI's webhook event shape).
     batch_events_webhook_url: AnyHttpUrl | None = None
     # Signs the events (Standard Webhooks); WEBHOOK_SECRET when unset.
-    batch_events_webhook_secret: str | None = None
+    batch_events_webhook_secret: str | None = Field(None, repr=False)
     webhook_timeout_seconds: float = Field(15.0, gt=0)
     webhook_block_private_networks: bool = False
     delivery_max_attempts: int = Field(
@@ -126,7 +127,7 @@ class Settings(BaseSettings):
     )
     delivery_concurrency: int = Field(64, ge=1)
 
-    rabbitmq_url: str | None = None
+    rabbitmq_url: str | None = Field(None, repr=False)
     rabbitmq_input_queue: str = Field("batchgate.requests", max_length=250)
     rabbitmq_prefetch: int = Field(64, ge=1, le=65535)
     rabbitmq_intake_concurrency: int = Field(16, ge=1, le=65535)
