@@ -21,6 +21,7 @@ from app.api.batches import BatchController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.keys import require_api_key
+from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
 from app.api.requests import RequestController
 from app.api.retention import purge
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             native,
             health,
+            metrics_route(settings.metrics_public),
             *OPENAI_ROUTERS,
             ui_router,
             *ANTHROPIC_ROUTERS,

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     # Comma-separated keys every /api and /v1 route asks for; empty leaves them open. A secret:
     # kept out of the settings' repr, the settings page and /health.
     api_keys: str | None = Field(None, repr=False)
+    # /metrics answers without a key even when keys are required (false: it needs one too).
+    metrics_public: bool = True
 
     @field_validator(
         "webhook_secret",

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from app import metrics
 from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to_chat, to_message
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.backends.outage import ServerOutage
@@ -163,7 +164,10 @@ class LocalBackend:
         """One POST: the server's answer, or the failure of a call that got none."""
         try:
             async with self._slots:
-                return await self._client.post(url, json=body)
+                with metrics.backend_call(self.name) as outcome:
+                    response = await self._client.post(url, json=body)
+                    outcome[0] = "ok" if response.is_success else "error"
+                return response
         except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
             return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
         except httpx.TransportError as exc:

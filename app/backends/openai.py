@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import httpx
 
+from app import metrics
 from app.backends.base import BackendStatus, ask_models
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
@@ -187,7 +188,9 @@ class OpenAIBackend:
         while True:
             attempt += 1
             try:
-                response = await self._client.request(method, path, **request())
+                with metrics.backend_call(self.name) as outcome:
+                    response = await self._client.request(method, path, **request())
+                    outcome[0] = "ok" if response.is_success else "error"
             except httpx.TransportError as exc:
                 # Only a connection never made is sure not to have reached OpenAI.
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)

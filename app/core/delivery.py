@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from app import metrics
 from app.channels.base import Channel, Message, Outcome, SendResult
 from app.config import Settings
 from app.core import results, storable
@@ -129,6 +130,9 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
         await states.set_delivery_outcomes(session, outcomes)
         if attempts:
             await session.execute(insert(DeliveryAttempt), attempts)
+    for item in sent:
+        if item.row_id in current:
+            metrics.DELIVERY_ATTEMPTS.labels(item.message.target["type"], item.result.outcome).inc()
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
     return min(retries, default=None)
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import ijson
 
+from app import metrics
 from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
 from app.core import storable
 from app.core.dropin import files
@@ -69,6 +70,7 @@ async def from_body(db: Database, data_dir: str, body: AsyncIterator[bytes], max
                 await session.flush()
                 batch.request_count = await insert_in_chunks(session, _rows(source, batch, shape))
                 states.begin_batch(session, batch, "created through /v1/messages/batches")
+    metrics.ACCEPTED.labels(ANTHROPIC_ORIGIN).inc(batch.request_count)
     return batch
 
 

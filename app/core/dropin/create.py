@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.config import Settings
 from app.core import storable
 from app.core.dropin import files
@@ -164,6 +165,7 @@ async def from_file(
         )
         batch.request_count = await insert_in_chunks(session, rows)
         states.begin_batch(session, batch, f"created through /v1/batches from {file.id}")
+    metrics.ACCEPTED.labels(OPENAI_ORIGIN).inc(batch.request_count)
     return batch
 
 

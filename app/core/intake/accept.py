@@ -13,6 +13,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from pydantic import ValidationError
 from sqlalchemy import String, bindparam, text
 
+from app import metrics
 from app.config import Settings
 from app.core import storable
 from app.core.intake.schema import (
@@ -185,7 +186,9 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
         new_id = (await connection.execute(_INSERT, row)).scalar_one_or_none()
         if new_id is None:
             kept = (await connection.execute(_KEPT, {"custom_id": request.custom_id})).one()
-    if new_id is None:
+    if new_id is not None:
+        metrics.ACCEPTED.labels(origin).inc()
+    else:
         same = tuple(kept) == (row["endpoint"], row["body"], row["delivery"])
         which = "was already accepted" if same else "was already accepted with a different request"
         raise Duplicate(

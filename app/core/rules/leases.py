@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.core.runtime.clock import utcnow
 from app.db.session import Database
 
@@ -71,17 +72,19 @@ async def claim(
     order_by: Any = None,
 ) -> list[int]:
     """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order)."""
-    ids = list(
-        (
-            await session.scalars(
-                select(model.id)
-                .where(*where, lease_free(session, model))
-                .order_by(order_by if order_by is not None else model.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-    )
+    rows = (
+        await session.execute(
+            select(model.id, model.leased_by)
+            .where(*where, lease_free(session, model))
+            .order_by(order_by if order_by is not None else model.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    ids = [row_id for row_id, _ in rows]
+    # A free row that still names an owner is one whose lease ran out: its owner died or stalled.
+    if takeovers := sum(1 for _, by in rows if by is not None):
+        metrics.LEASE_TAKEOVERS.labels(model.__tablename__).inc(takeovers)
     if ids:
         await session.execute(
             update(model)

@@ -1,0 +1,36 @@
+"""GET /metrics: Prometheus text format (see app/metrics.py for what is measured)."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Response, get
+from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import metrics
+from app.api.keys import require_api_key
+from app.core.read import stats
+
+log = logging.getLogger(__name__)
+
+
+async def metrics_text(state: State) -> Response[bytes]:
+    try:
+        counts = await stats.dashboard(state.db)
+    except Exception as exc:  # a scrape still reports this process, and that the database is down
+        log.warning("metrics: the database did not answer: %s", type(exc).__name__)
+        metrics.STORED.database_down()
+    else:
+        stored = {"batches": counts.batches, "requests": counts.requests, "deliveries": counts.deliveries}
+        metrics.STORED.set(stored)
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_route(public: bool) -> object:
+    """The /metrics handler: open, or behind the API key guard (METRICS_PUBLIC=false)."""
+    return get(
+        "/metrics",
+        guards=None if public else [require_api_key],
+        include_in_schema=False,
+    )(metrics_text)
