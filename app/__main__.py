@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from app import logs
 from app.config import Settings
 
 
@@ -19,9 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if settings.log_level != "debug":
         # httpx logs every request at INFO: one line per inference call and webhook. The attempts
         # are audited in the database; the log keeps what went wrong.
@@ -40,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
 
         from app.asgi import create_app
 
+        # log_config=None: uvicorn's own lines go through the root handler, in LOG_FORMAT too.
         uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,
         )
 
 

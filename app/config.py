@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 4000
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # json: one JSON object per line, with batch_id / delivery_id / custom_id where they apply.
+    log_format: Literal["plain", "json"] = "plain"
     # Secrets (URLs may hold passwords) are kept out of the settings' repr, and so out of logs.
     database_url: str = Field("sqlite+aiosqlite:///./data/batchgate.db", repr=False)
     # Uploaded and produced files (the /v1/files face) live under DATA_DIR/files.

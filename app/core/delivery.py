@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,9 @@ from app.core.rules.states import DeliveryStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.db.session import Database
+from app.logs import bound
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +97,13 @@ async def send_all(
 
     async def send_one(row_id: int, message: Message) -> Sent:
         async with slots:
-            started_at, t0 = utcnow(), time.perf_counter()
-            try:
-                result = await channels[message.target["type"]].send(message)
-            except Exception as exc:  # a channel bug must still end in an audited attempt
-                result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
-            return Sent(message, row_id, result, started_at, int((time.perf_counter() - t0) * 1000))
+            with bound(delivery_id=message.delivery_id, custom_id=message.custom_id):
+                started_at, t0 = utcnow(), time.perf_counter()
+                try:
+                    result = await channels[message.target["type"]].send(message)
+                except Exception as exc:  # a channel bug must still end in an audited attempt
+                    result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
+                return Sent(message, row_id, result, started_at, int((time.perf_counter() - t0) * 1000))
 
     return list(await asyncio.gather(*(send_one(row_id, message) for row_id, message in claimed)))
 
@@ -130,11 +135,23 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
         await states.set_delivery_outcomes(session, outcomes)
         if attempts:
             await session.execute(insert(DeliveryAttempt), attempts)
-    for item in sent:
-        if item.row_id in current:
-            metrics.DELIVERY_ATTEMPTS.labels(item.message.target["type"], item.result.outcome).inc()
+    _report([item for item in sent if item.row_id in current], outcomes)
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
     return min(retries, default=None)
+
+
+def _report(recorded: Sequence[Sent], outcomes: Sequence[dict[str, Any]]) -> None:
+    """Count the recorded attempts, and log each delivery that has failed for good."""
+    for item, outcome in zip(recorded, outcomes, strict=True):
+        metrics.DELIVERY_ATTEMPTS.labels(item.message.target["type"], item.result.outcome).inc()
+        if outcome["status"] == DeliveryStatus.DELIVERY_FAILED:
+            log.warning(
+                "delivery %s failed for good after %s attempts: %s",
+                item.message.delivery_id,
+                outcome["attempts"],
+                outcome["last_error"],
+                extra={"delivery_id": item.message.delivery_id, "custom_id": item.message.custom_id},
+            )
 
 
 def _storable(result: SendResult) -> SendResult:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -44,15 +45,22 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def app_process(
-    env: dict[str, str], wrapper: tuple[str, ...] = ()
+    env: dict[str, str], wrapper: tuple[str, ...] = (), stderr: IO[str] | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`python -m app serve` in a child process (run through `wrapper`, e.g. faketime), ready
-    when /health answers."""
+    when /health answers; its log goes to `stderr` (a file) when given."""
     port = free_port()
-    child_env = {**os.environ, **env, "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "warning"}
+    child_env = {**os.environ, "LOG_LEVEL": "warning", **env, "PORT": str(port), "HOST": "127.0.0.1"}
     # Its own process group: a wrapper (faketime) forks the app, and a kill must reach both.
     process = await asyncio.create_subprocess_exec(
-        *wrapper, sys.executable, "-m", "app", "serve", env=child_env, start_new_session=True
+        *wrapper,
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        env=child_env,
+        start_new_session=True,
+        stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import logs
 from app.backends.base import LineResult, LineRunner
 from app.core import results
 from app.core.rules import leases, states
@@ -156,6 +157,10 @@ class LocalRunner:
             log.exception("could not uncount the stopped runs of batches %s", running)
 
     async def _run(self, batch_id: int) -> None:
+        with logs.bound(batch_id=batch_id):
+            await self._run_bound(batch_id)
+
+    async def _run_bound(self, batch_id: int) -> None:
         try:
             async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.current.lease_seconds):
                 lines = unfinished_lines(self.db, batch_id)

@@ -8,6 +8,7 @@ running makes it run once more, so no wake is lost and latency is not a multiple
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
@@ -70,7 +71,9 @@ class ScheduledStep:
         if self.running:
             self.woken = True
         elif self.scheduler is not None and self.scheduler.running:
-            self.scheduler.modify_job(self.name, next_run_time=datetime.now(UTC))
+            # A fresh context: a wake from inside a batch's run must not lend the step that
+            # batch's log ids (the scheduler starts the step in the context it was woken from).
+            contextvars.Context().run(self.scheduler.modify_job, self.name, next_run_time=datetime.now(UTC))
 
 
 class Worker:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import logs
 from app.backends.base import BatchAPI, LineResult
 from app.backends.openai import AuthRefused, OpenAIError
 from app.core import results
@@ -93,7 +94,8 @@ async def reported(
     Only errors OpenAI answered with are expected: anything else is logged with its traceback.
     """
     try:
-        yield
+        with logs.bound(batch_id=batch_id):
+            yield
     except AuthRefused as exc:
         run.gate.close(exc, run.settings.current.openai_auth_recheck_seconds)
         await failed(exc)
