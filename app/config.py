@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.access import parse_keys
@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # Signs the events (Standard Webhooks); WEBHOOK_SECRET when unset.
     batch_events_webhook_secret: str | None = Field(None, repr=False)
     webhook_timeout_seconds: float = Field(15.0, gt=0)
+    # Loopback and private addresses may be webhook targets (link-local/metadata ones never are).
+    webhook_allow_private: bool = True
+    # The guard's old switch, still honoured so that an upgrade never loosens it.
     webhook_block_private_networks: bool = False
     delivery_max_attempts: int = Field(
         8, ge=1, le=100, description="Attempts before a delivery ends as delivery_failed."
@@ -196,6 +199,12 @@ class Settings(BaseSettings):
         if bad := [prefix for prefix, limit in value.items() if limit < 1]:
             raise ValueError(f"token limits must be at least 1 (see {', '.join(bad)})")
         return value
+
+    @model_validator(mode="after")
+    def _old_private_switch(self) -> Settings:
+        if self.webhook_block_private_networks:
+            self.webhook_allow_private = False
+        return self
 
     def backend_max_age_seconds(self, backend: str) -> float:
         """How long the oldest pending request of a backend may wait before its batch closes."""

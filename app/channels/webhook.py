@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -12,6 +11,7 @@ from urllib.parse import quote
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from app import destinations
 from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, retry_after_seconds
@@ -26,7 +26,9 @@ class WebhookChannel:
     name = "webhook"
     available = True
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, resolve: destinations.Resolve = destinations.system_resolve
+    ) -> None:
         self.timeout_seconds = settings.webhook_timeout_seconds
         # Results are signed with WEBHOOK_SECRET; batch events (target "signing") with their own.
         events_secret = settings.batch_events_webhook_secret or settings.webhook_secret
@@ -35,7 +37,8 @@ class WebhookChannel:
             for name, secret in (("results", settings.webhook_secret), ("batch_events", events_secret))
             if secret
         }
-        self._block_private = settings.webhook_block_private_networks
+        self._allow_private = settings.webhook_allow_private
+        self._resolve = resolve
         # Redirects are not followed: a 3xx is the receiver's answer, and following it could
         # carry a signed payload somewhere the operator never configured.
         self._client = httpx.AsyncClient(
@@ -64,15 +67,18 @@ class WebhookChannel:
         return headers
 
     async def send(self, message: Message) -> SendResult:
-        url = message.target["webhook_url"]
-        if self._block_private and (blocked := await _private_address(httpx.URL(url).host)):
-            return SendResult(Outcome.PERMANENT_FAILURE, error=f"blocked: {blocked} is not a public address")
+        url = httpx.URL(message.target["webhook_url"])
         answer: list[Any] = []  # [response, body head] once the status line is in
         try:
             # One deadline for the whole attempt: httpx's timeouts are per read, so a receiver
             # dripping a byte at a time would otherwise hold the send (and its chunk) for ever.
             async with asyncio.timeout(self.timeout_seconds):
-                await self._post(url, message, answer)
+                address = await destinations.pin(url.host, self._allow_private, self._resolve)
+                await self._post(url, address, message, answer)
+        except destinations.Refused as exc:
+            return SendResult(Outcome.PERMANENT_FAILURE, error=f"refused: {exc}")
+        except destinations.Unresolvable as exc:
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=str(exc))
         except (TimeoutError, httpx.TimeoutException) as exc:
             if not answer:
                 return SendResult(Outcome.RETRYABLE_FAILURE, error=f"timeout: {type(exc).__name__}")
@@ -101,12 +107,19 @@ class WebhookChannel:
             response_excerpt=body,
         )
 
-    async def _post(self, url: str, message: Message, answer: list[Any]) -> None:
-        """POST the message; fills `answer` with the response as soon as its status is in, then
-        with at most EXCERPT_BYTES of its body (the rest is never read: an endless body costs
-        nothing, and a body cut short only shortens the excerpt)."""
-        headers = self.headers(message)
-        async with self._client.stream("POST", url, content=message.body, headers=headers) as response:
+    async def _post(self, url: httpx.URL, address: str, message: Message, answer: list[Any]) -> None:
+        """POST the message to `address`, the checked address of the URL's host; fills `answer`
+        with the response as soon as its status is in, then with at most EXCERPT_BYTES of its
+        body (the rest is never read: an endless body costs nothing, and a body cut short only
+        shortens the excerpt)."""
+        # Connect to the pinned address; the Host header and TLS (SNI and the certificate's
+        # name) still use the URL's host.
+        headers = {**self.headers(message), "host": url.netloc.decode("ascii")}
+        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        request = self._client.build_request(
+            "POST", url.copy_with(host=address), content=message.body, headers=headers, extensions=extensions
+        )
+        async with contextlib.aclosing(await self._client.send(request, stream=True)) as response:
             head = bytearray()
             answer[:] = [response, head]
             async for chunk in response.aiter_bytes():
@@ -121,16 +134,3 @@ def header_safe(value: str) -> str:
     if value.isascii() and value.isprintable() and value == value.strip():
         return value
     return quote(value, safe="")
-
-
-async def _private_address(host: str) -> str | None:
-    """The first resolved address of host that is not global, if any (the SSRF guard)."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return None  # unresolvable: the POST itself will fail and be retried
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            return str(address)
-    return None

@@ -3,7 +3,6 @@ every face."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from pydantic import ValidationError
 from sqlalchemy import String, bindparam, text
 
-from app import metrics
+from app import destinations, metrics
 from app.config import Settings
 from app.core import storable
 from app.core.intake.schema import (
@@ -112,14 +111,14 @@ def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
 
 def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -> list[Problem]:
     problems = []
-    if isinstance(delivery, WebhookDelivery) and settings.webhook_block_private_networks:
+    if isinstance(delivery, WebhookDelivery):
         host = httpx.URL(delivery.webhook_url).host
-        if _is_private_literal(host):
+        if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
             problems.append(
                 Problem(
                     "invalid_webhook_url",
                     "Webhook target not allowed",
-                    f"{host} is a private or loopback address and WEBHOOK_BLOCK_PRIVATE_NETWORKS is on.",
+                    f"Deliveries cannot go to {host}: {why}.",
                     pointer_prefix + "/delivery_config/webhook_url",
                 )
             )
@@ -201,13 +200,3 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
             ),
         )
     return Accepted(id=new_id, custom_id=request.custom_id, status=RequestStatus.PENDING)
-
-
-def _is_private_literal(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global

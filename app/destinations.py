@@ -1,0 +1,115 @@
+"""Which network addresses a webhook may be sent to: the SSRF guard.
+
+Link-local addresses (169.254.0.0/16, fe80::/10), where clouds serve instance metadata and
+credentials, are refused always, in every spelling an IPv6 address can carry an IPv4 one in
+(IPv4-mapped, NAT64, 6to4, Teredo, IPv4-compatible). Loopback and private ranges are refused
+unless WEBHOOK_ALLOW_PRIVATE: a self-hosted gateway usually delivers inside its own network.
+
+A name is resolved once, every address it resolves to is checked, and the connection goes to the
+checked address (`pin`): a DNS answer that changes between check and connect cannot move a
+delivery somewhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolve = Callable[[str], Awaitable[list[str]]]
+
+# Where clouds answer with instance metadata and credentials.
+METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.0.0/16",  # link-local: AWS, GCP, Azure, OpenStack, ... at 169.254.169.254
+        "fe80::/10",  # IPv6 link-local
+        "fd00:ec2::254/128",  # AWS's IPv6 metadata address
+    )
+)
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+class Refused(Exception):
+    """A destination the guard does not allow; the message says why, for the operator."""
+
+
+class Unresolvable(Exception):
+    """A name that resolves to no address now (perhaps a passing DNS failure)."""
+
+
+def forms(address: Address) -> list[Address]:
+    """The address and every IPv4 address an IPv6 one embeds (each is where it may really go)."""
+    found: list[Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            found.append(address.ipv4_mapped)
+        if address.sixtofour:
+            found.append(address.sixtofour)
+        if address.teredo:
+            found.extend(address.teredo)
+        if any(address in net for net in NAT64) or (address in IPV4_COMPATIBLE and int(address) > 1):
+            found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def refusal(address: Address, allow_private: bool) -> str | None:
+    """Why `address` may not be sent to, or None when it may."""
+    embedded = forms(address)
+    if any(a in net for a in embedded for net in METADATA_NETWORKS if a.version == net.version):
+        return f"{address} is a link-local or cloud metadata address (always refused)"
+    if any(a.is_multicast or a.is_unspecified for a in embedded):
+        return f"{address} is not an address a webhook can be sent to"
+    if not allow_private and not all(a.is_global for a in embedded):
+        return f"{address} is a loopback or private address (WEBHOOK_ALLOW_PRIVATE=false)"
+    return None
+
+
+def literal(host: str) -> Address | None:
+    """The address a URL's host spells, if it is one."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def check_host(host: str, allow_private: bool) -> str | None:
+    """Why a URL's host is refused before any lookup (an address literal, or localhost), or None.
+    A name is checked when it is resolved, at send time (see `pin`)."""
+    if (address := literal(host)) is not None:
+        return refusal(address, allow_private)
+    if not allow_private and (host == "localhost" or host.endswith(".localhost")):
+        return f"{host} is a loopback name (WEBHOOK_ALLOW_PRIVATE=false)"
+    return None
+
+
+async def system_resolve(host: str) -> list[str]:
+    """Every address `host` resolves to, by the system's resolver."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def pin(host: str, allow_private: bool, resolve: Resolve = system_resolve) -> str:
+    """The address to connect to for `host`: resolved once, and refused (Refused) when any of
+    the addresses it resolves to is; Unresolvable when it resolves to none."""
+    if (address := literal(host)) is not None:
+        resolved = [address]
+    else:
+        if (why := check_host(host, allow_private)) is not None:
+            raise Refused(why)
+        try:
+            answers = await resolve(host)
+        except OSError as exc:  # socket.gaierror and friends
+            raise Unresolvable(f"cannot resolve {host}: {exc}") from exc
+        if not answers:
+            raise Unresolvable(f"{host} resolves to no address")
+        resolved = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
+    # One refused address refuses the name: a name that sometimes points at the metadata
+    # service is hostile, whichever address this attempt would have used.
+    for candidate in resolved:
+        if (why := refusal(candidate, allow_private)) is not None:
+            raise Refused(why if literal(host) else f"{host} resolves to {why}")
+    return str(resolved[0])
