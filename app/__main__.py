@@ -14,12 +14,20 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the API and UI (and run the scheduler)")
     serve.add_argument("--migrate", action="store_true", help="apply migrations first")
+    serve.add_argument(
+        "--role",
+        choices=("all", "api", "worker"),
+        help="api: the API and UI; worker: the pipeline and RabbitMQ intake (only /health and "
+        "/metrics on HTTP); all (default, or SERVE_ROLE): both",
+    )
     sub.add_parser("migrate", help="apply database migrations up to head")
     make = sub.add_parser("makemigration", help="autogenerate a migration from the models (developers)")
     make.add_argument("message")
     args = parser.parse_args(argv)
 
     settings = Settings()
+    if getattr(args, "role", None):
+        settings = settings.model_copy(update={"serve_role": args.role})
     logs.configure(settings.log_level, settings.log_format)
     if settings.log_level != "debug":
         # httpx logs every request at INFO: one line per inference call and webhook. The attempts

@@ -117,9 +117,14 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         db = Database(settings.database_url, settings.sqlite_synchronous)
         runtime = RuntimeSettings(db, settings)
         await runtime.refresh()
-        broker = Broker(settings) if settings.rabbitmq_url else None
+        # The broker serves the pipeline (RabbitMQ deliveries) and the intake consumer; an api
+        # process runs neither.
+        pipeline = settings.runs_pipeline
+        broker = Broker(settings) if settings.rabbitmq_url and pipeline else None
         local, openai, channels = build_adapters(settings, broker)
-        worker = Worker(db, runtime, local, openai, channels) if settings.scheduler_enabled else None
+        worker = (
+            Worker(db, runtime, local, openai, channels) if pipeline and settings.scheduler_enabled else None
+        )
         if worker and broker:
             # Deliveries that waited out an outage go as soon as the broker is back.
             broker.publish.on_connected.append(worker.wake_deliver)
@@ -153,20 +158,18 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the ASGI app. The worker (scheduler) starts with it unless SCHEDULER_ENABLED=false."""
+    """Build the ASGI app for SERVE_ROLE: the API and UI (api), the pipeline with only /health and
+    /metrics on HTTP (worker), or both (all). SCHEDULER_ENABLED=false keeps the pipeline off."""
     settings = settings or Settings()
     native, docs = api_routers()
     state = dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))
+    state["role"] = settings.serve_role
+    static = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)
+    faces = (
+        [native, *OPENAI_ROUTERS, ui_router, *ANTHROPIC_ROUTERS, static] if settings.serves_http_faces else []
+    )
     return Litestar(
-        route_handlers=[
-            native,
-            health,
-            metrics_route(settings.metrics_public),
-            *OPENAI_ROUTERS,
-            ui_router,
-            *ANTHROPIC_ROUTERS,
-            create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
-        ],
+        route_handlers=[health, metrics_route(settings.metrics_public), *faces],
         lifespan=[lifespan_of(settings)],
         # The keys are read once, at start, like every setting that is not edited at runtime.
         state=State({**state, "api_keys": ApiKeys.of(settings.api_keys)}),
@@ -175,15 +178,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters
         ),
         request_max_body_size=settings.api_max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Batchgate",
-            version="0.1.0",
-            description="Send one LLM request now, get its result delivered later.",
-            openapi_router=docs,
-            render_plugins=[
-                SchemaJson(path=["/openapi", "/openapi.json"]),
-                SWAGGER,
-            ],
-        ),
+        openapi_config=openapi_config(docs) if settings.serves_http_faces else None,
         logging_config=None,
+    )
+
+
+def openapi_config(docs: Router) -> OpenAPIConfig:
+    """The OpenAPI document and Swagger UI, served on `docs` (under /api, behind the key guard)."""
+    return OpenAPIConfig(
+        title="Batchgate",
+        version="0.1.0",
+        description="Send one LLM request now, get its result delivered later.",
+        openapi_router=docs,
+        render_plugins=[SchemaJson(path=["/openapi", "/openapi.json"]), SWAGGER],
     )

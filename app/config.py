@@ -143,6 +143,10 @@ class Settings(BaseSettings):
 
     tick_seconds: float = Field(1.0, gt=0)
     lease_seconds: float = Field(60.0, gt=0)
+    # What `batchgate serve` runs: api (the API and UI), worker (the pipeline and the RabbitMQ
+    # intake, serving only /health and /metrics) or all of it (see ServeRole).
+    serve_role: Literal["all", "api", "worker"] = "all"
+    # false: no pipeline in this process, whatever its role (kept from before roles existed).
     scheduler_enabled: bool = True
     # Ended batches and requests are purged this long after they end (app.core.retention).
     retention_days: int = Field(30, ge=1, le=36500)
@@ -152,6 +156,16 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(None, repr=False)
     # /metrics answers without a key even when keys are required (false: it needs one too).
     metrics_public: bool = True
+
+    @property
+    def serves_http_faces(self) -> bool:
+        """Whether this process serves the API, the drop-in faces and the UI."""
+        return self.serve_role != "worker"
+
+    @property
+    def runs_pipeline(self) -> bool:
+        """Whether this process runs the scheduler and the RabbitMQ intake consumer."""
+        return self.serve_role != "api"
 
     @field_validator(
         "webhook_secret",

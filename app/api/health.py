@@ -31,5 +31,7 @@ async def health(state: State) -> Response[HealthOut]:
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
     overall = "ok" if healthy and process.openai_block is None else "degraded"
-    body = HealthOut(overall, database, process.scheduler, version("batchgate"), process.rabbitmq, backends)
+    body = HealthOut(
+        overall, database, process.scheduler, version("batchgate"), process.rabbitmq, backends, state.role
+    )
     return Response(body, status_code=200 if healthy else 503)

@@ -40,6 +40,7 @@ class AttemptOut(msgspec.Struct):
     http_status: int | None
     error: str | None
     response_excerpt: str | None
+    worker: str | None = None  # the process that sent it (host:pid)
 
 
 class DeliveryOut(msgspec.Struct):
@@ -153,6 +154,7 @@ class EventOut(msgspec.Struct):
     reason: str | None
     at: datetime
     announced: AnnouncementOut | None = None
+    worker: str | None = None  # the process that wrote it (host:pid)
 
 
 class BatchDetailOut(BatchOut):
@@ -178,6 +180,7 @@ class HealthOut(msgspec.Struct):
     version: str
     rabbitmq: BrokerStatus | None = None
     backends: list[BackendOut] = msgspec.field(default_factory=list)
+    role: str = "all"  # what this process serves: all, api or worker (SERVE_ROLE)
 
 
 class RedeliveredOut(msgspec.Struct):
@@ -254,7 +257,9 @@ def batch_out(b: Batch, settings: Settings) -> BatchOut:
 
 def batch_detail_out(detail: BatchDetail, settings: Settings) -> BatchDetailOut:
     events = [
-        EventOut(e.from_status, e.to_status, e.reason, e.at, _announcement(detail.announced.get(e.id)))
+        EventOut(
+            e.from_status, e.to_status, e.reason, e.at, _announcement(detail.announced.get(e.id)), e.worker
+        )
         for e in detail.events
     ]
     return BatchDetailOut(**_batch_fields(detail.batch, settings), events=events)

@@ -25,6 +25,7 @@ from app.core import results, storable
 from app.core.rules import leases, states
 from app.core.rules.states import DeliveryStatus
 from app.core.runtime.clock import utcnow
+from app.core.runtime.identity import process_name
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.db.session import Database
 from app.logs import bound
@@ -172,6 +173,7 @@ def _attempt_row(delivery_id: int, number: int, item: Sent) -> dict[str, Any]:
         "http_status": result.http_status,
         "error": result.error,
         "response_excerpt": result.response_excerpt,
+        "worker": process_name(),
     }
 
 

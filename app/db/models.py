@@ -90,6 +90,8 @@ class BatchEvent(IdentityBase):
     to_status: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    # The process that wrote it (app.core.runtime.identity): which replica moved the batch.
+    worker: Mapped[str | None] = mapped_column(String(64))
     # A batch's end, still to be sent to BATCH_EVENTS_WEBHOOK_URL (see app.core.announcements).
     announce: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
@@ -200,6 +202,8 @@ class DeliveryAttempt(IdentityBase):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+    # The process that sent it (app.core.runtime.identity).
+    worker: Mapped[str | None] = mapped_column(String(64))
 
 
 class Setting(DefaultBase):

@@ -1,10 +1,12 @@
 """Three full app processes on one PostgreSQL (issue 13): under load, no request runs twice and
-no delivery is sent twice when nothing crashes, and every request is delivered."""
+no delivery is sent twice when nothing crashes, every request is delivered, and every replica
+takes a share of the batches and of the deliveries."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -13,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.db.models import Batch
+from app.db.models import Batch, BatchEvent, DeliveryAttempt
 from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
@@ -32,8 +34,9 @@ async def test_three_replicas_run_and_deliver_each_request_once(
     inference.delay_seconds = 0.01
     async with postgres_database() as url, AsyncExitStack() as stack:
         await migrate(url)
-        env = app_env(url, inference.url, tmp_path, BATCH_MAX_REQUESTS="20", LEASE_SECONDS="60")
-        urls = [(await stack.enter_async_context(app_process(env)))[1] for _ in range(REPLICAS)]
+        env = app_env(url, inference.url, tmp_path, BATCH_MAX_REQUESTS="10", LEASE_SECONDS="60")
+        started = [await stack.enter_async_context(app_process(env)) for _ in range(REPLICAS)]
+        urls = [u for _, u in started]
         clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=10)) for u in urls]
         slots = asyncio.Semaphore(32)
 
@@ -48,6 +51,12 @@ async def test_three_replicas_run_and_deliver_each_request_once(
         try:
             async with db.transaction() as session:
                 unfinished = await session.scalar(select(func.count()).where(Batch.status != "done"))
+                runners = Counter(
+                    await session.scalars(
+                        select(BatchEvent.worker).where(BatchEvent.to_status == "processing")
+                    )
+                )
+                senders = Counter(await session.scalars(select(DeliveryAttempt.worker)))
         finally:
             await db.dispose()
     ids = {f"rep-{n:03d}" for n in range(COUNT)}
@@ -56,6 +65,11 @@ async def test_three_replicas_run_and_deliver_each_request_once(
     assert set(ran) == ids and max(ran.values()) == 1, "a request ran twice"
     assert set(sent) == ids and max(sent.values()) == 1, "a delivery was sent twice"
     assert unfinished == 0
+    # 30 batches and 300 deliveries: a replica left out would mean claims do not spread.
+    names = {f"{socket.gethostname()[:50]}:{process.pid}" for process, _ in started}
+    print(f"batches started per replica: {dict(runners)}; deliveries sent: {dict(senders)}")
+    assert set(runners) == names, f"not every replica ran batches: {dict(runners)}"
+    assert set(senders) == names, f"not every replica sent deliveries: {dict(senders)}"
 
 
 @pytest.mark.skipif(

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.runtime.clock import utcnow
+from app.core.runtime.identity import process_name
 from app.db.models import Batch, BatchEvent, Delivery, Request
 
 
@@ -129,6 +130,7 @@ def begin_batch(session: AsyncSession, batch: Batch, reason: str | None = None) 
             reason=reason,
             at=utcnow(),
             announce=batch.status in BATCH_TERMINAL,
+            worker=process_name(),
         )
     )
 
@@ -145,6 +147,7 @@ def move_batch(session: AsyncSession, batch: Batch, to_status: str, reason: str 
             reason=reason,
             at=now,
             announce=to_status in BATCH_TERMINAL,
+            worker=process_name(),
         )
     )
     batch.status = to_status
@@ -157,7 +160,12 @@ def note_batch(session: AsyncSession, batch: Batch, reason: str) -> None:
     """Put an operator action that changes no status (a redelivery) on the batch's timeline."""
     session.add(
         BatchEvent(
-            batch_id=batch.id, from_status=batch.status, to_status=batch.status, reason=reason, at=utcnow()
+            batch_id=batch.id,
+            from_status=batch.status,
+            to_status=batch.status,
+            reason=reason,
+            at=utcnow(),
+            worker=process_name(),
         )
     )
 
