@@ -30,6 +30,9 @@ RUN mkdir -p templates static \
 USER batchgate
 
 ENV DATABASE_URL=sqlite+aiosqlite:////data/batchgate.db
+# Reachable from outside the container: set API_KEYS (docs/security.md). Without a key the
+# server warns at start and on the dashboard.
+ENV HOST=0.0.0.0
 VOLUME /data
 EXPOSE 4000
 

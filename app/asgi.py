@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,6 +34,7 @@ from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.config import Settings
 from app.consumers.intake import IntakeConsumer
+from app.core import keys as stored_keys
 from app.core.access import ApiKeys
 from app.core.actions import Actions
 from app.core.intake.schema import RequestIn
@@ -41,10 +43,16 @@ from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import wake_nothing
 from app.db.migrate import pending_revision
 from app.db.session import Database
+from app.protection import UiCookies, answered_hosts, check_host, is_loopback
 from app.ui import ui_router
 from app.ui.render import register_filters
 
 log = logging.getLogger(__name__)
+
+OPEN_TO_THE_NETWORK = (
+    "SERVING ON %s WITH NO API KEY: anyone who can reach this port reads every prompt and result "
+    "and can change delivery targets. Set API_KEYS, or create a key in the UI (Keys)."
+)
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -133,6 +141,11 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
             if broker and broker.intake_queue
             else None
         )
+        keys: ApiKeys = app.state.api_keys
+        await stored_keys.refresh(db, keys)
+        keys_refresh = asyncio.create_task(stored_keys.keep_fresh(db, keys), name="api-keys-refresh")
+        if settings.serves_http_faces and not keys.required and not is_loopback(settings.host):
+            log.warning(OPEN_TO_THE_NETWORK, settings.host)
         actions = Actions(db, runtime, worker.wake if worker else wake_nothing, openai)
         app.state.update(
             db=db, runtime=runtime, worker=worker, broker=broker, consumer=consumer, actions=actions
@@ -145,6 +158,7 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         try:
             yield
         finally:
+            keys_refresh.cancel()
             for stopping in (consumer, worker):
                 if stopping:
                     await stopping.stop()
@@ -164,6 +178,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     native, docs = api_routers()
     state = dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))
     state["role"] = settings.serve_role
+    cookies = UiCookies.of(settings)
     static = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)
     faces = (
         [native, *OPENAI_ROUTERS, ui_router, *ANTHROPIC_ROUTERS, static] if settings.serves_http_faces else []
@@ -172,7 +187,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[health, metrics_route(settings.metrics_public), *faces],
         lifespan=[lifespan_of(settings)],
         # The keys are read once, at start, like every setting that is not edited at runtime.
-        state=State({**state, "api_keys": ApiKeys.of(settings.api_keys)}),
+        state=State(
+            {
+                **state,
+                "api_keys": ApiKeys.of(settings.api_keys),
+                "allowed_hosts": answered_hosts(settings),
+                "host": settings.host,
+            }
+        ),
+        guards=[check_host],
+        middleware=[cookies.session.middleware],
+        csrf_config=cookies.csrf,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters

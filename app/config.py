@@ -46,7 +46,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    host: str = "0.0.0.0"
+    # Loopback by default: nothing else on the network reaches a fresh `make run`. The image and
+    # the compose file set 0.0.0.0; set API_KEYS (or create keys in the UI) when you do.
+    host: str = "127.0.0.1"
     port: int = 4000
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # json: one JSON object per line, with batch_id / delivery_id / custom_id where they apply.
@@ -156,6 +158,14 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(None, repr=False)
     # /metrics answers without a key even when keys are required (false: it needs one too).
     metrics_public: bool = True
+    # Host header values answered (comma list, `*.example.com` patterns). Empty: the loopback
+    # names when HOST is loopback (a DNS-rebinding page cannot reach the UI), else any host.
+    allowed_hosts: str = ""
+    # Signs the UI's session and CSRF cookies. Empty: a random secret per process, so UI logins
+    # end with a restart and do not carry between replicas; set it when running several.
+    session_secret: str | None = Field(None, repr=False)
+    # Mark the UI's cookies Secure (served over HTTPS, e.g. behind a TLS-terminating proxy).
+    ui_cookie_secure: bool = False
 
     @property
     def serves_http_faces(self) -> bool:
@@ -177,6 +187,7 @@ class Settings(BaseSettings):
         "openai_organization",
         "openai_project",
         "api_keys",
+        "session_secret",
         mode="before",
     )
     @classmethod

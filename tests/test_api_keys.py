@@ -1,7 +1,8 @@
 """API_KEYS: with keys set, every route under /api and /v1 (the native API, its OpenAPI document,
 both drop-in faces under both mounts) refuses a request without a valid key with 401 in the shape
-of the face called and `x-should-retry: false`; /health and, until issue 14, the UI stay open.
-The official SDKs work with a right key and raise AuthenticationError, once, with a wrong one."""
+of the face called and `x-should-retry: false`; every UI page sends the browser to the login
+form; only /health, /metrics, the login form and the static files answer. The official SDKs
+work with a right key and raise AuthenticationError, once, with a wrong one."""
 
 from __future__ import annotations
 
@@ -35,8 +36,16 @@ async def keyed(sqlite_url: str, start_app: StartApp) -> AsyncIterator[RunningAp
         yield app
 
 
+def under(path: str, *prefixes: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
 def guarded(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in ("/api", "/v1"))
+    return under(path, "/api", "/v1")
+
+
+# What answers without a key. Anything else a new route adds is refused, or this test fails.
+OPEN = ("/health", "/metrics", "/login", "/logout", "/static")
 
 
 def every_route(app: Litestar) -> list[tuple[str, str]]:
@@ -73,7 +82,23 @@ async def test_every_api_and_v1_route_refuses_a_missing_or_wrong_key(keyed: Runn
             answer = await keyed.client.request(method, path, headers=headers)
             assert answer.status_code != 401, (method, path, headers, answer.text)
     assert (await keyed.client.get("/health")).status_code == 200
-    assert (await keyed.client.get("/")).status_code == 200  # the UI: open until issue 14
+
+
+async def test_every_other_route_but_the_open_ones_sends_to_the_login_form(keyed: RunningApp) -> None:
+    pages = [
+        (m, p) for m, p in every_route(create_app(keyed.settings)) if not guarded(p) and not under(p, *OPEN)
+    ]
+    assert {p for _, p in pages} >= {"/", "/batches", "/requests", "/settings", "/keys"}
+    for method, path in pages:
+        if method in ("HEAD", "OPTIONS"):
+            continue
+        answer = await keyed.client.request(method, path, follow_redirects=False)
+        assert (answer.status_code, answer.headers.get("location", "")[:13]) == (303, "/login?next=/"), (
+            method,
+            path,
+        )
+        htmx = await keyed.client.request(method, path, headers={"HX-Request": "true"})
+        assert htmx.status_code == 401 and htmx.headers["HX-Redirect"].startswith("/login"), (method, path)
 
 
 def openai_refusal(message: str) -> dict[str, Any]:
@@ -182,7 +207,8 @@ async def test_the_native_api_takes_either_header_and_either_key(keyed: RunningA
 
 
 async def test_the_keys_are_never_shown(keyed: RunningApp) -> None:
-    for page in ("/health", "/settings", "/"):
+    await keyed.client.post("/login", data={"key": KEYS[0]})
+    for page in ("/health", "/settings", "/", "/keys"):
         answer = await keyed.client.get(page)
         assert answer.status_code == 200
         assert not any(key in answer.text for key in KEYS)

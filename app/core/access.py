@@ -1,10 +1,9 @@
-"""Who may call the API: the keys in API_KEYS, held only as SHA-256 digests and compared in
-constant time. The HTTP faces read the key a request carries and ask `ApiKeys.check`."""
+"""Who may call the API: the keys in API_KEYS and those created in the UI, held only as SHA-256
+digests. The HTTP faces read the key a request carries and ask `ApiKeys.check`."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,33 +30,45 @@ def parse_keys(configured: str | None) -> tuple[str, ...]:
     return keys
 
 
-def _digest(key: str) -> bytes:
-    # Digests have one length, so comparing them says nothing about a key's length.
-    return hashlib.sha256(key.encode()).digest()
+def digest(key: str) -> str:
+    """The hex SHA-256 of a key: what is stored and compared, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass
 class ApiKeys:
-    """The configured keys as digests; no keys means the API is open."""
+    """The keys this process accepts: API_KEYS (fixed) and the keys created in the UI (`stored`,
+    refreshed from the database by app.core.keys). No key at all means the API is open.
 
-    digests: tuple[bytes, ...] = field(default=(), repr=False)
+    Keys are looked up by digest: a hash-table lookup of a SHA-256 says nothing an attacker can
+    use about how close a guess was, unlike comparing the keys themselves.
+    """
+
+    fixed: frozenset[str] = field(default=frozenset(), repr=False)
+    # digest → api_keys.id of each stored key not revoked
+    stored: dict[str, int] = field(default_factory=dict, repr=False)
+    # ids of stored keys used since their last-used time was last written
+    used: set[int] = field(default_factory=set, repr=False)
 
     @classmethod
     def of(cls, configured: str | None) -> ApiKeys:
-        return cls(tuple(_digest(key) for key in parse_keys(configured)))
+        return cls(frozenset(digest(key) for key in parse_keys(configured)))
 
     @property
     def required(self) -> bool:
-        return bool(self.digests)
+        return bool(self.fixed or self.stored)
+
+    def known(self, key_digest: str) -> bool:
+        """Whether a digest (of a key, or kept in a UI session) belongs to a key accepted now."""
+        return key_digest in self.fixed or key_digest in self.stored
 
     def accepts(self, presented: str) -> bool:
-        """Whether `presented` is one of the keys. Every key is compared, so the time taken does
-        not tell which one matched or how much of one."""
-        digest = _digest(presented)
-        matched = False
-        for known in self.digests:
-            matched |= hmac.compare_digest(known, digest)
-        return matched
+        """Whether `presented` is a key accepted now; notes a stored key's use."""
+        found = digest(presented)
+        if (key_id := self.stored.get(found)) is not None:
+            self.used.add(key_id)
+            return True
+        return found in self.fixed
 
     def check(self, presented: Iterable[str]) -> Refusal | None:
         """None when the request may go on: no keys are configured, or one it carries is valid."""

@@ -232,3 +232,16 @@ class File(DefaultBase):
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
 
     __table_args__ = (Index("ix_files_purpose_created", "purpose", "created_at"),)
+
+
+class ApiKey(IdentityBase):
+    """An API key created in the UI. Only its SHA-256 digest is kept: the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    name: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the key
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to recognise it
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)

@@ -7,14 +7,17 @@ from litestar.di import Provide
 
 from app.ui.batches import BatchPages
 from app.ui.dashboard import dashboard
+from app.ui.keys import KeyPages
+from app.ui.login import LoginRequired, login, login_form, logout, require_login, to_login
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
 
 ui_router = Router(
     path="/",
-    route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages],
-    exception_handlers=UI_EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages, KeyPages, login_form, login, logout],
+    guards=[require_login],
+    exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},  # type: ignore[dict-item]
     include_in_schema=False,
     # The query parameters every list page shares: search, status and where the page starts.
     dependencies={"listing": Provide(listing, sync_to_thread=False)},

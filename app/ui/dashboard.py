@@ -9,6 +9,7 @@ from litestar.datastructures import State
 
 from app.core.read import stats
 from app.core.runtime import status
+from app.protection import is_loopback
 from app.ui.render import HttpRequest, page
 
 
@@ -25,4 +26,5 @@ async def dashboard(request: HttpRequest, state: State) -> Any:
         rabbitmq=process.rabbitmq,
         scheduler=process.scheduler,
         chart_max=max(numbers.per_minute) or 1,
+        open_to_network=not state.api_keys.required and not is_loopback(state.host),
     )

@@ -13,6 +13,7 @@ from litestar.response import Template
 
 from app.ui.render import HTML, HttpRequest, done
 
+CSRF_FIELD = "_csrf_token"
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
@@ -27,7 +28,8 @@ class SettingsPages(Controller):
 
     @post("/")
     async def save(self, request: HttpRequest, state: State, data: Form) -> Any:
-        await state.actions.save_settings(data)
+        # The form's CSRF field is the middleware's, not a setting.
+        await state.actions.save_settings({k: v for k, v in data.items() if k != CSRF_FIELD})
         return done(request, "Settings saved; they apply now.", "/settings")
 
     @post("/reset")

@@ -70,6 +70,18 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
             settings = settings.model_copy(update={"data_dir": files_dir})
         app = create_app(settings)
         async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+            await with_csrf_token(client)
             yield RunningApp(
                 url, client, settings, app.state.db, app.state.worker, app.state.broker, app.state.consumer
             )
+
+
+CSRF_COOKIE = "batchgate_csrf"
+
+
+async def with_csrf_token(client: httpx.AsyncClient) -> None:
+    """Give the client the UI's CSRF cookie and send its token with every request, as the UI's
+    pages make htmx do; the API ignores both."""
+    await client.get("/login")
+    if token := client.cookies.get(CSRF_COOKIE):
+        client.headers["x-csrftoken"] = token

@@ -1,0 +1,81 @@
+"""API keys created in the UI: create (the key is shown once), list, revoke, and keep each
+process's `ApiKeys` in step with the table (revocations reach every replica within seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from app.core.access import ApiKeys, digest
+from app.core.rules.errors import InvalidInput, NotFound, Problem
+from app.core.runtime.clock import utcnow
+from app.db.models import ApiKey
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "bg_"
+REFRESH_SECONDS = 5.0
+NAME_MAX = 100
+
+
+async def create(db: Database, keys: ApiKeys, name: str) -> tuple[ApiKey, str]:
+    """A new key named `name`: its row and the key itself, which is never available again."""
+    name = name.strip()
+    if not name or len(name) > NAME_MAX:
+        detail = f"Give the key a name of 1 to {NAME_MAX} characters."
+        raise InvalidInput(Problem("invalid_key_name", "Invalid name", detail))
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, digest=digest(key), prefix=key[:10], created_at=utcnow())
+    async with db.transaction() as session:
+        session.add(row)
+        await session.flush()
+    keys.stored[row.digest] = row.id  # this process accepts it at once; others within seconds
+    return row, key
+
+
+async def revoke(db: Database, keys: ApiKeys, key_id: int) -> ApiKey:
+    """Revoke a key: it stops working here at once, everywhere within REFRESH_SECONDS."""
+    async with db.transaction() as session:
+        row = await session.get(ApiKey, key_id, with_for_update=True)
+        if row is None:
+            raise NotFound(Problem("not_found", "Not found", f"No API key {key_id}."))
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+    keys.stored.pop(row.digest, None)
+    return row
+
+
+async def listing(db: Database) -> Sequence[ApiKey]:
+    """Every key created in the UI, newest first, revoked ones included (for the record)."""
+    async with db.transaction() as session:
+        return (await session.scalars(select(ApiKey).order_by(ApiKey.id.desc()))).all()
+
+
+async def refresh(db: Database, keys: ApiKeys, now: datetime | None = None) -> None:
+    """Reload the keys not revoked, and write the last-used time of those used since last time."""
+    used, keys.used = keys.used, set()
+    async with db.transaction() as session:
+        if used:
+            await session.execute(
+                update(ApiKey).where(ApiKey.id.in_(used)).values(last_used_at=now or utcnow())
+            )
+        active = (
+            await session.execute(select(ApiKey.digest, ApiKey.id).where(ApiKey.revoked_at.is_(None)))
+        ).all()
+    keys.stored = {row.digest: row.id for row in active}
+
+
+async def keep_fresh(db: Database, keys: ApiKeys) -> None:
+    """Refresh every REFRESH_SECONDS until cancelled; a failed refresh keeps the last known keys."""
+    while True:
+        await asyncio.sleep(REFRESH_SECONDS)
+        try:
+            await refresh(db, keys)
+        except Exception:  # a passing database error must not stop the refresh for good
+            log.warning("could not refresh the API keys; keeping the last known ones", exc_info=True)

@@ -1,0 +1,103 @@
+"""What guards the HTTP faces beyond API keys: the Host header check, and the UI's signed session
+and CSRF cookies. Built once per app from the settings (see app.asgi)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import secrets
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from litestar.config.csrf import CSRFConfig
+from litestar.connection import ASGIConnection
+from litestar.exceptions import ClientException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware.session.client_side import CookieBackendConfig
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# Machine routes: they carry a key in a header, never a cookie, so CSRF cannot ride on them;
+# and the session is not read there (it would cost every intake a cookie decode).
+NOT_UI = ["^/api", "^/v1", "^/health", "^/metrics", "^/static"]
+SESSION_DAYS = 7
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address (or a Host name) is reachable from this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def answered_hosts(settings: Settings) -> tuple[str, ...]:
+    """The Host patterns answered: ALLOWED_HOSTS, or by default the loopback names when the
+    server listens on loopback (so a DNS-rebinding page cannot reach it), else any host."""
+    configured = tuple(h.strip().lower() for h in settings.allowed_hosts.split(",") if h.strip())
+    if configured:
+        return configured
+    return LOOPBACK_NAMES if is_loopback(settings.host) else ("*",)
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port: `[::1]:4000` → `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostRefused(ClientException):
+    """400: a Host header this server does not answer to (ALLOWED_HOSTS)."""
+
+
+def check_host(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Refuse a request whose Host header is not an allowed host (an app-wide guard)."""
+    allowed: tuple[str, ...] = connection.app.state.allowed_hosts
+    if "*" in allowed:
+        return
+    name = host_name(connection.headers.get("host", ""))
+    if not any(fnmatchcase(name, pattern) for pattern in allowed):
+        raise HostRefused(detail=f"Host {name!r} is not served here: add it to ALLOWED_HOSTS.")
+
+
+@dataclass(frozen=True)
+class UiCookies:
+    """The UI's signed session cookie and its CSRF protection, sharing one secret."""
+
+    session: CookieBackendConfig
+    csrf: CSRFConfig
+
+    @classmethod
+    def of(cls, settings: Settings) -> UiCookies:
+        secret = settings.session_secret
+        if secret is None:
+            log.info("SESSION_SECRET is not set: UI logins last until this process stops")
+            secret = secrets.token_hex(32)
+        key = hashlib.sha256(b"batchgate-session:" + secret.encode()).digest()
+        session = CookieBackendConfig(
+            secret=key,
+            key="batchgate_session",
+            max_age=SESSION_DAYS * 86400,
+            httponly=True,
+            samesite="lax",
+            secure=settings.ui_cookie_secure,
+            exclude=NOT_UI,
+        )
+        csrf = CSRFConfig(
+            secret=hashlib.sha256(b"batchgate-csrf:" + secret.encode()).hexdigest(),
+            cookie_name="batchgate_csrf",
+            cookie_httponly=True,  # the token reaches the page through the template, not JS
+            cookie_samesite="lax",
+            cookie_secure=settings.ui_cookie_secure,
+            exclude=NOT_UI,
+        )
+        return cls(session, csrf)

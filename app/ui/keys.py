@@ -1,0 +1,49 @@
+"""API keys: the ones from API_KEYS (counted, never shown) and the ones created here, each shown
+once at creation, then only by name, prefix and last use; revoke ends a key (and its sessions)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Template
+
+from app.core import keys as stored_keys
+from app.http import RowId
+from app.ui.render import HTML, HttpRequest, done
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+class KeyPages(Controller):
+    path = "/keys"
+
+    @get("/")
+    async def show(self, state: State) -> Any:
+        return await _page(state)
+
+    @post("/")
+    async def create(self, request: HttpRequest, state: State, data: Form) -> Any:
+        row, key = await stored_keys.create(state.db, state.api_keys, data.get("name", ""))
+        if not request.session.get("key"):
+            # The first key closes the UI too: keep its creator logged in, with that key.
+            request.set_session({"key": row.digest})
+        # The one time the key is shown: the answer is not cached and the page says so.
+        return await _page(state, created=(row, key), headers={"Cache-Control": "no-store"})
+
+    @post("/{key_id:int}/revoke")
+    async def revoke(self, request: HttpRequest, state: State, key_id: RowId) -> Any:
+        row = await stored_keys.revoke(state.db, state.api_keys, key_id)
+        return done(request, f"Key {row.name!r} revoked.", "/keys", redirect=True)
+
+
+async def _page(state: State, created: Any = None, headers: dict[str, str] | None = None) -> Template:
+    context = {
+        "rows": await stored_keys.listing(state.db),
+        "fixed": len(state.api_keys.fixed),
+        "created": created,
+    }
+    return Template(template_name="keys.html", context=context, headers=headers, media_type=HTML)
