@@ -122,12 +122,12 @@ async def run_with_a_kill(
     finally:
         await db.dispose()
     lost, duplicates = delivered_count(receiver, ids)
-    # Input files whose upload the kill cut off before the app knew their id: not billed, but
-    # nothing deletes them (OpenAI expires them); reported, not asserted.
-    orphans = sum(1 for f in api.file_objects.values() if f["purpose"] == "batch")
+    # Remote files a kill left behind: an upload cut off before the app knew its id, or an ended
+    # batch's files before they were deleted. Not billed, and OpenAI expires them; reported only.
+    left = Counter(f["purpose"] for f in api.file_objects.values())
     print(
         f"openai {phase} seed={seed}: batches at the kill {caught}, remote batches not yet recorded "
-        f"{unknown}; remote batches {len(api.batches)}, orphan input files {orphans}; "
+        f"{unknown}; remote batches {len(api.batches)}, remote files left {dict(left)}; "
         f"unanswered={len(unanswered)} lost={len(lost)} duplicates={duplicates}"
     )
     assert not lost
