@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.db.models import Delivery, Request
+from app.db.models import BatchEvent
 from app.db.session import Database
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
-from tests.support import request_payload, wait_until, webhook
+from tests.support import wait_until
+from tests.support.faults import batch_statuses, counts, delivered_count, submit_all
 from tests.support.processes import app_env, app_process, kill
 
 pytestmark = pytest.mark.slow
@@ -30,34 +29,6 @@ pytestmark = pytest.mark.slow
 COUNT = 40
 SEEDS = (1, 2)
 Kill = Callable[[], Awaitable[None]]
-
-
-async def submit_all(url: str, ids: list[str], hook: str) -> dict[str, int]:
-    """Send every request (8 at a time); the status each got, absent when no answer came."""
-    answers: dict[str, int] = {}
-    slots = asyncio.Semaphore(8)
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-
-        async def one(custom_id: str) -> None:
-            async with slots:
-                try:
-                    response = await client.post(
-                        "/api/requests", json=request_payload(custom_id, webhook(hook))
-                    )
-                except httpx.TransportError:
-                    return  # the process died under it: unknown, the client sends it again
-                answers[custom_id] = response.status_code
-
-        await asyncio.gather(*(one(i) for i in ids))
-    return answers
-
-
-async def counts(db: Database) -> tuple[int, int]:
-    """(requests not succeeded, deliveries not delivered): both 0 when nothing is stuck."""
-    async with db.transaction() as session:
-        open_requests = await session.scalar(select(func.count()).where(Request.status != "succeeded"))
-        open_deliveries = await session.scalar(select(func.count()).where(Delivery.status != "delivered"))
-    return int(open_requests or 0), int(open_deliveries or 0)
 
 
 async def run_with_a_kill(
@@ -87,10 +58,11 @@ async def run_with_a_kill(
     try:
         async with app_process(env) as (process, url):
             submitting = asyncio.create_task(submit_all(url, ids, hook))
-            await _moment(phase, rng, inference, receiver, submitting)
+            await _moment(phase, rng, inference, receiver, submitting, db)
             kill(process)
             await process.wait()
             answers = await submitting
+        caught = await batch_statuses(db)
         async with app_process(env) as (_, url):
             # The client sends again what got no 202: a 409 says it was accepted before the kill.
             unanswered = [i for i in ids if answers.get(i) != 202]
@@ -103,10 +75,11 @@ async def run_with_a_kill(
             await wait_until(settled, timeout=90, what=f"{phase}: every request delivered and nothing open")
     finally:
         await db.dispose()
-    delivered = Counter(r.custom_id for r in receiver.successes())
-    lost = set(ids) - set(delivered)
-    duplicates = sum(n - 1 for n in delivered.values())
-    print(f"{phase} seed={seed}: unanswered={len(unanswered)} lost={len(lost)} duplicates={duplicates}")
+    lost, duplicates = delivered_count(receiver, ids)
+    print(
+        f"{phase} seed={seed}: batches at the kill {caught}; "
+        f"unanswered={len(unanswered)} lost={len(lost)} duplicates={duplicates}"
+    )
     assert not lost
     assert duplicates <= COUNT  # at least once: a kill can resend what was in flight, not loop
 
@@ -117,10 +90,18 @@ async def _moment(
     inference: InferenceStandin,
     receiver: WebhookReceiver,
     submitting: asyncio.Task,
+    db: Database,
 ) -> None:
     """Wait until the phase is under way, then a random moment more (what the seed decides)."""
     if phase == "intake":
         await asyncio.sleep(rng.uniform(0.0, 0.3))  # the kill's moment itself, not synchronisation
+        return
+    if phase == "submitting":
+        # The n-th batch closed (ready); it is handed to the backend and claimed moments later,
+        # maybe while intake still runs: kill around that, before or after its run starts.
+        n = rng.randint(1, 3)
+        await wait_until(lambda: _closed(db, n), timeout=30, interval=0.005, what=f"batch {n} ready")
+        await asyncio.sleep(rng.uniform(0.0, 0.05))
         return
     await submitting
     if phase == "building":
@@ -133,8 +114,15 @@ async def _moment(
         await wait_until(lambda: len(receiver.received) >= n, timeout=30, what=f"{n} deliveries sent")
 
 
+async def _closed(db: Database, n: int) -> bool:
+    """At least `n` batches have been closed (moved to ready)."""
+    async with db.transaction() as session:
+        ready = await session.scalar(select(func.count()).where(BatchEvent.to_status == "ready"))
+    return int(ready or 0) >= n
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("phase", ["intake", "building", "running", "delivering"])
+@pytest.mark.parametrize("phase", ["intake", "building", "submitting", "running", "delivering"])
 async def test_a_kill_loses_nothing_and_leaves_nothing_stuck(
     phase: str,
     seed: int,

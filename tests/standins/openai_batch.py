@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tests.standins.asgi import (
+    Message,
     Receive,
     Scope,
     Send,
@@ -173,7 +174,8 @@ class OpenAIBatchStandin:
 
     Request pipeline: record the call, ``required_api_key`` (401), ``forbidden``
     (403), ``fail_next`` (not for GET /v1/models), ``fail_matching``, then the route.
-    ``lost_create_answers`` lets a create succeed and then loses its answer (see there).
+    ``lost_create_answers`` lets a create succeed and then loses its answer (see there);
+    ``answer_delays`` and ``content_line_delay`` make answers late and downloads slow.
 
     Batches move only on ``GET /v1/batches/{id}``: ``polls_per_status`` GETs show
     each of validating, in_progress and finalizing, then the final status. The
@@ -209,6 +211,11 @@ class OpenAIBatchStandin:
         self.reverse_output: bool = False  # write result lines in reverse input order
         self.endpoints: tuple[str, ...] = ENDPOINTS  # accepted batch endpoints
         self.clock: Callable[[], float] = time.time  # source of every *_at timestamp
+        # Slowness, to widen a moment a test kills the client in. Regex fullmatched against
+        # "METHOD /path" -> seconds its answer is held after the route acted (an upload is
+        # stored, a create applied); and file content sent one line at a time, this far apart.
+        self.answer_delays: dict[str, float] = {}
+        self.content_line_delay: float = 0.0
 
         # Recordings (cleared by reset()).
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
@@ -275,10 +282,24 @@ class OpenAIBatchStandin:
         self.calls.append((method, path))
         self.call_headers.append(headers)
         extra = {"x-request-id": self._new_id("req_", 24)}
+        send = self._held(send, f"{method} {path}")
         try:
             await self._dispatch(_Request(scope, headers, raw, send, extra, receive), method, path)
         except _ApiError as exc:
             await send_json(send, exc.status, exc.body, extra)
+
+    def _held(self, send: Send, call: str) -> Send:
+        """`send`, holding back the answer's start as `answer_delays` says for `call`."""
+        delay = next((d for pattern, d in self.answer_delays.items() if re.fullmatch(pattern, call)), 0.0)
+        if delay <= 0:
+            return send
+
+        async def held(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(delay)  # the route has acted; its answer is late
+            await send(message)
+
+        return held
 
     async def _dispatch(self, request: _Request, method: str, path: str) -> None:
         headers, extra = request.headers, request.extra
@@ -408,7 +429,18 @@ class OpenAIBatchStandin:
 
     async def _file_content(self, request: _Request, file_id: str) -> None:
         self._file(file_id)
-        await send_bytes(request.send, 200, self.files[file_id], "application/octet-stream", request.extra)
+        data = self.files[file_id]
+        if self.content_line_delay <= 0:
+            await send_bytes(request.send, 200, data, "application/octet-stream", request.extra)
+            return
+        # A slow download: the length up front, then one line at a time.
+        headers = [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(data))]
+        headers += [(k.encode(), v.encode()) for k, v in request.extra.items()]
+        await request.send({"type": "http.response.start", "status": 200, "headers": headers})
+        for line in data.splitlines(keepends=True):
+            await request.send({"type": "http.response.body", "body": line, "more_body": True})
+            await asyncio.sleep(self.content_line_delay)
+        await request.send({"type": "http.response.body", "body": b""})
 
     async def _delete_file(self, request: _Request, file_id: str) -> None:
         self._file(file_id)

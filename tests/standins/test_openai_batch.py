@@ -552,6 +552,28 @@ async def test_lost_create_answers_create_the_batch_all_the_same(
     assert len(listed) == 5 and all(checked(b)["metadata"] == {"k": "v"} for b in listed)
 
 
+async def test_late_answers_and_slow_downloads(api: tuple[OpenAIBatchStandin, httpx.AsyncClient]) -> None:
+    app, client = api
+    app.answer_delays = {r"POST /v1/batches": 0.3}
+    file_id = await upload(client, lines_abc())  # other routes answer at once
+    body = {"input_file_id": file_id, "endpoint": CHAT, "completion_window": "24h"}
+    late = asyncio.create_task(client.post("/batches", json=body))
+    await wait_until(lambda: len(app.batches) == 1, timeout=10, what="the create applied")
+    assert not late.done()  # applied, the answer still held back
+    assert (await late).json()["id"] in app.batches
+
+    app.content_line_delay = 0.1
+    loop = asyncio.get_running_loop()
+    async with client.stream("GET", f"/files/{file_id}/content") as response:
+        lines = response.aiter_lines()
+        first = await anext(lines)
+        assert json.loads(first)["custom_id"] == "a"
+        started = loop.time()
+        rest = [line async for line in lines]
+    assert loop.time() - started >= 0.15  # the other lines came a line's delay apart
+    assert (first + "\n" + "\n".join(rest) + "\n").encode() == app.files[file_id]
+
+
 # ---------------------------------------------------------------------- SDK contract
 
 
