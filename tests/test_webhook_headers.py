@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -209,16 +209,7 @@ async def test_an_edit_keeps_hidden_values_only_for_the_same_origin(
         assert (await stored_delivery(app, "edit/1"))["headers"]["Authorization"] == TOKEN
 
         # Another origin (localhost is not 127.0.0.1): hidden values are not carried there.
-        elsewhere = receiver.url.replace("127.0.0.1", "localhost") + "/hook"
-        for attempt in ({"type": "webhook", "webhook_url": elsewhere}, {**shown, "webhook_url": elsewhere}):
-            answer = await edit(attempt)
-            assert answer.status_code == 422 and "another origin" in answer.text, answer.text
-        # A hidden value for a header that was never stored.
-        answer = await edit({**shown, "headers": {"X-New": "••••"}})
-        assert answer.status_code == 422 and "no stored header" in answer.text, answer.text
-        # Validated like intake.
-        answer = await edit({**shown, "headers": {"Webhook-Signature": "v1,x"}})
-        assert answer.status_code == 422 and "set by Batchgate" in answer.text, answer.text
+        await refused_edits(edit, shown, receiver.url.replace("127.0.0.1", "localhost") + "/hook")
         assert (await stored_delivery(app, "edit/1"))["webhook_url"].endswith("/third")
 
         # One value changed, one kept, one added; then delivered with exactly those.
@@ -239,6 +230,18 @@ async def test_an_edit_keeps_hidden_values_only_for_the_same_origin(
         assert (await app.client.post("/api/requests/edit/1/redeliver")).status_code == 202
         await receiver.wait_for(lambda r: len(r.successes("edit/1")) == 2, timeout=20)
         assert "authorization" not in receiver.successes("edit/1")[-1].headers
+
+
+async def refused_edits(edit: Callable[[Any], Awaitable[Any]], shown: Any, elsewhere: str) -> None:
+    """Edits that must change nothing: stored values to another origin, a hidden value for a
+    header never stored, a reserved header."""
+    for attempt in ({"type": "webhook", "webhook_url": elsewhere}, {**shown, "webhook_url": elsewhere}):
+        answer = await edit(attempt)
+        assert answer.status_code == 422 and "another origin" in answer.text, answer.text
+    answer = await edit({**shown, "headers": {"X-New": "••••"}})
+    assert answer.status_code == 422 and "no stored header" in answer.text, answer.text
+    answer = await edit({**shown, "headers": {"Webhook-Signature": "v1,x"}})
+    assert answer.status_code == 422 and "set by Batchgate" in answer.text, answer.text
 
 
 async def close_and_deliver(app: RunningApp, receiver: WebhookReceiver, custom_id: str) -> None:
