@@ -41,6 +41,12 @@ def parse_routes(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(routes)
 
 
+@lru_cache(maxsize=16)
+def parse_patterns(value: str) -> tuple[str, ...]:
+    """`results.*,audit` as its names and shell-style patterns (empty entries dropped)."""
+    return tuple(item for item in (part.strip() for part in value.split(",")) if item)
+
+
 class Settings(BaseSettings):
     """Every knob Batchgate has. Names are the environment variable names."""
 
@@ -139,6 +145,9 @@ class Settings(BaseSettings):
     rabbitmq_prefetch: int = Field(64, ge=1, le=65535)
     rabbitmq_intake_concurrency: int = Field(16, ge=1, le=65535)
     rabbitmq_declare_queues: bool = True
+    # Where rabbitmq deliveries may go: comma lists of names or fnmatch patterns; empty = anywhere.
+    rabbitmq_delivery_queues: str = ""
+    rabbitmq_delivery_exchanges: str = ""
     rabbitmq_publish_timeout_seconds: float = Field(10.0, gt=0)
     rabbitmq_requeue_delay_seconds: float = Field(5.0, ge=0)
     rabbitmq_reconnect_max_seconds: float = Field(30.0, ge=1)
@@ -230,6 +239,19 @@ class Settings(BaseSettings):
         if self.webhook_block_private_networks:
             self.webhook_allow_private = False
         return self
+
+    def rabbitmq_refusal(self, queue: str | None, exchange: str | None) -> str | None:
+        """Why a rabbitmq delivery target is outside the allow-lists (saying which setting
+        would allow it), or None when it may be used."""
+        kind, name, setting, value = (
+            ("queue", queue, "RABBITMQ_DELIVERY_QUEUES", self.rabbitmq_delivery_queues)
+            if queue
+            else ("exchange", exchange, "RABBITMQ_DELIVERY_EXCHANGES", self.rabbitmq_delivery_exchanges)
+        )
+        patterns = parse_patterns(value)
+        if not patterns or name is None or any(fnmatchcase(name, p) for p in patterns):
+            return None
+        return f"{kind} {name!r} is not allowed by {setting}"
 
     def backend_max_age_seconds(self, backend: str) -> float:
         """How long the oldest pending request of a backend may wait before its batch closes."""

@@ -56,4 +56,7 @@ def configure(level: str, fmt: str, stream: IO[str] | None = None) -> logging.Ha
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # aiosqlite logs every statement with its parameters at DEBUG: request bodies and webhook
+    # header values (secrets). LOG_LEVEL=debug is for Batchgate's own lines, not those.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
     return handler

@@ -13,6 +13,7 @@ from app.core.read.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
 from app.core.runs.openai import tables as model_tables
 from app.db.models import Batch, Delivery, DeliveryAttempt
+from app.webhook_headers import redact
 
 
 class ErrorItem(msgspec.Struct):
@@ -217,7 +218,7 @@ def request_out(detail: RequestDetail) -> RequestOut:
             r,
             RequestOut,
             url=r.endpoint,
-            delivery_config=r.delivery,
+            delivery_config=redact(r.delivery),
             result=output_line(r) if finished else None,
             usage=UsageOut(r.prompt_tokens, r.completion_tokens, r.total_tokens),
             delivery=delivery_out(detail.delivery, detail.attempts) if detail.delivery else None,
@@ -227,7 +228,7 @@ def request_out(detail: RequestDetail) -> RequestOut:
 
 def delivery_out(d: Delivery, attempts: list[DeliveryAttempt]) -> DeliveryOut:
     log = [AttemptOut(**_columns(a, AttemptOut)) for a in attempts]
-    return DeliveryOut(**_columns(d, DeliveryOut, id=d.public_id, attempt_log=log))
+    return DeliveryOut(**_columns(d, DeliveryOut, id=d.public_id, target=redact(d.target), attempt_log=log))
 
 
 def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:

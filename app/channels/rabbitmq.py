@@ -2,7 +2,9 @@
 
 Targets are {"type": "rabbitmq", "rabbitmq_queue": q} (the default exchange, routing key q) or
 {"type": "rabbitmq", "rabbitmq_exchange": x, "routing_key": k}. Every publish is `mandatory`, so
-a message no queue would take comes back as a failed attempt instead of vanishing.
+a message no queue would take comes back as a failed attempt instead of vanishing. A target
+outside RABBITMQ_DELIVERY_QUEUES / RABBITMQ_DELIVERY_EXCHANGES fails for good before anything is
+declared, so only allowed queues are ever created (with RABBITMQ_DECLARE_QUEUES).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RabbitMQChannel:
 
     def __init__(self, settings: Settings, connection: BrokerConnection) -> None:
         self.connection = connection
+        self._settings = settings
         self.timeout_seconds = settings.rabbitmq_publish_timeout_seconds
         self._declare = settings.rabbitmq_declare_queues
         self._channel: AbstractRobustChannel | None = None
@@ -55,6 +58,10 @@ class RabbitMQChannel:
         queue, exchange_name = target.get("rabbitmq_queue"), target.get("rabbitmq_exchange")
         routing_key = queue or target.get("routing_key", "")
         where = f"queue {queue!r}" if queue else f"exchange {exchange_name!r}"
+        # Checked at intake; again here, as the allow-lists may have changed since. Before any
+        # declare: a queue outside the list is never created.
+        if refusal := self._settings.rabbitmq_refusal(queue, exchange_name):
+            return SendResult(Outcome.PERMANENT_FAILURE, error=f"refused: {refusal}")
         try:
             channel = await self._publishing_channel()
             if queue:
@@ -75,7 +82,9 @@ class RabbitMQChannel:
             return SendResult(Outcome.RETRYABLE_FAILURE, error=f"broker refused the message (nack): {exc}")
         except ChannelNotFoundEntity:
             self._forget(target)
-            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"{where} does not exist")
+            # Retryable: the queue's owner may create it yet; the attempts run out otherwise.
+            why = " (RABBITMQ_DECLARE_QUEUES=false: Batchgate does not create it)" if queue else ""
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=f"{where} does not exist{why}")
         except ChannelAccessRefused as exc:
             return SendResult(Outcome.PERMANENT_FAILURE, error=f"access to {where} refused: {exc}")
         except TimeoutError:
@@ -97,7 +106,8 @@ class RabbitMQChannel:
             return self._channel
 
     async def _check_queue(self, queue: str) -> None:
-        """On first use of a queue: declare it durable, or only check it exists."""
+        """On first use of a queue: declare it durable, or only check it exists. Only queues
+        the allow-list (RABBITMQ_DELIVERY_QUEUES) admits get here, so only those are declared."""
         if queue in self._checked_queues:
             return
         # A failed passive declare closes its channel, so checks never use the publishing one.

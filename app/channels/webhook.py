@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app import destinations
+from app import destinations, webhook_headers
 from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
 from app.config import Settings
 from app.outbound import RETRYABLE_STATUS, retry_after_seconds
@@ -21,7 +21,7 @@ RETRY_AFTER_CAP_SECONDS = 86400.0
 
 
 class WebhookChannel:
-    """Sends deliveries whose target is {"type": "webhook", "webhook_url": ...}."""
+    """Sends deliveries whose target is {"type": "webhook", "webhook_url": ..., "headers": {...}}."""
 
     name = "webhook"
     available = True
@@ -54,7 +54,9 @@ class WebhookChannel:
     def headers(self, message: Message, now: datetime | None = None) -> dict[str, str]:
         """The headers of one attempt, signed when its secret is set."""
         now = now or datetime.now(UTC)
+        # The delivery's own headers first, so Batchgate's (all reserved) can never be replaced.
         headers = {
+            **(message.target.get("headers") or {}),
             "content-type": "application/json",
             "webhook-id": message.delivery_id,
             "webhook-timestamp": str(int(now.timestamp())),
@@ -68,6 +70,9 @@ class WebhookChannel:
 
     async def send(self, message: Message) -> SendResult:
         url = httpx.URL(message.target["webhook_url"])
+        # Checked at intake; again here in case a rule tightened since (the reasons name no value).
+        if bad := webhook_headers.problems(message.target.get("headers")):
+            return SendResult(Outcome.PERMANENT_FAILURE, error=f"refused: {'; '.join(bad)}")
         answer: list[Any] = []  # [response, body head] once the status line is in
         try:
             # One deadline for the whole attempt: httpx's timeouts are per read, so a receiver

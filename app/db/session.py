@@ -18,6 +18,8 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
     """Create the engine with the settings each database needs. On SQLite, `full` syncs every
     commit to disk, so an answered request survives power loss; `normal` may lose the last
     commits then (never on a process crash) for faster writes."""
+    # hide_parameters: a database error (logged as an internal error) would otherwise quote the
+    # row it failed on, with request bodies and webhook header values.
     if database_url.startswith("sqlite"):
         _ensure_sqlite_dir(database_url)
         # One connection: every write is serialised through it, so concurrent requests queue
@@ -29,10 +31,13 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
             max_overflow=0,
             pool_timeout=120,
             connect_args={"timeout": 30},
+            hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_synchronous))
         return engine
-    return create_async_engine(database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        database_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 # A new database frees the pages of deleted rows bit by bit (a purge runs incremental_vacuum)

@@ -27,6 +27,7 @@ from app.core.rules.errors import BatchgateError
 from app.core.rules.states import B, D, R
 from app.core.runtime.clock import utcnow
 from app.http import STATUS_FOR_KIND
+from app.webhook_headers import redact
 
 HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.
@@ -144,6 +145,8 @@ def register_filters(env: Environment) -> None:
         bytes=human_bytes,
         num=lambda n: f"{n or 0:,}",
         pretty=lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False),
+        # A delivery config as it may be shown: webhook header values are secrets.
+        redact=redact,
         pct=lambda part, whole: 0 if not whole else min(100.0, 100.0 * (part or 0) / whole),
     )
 

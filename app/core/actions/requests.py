@@ -15,6 +15,7 @@ from app.config import Settings
 from app.core import results
 from app.core.actions.batches import CANCELLED_ERROR
 from app.core.intake import accept as intake
+from app.core.intake import edit
 from app.core.read import queries
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
@@ -22,6 +23,7 @@ from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
+from app.webhook_headers import redact
 
 
 async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:
@@ -53,15 +55,19 @@ async def change_delivery(
 ) -> dict[str, Any]:
     """Change where a request's result goes (validated like intake) and audit the change.
 
+    Webhook headers left out, or given as REDACTED, keep their stored values (see
+    app.core.intake.edit); it returns the new config with its values, for the caller to redact.
+
     It applies to every delivery from now on: a queued delivery is re-pointed at once, a finished
     one goes to the new destination on redeliver. (A queued one keeps its target if the new
     config is 'none': there is no state for a delivery called off.)
     """
-    new = intake.validate_delivery_config(config, settings)
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)
         await hold(session, request, custom_id)
         old = request.delivery
+        # Header values are never shown, so an edit keeps the stored ones (app.core.intake.edit).
+        new = intake.validate_delivery_config(edit.keep_headers(config, old), settings)
         if old == new:
             return new
         request.delivery = new
@@ -71,7 +77,8 @@ async def change_delivery(
             and new["type"] in results.DELIVERING_CHANNELS
         ):
             delivery.channel, delivery.target = new["type"], new
-        change = {"via": via, "from": old, "to": new}
+        # The audit trail is shown on the request page: header values stay out of it.
+        change = {"via": via, "from": redact(old), "to": redact(new)}
         await audit.note_requests(session, [request.id], "delivery_changed", change)
     return new
 
@@ -105,7 +112,7 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
             delivery.last_error = None
             delivery.delivered_at = None
             leases.release(delivery)
-        await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": config})
+        await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": redact(config)})
     return delivery
 
 

@@ -132,6 +132,18 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
                 pointer_prefix + "/delivery_config/type",
             )
         )
+    elif isinstance(delivery, RabbitMQDelivery) and (
+        why := settings.rabbitmq_refusal(delivery.rabbitmq_queue, delivery.rabbitmq_exchange)
+    ):
+        field = "rabbitmq_queue" if delivery.rabbitmq_queue else "rabbitmq_exchange"
+        problems.append(
+            Problem(
+                "destination_not_allowed",
+                "RabbitMQ destination not allowed",
+                f"Deliveries cannot go there: {why}; ask the operator to add it.",
+                pointer_prefix + "/delivery_config/" + field,
+            )
+        )
     return problems
 
 

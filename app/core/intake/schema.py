@@ -7,8 +7,10 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from app import webhook_headers
 from app.config import Backend
 from app.core.rules.errors import Problem
 from app.core.runs.lines import input_line
@@ -19,12 +21,39 @@ Endpoint = Literal[
 ]
 
 
+def _header_name(name: str) -> str:
+    if (why := webhook_headers.name_problem(name)) is not None:
+        kind = "reserved_header" if webhook_headers.reserved(name) else "invalid_header"
+        raise PydanticCustomError(kind, "{why}", {"why": why})
+    return name
+
+
+def _header_value(value: str) -> str:
+    # The message never quotes the value: it may be a secret.
+    if (why := webhook_headers.value_problem(value)) is not None:
+        raise PydanticCustomError("invalid_header", "{why}", {"why": why})
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
 class WebhookDelivery(BaseModel):
-    """Deliver the result by POSTing it to a URL."""
+    """Deliver the result by POSTing it to a URL, with optional extra headers (secrets: every
+    face shows them redacted, see app.webhook_headers)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["webhook"]
     webhook_url: str
+    headers: dict[HeaderName, HeaderValue] | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _bounded(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and (why := webhook_headers.set_problem(value)) is not None:
+            raise PydanticCustomError("invalid_header", "{why}", {"why": why})
+        return value
 
     @field_validator("webhook_url")
     @classmethod
@@ -161,6 +190,8 @@ def problem(error: Any, prefix: str) -> Problem:
     if kind == "missing":
         code = "missing_model" if loc == ["body", "model"] else "missing_field"
         return Problem(code, "Missing field", f"'{loc[-1]}' is required.", pointer)
+    if loc[:2] == ["delivery_config", "headers"]:
+        return _header_problem(error, loc, prefix)
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         code, title = _FIELD_CODES[("delivery_config",)]
         return Problem(
@@ -174,3 +205,16 @@ def problem(error: Any, prefix: str) -> Problem:
     if tuple(loc) == ("url",):
         message = f"url must be one of {', '.join(ENDPOINTS)}."
     return Problem(code, title, f"{'.'.join(loc) or 'body'}: {message}", pointer)
+
+
+def _header_problem(error: Any, loc: list[str], prefix: str) -> Problem:
+    """A problem with a webhook's extra headers, pointing at the header (never quoting a value)."""
+    names = [part for part in loc[2:] if part != "[key]"]
+    escaped = "".join("/" + n.replace("~", "~0").replace("/", "~1") for n in names)
+    reserved = error["type"] == "reserved_header"
+    code, title = (
+        ("reserved_header", "Header set by Batchgate") if reserved else ("invalid_header", "Invalid header")
+    )
+    where = ".".join(["delivery_config", "headers", *names[:1]])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return Problem(code, title, f"{where}: {message}", prefix + "/delivery_config/headers" + escaped)
