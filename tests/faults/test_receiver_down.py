@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from app.core.read.failing import destination_of, host_port, safe_error
 from app.db.models import Delivery
 from app.db.session import Database
 from tests.standins.inference import InferenceStandin
@@ -99,3 +100,12 @@ async def test_receiver_down_for_long_is_shown_then_caught_up(
             assert "no delivery retrying" in (await client.get("/")).text
     finally:
         await db.dispose()
+
+
+def test_a_destination_is_shown_by_host_and_port_only() -> None:
+    assert host_port("https://user:pw@hooks.example.com/t/abc?token=x") == "hooks.example.com:443"
+    assert host_port("http://[::1]:8080/hook") == "[::1]:8080"
+    assert destination_of(None, "results", None) == "queue results"
+    assert destination_of(None, None, "events") == "exchange events"
+    error = "Redirect response '302' for url 'http://h.example:81/hook?token=x'"
+    assert safe_error(error) == "Redirect response '302' for url 'h.example:81'"
