@@ -9,6 +9,8 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.schemas import BackendOut, HealthOut
+from app.core.read import failing
+from app.core.read.failing import FailingDestination
 from app.core.runtime import status
 
 
@@ -19,7 +21,8 @@ from app.core.runtime import status
     description="503 when this process cannot serve (database or scheduler down). A RabbitMQ "
     "outage shows under `rabbitmq` and an unreachable backend or a refused OpenAI key under "
     "`backends`; those keep 200 (intake still works and work waits), a refused key makes the "
-    "status `degraded`.",
+    "status `degraded`. Destinations whose deliveries are retrying (a receiver down) show under "
+    "`failing_destinations`, by host and port only; they keep 200 too.",
     operation_id="health",
     responses={
         503: ResponseSpec(HealthOut, description="This process cannot serve: database or scheduler down")
@@ -31,7 +34,23 @@ async def health(state: State) -> Response[HealthOut]:
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
     overall = "ok" if healthy and process.openai_block is None else "degraded"
+    # A receiver down is not this process down: listed, never a reason for 503.
+    destinations = await _failing_destinations(state) if database == "ok" else []
     body = HealthOut(
-        overall, database, process.scheduler, version("batchgate"), process.rabbitmq, backends, state.role
+        overall,
+        database,
+        process.scheduler,
+        version("batchgate"),
+        process.rabbitmq,
+        backends,
+        destinations,
+        state.role,
     )
     return Response(body, status_code=200 if healthy else 503)
+
+
+async def _failing_destinations(state: State) -> list[FailingDestination]:
+    try:
+        return await failing.failing_destinations(state.db)
+    except Exception:  # the database went away since it answered: `database` says enough
+        return []

@@ -9,6 +9,7 @@ import msgspec
 
 from app.broker import BrokerStatus
 from app.config import Settings
+from app.core.read.failing import FailingDestination
 from app.core.read.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
 from app.core.runs.openai import tables as model_tables
@@ -181,6 +182,8 @@ class HealthOut(msgspec.Struct):
     version: str
     rabbitmq: BrokerStatus | None = None
     backends: list[BackendOut] = msgspec.field(default_factory=list)
+    # Where deliveries are retrying now (a receiver down): shown, not fatal.
+    failing_destinations: list[FailingDestination] = msgspec.field(default_factory=list)
     role: str = "all"  # what this process serves: all, api or worker (SERVE_ROLE)
 
 

@@ -1,4 +1,5 @@
-"""The dashboard: what is in flight, how delivery goes, and whether the backend and broker answer."""
+"""The dashboard: what is in flight, how delivery goes, and whether the backend, the broker and
+the delivery destinations answer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from litestar import get
 from litestar.datastructures import State
 
-from app.core.read import stats
+from app.core.read import failing, stats
 from app.core.runtime import status
 from app.protection import is_loopback
 from app.ui.render import HttpRequest, page
@@ -16,6 +17,7 @@ from app.ui.render import HttpRequest, page
 @get("/")
 async def dashboard(request: HttpRequest, state: State) -> Any:
     numbers = await stats.dashboard(state.db)
+    destinations = await failing.failing_destinations(state.db)
     process = await status.current(state.worker, state.broker, state.consumer)
     return page(
         request,
@@ -25,6 +27,7 @@ async def dashboard(request: HttpRequest, state: State) -> Any:
         backends=process.backends,
         rabbitmq=process.rabbitmq,
         scheduler=process.scheduler,
+        failing=destinations,
         chart_max=max(numbers.per_minute) or 1,
         open_to_network=not state.api_keys.required and not is_loopback(state.host),
     )

@@ -47,6 +47,7 @@ BADGE: dict[str, str] = {
     "connecting": "warn",
     "disconnected": "bad",
     "unreachable": "bad",
+    "failing": "bad",  # a delivery destination with deliveries retrying
     "closed": "muted",
 }
 

@@ -43,12 +43,14 @@ class WebhookReceiver:
     """Plain ASGI app that records webhook deliveries and misbehaves on demand.
 
     Switches are keyed by custom id and may be changed between deliveries.
-    Precedence: ``status_for``, then ``fail_first``, else 200 ``{"ok":true}``.
+    Precedence: ``down_status`` (every POST, as a receiver that is down), then ``status_for``,
+    then ``fail_first``, else 200 ``{"ok":true}``.
     ``delay_for`` applies on top of whichever status is chosen, and ``retry_after_for`` adds a
     ``Retry-After`` header (its value as given: seconds or an HTTP date) to a non-2xx answer.
     """
 
     def __init__(self) -> None:
+        self.down_status: int | None = None
         self.fail_first: dict[str, int] = {}
         self.fail_status: int = 500
         self.status_for: dict[str, int] = {}
@@ -116,6 +118,8 @@ class WebhookReceiver:
             await send_json(send, status, {"ok": 200 <= status < 300}, extra)
 
     def _decide(self, custom_id: str | None) -> int:
+        if self.down_status is not None:
+            return self.down_status
         if custom_id is None:
             return 200
         self._attempts[custom_id] += 1

@@ -8,7 +8,8 @@ from types import TracebackType
 
 class TcpProxy:
     """Forwards a free local port to (host, port). pause() drops every connection and refuses
-    new ones, as a crashed server would; resume() serves again on the same port."""
+    new ones, as a crashed server would; refuse() only refuses new ones (the connections open
+    stay until the server itself closes them); resume() serves again on the same port."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -30,13 +31,22 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def pause(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server = self._stop_listening()
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    async def refuse(self) -> None:
+        # No wait_closed(): from Python 3.12 it also waits for the open connections to end.
+        self._stop_listening()
+
+    def _stop_listening(self) -> asyncio.Server | None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # the listening socket closes now: new connections are refused
+        return server
 
     async def _forward(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
