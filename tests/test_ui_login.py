@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from app.db.models import ApiKey
 from tests.support import RunningApp, StartApp, fast_settings, wait_until
+from tests.support.apps import with_csrf_token
 
 KEY = "operator-key-5d1e"
 
@@ -146,3 +147,19 @@ async def test_a_server_open_to_the_network_says_so(
             await app.client.post("/login", data={"key": KEY})
             assert 'id="open-warning"' not in (await app.client.get("/")).text
     assert not any("NO API KEY" in r.getMessage() for r in caplog.records)
+
+
+async def test_revoking_a_key_ends_the_sessions_logged_in_with_it(keyed: RunningApp) -> None:
+    admin = keyed.client
+    await admin.post("/login", data={"key": KEY})
+    created = await admin.post("/keys", data={"name": "colleague"})
+    key = created.text.split('id="new-key-value">')[1].split("<")[0]
+    async with httpx.AsyncClient(base_url=keyed.url) as colleague:
+        await with_csrf_token(colleague)
+        assert (await colleague.post("/login", data={"key": key})).status_code == 303
+        assert (await colleague.get("/batches")).status_code == 200
+        async with keyed.db.transaction() as session:
+            key_id = await session.scalar(select(ApiKey.id).where(ApiKey.name == "colleague"))
+        assert (await admin.post(f"/keys/{key_id}/revoke")).status_code == 303
+        assert (await colleague.get("/batches")).status_code == 303  # its session ended
+        assert (await admin.get("/batches")).status_code == 200  # the other key's did not
