@@ -19,6 +19,7 @@ SECRETS = {
     "local_api_key": "local-key-5e4d3c",
     "webhook_secret": "whsec_" + base64.b64encode(b"webhook-secret-2b1a09").decode(),
     "batch_events_webhook_secret": "whsec_" + base64.b64encode(b"events-secret-77aa66").decode(),
+    "session_secret": "session-secret-4e3d2c",
 }
 DB_PASSWORD = "db-password-3c2b1a"
 BROKER_PASSWORD = "broker-password-6f5e4d"
@@ -57,7 +58,10 @@ async def test_no_secret_in_repr_logs_answers_ui_or_health(
             body = request_payload("secret-1", webhook(receiver.url + "/hook"))
             assert (await client.post("/api/requests", json=body, headers=keyed)).status_code == 202
             await receiver.wait_for(lambda r: len(r.successes()) >= 1, timeout=30)
+            login = await client.post("/login", data={"key": API_KEY})  # the UI pages, not the form
+            assert login.status_code == 303 and login.headers["location"] == "/"
             answers = [
+                login,
                 await client.get("/health"),
                 await client.get("/"),
                 await client.get("/settings"),
@@ -71,6 +75,7 @@ async def test_no_secret_in_repr_logs_answers_ui_or_health(
             ]
     for answer in answers:
         assert not leaks(answer.text + str(answer.headers)), answer.request.url
+    assert all(a.status_code != 303 for a in answers[1:7]), "a UI page was not shown"
     assert not leaks(caplog.text)
     # The receiver got the signature, never the secret itself.
     assert not leaks(str([r.headers for r in receiver.received]))
