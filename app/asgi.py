@@ -7,18 +7,19 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-from litestar import Litestar, Request, Router
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
+from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.keys import require_api_key
@@ -37,12 +38,12 @@ from app.consumers.intake import IntakeConsumer
 from app.core import keys as stored_keys
 from app.core.access import ApiKeys
 from app.core.actions import Actions
-from app.core.intake.schema import RequestIn
 from app.core.runtime.scheduler import Worker
 from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import wake_nothing
 from app.db.migrate import pending_revision
 from app.db.session import Database
+from app.http import readable_text
 from app.protection import UiCookies, answered_hosts, check_host, is_loopback
 from app.ui import ui_router
 from app.ui.render import register_filters
@@ -64,28 +65,6 @@ SWAGGER = SwaggerRenderPlugin(
     standalone_preset_js_url="/static/swagger-ui/swagger-ui-standalone-preset.js",
     favicon="",
 )
-
-
-class SchemaJson(JsonRenderPlugin):
-    """Serves the OpenAPI JSON with the intake body schema filled in.
-
-    The intake handler reads the raw body so that it can report every problem at once (422) in
-    our error format; Litestar therefore cannot see its schema, so it is added here from the same
-    pydantic model that validates it.
-    """
-
-    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
-        schema = RequestIn.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(schema.pop("$defs", {}))
-        components["RequestIn"] = schema
-        operation = openapi_schema.get("paths", {}).get("/api/requests", {}).get("post")
-        if operation is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RequestIn"}}},
-            }
-        return super().render(request, openapi_schema)
 
 
 def _register_filters(engine: JinjaTemplateEngine) -> None:
@@ -183,7 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     faces = (
         [native, *OPENAI_ROUTERS, ui_router, *ANTHROPIC_ROUTERS, static] if settings.serves_http_faces else []
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, metrics_route(settings.metrics_public), *faces],
         lifespan=[lifespan_of(settings)],
         # The keys are read once, at start, like every setting that is not edited at runtime.
@@ -195,7 +174,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "host": settings.host,
             }
         ),
-        guards=[check_host],
+        guards=[check_host, readable_text],
         middleware=[cookies.session.middleware],
         csrf_config=cookies.csrf,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -206,6 +185,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(docs) if settings.serves_http_faces else None,
         logging_config=None,
     )
+    repair_options_allow(app)
+    return app
+
+
+def repair_options_allow(app: Litestar) -> None:
+    """Make each path's automatic OPTIONS answer list all of its methods.
+
+    Litestar 2 builds a path's routes one handler at a time and keeps the OPTIONS handler of the
+    first one, whose `Allow` names only that handler's methods (litestar#4169, fixed in v3): a
+    path with GET and DELETE answered `Allow: GET, OPTIONS`. The handler reads the route it
+    closes over, so it is pointed at the route that finally serves the path.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        closure = route.route_handler_map["OPTIONS"][0].fn.__closure__ or ()
+        for cell in closure:
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
 
 
 def openapi_config(docs: Router) -> OpenAPIConfig:

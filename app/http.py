@@ -1,12 +1,18 @@
 """What the HTTP faces (api/ and ui/) share: the status each kind of core error answers with,
-which error answers tell the batch SDKs not to retry, where a request carries its API key, and
-the bounds of a row id in a path or a query."""
+which error answers tell the batch SDKs not to retry, where a request carries its API key, the
+bounds of a row id in a path or a query, and the refusal of paths, queries and bodies that are
+not what a route reads (text no database stores, a body that is not JSON)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
+from urllib.parse import unquote_to_bytes
 
+from litestar.connection import ASGIConnection
+from litestar.exceptions import ClientException, HTTPException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from app.db.session import is_unavailable
@@ -42,6 +48,21 @@ def presented_keys(authorization: str | None, x_api_key: str | None) -> list[str
     return keys
 
 
+# What any route of a face can answer, whatever it does (each face in its own error shape).
+COMMON_ERRORS = {
+    400: "A path or query parameter is not valid (a wrong type or range, not UTF-8, a NUL)",
+    401: "No valid API key (only when keys are configured)",
+    503: "Database unavailable: nothing was changed, try again",
+}
+
+
+def error_specs(body: type, specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """A route's documented error answers: COMMON_ERRORS and `specific` (status: description),
+    each with the face's error body `body`."""
+    described = {**COMMON_ERRORS, **(specific or {})}
+    return {status: ResponseSpec(body, description=described[status]) for status in sorted(described)}
+
+
 # An error that is the database being unreachable for now is a 503 to try again, not a 500.
 UNAVAILABLE_MESSAGE = "The database is unavailable right now; nothing was changed. Try again shortly."
 UNAVAILABLE_HEADERS = {"retry-after": "5"}
@@ -54,3 +75,45 @@ def database_unavailable(request: Any, exc: BaseException) -> bool:
         return False
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return True
+
+
+def readable_text(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: refuse (400) a path or query parameter that is not UTF-8 once percent-decoded or
+    holds a NUL. PostgreSQL stores no NUL (the lookup would fail as a 500), and bytes that are
+    not UTF-8 would be replaced and quietly name another id."""
+    scope = connection.scope
+    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
+    pieces = [("path", raw_path)]
+    for pair in scope.get("query_string", b"").split(b"&"):
+        key, _, value = pair.partition(b"=")
+        pieces.append((_decoded(key, "replace"), key + b"=" + value))
+    for where, raw in pieces:
+        try:
+            text = _decoded(raw, "strict")
+        except UnicodeDecodeError:
+            _refuse(where, "is not valid UTF-8")
+        if "\x00" in text:
+            _refuse(where, "holds a NUL character (%00)")
+
+
+def _decoded(raw: bytes, errors: str) -> str:
+    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", errors)
+
+
+def _refuse(where: str, why: str) -> NoReturn:
+    detail = f"The {where} {why}." if where == "path" else f"Query parameter {where!r} {why}."
+    # `extra` names the parameter the way Litestar's own validation errors do.
+    raise ClientException(detail=detail, extra=[{"key": where, "message": why}])
+
+
+JSON_ONLY = "Send the body as JSON, with Content-Type: application/json."
+
+
+def require_json(content_type: str | None) -> None:
+    """415 unless the body is declared JSON (application/json or a +json type). A request that
+    declares nothing is read as JSON, as curl and many clients send it."""
+    if not content_type:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(status_code=415, detail=f"{JSON_ONLY} Got {media_type or content_type!r}.")

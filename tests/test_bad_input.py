@@ -4,6 +4,7 @@ int64, JSON nested too deeply, and text no database stores (NUL, unpaired surrog
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,106 @@ async def test_the_dropin_faces_refuse_unstorable_text_in_their_shape(
         )
         assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error"
         assert "requests.0.params.messages.0.content" in refused.json()["error"]["message"]
+
+
+NATIVE, OPENAI, ANTHROPIC = "native", "openai", "anthropic"
+
+
+def refused_in_shape(answer: Any, status: int, face: str) -> str:
+    """Assert `answer` is `status` in `face`'s error shape; returns its message."""
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    if face == NATIVE:
+        return str(body["errors"][0]["detail"])
+    if face == OPENAI:
+        return str(body["error"]["message"])
+    assert body["type"] == "error"
+    return str(body["error"]["message"])
+
+
+JSON_ROUTES = [("/api/requests", NATIVE), ("/v1/batches", OPENAI), ("/v1/messages/batches", ANTHROPIC)]
+
+
+@pytest.mark.parametrize(("path", "face"), JSON_ROUTES)
+async def test_json_routes_refuse_what_is_not_json_in_their_shape(
+    database_url: str, start_app: StartApp, path: str, face: str
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        c = app.client
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            answer = await c.post(path, content=b"{}", headers={"content-type": content_type})
+            assert "application/json" in refused_in_shape(answer, 415, face)
+        as_json = {"content-type": "application/json"}
+        for body in (b"{nope", b'{"a": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000):
+            refused_in_shape(await c.post(path, content=body, headers=as_json), 400, face)
+        nul = b'{"custom_id": "a\\u0000", "input_file_id": "a\\u0000", "requests": "a\\u0000"}'
+        assert (await c.post(path, content=nul, headers=as_json)).status_code in (400, 422)
+
+
+async def test_nul_and_bytes_not_utf8_in_a_path_or_query_are_400_in_each_shape(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        c = app.client
+        for url, face in (
+            ("/api/requests/a%00b", NATIVE),
+            ("/api/requests/a%FFb", NATIVE),
+            ("/api/batches?status=a%00", NATIVE),
+            ("/v1/files?after=%3B%0D%00&limit=6", OPENAI),
+            ("/v1/files/file-%00", OPENAI),
+            ("/v1/messages/batches?after_id=%ED%A0%80", ANTHROPIC),
+            ("/v1/messages/batches/msgbatch_1%00", ANTHROPIC),
+        ):
+            refused_in_shape(await c.get(url), 400, face)
+        openai = (await c.get("/v1/files?after=a%00")).json()["error"]
+        assert openai["param"] == "after"
+
+
+async def test_an_anthropic_list_nested_deep_or_with_huge_keys_is_refused_cheaply(
+    database_url: str, start_app: StartApp
+) -> None:
+    # ijson's prefixed parse took 23 GB for 200 kB of "[" before the bounds were checked first.
+    headers = {"content-type": "application/json"}
+    entry = {"custom_id": "a", "params": {"model": "m", "max_tokens": 5, "messages": []}}
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        c = app.client
+        deep = b'{"requests": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        answer = await c.post("/v1/messages/batches", content=deep, headers=headers)
+        assert "nested" in refused_in_shape(answer, 400, ANTHROPIC)
+        long_key = json.dumps({"requests": [{**entry, "params": {**entry["params"], "k" * 2000: 1}}]})
+        answer = await c.post("/v1/messages/batches", content=long_key, headers=headers)
+        assert "key" in refused_in_shape(answer, 400, ANTHROPIC)
+        bad_tokens = json.dumps({"requests": [{**entry, "params": {**entry["params"], "max_tokens": "5"}}]})
+        answer = await c.post("/v1/messages/batches", content=bad_tokens, headers=headers)
+        assert "max_tokens" in refused_in_shape(answer, 400, ANTHROPIC)
+
+
+async def test_a_body_over_the_limit_is_413_in_each_shape(sqlite_url: str, start_app: StartApp) -> None:
+    settings = fast_settings(sqlite_url, scheduler_enabled=False, api_max_body_bytes=1024)
+    async with start_app(settings) as app:
+        big = b'{"x": "' + b"x" * 4096 + b'"}'
+        for path, face in JSON_ROUTES[:2]:
+            answer = await app.client.post(path, content=big, headers={"content-type": "application/json"})
+            refused_in_shape(answer, 413, face)
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/batches/1", "DELETE, GET, OPTIONS"),
+        ("/api/requests/a/b", "GET, OPTIONS, POST"),
+        ("/v1/files", "GET, OPTIONS, POST"),
+        ("/v1/files/file-1", "DELETE, GET, OPTIONS"),
+        ("/v1/messages/batches", "GET, OPTIONS, POST"),
+        ("/v1/messages/batches/msgbatch_1", "DELETE, GET, OPTIONS"),
+    ],
+)
+async def test_options_and_405_name_every_method_of_the_path(
+    sqlite_url: str, start_app: StartApp, path: str, methods: str
+) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        options = await app.client.options(path)
+        assert options.status_code == 204 and options.headers["allow"] == methods
+        wrong = await app.client.put(path)
+        assert wrong.status_code == 405
+        assert sorted(m.strip() for m in wrong.headers["allow"].split(",")) == methods.split(", ")

@@ -74,7 +74,7 @@ async def exercise(app: RunningApp, document: dict[str, Any], receiver: WebhookR
     check(document, "/api/batches/{batch_id}", "get", await c.get("/api/batches/999"), 404, "not_found")
     close = await c.post(f"/api/batches/{batch_id}/close")
     check(document, "/api/batches/{batch_id}/close", "post", close, 409, "batch_not_building")
-    redeliver = "/api/requests/{custom_id_action}"
+    redeliver = "/api/requests/{custom_id}"
     check(document, redeliver, "post", await c.post("/api/requests/doc-1/redeliver"), 202)
     await receiver.wait_for(lambda r: len(r.successes()) == 2, timeout=20)
     await wait_until(delivered, timeout=10, what="doc-1 delivered again")

@@ -10,12 +10,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
+from app.api.errors import documented_errors
 from app.api.schemas import (
     BatchDetailOut,
     BatchListOut,
     BatchOut,
     DeletedOut,
-    ErrorBody,
     RedeliveredOut,
     batch_detail_out,
     batch_out,
@@ -23,12 +23,12 @@ from app.api.schemas import (
 from app.core.read import queries
 from app.http import RowCursor, RowId
 
-NO_SUCH_BATCH = ResponseSpec(ErrorBody, description="No such batch")
+NO_SUCH_BATCH = "No such batch"
 
 
 def _not_found_or(conflict: str) -> dict[int, ResponseSpec]:
     """The error answers of an action on one batch: it is missing, or its status forbids it."""
-    return {404: NO_SUCH_BATCH, 409: ResponseSpec(ErrorBody, description=conflict)}
+    return documented_errors({404: NO_SUCH_BATCH, 409: conflict})
 
 
 def _batch_action(verb: str, summary: str, conflict: str) -> Any:
@@ -50,7 +50,7 @@ class BatchController(Controller):
         "/",
         summary="Batches, newest first (keyset pagination)",
         operation_id="listBatches",
-        responses={400: ResponseSpec(ErrorBody, description="A query parameter is not valid")},
+        responses=documented_errors(),
     )
     async def list(
         self,
@@ -67,7 +67,7 @@ class BatchController(Controller):
     @get(
         "/{batch_id:int}",
         summary="A batch with its timeline",
-        responses={404: NO_SUCH_BATCH},
+        responses=documented_errors({404: NO_SUCH_BATCH}),
         operation_id="getBatch",
     )
     async def read(self, batch_id: RowId, state: State) -> BatchDetailOut:

@@ -6,11 +6,18 @@ import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.api.schemas import ErrorBody, ErrorItem
 from app.core.rules.errors import BatchgateError
-from app.http import STATUS_FOR_KIND, UNAVAILABLE_HEADERS, UNAVAILABLE_MESSAGE, database_unavailable
+from app.http import (
+    STATUS_FOR_KIND,
+    UNAVAILABLE_HEADERS,
+    UNAVAILABLE_MESSAGE,
+    database_unavailable,
+    error_specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,12 @@ CODE_FOR_STATUS = {
     415: ("unsupported_media_type", "Unsupported media type"),
     429: ("rate_limited", "Too many requests"),
 }
+
+
+def documented_errors(specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """The error answers of a native route for its OpenAPI document, in the {"errors": [...]}
+    shape: COMMON_ERRORS and `specific` (status: description)."""
+    return error_specs(ErrorBody, specific)
 
 
 def error_response(status: int, items: list[ErrorItem]) -> Response[ErrorBody]:

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from litestar import post
 from litestar.datastructures import State
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from app.api.schemas import ErrorBody, PurgedOut
+from app.api.errors import documented_errors
+from app.api.schemas import PurgedOut
 from app.core.retention import MAX_DAYS
 
 
@@ -19,7 +19,7 @@ from app.core.retention import MAX_DAYS
     status_code=HTTP_200_OK,
     summary="Purge now: delete ended batches and requests older than older_than_days (default "
     "RETENTION_DAYS), with everything they own, never one with a result still to deliver",
-    responses={400: ResponseSpec(ErrorBody, description="older_than_days is not 1 to 36500")},
+    responses=documented_errors({400: "older_than_days is not 1 to 36500 (or another parameter is bad)"}),
     operation_id="purge",
     tags=["retention"],
 )

@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 
+from app.api.anthropic.errors import documented_errors
 from app.api.anthropic.schemas import (
+    BATCH_ID,
     DeletedMessageBatchOut,
     MessageBatchListOut,
     MessageBatchOut,
@@ -27,9 +29,11 @@ from app.core.dropin.create import ANTHROPIC_ORIGIN
 from app.core.read import dropin
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
+from app.http import require_json
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's own limit for a batch create request
 JSONL = "application/x-jsonl"
+MISSING = {404: "No such message batch"}
 
 
 async def _view(state: State, batch_id: int) -> DropinBatch:
@@ -86,28 +90,43 @@ class MessageBatchController(Controller):
     tags = ["anthropic"]
 
     @post(
-        "/", status_code=HTTP_200_OK, request_max_body_size=MAX_BODY_BYTES, summary="Create a Message Batch"
+        "/",
+        status_code=HTTP_200_OK,
+        request_max_body_size=MAX_BODY_BYTES,
+        summary="Create a Message Batch",
+        responses=documented_errors(
+            {
+                400: "Body not JSON, or a request in it not valid (every problem is listed)",
+                413: "Body larger than 256 MB",
+                415: "Body not sent as application/json",
+            }
+        ),
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> MessageBatchOut:
+        require_json(request.headers.get("content-type"))
         # The body streams to the core as it arrives; decoded whole, it would cost memory
         # several times its size (up to 256 MB).
         batch = await state.actions.create_batch_from_requests(request.stream(), MAX_BODY_BYTES)
         return message_batch(await _view(state, batch.id), base_url(request))
 
-    @get("/{message_batch_id:str}", summary="Retrieve a Message Batch")
+    @get("/{message_batch_id:str}", summary="Retrieve a Message Batch", responses=documented_errors(MISSING))
     async def retrieve(
         self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
     ) -> MessageBatchOut:
         view = await _view(state, batch_id_of(message_batch_id))
         return message_batch(view, base_url(request))
 
-    @get("/", summary="List Message Batches, newest first")
+    @get(
+        "/",
+        summary="List Message Batches, newest first",
+        responses=documented_errors({400: "A parameter is not valid, or both before_id and after_id"}),
+    )
     async def list_batches(
         self,
         request: Request[Any, Any, Any],
         state: State,
-        before_id: FromQuery[str | None] = None,
-        after_id: FromQuery[str | None] = None,
+        before_id: Annotated[str | None, QueryParameter(pattern=f"^{BATCH_ID.pattern}$")] = None,
+        after_id: Annotated[str | None, QueryParameter(pattern=f"^{BATCH_ID.pattern}$")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 20,
     ) -> MessageBatchListOut:
         if before_id is not None and after_id is not None:
@@ -126,7 +145,12 @@ class MessageBatchController(Controller):
             data, has_more, data[0].id if data else None, data[-1].id if data else None
         )
 
-    @post("/{message_batch_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel a Message Batch")
+    @post(
+        "/{message_batch_id:str}/cancel",
+        status_code=HTTP_200_OK,
+        summary="Cancel a Message Batch",
+        responses=documented_errors({**MISSING, 400: "The batch has ended"}),
+    )
     async def cancel(
         self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
     ) -> MessageBatchOut:
@@ -140,13 +164,23 @@ class MessageBatchController(Controller):
                 raise
         return message_batch(await _view(state, batch_id), base_url(request))
 
-    @delete("/{message_batch_id:str}", status_code=HTTP_200_OK, summary="Delete an ended Message Batch")
+    @delete(
+        "/{message_batch_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Delete an ended Message Batch",
+        responses=documented_errors({**MISSING, 400: "The batch is still processing"}),
+    )
     async def remove(self, message_batch_id: FromPath[str], state: State) -> DeletedMessageBatchOut:
         batch_id = await _ended(state, message_batch_id, "cancel it and delete it once it has ended")
         await state.actions.delete_batch(batch_id)
         return DeletedMessageBatchOut(public_id(batch_id))
 
-    @get("/{message_batch_id:str}/results", summary="Stream a Message Batch's results (JSONL)")
+    @get(
+        "/{message_batch_id:str}/results",
+        summary="Stream a Message Batch's results (JSONL)",
+        media_type=JSONL,
+        responses=documented_errors({**MISSING, 400: "The batch is still processing"}),
+    )
     async def results(self, message_batch_id: FromPath[str], state: State) -> Stream:
         batch_id = await _ended(state, message_batch_id, "its results are available once it has ended")
         return Stream(_jsonl(state, batch_id), media_type=JSONL)

@@ -9,20 +9,45 @@ retrying on its own (it would otherwise retry 408, 409, 429 and 5xx).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 
 from app.backends.anthropic_messages import error_body
 from app.core.rules.errors import BatchgateError
-from app.http import UNAVAILABLE_HEADERS, UNAVAILABLE_MESSAGE, database_unavailable, no_retry_headers
+from app.http import (
+    UNAVAILABLE_HEADERS,
+    UNAVAILABLE_MESSAGE,
+    database_unavailable,
+    error_specs,
+    no_retry_headers,
+)
 
 log = logging.getLogger(__name__)
 
 # A conflict (cancelling an ended batch, deleting one still running) is Anthropic's 400: the
 # batch's state, not a race, refuses it, and a 409 would make the SDK retry in vain.
 STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 400, "not_found": 404, "too_large": 413}
+
+
+class ErrorDetail(msgspec.Struct):
+    type: str
+    message: str
+
+
+class ErrorOut(msgspec.Struct):
+    """Anthropic's error body, as the OpenAPI document describes it."""
+
+    error: ErrorDetail
+    type: Literal["error"] = "error"
+
+
+def documented_errors(specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """The error answers of an Anthropic-face route for the OpenAPI document, in its shape."""
+    return error_specs(ErrorOut, specific)
 
 
 def body_for(status: int, message: str) -> dict[str, Any]:
@@ -53,6 +78,9 @@ def http_error(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     message = str(exc.detail)
     if exc.status_code == 413:
         message = "The request body is larger than this endpoint accepts."
+    elif isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
+        # A query or path parameter Litestar refused: name it, as Anthropic's messages do.
+        message = f"{exc.extra[0].get('key')}: {exc.extra[0].get('message')}"
     response = error_response(exc.status_code, message)
     if exc.headers:
         response.headers.update(exc.headers)

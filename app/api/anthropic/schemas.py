@@ -19,7 +19,7 @@ from app.db.models import Batch, Request
 
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
 # Strict: a decimal batch id without sign, leading zeros or spaces; anything else is not ours.
-_ID = re.compile(re.escape(PREFIX[ANTHROPIC_ORIGIN]) + r"([1-9][0-9]{0,17})")
+BATCH_ID = re.compile(re.escape(PREFIX[ANTHROPIC_ORIGIN]) + r"([1-9][0-9]{0,17})")
 _COUNT_OF: dict[str, str] = {
     R.SUCCEEDED: "succeeded",
     R.FAILED: "errored",
@@ -67,7 +67,7 @@ def public_id(batch_id: int) -> str:
 
 def batch_id_of(public: str) -> int:
     """The batch id inside `msgbatch_<n>`; NotFound for any other string."""
-    match = _ID.fullmatch(public)
+    match = BATCH_ID.fullmatch(public)
     if match is None:
         raise NotFound(Problem("not_found", "Not found", f"No message batch with id {public!r}."))
     return int(match.group(1))

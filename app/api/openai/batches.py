@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
-from app.api.openai.errors import invalid
-from app.api.openai.schemas import BatchListOut, BatchOut, batch_number, batch_out
+from app.api.openai.errors import documented_errors, invalid
+from app.api.openai.schemas import BATCH_ID, BatchListOut, BatchOut, batch_number, batch_out
 from app.core.dropin import create, files
+from app.core.intake import accept as intake
 from app.core.read import dropin
 from app.core.rules.errors import NotFound, not_found
+from app.http import require_json
 
+NO_SUCH_BATCH = {404: "No such batch"}
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
 
 
@@ -54,8 +57,25 @@ class BatchController(Controller):
     path = "/batches"
     tags = ["openai"]
 
-    @post("/", status_code=200, summary="Create a batch from an uploaded input file")
-    async def create(self, data: JSONBody[dict[str, Any]], state: State) -> BatchOut:
+    @post(
+        "/",
+        status_code=200,
+        summary="Create a batch from an uploaded input file",
+        responses=documented_errors(
+            {
+                400: "Body not JSON, a parameter missing or not valid, or no such input file",
+                413: "Body larger than API_MAX_BODY_BYTES",
+                415: "Body not sent as application/json",
+            }
+        ),
+    )
+    async def create(self, request: Request, state: State) -> BatchOut:
+        # Read raw, as the native intake is: the same refusals of JSON that is malformed, nested
+        # too deeply or holds text no database stores (a NUL id would fail the lookup as a 500).
+        require_json(request.headers.get("content-type"))
+        data = intake.parse(await request.body())
+        if not isinstance(data, dict):
+            raise invalid("invalid_value", "The body must be a JSON object.")
         file_id = _required_text(data, "input_file_id")
         endpoint = _required_text(data, "endpoint")
         if data.get("completion_window") != "24h":
@@ -69,11 +89,11 @@ class BatchController(Controller):
         batch = await state.actions.create_batch_from_file(file, endpoint, metadata)
         return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, batch.id))
 
-    @get("/", summary="Batches, newest first")
+    @get("/", summary="Batches, newest first", responses=documented_errors())
     async def list(
         self,
         state: State,
-        after: FromQuery[str | None] = None,
+        after: Annotated[str | None, QueryParameter(pattern=f"^{BATCH_ID.pattern}$")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     ) -> BatchListOut:
         older_than = None
@@ -86,11 +106,16 @@ class BatchController(Controller):
         data = [batch_out(t) for t in page]
         return BatchListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 
-    @get("/{batch_id:str}", summary="A batch")
+    @get("/{batch_id:str}", summary="A batch", responses=documented_errors(NO_SUCH_BATCH))
     async def read(self, batch_id: FromPath[str], state: State) -> BatchOut:
         return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, _number(batch_id)))
 
-    @post("/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch that has not ended")
+    @post(
+        "/{batch_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a batch that has not ended",
+        responses=documented_errors({**NO_SUCH_BATCH, 409: "The batch has ended"}),
+    )
     async def cancel(self, batch_id: FromPath[str], state: State) -> BatchOut:
         number = _number(batch_id)
         # Checked first so that a native batch's id cannot be cancelled through this face.

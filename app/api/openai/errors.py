@@ -8,10 +8,17 @@ import logging
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.keys import KeyRefused
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem
-from app.http import UNAVAILABLE_HEADERS, UNAVAILABLE_MESSAGE, database_unavailable, no_retry_headers
+from app.http import (
+    UNAVAILABLE_HEADERS,
+    UNAVAILABLE_MESSAGE,
+    database_unavailable,
+    error_specs,
+    no_retry_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,11 @@ class ErrorDetail(msgspec.Struct):
 
 class ErrorOut(msgspec.Struct):
     error: ErrorDetail
+
+
+def documented_errors(specific: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """The error answers of an OpenAI-face route for the OpenAPI document, in OpenAI's shape."""
+    return error_specs(ErrorOut, specific)
 
 
 def invalid(code: str, message: str, param: str | None = None) -> BatchgateError:

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
-from app.api.openai.errors import invalid
+from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
 from app.core.dropin import files
@@ -20,6 +20,7 @@ PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
 UPLOAD_MAX_BYTES = 200 * 1024 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024
+NO_SUCH_FILE = {404: "No such file"}
 EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 30 * 24 * 3600
 
 
@@ -50,6 +51,9 @@ class FileController(Controller):
         status_code=200,
         summary="Upload a file (multipart: purpose, then file)",
         request_max_body_size=UPLOAD_MAX_BYTES + FORM_OVERHEAD_BYTES,
+        responses=documented_errors(
+            {400: "Not a multipart/form-data upload, no file part, or a bad purpose", 413: "File too large"}
+        ),
     )
     async def upload(self, request: Request, state: State) -> FileOut:
         media_type, options = request.content_type
@@ -82,7 +86,7 @@ class FileController(Controller):
             await upload.close()
         return file_out(stored)
 
-    @get("/", summary="Files, newest first by default")
+    @get("/", summary="Files, newest first by default", responses=documented_errors())
     async def list(
         self,
         state: State,
@@ -97,17 +101,27 @@ class FileController(Controller):
         data = [file_out(f) for f in rows]
         return FileListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 
-    @get("/{file_id:str}", summary="A file object")
+    @get("/{file_id:str}", summary="A file object", responses=documented_errors(NO_SUCH_FILE))
     async def read(self, file_id: FromPath[str], state: State) -> FileOut:
         return file_out(await files.get(state.db, file_id))
 
-    @get("/{file_id:str}/content", summary="A file's bytes, streamed")
+    @get(
+        "/{file_id:str}/content",
+        summary="A file's bytes",
+        media_type="application/octet-stream",
+        responses=documented_errors(NO_SUCH_FILE),
+    )
     async def content(self, file_id: FromPath[str], state: State) -> Stream:
         found = await files.get(state.db, file_id)
         settings = await state.runtime.fresh()
         return Stream(files.content(settings.data_dir, found), media_type="application/octet-stream")
 
-    @delete("/{file_id:str}", status_code=200, summary="Delete a file and its bytes")
+    @delete(
+        "/{file_id:str}",
+        status_code=200,
+        summary="Delete a file and its bytes",
+        responses=documented_errors(NO_SUCH_FILE),
+    )
     async def remove(self, file_id: FromPath[str], state: State) -> FileDeletedOut:
         settings = await state.runtime.fresh()
         await files.delete(state.db, settings.data_dir, file_id)

@@ -74,7 +74,7 @@ def check_lines(raw_lines: Iterator[bytes], endpoint: str) -> Checked:
 def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpoint: str) -> None:
     try:
         line = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return checked.refuse(number, "invalid_json_line", "This line is not parsable as valid JSON.")
     if not isinstance(line, dict):
         return checked.refuse(number, "invalid_json_line", "This line is not a JSON object.")

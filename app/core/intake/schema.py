@@ -21,6 +21,14 @@ Endpoint = Literal[
 ]
 
 
+# What the validators below accept, as patterns for the OpenAPI document: an absolute http(s) URL
+# without credentials, and an id whose '/'-separated segments are never empty, '.' or '..'.
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WEBHOOK_URL_PATTERN = rf"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9][A-Za-z0-9.-]*(:{_PORT})?([/?#][!-~]*)?$"
+_SEGMENT = r"(?:[^/.\x00-\x1f]|\.[^/.\x00-\x1f]|\.\.[^/\x00-\x1f])[^/\x00-\x1f]*"
+CUSTOM_ID_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+
+
 def _header_name(name: str) -> str:
     if (why := webhook_headers.name_problem(name)) is not None:
         kind = "reserved_header" if webhook_headers.reserved(name) else "invalid_header"
@@ -45,7 +53,8 @@ class WebhookDelivery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["webhook"]
-    webhook_url: str
+    # The pattern documents the rule below for clients and fuzzers; the validator enforces it.
+    webhook_url: str = Field(json_schema_extra={"pattern": WEBHOOK_URL_PATTERN})
     headers: dict[HeaderName, HeaderValue] | None = None
 
     @field_validator("headers")
@@ -121,7 +130,7 @@ class RequestIn(BaseModel):
     """What `POST /api/requests` (and the RabbitMQ intake queue) accepts."""
 
     model_config = ConfigDict(extra="forbid")
-    custom_id: str = Field(min_length=1, max_length=512)
+    custom_id: str = Field(min_length=1, max_length=512, json_schema_extra={"pattern": CUSTOM_ID_PATTERN})
 
     @field_validator("custom_id")
     @classmethod

@@ -1,0 +1,102 @@
+"""The OpenAPI JSON as served: what Litestar cannot see filled in.
+
+Three routes read their body raw (to refuse every problem in their face's error shape, or to
+stream it), so Litestar documents no body for them; their schemas are added here. Litestar also
+writes a path parameter's bound as a float, which rounds the int64 row id limit up past it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from app.api.openai.files import PURPOSES
+from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
+from app.core.intake.schema import ENDPOINTS, RequestIn
+from app.http import ROW_ID_MAX
+
+JSON = "application/json"
+
+OPENAI_BATCH_IN = {
+    "type": "object",
+    "required": ["input_file_id", "endpoint", "completion_window"],
+    "properties": {
+        "input_file_id": {"type": "string", "minLength": 1, "description": "An uploaded file's id"},
+        "endpoint": {"enum": list(ENDPOINTS)},
+        "completion_window": {"enum": ["24h"]},
+        "metadata": {
+            "type": ["object", "null"],
+            "maxProperties": 16,
+            "propertyNames": {"maxLength": 64},
+            "additionalProperties": {"type": "string", "maxLength": 512},
+        },
+    },
+}
+
+FILE_UPLOAD = {
+    "type": "object",
+    "required": ["purpose", "file"],
+    # The file streams to disk as it arrives, so `purpose` must come first.
+    "properties": {"purpose": {"enum": list(PURPOSES)}, "file": {"type": "string", "format": "binary"}},
+}
+
+MESSAGE_BATCH_IN = {
+    "type": "object",
+    "required": ["requests"],
+    "properties": {
+        "requests": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_REQUESTS,
+            "description": "custom_ids are unique within the list",
+            "items": {
+                "type": "object",
+                "required": ["custom_id", "params"],
+                "properties": {
+                    "custom_id": {"type": "string", "pattern": f"^{CUSTOM_ID.pattern}$"},
+                    "params": {
+                        "type": "object",
+                        "required": ["model", "max_tokens", "messages"],
+                        "properties": {
+                            "model": {"type": "string", "minLength": 1},
+                            "max_tokens": {"type": "integer", "minimum": 1},
+                            "messages": {"type": "array"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {media_type: {"schema": schema}}}
+
+
+class SchemaJson(JsonRenderPlugin):
+    """Serves the OpenAPI JSON with the raw-read bodies and exact row id bounds filled in."""
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        schema = RequestIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(schema.pop("$defs", {}))
+        components["RequestIn"] = schema
+        bodies = {
+            "/api/requests": _body(JSON, {"$ref": "#/components/schemas/RequestIn"}),
+            "/v1/batches": _body(JSON, OPENAI_BATCH_IN),
+            "/v1/files": _body("multipart/form-data", FILE_UPLOAD),
+            "/v1/messages/batches": _body(JSON, MESSAGE_BATCH_IN),
+        }
+        paths = openapi_schema.get("paths", {})
+        for path, body in bodies.items():
+            if (operation := paths.get(path, {}).get("post")) is not None:
+                operation["requestBody"] = body
+        for operations in paths.values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                    if parameter.get("schema", {}).get("maximum") == float(ROW_ID_MAX):
+                        parameter["schema"]["maximum"] = ROW_ID_MAX
+        return super().render(request, openapi_schema)
