@@ -12,7 +12,7 @@ run: $(STAMP)
 
 # In CI (CI=true) the real-model test is required, so its model and llama.cpp are installed first.
 test: tools $(STAMP) $(if $(filter true 1 yes,$(CI)),realmodel)
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -x -q -m "not slow"
