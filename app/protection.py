@@ -59,7 +59,8 @@ class HostRefused(ClientException):
     """400: a Host header this server does not answer to (ALLOWED_HOSTS)."""
 
 
-def check_host(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
+async def check_host(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Refuse a request whose Host header is not an allowed host (an app-wide guard)."""
     allowed: tuple[str, ...] = connection.app.state.allowed_hosts
     if "*" in allowed:

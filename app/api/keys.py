@@ -28,7 +28,8 @@ class KeyRefused(NotAuthorizedException):
         self.refusal = refusal
 
 
-def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
+async def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Let the request through when no keys are configured or it carries a valid one."""
     keys: ApiKeys = connection.app.state.api_keys
     if not keys.required:

@@ -35,7 +35,8 @@ def logged_in(connection: ASGIConnection) -> bool:
     return isinstance(held, str) and keys.known(held)
 
 
-def require_login(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
+async def require_login(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """The UI router's guard: every page but the login form needs a logged-in session."""
     if not handler.opt.get("public") and not logged_in(connection):
         raise LoginRequired()
