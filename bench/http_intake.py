@@ -66,6 +66,7 @@ class Measured:
     target: Target
     result: WrkResult
     problem: str | None  # why the rate is not throughput, or None
+    cpu_ms: float  # the server process's CPU time (all threads, user + system) per answer
 
 
 def child_env(database_url: str, data_dir: str, opts: str, log_level: str) -> dict[str, str]:
@@ -109,16 +110,24 @@ async def stored(url: str, prefix: str) -> int:
         await db.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (utime + stime of all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(target: Target, prefix: str, args: argparse.Namespace, database_url: str) -> Measured:
     """One wrk run against `target`; for the app, also check that every 202 was stored."""
+    cpu = cpu_seconds(target.pid)
     result = await wrk.post(target.url, prefix, args.duration, args.connections, args.threads)
+    cpu_ms = (cpu_seconds(target.pid) - cpu) * 1000 / max(result.requests, 1)
     problem = result.problem
     if problem is None and target.kind == "app":
         # wrk counts answers; in-flight requests at the end may add rows, never remove them.
         rows = await stored(database_url, prefix)
         if rows < result.requests:
             problem = f"{rows} rows stored for {result.requests} 202 answers"
-    return Measured(target, result, problem)
+    return Measured(target, result, problem, cpu_ms)
 
 
 async def profile(target: Target, args: argparse.Namespace) -> str:
@@ -163,8 +172,8 @@ def _spread(values: list[float], fmt: str) -> str:
     return middle if len(values) == 1 else f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
-def _median(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f}" if values else "-"
+def _median(values: list[float], fmt: str = ".1f") -> str:
+    return format(statistics.median(values), fmt) if values else "-"
 
 
 def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
@@ -172,15 +181,16 @@ def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
     lines = [
         f"bench.http_intake  db={args.db}  wrk -t{args.threads} -c{args.connections} "
         f"-d{args.duration:g}s  rounds={args.rounds}  log_level={args.log_level}",
-        f"  {'server':<32} {'req/s per round':<32} {'median (range)':<26} p50 ms   p99 ms",
+        f"  {'server':<32} {'req/s per round':<36} {'median (range)':<26} p50 ms   p99 ms   CPU ms/req",
     ]
     for column, target in enumerate(m.target for m in rounds[0]):
         runs = [row[column] for row in rounds]
-        valid = [m.result for m in runs if m.problem is None]
+        valid = [m for m in runs if m.problem is None]
         per_round = ", ".join("INVALID" if m.problem else f"{m.result.rate:,.0f}" for m in runs)
         lines.append(
-            f"  {target.name:<32} {per_round:<32} {_spread([v.rate for v in valid], ',.0f'):<26} "
-            f"{_median([v.p50_ms for v in valid]):<8} {_median([v.p99_ms for v in valid])}"
+            f"  {target.name:<32} {per_round:<36} {_spread([v.result.rate for v in valid], ',.0f'):<26} "
+            f"{_median([v.result.p50_ms for v in valid]):<8} {_median([v.result.p99_ms for v in valid]):<8} "
+            f"{_median([v.cpu_ms for v in valid], '.2f')}"
         )
     for opts in args.opts:
         ratios = []
@@ -191,7 +201,7 @@ def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
             ratios.append(None if app.problem or noop.problem else app.result.rate / noop.result.rate)
         per_round = ", ".join("INVALID" if x is None else f"{x:.2f}" for x in ratios)
         valid_ratios = [x for x in ratios if x is not None]
-        lines.append(f"  {'app / no-op [' + opts + ']':<32} {per_round:<32} {_spread(valid_ratios, '.2f')}")
+        lines.append(f"  {'app / no-op [' + opts + ']':<32} {per_round:<36} {_spread(valid_ratios, '.2f')}")
     invalid = [m for row in rounds for m in row if m.problem]
     if invalid:
         lines.append(f"  {len(invalid)} invalid run(s), left out of medians and ratios:")

@@ -17,6 +17,8 @@ from pathlib import Path
 # each frame "function (path:line)", the path relative to site-packages or the working directory.
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
 RATE = 100  # samples per second per thread, py-spy's default
+# Packages at the bottom of nearly every stack: not worth naming in "in the stack".
+_EVERYWHERE = {"runpy", "app", "uvicorn", "asyncio", "threading", "bench"}
 
 
 def executable() -> str | None:
@@ -31,7 +33,9 @@ async def record(pid: int, seconds: float, out: Path) -> Path:
     if spy is None:
         raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
     command = [spy, "record", "--pid", str(pid), "-d", f"{seconds:g}", "-r", str(RATE)]
-    command += ["-f", "raw", "--function", "--threads", "-o", str(out)]
+    # --gil: only samples of the thread holding the GIL, i.e. Python's CPU time. Intake is bound by
+    # it, and without --gil threads blocked on a lock or a queue are sampled as busy.
+    command += ["-f", "raw", "--function", "--threads", "--gil", "-o", str(out)]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -54,27 +58,37 @@ def _package(path: str) -> str:
 
 
 def summarize(raw: Path, seconds: float, top: int = 10) -> str:
-    """Own time per function (the leaf of each sample), per package and per thread, as text."""
+    """Own time per function (the leaf of each sample), per package and per thread, as text;
+    plus how often each package is anywhere in the stack (its inclusive time)."""
     own: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         thread, _, frames = stack.partition(";")
-        leaf = frames.rsplit(";", 1)[-1]
+        frames = frames or "(no Python frame)"
         n = int(count)
-        match = _FRAME.match(leaf)
-        own[leaf] += n
-        packages[_package(match["path"]) if match else leaf] += n
+        names = [_package(m["path"]) if (m := _FRAME.match(f)) else f for f in frames.split(";")]
+        own[frames.rsplit(";", 1)[-1]] += n
+        packages[names[-1]] += n
+        inclusive.update(dict.fromkeys(set(names), n))
         threads[re.sub(r"^thread \(\w+\): ", "", thread)] += n
     total = sum(own.values()) or 1
-    lines = [f"py-spy: {total} samples with a thread on CPU ({RATE}/s for {seconds:g} s, idle excluded)"]
-    lines.append("  by thread: " + ", ".join(f"{name} {n / total:.0%}" for name, n in threads.most_common()))
-    lines.append(
-        "  own time by package: " + ", ".join(f"{p} {n / total:.0%}" for p, n in packages.most_common(8))
+
+    def shares(counter: Counter[str], count: int) -> str:
+        return ", ".join(f"{name} {n / total:.0%}" for name, n in counter.most_common(count))
+
+    inclusive = Counter({k: v for k, v in inclusive.items() if k not in _EVERYWHERE})
+    return "\n".join(
+        [
+            f"py-spy --gil: {total} samples holding the GIL ({RATE}/s for {seconds:g} s)",
+            f"  by thread: {shares(threads, 5)}",
+            f"  own time by package: {shares(packages, 8)}",
+            f"  in the stack, by package: {shares(inclusive, 8)}",
+            f"  top {top} functions by own time:",
+            *(f"    {n / total:6.1%}  {frame}" for frame, n in own.most_common(top)),
+        ]
     )
-    lines.append(f"  top {top} functions by own time:")
-    lines += [f"    {n / total:6.1%}  {frame}" for frame, n in own.most_common(top)]
-    return "\n".join(lines)
