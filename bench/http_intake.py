@@ -67,6 +67,8 @@ class Measured:
     result: WrkResult
     problem: str | None  # why the rate is not throughput, or None
     cpu_ms: float  # the server process's CPU time (all threads, user + system) per answer
+    sys_ms: float  # of which in the kernel
+    switches: float  # voluntary context switches (all threads) per answer: waits, thread hand-offs
 
 
 def child_env(database_url: str, data_dir: str, opts: str, log_level: str) -> dict[str, str]:
@@ -110,24 +112,32 @@ async def stored(url: str, prefix: str) -> int:
         await db.dispose()
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far (utime + stime of all its threads), from /proc."""
+def usage(pid: int) -> tuple[float, float, int]:
+    """A process's user and system CPU seconds and voluntary context switches so far (all its
+    threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = (task / "status").read_text()
+        switches += int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+    return int(fields[11]) / tick, int(fields[12]) / tick, switches
 
 
 async def load(target: Target, prefix: str, args: argparse.Namespace, database_url: str) -> Measured:
     """One wrk run against `target`; for the app, also check that every 202 was stored."""
-    cpu = cpu_seconds(target.pid)
+    before = usage(target.pid)
     result = await wrk.post(target.url, prefix, args.duration, args.connections, args.threads)
-    cpu_ms = (cpu_seconds(target.pid) - cpu) * 1000 / max(result.requests, 1)
+    user, system, switches = (b - a for a, b in zip(before, usage(target.pid), strict=True))
+    answers = max(result.requests, 1)
     problem = result.problem
     if problem is None and target.kind == "app":
         # wrk counts answers; in-flight requests at the end may add rows, never remove them.
         rows = await stored(database_url, prefix)
         if rows < result.requests:
             problem = f"{rows} rows stored for {result.requests} 202 answers"
-    return Measured(target, result, problem, cpu_ms)
+    cpu_ms = (user + system) * 1000 / answers
+    return Measured(target, result, problem, cpu_ms, system * 1000 / answers, switches / answers)
 
 
 async def profile(target: Target, args: argparse.Namespace) -> str:
@@ -176,22 +186,36 @@ def _median(values: list[float], fmt: str = ".1f") -> str:
     return format(statistics.median(values), fmt) if values else "-"
 
 
+HEADER = ("server", "req/s per round", "median (range)", "p50 ms", "p99 ms", "CPU ms/req (sys)", "ctx sw/req")
+WIDTHS = (32, 36, 26, 8, 8, 17, 0)
+
+
+def _columns(*cells: str) -> str:
+    return "  " + " ".join(f"{cell:<{width}}" for cell, width in zip(cells, WIDTHS, strict=True)).rstrip()
+
+
+def _server_row(runs: list[Measured]) -> str:
+    """One server's line: its rate per round, median and range, and the medians of the rest."""
+    valid = [m for m in runs if m.problem is None]
+    return _columns(
+        runs[0].target.name,
+        ", ".join("INVALID" if m.problem else f"{m.result.rate:,.0f}" for m in runs),
+        _spread([m.result.rate for m in valid], ",.0f"),
+        _median([m.result.p50_ms for m in valid]),
+        _median([m.result.p99_ms for m in valid]),
+        f"{_median([m.cpu_ms for m in valid], '.2f')} ({_median([m.sys_ms for m in valid], '.2f')})",
+        _median([m.switches for m in valid]),
+    )
+
+
 def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
     """Per server: rate and latency per round (medians, ranges); per option set: app / no-op."""
     lines = [
         f"bench.http_intake  db={args.db}  wrk -t{args.threads} -c{args.connections} "
         f"-d{args.duration:g}s  rounds={args.rounds}  log_level={args.log_level}",
-        f"  {'server':<32} {'req/s per round':<36} {'median (range)':<26} p50 ms   p99 ms   CPU ms/req",
+        _columns(*HEADER),
     ]
-    for column, target in enumerate(m.target for m in rounds[0]):
-        runs = [row[column] for row in rounds]
-        valid = [m for m in runs if m.problem is None]
-        per_round = ", ".join("INVALID" if m.problem else f"{m.result.rate:,.0f}" for m in runs)
-        lines.append(
-            f"  {target.name:<32} {per_round:<36} {_spread([v.result.rate for v in valid], ',.0f'):<26} "
-            f"{_median([v.result.p50_ms for v in valid]):<8} {_median([v.result.p99_ms for v in valid]):<8} "
-            f"{_median([v.cpu_ms for v in valid], '.2f')}"
-        )
+    lines += [_server_row([row[column] for row in rounds]) for column in range(len(rounds[0]))]
     for opts in args.opts:
         ratios = []
         for row in rounds:
@@ -201,7 +225,9 @@ def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
             ratios.append(None if app.problem or noop.problem else app.result.rate / noop.result.rate)
         per_round = ", ".join("INVALID" if x is None else f"{x:.2f}" for x in ratios)
         valid_ratios = [x for x in ratios if x is not None]
-        lines.append(f"  {'app / no-op [' + opts + ']':<32} {per_round:<36} {_spread(valid_ratios, '.2f')}")
+        lines.append(
+            _columns(f"app / no-op [{opts}]", per_round, _spread(valid_ratios, ".2f"), "", "", "", "")
+        )
     invalid = [m for row in rounds for m in row if m.problem]
     if invalid:
         lines.append(f"  {len(invalid)} invalid run(s), left out of medians and ratios:")
