@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast tools realmodel lint format bench migrate clean
+.PHONY: run test test-fast tools realmodel lint format bench bench-http migrate clean
 
 run: $(STAMP)
 	$(BIN)/batchgate migrate
@@ -59,6 +59,13 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.intake
+	$(MAKE) bench-http
+
+# HTTP intake loaded by wrk from its own process, against the framework's no-op route served the
+# same way (BENCHMARKS.md). BENCH_DB=postgres for PostgreSQL on 127.0.0.1:5432.
+bench-http: $(STAMP)
+	@command -v wrk >/dev/null || { echo "bench-http needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.http_intake --db $${BENCH_DB:-sqlite} --rounds 3 --duration 10 --connections 64
 
 migrate: $(STAMP)
 	$(BIN)/batchgate migrate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from app import logs
 from app.config import Settings
@@ -47,14 +48,20 @@ def main(argv: list[str] | None = None) -> None:
 
         from app.asgi import create_app
 
-        # log_config=None: uvicorn's own lines go through the root handler, in LOG_FORMAT too.
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,
-        )
+        uvicorn.run(create_app(settings), **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for `batchgate serve`; bench.http_intake serves its no-op route with them too."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # None: uvicorn's own lines go through the root handler, in LOG_FORMAT too.
+        "log_config": None,
+        "loop": settings.server_loop,
+        "http": settings.server_http,
+    }
 
 
 def _redact(url: str) -> str:

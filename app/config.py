@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # the compose file set 0.0.0.0; set API_KEYS (or create keys in the UI) when you do.
     host: str = "127.0.0.1"
     port: int = 4000
+    # The event loop and HTTP/1.1 parser uvicorn runs `batchgate serve` with: uvloop and httptools
+    # (dependencies; faster, see BENCHMARKS.md), or asyncio and h11 (pure Python). auto: uvloop and
+    # httptools when installed, else asyncio and h11.
+    server_loop: Literal["auto", "asyncio", "uvloop"] = "uvloop"
+    server_http: Literal["auto", "h11", "httptools"] = "httptools"
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # json: one JSON object per line, with batch_id / delivery_id / custom_id where they apply.
     log_format: Literal["plain", "json"] = "plain"

@@ -45,19 +45,20 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def app_process(
-    env: dict[str, str], wrapper: tuple[str, ...] = (), stderr: IO[str] | None = None
+    env: dict[str, str],
+    wrapper: tuple[str, ...] = (),
+    stderr: IO[str] | None = None,
+    command: tuple[str, ...] = ("-m", "app", "serve"),
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`python -m app serve` in a child process (run through `wrapper`, e.g. faketime), ready
-    when /health answers; its log goes to `stderr` (a file) when given."""
+    """`python -m app serve` (or `python *command*`) in a child process (run through `wrapper`,
+    e.g. faketime), ready when /health answers; its log goes to `stderr` (a file) when given."""
     port = free_port()
     child_env = {**os.environ, "LOG_LEVEL": "warning", **env, "PORT": str(port), "HOST": "127.0.0.1"}
     # Its own process group: a wrapper (faketime) forks the app, and a kill must reach both.
     process = await asyncio.create_subprocess_exec(
         *wrapper,
         sys.executable,
-        "-m",
-        "app",
-        "serve",
+        *command,
         env=child_env,
         start_new_session=True,
         stderr=stderr,
