@@ -43,8 +43,7 @@ from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import wake_nothing
 from app.db.migrate import pending_revision
 from app.db.session import Database
-from app.http import readable_text
-from app.protection import UiCookies, answered_hosts, check_host, is_loopback
+from app.protection import UiCookies, answered_hosts, is_loopback, screen_request
 from app.ui import ui_router
 from app.ui.render import register_filters
 
@@ -174,7 +173,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "host": settings.host,
             }
         ),
-        guards=[check_host, readable_text],
+        guards=[screen_request],
         middleware=[cookies.session.middleware],
         csrf_config=cookies.csrf,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +21,7 @@ from yarl import URL
 
 from app.config import Settings
 from app.core.runtime.clock import utcnow
+from app.core.runtime.identity import instance_name
 
 log = logging.getLogger(__name__)
 
@@ -238,4 +236,4 @@ def _describe(exc: BaseException) -> str:
 
 def _process_label() -> str:
     # Unique per Broker, so an operator (or a test) can tell the connections of two processes apart.
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return instance_name()

@@ -11,7 +11,6 @@ from urllib.parse import unquote_to_bytes
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import ClientException, HTTPException
-from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
@@ -77,9 +76,8 @@ def database_unavailable(request: Any, exc: BaseException) -> bool:
     return True
 
 
-# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
-async def readable_text(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Guard: refuse (400) a path or query parameter that is not UTF-8 once percent-decoded or
+def check_readable_text(connection: ASGIConnection) -> None:
+    """Refuse (400) a path or query parameter that is not UTF-8 once percent-decoded or
     holds a NUL. PostgreSQL stores no NUL (the lookup would fail as a 500), and bytes that are
     not UTF-8 would be replaced and quietly name another id."""
     scope = connection.scope

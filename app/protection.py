@@ -16,7 +16,8 @@ from litestar.exceptions import ClientException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware.session.client_side import CookieBackendConfig
 
-from app.config import Settings
+from app.config import Settings, parse_patterns
+from app.http import check_readable_text
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ def is_loopback(host: str) -> bool:
 def answered_hosts(settings: Settings) -> tuple[str, ...]:
     """The Host patterns answered: ALLOWED_HOSTS, or by default the loopback names when the
     server listens on loopback (so a DNS-rebinding page cannot reach it), else any host."""
-    configured = tuple(h.strip().lower() for h in settings.allowed_hosts.split(",") if h.strip())
-    if configured:
+    if configured := tuple(host.lower() for host in parse_patterns(settings.allowed_hosts)):
         return configured
     return LOOPBACK_NAMES if is_loopback(settings.host) else ("*",)
 
@@ -59,9 +59,16 @@ class HostRefused(ClientException):
     """400: a Host header this server does not answer to (ALLOWED_HOSTS)."""
 
 
-# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
-async def check_host(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Refuse a request whose Host header is not an allowed host (an app-wide guard)."""
+# async though it awaits nothing: Litestar runs a sync guard in a worker thread; and one guard,
+# not two, as Litestar copies the route handler for each guard it calls, on every request.
+async def screen_request(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """The app-wide guard: the Host header is an allowed host, the path and query are text."""
+    check_host(connection)
+    check_readable_text(connection)
+
+
+def check_host(connection: ASGIConnection) -> None:
+    """Refuse (400) a request whose Host header is not an allowed host (ALLOWED_HOSTS)."""
     allowed: tuple[str, ...] = connection.app.state.allowed_hosts
     if "*" in allowed:
         return

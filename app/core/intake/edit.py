@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from app import webhook_headers
+from app.core.intake.schema import pointer_token
 from app.core.rules.errors import InvalidInput, Problem
 
 POINTER = "/delivery_config/headers"
@@ -62,7 +63,7 @@ def _fill_redacted(given: dict[str, Any], old: dict[str, str]) -> tuple[dict[str
                     "Invalid header",
                     f"delivery_config.headers.{name}: {webhook_headers.REDACTED} stands for a stored "
                     "value, and this request has no stored header of that name; give its value.",
-                    f"{POINTER}/{str(name).replace('~', '~0').replace('/', '~1')}",
+                    f"{POINTER}/{pointer_token(str(name))}",
                 )
             )
         merged[name], kept = stored, True

@@ -216,10 +216,15 @@ def problem(error: Any, prefix: str) -> Problem:
     return Problem(code, title, f"{'.'.join(loc) or 'body'}: {message}", pointer)
 
 
+def pointer_token(name: str) -> str:
+    """`name` as one token of a JSON pointer (RFC 6901: `~` and `/` escaped)."""
+    return name.replace("~", "~0").replace("/", "~1")
+
+
 def _header_problem(error: Any, loc: list[str], prefix: str) -> Problem:
     """A problem with a webhook's extra headers, pointing at the header (never quoting a value)."""
     names = [part for part in loc[2:] if part != "[key]"]
-    escaped = "".join("/" + n.replace("~", "~0").replace("/", "~1") for n in names)
+    escaped = "".join("/" + pointer_token(n) for n in names)
     reserved = error["type"] == "reserved_header"
     code, title = (
         ("reserved_header", "Header set by Batchgate") if reserved else ("invalid_header", "Invalid header")

@@ -10,7 +10,6 @@ receiver's token, and /health answers without a key.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import and_, select
 
-from app.core.read.stats import CACHE_SECONDS
+from app.core.read.cache import per_database
 from app.core.rules.states import DeliveryStatus
 from app.db.models import Delivery, DeliveryAttempt
 from app.db.session import Database
@@ -41,14 +40,9 @@ class FailingDestination:
     last_error: str | None
 
 
-_cache: dict[str, tuple[float, list[FailingDestination]]] = {}
-
-
+@per_database
 async def failing_destinations(db: Database) -> list[FailingDestination]:
     """The TOP destinations with deliveries retrying, at most CACHE_SECONDS old."""
-    cached = _cache.get(db.url)
-    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-        return cached[1]
     last = DeliveryAttempt
     stmt = (
         select(
@@ -77,9 +71,7 @@ async def failing_destinations(db: Database) -> list[FailingDestination]:
     found = [
         FailingDestination(*key, n, latest[key][0], safe_error(latest[key][1])) for key, n in counts.items()
     ]
-    result = sorted(found, key=lambda d: (-d.retrying, -d.last_failure_at.timestamp()))[:TOP]
-    _cache[db.url] = (time.monotonic(), result)
-    return result
+    return sorted(found, key=lambda d: (-d.retrying, -d.last_failure_at.timestamp()))[:TOP]
 
 
 def destination_of(url: str | None, queue: str | None, exchange: str | None) -> str:

@@ -7,18 +7,17 @@ counts read the (status, …) indexes only.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from app.core.read.cache import per_database
 from app.core.rules.states import DELIVERY_ENDED, REQUEST_FINISHED, DeliveryStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
 
-CACHE_SECONDS = 5.0
 CHART_MINUTES = 60
 
 
@@ -41,14 +40,9 @@ class Dashboard:
         return sum(n for status, n in self.requests.items() if status not in REQUEST_FINISHED)
 
 
-_cache: dict[str, tuple[float, Dashboard]] = {}
-
-
+@per_database
 async def dashboard(db: Database) -> Dashboard:
     """The dashboard's numbers, at most CACHE_SECONDS old."""
-    cached = _cache.get(db.url)
-    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-        return cached[1]
     now = utcnow()
     since = (now - timedelta(minutes=CHART_MINUTES - 1)).replace(second=0, microsecond=0)
     minute = (
@@ -70,7 +64,6 @@ async def dashboard(db: Database) -> Dashboard:
             per_minute=_per_minute(buckets.all(), since),
             computed_at=now,
         )
-    _cache[db.url] = (time.monotonic(), result)
     return result
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
@@ -27,6 +24,7 @@ from app.core.dropin import finish
 from app.core.rules import leases
 from app.core.runs import local as local_runs
 from app.core.runs.openai import runner as openai_runs
+from app.core.runtime.identity import instance_name
 from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import Step
 from app.db.models import Batch, Delivery
@@ -89,7 +87,7 @@ class Worker:
     ) -> None:
         self.db = db
         self.runtime = settings
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = instance_name()
         self.backend = local
         self.openai = openai
         self.channels = dict(channels)
