@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 from typing import Any
 
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> None:
 
         from app.asgi import create_app
 
-        uvicorn.run(create_app(settings), **server_options(settings))
+        app = create_app(settings)
+        # What is alive now (modules, the app) lives as long as the process: out of the garbage
+        # collector's sight, its full collections stop walking it, which cut intake's p99 in half.
+        gc.collect()
+        gc.freeze()
+        uvicorn.run(app, **server_options(settings))
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

@@ -13,6 +13,7 @@ delivery somewhere else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,7 @@ def literal(host: str) -> Address | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # intake asks for every request, mostly of the same few hosts
 def check_host(host: str, allow_private: bool) -> str | None:
     """Why a URL's host is refused before any lookup (an address literal, or localhost), or None.
     A name is checked when it is resolved, at send time (see `pin`)."""

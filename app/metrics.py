@@ -25,6 +25,13 @@ ACCEPTED = Counter(
     ["origin"],
     registry=REGISTRY,
 )
+INTAKE_COMMIT_ROWS = Histogram(
+    "batchgate_intake_commit_rows",
+    "Requests written per intake transaction: intakes that arrive while a commit is in flight "
+    "share the next one (group commit), so under load this grows and commits per request fall.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+    registry=REGISTRY,
+)
 BACKEND_CALLS = Histogram(
     "batchgate_backend_call_seconds",
     "Calls to a backend (one HTTP request each), by backend and outcome: ok, error (an error "

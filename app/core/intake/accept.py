@@ -7,20 +7,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-from advanced_alchemy.types import DateTimeUTC, JsonB
 from pydantic import ValidationError
-from sqlalchemy import String, bindparam, text
 
 from app import destinations, metrics
 from app.config import Settings
 from app.core import storable
+from app.core.intake import group_commit
 from app.core.intake.schema import (
     DeliveryConfigIn,
     RabbitMQDelivery,
     RequestIn,
     WebhookDelivery,
     problem,
+    webhook_host,
 )
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.core.rules.states import RequestStatus
@@ -112,7 +111,7 @@ def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
 def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -> list[Problem]:
     problems = []
     if isinstance(delivery, WebhookDelivery):
-        host = httpx.URL(delivery.webhook_url).host
+        host = webhook_host(delivery.webhook_url)
         if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
             problems.append(
                 Problem(
@@ -147,23 +146,6 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
     return problems
 
 
-# Written as text() so SQLAlchemy compiles it once and caches it: the dialect-specific
-# insert().on_conflict_do_nothing() has no cache key and was recompiled on every request, which
-# cost more than the INSERT itself. ON CONFLICT DO NOTHING makes a duplicate an answer rather than
-# an exception; the syntax is the same on PostgreSQL and SQLite (3.35+).
-_INSERT = text(
-    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
-    " status, inference_attempts, resubmits, created_at)"
-    " VALUES ('', :custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
-    " 'pending', 0, 0, :created_at)"
-    " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id"
-).bindparams(
-    bindparam("body", type_=JsonB),
-    bindparam("delivery", type_=JsonB),
-    bindparam("created_at", type_=DateTimeUTC(timezone=True)),
-)
-
-
 class Duplicate(Conflict):
     """The custom_id is taken. `same` says whether by this very request (a resend, which a
     consumer acknowledges) or by a different one (a client's mistake, never to be dropped)."""
@@ -173,14 +155,9 @@ class Duplicate(Conflict):
         self.same = same
 
 
-# What a duplicate is compared on, to tell a resend from a different request.
-_KEPT = text(
-    "SELECT endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id = :custom_id"
-).columns(endpoint=String(), body=JsonB, delivery=JsonB)
-
-
 async def accept(db: Database, settings: Settings, data: Any, origin: str = "api") -> Accepted:
-    """Validate and insert one request as pending; raise Conflict on a duplicate custom_id."""
+    """Validate and insert one request as pending (committed, in a group with the rows that
+    arrive meanwhile); raise Conflict on a duplicate custom_id."""
     request = validate(data, settings)
     row = {
         "custom_id": request.custom_id,
@@ -193,14 +170,9 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
         "delivery": request.delivery_config.model_dump(exclude_none=True),
         "created_at": utcnow(),
     }
-    async with db.engine.begin() as connection:
-        new_id = (await connection.execute(_INSERT, row)).scalar_one_or_none()
-        if new_id is None:
-            kept = (await connection.execute(_KEPT, {"custom_id": request.custom_id})).one()
-    if new_id is not None:
-        metrics.ACCEPTED.labels(origin).inc()
-    else:
-        same = tuple(kept) == (row["endpoint"], row["body"], row["delivery"])
+    outcome = await group_commit.writer(db).insert(row)
+    if isinstance(outcome, group_commit.Taken):
+        same = outcome.same_as(row)
         which = "was already accepted" if same else "was already accepted with a different request"
         raise Duplicate(
             same,
@@ -211,4 +183,5 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
                 "/custom_id",
             ),
         )
-    return Accepted(id=new_id, custom_id=request.custom_id, status=RequestStatus.PENDING)
+    metrics.ACCEPTED.labels(origin).inc()
+    return Accepted(id=outcome.id, custom_id=request.custom_id, status=RequestStatus.PENDING)

@@ -1,0 +1,191 @@
+"""Group commit for intake: the rows that arrive while a commit is in flight share the next one.
+
+Each accepted request is committed before it is answered. One transaction per request paid a
+commit each (on SQLite a sync to disk, on PostgreSQL a WAL flush and three round trips), and under
+load a request spent most of its time waiting for its turn at that. Here concurrent callers queue
+their rows; one drain task writes everything queued in one transaction and answers each caller
+after the commit. Nothing waits for a window: a lone row is written at once, and rows that arrive
+meanwhile go together into the next transaction. A group that fails is written again row by row,
+so a row's failure is only its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import String, bindparam, insert, text
+
+from app import metrics
+from app.db.models import Request
+from app.db.session import Database
+
+GROUP_MAX_ROWS = 500  # rows per transaction; more wait for the next one
+IN_FLIGHT_POSTGRES = 4  # transactions at once on PostgreSQL (of its pool's 10 connections)
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """The row is stored under this id."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The custom_id was already stored, with this request: to tell a resend from a mistake."""
+
+    endpoint: str
+    body: Any
+    delivery: Any
+
+    def same_as(self, row: dict[str, Any]) -> bool:
+        """Whether the stored request is `row` again (a resend), as intake stores it."""
+        return (self.endpoint, self.body, self.delivery) == (row["endpoint"], row["body"], row["delivery"])
+
+
+Outcome = Inserted | Taken
+
+# Every row of the native API's one scope starts like this; callers give the other columns.
+_NEW = {"scope": "", "status": "pending", "inference_attempts": 0, "resubmits": 0}
+
+# One row: written as text() so SQLAlchemy compiles it once and caches it (the dialect-specific
+# insert().on_conflict_do_nothing() has no cache key and was recompiled on every call). ON
+# CONFLICT DO NOTHING makes a taken custom_id an answer rather than an exception; the syntax is
+# the same on PostgreSQL and SQLite (3.35+).
+_INSERT_ONE = text(
+    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
+    " status, inference_attempts, resubmits, created_at)"
+    " VALUES (:scope, :custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
+    " :status, :inference_attempts, :resubmits, :created_at)"
+    " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id"
+).bindparams(
+    bindparam("body", type_=JsonB),
+    bindparam("delivery", type_=JsonB),
+    bindparam("created_at", type_=DateTimeUTC(timezone=True)),
+)
+_STORED = (
+    text("SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id IN :ids")
+    .bindparams(bindparam("ids", expanding=True))
+    .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
+)
+# Many rows: SQLAlchemy sends them as multi-row INSERTs ("insertmanyvalues") with RETURNING.
+_requests = Request.__table__
+_INSERT_MANY = insert(_requests).returning(_requests.c.custom_id, _requests.c.id)
+
+
+class GroupCommit:
+    """The queue of rows waiting to be written to one database, and the tasks that drain it."""
+
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
+        self.db = db
+        self.loop = loop
+        # SQLite writes through one connection, so one transaction at a time. PostgreSQL takes
+        # several: while one waits for its commit to reach the disk, the next is being sent.
+        self.in_flight = IN_FLIGHT_POSTGRES if db.is_postgres else 1
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        self._drainers: set[asyncio.Task[None]] = set()
+        self._writing: set[str] = set()  # custom_ids in a transaction now
+
+    async def insert(self, row: dict[str, Any]) -> Outcome:
+        """Store `row` (a new request of the native API) once its transaction commits; Taken
+        when its custom_id was already stored."""
+        answer: asyncio.Future[Outcome] = self.loop.create_future()
+        self._queue.append(({**_NEW, **row}, answer))
+        self._drainers = {task for task in self._drainers if not task.done()}
+        if len(self._drainers) < self.in_flight:
+            self._drainers.add(self.loop.create_task(self._drain()))
+        # A caller that goes away (a client hangs up) does not stop its row: it is written as
+        # it would have been a moment later, like a commit that finished as the client left.
+        return await asyncio.shield(answer)
+
+    async def _drain(self) -> None:
+        group: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        try:
+            while group := self._take():
+                try:
+                    await self._write(group)
+                finally:
+                    self._writing -= {row["custom_id"] for row, _ in group}
+                group = []
+        finally:
+            # Reached with work left only when this task is cancelled (the loop shutting down):
+            # nobody waits forever for an answer.
+            others = any(task is not asyncio.current_task() and not task.done() for task in self._drainers)
+            for _, answer in group + ([] if others else self._queue):
+                if not answer.done():
+                    answer.cancel()
+
+    def _take(self) -> list[tuple[dict[str, Any], asyncio.Future[Outcome]]]:
+        """Up to GROUP_MAX_ROWS queued rows, oldest first, none under a custom_id that is queued
+        before it or being written: such a row waits for a later group, to find the first one
+        stored (so the first in line wins, as if the rows had been written one by one)."""
+        group, rest, seen = [], [], set(self._writing)
+        for item in self._queue:
+            custom_id = item[0]["custom_id"]
+            if len(group) < GROUP_MAX_ROWS and custom_id not in seen:
+                group.append(item)
+            else:
+                rest.append(item)
+            seen.add(custom_id)
+        self._queue = rest
+        self._writing |= {row["custom_id"] for row, _ in group}
+        return group
+
+    async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[Outcome]]]) -> None:
+        if len(group) > 1:
+            try:
+                outcomes = await self._write_many([row for row, _ in group])
+            except Exception:
+                pass  # written again row by row below: each caller gets its own row's outcome
+            else:
+                for (_, answer), outcome in zip(group, outcomes, strict=True):
+                    if not answer.done():
+                        answer.set_result(outcome)
+                return
+        for row, answer in group:
+            try:
+                outcome = await self._write_one(row)
+            except Exception as exc:
+                if not answer.done():
+                    answer.set_exception(exc)
+            else:
+                if not answer.done():
+                    answer.set_result(outcome)
+
+    async def _write_many(self, rows: list[dict[str, Any]]) -> list[Outcome]:
+        # Looking first costs one indexed read; inserting blindly would need ON CONFLICT, whose
+        # statement is recompiled on every call. Another process taking a custom_id in between
+        # makes the INSERT fail, and the group is then written row by row.
+        async with self.db.engine.begin() as connection:
+            stored = await connection.execute(_STORED, {"ids": [row["custom_id"] for row in rows]})
+            taken = {found.custom_id: Taken(found.endpoint, found.body, found.delivery) for found in stored}
+            new = [row for row in rows if row["custom_id"] not in taken]
+            ids = dict((await connection.execute(_INSERT_MANY, new)).tuples().all()) if new else {}
+        metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
+        return [taken.get(row["custom_id"]) or Inserted(ids[row["custom_id"]]) for row in rows]
+
+    async def _write_one(self, row: dict[str, Any]) -> Outcome:
+        async with self.db.engine.begin() as connection:
+            new_id = (await connection.execute(_INSERT_ONE, row)).scalar_one_or_none()
+            if new_id is None:
+                stored = (await connection.execute(_STORED, {"ids": [row["custom_id"]]})).one()
+        metrics.INTAKE_COMMIT_ROWS.observe(1)
+        return (
+            Inserted(new_id) if new_id is not None else Taken(stored.endpoint, stored.body, stored.delivery)
+        )
+
+
+_writers: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
+
+
+def writer(db: Database) -> GroupCommit:
+    """The group commit of `db` in the running event loop."""
+    loop = asyncio.get_running_loop()
+    found = _writers.get(db)
+    if found is None or found.loop is not loop:
+        found = _writers[db] = GroupCommit(db, loop)
+    return found
