@@ -22,7 +22,7 @@ from app.api.batches import BatchController
 from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
-from app.api.keys import require_api_key
+from app.api.keys import RequireApiKey
 from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
 from app.api.requests import RequestController
@@ -43,7 +43,7 @@ from app.core.runtime.settings import RuntimeSettings
 from app.core.runtime.steps import wake_nothing
 from app.db.migrate import pending_revision
 from app.db.session import Database
-from app.protection import UiCookies, answered_hosts, is_loopback, screen_request
+from app.protection import ScreenRequests, UiCookies, answered_hosts, is_loopback
 from app.ui import ui_router
 from app.ui.render import register_filters
 
@@ -72,14 +72,14 @@ def _register_filters(engine: JinjaTemplateEngine) -> None:
 
 def api_routers() -> tuple[Router, Router]:
     """The native API and the router its OpenAPI document and Swagger UI are served on: both
-    under /api and both behind the key guard, so nothing but /health answers without a key.
+    under /api and both behind the key check, so nothing but /health answers without a key.
 
     Built per app: Litestar adds the document's handlers to the second router it is given.
     """
     native = Router(
-        "/api", route_handlers=[RequestController, BatchController, purge], guards=[require_api_key]
+        "/api", route_handlers=[RequestController, BatchController, purge], middleware=[RequireApiKey()]
     )
-    docs = Router("/api", route_handlers=[], guards=[require_api_key], include_in_schema=False)
+    docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)
     return native, docs
 
 
@@ -173,8 +173,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "host": settings.host,
             }
         ),
-        guards=[screen_request],
-        middleware=[cookies.session.middleware],
+        middleware=[ScreenRequests(), cookies.session.middleware],
         csrf_config=cookies.csrf,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(
@@ -206,7 +205,7 @@ def repair_options_allow(app: Litestar) -> None:
 
 
 def openapi_config(docs: Router) -> OpenAPIConfig:
-    """The OpenAPI document and Swagger UI, served on `docs` (under /api, behind the key guard)."""
+    """The OpenAPI document and Swagger UI, served on `docs` (under /api, behind the key check)."""
     return OpenAPIConfig(
         title="Batchgate",
         version="0.1.0",

@@ -1,4 +1,4 @@
-"""What guards the HTTP faces beyond API keys: the Host header check, and the UI's signed session
+"""What screens the HTTP faces beyond API keys: the Host header check, and the UI's signed session
 and CSRF cookies. Built once per app from the settings (see app.asgi)."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from fnmatch import fnmatchcase
 
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import ClientException
-from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
 from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings, parse_patterns
 from app.http import check_readable_text
@@ -59,12 +61,21 @@ class HostRefused(ClientException):
     """400: a Host header this server does not answer to (ALLOWED_HOSTS)."""
 
 
-# async though it awaits nothing: Litestar runs a sync guard in a worker thread; and one guard,
-# not two, as Litestar copies the route handler for each guard it calls, on every request.
-async def screen_request(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """The app-wide guard: the Host header is an allowed host, the path and query are text."""
-    check_host(connection)
-    check_readable_text(connection)
+class ScreenRequests(ASGIMiddleware):
+    """The app-wide screen: the Host header is an allowed host, the path and query are text.
+
+    A middleware rather than a guard: Litestar copies the route handler for every guard it calls
+    on every request (8% of intake's CPU time for two guards). It runs once a route has matched,
+    with that route's error handlers in place, as a guard does.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        connection: ASGIConnection = ASGIConnection(scope)
+        check_host(connection)
+        check_readable_text(connection)
+        await next_app(scope, receive, send)
 
 
 def check_host(connection: ASGIConnection) -> None:

@@ -1,12 +1,14 @@
-"""The guard every /api and /v1 router carries: with API_KEYS set, a request without a valid key
+"""The check every /api and /v1 router carries: with API_KEYS set, a request without a valid key
 is refused with 401 before its handler runs (or reads its body). Each face's error handlers turn
 `KeyRefused` into its own error shape."""
 
 from __future__ import annotations
 
-from litestar.connection import ASGIConnection
+from litestar.datastructures import Headers
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
-from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.core.access import ApiKeys, Refusal
 from app.http import no_retry_headers, presented_keys
@@ -28,13 +30,20 @@ class KeyRefused(NotAuthorizedException):
         self.refusal = refusal
 
 
-# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
-async def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Let the request through when no keys are configured or it carries a valid one."""
-    keys: ApiKeys = connection.app.state.api_keys
-    if not keys.required:
-        return
-    headers = connection.headers
-    refusal = keys.check(presented_keys(headers.get("authorization"), headers.get("x-api-key")))
-    if refusal is not None:
-        raise KeyRefused(refusal)
+class RequireApiKey(ASGIMiddleware):
+    """Let the request through when no keys are configured or it carries a valid one.
+
+    A middleware rather than a guard, like app.protection.ScreenRequests (Litestar copies the
+    route handler per guard per request); it runs with the matched route's error handlers.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        keys: ApiKeys = scope["litestar_app"].state.api_keys
+        if keys.required:
+            headers = Headers.from_scope(scope)
+            refusal = keys.check(presented_keys(headers.get("authorization"), headers.get("x-api-key")))
+            if refusal is not None:
+                raise KeyRefused(refusal)
+        await next_app(scope, receive, send)

@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
-from app.api.keys import require_api_key
+from app.api.keys import RequireApiKey
 from app.core.read import stats
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ async def metrics_text(state: State) -> Response[bytes]:
 
 
 def metrics_route(public: bool) -> object:
-    """The /metrics handler: open, or behind the API key guard (METRICS_PUBLIC=false)."""
+    """The /metrics handler: open, or behind the API key check (METRICS_PUBLIC=false)."""
     return get(
         "/metrics",
-        guards=None if public else [require_api_key],
+        middleware=None if public else [RequireApiKey()],
         include_in_schema=False,
     )(metrics_text)

@@ -13,6 +13,8 @@ from sqlalchemy import exc as exc_types
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from app import jsontext
+
 
 def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncEngine:
     """Create the engine with the settings each database needs. On SQLite, `full` syncs every
@@ -32,11 +34,17 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
             pool_timeout=120,
             connect_args={"timeout": 30},
             hide_parameters=True,
+            json_serializer=jsontext.dumps,
         )
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_synchronous))
         return engine
     return create_async_engine(
-        database_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+        database_url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        json_serializer=jsontext.dumps,
     )
 
 

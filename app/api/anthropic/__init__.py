@@ -11,7 +11,7 @@ from litestar import Router
 
 from app.api.anthropic.batches import MessageBatchController
 from app.api.anthropic.errors import EXCEPTION_HANDLERS
-from app.api.keys import require_api_key
+from app.api.keys import RequireApiKey
 
 MOUNTS = ("/v1", "/api/anthropic/v1")
 
@@ -21,7 +21,7 @@ def _router(mount: str) -> Router:
         path=mount,
         route_handlers=[MessageBatchController],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        guards=[require_api_key],
+        middleware=[RequireApiKey()],
         opt={"mount": mount},
         # One mount is documented; the other is the same API under another prefix.
         include_in_schema=mount == MOUNTS[0],

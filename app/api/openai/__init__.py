@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from app.api.keys import require_api_key
+from app.api.keys import RequireApiKey
 from app.api.openai.batches import BatchController
 from app.api.openai.errors import EXCEPTION_HANDLERS
 from app.api.openai.files import FileController
@@ -16,7 +16,7 @@ def _router(path: str, in_schema: bool) -> Router:
         path=path,
         route_handlers=[FileController, BatchController],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        guards=[require_api_key],
+        middleware=[RequireApiKey()],
         include_in_schema=in_schema,
     )
 

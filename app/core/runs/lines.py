@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import select
 
+from app import jsontext
 from app.backends.base import BatchLine
 from app.core.rules.states import RequestStatus
 from app.db.models import Request
@@ -19,9 +19,7 @@ LINES_PAGE = 500
 
 def input_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
     """One line of an OpenAI batch input file (also what a request's size is measured on)."""
-    return json.dumps(
-        {"custom_id": custom_id, "method": "POST", "url": url, "body": body}, separators=(",", ":")
-    )
+    return jsontext.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
 
 
 async def unfinished_lines(db: Database, batch_id: int, page: int = LINES_PAGE) -> AsyncIterator[BatchLine]:

@@ -1,0 +1,24 @@
+"""Compact JSON text, fast: msgspec's encoder, with the standard library for what it refuses.
+
+Intake turns every request into JSON text three times (its size as a batch line, its body and its
+delivery config as stored), and json.dumps took about a tenth of an intake's CPU time; msgspec
+does the same in a tenth of the time. It refuses lone surrogates, which the standard library
+escapes, so such a value takes the old way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+
+
+def dumps(value: Any) -> str:
+    """`value` as compact JSON text (UTF-8 characters as they are, keys in their order)."""
+    try:
+        return _encoder.encode(value).decode()
+    except (UnicodeEncodeError, TypeError, msgspec.EncodeError):
+        return json.dumps(value, separators=(",", ":"))  # a lone surrogate escaped as \udXXX
