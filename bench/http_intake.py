@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from bench import pyspy, wrk
+from bench import pyspy, summary, wrk
 from bench.common import fresh_database, raw_database
 from bench.wrk import WrkResult
 from tests.support.processes import app_process
@@ -208,6 +208,37 @@ def _server_row(runs: list[Measured]) -> str:
     )
 
 
+def paired(rounds: list[list[Measured]], opts: str) -> list[tuple[float, float] | None]:
+    """Per round, the app's and the no-op route's rates for one option set; None where either
+    run was invalid."""
+    found: list[tuple[float, float] | None] = []
+    for row in rounds:
+        app, noop = (
+            next(m for m in row if m.target.kind == k and m.target.opts == opts) for k in ("app", "no-op")
+        )
+        found.append(None if app.problem or noop.problem else (app.result.rate, noop.result.rate))
+    return found
+
+
+def outcomes(rounds: list[list[Measured]], args: argparse.Namespace) -> list[summary.Outcome]:
+    """Per option set: the app's rate against the no-op route's, in the rounds where both were valid."""
+    found = []
+    for opts in args.opts:
+        if not (valid := [pair for pair in paired(rounds, opts) if pair]):
+            continue
+        app_rates, noop_rates = [a for a, _ in valid], [n for _, n in valid]
+        which = "" if opts == "default" else f" [{opts}]"
+        found.append(
+            summary.Outcome(
+                path=f"Single intake, durable, {args.connections} clients ({args.db}){which}",
+                measured=f"app {summary.rates(app_rates)} vs no-op route {summary.rates(noop_rates)}",
+                figures=summary.ratios(app_rates, noop_rates),
+                goal=0.5,
+            )
+        )
+    return found
+
+
 def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
     """Per server: rate and latency per round (medians, ranges); per option set: app / no-op."""
     lines = [
@@ -217,12 +248,7 @@ def table(rounds: list[list[Measured]], args: argparse.Namespace) -> str:
     ]
     lines += [_server_row([row[column] for row in rounds]) for column in range(len(rounds[0]))]
     for opts in args.opts:
-        ratios = []
-        for row in rounds:
-            app, noop = (
-                next(m for m in row if m.target.kind == k and m.target.opts == opts) for k in ("app", "no-op")
-            )
-            ratios.append(None if app.problem or noop.problem else app.result.rate / noop.result.rate)
+        ratios = [pair[0] / pair[1] if pair else None for pair in paired(rounds, opts)]
         per_round = ", ".join("INVALID" if x is None else f"{x:.2f}" for x in ratios)
         valid_ratios = [x for x in ratios if x is not None]
         lines.append(
@@ -298,15 +324,17 @@ async def main(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     before = machine()
     print(f"machine: {before}", flush=True)
-    rounds, summary = await run(args)
+    rounds, profiled = await run(args)
     load_after = load_average()
     body = table(rounds, args)
     print(body)
-    if summary:
-        print(summary)
+    if profiled:
+        print(profiled)
+    for outcome in outcomes(rounds, args):
+        summary.report(outcome)
     if args.record:
         command = ".venv/bin/python -m bench.http_intake " + shlex.join(sys.argv[1:])
-        record(command, before, load_after, body + (f"\n{summary}" if summary else ""))
+        record(command, before, load_after, body + (f"\n{profiled}" if profiled else ""))
         print(f"recorded in {BENCHMARKS}")
 
 

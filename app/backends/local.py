@@ -22,7 +22,7 @@ from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.backends.outage import ServerOutage
 from app.config import Settings
-from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
+from app.outbound import RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client
 
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -36,17 +36,18 @@ class LocalBackend:
         self.base_url = settings.local_base_url.rstrip("/")
         self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
         self.concurrency = settings.local_concurrency
-        self._slots = asyncio.Semaphore(settings.local_concurrency)
         self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
         headers = {"authorization": f"Bearer {settings.local_api_key}"} if settings.local_api_key else {}
-        self._client = http_client(
-            settings.local_timeout_seconds,
-            headers=headers,
-            limits=httpx.Limits(max_connections=settings.local_concurrency * 2),
+        # Probes go on their own client; lines on one client each (see ClientPool), at most
+        # LOCAL_CONCURRENCY at once.
+        self._client = http_client(settings.local_timeout_seconds, headers=headers)
+        self._clients = ClientPool(
+            settings.local_concurrency, settings.local_timeout_seconds, headers=headers
         )
 
     async def close(self) -> None:
         await self._client.aclose()
+        await self._clients.aclose()
 
     async def probe(self) -> BackendStatus:
         return await self._probe_server()
@@ -163,9 +164,9 @@ class LocalBackend:
     ) -> httpx.Response | LineResult:
         """One POST: the server's answer, or the failure of a call that got none."""
         try:
-            async with self._slots:
+            async with self._clients.client() as client:
                 with metrics.backend_call(self.name) as outcome:
-                    response = await self._client.post(url, json=body)
+                    response = await client.post(url, json=body)
                     outcome[0] = "ok" if response.is_success else "error"
                 return response
         except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 from app import destinations, webhook_headers
 from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
 from app.config import Settings
-from app.outbound import RETRYABLE_STATUS, retry_after_seconds
+from app.outbound import RETRYABLE_STATUS, ClientPool, retry_after_seconds
 
 # The delivery policy caps the wait again (DELIVERY_BACKOFF_MAX_SECONDS); this only keeps it finite.
 RETRY_AFTER_CAP_SECONDS = 86400.0
@@ -41,15 +41,15 @@ class WebhookChannel:
         self._resolve = resolve
         # Redirects are not followed: a 3xx is the receiver's answer, and following it could
         # carry a signed payload somewhere the operator never configured.
-        self._client = httpx.AsyncClient(
-            timeout=settings.webhook_timeout_seconds,
+        self._clients = ClientPool(
+            settings.delivery_concurrency,
+            settings.webhook_timeout_seconds,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=settings.delivery_concurrency, max_keepalive_connections=64),
             headers={"user-agent": "batchgate-webhook/1"},
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     def headers(self, message: Message, now: datetime | None = None) -> dict[str, str]:
         """The headers of one attempt, signed when its secret is set."""
@@ -121,16 +121,21 @@ class WebhookChannel:
         # name) still use the URL's host.
         headers = {**self.headers(message), "host": url.netloc.decode("ascii")}
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-        request = self._client.build_request(
-            "POST", url.copy_with(host=address), content=message.body, headers=headers, extensions=extensions
-        )
-        async with contextlib.aclosing(await self._client.send(request, stream=True)) as response:
-            head = bytearray()
-            answer[:] = [response, head]
-            async for chunk in response.aiter_bytes():
-                head += chunk
-                if len(head) >= EXCERPT_BYTES:
-                    return
+        async with self._clients.client() as client:
+            request = client.build_request(
+                "POST",
+                url.copy_with(host=address),
+                content=message.body,
+                headers=headers,
+                extensions=extensions,
+            )
+            async with contextlib.aclosing(await client.send(request, stream=True)) as response:
+                head = bytearray()
+                answer[:] = [response, head]
+                async for chunk in response.aiter_bytes():
+                    head += chunk
+                    if len(head) >= EXCERPT_BYTES:
+                        return
 
 
 def header_safe(value: str) -> str:

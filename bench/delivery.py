@@ -1,0 +1,157 @@
+"""Webhook delivery, against raw httpx POSTs of the same bodies to the same receiver at the same concurrency.
+
+    .venv/bin/python -m bench.delivery [--db sqlite|postgres] [--requests 10000] [--concurrency 64]
+        [--rounds 3]
+
+Gateway: a fresh database holds N succeeded requests, each with a due webhook delivery to a
+receiver served in this process (rows written raw, as the pipeline leaves them). `batchgate serve`
+(role all, DELIVERY_CONCURRENCY=C) then starts in its own process and delivers them. The rate is
+taken between the receiver's first and N-th successful POST, so process start-up is not counted.
+Limit, in the same round: N POSTs of bodies as large as the gateway's, from C httpx clients (one
+per slot) to a fresh receiver, timed the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+
+from sqlalchemy import insert
+
+from app.core.runtime.clock import utcnow
+from app.db.models import Delivery, Request
+from bench import summary
+from bench.common import clients, fresh_database, hammer, raw_database
+from tests.standins.receiver import CUSTOM_ID_HEADER, WebhookReceiver
+from tests.standins.serve import serve
+from tests.support import wait_until
+from tests.support.processes import app_env, app_process
+
+CHUNK = 2000
+RESPONSE = {
+    "status_code": 200,
+    "body": {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "stand-in",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi " * 40}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52},
+    },
+}
+
+
+async def fill(database_url: str, n: int, hook: str) -> None:
+    """N succeeded requests, each with a webhook delivery due now."""
+    db = raw_database(database_url)
+    now = utcnow()
+    target = {"type": "webhook", "webhook_url": hook}
+    try:
+        for first in range(0, n, CHUNK):
+            ids = range(first + 1, min(first + CHUNK, n) + 1)
+            async with db.engine.begin() as connection:
+                await connection.execute(insert(Request.__table__), [_request(i, target, now) for i in ids])
+                await connection.execute(
+                    insert(Delivery.__table__),
+                    [
+                        {"request_id": i, "channel": "webhook", "target": target, "status": "pending",
+                         "attempts": 0, "total_attempts": 0, "next_attempt_at": now, "created_at": now}
+                        for i in ids
+                    ],
+                )  # fmt: skip
+    finally:
+        await db.dispose()
+
+
+def _request(i: int, target: dict[str, str], now: object) -> dict[str, object]:
+    return {
+        "id": i, "scope": "", "custom_id": f"hook-{i}", "origin": "api", "backend": "local",
+        "endpoint": "/v1/chat/completions", "model": "stand-in", "body": {"model": "stand-in"},
+        "body_bytes": 100, "delivery": target, "status": "succeeded", "response": RESPONSE,
+        "inference_attempts": 1, "resubmits": 0, "created_at": now, "completed_at": now,
+    }  # fmt: skip
+
+
+def steady_rate(receiver: WebhookReceiver, n: int) -> float:
+    """Deliveries per second between the first and the N-th distinct successful POST."""
+    seen: set[str | None] = set()
+    successes = receiver.successes()
+    for received in successes:
+        seen.add(received.custom_id)
+        if len(seen) == n:
+            return (n - 1) / (received.at - successes[0].at)
+    raise AssertionError(f"only {len(seen)} of {n} delivered")
+
+
+async def gateway_rate(kind: str, n: int, c: int, timeout: float) -> tuple[float, int]:  # noqa: ASYNC109
+    """(deliveries per second, body bytes of one delivery) through the app."""
+    receiver = WebhookReceiver()
+    async with fresh_database(kind) as url, serve(receiver) as receiver_url:
+        await fill(url, n, receiver_url + "/hook")
+        with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
+            env = app_env(
+                url, "http://127.0.0.1:9", data_dir, DELIVERY_CONCURRENCY=str(c), WEBHOOK_ALLOW_PRIVATE="true"
+            )
+            async with app_process(env):
+                await wait_until(
+                    lambda: len({r.custom_id for r in receiver.successes()}) >= n,
+                    timeout=timeout,
+                    interval=0.05,
+                    what=lambda: f"{n} deliveries ({len(receiver.successes())} so far)",
+                )
+        return steady_rate(receiver, n), len(receiver.successes()[0].body)
+
+
+async def raw_rate(n: int, c: int, size: int, timeout: float) -> float:  # noqa: ASYNC109
+    """N POSTs of `size`-byte JSON bodies from C clients to a fresh receiver; per second."""
+    receiver = WebhookReceiver()
+    content = b'{"pad":"' + b"x" * max(size - 10, 0) + b'"}'
+    async with serve(receiver) as url, clients(url, c) as pool:
+
+        async def post(w: int, i: int) -> None:
+            headers = {"content-type": "application/json", CUSTOM_ID_HEADER: f"raw-{i}"}
+            (await pool[w].post("/hook", content=content, headers=headers)).raise_for_status()
+
+        await hammer(n, c, post, timeout)
+    return steady_rate(receiver, n)
+
+
+async def main(args: argparse.Namespace) -> None:
+    gateway: list[float] = []
+    raw: list[float] = []
+    for r in range(args.rounds):
+        rate, size = await gateway_rate(args.db, args.requests, args.concurrency, args.timeout)
+        gateway.append(rate)
+        raw.append(await raw_rate(args.requests, args.concurrency, size, args.timeout))
+        print(
+            f"round {r + 1}/{args.rounds}: gateway {gateway[-1]:,.0f}/s, raw httpx {raw[-1]:,.0f}/s",
+            flush=True,
+        )
+    print(
+        f"bench.delivery  db={args.db}  deliveries={args.requests}  "
+        f"concurrency={args.concurrency}  body={size} B"
+    )
+    summary.report(
+        summary.Outcome(
+            path=f"Webhook delivery, concurrency {args.concurrency} ({args.db})",
+            measured=f"gateway {summary.rates(gateway)} vs raw httpx {summary.rates(raw)}",
+            figures=summary.ratios(gateway, raw),
+            goal=0.7,
+        )
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.delivery", description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=10_000, help="deliveries")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

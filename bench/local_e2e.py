@@ -1,0 +1,144 @@
+"""The local backend end to end, against a direct client making the same calls at the same concurrency.
+
+    .venv/bin/python -m bench.local_e2e [--db sqlite|postgres] [--requests 20000] [--concurrency 64]
+        [--latency 0.05] [--rounds 2]
+
+Gateway: `batchgate serve` in its own process (role all), LOCAL_CONCURRENCY=C, LOCAL_BASE_URL at
+an inference stand-in served in this process that answers each call after `latency` seconds;
+batches of at most 1,000 requests, closing after 0.2 s. The N requests (delivery `none`) arrive
+through POST /api/requests/bulk, 1,000 per call. Measured from the first submit until the database
+holds N succeeded requests (polled every 20 ms). Limit, in the same round: the same N chat
+completions sent straight to the same stand-in by C httpx clients (one per slot, which is faster
+than one shared client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+
+import httpx
+from sqlalchemy import text
+
+from bench import summary
+from bench.common import clients, fresh_database, hammer, raw_database
+from tests.standins.inference import InferenceStandin
+from tests.standins.serve import serve
+from tests.support import NO_DELIVERY, chat, request_payload, wait_until
+from tests.support.processes import app_env, app_process
+
+CHUNK = 1000
+
+
+def body(i: int) -> dict[str, object]:
+    return request_payload(f"local-{i}", NO_DELIVERY, messages=chat(f"say hi to {i}"))
+
+
+async def direct_rate(n: int, c: int, latency: float, timeout: float) -> float:  # noqa: ASYNC109
+    """N chat completions straight to a stand-in, C at a time; calls per second."""
+    standin = InferenceStandin()
+    standin.delay_seconds = latency
+    async with serve(standin) as url, clients(url, c) as pool:
+
+        async def call(w: int, i: int) -> None:
+            response = await pool[w].post("/v1/chat/completions", json=body(i)["body"])
+            response.raise_for_status()
+
+        return n / await hammer(n, c, call, timeout)
+
+
+async def succeeded(database_url: str) -> int:
+    db = raw_database(database_url)
+    try:
+        async with db.engine.connect() as connection:
+            return int(
+                await connection.scalar(text("SELECT count(*) FROM requests WHERE status = 'succeeded'"))
+            )
+    finally:
+        await db.dispose()
+
+
+async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float) -> float:  # noqa: ASYNC109
+    """N requests through the app, from the first submit until all have succeeded; per second."""
+    standin = InferenceStandin()
+    standin.delay_seconds = latency
+    async with fresh_database(kind) as url, serve(standin) as standin_url:
+        with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
+            env = app_env(
+                url,
+                standin_url,
+                data_dir,
+                LOCAL_CONCURRENCY=str(c),
+                BATCH_MAX_REQUESTS=str(CHUNK),
+                LOCAL_BATCH_MAX_AGE_SECONDS="0.2",
+                TICK_SECONDS="0.2",
+                LEASE_SECONDS="60",
+            )
+            async with (
+                app_process(env) as (_, app_url),
+                httpx.AsyncClient(base_url=app_url, timeout=60) as client,
+            ):
+                start = time.monotonic()
+                for first in range(0, n, CHUNK):
+                    items = [body(i) for i in range(first, min(first + CHUNK, n))]
+                    answer = await client.post("/api/requests/bulk", json=items)
+                    if answer.status_code not in (200, 202):
+                        raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
+                done = 0
+
+                async def all_done() -> bool:
+                    nonlocal done
+                    done = await succeeded(url)
+                    return done >= n
+
+                await wait_until(
+                    all_done,
+                    timeout=timeout,
+                    interval=0.02,
+                    what=lambda: f"{n} requests succeeded ({done} so far)",
+                )
+                return n / (time.monotonic() - start)
+
+
+async def main(args: argparse.Namespace) -> None:
+    direct: list[float] = []
+    gateway: list[float] = []
+    for r in range(args.rounds):
+        direct.append(await direct_rate(args.requests, args.concurrency, args.latency, args.timeout))
+        gateway.append(
+            await gateway_rate(args.db, args.requests, args.concurrency, args.latency, args.timeout)
+        )
+        print(
+            f"round {r + 1}/{args.rounds}: direct {direct[-1]:,.0f}/s, gateway {gateway[-1]:,.0f}/s",
+            flush=True,
+        )
+    print(
+        f"bench.local_e2e  db={args.db}  requests={args.requests}  concurrency={args.concurrency}  "
+        f"latency={args.latency * 1000:g} ms  rounds={args.rounds}"
+    )
+    summary.report(
+        summary.Outcome(
+            path=f"Local backend end to end, {args.requests:,} requests, "
+            f"{args.latency * 1000:g} ms stand-in, concurrency {args.concurrency} ({args.db})",
+            measured=f"gateway {summary.rates(gateway)} vs direct client {summary.rates(direct)}",
+            figures=summary.ratios(gateway, direct),
+            goal=0.85,
+        )
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.local_e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.05, help="the stand-in's answer delay, seconds")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

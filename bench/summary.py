@@ -1,0 +1,77 @@
+"""One line per path a benchmark measured, against its goal, for `make bench` (bench.suite).
+
+A benchmark run alone prints its own table. Run by bench.suite, which sets BENCH_SUMMARY to a file,
+it also appends one JSON line per goal there; the suite gathers them into BENCHMARKS.md's table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A path's figure against its goal: a ratio to the limit (higher is better, `at_least`)
+    or an absolute figure such as milliseconds or megabytes (`at_most`)."""
+
+    path: str  # what was measured, as the issue's goal table names it
+    measured: str  # the rates or figures behind the figure, for a reader
+    figures: list[float]  # one per round
+    goal: float
+    unit: str = ""  # "" for a ratio, else "ms", "MB", ...
+    at_most: bool = False  # the goal is a ceiling (ms, MB), not a floor (a ratio)
+
+    @property
+    def figure(self) -> float:
+        return statistics.median(self.figures)
+
+    @property
+    def met(self) -> bool:
+        return self.figure <= self.goal if self.at_most else self.figure >= self.goal
+
+    def shown(self) -> str:
+        """The median figure with its per-round range."""
+        fmt = ".0f" if self.unit else ".2f"
+        middle = f"{format(self.figure, fmt)}{(' ' + self.unit) if self.unit else ''}"
+        if len(self.figures) > 1:
+            middle += f" ({format(min(self.figures), fmt)}-{format(max(self.figures), fmt)})"
+        return middle
+
+    def goal_shown(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.goal:g}{(' ' + self.unit) if self.unit else ''}"
+
+
+def ratios(gateway: list[float], limit: list[float]) -> list[float]:
+    """The per-round ratios of the gateway's rate to the limit's."""
+    return [g / lim for g, lim in zip(gateway, limit, strict=True)]
+
+
+def rates(values: list[float], unit: str = "req/s") -> str:
+    """A median rate with its range, for Outcome.measured."""
+    middle = f"{statistics.median(values):,.0f}"
+    if len(values) > 1:
+        middle += f" ({min(values):,.0f}-{max(values):,.0f})"
+    return f"{middle} {unit}"
+
+
+def report(outcome: Outcome) -> None:
+    """Print the outcome's line and, under bench.suite, hand it to the suite."""
+    print(f"  => {outcome.path}: {outcome.shown()}  goal {outcome.goal_shown()}  {_verdict(outcome)}")
+    if path := os.environ.get("BENCH_SUMMARY"):
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(asdict(outcome)) + "\n")
+
+
+def read(path: str) -> list[Outcome]:
+    """The outcomes a suite run collected."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as lines:
+        return [Outcome(**json.loads(line)) for line in lines if line.strip()]
+
+
+def _verdict(outcome: Outcome) -> str:
+    return "met" if outcome.met else "NOT MET"
