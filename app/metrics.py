@@ -2,8 +2,9 @@
 
 Events are counted where they happen, in this process: requests accepted, backend calls,
 delivery attempts, lease takeovers. What is in the database (batches, requests and deliveries by
-status, deliveries due) is read at scrape time by one collector, from the dashboard's counts, so
-every replica reports the same totals and a scrape costs no more than a dashboard refresh.
+status, deliveries due) is read at scrape time by one collector, counted exactly (stats.exact_counts,
+cached like the dashboard's numbers, which may be estimates on PostgreSQL), so every replica
+reports the same totals.
 """
 
 from __future__ import annotations

@@ -143,6 +143,13 @@ class Request(IdentityBase):
         # reads the last hour by created_at (an index range, not a table scan).
         Index("ix_requests_status_id", "status", "id"),
         Index("ix_requests_created_at", "created_at"),
+        # The custom_id prefix search reads a range of this (bytewise on PostgreSQL, whatever the
+        # collation); the contains search uses the trigram index migration 0009 adds if it can.
+        Index(
+            "ix_requests_custom_id", "custom_id", "id", postgresql_ops={"custom_id": "varchar_pattern_ops"}
+        ),
+        # The model filter, newest first.
+        Index("ix_requests_model_id", "model", "id"),
         UniqueConstraint("scope", "custom_id", name="uq_requests_scope_custom_id"),
     )
 
@@ -181,7 +188,11 @@ class Delivery(IdentityBase):
     leased_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     leased_by: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # The requests list's delivery-status filter: the request ids of one status.
+        Index("ix_deliveries_status_request_id", "status", "request_id"),
+    )
 
     @property
     def public_id(self) -> str:

@@ -29,5 +29,6 @@ async def dashboard(request: HttpRequest, state: State) -> Any:
         scheduler=process.scheduler,
         failing=destinations,
         chart_max=max(numbers.per_minute) or 1,
+        exact_up_to=stats.EXACT_UP_TO,
         open_to_network=not state.api_keys.required and not is_loopback(state.host),
     )

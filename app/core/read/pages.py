@@ -16,6 +16,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 COUNT_CAP = 10_000
+# Rows a scattered page looks at in its order before it reads the filter's index (see _scattered_rows).
+PROBE_ROWS = 20_000
 PAGE_SIZES = (10, 25, 50, 100)
 T = TypeVar("T")
 
@@ -39,28 +41,30 @@ async def keyset_page(
     size: int,
     after: str = "",
     before: str = "",
+    *,
+    scattered: bool = False,
+    counted: Select[Any] | None = None,
 ) -> Page[Any]:
-    """One page of `stmt` in `order`, after (or before) a cursor, with its total up to COUNT_CAP."""
-    counted = await session.scalar(
-        select(func.count()).select_from(select(order[0][0]).where(*where).limit(COUNT_CAP + 1).subquery())
+    """One page of `stmt` in `order`, after (or before) a cursor, with its total up to COUNT_CAP.
+
+    `scattered`: `where` is served by an index of its own (a search, a filter on another table), so
+    its matches may lie anywhere in the sort order; see `_scattered_rows`. `counted`: a cheaper
+    statement selecting one row per match, for the total.
+    """
+    if counted is None:
+        counted = select(order[0][0]).where(*where)
+    total = int(
+        await session.scalar(select(func.count()).select_from(counted.limit(COUNT_CAP + 1).subquery())) or 0
     )
-    total = int(counted or 0)
     backwards = bool(before) and not after
     cursor = _decode(before if backwards else after)
     # Paging backwards reads the same order reversed from the cursor, then flips the rows back.
     direction = [(column, descending != backwards) for column, descending in order]
-    page_where = list(where)
-    if cursor is not None and len(cursor) == len(order):
-        page_where.append(_beyond(direction, cursor))
-    rows = list(
-        (
-            await session.scalars(
-                stmt.where(*page_where)
-                .order_by(*(c.desc() if d else c.asc() for c, d in direction))
-                .limit(size + 1)
-            )
-        ).all()
-    )
+    past = [_beyond(direction, cursor)] if cursor is not None and len(cursor) == len(order) else []
+    if scattered and len(direction) == 1:
+        rows = await _scattered_rows(session, stmt, where, past, direction[0], size, total)
+    else:
+        rows = await _rows(session, stmt.where(*where, *past), direction, size + 1)
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
@@ -73,6 +77,56 @@ async def keyset_page(
         total > COUNT_CAP,
         _encode(rows[-1], order) if rows and has_next else None,
         _encode(rows[0], order) if rows and has_prev else None,
+    )
+
+
+async def _rows(
+    session: AsyncSession, stmt: Select[Any], direction: list[tuple[Any, bool]], limit: int
+) -> list[Any]:
+    ordered = stmt.order_by(*(c.desc() if d else c.asc() for c, d in direction)).limit(limit)
+    return list((await session.scalars(ordered)).all())
+
+
+async def _scattered_rows(
+    session: AsyncSession,
+    stmt: Select[Any],
+    where: Sequence[ColumnElement[bool]],
+    past: list[ColumnElement[bool]],
+    direction: tuple[Any, bool],
+    size: int,
+    total: int,
+) -> list[Any]:
+    """The next size + 1 matches in the order of one unique column (the id), when `where` has its
+    own index and the matches may sit far back in that order.
+
+    Walking the id order and filtering would read every row newer than the first match (500,000
+    rows for a prefix whose newest match is half the table back). Instead: with many matches,
+    look among the PROBE_ROWS rows next in order first (many matches are usually among them);
+    otherwise, or when that found too few, read the matching ids from the filter's own index and
+    sort them (as many as there are matches, and at most COUNT_CAP when the total is not capped).
+    """
+    column, descending = direction
+    if total > COUNT_CAP:
+        edge = await session.scalar(
+            select(column)
+            .where(*past)
+            .order_by(column.desc() if descending else column.asc())
+            .offset(PROBE_ROWS)
+            .limit(1)
+        )
+        if edge is not None:
+            window = column >= edge if descending else column <= edge
+            rows = await _rows(session, stmt.where(*where, *past, window), [direction], size + 1)
+            if len(rows) > size:
+                return rows
+    # `column + 0`: an order no index provides, so the planner cannot walk the id index instead.
+    ids = (
+        select(column)
+        .where(*where, *past)
+        .order_by((column + 0).desc() if descending else (column + 0).asc())
+    )
+    return await _rows(
+        session, stmt.where(column.in_(ids.limit(size + 1).correlate(None))), [direction], size + 1
     )
 
 

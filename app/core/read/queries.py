@@ -2,7 +2,8 @@
 
 Every list is a keyset query (never OFFSET) and every total is counted up to COUNT_CAP rows only,
 so the plain lists, status filters and sorts cost the same at a thousand requests as at millions.
-Searching custom_id and filtering by delivery status still scan (bench.ui, BENCHMARKS.md).
+Searches and the delivery-status filter read their own indexes (app.core.read.search, and
+keyset_page's `scattered` pages); bench.ui in BENCHMARKS.md measures every list at 1M requests.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.read import search
 from app.core.read.pages import PAGE_SIZES, Page, cursor_of, keyset_page
 from app.core.rules.errors import found
 from app.core.rules.states import NATIVE_SCOPE
@@ -194,7 +196,7 @@ async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
     """A page of batches, searched (model or endpoint contains), filtered and sorted."""
     where: list[ColumnElement[bool]] = []
     if query.search:
-        pattern = f"%{_escape_like(query.search)}%"
+        pattern = f"%{search.escape_like(query.search)}%"
         where.append(or_(Batch.model.like(pattern, escape="\\"), Batch.endpoint.like(pattern, escape="\\")))
     if query.status:
         where.append(Batch.status == query.status)
@@ -216,21 +218,28 @@ async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
     """A page of requests with each one's latest delivery status."""
     where: list[ColumnElement[bool]] = []
     if query.search:
-        text = _escape_like(query.search)
-        pattern = f"{text}%" if query.match == "prefix" else f"%{text}%"
-        where.append(Request.custom_id.like(pattern, escape="\\"))
+        if query.match == "prefix":
+            where.append(search.starts_with(Request.custom_id, query.search, postgres=db.is_postgres))
+        else:
+            where.append(search.contains(Request.custom_id, query.search, postgres=db.is_postgres))
     if query.status:
         where.append(Request.status == query.status)
     if query.batch_id is not None:
         where.append(Request.batch_id == query.batch_id)
     if query.model:
         where.append(Request.model == query.model)
+    counted = None
     if query.delivery_status:
-        where.append(
-            select(Delivery.id)
-            .where(Delivery.request_id == Request.id, Delivery.status == query.delivery_status)
-            .exists()
+        with_status = select(Delivery.request_id).where(
+            Delivery.status == query.delivery_status, Delivery.request_id.is_not(None)
         )
+        if where:  # another condition narrows the rows first: look up each one's deliveries
+            where.append(with_status.where(Delivery.request_id == Request.id).exists())
+        else:
+            # Alone: IN reads the ids from one range of (status, request_id) (SQLite runs EXISTS
+            # once per request), and the total needs no requests row at all.
+            where.append(Request.id.in_(with_status))
+            counted = with_status.distinct()
     async with db.transaction() as session:
         page = await keyset_page(
             session,
@@ -240,6 +249,8 @@ async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
             _size(query.size),
             query.after,
             query.before,
+            scattered=bool(query.search),
+            counted=counted,
         )
         latest: dict[int, tuple[str, int]] = {}
         if page.rows:
@@ -268,7 +279,3 @@ async def batch_choices(db: Database) -> tuple[list[str], list[str]]:
 
 def _size(size: int) -> int:
     return size if size in PAGE_SIZES else PAGE_SIZES[1]
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
