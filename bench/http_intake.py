@@ -252,11 +252,11 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}, load average {load_average()}"
 
 
-def record(command: str, before: str, load_after: str, body: str) -> None:
-    """Append this run to BENCHMARKS.md (only with --record)."""
+def record(command: str, before: str, load_after: str, body: str, name: str = "bench.http_intake") -> None:
+    """Append a run of benchmark `name` to BENCHMARKS.md (only with --record)."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = (
-        f"\n### bench.http_intake run, {when}\n\n"
+        f"\n### {name} run, {when}\n\n"
         f"Machine at start: {before}; load average at the end: {load_after}.\n\n"
         f"```\n$ {command}\n{body}\n```\n"
     )

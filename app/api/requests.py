@@ -77,9 +77,8 @@ class RequestController(Controller):
         jsonl = json_or_jsonl(request.headers.get("content-type"))
         settings = await state.runtime.fresh()
         raw = await read_body(request, settings.api_bulk_max_body_bytes, "API_BULK_MAX_BODY_BYTES")
-        decode = bulk.decode_lines if jsonl else bulk.decode_array
-        items = decode(raw, settings.api_bulk_max_items)
-        return bulk_out(await bulk.accept_all(state.db, settings, items, raw))
+        outcome = await bulk.accept_body(state.db, settings, raw, jsonl, settings.api_bulk_max_items)
+        return bulk_out(outcome)
 
     # The bulk route's path is also where a request with custom_id "bulk" is read: Litestar
     # would answer GET there 405 instead of trying the path route below.

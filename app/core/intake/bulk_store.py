@@ -1,43 +1,49 @@
-"""Storing bulk intake's rows: one statement a chunk, through the driver, with the database's
+"""Storing bulk intake's rows: one transaction a chunk, through the driver, with the database's
 fastest way to insert many rows that still skips taken custom_ids and returns the new ids.
 
-PostgreSQL: `INSERT ... SELECT FROM unnest(<one array a column>) ON CONFLICT DO NOTHING
-RETURNING`: the rows travel as a handful of binary arrays in one round trip and the JSON is
-parsed by the server, as COPY would. SQLite: multi-row `INSERT ... VALUES (...), (...) ON
-CONFLICT DO NOTHING RETURNING`, as many rows a statement as its variable limit allows, in one
-transaction. Both commit before returning, so what they return is durable.
+PostgreSQL: COPY (binary) into a temporary table, then `INSERT ... SELECT ... ON CONFLICT DO
+NOTHING RETURNING` from it: the rows are encoded by asyncpg's C codecs and parsed once by the
+server. SQLite: multi-row `INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING`, as
+many rows a statement as its variable limit allows. Both commit before returning, so what they
+return is durable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import itertools
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import String, bindparam, text
 
 from app.db.session import Database
 
-# The columns every intake sets (see accept._INSERT); the others take their defaults.
+# One per connection, emptied by every commit. Its columns are Row's first seven.
+_PG_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS bulk_intake"
+    " (c text, b text, e text, m text, j jsonb, n integer, d jsonb) ON COMMIT DELETE ROWS"
+)
+_PG_STAGED = ("c", "b", "e", "m", "j", "n", "d")
+# The columns every intake sets (see accept._INSERT); the others take their defaults. ORDER BY
+# keeps the ids in input order, as the batcher takes pending requests oldest id first.
 _PG_INSERT = """
 INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,
                       status, inference_attempts, resubmits, created_at)
-SELECT '', c, $1, b, e, m, j::jsonb, n, d::jsonb, 'pending', 0, 0, $2
-FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-     AS t(c, b, e, m, j, n, d)
+SELECT '', c, $1, b, e, m, j, n, d, 'pending', 0, 0, $2 FROM bulk_intake ORDER BY ctid
 ON CONFLICT (scope, custom_id) DO NOTHING
 RETURNING id, custom_id
 """
 
-_SQLITE_COLUMNS = (
+# ?1 and ?2 (origin, created_at) are shared by every row; a row's own values follow.
+_SQLITE_INSERT = (
     "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes,"
     " delivery, status, inference_attempts, resubmits, created_at) VALUES "
 )
-_SQLITE_ROW = "('', ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, ?)"
 _SQLITE_CONFLICT = " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id, custom_id"
-# SQLite allows 32,766 variables a statement (since 3.32); 9 a row.
-_SQLITE_ROWS = 3000
+# SQLite allows 32,766 variables a statement (since 3.32); 7 a row.
+_SQLITE_ROWS = 4000
 
 # What a duplicate is compared on, to tell a resend from a different request.
 _KEPT = (
@@ -48,10 +54,9 @@ _KEPT = (
 _KEPT_PAGE = 500
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One request to store: its columns, the JSON already encoded, and its body as decoded
-    (to compare with a row that holds the same custom_id)."""
+class Row(NamedTuple):
+    """One request to store: its columns (the JSON already encoded) and, last, its body as
+    decoded (to compare with a row that holds the same custom_id)."""
 
     custom_id: str
     backend: str
@@ -61,6 +66,9 @@ class Row:
     body_bytes: int
     delivery: str  # JSON
     body: dict[str, Any]
+
+
+_COLUMNS = 7  # Row's stored fields
 
 
 async def insert(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
@@ -76,20 +84,26 @@ async def insert(db: Database, rows: list[Row], origin: str, created_at: datetim
 async def _insert_postgres(
     db: Database, rows: list[Row], origin: str, created_at: datetime
 ) -> dict[str, int]:
-    columns = [
-        [r.custom_id for r in rows],
-        [r.backend for r in rows],
-        [r.endpoint for r in rows],
-        [r.model for r in rows],
-        [r.body_json for r in rows],
-        [r.body_bytes for r in rows],
-        [r.delivery for r in rows],
-    ]
     async with db.engine.connect() as connection:
         driver: Any = (await connection.get_raw_connection()).driver_connection
-        # One statement, outside any transaction SQLAlchemy would open: it commits on its own.
-        records = await driver.fetch(_PG_INSERT, origin, created_at, *columns)
-    return {custom_id: new_id for new_id, custom_id in records}
+        # asyncpg's own transaction: SQLAlchemy's has not begun (nothing ran through it).
+        async with driver.transaction():
+            await driver.execute(_PG_STAGING)
+            records = [r[:_COLUMNS] for r in rows]
+            await driver.copy_records_to_table("bulk_intake", records=records, columns=_PG_STAGED)
+            inserted = await driver.fetch(_PG_INSERT, origin, created_at)
+    return {custom_id: new_id for new_id, custom_id in inserted}
+
+
+@functools.lru_cache(maxsize=4)  # a full chunk's statement, and a last one's
+def _sqlite_statement(count: int) -> str:
+    marks = (
+        "('', ?{}, ?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, 'pending', 0, 0, ?2)".format(
+            *range(3 + _COLUMNS * k, 3 + _COLUMNS * (k + 1))
+        )
+        for k in range(count)
+    )
+    return _SQLITE_INSERT + ",".join(marks) + _SQLITE_CONFLICT
 
 
 async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
@@ -100,13 +114,9 @@ async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at:
         driver: Any = (await connection.get_raw_connection()).driver_connection
         for start in range(0, len(rows), _SQLITE_ROWS):
             part = rows[start : start + _SQLITE_ROWS]
-            params: list[Any] = []
-            for r in part:
-                params += (r.custom_id, origin, r.backend, r.endpoint, r.model, r.body_json, r.body_bytes)
-                params += (r.delivery, when)
-            statement = _SQLITE_COLUMNS + ",".join([_SQLITE_ROW] * len(part)) + _SQLITE_CONFLICT
+            params = [origin, when, *itertools.chain.from_iterable(r[:_COLUMNS] for r in part)]
             # sqlite3 opens the transaction before the first INSERT; the block's end commits it.
-            async with driver.execute(statement, params) as cursor:
+            async with driver.execute(_sqlite_statement(len(part)), params) as cursor:
                 ids.update((custom_id, new_id) for new_id, custom_id in await cursor.fetchall())
     return ids
 
