@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import shlex
-import signal
 import sqlite3
 import statistics
 import sys
@@ -38,7 +37,7 @@ from app.core.runs.lines import input_line
 from app.core.runtime.clock import utcnow
 from bench import pyspy
 from bench.common import fresh_database, payload
-from bench.http_intake import child_env, load_average, machine, record, usage
+from bench.http_intake import child_env, load_average, record, start_run, usage
 from tests.support.processes import app_process
 
 ROW_COLUMNS = (
@@ -296,12 +295,7 @@ def parse_args() -> argparse.Namespace:
 
 
 async def main(args: argparse.Namespace) -> None:
-    # SIGTERM ends the run like Ctrl-C does: the finally blocks kill the app, drop the database.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    before = machine()
-    print(f"machine: {before}", flush=True)
+    before = start_run()
     rounds, summary = await run(args)
     load_after = load_average()
     text = table(rounds, args) + (f"\n{summary}" if summary else "")

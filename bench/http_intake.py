@@ -291,13 +291,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-async def main(args: argparse.Namespace) -> None:
-    # SIGTERM ends the run like Ctrl-C does: the finally blocks kill the children, drop the database.
+def start_run() -> str:
+    """Make SIGTERM end the run like Ctrl-C does (the finally blocks kill the children and drop
+    the database); print and return the machine's description."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     before = machine()
     print(f"machine: {before}", flush=True)
+    return before
+
+
+async def main(args: argparse.Namespace) -> None:
+    before = start_run()
     rounds, summary = await run(args)
     load_after = load_average()
     body = table(rounds, args)

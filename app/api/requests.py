@@ -82,7 +82,12 @@ class RequestController(Controller):
 
     # The bulk route's path is also where a request with custom_id "bulk" is read: Litestar
     # would answer GET there 405 instead of trying the path route below.
-    @get("/bulk", include_in_schema=False)
+    @get(
+        "/bulk",
+        summary="The request whose custom_id is `bulk` (GET /api/requests/{custom_id} for that id)",
+        responses=documented_errors(NO_SUCH_REQUEST),
+        operation_id="getRequestNamedBulk",
+    )
     async def read_bulk(self, state: State) -> RequestOut:
         return request_out(await queries.request_detail(state.db, "bulk"))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ CHUNK = 5000
 _FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
 _BACKENDS = frozenset(("local", "openai"))
 _ENDPOINTS = frozenset(ENDPOINTS)
-_CONTROL = re.compile(r"[\x00-\x1f]")
 # Where msgspec's JSON may differ in length from json.dumps' (input_line): a float in exponent
 # form or below 1e-4 (each writes those differently; found as a digit before an e once every
 # digit reads 0, and as "0.0000"), and any byte from 0x7f (json.dumps escapes it as \uXXXX).
@@ -222,7 +220,7 @@ class _Checker:
         if (
             type(custom_id) is not str
             or not 0 < len(custom_id) <= 512
-            or _CONTROL.search(custom_id)
+            or not custom_id.isprintable()  # no control character (and, to be sure, no odd space)
             or custom_id[0] == "/"
             or custom_id[-1] == "/"
             or "//" in custom_id
