@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         100 * MiB, ge=1, description="A batch closes when its JSONL reaches this many bytes."
     )
     api_max_body_bytes: int = Field(10 * MiB, ge=1024)
+    # POST /api/requests/bulk: its own body limit and how many requests one body may hold.
+    api_bulk_max_body_bytes: int = Field(
+        100 * MiB, ge=1024, description="Largest body POST /api/requests/bulk accepts, in bytes."
+    )
+    api_bulk_max_items: int = Field(
+        50_000, ge=1, le=1_000_000, description="Most requests one POST /api/requests/bulk body may hold."
+    )
     # full: every answered request is on disk before the answer (survives power loss).
     sqlite_synchronous: Literal["full", "normal"] = "full"
 

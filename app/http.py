@@ -9,11 +9,13 @@ import logging
 from typing import Annotated, Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
+from app.core.rules.errors import Problem, TooLarge
 from app.db.session import is_unavailable
 
 log = logging.getLogger(__name__)
@@ -116,3 +118,38 @@ def require_json(content_type: str | None) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise HTTPException(status_code=415, detail=f"{JSON_ONLY} Got {media_type or content_type!r}.")
+
+
+JSONL_TYPES = frozenset(("application/x-ndjson", "application/jsonl", "application/json-lines"))
+JSON_OR_JSONL = (
+    "Send a JSON array with Content-Type: application/json, or one request a line with "
+    "Content-Type: application/x-ndjson (or application/jsonl)."
+)
+
+
+def json_or_jsonl(content_type: str | None) -> bool:
+    """True for a JSONL body, False for JSON (also when nothing is declared, as require_json
+    reads it); 415 for anything else."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type in JSONL_TYPES:
+        return True
+    if not media_type or media_type == "application/json" or media_type.endswith("+json"):
+        return False
+    raise HTTPException(status_code=415, detail=f"{JSON_OR_JSONL} Got {media_type or content_type!r}.")
+
+
+async def read_body(request: Request[Any, Any, Any], limit: int, setting: str) -> bytes:
+    """The whole body of a route that sets its own limit (its handler says
+    request_max_body_size=None): 413 naming `setting` as soon as it is known to be larger."""
+    too_large = TooLarge(
+        Problem("body_too_large", "Body too large", f"The request body is larger than {setting} allows.")
+    )
+    if (request.content_length or 0) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

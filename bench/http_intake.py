@@ -278,11 +278,11 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}, load average {load_average()}"
 
 
-def record(command: str, before: str, load_after: str, body: str) -> None:
-    """Append this run to BENCHMARKS.md (only with --record)."""
+def record(command: str, before: str, load_after: str, body: str, name: str = "bench.http_intake") -> None:
+    """Append a run of benchmark `name` to BENCHMARKS.md (only with --record)."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = (
-        f"\n### bench.http_intake run, {when}\n\n"
+        f"\n### {name} run, {when}\n\n"
         f"Machine at start: {before}; load average at the end: {load_after}.\n\n"
         f"```\n$ {command}\n{body}\n```\n"
     )
@@ -317,13 +317,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-async def main(args: argparse.Namespace) -> None:
-    # SIGTERM ends the run like Ctrl-C does: the finally blocks kill the children, drop the database.
+def start_run() -> str:
+    """Make SIGTERM end the run like Ctrl-C does (the finally blocks kill the children and drop
+    the database); print and return the machine's description."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     before = machine()
     print(f"machine: {before}", flush=True)
+    return before
+
+
+async def main(args: argparse.Namespace) -> None:
+    before = start_run()
     rounds, profiled = await run(args)
     load_after = load_average()
     body = table(rounds, args)

@@ -241,3 +241,20 @@ async def test_the_503_of_health_is_a_documented_response(sqlite_url: str, start
     async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
         document = (await app.client.get("/api/openapi.json")).json()
     assert "503" in document["paths"]["/health"]["get"]["responses"]
+
+
+async def test_bulk_answers_match_the_published_schema(sqlite_url: str, start_app: StartApp) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        c, path = app.client, "/api/requests/bulk"
+        document = (await c.get("/api/openapi.json")).json()
+        item = request_payload("doc-bulk-1", {"type": "none"})
+        schema = {**document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]}
+        Draft202012Validator({**schema, "components": document["components"]}).validate([item])
+        mixed = await c.post(path, json=[item, {"custom_id": 1}, item])
+        check(document, path, "post", mixed, 200)
+        assert [r["status"] for r in mixed.json()["results"]] == ["pending", "rejected", "rejected"]
+        jsonl = {"content-type": "application/x-ndjson"}
+        check(document, path, "post", await c.post(path, content=b"{\n", headers=jsonl), 400, "invalid_json")
+        check(document, path, "post", await c.post(path, json={}), 422, "not_an_array")
+        plain = await c.post(path, content=b"[]", headers={"content-type": "text/plain"})
+        check(document, path, "post", plain, 415, "unsupported_media_type")

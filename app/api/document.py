@@ -1,6 +1,6 @@
 """The OpenAPI JSON as served: what Litestar cannot see filled in.
 
-Three routes read their body raw (to refuse every problem in their face's error shape, or to
+Four routes read their body raw (to refuse every problem in their face's error shape, or to
 stream it), so Litestar documents no body for them; their schemas are added here. Litestar also
 writes a path parameter's bound as a float, which rounds the int64 row id limit up past it.
 """
@@ -76,6 +76,27 @@ def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {media_type: {"schema": schema}}}
 
 
+# POST /api/requests/bulk: an array of what POST /api/requests takes, or the same as JSONL.
+BULK_IN = {
+    "required": True,
+    "content": {
+        JSON: {
+            "schema": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/RequestIn"},
+                "description": "At most API_BULK_MAX_ITEMS (50,000) requests; each is answered on its own",
+            }
+        },
+        "application/x-ndjson": {
+            "schema": {
+                "type": "string",
+                "description": "One RequestIn a line (JSONL)",
+            }
+        },
+    },
+}
+
+
 class SchemaJson(JsonRenderPlugin):
     """Serves the OpenAPI JSON with the raw-read bodies and exact row id bounds filled in."""
 
@@ -89,6 +110,7 @@ class SchemaJson(JsonRenderPlugin):
             "/v1/batches": _body(JSON, OPENAI_BATCH_IN),
             "/v1/files": _body("multipart/form-data", FILE_UPLOAD),
             "/v1/messages/batches": _body(JSON, MESSAGE_BATCH_IN),
+            "/api/requests/bulk": BULK_IN,
         }
         paths = openapi_schema.get("paths", {})
         for path, body in bodies.items():

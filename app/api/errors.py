@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.api.schemas import ErrorBody, ErrorItem
+from app.api.schemas import ErrorBody, ErrorItem, error_item
 from app.core.rules.errors import BatchgateError
 from app.http import (
     STATUS_FOR_KIND,
@@ -44,11 +44,7 @@ def error_response(status: int, items: list[ErrorItem]) -> Response[ErrorBody]:
 
 
 def batchgate_error(_: Request, exc: BatchgateError) -> Response[ErrorBody]:
-    items = [
-        ErrorItem(p.code, p.title, p.detail, {"pointer": p.pointer} if p.pointer is not None else {})
-        for p in exc.problems
-    ]
-    return error_response(STATUS_FOR_KIND.get(exc.kind, 400), items)
+    return error_response(STATUS_FOR_KIND.get(exc.kind, 400), [error_item(p) for p in exc.problems])
 
 
 def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:

@@ -5,14 +5,23 @@ from __future__ import annotations
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from app.api.errors import documented_errors
-from app.api.schemas import AcceptedOut, DeliveryOut, RequestOut, delivery_out, request_out
+from app.api.schemas import (
+    AcceptedOut,
+    BulkOut,
+    DeliveryOut,
+    RequestOut,
+    bulk_out,
+    delivery_out,
+    request_out,
+)
 from app.core.intake import accept as intake
+from app.core.intake import bulk
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
-from app.http import require_json
+from app.http import json_or_jsonl, read_body, require_json
 
 NO_SUCH_REQUEST = {404: "No such request"}
 
@@ -45,6 +54,45 @@ class RequestController(Controller):
         data = intake.parse(await request.body())
         accepted = await intake.accept(state.db, await state.runtime.fresh(), data)
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
+
+    @post(
+        "/bulk",
+        status_code=HTTP_200_OK,
+        # Its own limit (API_BULK_MAX_BODY_BYTES), checked as the body is read.
+        request_max_body_size=None,
+        summary="Submit many requests in one body",
+        description="A JSON array of requests (`application/json`) or one request a line "
+        "(`application/x-ndjson` or `application/jsonl`), each what `POST /api/requests` accepts, "
+        "at most API_BULK_MAX_ITEMS. Partial success: every valid item is stored (committed "
+        "before the answer) even when others are rejected; `results` answers each item in input "
+        "order, and an error's pointer starts with the item's index.",
+        responses=documented_errors(
+            {
+                400: "Body (or a JSONL line, named in the detail) is not JSON; nothing stored",
+                413: "Body larger than API_BULK_MAX_BODY_BYTES, or more items than API_BULK_MAX_ITEMS",
+                415: "Body sent as neither application/json nor application/x-ndjson",
+                422: "A JSON body that is not an array",
+            }
+        ),
+        operation_id="createRequestsBulk",
+    )
+    async def create_many(self, request: Request, state: State) -> BulkOut:
+        jsonl = json_or_jsonl(request.headers.get("content-type"))
+        settings = await state.runtime.fresh()
+        raw = await read_body(request, settings.api_bulk_max_body_bytes, "API_BULK_MAX_BODY_BYTES")
+        outcome = await bulk.accept_body(state.db, settings, raw, jsonl, settings.api_bulk_max_items)
+        return bulk_out(outcome)
+
+    # The bulk route's path is also where a request with custom_id "bulk" is read: Litestar
+    # would answer GET there 405 instead of trying the path route below.
+    @get(
+        "/bulk",
+        summary="The request whose custom_id is `bulk` (GET /api/requests/{custom_id} for that id)",
+        responses=documented_errors(NO_SUCH_REQUEST),
+        operation_id="getRequestNamedBulk",
+    )
+    async def read_bulk(self, state: State) -> RequestOut:
+        return request_out(await queries.request_detail(state.db, "bulk"))
 
     @get(
         "/{custom_id:path}",

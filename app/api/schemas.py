@@ -9,9 +9,11 @@ import msgspec
 
 from app.broker import BrokerStatus
 from app.config import Settings
+from app.core.intake.bulk import BulkOutcome
 from app.core.read.failing import FailingDestination
 from app.core.read.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
+from app.core.rules.errors import Problem
 from app.core.runs.openai import tables as model_tables
 from app.db.models import Batch, Delivery, DeliveryAttempt
 from app.webhook_headers import redact
@@ -32,6 +34,24 @@ class AcceptedOut(msgspec.Struct):
     id: int
     custom_id: str
     status: str
+
+
+# gc=False: 50,000 of them in one answer, never in a reference cycle; the collector skips them.
+class BulkItemOut(msgspec.Struct, omit_defaults=True, gc=False):
+    """One item of a bulk body, at its index: accepted (`id`, status `pending`) or `rejected`
+    with its `errors` (pointers start with the index)."""
+
+    index: int
+    status: str
+    custom_id: str | None = None
+    id: int | None = None
+    errors: list[ErrorItem] | None = None
+
+
+class BulkOut(msgspec.Struct):
+    accepted: int
+    rejected: int
+    results: list[BulkItemOut]
 
 
 class AttemptOut(msgspec.Struct):
@@ -274,3 +294,20 @@ def _announcement(d: Delivery | None) -> AnnouncementOut | None:
         return None
     kind = d.target["event"]["type"]
     return AnnouncementOut(d.public_id, kind, d.status, d.total_attempts, d.last_error, d.delivered_at)
+
+
+def bulk_out(outcome: BulkOutcome) -> BulkOut:
+    """The answer to a bulk body: the counts and every item's result, in input order."""
+    results = [
+        BulkItemOut(r.index, r.status, r.custom_id, r.id)
+        if r.id is not None
+        else BulkItemOut(r.index, r.status, r.custom_id, errors=[error_item(p) for p in r.problems])
+        for r in outcome.results
+    ]
+    accepted = sum(1 for r in outcome.results if r.id is not None)
+    return BulkOut(accepted, len(results) - accepted, results)
+
+
+def error_item(p: Problem) -> ErrorItem:
+    """A core problem in the error answers' item shape."""
+    return ErrorItem(p.code, p.title, p.detail, {"pointer": p.pointer} if p.pointer is not None else {})

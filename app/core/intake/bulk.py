@@ -1,0 +1,388 @@
+"""Bulk intake: many requests in one body (a JSON array or JSONL), each checked exactly as
+`POST /api/requests` checks it, the valid ones stored in chunks and every item answered in order.
+
+Speed comes from not running the full pydantic model on the common shape: `_quick` accepts an
+item only when it can prove `accept.validate` would accept it (a strict subset: anything unusual
+goes to `validate` itself, which also writes every problem), checks each distinct delivery
+config once per body, and measures the batch line from msgspec's encoding when that is provably
+the same length as `input_line`'s. Storage is in bulk_store.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app import metrics
+from app.config import Settings
+from app.core import storable
+from app.core.intake import bulk_store
+from app.core.intake.accept import route, validate, validate_delivery_config
+from app.core.intake.schema import ENDPOINTS
+from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
+from app.core.rules.states import RequestStatus
+from app.core.runtime.clock import utcnow
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+ORIGIN = "api"
+# Rows per transaction: big enough that a statement's fixed cost is nothing per row, small enough
+# that a failure midway loses little work and other writers get a turn between chunks.
+CHUNK = 5000
+
+_FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
+_BACKENDS = frozenset(("local", "openai"))
+_ENDPOINTS = frozenset(ENDPOINTS)
+# Where msgspec's JSON may differ in length from json.dumps' (input_line): a float in exponent
+# form or below 1e-4 (each writes those differently; found as a digit before an e once every
+# digit reads 0, and as "0.0000"), and any byte from 0x7f (json.dumps escapes it as \uXXXX).
+# Text without them encodes to the same bytes (tests/test_bulk_intake.py). bytes methods, not a
+# regular expression: a regex scan cost more than the rest of an item's checks.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
+_encode = msgspec.json.encode
+PENDING = str(RequestStatus.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item's answer: accepted (with its new id) or rejected (with every problem)."""
+
+    index: int
+    custom_id: str | None
+    id: int | None = None
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return PENDING if self.id is not None else "rejected"
+
+
+@dataclass(slots=True)
+class BulkOutcome:
+    results: list[ItemResult]
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r.id is not None)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.results) - self.accepted
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection inside (a span without awaits), and what exists at its end kept out
+    of collections until `accept_body` ends (gc.freeze: O(1), and objects still die by their
+    reference counts). Decoding and checking 50,000 items makes some 400,000 containers; left to
+    the collector they set off collection after collection, each walking them all again (3 of
+    every 4 seconds of a decode went there). Nothing here makes reference cycles."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+async def accept_body(
+    db: Database, settings: Settings, raw: bytes, jsonl: bool, max_items: int
+) -> BulkOutcome:
+    """Decode a bulk body (JSONL or a JSON array of at most `max_items` requests) and accept
+    its items (see accept_all); whole-body errors (decode_array, decode_lines) store nothing."""
+    try:
+        items = decode_lines(raw, max_items) if jsonl else decode_array(raw, max_items)
+        return await accept_all(db, settings, items, raw)
+    finally:
+        gc.unfreeze()  # the frozen objects are the collector's again
+
+
+def decode_array(raw: bytes, max_items: int) -> list[Any]:
+    """A JSON array body as its items; 400 (with the line) when it is not JSON, 422 when not an
+    array, 413 when it has more than `max_items` items. Nothing is stored on any of these."""
+    with gc_paused():
+        data = _decode(raw, 1)
+    if not isinstance(data, list):
+        raise InvalidInput(
+            Problem("not_an_array", "Body is not an array", "Send a JSON array of requests (or JSONL).", "")
+        )
+    _check_count(len(data), max_items)
+    return data
+
+
+def decode_lines(raw: bytes, max_items: int) -> list[Any]:
+    """A JSONL body as its items, one a line (blank lines skipped); 400 naming the first line
+    that is not JSON, 413 when it has more than `max_items` items (counted before decoding)."""
+    lines = raw.split(b"\n")
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    _check_count(len(numbered), max_items)
+    with gc_paused():
+        return [_decode(line, n) for n, line in numbered]
+
+
+def _check_count(count: int, max_items: int) -> None:
+    if count > max_items:
+        raise TooLarge(
+            Problem(
+                "too_many_items",
+                "Too many items",
+                f"The body holds {count} requests; one bulk body may hold {max_items} "
+                "(API_BULK_MAX_ITEMS). Split it.",
+                "",
+            )
+        )
+
+
+def _decode(raw: bytes, first_line: int) -> Any:
+    """msgspec first (fast); the standard library decides when msgspec refuses, so that what
+    single intake reads (a lone surrogate escape, refused later per item) reads the same here,
+    and its error gives the line. NaN and Infinity are not JSON and are refused."""
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    try:
+        return json.loads(raw, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
+        line = first_line + exc.lineno - 1
+        raise MalformedInput(
+            Problem("invalid_json", "Body is not JSON", f"Line {line} is not valid JSON: {exc.msg}.", "")
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedInput(
+            Problem("invalid_json", "Body is not JSON", f"Line {first_line} is not valid JSON: {exc}.", "")
+        ) from None
+    except RecursionError:
+        raise MalformedInput(
+            Problem("invalid_json", "Body nested too deeply", f"Line {first_line} is nested too deeply.", "")
+        ) from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+# -- checking -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Checker:
+    """Checks the items of one body, remembering what repeats across them (delivery configs,
+    model routes, custom_ids seen)."""
+
+    settings: Settings
+    suspect: bool  # the body holds text that may not be storable: walk each item
+    deliveries: dict[bytes, str | None] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def check(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
+        """The row to store, or the item's rejection."""
+        custom_id = item.get("custom_id") if isinstance(item, dict) else None
+        custom_id = custom_id if isinstance(custom_id, str) else None
+        prefix = f"/{index}"
+        if self.suspect and (pointer := storable.first_unstorable_in(item)) is not None:
+            problem = Problem(
+                "invalid_text", "Text that cannot be stored", storable.UNSTORABLE, prefix + pointer
+            )
+            return ItemResult(index, custom_id, problems=(problem,))
+        row = self._quick(item)
+        if row is None:
+            try:
+                row = self._full(item, prefix)
+            except InvalidInput as exc:
+                return ItemResult(index, custom_id, problems=tuple(exc.problems))
+        if (first := self.seen.setdefault(row.custom_id, index)) != index:
+            return ItemResult(index, row.custom_id, problems=(_repeated(row.custom_id, first, prefix),))
+        return row
+
+    def _quick(self, item: Any) -> bulk_store.Row | None:
+        """The row of an item of the usual shape that `validate` would surely accept; None when
+        in any doubt (then `_full` decides and explains)."""
+        if type(item) is not dict or not item.keys() <= _FIELDS:
+            return None
+        custom_id, url, body = item.get("custom_id"), item.get("url"), item.get("body")
+        if (
+            type(custom_id) is not str
+            or not 0 < len(custom_id) <= 512
+            or not custom_id.isprintable()  # no control character (and, to be sure, no odd space)
+            or custom_id[0] == "/"
+            or custom_id[-1] == "/"
+            or "//" in custom_id
+            or ("." in custom_id and any(s in (".", "..") for s in custom_id.split("/")))
+            or type(url) is not str
+            or url not in _ENDPOINTS
+            or item.get("method", "POST") != "POST"
+            or type(body) is not dict
+        ):
+            return None
+        model, backend = body.get("model"), item.get("backend")
+        if type(model) is not str or not 0 < len(model) <= 255:
+            return None
+        if backend is None:
+            backend = self.backends.get(model) or self.backends.setdefault(
+                model, self.settings.backend_for(model)
+            )
+        elif type(backend) is not str or backend not in _BACKENDS:
+            return None
+        if backend == "openai" and not self.settings.openai_api_key:
+            return None
+        delivery = self._delivery(item.get("delivery_config"))
+        body_json = _encode(body)
+        size = _line_bytes(custom_id, url, body, body_json)
+        if delivery is None or size > self.settings.batch_max_bytes:
+            return None
+        return bulk_store.Row(custom_id, backend, url, model, body_json.decode(), size, delivery, body)
+
+    def _delivery(self, config: Any) -> str | None:
+        """The stored JSON of a valid delivery config, checked once per distinct config."""
+        if type(config) is not dict:
+            return None
+        key = _encode(config)
+        if key not in self.deliveries:
+            try:
+                stored = validate_delivery_config(config, self.settings)
+            except InvalidInput:
+                self.deliveries[key] = None
+            else:
+                self.deliveries[key] = _encode(stored).decode()
+        return self.deliveries[key]
+
+    def _full(self, item: Any, prefix: str) -> bulk_store.Row:
+        """The row by the very checks of single intake (raises InvalidInput with every problem)."""
+        request = validate(item, self.settings, prefix)
+        delivery = _encode(request.delivery_config.model_dump(exclude_none=True)).decode()
+        body = request.body_dict
+        return bulk_store.Row(
+            request.custom_id,
+            route(request, self.settings),
+            request.url,
+            request.body.model,
+            _encode(body).decode(),
+            request.line_bytes,
+            delivery,
+            body,
+        )
+
+
+def _same_length(text: bytes) -> bool:
+    """Whether msgspec's JSON `text` is as long as json.dumps' (ensure_ascii) of the same value."""
+    return (
+        text.isascii()
+        and b"\x7f" not in text
+        and b"0.0000" not in text
+        and b"0e" not in text.translate(_DIGITS_AS_ZERO)
+    )
+
+
+def _line_bytes(custom_id: str, url: str, body: dict[str, Any], body_json: bytes) -> int:
+    """len(input_line(custom_id, url, body).encode()), from the body's msgspec JSON when that is
+    provably as long as json.dumps' (else from json.dumps itself)."""
+    id_json = _encode(custom_id)
+    if not (_same_length(body_json) and id_json.isascii() and b"\x7f" not in id_json):
+        line = {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+        return len(json.dumps(line, separators=(",", ":")))  # ASCII: characters are bytes
+    # {"custom_id":<id>,"method":"POST","url":"<url>","body":<body>}
+    return 47 + len(id_json) + len(url) + len(body_json)
+
+
+def _repeated(custom_id: str, first: int, prefix: str) -> Problem:
+    return Problem(
+        "duplicate_custom_id",
+        "Duplicate custom_id",
+        f"custom_id {custom_id!r} is already used by item {first} of this body; the first is kept.",
+        prefix + "/custom_id",
+    )
+
+
+# -- storing ------------------------------------------------------------------------------------
+
+
+async def accept_all(db: Database, settings: Settings, items: list[Any], raw: bytes) -> BulkOutcome:
+    """Check every item, store the valid ones as pending (CHUNK rows a transaction) and answer
+    each item in input order. `raw` is the body the items were decoded from.
+
+    A chunk is committed before the next begins. If storing fails after a chunk was committed,
+    the committed items stay accepted (and are answered so); the rest are rejected `not_stored`,
+    to be sent again (a resend of an accepted item answers duplicate_custom_id, already
+    accepted). If the first chunk fails, nothing was stored and the error is raised."""
+    checker = _Checker(settings, suspect=storable.first_unstorable(raw, items) is not None)
+    results: list[ItemResult | None] = [None] * len(items)
+    pending: list[tuple[int, bulk_store.Row]] = []
+    with gc_paused():
+        for index, item in enumerate(items):
+            checked = checker.check(index, item)
+            if isinstance(checked, ItemResult):
+                results[index] = checked
+            else:
+                pending.append((index, checked))
+    created_at = utcnow()
+    for start in range(0, len(pending), CHUNK):
+        chunk = pending[start : start + CHUNK]
+        try:
+            await _store(db, chunk, created_at, results)
+        except Exception:
+            if start == 0:
+                raise
+            log.exception("bulk intake: a chunk failed after others were stored; answered not_stored")
+            for index, row in pending[start:]:
+                results[index] = ItemResult(index, row.custom_id, problems=(_not_stored(index),))
+            break
+    return BulkOutcome([r for r in results if r is not None])
+
+
+async def _store(
+    db: Database,
+    chunk: list[tuple[int, bulk_store.Row]],
+    created_at: datetime,
+    results: list[ItemResult | None],
+) -> None:
+    """Insert one chunk (committed) and answer its items: accepted, or duplicate of a stored one."""
+    ids = await bulk_store.insert(db, [row for _, row in chunk], ORIGIN, created_at)
+    metrics.ACCEPTED.labels(ORIGIN).inc(len(ids))
+    kept = await bulk_store.kept(db, [row for _, row in chunk if row.custom_id not in ids])
+    with gc_paused():
+        for index, row in chunk:
+            new_id = ids.get(row.custom_id)
+            if new_id is not None:
+                results[index] = ItemResult(index, row.custom_id, id=new_id)
+            else:
+                problem = _taken(row, kept.get(row.custom_id), f"/{index}/custom_id")
+                results[index] = ItemResult(index, row.custom_id, problems=(problem,))
+
+
+def _taken(row: bulk_store.Row, kept: tuple[str, Any, Any] | None, pointer: str) -> Problem:
+    """A custom_id already stored: by this very request (a resend) or by another one."""
+    same = kept is not None and kept == (row.endpoint, row.body, json.loads(row.delivery))
+    which = "was already accepted" if same else "was already accepted with a different request"
+    return Problem(
+        "duplicate_custom_id",
+        "Duplicate custom_id",
+        f"A request with custom_id {row.custom_id!r} {which}.",
+        pointer,
+    )
+
+
+def _not_stored(index: int) -> Problem:
+    return Problem(
+        "not_stored",
+        "Not stored",
+        "Storing failed after earlier items of this body were accepted; this item was not "
+        "stored. Send it again.",
+        f"/{index}",
+    )

@@ -1,0 +1,135 @@
+"""Storing bulk intake's rows: one transaction a chunk, through the driver, with the database's
+fastest way to insert many rows that still skips taken custom_ids and returns the new ids.
+
+PostgreSQL: COPY (binary) into a temporary table, then `INSERT ... SELECT ... ON CONFLICT DO
+NOTHING RETURNING` from it: the rows are encoded by asyncpg's C codecs and parsed once by the
+server. SQLite: multi-row `INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING`, as
+many rows a statement as its variable limit allows. Both commit before returning, so what they
+return is durable.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import String, bindparam, text
+
+from app.db.session import Database
+
+# One per connection, emptied by every commit. Its columns are Row's first seven.
+_PG_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS bulk_intake"
+    " (c text, b text, e text, m text, j jsonb, n integer, d jsonb) ON COMMIT DELETE ROWS"
+)
+_PG_STAGED = ("c", "b", "e", "m", "j", "n", "d")
+# The columns every intake sets (see accept._INSERT); the others take their defaults. ORDER BY
+# keeps the ids in input order, as the batcher takes pending requests oldest id first.
+_PG_INSERT = """
+INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,
+                      status, inference_attempts, resubmits, created_at)
+SELECT '', c, $1, b, e, m, j, n, d, 'pending', 0, 0, $2 FROM bulk_intake ORDER BY ctid
+ON CONFLICT (scope, custom_id) DO NOTHING
+RETURNING id, custom_id
+"""
+
+# ?1 and ?2 (origin, created_at) are shared by every row; a row's own values follow.
+_SQLITE_INSERT = (
+    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes,"
+    " delivery, status, inference_attempts, resubmits, created_at) VALUES "
+)
+_SQLITE_CONFLICT = " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id, custom_id"
+# SQLite allows 32,766 variables a statement (since 3.32); 7 a row.
+_SQLITE_ROWS = 4000
+
+# What a duplicate is compared on, to tell a resend from a different request.
+_KEPT = (
+    text("SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id IN :ids")
+    .bindparams(bindparam("ids", expanding=True))
+    .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
+)
+_KEPT_PAGE = 500
+
+
+class Row(NamedTuple):
+    """One request to store: its columns (the JSON already encoded) and, last, its body as
+    decoded (to compare with a row that holds the same custom_id)."""
+
+    custom_id: str
+    backend: str
+    endpoint: str
+    model: str
+    body_json: str
+    body_bytes: int
+    delivery: str  # JSON
+    body: dict[str, Any]
+
+
+_COLUMNS = 7  # Row's stored fields
+
+
+async def insert(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
+    """Insert `rows` as pending in one transaction, skipping custom_ids already taken; returns
+    the new ids by custom_id (committed when this returns)."""
+    if not rows:
+        return {}
+    if db.is_postgres:
+        return await _insert_postgres(db, rows, origin, created_at)
+    return await _insert_sqlite(db, rows, origin, created_at)
+
+
+async def _insert_postgres(
+    db: Database, rows: list[Row], origin: str, created_at: datetime
+) -> dict[str, int]:
+    async with db.engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        # asyncpg's own transaction: SQLAlchemy's has not begun (nothing ran through it).
+        async with driver.transaction():
+            await driver.execute(_PG_STAGING)
+            records = [r[:_COLUMNS] for r in rows]
+            await driver.copy_records_to_table("bulk_intake", records=records, columns=_PG_STAGED)
+            inserted = await driver.fetch(_PG_INSERT, origin, created_at)
+    return {custom_id: new_id for new_id, custom_id in inserted}
+
+
+@functools.lru_cache(maxsize=4)  # a full chunk's statement, and a last one's
+def _sqlite_statement(count: int) -> str:
+    marks = (
+        "('', ?{}, ?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, 'pending', 0, 0, ?2)".format(
+            *range(3 + _COLUMNS * k, 3 + _COLUMNS * (k + 1))
+        )
+        for k in range(count)
+    )
+    return _SQLITE_INSERT + ",".join(marks) + _SQLITE_CONFLICT
+
+
+async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
+    dialect = db.engine.dialect
+    when = DateTimeUTC(timezone=True).dialect_impl(dialect).bind_processor(dialect)(created_at)
+    ids: dict[str, int] = {}
+    async with db.engine.begin() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        for start in range(0, len(rows), _SQLITE_ROWS):
+            part = rows[start : start + _SQLITE_ROWS]
+            params = [origin, when, *itertools.chain.from_iterable(r[:_COLUMNS] for r in part)]
+            # sqlite3 opens the transaction before the first INSERT; the block's end commits it.
+            async with driver.execute(_sqlite_statement(len(part)), params) as cursor:
+                ids.update((custom_id, new_id) for new_id, custom_id in await cursor.fetchall())
+    return ids
+
+
+async def kept(db: Database, rows: list[Row]) -> dict[str, tuple[str, Any, Any]]:
+    """(endpoint, body, delivery) of the stored requests holding these rows' custom_ids."""
+    found: dict[str, tuple[str, Any, Any]] = {}
+    custom_ids = [r.custom_id for r in rows]
+    if not custom_ids:
+        return found
+    async with db.engine.connect() as connection:
+        for start in range(0, len(custom_ids), _KEPT_PAGE):
+            page = {"ids": custom_ids[start : start + _KEPT_PAGE]}
+            for custom_id, endpoint, body, delivery in await connection.execute(_KEPT, page):
+                found[custom_id] = (endpoint, body, delivery)
+    return found
