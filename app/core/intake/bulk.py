@@ -42,12 +42,6 @@ CHUNK = 5000
 _FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
 _BACKENDS = frozenset(("local", "openai"))
 _ENDPOINTS = frozenset(ENDPOINTS)
-# Where msgspec's JSON may differ in length from json.dumps' (input_line): a float in exponent
-# form or below 1e-4 (each writes those differently; found as a digit before an e once every
-# digit reads 0, and as "0.0000"), and any byte from 0x7f (json.dumps escapes it as \uXXXX).
-# Text without them encodes to the same bytes (tests/test_bulk_intake.py). bytes methods, not a
-# regular expression: a regex scan cost more than the rest of an item's checks.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
 _encode = msgspec.json.encode
 PENDING = str(RequestStatus.PENDING)
 
@@ -84,11 +78,11 @@ class BulkOutcome:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """No garbage collection inside (a span without awaits), and what exists at its end kept out
-    of collections until `accept_body` ends (gc.freeze: O(1), and objects still die by their
-    reference counts). Decoding and checking 50,000 items makes some 400,000 containers; left to
-    the collector they set off collection after collection, each walking them all again (3 of
-    every 4 seconds of a decode went there). Nothing here makes reference cycles."""
+    """No garbage collection inside (a span without awaits). Decoding and checking 50,000 items
+    makes some 400,000 containers; left to the collector they set off collection after
+    collection, each walking them all again (3 of every 4 seconds of a decode went there).
+    Nothing here makes reference cycles. (Freezing them as well, until the body was answered,
+    measured no faster, and gc.unfreeze would also undo what `batchgate serve` froze at start.)"""
     if not gc.isenabled():
         yield
         return
@@ -96,7 +90,6 @@ def gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
-        gc.freeze()
         gc.enable()
 
 
@@ -105,11 +98,8 @@ async def accept_body(
 ) -> BulkOutcome:
     """Decode a bulk body (JSONL or a JSON array of at most `max_items` requests) and accept
     its items (see accept_all); whole-body errors (decode_array, decode_lines) store nothing."""
-    try:
-        items = decode_lines(raw, max_items) if jsonl else decode_array(raw, max_items)
-        return await accept_all(db, settings, items, raw)
-    finally:
-        gc.unfreeze()  # the frozen objects are the collector's again
+    items = decode_lines(raw, max_items) if jsonl else decode_array(raw, max_items)
+    return await accept_all(db, settings, items, raw)
 
 
 def decode_array(raw: bytes, max_items: int) -> list[Any]:
@@ -244,7 +234,7 @@ class _Checker:
             return None
         delivery = self._delivery(item.get("delivery_config"))
         body_json = _encode(body)
-        size = _line_bytes(custom_id, url, body, body_json)
+        size = _line_bytes(custom_id, url, body_json)
         if delivery is None or size > self.settings.batch_max_bytes:
             return None
         return bulk_store.Row(custom_id, backend, url, model, body_json.decode(), size, delivery, body)
@@ -280,25 +270,11 @@ class _Checker:
         )
 
 
-def _same_length(text: bytes) -> bool:
-    """Whether msgspec's JSON `text` is as long as json.dumps' (ensure_ascii) of the same value."""
-    return (
-        text.isascii()
-        and b"\x7f" not in text
-        and b"0.0000" not in text
-        and b"0e" not in text.translate(_DIGITS_AS_ZERO)
-    )
-
-
-def _line_bytes(custom_id: str, url: str, body: dict[str, Any], body_json: bytes) -> int:
-    """len(input_line(custom_id, url, body).encode()), from the body's msgspec JSON when that is
-    provably as long as json.dumps' (else from json.dumps itself)."""
-    id_json = _encode(custom_id)
-    if not (_same_length(body_json) and id_json.isascii() and b"\x7f" not in id_json):
-        line = {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
-        return len(json.dumps(line, separators=(",", ":")))  # ASCII: characters are bytes
+def _line_bytes(custom_id: str, url: str, body_json: bytes) -> int:
+    """len(input_line(custom_id, url, body).encode()) from the body's JSON: the line is msgspec's
+    JSON (app.jsontext) of its parts, put together."""
     # {"custom_id":<id>,"method":"POST","url":"<url>","body":<body>}
-    return 47 + len(id_json) + len(url) + len(body_json)
+    return 47 + len(_encode(custom_id)) + len(url.encode()) + len(body_json)
 
 
 def _repeated(custom_id: str, first: int, prefix: str) -> Problem:
