@@ -9,21 +9,24 @@ batches of at most 1,000 requests, closing after 0.2 s. The N requests (delivery
 through POST /api/requests/bulk, 1,000 per call. Measured from the first submit until the database
 holds N succeeded requests (polled every 20 ms). Limit, in the same round: the same N chat
 completions sent straight to the same stand-in by C httpx clients (one per slot, which is faster
-than one shared client).
+than one shared client) from a process of their own (bench.direct_client), as the gateway's are.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 
 import httpx
 from sqlalchemy import text
 
+from app.db.session import Database
 from bench import summary
-from bench.common import clients, fresh_database, hammer, raw_database
+from bench.common import fresh_database, raw_database
+from bench.http_intake import usage
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
 from tests.support import NO_DELIVERY, chat, request_payload, wait_until
@@ -37,27 +40,29 @@ def body(i: int) -> dict[str, object]:
 
 
 async def direct_rate(n: int, c: int, latency: float, timeout: float) -> float:  # noqa: ASYNC109
-    """N chat completions straight to a stand-in, C at a time; calls per second."""
+    """N chat completions straight to a stand-in from another process (bench.direct_client), C at
+    a time; calls per second."""
     standin = InferenceStandin()
     standin.delay_seconds = latency
-    async with serve(standin) as url, clients(url, c) as pool:
+    async with serve(standin) as url:
+        caller = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.direct_client", url, str(n), str(c), stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                out, _ = await caller.communicate()
+        finally:
+            if caller.returncode is None:
+                caller.kill()
+        if caller.returncode != 0:
+            raise RuntimeError(f"bench.direct_client exited with {caller.returncode}")
+        return n / float(out.decode().strip().splitlines()[-1])
 
-        async def call(w: int, i: int) -> None:
-            response = await pool[w].post("/v1/chat/completions", json=body(i)["body"])
-            response.raise_for_status()
 
-        return n / await hammer(n, c, call, timeout)
-
-
-async def succeeded(database_url: str) -> int:
-    db = raw_database(database_url)
-    try:
-        async with db.engine.connect() as connection:
-            return int(
-                await connection.scalar(text("SELECT count(*) FROM requests WHERE status = 'succeeded'"))
-            )
-    finally:
-        await db.dispose()
+async def succeeded(db: Database) -> int:
+    query = text("SELECT count(*) FROM requests WHERE status = 'succeeded'")
+    async with db.engine.connect() as connection:
+        return int(await connection.scalar(query))
 
 
 async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float) -> float:  # noqa: ASYNC109
@@ -77,29 +82,38 @@ async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float
                 LEASE_SECONDS="60",
             )
             async with (
-                app_process(env) as (_, app_url),
+                app_process(env) as (process, app_url),
                 httpx.AsyncClient(base_url=app_url, timeout=60) as client,
             ):
+                cpu_before = sum(usage(process.pid)[:2])
                 start = time.monotonic()
                 for first in range(0, n, CHUNK):
                     items = [body(i) for i in range(first, min(first + CHUNK, n))]
                     answer = await client.post("/api/requests/bulk", json=items)
                     if answer.status_code not in (200, 202):
                         raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
-                done = 0
+                done, db = 0, raw_database(url)
 
                 async def all_done() -> bool:
                     nonlocal done
-                    done = await succeeded(url)
+                    done = await succeeded(db)
                     return done >= n
 
-                await wait_until(
-                    all_done,
-                    timeout=timeout,
-                    interval=0.02,
-                    what=lambda: f"{n} requests succeeded ({done} so far)",
+                try:
+                    await wait_until(
+                        all_done,
+                        timeout=timeout,
+                        interval=0.02,
+                        what=lambda: f"{n} requests succeeded ({done} so far)",
+                    )
+                finally:
+                    await db.dispose()
+                seconds = time.monotonic() - start
+                cpu = sum(usage(process.pid)[:2]) - cpu_before
+                print(
+                    f"  gateway: {seconds:.1f} s, app process CPU {cpu:.1f} s ({cpu / seconds:.0%} of a core)"
                 )
-                return n / (time.monotonic() - start)
+                return n / seconds
 
 
 async def main(args: argparse.Namespace) -> None:
