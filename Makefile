@@ -57,9 +57,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix app tests migrations bench
 	$(BIN)/ruff format app tests migrations bench
 
+# Every benchmark, one after the other (about 12 minutes), then BENCHMARKS.md rewritten from the
+# run: each path against its goal (bench.suite). Needs PostgreSQL, RabbitMQ and wrk.
 bench: $(STAMP)
-	$(BIN)/python -m bench.intake
-	$(MAKE) bench-http
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.suite
 
 # HTTP intake loaded by wrk from its own process, against the framework's no-op route served the
 # same way (BENCHMARKS.md). BENCH_DB=postgres for PostgreSQL on 127.0.0.1:5432.

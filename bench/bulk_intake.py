@@ -35,7 +35,7 @@ import msgspec
 
 from app.core.runs.lines import input_line
 from app.core.runtime.clock import utcnow
-from bench import pyspy
+from bench import pyspy, summary
 from bench.common import fresh_database, payload
 from bench.http_intake import child_env, load_average, record, start_run, usage
 from tests.support.processes import app_process
@@ -252,6 +252,20 @@ def _spread(values: list[float], fmt: str) -> str:
     return middle if len(values) == 1 else f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
+def report(rounds: list[dict[str, tuple[float, str | None, float]]], args: argparse.Namespace) -> None:
+    """Per form, its outcomes against both goals: the rate, and the ratio to the raw write."""
+    raw_name = "raw COPY" if args.db == "postgres" else "raw executemany"
+    for form in args.forms:
+        valid = [(row[form][0], row["raw"][0]) for row in rounds if not row[form][1] and not row["raw"][1]]
+        if not valid:
+            continue
+        app, raw = [a for a, _ in valid], [r for _, r in valid]
+        path = f"Bulk intake, {args.items:,} items as {form.upper()} ({args.db})"
+        measured = f"app {summary.rates(app)} vs {raw_name} {summary.rates(raw)}"
+        summary.report(summary.Outcome(path, measured, summary.ratios(app, raw), goal=0.5))
+        summary.report(summary.Outcome(path + ": rate", measured, app, goal=50_000, unit="req/s"))
+
+
 def table(rounds: list[dict[str, tuple[float, str | None, float]]], args: argparse.Namespace) -> str:
     """Per target its rate per round, median and range; per form app / raw per round."""
     limit = "asyncpg copy_records_to_table" if args.db == "postgres" else "sqlite3 executemany, 1 transaction"
@@ -286,7 +300,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--forms", default="json,jsonl", help="comma list of json, jsonl")
     parser.add_argument("--log-level", default="warning", help="LOG_LEVEL of the app")
     parser.add_argument("--profile", metavar="FILE", help="after the rounds, py-spy the app into FILE")
-    parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
+    parser.add_argument(
+        "--record", action="store_true", help="append the results to docs/benchmark-history.md"
+    )
     args = parser.parse_args()
     args.forms = [f.strip() for f in args.forms.split(",") if f.strip()]
     if unknown := [f for f in args.forms if f not in CONTENT_TYPES]:
@@ -296,14 +312,15 @@ def parse_args() -> argparse.Namespace:
 
 async def main(args: argparse.Namespace) -> None:
     before = start_run()
-    rounds, summary = await run(args)
+    rounds, profiled = await run(args)
     load_after = load_average()
-    text = table(rounds, args) + (f"\n{summary}" if summary else "")
+    text = table(rounds, args) + (f"\n{profiled}" if profiled else "")
     print(text)
+    report(rounds, args)
     if args.record:
         command = ".venv/bin/python -m bench.bulk_intake " + shlex.join(sys.argv[1:])
         record(command, before, load_after, text, name="bench.bulk_intake")
-        print("recorded in BENCHMARKS.md")
+        print("recorded in docs/benchmark-history.md")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from bench import summary
 from bench.common import print_table
 from tests.standins.asgi import send_json
 from tests.standins.inference import InferenceStandin
@@ -260,6 +261,28 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
             ),
             ("server peak RSS after the run", f"{after_run:.0f} MB"),
         ],
+    )
+    mb = f"{size / MB:.0f} MB"
+    summary.report(
+        summary.Outcome(
+            path=f"OpenAI face: /v1/files upload + batch create, {lines:,} lines ({mb})",
+            measured=f"upload {size / MB / upload:.1f} MB/s ({raw / upload:.2f} of httpx to a no-op route), "
+            f"create {lines / created:,.0f} lines/s",
+            figures=[lines / (upload + created)],
+            goal=50_000,
+            unit="req/s",
+        )
+    )
+    summary.report(
+        summary.Outcome(
+            path=f"Memory: a {mb} JSONL upload adds",
+            measured=f"server peak RSS {idle:.0f} MB idle, {after_upload:.0f} MB after the upload, "
+            f"{after_run:.0f} MB after the run",
+            figures=[after_upload - idle],
+            goal=100,
+            unit="MB",
+            at_most=True,
+        )
     )
 
 

@@ -44,7 +44,8 @@ SERVER_OPTS: dict[str, dict[str, str]] = {
     "uvloop-httptools": {"SERVER_LOOP": "uvloop", "SERVER_HTTP": "httptools"},
 }
 WARM_UP_SECONDS = 2.0
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+# --record appends a run to the history; BENCHMARKS.md itself is rewritten by `make bench`.
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmark-history.md"
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def machine() -> str:
 
 
 def record(command: str, before: str, load_after: str, body: str, name: str = "bench.http_intake") -> None:
-    """Append a run of benchmark `name` to BENCHMARKS.md (only with --record)."""
+    """Append a run of benchmark `name` to docs/benchmark-history.md (only with --record)."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = (
         f"\n### {name} run, {when}\n\n"
@@ -307,7 +308,9 @@ def parse_args() -> argparse.Namespace:
         "--log-level", default="warning", help="LOG_LEVEL of the servers (info logs every request)"
     )
     parser.add_argument("--profile", metavar="FILE", help="after the rounds, py-spy the first app into FILE")
-    parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
+    parser.add_argument(
+        "--record", action="store_true", help="append the results to docs/benchmark-history.md"
+    )
     args = parser.parse_args()
     args.opts = [o.strip() for o in args.opts.split(",") if o.strip()]
     if unknown := [o for o in args.opts if o not in SERVER_OPTS]:

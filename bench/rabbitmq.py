@@ -26,6 +26,7 @@ from sqlalchemy import insert
 from app.asgi import create_app
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
+from bench import summary
 from bench.common import (
     fresh_database,
     hammer,
@@ -223,6 +224,19 @@ async def main(kind: str, n: int, rounds: int, timeout: float) -> None:  # noqa:
             ("delivery / raw", ratio(gateway_out, raw_out)),
         ],
     )
+    for what, gateway, raw, limit in (
+        ("intake", gateway_in, raw_in, "raw consume + INSERT + ack"),
+        ("delivery", gateway_out, raw_out, "raw confirmed publish"),
+    ):
+        summary.report(
+            summary.Outcome(
+                path=f"RabbitMQ {what} ({kind})",
+                measured=f"gateway {summary.rates(gateway, 'msg/s')} "
+                f"vs {limit} {summary.rates(raw, 'msg/s')}",
+                figures=summary.ratios(gateway, raw),
+                goal=0.7,
+            )
+        )
 
 
 if __name__ == "__main__":
