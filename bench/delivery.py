@@ -8,7 +8,7 @@ receiver served in this process (rows written raw, as the pipeline leaves them).
 (role all, DELIVERY_CONCURRENCY=C) then starts in its own process and delivers them. The rate is
 taken between the receiver's first and N-th successful POST, so process start-up is not counted.
 Limit, in the same round: N POSTs of bodies as large as the gateway's, from C httpx clients (one
-per slot) to a fresh receiver, timed the same way.
+per slot) in a process of their own (bench.direct_client), to a fresh receiver, timed the same way.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from sqlalchemy import insert
 
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
-from bench import summary
-from bench.common import clients, fresh_database, hammer, raw_database
-from tests.standins.receiver import CUSTOM_ID_HEADER, WebhookReceiver
+from bench import direct_client, summary
+from bench.common import fresh_database, raw_database
+from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
 from tests.support import wait_until
 from tests.support.processes import app_env, app_process
@@ -105,16 +105,11 @@ async def gateway_rate(kind: str, n: int, c: int, timeout: float) -> tuple[float
 
 
 async def raw_rate(n: int, c: int, size: int, timeout: float) -> float:  # noqa: ASYNC109
-    """N POSTs of `size`-byte JSON bodies from C clients to a fresh receiver; per second."""
+    """N POSTs of `size`-byte JSON bodies to a fresh receiver from C clients in another process
+    (bench.direct_client), as the gateway's come from its own; per second, timed like the gateway."""
     receiver = WebhookReceiver()
-    content = b'{"pad":"' + b"x" * max(size - 10, 0) + b'"}'
-    async with serve(receiver) as url, clients(url, c) as pool:
-
-        async def post(w: int, i: int) -> None:
-            headers = {"content-type": "application/json", CUSTOM_ID_HEADER: f"raw-{i}"}
-            (await pool[w].post("/hook", content=content, headers=headers)).raise_for_status()
-
-        await hammer(n, c, post, timeout)
+    async with serve(receiver) as url:
+        await direct_client.seconds("hook", url, n, c, size, timeout)
     return steady_rate(receiver, n)
 
 

@@ -1,27 +1,64 @@
-"""The limit of bench.local_e2e, in a process of its own as the gateway is: N chat completions to
-an OpenAI-compatible server from C httpx clients (one per slot); prints the seconds taken.
+"""The raw limit of bench.local_e2e and bench.delivery, in a process of its own as the gateway's
+calls are: N POSTs from C httpx clients (one per slot); prints the seconds taken.
 
-    .venv/bin/python -m bench.direct_client BASE_URL N C
+    .venv/bin/python -m bench.direct_client chat BASE_URL N C       # chat completions
+    .venv/bin/python -m bench.direct_client hook BASE_URL N C SIZE  # SIZE-byte JSON to /hook
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+
+import httpx
 
 from bench.common import clients, hammer
+from tests.standins.receiver import CUSTOM_ID_HEADER
 from tests.support import chat
 
 
-async def main(base_url: str, n: int, c: int) -> None:
+def chat_call(client: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
+    return client.post("/v1/chat/completions", json={"model": "stand-in", "messages": chat(f"say hi to {i}")})
+
+
+def hook_call(size: int) -> Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]:
+    content = b'{"pad":"' + b"x" * max(size - 10, 0) + b'"}'
+
+    def call(client: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
+        headers = {"content-type": "application/json", CUSTOM_ID_HEADER: f"raw-{i}"}
+        return client.post("/hook", content=content, headers=headers)
+
+    return call
+
+
+async def main(kind: str, base_url: str, n: int, c: int, size: int) -> None:
+    send = chat_call if kind == "chat" else hook_call(size)
     async with clients(base_url, c) as pool:
 
-        async def call(w: int, i: int) -> None:
-            body = {"model": "stand-in", "messages": chat(f"say hi to {i}")}
-            (await pool[w].post("/v1/chat/completions", json=body)).raise_for_status()
+        async def one(w: int, i: int) -> None:
+            (await send(pool[w], i)).raise_for_status()
 
-        print(await hammer(n, c, call, timeout=600))
+        print(await hammer(n, c, one, timeout=600))
+
+
+async def seconds(kind: str, base_url: str, n: int, c: int, size: int = 0, timeout: float = 600) -> float:  # noqa: ASYNC109
+    """Run this module as a child process; the seconds it took for the N calls."""
+    caller = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.direct_client", kind, base_url, str(n), str(c), str(size),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await caller.communicate()
+    finally:
+        if caller.returncode is None:
+            caller.kill()
+    if caller.returncode != 0:
+        raise RuntimeError(f"bench.direct_client exited with {caller.returncode}")
+    return float(out.decode().strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    size = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), size))

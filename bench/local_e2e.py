@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 
@@ -24,7 +23,7 @@ import httpx
 from sqlalchemy import text
 
 from app.db.session import Database
-from bench import summary
+from bench import direct_client, summary
 from bench.common import fresh_database, raw_database
 from bench.http_intake import usage
 from tests.standins.inference import InferenceStandin
@@ -45,18 +44,7 @@ async def direct_rate(n: int, c: int, latency: float, timeout: float) -> float: 
     standin = InferenceStandin()
     standin.delay_seconds = latency
     async with serve(standin) as url:
-        caller = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.direct_client", url, str(n), str(c), stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                out, _ = await caller.communicate()
-        finally:
-            if caller.returncode is None:
-                caller.kill()
-        if caller.returncode != 0:
-            raise RuntimeError(f"bench.direct_client exited with {caller.returncode}")
-        return n / float(out.decode().strip().splitlines()[-1])
+        return n / await direct_client.seconds("chat", url, n, c, timeout=timeout)
 
 
 async def succeeded(db: Database) -> int:

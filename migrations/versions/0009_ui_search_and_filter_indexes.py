@@ -8,6 +8,8 @@ Create Date: 2026-12-02 09:00:00
   PostgreSQL with varchar_pattern_ops, so the range compares bytes whatever the collation is.
 - requests (model, id): the model filter walks it newest first.
 - deliveries (status, request_id): the delivery-status filter reads the ids of one status.
+- PostgreSQL only: requests (custom_id, id) in the database's collation, for the list sorted by
+  custom_id (a varchar_pattern_ops index cannot serve that ORDER BY; SQLite's index above can).
 - PostgreSQL only, when possible: the pg_trgm extension and a GIN trigram index for the contains
   search. Creating an extension needs a privilege the app's role may lack; then the migration
   skips both and the search still answers correctly, by a scan (docs/operations.md).
@@ -24,6 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TRIGRAM_INDEX = "ix_requests_custom_id_trgm"
+SORT_INDEX = "ix_requests_custom_id_sort"
 
 
 def upgrade() -> None:
@@ -34,13 +37,16 @@ def upgrade() -> None:
         batch_op.create_index("ix_requests_model_id", ["model", "id"])
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index("ix_deliveries_status_request_id", ["status", "request_id"])
-    if op.get_bind().dialect.name == "postgresql" and _trigram_available():
-        op.execute(f"CREATE INDEX {TRIGRAM_INDEX} ON requests USING gin (custom_id gin_trgm_ops)")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"CREATE INDEX {SORT_INDEX} ON requests (custom_id, id)")
+        if _trigram_available():
+            op.execute(f"CREATE INDEX {TRIGRAM_INDEX} ON requests USING gin (custom_id gin_trgm_ops)")
 
 
 def downgrade() -> None:
     # The extension stays: other databases objects may use it, and dropping it needs privilege.
     op.execute(f"DROP INDEX IF EXISTS {TRIGRAM_INDEX}")
+    op.execute(f"DROP INDEX IF EXISTS {SORT_INDEX}")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_deliveries_status_request_id")
     with op.batch_alter_table("requests", schema=None) as batch_op:

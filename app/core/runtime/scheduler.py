@@ -32,8 +32,11 @@ from app.db.session import Database
 
 log = logging.getLogger(__name__)
 
-# Deliveries claimed per round: at most what can be in flight at once, so a claim's lease only
-# has to outlast one send timeout and a crashed process's claims are free again soon.
+# Deliveries claimed per round: four waves of DELIVERY_CONCURRENCY sends, at most 500. One wave a
+# round left the senders idle while each round claimed and recorded (0.70 of raw httpx in
+# bench.delivery; 1.28 with four, same run). The claim's lease outlasts every wave timing out
+# (deliveries.claim_due), so a crashed process's claims are free again after that long.
+DELIVERY_WAVES = 4
 DELIVERY_CHUNK_MAX = 500
 # Retention is slow housekeeping: old rows wait minutes more at no cost, and a pass that finds
 # nothing still reads the ended batches.
@@ -98,7 +101,7 @@ class Worker:
             db, settings, openai, self.owner, on_results=self.wake_deliver
         )
         base = settings.current
-        self.delivery_chunk = min(base.delivery_concurrency, DELIVERY_CHUNK_MAX)
+        self.delivery_chunk = min(base.delivery_concurrency * DELIVERY_WAVES, DELIVERY_CHUNK_MAX)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.steps = {
             step.name: step
