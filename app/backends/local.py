@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import httpcore
 import httpx
 
 from app import metrics
@@ -22,7 +23,7 @@ from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.backends.outage import ServerOutage
 from app.config import Settings
-from app.outbound import RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client
+from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client, post_json
 
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -38,16 +39,20 @@ class LocalBackend:
         self.concurrency = settings.local_concurrency
         self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
         headers = {"authorization": f"Bearer {settings.local_api_key}"} if settings.local_api_key else {}
-        # Probes go on their own client; lines on one client each (see ClientPool), at most
-        # LOCAL_CONCURRENCY at once.
+        self.timeout_seconds = settings.local_timeout_seconds
+        # Probes go through httpx; lines through httpcore (see post_json), one connection pool
+        # per line in flight (see ClientPool), at most LOCAL_CONCURRENCY at once.
         self._client = http_client(settings.local_timeout_seconds, headers=headers)
-        self._clients = ClientPool(
-            settings.local_concurrency, settings.local_timeout_seconds, headers=headers
+        tls = httpx.create_ssl_context()
+        self._lines = ClientPool(
+            settings.local_concurrency,
+            lambda: httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1),
         )
+        self._line_headers = [(name.encode(), value.encode()) for name, value in headers.items()]
 
     async def close(self) -> None:
         await self._client.aclose()
-        await self._clients.aclose()
+        await self._lines.aclose()
 
     async def probe(self) -> BackendStatus:
         return await self._probe_server()
@@ -164,14 +169,14 @@ class LocalBackend:
     ) -> httpx.Response | LineResult:
         """One POST: the server's answer, or the failure of a call that got none."""
         try:
-            async with self._clients.client() as client:
+            async with self._lines.client() as pool:
                 with metrics.backend_call(self.name) as outcome:
-                    response = await client.post(url, json=body)
+                    response = await post_json(pool, url, body, self._line_headers, self.timeout_seconds)
                     outcome[0] = "ok" if response.is_success else "error"
                 return response
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        except (httpcore.ReadTimeout, httpcore.WriteTimeout) as exc:
             return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
-        except httpx.TransportError as exc:
+        except NO_ANSWER as exc:
             return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
 
     async def _outage_wait(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -14,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from app import destinations, webhook_headers
 from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
 from app.config import Settings
-from app.outbound import RETRYABLE_STATUS, ClientPool, retry_after_seconds
+from app.outbound import RETRYABLE_STATUS, ClientPool, http_client, retry_after_seconds
 
 # The delivery policy caps the wait again (DELIVERY_BACKOFF_MAX_SECONDS); this only keeps it finite.
 RETRY_AFTER_CAP_SECONDS = 86400.0
@@ -43,9 +44,13 @@ class WebhookChannel:
         # carry a signed payload somewhere the operator never configured.
         self._clients = ClientPool(
             settings.delivery_concurrency,
-            settings.webhook_timeout_seconds,
-            follow_redirects=False,
-            headers={"user-agent": "batchgate-webhook/1"},
+            functools.partial(
+                http_client,
+                settings.webhook_timeout_seconds,
+                verify=httpx.create_ssl_context(),
+                follow_redirects=False,
+                headers={"user-agent": "batchgate-webhook/1"},
+            ),
         )
 
     async def close(self) -> None:
