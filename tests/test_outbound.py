@@ -1,13 +1,18 @@
-"""The one Retry-After parser every adapter uses: both forms, always finite, always capped."""
+"""What every outbound adapter shares: the Retry-After parser (both forms, always finite, always
+capped), the client pool and the httpcore JSON POST."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpcore
 import pytest
 
-from app.outbound import RETRYABLE_STATUS, retry_after_seconds
+from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, post_json, retry_after_seconds
+from tests.standins.inference import InferenceStandin
+from tests.standins.serve import serve
 
 
 @pytest.mark.parametrize(
@@ -41,3 +46,41 @@ def test_retry_after_as_an_http_date() -> None:
 def test_which_statuses_are_retried() -> None:
     assert {408, 429, 500, 502, 503, 599} <= RETRYABLE_STATUS
     assert not {400, 401, 403, 404, 409, 413, 422} & RETRYABLE_STATUS
+
+
+class Closing:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_client_pool_lends_each_client_to_one_caller_at_most_size_at_once() -> None:
+    pool: ClientPool[Closing] = ClientPool(2, Closing)
+    async with pool.client() as a, pool.client() as b:
+        assert a is not b
+        third = asyncio.create_task(_borrow(pool))
+        await asyncio.sleep(0)  # one turn: the third caller is waiting for a slot
+        assert not third.done()
+    lent = await third
+    assert lent in (a, b)  # a returned client is lent again, none is made
+    async with pool.client() as again:
+        assert again is lent  # the most recently returned first: its connections are the warm ones
+    await pool.aclose()
+    assert a.closed and b.closed
+
+
+async def _borrow(pool: ClientPool[Closing]) -> Closing:
+    async with pool.client() as client:
+        return client
+
+
+async def test_post_json_answers_as_httpx_and_raises_httpcore_errors_when_nothing_answers() -> None:
+    async with serve(InferenceStandin()) as url, httpcore.AsyncConnectionPool() as connections:
+        answer = await post_json(
+            connections, url + "/v1/chat/completions", {"model": "m", "messages": []}, [], 5
+        )
+        assert answer.status_code == 200 and answer.json()["object"] == "chat.completion"
+        with pytest.raises(NO_ANSWER):
+            await post_json(connections, "http://127.0.0.1:9/v1/chat/completions", {}, [], 5)
