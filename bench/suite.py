@@ -46,6 +46,9 @@ BENCHES = (
     Bench("local", ("bench.local_e2e", "--db", "sqlite", "--requests", "20000", "--rounds", "2")),
     Bench("webhook", ("bench.delivery", "--db", "sqlite", "--requests", "10000", "--rounds", "3")),
     Bench("rabbitmq", ("bench.rabbitmq", "--db", "sqlite", "--requests", "5000", "--rounds", "3")),
+    Bench(
+        "openai-backend", ("bench.openai_backend", "--db", "sqlite", "--requests", "50000", "--rounds", "2")
+    ),
     Bench("openai-face", ("bench.dropin", "--face", "openai", "--lines", "50000", "--line-bytes", "4000")),
     Bench("ui", ("bench.ui", "--db", "postgres", "--samples", "30")),
 )
