@@ -37,7 +37,7 @@ from app.core.runs.lines import input_line
 from app.core.runtime.clock import utcnow
 from bench import pyspy, summary
 from bench.common import fresh_database, payload
-from bench.http_intake import child_env, load_average, record, start_run, usage
+from bench.http_intake import child_env, load_average, record, run_options, start_run, usage
 from tests.support.processes import app_process
 
 ROW_COLUMNS = (
@@ -298,11 +298,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--items", type=int, default=50_000, help="requests per body (and per raw write)")
     parser.add_argument("--forms", default="json,jsonl", help="comma list of json, jsonl")
-    parser.add_argument("--log-level", default="warning", help="LOG_LEVEL of the app")
-    parser.add_argument("--profile", metavar="FILE", help="after the rounds, py-spy the app into FILE")
-    parser.add_argument(
-        "--record", action="store_true", help="append the results to docs/benchmark-history.md"
-    )
+    run_options(parser)
     args = parser.parse_args()
     args.forms = [f.strip() for f in args.forms.split(",") if f.strip()]
     if unknown := [f for f in args.forms if f not in CONTENT_TYPES]:

@@ -104,15 +104,22 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
         print(f"  {name:<{width}}  {value}")
 
 
-def parse_args(prog: str, description: str) -> argparse.Namespace:
-    """The options every benchmark takes."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def options(
+    module: str, doc: str, requests: int = 2000, concurrency: int = 32, rounds: int = 3
+) -> argparse.ArgumentParser:
+    """The options every benchmark takes, with its own defaults; add its own, then parse."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=requests)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args(prog: str, description: str) -> argparse.Namespace:
+    """The options every benchmark takes, with the common defaults."""
+    return options(prog.removeprefix("python -m "), description).parse_args()
 
 
 def raw_database(url: str) -> Database:

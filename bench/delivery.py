@@ -22,7 +22,7 @@ from sqlalchemy import insert
 from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
 from bench import direct_client, summary
-from bench.common import fresh_database, raw_database
+from bench.common import fresh_database, options, raw_database
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
 from tests.support import wait_until
@@ -139,13 +139,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.delivery", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=10_000, help="deliveries")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
-    return parser.parse_args()
+    return options("bench.delivery", __doc__, requests=10_000, concurrency=64).parse_args()
 
 
 if __name__ == "__main__":

@@ -304,13 +304,7 @@ def parse_args() -> argparse.Namespace:
         default="default",
         help=f"comma list of {', '.join(SERVER_OPTS)}; each is measured in the same run",
     )
-    parser.add_argument(
-        "--log-level", default="warning", help="LOG_LEVEL of the servers (info logs every request)"
-    )
-    parser.add_argument("--profile", metavar="FILE", help="after the rounds, py-spy the first app into FILE")
-    parser.add_argument(
-        "--record", action="store_true", help="append the results to docs/benchmark-history.md"
-    )
+    run_options(parser)
     args = parser.parse_args()
     args.opts = [o.strip() for o in args.opts.split(",") if o.strip()]
     if unknown := [o for o in args.opts if o not in SERVER_OPTS]:
@@ -318,6 +312,17 @@ def parse_args() -> argparse.Namespace:
     if not wrk.available():
         parser.error("wrk is not installed (apt-get install wrk)")
     return args
+
+
+def run_options(parser: argparse.ArgumentParser) -> None:
+    """--log-level, --profile and --record, as bench.http_intake and bench.bulk_intake take them."""
+    parser.add_argument(
+        "--log-level", default="warning", help="LOG_LEVEL of the app (info logs every request)"
+    )
+    parser.add_argument("--profile", metavar="FILE", help="after the rounds, py-spy the app into FILE")
+    parser.add_argument(
+        "--record", action="store_true", help="append the results to docs/benchmark-history.md"
+    )
 
 
 def start_run() -> str:

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from app.db.session import Database
 from bench import direct_client, summary
-from bench.common import fresh_database, raw_database
+from bench.common import fresh_database, options, raw_database
 from bench.http_intake import usage
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
@@ -132,13 +132,8 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.local_e2e", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser = options("bench.local_e2e", __doc__, requests=20_000, concurrency=64, rounds=2)
     parser.add_argument("--latency", type=float, default=0.05, help="the stand-in's answer delay, seconds")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
     return parser.parse_args()
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from app.db.session import Database
 from bench import summary
-from bench.common import fresh_database, raw_database
+from bench.common import fresh_database, options, raw_database
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.serve import serve
 from tests.support import NO_DELIVERY, chat, request_payload, wait_until
@@ -147,14 +147,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.openai_backend", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--requests", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300, help="deadline of each phase, seconds")
-    return parser.parse_args()
+    return options("bench.openai_backend", __doc__, requests=50_000, rounds=2).parse_args()
 
 
 if __name__ == "__main__":
