@@ -15,7 +15,7 @@ from app import metrics
 from app.core.intake import accept as intake
 from app.core.intake import group_commit
 from app.core.runtime.clock import utcnow
-from app.db.session import Database
+from app.db.session import Database, is_unavailable
 from tests.support import fast_settings
 from tests.support.builders import NO_DELIVERY, request_payload
 
@@ -106,3 +106,24 @@ async def test_a_caller_that_leaves_still_has_its_row_written(db: Database) -> N
     assert isinstance(await staying, group_commit.Inserted)
     assert leaving.cancelled()
     assert set(await stored(db)) == {"staying", "leaving"}
+
+
+async def test_an_unreachable_database_fails_the_group_at_once_not_row_by_row() -> None:
+    db = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")  # the discard port: refused
+    writer = group_commit.writer(db)
+    alone: list[str] = []
+    write_one = writer._write_one
+
+    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
+        alone.append(row["custom_id"])
+        return await write_one(row)
+
+    writer._write_one = counted  # type: ignore[method-assign]
+    try:
+        answers = await asyncio.gather(
+            *(writer.insert(row(f"r-{n}")) for n in range(5)), return_exceptions=True
+        )
+    finally:
+        await db.dispose()
+    assert all(isinstance(a, Exception) and is_unavailable(a) for a in answers)
+    assert alone == []  # one connection attempt for the group, not one more per row

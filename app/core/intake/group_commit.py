@@ -21,7 +21,7 @@ from sqlalchemy import String, bindparam, insert, text
 
 from app import metrics
 from app.db.models import Request
-from app.db.session import Database
+from app.db.session import Database, is_unavailable
 
 GROUP_MAX_ROWS = 500  # rows per transaction; more wait for the next one
 IN_FLIGHT_POSTGRES = 4  # transactions at once on PostgreSQL (of its pool's 10 connections)
@@ -139,8 +139,15 @@ class GroupCommit:
         if len(group) > 1:
             try:
                 outcomes = await self._write_many([row for row, _ in group])
-            except Exception:
-                pass  # written again row by row below: each caller gets its own row's outcome
+            except Exception as exc:
+                if is_unavailable(exc):
+                    # The database is out of reach, not refusing a row: row by row, each would
+                    # wait out its own connect timeout in turn.
+                    for _, answer in group:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    return
+                # Else written again row by row below: each caller gets its own row's outcome.
             else:
                 for (_, answer), outcome in zip(group, outcomes, strict=True):
                     if not answer.done():
