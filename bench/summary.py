@@ -34,7 +34,7 @@ class Outcome:
 
     def shown(self) -> str:
         """The median figure with its per-round range."""
-        fmt = ".0f" if self.unit else ".2f"
+        fmt = ",.0f" if self.unit else ".2f"
         middle = f"{format(self.figure, fmt)}{(' ' + self.unit) if self.unit else ''}"
         if len(self.figures) > 1:
             middle += f" ({format(min(self.figures), fmt)}-{format(max(self.figures), fmt)})"
