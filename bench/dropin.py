@@ -262,6 +262,14 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
             ("server peak RSS after the run", f"{after_run:.0f} MB"),
         ],
     )
+    report_openai(lines, size, upload, created, raw, (idle, after_upload, after_run))
+
+
+def report_openai(
+    lines: int, size: int, upload: float, created: float, raw: float, rss: tuple[float, float, float]
+) -> None:
+    """The goals' outcomes: upload + create rate, and what the upload adds to the peak RSS."""
+    idle, after_upload, after_run = rss
     mb = f"{size / MB:.0f} MB"
     summary.report(
         summary.Outcome(

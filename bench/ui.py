@@ -481,6 +481,23 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
+def report_slowest(results: list[Any], kind: str, n: int) -> None:
+    """The goal's outcome: the slowest page's p95 (pages only: the direct stats.dashboard() call
+    has no path; the cached dashboard aside)."""
+    timed = [r for r in results if r.page.path and "cached (5 s)" not in r.page.name]
+    slowest = max(timed, key=lambda r: p95(r.times))
+    summary.report(
+        summary.Outcome(
+            path=f"UI with {n:,} requests ({kind}): the slowest page's p95",
+            measured=f"{slowest.page.name}; {len(timed)} pages, lists, filters, searches, uncached dashboard",
+            figures=[p95(slowest.times) * 1000],
+            goal=150,
+            unit="ms",
+            at_most=True,
+        )
+    )
+
+
 async def main(kind: str, n: int, samples: int, timeout: float) -> None:  # noqa: ASYNC109
     mix = Mix(n, utcnow())
     batch_id = mix.batches // 2
@@ -533,19 +550,7 @@ async def main(kind: str, n: int, samples: int, timeout: float) -> None:  # noqa
         f"bench.ui  db={kind}  requests={n:,}  samples={samples} after {WARM_UP} warm-ups (medians, ms)",
         table,
     )
-    # Pages only (the direct stats.dashboard() call has no path), the cached dashboard aside.
-    timed = [r for r in results if r.page.path and "cached (5 s)" not in r.page.name]
-    slowest = max(timed, key=lambda r: p95(r.times))
-    summary.report(
-        summary.Outcome(
-            path=f"UI with {n:,} requests ({kind}): the slowest page's p95",
-            measured=f"{slowest.page.name}; {len(timed)} pages, lists, filters, searches, uncached dashboard",
-            figures=[p95(slowest.times) * 1000],
-            goal=150,
-            unit="ms",
-            at_most=True,
-        )
-    )
+    report_slowest(results, kind, n)
     print(
         f"\nStatements taking >= {HEAVY}x the raw list query ({ms(unit)} ms), "
         f"median of {TRACED} instrumented fetches; plan of each:"
