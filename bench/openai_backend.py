@@ -5,7 +5,8 @@ the same bytes up and down with httpx.
 
 Gateway: `batchgate serve` in its own process, its OpenAI backend pointed at the OpenAI batch
 stand-in served in this process (which finishes a batch on its first poll). N requests for the
-openai backend (delivery `none`) arrive by bulk intake and form one batch. The batch's events give
+openai backend (delivery `none`) arrive by bulk intake and form one batch (it closes when it
+holds all N: BATCH_MAX_REQUESTS=N, and an age limit long enough not to close it sooner). The batch's events give
 the two phases measured: upload (submitting until processing: the JSONL built from the database,
 uploaded and the batch created) and collect (collecting until done: the output file downloaded
 and every result recorded). Limit, in the same round, once the gateway has stopped: httpx in this
@@ -43,18 +44,26 @@ def body(i: int) -> dict[str, object]:
 
 
 async def phases(db: Database) -> tuple[str, float, float] | None:
-    """(status, upload seconds, collect seconds) of the one batch, once it has ended."""
+    """(status, upload seconds, collect seconds) of the batch that ran, once it has ended: upload
+    from its first `submitting` to its first `processing`, collect from its first `collecting` to
+    `done` (events of other batches, such as an empty one opened meanwhile, left out)."""
+    query = text(
+        "SELECT to_status, at FROM batch_events WHERE batch_id ="
+        " (SELECT batch_id FROM batch_events WHERE to_status = 'submitting' ORDER BY id LIMIT 1)"
+        " ORDER BY id"
+    )
     async with db.engine.connect() as connection:
-        rows = (await connection.execute(text("SELECT to_status, at FROM batch_events ORDER BY id"))).all()
-    at: dict[str, datetime] = {status: when for status, when in rows}
-    if not any(s in at for s in ("done", "failed", "expired", "cancelled")):
+        rows = (await connection.execute(query)).all()
+    at: dict[str, datetime] = {}
+    for status, when in rows:
+        at.setdefault(status, when if isinstance(when, datetime) else datetime.fromisoformat(str(when)))
+    ended = [s for s in ("done", "failed", "expired", "cancelled") if s in at]
+    if not ended:
         return None
-    if "done" not in at:
-        return ("not done", 0.0, 0.0)
-    when = {k: v if isinstance(v, datetime) else datetime.fromisoformat(str(v)) for k, v in at.items()}
-    upload = (when["processing"] - when["submitting"]).total_seconds()
-    collect = (when["done"] - when["collecting"]).total_seconds()
-    return "done", upload, collect
+    if ended[0] != "done":
+        return (ended[0], 0.0, 0.0)
+    upload = (at["processing"] - at["submitting"]).total_seconds()
+    return "done", upload, (at["done"] - at["collecting"]).total_seconds()
 
 
 async def gateway(kind: str, n: int, url: str, seconds: float) -> tuple[float, float]:
@@ -65,7 +74,7 @@ async def gateway(kind: str, n: int, url: str, seconds: float) -> tuple[float, f
                 database_url, "http://127.0.0.1:9", data_dir,
                 OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=url + "/v1", OPENAI_POLL_SECONDS="0.2",
                 OPENAI_DELETE_FILES="false", OPENAI_TOKEN_LIMITS='{"gpt-4o-mini": 1000000000000}',
-                BATCH_MAX_REQUESTS=str(n), OPENAI_BATCH_MAX_AGE_SECONDS="0.5", LEASE_SECONDS="600",
+                BATCH_MAX_REQUESTS=str(n), OPENAI_BATCH_MAX_AGE_SECONDS="600", LEASE_SECONDS="600",
             )  # fmt: skip
             async with (
                 app_process(env) as (_, app_url),
