@@ -6,12 +6,13 @@ the same bytes up and down with httpx.
 Gateway: `batchgate serve` in its own process, its OpenAI backend pointed at the OpenAI batch
 stand-in served in this process (which finishes a batch on its first poll). N requests for the
 openai backend (delivery `none`) arrive by bulk intake and form one batch (it closes when it
-holds all N: BATCH_MAX_REQUESTS=N, and an age limit long enough not to close it sooner). The batch's events give
-the two phases measured: upload (submitting until processing: the JSONL built from the database,
-uploaded and the batch created) and collect (collecting until done: the output file downloaded
-and every result recorded). Limit, in the same round, once the gateway has stopped: httpx in this
-process uploads the very bytes the gateway uploaded (multipart, as the gateway does) to the same
-stand-in and downloads the output file the stand-in wrote for it, streaming both.
+holds all N: BATCH_MAX_REQUESTS=N, and an age limit long enough not to close it sooner). The
+batch's events give the two phases measured: upload (submitting until processing: the JSONL
+built from the database, uploaded and the batch created) and collect (collecting until done:
+the output file downloaded and every result recorded). Limit, in the same round, once the
+gateway has stopped: httpx in this process uploads the very bytes the gateway uploaded
+(multipart, as the gateway does) to the same stand-in and downloads the output file the
+stand-in wrote for it, streaming both.
 """
 
 from __future__ import annotations
