@@ -12,7 +12,7 @@ run: $(STAMP)
 
 # In CI (CI=true) the real-model test is required, so its model and llama.cpp are installed first.
 test: tools $(STAMP) $(if $(filter true 1 yes,$(CI)),realmodel)
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-3} --dist loadgroup --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -x -q -m "not slow"
@@ -57,7 +57,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix app tests migrations bench
 	$(BIN)/ruff format app tests migrations bench
 
-# Every benchmark, one after the other (about 12 minutes), then BENCHMARKS.md rewritten from the
+# Every benchmark, one after the other (about 14 minutes), then BENCHMARKS.md rewritten from the
 # run: each path against its goal (bench.suite). Needs PostgreSQL, RabbitMQ and wrk.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
