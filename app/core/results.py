@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +20,16 @@ DELIVERING_CHANNELS = ("webhook", "rabbitmq")
 USAGE_COLUMNS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 
 
-def output_line(request: Request) -> dict[str, Any]:
+class Finished(Protocol):
+    """What a result line is made of: a Request, or a row of these columns."""
+
+    id: int
+    custom_id: str
+    response: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+def output_line(request: Finished) -> dict[str, Any]:
     """The request's result as one line of an OpenAI batch output file."""
     return {
         "id": f"batch_req_{request.id}",

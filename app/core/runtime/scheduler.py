@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # Deliveries claimed per round: four waves of DELIVERY_CONCURRENCY sends, at most 500. One wave a
 # round left the senders idle while each round claimed and recorded (0.70 of raw httpx in
 # bench.delivery; 1.28 with four, same run). The claim's lease outlasts every wave timing out
-# (deliveries.claim_due), so a crashed process's claims are free again after that long.
+# (deliveries.claim_due), so a crashed process's claims are free again after that long. The chunks
+# overlap (deliveries.deliver_due): +20% RabbitMQ deliveries on PostgreSQL, +3% on SQLite.
 DELIVERY_WAVES = 4
 DELIVERY_CHUNK_MAX = 500
 # Retention is slow housekeeping: old rows wait minutes more at no cost, and a pass that finds
@@ -191,16 +192,12 @@ class Worker:
         return False
 
     async def _deliver(self) -> bool:
-        claimed = await deliveries.claim_due(
+        earliest = await deliveries.deliver_due(
             self.db, self.owner, self.settings, self.channels, self.delivery_chunk
         )
-        if not claimed:
-            return False
-        sent = await deliveries.send_all(claimed, self.channels, self.settings.delivery_concurrency)
-        earliest = await deliveries.record(self.db, self.owner, self.settings, sent)
         if earliest is not None:
             self._wake_at(earliest)
-        return len(claimed) == self.delivery_chunk
+        return False
 
     async def _finish(self) -> bool:
         settings = self.settings
