@@ -1,7 +1,7 @@
 """Drop-in batches through both faces: memory and speed, against the limit.
 
     .venv/bin/python -m bench.dropin [--face openai|anthropic|both] [--lines 50000]
-                                     [--requests 100000] [--line-bytes 1000]
+                                     [--requests 100000] [--line-bytes 1000] [--no-run]
 
 The gateway runs as `batchgate serve` in its own process (SQLite, local backend on the
 inference stand-in), so its memory is its own. The server's peak RSS (VmHWM) is read before and
@@ -9,8 +9,8 @@ after each phase, against the size of what was sent: neither face may hold its i
 The limit for sending is the same bytes sent by httpx to a no-op route of the same kind of
 server (uvicorn) in its own process, in the same run.
 
-- openai: the official openai SDK uploads a `--lines` file, creates the batch, polls it to
-  completed and downloads the output file.
+- openai: the official openai SDK uploads a `--lines` file, creates the batch and polls it to
+  completed (with --no-run, stops after the create, as `make bench` does).
 - anthropic: httpx POSTs a `--requests` request list to /v1/messages/batches (the body the
   Anthropic SDK sends) to a server whose scheduler is off, so only the create is measured.
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import openai
+from openai.types import Batch
 
 from bench import summary
 from bench.common import print_table
@@ -167,13 +168,13 @@ async def gateway(root: Path, **variables: str) -> AsyncIterator[tuple[int, str]
             await server.wait()
 
 
-async def openai_case(lines: int, line_bytes: int) -> None:
+async def openai_case(lines: int, line_bytes: int, run: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bg_bench_dropin_") as tmp:
         root = Path(tmp)
         size = write_file(root / "input.jsonl", lines, line_bytes)
         raw = await raw_seconds(upload_form(root / "input.jsonl"))
         async with gateway(root) as (pid, url):
-            await run_batch(pid, url, root / "input.jsonl", size, raw, lines)
+            await run_batch(pid, url, root / "input.jsonl", size, raw, lines, run)
 
 
 async def anthropic_case(requests: int, line_bytes: int) -> None:
@@ -211,14 +212,14 @@ async def anthropic_case(requests: int, line_bytes: int) -> None:
     )
 
 
-async def main(face: str, lines: int, requests: int, line_bytes: int) -> None:
+async def main(face: str, lines: int, requests: int, line_bytes: int, run: bool) -> None:
     if face in ("openai", "both"):
-        await openai_case(lines, line_bytes)
+        await openai_case(lines, line_bytes, run)
     if face in ("anthropic", "both"):
         await anthropic_case(requests, line_bytes)
 
 
-async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines: int) -> None:
+async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines: int, run: bool) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
     idle = peak_rss_mb(pid)
     started = time.perf_counter()
@@ -234,16 +235,7 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
         completion_window="24h",
     )
     created = time.perf_counter() - started
-
-    async def completed() -> bool:
-        nonlocal batch
-        batch = await asyncio.to_thread(client.batches.retrieve, batch.id)
-        return batch.status in ("completed", "failed", "expired", "cancelled")
-
-    await wait_until(completed, timeout=1800, interval=0.5, what="the batch completed")
-    ran = time.perf_counter() - started
-    assert batch.status == "completed", batch.status
-    after_run = peak_rss_mb(pid)
+    ran, after_run = await completion(client, batch, started, pid) if run else (None, None)
     print_table(
         f"bench.dropin openai: {lines} lines, {size / MB:.1f} MB input file",
         [
@@ -253,20 +245,34 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
                 f"{size / MB / raw:.1f} MB/s; ratio {raw / upload:.2f}",
             ),
             ("create (validate + insert)", f"{created:.1f} s ({lines / created:,.0f} lines/s)"),
-            ("create to completed", f"{ran:.1f} s ({lines / ran:,.0f} requests/s)"),
+            ("create to completed", f"{ran:.1f} s ({lines / ran:,.0f} requests/s)" if ran else "not run"),
             ("server peak RSS, idle", f"{idle:.0f} MB"),
             (
                 "server peak RSS after upload",
                 f"{after_upload:.0f} MB (+{after_upload - idle:.0f} MB for a {size / MB:.0f} MB file)",
             ),
-            ("server peak RSS after the run", f"{after_run:.0f} MB"),
+            ("server peak RSS after the run", f"{after_run:.0f} MB" if after_run else "not run"),
         ],
     )
     report_openai(lines, size, upload, created, raw, (idle, after_upload, after_run))
 
 
+async def completion(client: openai.OpenAI, batch: Batch, started: float, pid: int) -> tuple[float, float]:
+    """Poll the batch to completed; (seconds since `started`, the server's peak RSS after)."""
+
+    async def completed() -> bool:
+        nonlocal batch
+        batch = await asyncio.to_thread(client.batches.retrieve, batch.id)
+        return batch.status in ("completed", "failed", "expired", "cancelled")
+
+    await wait_until(completed, timeout=1800, interval=0.5, what="the batch completed")
+    ran = time.perf_counter() - started
+    assert batch.status == "completed", batch.status
+    return ran, peak_rss_mb(pid)
+
+
 def report_openai(
-    lines: int, size: int, upload: float, created: float, raw: float, rss: tuple[float, float, float]
+    lines: int, size: int, upload: float, created: float, raw: float, rss: tuple[float, float, float | None]
 ) -> None:
     """The goals' outcomes: upload + create rate, and what the upload adds to the peak RSS."""
     idle, after_upload, after_run = rss
@@ -284,8 +290,8 @@ def report_openai(
     summary.report(
         summary.Outcome(
             path=f"Memory: a {mb} JSONL upload adds",
-            measured=f"server peak RSS {idle:.0f} MB idle, {after_upload:.0f} MB after the upload, "
-            f"{after_run:.0f} MB after the run",
+            measured=f"server peak RSS {idle:.0f} MB idle, {after_upload:.0f} MB after the upload"
+            + (f", {after_run:.0f} MB after the run" if after_run is not None else ""),
             figures=[after_upload - idle],
             goal=100,
             unit="MB",
@@ -300,5 +306,6 @@ if __name__ == "__main__":
     parser.add_argument("--lines", type=int, default=50_000, help="the OpenAI input file's lines")
     parser.add_argument("--requests", type=int, default=100_000, help="the Anthropic request list's length")
     parser.add_argument("--line-bytes", type=int, default=1000, help="the size of one request")
+    parser.add_argument("--no-run", action="store_true", help="stop after the batch create")
     args = parser.parse_args()
-    asyncio.run(main(args.face, args.lines, args.requests, args.line_bytes))
+    asyncio.run(main(args.face, args.lines, args.requests, args.line_bytes, run=not args.no_run))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from app.backends.base import BatchLine
-from app.backends.local import LocalBackend
+from app.backends.local import RESULTS_WAITING_PER_SLOT, LocalBackend
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
 from tests.standins.inference import InferenceStandin
@@ -69,3 +72,55 @@ async def test_local_backend_does_not_retry_a_read_timeout(inference: InferenceS
 
     await wait_until(settled, timeout=5, what="the stand-in to finish the abandoned call")
     assert len(inference.calls) == 1
+
+
+async def test_local_backend_pauses_its_calls_for_a_slow_caller(inference: InferenceStandin) -> None:
+    """Results wait in a bounded queue: a caller slower than the server (the database storing
+    them) pauses the calls, instead of finished results piling up in memory."""
+    concurrency, n = 2, 200
+    backend = LocalBackend(
+        fast_settings("sqlite+aiosqlite://", inference.url + "/v1", local_concurrency=concurrency)
+    )
+
+    async def lines() -> AsyncIterator[BatchLine]:
+        for i in range(n):
+            yield BatchLine(i, f"c{i}", "/v1/chat/completions", {"model": "m", "user": f"u{i}"})
+
+    results = backend.run(lines())
+    try:
+        await anext(results)
+        # The result taken, the full queue, and one result held by each worker waiting to queue it.
+        most = 1 + RESULTS_WAITING_PER_SLOT * concurrency + concurrency
+
+        async def paused() -> bool:
+            return len(inference.calls) >= most and inference.in_flight == 0
+
+        await wait_until(paused, timeout=10, what="the calls to pause")
+        assert len(inference.calls) == most
+        rest = [result async for result in results]
+    finally:
+        await results.aclose()
+        await backend.close()
+    assert len(rest) == n - 1 and all(result.succeeded for result in rest)
+
+
+async def test_a_local_run_stopped_while_paused_ends(inference: InferenceStandin) -> None:
+    """Stopping a run (shutdown, a lost lease) while its reader waits on full queues ends it: the
+    reader must not wait for workers that were cancelled with it."""
+    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1", local_concurrency=2))
+
+    async def lines() -> AsyncIterator[BatchLine]:
+        for i in range(200):
+            yield BatchLine(i, f"c{i}", "/v1/chat/completions", {"model": "m", "user": f"u{i}"})
+
+    results = backend.run(lines())
+    try:
+        await anext(results)
+
+        async def paused() -> bool:
+            return len(inference.calls) > 1 and inference.in_flight == 0
+
+        await wait_until(paused, timeout=10, what="the calls to pause")
+        await asyncio.wait_for(results.aclose(), timeout=10)
+    finally:
+        await backend.close()

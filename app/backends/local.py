@@ -26,6 +26,10 @@ from app.config import Settings
 from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client, post_json
 
 PROBE_TIMEOUT_SECONDS = 3.0
+# Finished results that may wait for the caller to take them, per concurrency slot. Unbounded, a
+# server faster than the database filled memory with results: a 50,000-line batch of 4 KB lines
+# took the process from 120 to 390 MB. Bounded, the workers pause while the caller stores.
+RESULTS_WAITING_PER_SLOT = 4
 
 
 class LocalBackend:
@@ -79,17 +83,24 @@ class LocalBackend:
 
     async def run(self, lines: AsyncIterable[BatchLine]) -> AsyncIterator[LineResult]:
         """Run the lines as they are read, yielding each result as soon as it is known (in
-        completion order). At most `concurrency` lines wait beyond those running, so memory
-        stays bounded for any batch size."""
+        completion order). At most `concurrency` lines wait beyond those running, and at most
+        RESULTS_WAITING_PER_SLOT times `concurrency` results wait to be taken, so memory stays
+        bounded for any batch size and any speed of the caller."""
         todo: asyncio.Queue[BatchLine | None] = asyncio.Queue(maxsize=self.concurrency)
-        done: asyncio.Queue[LineResult | None] = asyncio.Queue()
+        done: asyncio.Queue[LineResult | None] = asyncio.Queue(
+            maxsize=RESULTS_WAITING_PER_SLOT * self.concurrency
+        )
 
         async def feed() -> None:
+            cancelled = False
             try:
                 async for line in lines:
                     await todo.put(line)
+            except asyncio.CancelledError:
+                cancelled = True  # torn down with the workers: none is left to take an end mark
+                raise
             finally:
-                for _ in range(self.concurrency):  # one end mark per worker, even after an error
+                for _ in range(0 if cancelled else self.concurrency):  # one per worker, even after an error
                     await todo.put(None)
 
         async def work() -> None:
