@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+
+import pytest
 
 from app import jsontext
 
@@ -18,3 +21,12 @@ def test_a_lone_surrogate_is_escaped_not_refused() -> None:
     text = jsontext.dumps({"bad": "a\ud800b"})
     assert text == '{"bad":"a\\ud800b"}'
     assert json.loads(text) == {"bad": "a\ud800b"}
+
+
+def test_loads_reads_what_json_loads_reads() -> None:
+    assert jsontext.loads(b'{"a":[1,2.5,null,"\\u0000","\\u00e9"]}') == {"a": [1, 2.5, None, "\x00", "é"]}
+    # msgspec refuses these; the standard library's answer is kept.
+    assert jsontext.loads('{"lone":"\\ud800"}') == {"lone": "\ud800"}
+    assert math.isnan(jsontext.loads('{"n":NaN}')["n"])
+    with pytest.raises(ValueError):
+        jsontext.loads("not json")

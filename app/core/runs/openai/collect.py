@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import jsontext
 from app.backends.base import LineResult
 from app.core import results
 from app.core.rules import audit, leases, states
@@ -103,7 +104,7 @@ async def apply(run: Run, batch_id: int, lines: Sequence[str], collected: Collec
     parsed: dict[str, dict[str, Any]] = {}
     for raw in lines:
         try:
-            line = json.loads(raw)
+            line = jsontext.loads(raw)
             parsed[str(line["custom_id"])] = line
         except (ValueError, KeyError, TypeError):
             collected.malformed += 1  # its request gets no line and is resubmitted
