@@ -107,7 +107,7 @@ def at_quarters(samples: list[tuple[int, float]], n: int) -> list[tuple[int, flo
 def second_half_growth(samples: list[tuple[int, float]], n: int) -> float:
     first = max((rss for done, rss in samples if done < n // 2), default=0.0)
     second = max((rss for done, rss in samples if done >= n // 2), default=0.0)
-    return second - first
+    return round(second - first, 1) + 0.0  # never "-0"
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -146,6 +146,14 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
     return problems
 
 
+def already_accepted(custom_id: str, same: bool, pointer: str) -> Problem:
+    """The problem of a custom_id already stored: by this very request (`same`, a resend) or by
+    another one."""
+    which = "was already accepted" if same else "was already accepted with a different request"
+    message = f"A request with custom_id {custom_id!r} {which}."
+    return Problem("duplicate_custom_id", "Duplicate custom_id", message, pointer)
+
+
 class Duplicate(Conflict):
     """The custom_id is taken. `same` says whether by this very request (a resend, which a
     consumer acknowledges) or by a different one (a client's mistake, never to be dropped)."""
@@ -173,15 +181,6 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
     outcome = await group_commit.writer(db).insert(row)
     if isinstance(outcome, group_commit.Taken):
         same = outcome.same_as(row)
-        which = "was already accepted" if same else "was already accepted with a different request"
-        raise Duplicate(
-            same,
-            Problem(
-                "duplicate_custom_id",
-                "Duplicate custom_id",
-                f"A request with custom_id {request.custom_id!r} {which}.",
-                "/custom_id",
-            ),
-        )
+        raise Duplicate(same, already_accepted(request.custom_id, same, "/custom_id"))
     metrics.ACCEPTED.labels(origin).inc()
     return Accepted(id=outcome.id, custom_id=request.custom_id, status=RequestStatus.PENDING)

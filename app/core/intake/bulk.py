@@ -25,7 +25,8 @@ from app import metrics
 from app.config import Settings
 from app.core import storable
 from app.core.intake import bulk_store
-from app.core.intake.accept import route, validate, validate_delivery_config
+from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
+from app.core.intake.group_commit import Taken
 from app.core.intake.schema import ENDPOINTS
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.core.rules.states import RequestStatus
@@ -342,16 +343,10 @@ async def _store(
                 results[index] = ItemResult(index, row.custom_id, problems=(problem,))
 
 
-def _taken(row: bulk_store.Row, kept: tuple[str, Any, Any] | None, pointer: str) -> Problem:
+def _taken(row: bulk_store.Row, kept: Taken | None, pointer: str) -> Problem:
     """A custom_id already stored: by this very request (a resend) or by another one."""
-    same = kept is not None and kept == (row.endpoint, row.body, json.loads(row.delivery))
-    which = "was already accepted" if same else "was already accepted with a different request"
-    return Problem(
-        "duplicate_custom_id",
-        "Duplicate custom_id",
-        f"A request with custom_id {row.custom_id!r} {which}.",
-        pointer,
-    )
+    mine = {"endpoint": row.endpoint, "body": row.body, "delivery": json.loads(row.delivery)}
+    return already_accepted(row.custom_id, kept is not None and kept.same_as(mine), pointer)
 
 
 def _not_stored(index: int) -> Problem:

@@ -15,9 +15,9 @@ import itertools
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import String, bindparam, text
+from advanced_alchemy.types import DateTimeUTC
 
+from app.core.intake.group_commit import STORED, Taken
 from app.db.session import Database
 
 # One per connection, emptied by every commit. Its columns are Row's first seven.
@@ -45,12 +45,6 @@ _SQLITE_CONFLICT = " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id, cus
 # SQLite allows 32,766 variables a statement (since 3.32); 7 a row.
 _SQLITE_ROWS = 4000
 
-# What a duplicate is compared on, to tell a resend from a different request.
-_KEPT = (
-    text("SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id IN :ids")
-    .bindparams(bindparam("ids", expanding=True))
-    .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
-)
 _KEPT_PAGE = 500
 
 
@@ -121,15 +115,15 @@ async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at:
     return ids
 
 
-async def kept(db: Database, rows: list[Row]) -> dict[str, tuple[str, Any, Any]]:
-    """(endpoint, body, delivery) of the stored requests holding these rows' custom_ids."""
-    found: dict[str, tuple[str, Any, Any]] = {}
+async def kept(db: Database, rows: list[Row]) -> dict[str, Taken]:
+    """What the stored requests holding these rows' custom_ids hold, by custom_id."""
+    found: dict[str, Taken] = {}
     custom_ids = [r.custom_id for r in rows]
     if not custom_ids:
         return found
     async with db.engine.connect() as connection:
         for start in range(0, len(custom_ids), _KEPT_PAGE):
             page = {"ids": custom_ids[start : start + _KEPT_PAGE]}
-            for custom_id, endpoint, body, delivery in await connection.execute(_KEPT, page):
-                found[custom_id] = (endpoint, body, delivery)
+            for stored in await connection.execute(STORED, page):
+                found[stored.custom_id] = Taken(stored.endpoint, stored.body, stored.delivery)
     return found
