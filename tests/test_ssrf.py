@@ -5,6 +5,7 @@ connected to, however DNS answers the next time."""
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,9 @@ from app import destinations
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
 from tests.standins.receiver import WebhookReceiver
+from tests.standins.serve import serve
 from tests.support import StartApp, fast_settings
+from tests.support.tls import self_signed
 
 METADATA_SPELLINGS = [
     "169.254.169.254",
@@ -149,3 +152,32 @@ def test_the_old_switch_still_closes_the_guard() -> None:
         is False
     )
     assert fast_settings("sqlite+aiosqlite://").webhook_allow_private is True
+
+
+@pytest.mark.parametrize("certified", ["receiver.test", "other.test"])
+async def test_https_connects_to_the_checked_address_and_verifies_the_url_host(
+    certified: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTPS the pinned address is connected to, while SNI and the certificate's name
+    check use the URL's host: a certificate for another name is refused."""
+    cert, key = self_signed(tmp_path, certified)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the certificate is its own CA
+
+    async def resolve(host: str) -> list[str]:
+        return ["127.0.0.1"]
+
+    receiver = WebhookReceiver()
+    async with serve(receiver, tls=(cert, key)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        channel = WebhookChannel(fast_settings("sqlite+aiosqlite://"), resolve=resolve)
+        try:
+            result = await channel.send(message(f"https://receiver.test:{port}/hook"))
+        finally:
+            await channel.close()
+    if certified == "receiver.test":
+        assert result.outcome == "success", result.error
+        assert [r.headers["host"] for r in receiver.received] == [f"receiver.test:{port}"]
+    else:
+        assert result.outcome == "retryable_failure"
+        assert "certificate" in (result.error or "").lower(), result.error
+        assert receiver.received == []

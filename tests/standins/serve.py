@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -67,11 +68,13 @@ async def serve(
     startup_timeout: float = 10.0,
     shutdown_timeout: float = 10.0,
     graceful_timeout: int = 1,
+    tls: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``app`` on 127.0.0.1 with an OS-chosen port; yield its base URL.
 
     ``graceful_timeout`` bounds how long shutdown waits for in-flight
     requests (e.g. deliberately slow stand-in handlers) before cancelling them.
+    ``tls`` (certificate file, key file) serves HTTPS.
     """
     config = uvicorn.Config(
         app,
@@ -80,6 +83,8 @@ async def serve(
         log_level="warning",
         lifespan="auto",
         timeout_graceful_shutdown=graceful_timeout,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     server = _QuietServer(config)
     task = asyncio.create_task(_run(server), name="uvicorn-standin")
@@ -97,7 +102,7 @@ async def serve(
 
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     except BaseException:
         # The body's exception is the interesting one; don't mask it.
         await _stop(server, task, shutdown_timeout)
