@@ -225,6 +225,6 @@ async def insert_in_chunks(session: AsyncSession, rows: Iterator[dict[str, Any]]
     """Insert INSERT_CHUNK rows at a time; reading and parsing each chunk runs off the event loop."""
     count = 0
     while chunk := await asyncio.to_thread(list, itertools.islice(rows, INSERT_CHUNK)):
-        await session.execute(insert(Request), chunk)
+        await session.execute(insert(Request.__table__), chunk)
         count += len(chunk)
     return count
