@@ -17,6 +17,21 @@ import httpx
 from app.core.runtime.clock import utcnow
 from app.db.session import Database
 from tests.support import chat, fast_settings, fresh_postgres, migrate, request_payload, sqlite_url, webhook
+from tests.support.processes import app_env, app_process
+
+
+@asynccontextmanager
+async def gateway(
+    database_url: str, inference_url: str, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, httpx.AsyncClient]]:
+    """`batchgate serve` in its own process (a fresh DATA_DIR, app_env's settings and `env`),
+    with an httpx client of its API."""
+    with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
+        async with (
+            app_process(app_env(database_url, inference_url, data_dir, **env)) as (process, url),
+            httpx.AsyncClient(base_url=url, timeout=120) as client,
+        ):
+            yield process, client
 
 
 @asynccontextmanager

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 
-import httpx
 from sqlalchemy import text
 
 from app.db.session import Database
 from bench import direct_client, summary
-from bench.common import fresh_database, options, raw_database
+from bench.common import fresh_database, gateway, options, raw_database
 from bench.http_intake import usage
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
 from tests.support import NO_DELIVERY, chat, request_payload, wait_until
-from tests.support.processes import app_env, app_process
 
 CHUNK = 1000
 
@@ -57,63 +54,58 @@ async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float
     """N requests through the app, from the first submit until all have succeeded; per second."""
     standin = InferenceStandin()
     standin.delay_seconds = latency
-    async with fresh_database(kind) as url, serve(standin) as standin_url:
-        with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
-            env = app_env(
-                url,
-                standin_url,
-                data_dir,
-                LOCAL_CONCURRENCY=str(c),
-                BATCH_MAX_REQUESTS=str(CHUNK),
-                LOCAL_BATCH_MAX_AGE_SECONDS="0.2",
-                TICK_SECONDS="0.2",
-                LEASE_SECONDS="60",
+    async with (
+        fresh_database(kind) as url,
+        serve(standin) as standin_url,
+        gateway(
+            url,
+            standin_url,
+            LOCAL_CONCURRENCY=str(c),
+            BATCH_MAX_REQUESTS=str(CHUNK),
+            LOCAL_BATCH_MAX_AGE_SECONDS="0.2",
+            TICK_SECONDS="0.2",
+            LEASE_SECONDS="60",
+        ) as (process, client),
+    ):
+        cpu_before = sum(usage(process.pid)[:2])
+        start = time.monotonic()
+        for first in range(0, n, CHUNK):
+            items = [body(i) for i in range(first, min(first + CHUNK, n))]
+            answer = await client.post("/api/requests/bulk", json=items)
+            if answer.status_code not in (200, 202):
+                raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
+        done, db = 0, raw_database(url)
+
+        async def all_done() -> bool:
+            nonlocal done
+            done = await succeeded(db)
+            return done >= n
+
+        try:
+            await wait_until(
+                all_done,
+                timeout=timeout,
+                interval=0.02,
+                what=lambda: f"{n} requests succeeded ({done} so far)",
             )
-            async with (
-                app_process(env) as (process, app_url),
-                httpx.AsyncClient(base_url=app_url, timeout=60) as client,
-            ):
-                cpu_before = sum(usage(process.pid)[:2])
-                start = time.monotonic()
-                for first in range(0, n, CHUNK):
-                    items = [body(i) for i in range(first, min(first + CHUNK, n))]
-                    answer = await client.post("/api/requests/bulk", json=items)
-                    if answer.status_code not in (200, 202):
-                        raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
-                done, db = 0, raw_database(url)
-
-                async def all_done() -> bool:
-                    nonlocal done
-                    done = await succeeded(db)
-                    return done >= n
-
-                try:
-                    await wait_until(
-                        all_done,
-                        timeout=timeout,
-                        interval=0.02,
-                        what=lambda: f"{n} requests succeeded ({done} so far)",
-                    )
-                finally:
-                    await db.dispose()
-                seconds = time.monotonic() - start
-                cpu = sum(usage(process.pid)[:2]) - cpu_before
-                print(
-                    f"  gateway: {seconds:.1f} s, app process CPU {cpu:.1f} s ({cpu / seconds:.0%} of a core)"
-                )
-                return n / seconds
+        finally:
+            await db.dispose()
+        seconds = time.monotonic() - start
+        cpu = sum(usage(process.pid)[:2]) - cpu_before
+        print(f"  gateway: {seconds:.1f} s, app process CPU {cpu:.1f} s ({cpu / seconds:.0%} of a core)")
+        return n / seconds
 
 
 async def main(args: argparse.Namespace) -> None:
     direct: list[float] = []
-    gateway: list[float] = []
+    through: list[float] = []
     for r in range(args.rounds):
         direct.append(await direct_rate(args.requests, args.concurrency, args.latency, args.timeout))
-        gateway.append(
+        through.append(
             await gateway_rate(args.db, args.requests, args.concurrency, args.latency, args.timeout)
         )
         print(
-            f"round {r + 1}/{args.rounds}: direct {direct[-1]:,.0f}/s, gateway {gateway[-1]:,.0f}/s",
+            f"round {r + 1}/{args.rounds}: direct {direct[-1]:,.0f}/s, gateway {through[-1]:,.0f}/s",
             flush=True,
         )
     print(
@@ -124,8 +116,8 @@ async def main(args: argparse.Namespace) -> None:
         summary.Outcome(
             path=f"Local backend end to end, {args.requests:,} requests, "
             f"{args.latency * 1000:g} ms stand-in, concurrency {args.concurrency} ({args.db})",
-            measured=f"gateway {summary.rates(gateway)} vs direct client {summary.rates(direct)}",
-            figures=summary.ratios(gateway, direct),
+            measured=f"gateway {summary.rates(through)} vs direct client {summary.rates(direct)}",
+            figures=summary.ratios(through, direct),
             goal=0.85,
         )
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,12 +24,11 @@ import aio_pika
 import httpx
 
 from bench import summary
-from bench.common import fresh_database, options
+from bench.common import fresh_database, gateway, options
 from bench.dropin import peak_rss_mb
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
 from tests.support import RABBITMQ_URL, chat, request_payload
-from tests.support.processes import app_env, app_process
 
 CHUNK = 5000
 SAMPLE_SECONDS = 0.5
@@ -63,38 +61,32 @@ async def run(kind: str, n: int, c: int, timeout: float) -> tuple[float, list[tu
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, durable=True)
         try:
-            with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
-                env = app_env(
-                    url,
-                    standin_url,
-                    data_dir,
-                    LOCAL_CONCURRENCY=str(c),
-                    BATCH_MAX_REQUESTS="10000",
-                    LEASE_SECONDS="60",
-                    RABBITMQ_URL=RABBITMQ_URL,
-                    RABBITMQ_INPUT_QUEUE="",
-                    RABBITMQ_DELIVERY_QUEUES=queue,
-                )
-                async with (
-                    app_process(env) as (process, app_url),
-                    httpx.AsyncClient(base_url=app_url, timeout=120) as client,
-                ):
-                    start = time.monotonic()
-                    submitting = asyncio.create_task(submit_all(client, n, queue))
-                    samples: list[tuple[int, float]] = []
-                    published = 0
-                    while published < n:
-                        if time.monotonic() - start > timeout:
-                            raise TimeoutError(f"{published} of {n} results published in {timeout:.0f} s")
-                        if submitting.done():
-                            submitting.result()  # a failed submit ends the run now
-                        await asyncio.sleep(SAMPLE_SECONDS)  # the sampling period, not a wait for a state
-                        declared = await channel.declare_queue(queue, passive=True)
-                        published = declared.declaration_result.message_count or 0
-                        samples.append((published, rss_mb(process.pid)))
-                    seconds = time.monotonic() - start
-                    await submitting
-                    return peak_rss_mb(process.pid), samples, seconds
+            async with gateway(
+                url,
+                standin_url,
+                LOCAL_CONCURRENCY=str(c),
+                BATCH_MAX_REQUESTS="10000",
+                LEASE_SECONDS="60",
+                RABBITMQ_URL=RABBITMQ_URL,
+                RABBITMQ_INPUT_QUEUE="",
+                RABBITMQ_DELIVERY_QUEUES=queue,
+            ) as (process, client):
+                start = time.monotonic()
+                submitting = asyncio.create_task(submit_all(client, n, queue))
+                samples: list[tuple[int, float]] = []
+                published = 0
+                while published < n:
+                    if time.monotonic() - start > timeout:
+                        raise TimeoutError(f"{published} of {n} results published in {timeout:.0f} s")
+                    if submitting.done():
+                        submitting.result()  # a failed submit ends the run now
+                    await asyncio.sleep(SAMPLE_SECONDS)  # the sampling period, not a wait for a state
+                    declared = await channel.declare_queue(queue, passive=True)
+                    published = declared.declaration_result.message_count or 0
+                    samples.append((published, rss_mb(process.pid)))
+                seconds = time.monotonic() - start
+                await submitting
+                return peak_rss_mb(process.pid), samples, seconds
         finally:
             await channel.queue_delete(queue)
 
