@@ -26,7 +26,7 @@ from app.core.rules import leases, states
 from app.core.rules.states import DeliveryStatus
 from app.core.runtime.clock import utcnow
 from app.core.runtime.identity import process_name
-from app.db.models import Delivery, DeliveryAttempt, Request
+from app.db.models import Delivery, DeliveryAttempt, Request, delivery_public_id
 from app.db.session import Database
 from app.logs import bound
 
@@ -96,7 +96,7 @@ def _message(row: Any) -> Message:
     """What one attempt sends: the request's result line, or the batch event frozen in the target."""
     content = results.output_line(row) if row.id is not None else row.target["event"]
     return Message(
-        delivery_id=f"dlv_{row.delivery_id}",
+        delivery_id=delivery_public_id(row.delivery_id),
         custom_id=row.custom_id,
         attempt=row.total_attempts + 1,
         body=json.dumps(content, separators=(",", ":")).encode(),

@@ -197,7 +197,12 @@ class Delivery(IdentityBase):
     @property
     def public_id(self) -> str:
         """The id receivers deduplicate on (webhook-id, AMQP message_id)."""
-        return f"dlv_{self.id}"
+        return delivery_public_id(self.id)
+
+
+def delivery_public_id(row_id: int) -> str:
+    """A delivery's public id, from its row id."""
+    return f"dlv_{row_id}"
 
 
 class DeliveryAttempt(IdentityBase):

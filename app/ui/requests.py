@@ -54,7 +54,7 @@ class RequestPages(Controller):
     @post("/{request_id:int}/redeliver")
     async def redeliver(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
         delivery = await state.actions.redeliver_request(request_id, via="ui")
-        message = f"Delivery dlv_{delivery.id} queued again."
+        message = f"Delivery {delivery.public_id} queued again."
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
