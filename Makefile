@@ -57,7 +57,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix app tests migrations bench
 	$(BIN)/ruff format app tests migrations bench
 
-# Every benchmark, one after the other (about 14 minutes), then BENCHMARKS.md rewritten from the
+# Every benchmark, one after the other (10 to 15 minutes), then BENCHMARKS.md rewritten from the
 # run: each path against its goal (bench.suite). Needs PostgreSQL, RabbitMQ and wrk.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }

@@ -37,8 +37,8 @@ class Bench:
         return ".venv/bin/python -m " + " ".join(self.args)
 
 
-# About 14 minutes in all on the 2-core machine of BENCHMARKS.md. The drop-in run to completion
-# (2 minutes) is left out: the memory benchmark runs 200,000 requests end to end instead.
+# 10 minutes in all on the 2-core machine of BENCHMARKS.md (about 15 on a slower one). The drop-in run
+# to completion (1-2 minutes) is left out: the memory benchmark runs 200,000 requests end to end instead.
 BENCHES = (
     Bench("intake-sqlite", ("bench.http_intake", "--db", "sqlite", "--rounds", "2"), "wrk"),
     Bench("intake-postgres", ("bench.http_intake", "--db", "postgres", "--rounds", "2"), "wrk"),
