@@ -33,12 +33,16 @@ def openai_settings(database_url: str, api: OpenAIBatchStandin, **overrides: Any
 
 
 async def submit(app: RunningApp, receiver: WebhookReceiver, *custom_ids: str, **body: Any) -> None:
-    """Submit requests for MODEL, each delivered to the receiver's webhook."""
+    """Submit requests for MODEL, each delivered to the receiver's webhook, in one bulk call:
+    committed together, so one batch takes them all (sent one by one, on a loaded machine the
+    batch's age could close it between two)."""
+    payloads = []
     for custom_id in custom_ids:
         payload = request_payload(custom_id, {"type": "webhook", "webhook_url": receiver.url + "/hook"})
         payload["body"].update(model=MODEL, **body)
-        answer = await app.client.post("/api/requests", json=payload)
-        assert answer.status_code == 202, answer.text
+        payloads.append(payload)
+    answer = await app.client.post("/api/requests/bulk", json=payloads)
+    assert answer.status_code == 200 and answer.json()["rejected"] == 0, answer.text
 
 
 async def finished(app: RunningApp, *custom_ids: str, within: float = 30) -> dict[str, dict[str, Any]]:
