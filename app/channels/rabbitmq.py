@@ -41,6 +41,11 @@ class RabbitMQChannel:
         self._declare = settings.rabbitmq_declare_queues
         self._channel: AbstractRobustChannel | None = None
         self._opening = asyncio.Lock()
+        # Checks open short-lived channels; one at a time. A first send to a new queue used to
+        # probe it from every send in flight at once, and opening that many channels, some closed
+        # by the broker (a passive declare of a missing queue), once got the connection closed
+        # with "CHANNEL_ERROR - second 'channel.open' seen".
+        self._checking = asyncio.Lock()
         self._checked_exchanges: set[str] = set()
         self._checked_queues: set[str] = set()
 
@@ -110,24 +115,29 @@ class RabbitMQChannel:
         the allow-list (RABBITMQ_DELIVERY_QUEUES) admits get here, so only those are declared."""
         if queue in self._checked_queues:
             return
-        # A failed passive declare closes its channel, so checks never use the publishing one.
-        async with await self.connection.channel() as probe:
-            try:
-                await probe.declare_queue(queue, passive=True)
-            except ChannelNotFoundEntity:
-                if not self._declare:
-                    raise
-                async with await self.connection.channel() as declarer:
-                    await declarer.declare_queue(queue, durable=True)
-        self._checked_queues.add(queue)
+        async with self._checking:
+            if queue in self._checked_queues:
+                return  # checked by a send that held the lock before this one
+            # A failed passive declare closes its channel, so checks never use the publishing one.
+            async with await self.connection.channel() as probe:
+                try:
+                    await probe.declare_queue(queue, passive=True)
+                except ChannelNotFoundEntity:
+                    if not self._declare:
+                        raise
+                    async with await self.connection.channel() as declarer:
+                        await declarer.declare_queue(queue, durable=True)
+            self._checked_queues.add(queue)
 
     async def _exchange(self, channel: AbstractRobustChannel, name: str) -> AbstractExchange:
         # Exchanges are never declared (their type is the owner's choice), only checked: a
         # publish to a missing exchange would close the shared publishing channel.
         if name not in self._checked_exchanges:
-            async with await self.connection.channel() as probe:
-                await probe.get_exchange(name, ensure=True)
-            self._checked_exchanges.add(name)
+            async with self._checking:
+                if name not in self._checked_exchanges:
+                    async with await self.connection.channel() as probe:
+                        await probe.get_exchange(name, ensure=True)
+                    self._checked_exchanges.add(name)
         return await channel.get_exchange(name, ensure=False)
 
     def _forget(self, target: dict[str, Any]) -> None:
