@@ -128,6 +128,11 @@ NO_ANSWER = (
 )
 
 
+def timeouts(seconds: float) -> dict[str, float]:
+    """httpcore's timeout extension for a call of `seconds`, connecting within at most 10 s of it."""
+    return {"connect": min(10.0, seconds), "read": seconds, "write": seconds, "pool": seconds}
+
+
 async def post_json(
     pool: httpcore.AsyncConnectionPool,
     url: str,
@@ -143,7 +148,6 @@ async def post_json(
     """
     target, host = _parsed(url)
     content = jsontext.dumps(body).encode()
-    seconds = timeout_seconds
     answer = await pool.request(
         b"POST",
         target,
@@ -154,9 +158,7 @@ async def post_json(
             *headers,
         ],
         content=content,
-        extensions={
-            "timeout": {"connect": min(10.0, seconds), "read": seconds, "write": seconds, "pool": seconds}
-        },
+        extensions={"timeout": timeouts(timeout_seconds)},
     )
     return httpx.Response(answer.status, headers=answer.headers, content=answer.content)
 

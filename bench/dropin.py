@@ -59,8 +59,13 @@ def write_file(path: Path, lines: int, line_bytes: int) -> int:
 
 
 def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of the process (VmRSS, VmHWM, ...) from /proc, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

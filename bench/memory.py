@@ -18,27 +18,19 @@ import argparse
 import asyncio
 import time
 import uuid
-from pathlib import Path
 
 import aio_pika
 import httpx
 
 from bench import summary
 from bench.common import fresh_database, gateway, options
-from bench.dropin import peak_rss_mb
+from bench.dropin import peak_rss_mb, status_mb
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
 from tests.support import RABBITMQ_URL, chat, request_payload
 
 CHUNK = 5000
 SAMPLE_SECONDS = 0.5
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def submit_all(client: httpx.AsyncClient, n: int, queue: str) -> None:
@@ -83,7 +75,7 @@ async def run(kind: str, n: int, c: int, timeout: float) -> tuple[float, list[tu
                     await asyncio.sleep(SAMPLE_SECONDS)  # the sampling period, not a wait for a state
                     declared = await channel.declare_queue(queue, passive=True)
                     published = declared.declaration_result.message_count or 0
-                    samples.append((published, rss_mb(process.pid)))
+                    samples.append((published, status_mb(process.pid, "VmRSS")))
                 seconds = time.monotonic() - start
                 await submitting
                 return peak_rss_mb(process.pid), samples, seconds

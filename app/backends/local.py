@@ -92,16 +92,15 @@ class LocalBackend:
         )
 
         async def feed() -> None:
-            cancelled = False
             try:
                 async for line in lines:
                     await todo.put(line)
-            except asyncio.CancelledError:
-                cancelled = True  # torn down with the workers: none is left to take an end mark
-                raise
             finally:
-                for _ in range(0 if cancelled else self.concurrency):  # one per worker, even after an error
-                    await todo.put(None)
+                # One end mark per worker, even after an error; none when torn down with the
+                # workers, as no one is left to take them.
+                if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    for _ in range(self.concurrency):
+                        await todo.put(None)
 
         async def work() -> None:
             while (line := await todo.get()) is not None:

@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from app import destinations, webhook_headers
 from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
 from app.config import Settings
-from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds
+from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds, timeouts
 
 # The delivery policy caps the wait again (DELIVERY_BACKOFF_MAX_SECONDS); this only keeps it finite.
 RETRY_AFTER_CAP_SECONDS = 86400.0
@@ -45,8 +45,7 @@ class WebhookChannel:
         # a delivery's CPU time. Redirects are not followed: a 3xx is the receiver's answer, and
         # following it could carry a signed payload somewhere the operator never configured. No
         # cookie a receiver sets is kept.
-        seconds = settings.webhook_timeout_seconds
-        self._timeouts = {"connect": min(10.0, seconds), "read": seconds, "write": seconds, "pool": seconds}
+        self._timeouts = timeouts(settings.webhook_timeout_seconds)
         self._clients = ClientPool(
             settings.delivery_concurrency,
             functools.partial(httpcore.AsyncConnectionPool, ssl_context=httpx.create_ssl_context()),
@@ -105,7 +104,9 @@ class WebhookChannel:
                 http_status=status,
                 error=f"receiver answered {status}",
                 response_excerpt=body,
-                retry_after_seconds=retry_after_seconds(_retry_after(response), RETRY_AFTER_CAP_SECONDS),
+                retry_after_seconds=retry_after_seconds(
+                    httpx.Headers(response.headers).get("retry-after"), RETRY_AFTER_CAP_SECONDS
+                ),
             )
         return SendResult(
             Outcome.PERMANENT_FAILURE,
@@ -141,13 +142,6 @@ class WebhookChannel:
                 head += chunk
                 if len(head) >= EXCERPT_BYTES:
                     return
-
-
-def _retry_after(response: httpcore.Response) -> str | None:
-    for name, value in response.headers:
-        if name.lower() == b"retry-after":
-            return value.decode("latin-1")
-    return None
 
 
 def header_safe(value: str) -> str:

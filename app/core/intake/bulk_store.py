@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from advanced_alchemy.types import DateTimeUTC
 
-from app.core.intake.group_commit import STORED, Taken
+from app.core.intake.group_commit import Taken, find_taken
 from app.db.session import Database
 
 # One per connection, emptied by every commit. Its columns are Row's first seven.
@@ -123,7 +123,5 @@ async def kept(db: Database, rows: list[Row]) -> dict[str, Taken]:
         return found
     async with db.engine.connect() as connection:
         for start in range(0, len(custom_ids), _KEPT_PAGE):
-            page = {"ids": custom_ids[start : start + _KEPT_PAGE]}
-            for stored in await connection.execute(STORED, page):
-                found[stored.custom_id] = Taken(stored.endpoint, stored.body, stored.delivery)
+            found.update(await find_taken(connection, custom_ids[start : start + _KEPT_PAGE]))
     return found

@@ -68,8 +68,8 @@ _INSERT_ONE = text(
     bindparam("delivery", type_=JsonB),
     bindparam("created_at", type_=DateTimeUTC(timezone=True)),
 )
-# What a taken custom_id holds, to tell a resend from a different request (bulk intake too).
-STORED = (
+# What a taken custom_id holds, to tell a resend from a different request.
+_STORED = (
     text("SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id IN :ids")
     .bindparams(bindparam("ids", expanding=True))
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
@@ -197,12 +197,12 @@ class GroupCommit:
                 # only the rows it skipped are looked up: one round trip fewer in the common case.
                 inserted = dict((await connection.execute(_INSERT_MANY_PG, _columns(rows))).tuples().all())
                 skipped = [row["custom_id"] for row in rows if row["custom_id"] not in inserted]
-                taken = await _taken(connection, _STORED_PG, skipped)
+                taken = await find_taken(connection, skipped, _STORED_PG)
             else:
                 # Looked up first: SQLAlchemy's multi-row INSERT cannot skip a conflict without a
                 # statement recompiled on every call. Another process taking a custom_id in
                 # between makes the INSERT fail, and the group is then written row by row.
-                taken = await _taken(connection, STORED, [row["custom_id"] for row in rows])
+                taken = await find_taken(connection, [row["custom_id"] for row in rows])
                 new = [row for row in rows if row["custom_id"] not in taken]
                 inserted = dict((await connection.execute(_INSERT_MANY, new)).tuples().all()) if new else {}
         metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
@@ -212,14 +212,14 @@ class GroupCommit:
         async with self.db.engine.begin() as connection:
             new_id = (await connection.execute(_INSERT_ONE, row)).scalar_one_or_none()
             if new_id is None:
-                stored = (await connection.execute(STORED, {"ids": [row["custom_id"]]})).one()
+                taken = await find_taken(connection, [row["custom_id"]])
         metrics.INTAKE_COMMIT_ROWS.observe(1)
-        return (
-            Inserted(new_id) if new_id is not None else Taken(stored.endpoint, stored.body, stored.delivery)
-        )
+        return Inserted(new_id) if new_id is not None else taken[row["custom_id"]]
 
 
-async def _taken(connection: AsyncConnection, query: TextClause, custom_ids: list[str]) -> dict[str, Taken]:
+async def find_taken(
+    connection: AsyncConnection, custom_ids: list[str], query: TextClause = _STORED
+) -> dict[str, Taken]:
     """What the stored requests holding these custom_ids hold, by custom_id."""
     if not custom_ids:
         return {}
