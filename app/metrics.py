@@ -53,6 +53,12 @@ LEASE_TAKEOVERS = Counter(
     ["table"],
     registry=REGISTRY,
 )
+LATE_RESULTS_DROPPED = Counter(
+    "batchgate_late_results_dropped",
+    "Results dropped because the run that got them no longer held its batch "
+    "(cancelled, deleted, taken over).",
+    registry=REGISTRY,
+)
 
 
 @contextmanager

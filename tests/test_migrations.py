@@ -32,3 +32,41 @@ async def test_app_refuses_to_start_on_an_unmigrated_database(tmp_path) -> None:
         async with app.lifespan():
             pass
     assert "run `batchgate migrate` first" in str(info.getrepr())
+
+
+async def test_sqlite_ids_are_never_reused_after_the_upgrade_that_keeps_every_row(tmp_path) -> None:
+    # Migration 0010 rebuilds SQLite's tables with AUTOINCREMENT: the rows stay, and the id of
+    # a deleted newest row is never handed out again (it was before: issue 24).
+    import sqlite3
+
+    from tests.support import sqlite_url
+
+    url = sqlite_url(tmp_path)
+    await asyncio.to_thread(upgrade, url, "0009")
+    path = tmp_path / "batchgate.db"
+
+    def insert_batch(db: sqlite3.Connection) -> int:
+        columns = (
+            "backend, endpoint, model, origin, status, request_count, bytes, completed_count, failed_count,"
+            " close_requested, run_failures, created_at, status_changed_at"
+        )
+        values = (
+            "'local', '/v1/chat/completions', 'm', 'api', 'done', 0, 0, 0, 0, 0, 0,"
+            " '2026-01-01', '2026-01-01'"
+        )
+        return db.execute(f"INSERT INTO batches ({columns}) VALUES ({values})").lastrowid or 0
+
+    with sqlite3.connect(path) as db:
+        kept, newest = insert_batch(db), insert_batch(db)
+        db.execute(
+            "INSERT INTO requests (custom_id, scope, origin, backend, endpoint, model, body, body_bytes,"
+            " status, batch_id, inference_attempts, resubmits, created_at) VALUES ('r', '', 'api', 'local',"
+            f" '/v1/chat/completions', 'm', '{{}}', 2, 'succeeded', {newest}, 0, 0, '2026-01-01')"
+        )
+    await asyncio.to_thread(upgrade, url)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT id FROM batches ORDER BY id").fetchall() == [(kept,), (newest,)]
+        assert db.execute("SELECT batch_id FROM requests").fetchall() == [(newest,)]
+        db.execute("DELETE FROM requests")
+        db.execute("DELETE FROM batches WHERE id = ?", (newest,))
+        assert insert_batch(db) == newest + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -9,13 +10,16 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.backends.base import LineResult
 from app.core import storable
 from app.core.rules import states
+from app.core.rules.leases import Hold
 from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 
+log = logging.getLogger(__name__)
 DELIVERING_CHANNELS = ("webhook", "rabbitmq")
 USAGE_COLUMNS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 
@@ -39,13 +43,25 @@ def output_line(request: Finished) -> dict[str, Any]:
     }
 
 
-async def record(session: AsyncSession, batch_id: int, results: Sequence[LineResult]) -> int:
+async def record(
+    session: AsyncSession, batch_id: int, results: Sequence[LineResult], hold: Hold | None = None
+) -> int:
     """Store results of requests still processing in the batch; returns how many were new.
 
     Idempotent: a result for a request that already has one (a replay after a crash, a line seen
-    twice) changes nothing.
+    twice) changes nothing. With `hold`, only while that claim still holds the batch: a late
+    answer of a run that was cancelled, deleted or taken over is dropped, never stored.
     """
     if not results:
+        return 0
+    if hold is not None and not await _still_held(session, batch_id, hold):
+        log.warning(
+            "dropped %s late results of batch %s: this run no longer holds it "
+            "(cancelled, deleted or taken over)",
+            len(results),
+            batch_id,
+        )
+        metrics.LATE_RESULTS_DROPPED.inc(len(results))
         return 0
     by_id = {r.request_id: r for r in results}
     open_rows = (
@@ -98,6 +114,15 @@ async def record(session: AsyncSession, batch_id: int, results: Sequence[LineRes
         )
     )
     return len(outcomes)
+
+
+async def _still_held(session: AsyncSession, batch_id: int, hold: Hold) -> bool:
+    """Lock the batch if `hold` still holds it. Locked until commit, so no claim can take the
+    batch over between this check and the results stored after it."""
+    found = await session.scalar(
+        select(Batch.id).where(Batch.id == batch_id, hold.where(Batch)).with_for_update()
+    )
+    return found is not None
 
 
 async def close_without_result(

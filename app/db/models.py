@@ -10,6 +10,11 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+# SQLite's plain INTEGER PRIMARY KEY hands a deleted newest row's id to the next insert, so a
+# deleted batch's id (and its requests' ids) named the next batch: an in-flight answer of the old
+# one landed in the new one. AUTOINCREMENT never reuses an id; PostgreSQL's identity columns don't.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
 
 class Batch(IdentityBase):
     """A group of requests run together on one backend."""
@@ -65,6 +70,10 @@ class Batch(IdentityBase):
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     leased_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     leased_by: Mapped[str | None] = mapped_column(String(64))
+    # Fresh at every claim: which run holds the lease. A run stores results only while the batch
+    # names its holder and token (app.core.results), so a run whose lease was taken over, or whose
+    # batch was cancelled or deleted, can never write into a row it no longer owns.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         # One open `building` batch per group: replicas racing to create it collide here.
@@ -77,6 +86,7 @@ class Batch(IdentityBase):
             postgresql_where=text("status = 'building'"),
             sqlite_where=text("status = 'building'"),
         ),
+        IDS_NEVER_REUSED,
     )
 
 
@@ -102,6 +112,7 @@ class BatchEvent(IdentityBase):
             postgresql_where=text("announce"),
             sqlite_where=text("announce"),
         ),
+        IDS_NEVER_REUSED,
     )
 
 
@@ -151,6 +162,7 @@ class Request(IdentityBase):
         # The model filter, newest first.
         Index("ix_requests_model_id", "model", "id"),
         UniqueConstraint("scope", "custom_id", name="uq_requests_scope_custom_id"),
+        IDS_NEVER_REUSED,
     )
 
 
@@ -163,6 +175,8 @@ class RequestEvent(IdentityBase):
     action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
     at: Mapped[datetime] = mapped_column(DateTimeUTC)
+
+    __table_args__ = IDS_NEVER_REUSED
 
 
 class Delivery(IdentityBase):
@@ -192,6 +206,7 @@ class Delivery(IdentityBase):
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         # The requests list's delivery-status filter: the request ids of one status.
         Index("ix_deliveries_status_request_id", "status", "request_id"),
+        IDS_NEVER_REUSED,
     )
 
     @property
@@ -220,6 +235,8 @@ class DeliveryAttempt(IdentityBase):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     # The process that sent it (app.core.runtime.identity).
     worker: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = IDS_NEVER_REUSED
 
 
 class Setting(DefaultBase):
@@ -261,3 +278,5 @@ class ApiKey(IdentityBase):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+
+    __table_args__ = IDS_NEVER_REUSED

@@ -86,6 +86,7 @@ class InferenceStandin:
         self.calls: list[dict[str, Any]] = []
         self.calls_by_key: collections.Counter[str] = collections.Counter()
         self.in_flight: int = 0
+        self.abandoned: list[str] = []  # keys of delayed calls whose caller hung up before the answer
         self.max_in_flight: int = 0
 
         self._counter = 0
@@ -153,8 +154,23 @@ class InferenceStandin:
         self.calls_by_key[key] += 1
 
         if (delay := self.delay_for.get(key, self.delay_seconds)) > 0:
-            await asyncio.sleep(delay)
+            await self._delay(receive, key, delay)
         await send_json(send, status, payload, rid | extra)
+
+    async def _delay(self, receive: Receive, key: str, seconds: float) -> None:
+        """Wait before answering, noting in `abandoned` a caller that hangs up meanwhile (the
+        answer is still sent, into the void, as a server busy computing it would)."""
+        loop = asyncio.get_running_loop()
+        answer_at = loop.time() + seconds
+        hangup = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait({hangup}, timeout=seconds)
+            if hangup.done() and hangup.result().get("type") == "http.disconnect":
+                self.abandoned.append(key)
+                # The rest of the wait, as before: only the bookkeeping is new.
+                await asyncio.sleep(max(answer_at - loop.time(), 0))
+        finally:
+            hangup.cancel()
 
     def _decide(
         self, path: str, body: dict[str, Any], key: str, headers: dict[str, str], n: int

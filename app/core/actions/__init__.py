@@ -58,8 +58,9 @@ class Actions:
     async def cancel_batch(self, batch_id: int, via: str = "api") -> Batch:
         batch = await batches.cancel_batch(self.db, batch_id, via)
         # Cancelled requests deliver their news; a remote batch is cancelled by the poll step;
-        # a drop-in batch's files are written by the finish step.
-        self._waking(Step.DELIVER, Step.POLL, Step.FINISH)
+        # a drop-in batch's files are written by the finish step; the run step stops a local
+        # run's calls in flight.
+        self._waking(Step.DELIVER, Step.POLL, Step.FINISH, Step.RUN)
         return batch
 
     async def retry_batch(self, batch_id: int, via: str = "api") -> Batch:
@@ -73,7 +74,10 @@ class Actions:
         return moved
 
     async def delete_batch(self, batch_id: int) -> int:
-        return await batches.delete_batch(self.db, batch_id, self.openai)
+        deleted = await batches.delete_batch(self.db, batch_id, self.openai)
+        # A run of the batch still in flight (its cancel's wake not yet acted on) stops now.
+        self._waking(Step.RUN)
+        return deleted
 
     async def purge(self, older_than_days: Any = None) -> retention.Purged:
         """Purge now what ended more than `older_than_days` ago (RETENTION_DAYS when not given),

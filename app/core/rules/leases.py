@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
@@ -24,6 +26,28 @@ from app.db.session import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One claim of a row: the process holding its lease, and a token fresh to this claim. The
+    token tells two runs of one process apart (a row claimed again after its lease ran out), so
+    a run that lost its row can be recognised even where the owner's name matches."""
+
+    owner: str
+    token: str
+
+    @classmethod
+    def new(cls, owner: str) -> Hold:
+        return cls(owner, uuid.uuid4().hex)
+
+    def where(self, model: Any) -> ColumnElement[bool]:
+        """Rows this claim still holds."""
+        return and_(model.leased_by == self.owner, model.lease_token == self.token)
+
+    def holds(self, row: Any) -> bool:
+        """Whether a loaded row is still held by this claim."""
+        return bool(row.leased_by == self.owner and row.lease_token == self.token)
 
 
 # The values of an UPDATE that gives a lease back.
@@ -70,8 +94,10 @@ async def claim(
     lease_seconds: float,
     limit: int,
     order_by: Any = None,
+    token: str | None = None,
 ) -> list[int]:
-    """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order)."""
+    """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order).
+    With `token` (a Hold's), the rows also record which claim holds them."""
     rows = (
         await session.execute(
             select(model.id, model.leased_by)
@@ -89,17 +115,24 @@ async def claim(
         await session.execute(
             update(model)
             .where(model.id.in_(ids))
-            .values(leased_until=until(session, lease_seconds), leased_by=owner)
+            .values(
+                leased_until=until(session, lease_seconds),
+                leased_by=owner,
+                **({"lease_token": token} if token is not None else {}),
+            )
             .execution_options(synchronize_session=False)
         )
     return ids
 
 
-async def renew(session: AsyncSession, model: Any, row_id: int, owner: str, lease_seconds: float) -> bool:
-    """Extend our lease on one row; False when it is no longer ours."""
+async def renew(
+    session: AsyncSession, model: Any, row_id: int, owner: str | Hold, lease_seconds: float
+) -> bool:
+    """Extend our lease on one row; False when it is no longer ours (with a Hold: this claim's)."""
+    ours = owner.where(model) if isinstance(owner, Hold) else model.leased_by == owner
     result = await session.execute(
         update(model)
-        .where(model.id == row_id, model.leased_by == owner)
+        .where(model.id == row_id, ours)
         .values(leased_until=until(session, lease_seconds))
         .execution_options(synchronize_session=False)
     )
@@ -118,7 +151,7 @@ async def release_all(session: AsyncSession, model: Any, owner: str) -> None:
 
 @contextlib.asynccontextmanager
 async def held(
-    db: Database, model: Any, row_id: int, owner: str, lease_seconds: float
+    db: Database, model: Any, row_id: int, owner: str | Hold, lease_seconds: float
 ) -> AsyncIterator[None]:
     """Renew our lease on one row while the body runs (an upload or a run can outlast a lease).
 

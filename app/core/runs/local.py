@@ -79,6 +79,7 @@ class LocalRunner:
         self.owner = owner
         self.on_results = on_results
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.holds: dict[int, leases.Hold] = {}
 
     async def claim_and_start(self) -> int:
         """Claim free processing batches up to the parallel limit and start running them.
@@ -87,10 +88,13 @@ class LocalRunner:
         crash) never records its failure, so the count cannot wait for it. A batch claimed more
         than MAX_RUN_FAILURES times without finishing fails instead of running again.
         """
+        await self.stop_lost()
         self.tasks = {bid: t for bid, t in self.tasks.items() if not t.done()}
+        self.holds = {bid: self.holds[bid] for bid in self.tasks}
         room = PARALLEL_BATCHES - len(self.tasks)
         if room <= 0:
             return 0
+        hold = leases.Hold.new(self.owner)
         async with self.db.transaction() as session:
             ids = await leases.claim(
                 session,
@@ -104,12 +108,14 @@ class LocalRunner:
                 self.owner,
                 self.settings.current.lease_seconds,
                 room,
+                token=hold.token,
             )
             spent = await self._count_runs(session, ids)
         for batch_id in ids:
             if batch_id not in spent:
+                self.holds[batch_id] = hold
                 self.tasks[batch_id] = asyncio.create_task(
-                    self._run(batch_id), name=f"local-batch-{batch_id}"
+                    self._run(batch_id, hold), name=f"local-batch-{batch_id}"
                 )
         if spent:
             self.on_results()
@@ -135,6 +141,25 @@ class LocalRunner:
             await _give_up(session, batch, "its runs ended without finishing (the process stopped)")
         return {batch.id for batch in spent}
 
+    async def stop_lost(self) -> None:
+        """Stop at once the runs whose batch this run no longer holds: cancelled or deleted by
+        an operator (their actions wake the run step), or taken over. Their calls in flight are
+        cancelled rather than left to run until the next lease renewal notices."""
+        running = [bid for bid, task in self.tasks.items() if not task.done()]
+        if not running:
+            return
+        async with self.db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Batch.id, Batch.leased_by, Batch.lease_token).where(Batch.id.in_(running))
+                )
+            ).all()
+        still = {row.id for row in rows if self.holds[row.id].holds(row)}
+        for batch_id in running:
+            if batch_id not in still:
+                log.info("stopping the run of batch %s: it is no longer this run's", batch_id)
+                self.tasks[batch_id].cancel()
+
     async def stop(self) -> None:
         """Stop running batches; their unfinished requests are picked up on the next start.
         A run stopped this way did not fail, so it is not counted against its batch."""
@@ -156,23 +181,25 @@ class LocalRunner:
         except Exception:
             log.exception("could not uncount the stopped runs of batches %s", running)
 
-    async def _run(self, batch_id: int) -> None:
+    async def _run(self, batch_id: int, hold: leases.Hold) -> None:
         with logs.bound(batch_id=batch_id):
-            await self._run_bound(batch_id)
+            await self._run_bound(batch_id, hold)
 
-    async def _run_bound(self, batch_id: int) -> None:
+    async def _run_bound(self, batch_id: int, hold: leases.Hold) -> None:
         try:
-            async with leases.held(self.db, Batch, batch_id, self.owner, self.settings.current.lease_seconds):
+            async with leases.held(self.db, Batch, batch_id, hold, self.settings.current.lease_seconds):
                 lines = unfinished_lines(self.db, batch_id)
-                await self._store_as_they_come(batch_id, self.backend.run(lines))
-                await self._finish(batch_id)
+                await self._store_as_they_come(batch_id, hold, self.backend.run(lines))
+                await self._finish(batch_id, hold)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("local batch %s stopped with an error", batch_id)
-            await self._record_failure(batch_id, exc)
+            await self._record_failure(batch_id, hold, exc)
 
-    async def _store_as_they_come(self, batch_id: int, results: AsyncIterator[LineResult]) -> None:
+    async def _store_as_they_come(
+        self, batch_id: int, hold: leases.Hold, results: AsyncIterator[LineResult]
+    ) -> None:
         """Store results in chunks: every FLUSH_EVERY_RESULTS, and never later than
         FLUSH_EVERY_SECONDS after the first unstored one, even while the next is slow to come."""
         buffer: list[LineResult] = []
@@ -192,46 +219,46 @@ class LocalRunner:
                     upcoming = None
                     flush_at = min(flush_at, time.monotonic() + FLUSH_EVERY_SECONDS)
                 if len(buffer) >= FLUSH_EVERY_RESULTS or (buffer and time.monotonic() >= flush_at):
-                    await self._flush(batch_id, buffer)
+                    await self._flush(batch_id, hold, buffer)
                     buffer, flush_at = [], math.inf
-            await self._flush(batch_id, buffer)
+            await self._flush(batch_id, hold, buffer)
         finally:
             if upcoming is not None and not upcoming.done():
                 upcoming.cancel()
 
-    async def _flush(self, batch_id: int, buffer: list[LineResult]) -> None:
+    async def _flush(self, batch_id: int, hold: leases.Hold, buffer: list[LineResult]) -> None:
         if not buffer:
             return
         try:
             async with self.db.transaction() as session:
-                stored = await results.record(session, batch_id, buffer)
+                stored = await results.record(session, batch_id, buffer, hold)
         except Exception as exc:
             if is_unavailable(exc):
                 raise  # no line is to blame: the run fails as a whole and is taken up again
             log.exception("%s results of batch %s failed to store together", len(buffer), batch_id)
-            stored = sum([await self._store_alone(batch_id, result) for result in buffer])
+            stored = sum([await self._store_alone(batch_id, hold, result) for result in buffer])
         if stored:
             self.on_results()
 
-    async def _store_alone(self, batch_id: int, result: LineResult) -> int:
+    async def _store_alone(self, batch_id: int, hold: leases.Hold, result: LineResult) -> int:
         """Store one result; one the database refuses becomes its request's error, so a poisoned
         answer fails its own line, not the batch. (A database that is down refuses the error
         too: that raises, and the run fails as any crashed run does.)"""
         try:
             async with self.db.transaction() as session:
-                return await results.record(session, batch_id, [result])
+                return await results.record(session, batch_id, [result], hold)
         except Exception as exc:
             message = f"the result could not be stored: {type(exc).__name__}: {exc}"
             refused = replace(
                 result, response=None, error={"code": "result_not_stored", "message": message[:1000]}
             )
             async with self.db.transaction() as session:
-                return await results.record(session, batch_id, [refused])
+                return await results.record(session, batch_id, [refused], hold)
 
-    async def _finish(self, batch_id: int) -> None:
+    async def _finish(self, batch_id: int, hold: leases.Hold) -> None:
         async with self.db.transaction() as session:
             batch = await leases.lock(session, Batch, batch_id, BatchStatus.PROCESSING)
-            if batch is None:
+            if batch is None or not hold.holds(batch):
                 return
             unfinished = await session.scalar(
                 select(func.count()).where(
@@ -245,7 +272,7 @@ class LocalRunner:
             states.move_batch(session, batch, BatchStatus.DONE, reason)
             leases.release(batch)
 
-    async def _record_failure(self, batch_id: int, exc: Exception) -> None:
+    async def _record_failure(self, batch_id: int, hold: leases.Hold, exc: Exception) -> None:
         """Retry a crashed run later with backoff; once it has run MAX_RUN_FAILURES times, fail
         what is left.
 
@@ -256,7 +283,7 @@ class LocalRunner:
         try:
             async with self.db.transaction() as session:
                 batch = await leases.lock(session, Batch, batch_id, BatchStatus.PROCESSING)
-                if batch is None or batch.leased_by != self.owner:
+                if batch is None or not hold.holds(batch):
                     return
                 if batch.run_failures < MAX_RUN_FAILURES:
                     delay = min(
