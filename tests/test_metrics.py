@@ -41,6 +41,14 @@ async def test_a_pipeline_run_shows_in_the_metrics(
         before = await scrape(app)
         for custom_id in ("m-1", "m-2", "m-3", "refused", "slow"):
             assert (await app.submit(custom_id, receiver.url + "/hook")).status_code == 202
+
+        async def others_stored() -> bool:
+            # Before the "kill": a run that lost its batch stores nothing more (issue 24), so
+            # results still unstored then would run again and count twice.
+            answers = [await app.client.get(f"/api/requests/{cid}") for cid in ("m-1", "m-2", "m-3")]
+            return all(a.json()["status"] == "succeeded" for a in answers)
+
+        await wait_until(others_stored, timeout=15, what="m-1 to m-3 stored")
         await kill_runs(app, inference, "slow", 1)  # its lease runs out: another claim takes over
         await receiver.wait_for(lambda r: len(r.successes()) >= 5, timeout=30)
 
