@@ -7,6 +7,7 @@ dropped, not stored over the new holder's work."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -103,55 +104,54 @@ async def test_a_deleted_message_batch_lends_neither_its_ids_nor_its_late_answer
         assert texts == {"b1": "echo: b1", "b2": "echo: b2"}
 
 
-async def test_a_deleted_native_batch_lends_neither_its_ids_nor_its_late_answer(
-    database_url: str, inference: InferenceStandin, start_app: StartApp
+async def cancel_a_native_batch_with_a_call_in_flight(
+    app: RunningApp, inference: InferenceStandin
+) -> tuple[int, list[int]]:
+    """A native batch of two requests, cancelled while one's call is in flight; its id and its
+    requests' ids. The call is hung up on at once, not at the run's next lease renewal."""
+    for custom_id in ("old-fast", "old-slow"):
+        assert (await app.submit(custom_id, None)).status_code == 202
+    await wait_until(lambda: inference.calls_for("old-slow"), timeout=10, what="the slow call in flight")
+    batch_id = (await native_request(app, "old-slow"))["batch_id"]
+    old_ids = await request_ids(app.db, batch_id)
+    cancelled = await app.client.post(f"/api/batches/{batch_id}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    hung_up = lambda: "old-slow" in inference.abandoned  # noqa: E731
+    await wait_until(hung_up, timeout=HANG_UP_WITHIN, what="the call hung up")
+    return batch_id, old_ids
+
+
+async def delete_batch(app: RunningApp, batch_id: int) -> None:
+    deleted = await app.client.delete(f"/api/batches/{batch_id}")
+    assert deleted.status_code == 200, deleted.text
+
+
+async def purge_batch(app: RunningApp, batch_id: int) -> None:
+    # Ended two days ago, as far as retention can tell: the next purge takes it.
+    async with app.db.transaction() as session:
+        two_days_ago = utcnow() - timedelta(days=2)
+        await session.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=two_days_ago))
+
+    async def purged() -> bool:  # once its end is announced (the finish step's next pass)
+        answer = await app.client.post("/api/purge", params={"older_than_days": 1})
+        return answer.json()["batches"] == 1
+
+    await wait_until(purged, timeout=10, what="the cancelled batch purged")
+
+
+@pytest.mark.parametrize("remove", [delete_batch, purge_batch], ids=["deleted", "purged"])
+async def test_a_removed_native_batch_lends_neither_its_ids_nor_its_late_answer(
+    remove: Callable[[RunningApp, int], Awaitable[None]],
+    database_url: str,
+    inference: InferenceStandin,
+    start_app: StartApp,
 ) -> None:
     inference.delay_for["old-slow"] = SLOW_SECONDS
     settings = fast_settings(database_url, inference.url + "/v1", lease_seconds=LONG_LEASE)
     async with start_app(settings) as app:
-        for custom_id in ("old-fast", "old-slow"):
-            assert (await app.submit(custom_id, None)).status_code == 202
-        await wait_until(lambda: inference.calls_for("old-slow"), timeout=10, what="the slow call in flight")
-        old = await native_request(app, "old-slow")
-        old_ids = await request_ids(app.db, old["batch_id"])
-        cancelled = await app.client.post(f"/api/batches/{old['batch_id']}/cancel")
-        assert cancelled.status_code == 202, cancelled.text
-        await wait_until(
-            lambda: "old-slow" in inference.abandoned, timeout=HANG_UP_WITHIN, what="the call hung up"
-        )
-        deleted = await app.client.delete(f"/api/batches/{old['batch_id']}")
-        assert deleted.status_code == 200, deleted.text
-
-        await new_requests_have_fresh_ids_and_own_answers(app, old["batch_id"], old_ids)
-
-
-async def test_a_purged_batch_lends_neither_its_ids_nor_its_late_answer(
-    database_url: str, inference: InferenceStandin, start_app: StartApp
-) -> None:
-    inference.delay_for["old-slow"] = SLOW_SECONDS
-    settings = fast_settings(database_url, inference.url + "/v1", lease_seconds=LONG_LEASE)
-    async with start_app(settings) as app:
-        for custom_id in ("old-fast", "old-slow"):
-            assert (await app.submit(custom_id, None)).status_code == 202
-        await wait_until(lambda: inference.calls_for("old-slow"), timeout=10, what="the slow call in flight")
-        old = await native_request(app, "old-slow")
-        old_ids = await request_ids(app.db, old["batch_id"])
-        assert (await app.client.post(f"/api/batches/{old['batch_id']}/cancel")).status_code == 202
-        # Ended two days ago, as far as retention can tell: the next purge takes it.
-        async with app.db.transaction() as session:
-            await session.execute(
-                update(Batch)
-                .where(Batch.id == old["batch_id"])
-                .values(finished_at=utcnow() - timedelta(days=2))
-            )
-
-        async def purged() -> bool:  # once its end is announced (the finish step's next pass)
-            answer = await app.client.post("/api/purge", params={"older_than_days": 1})
-            return answer.json()["batches"] == 1
-
-        await wait_until(purged, timeout=10, what="the cancelled batch purged")
-
-        await new_requests_have_fresh_ids_and_own_answers(app, old["batch_id"], old_ids)
+        old_batch, old_ids = await cancel_a_native_batch_with_a_call_in_flight(app, inference)
+        await remove(app, old_batch)
+        await new_requests_have_fresh_ids_and_own_answers(app, old_batch, old_ids)
 
 
 async def processing_batch(db: Database, text: str) -> tuple[int, int]:
