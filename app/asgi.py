@@ -27,6 +27,7 @@ from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
 from app.api.requests import RequestController
 from app.api.retention import purge
+from app.backends.embedded import EmbeddedServer
 from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
 from app.broker import Broker
@@ -84,13 +85,26 @@ def api_routers() -> tuple[Router, Router]:
 
 
 def build_adapters(
-    settings: Settings, broker: Broker | None
+    settings: Settings, broker: Broker | None, embedded: EmbeddedServer | None = None
 ) -> tuple[LocalBackend, OpenAIBackend, dict[str, Channel]]:
     """The backends and channels this process talks through, handed to the core."""
     channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
     if broker is not None:
         channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
-    return LocalBackend(settings), OpenAIBackend(settings), channels
+    return LocalBackend(settings, embedded), OpenAIBackend(settings), channels
+
+
+def embedded_server(settings: Settings, runs_lines: bool) -> EmbeddedServer | None:
+    """The embedded model, when no LOCAL_BASE_URL is set and this process runs local lines (an
+    api process, or one with the scheduler off, starts none)."""
+    if not (settings.uses_embedded_model and runs_lines):
+        return None
+    return EmbeddedServer(
+        settings.embedded_model_path,
+        settings.embedded_max_restarts,
+        settings.embedded_restart_backoff_seconds,
+        settings.embedded_startup_timeout_seconds,
+    )
 
 
 def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
@@ -107,10 +121,10 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         # process runs neither.
         pipeline = settings.runs_pipeline
         broker = Broker(settings) if settings.rabbitmq_url and pipeline else None
-        local, openai, channels = build_adapters(settings, broker)
-        worker = (
-            Worker(db, runtime, local, openai, channels) if pipeline and settings.scheduler_enabled else None
-        )
+        runs_lines = pipeline and settings.scheduler_enabled
+        embedded = embedded_server(settings, runs_lines)
+        local, openai, channels = build_adapters(settings, broker, embedded)
+        worker = Worker(db, runtime, local, openai, channels) if runs_lines else None
         if worker and broker:
             # Deliveries that waited out an outage go as soon as the broker is back.
             broker.publish.on_connected.append(worker.wake_deliver)
@@ -126,22 +140,34 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
         actions = Actions(db, runtime, worker.wake if worker else wake_nothing, openai)
         app.state.update(
-            db=db, runtime=runtime, worker=worker, broker=broker, consumer=consumer, actions=actions
+            db=db,
+            runtime=runtime,
+            worker=worker,
+            broker=broker,
+            consumer=consumer,
+            actions=actions,
+            embedded=embedded,
         )
         for starting in (broker, consumer):
             if starting:
                 starting.start()
         if worker:
             await worker.start()
+        if embedded:
+            embedded.start()  # last: nothing between here and `finally` can leave it running
         try:
             yield
         finally:
             keys_refresh.cancel()
-            for stopping in (consumer, worker):
-                if stopping:
-                    await stopping.stop()
-            if broker:
-                await broker.close()
+            try:
+                for stopping in (consumer, worker):
+                    if stopping:
+                        await stopping.stop()
+                if broker:
+                    await broker.close()
+            finally:
+                if embedded:  # after the worker, so no line is sent to it as it stops
+                    await embedded.stop()
             for adapter in (local, openai, *channels.values()):
                 await adapter.close()
             await db.dispose()
@@ -154,7 +180,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     /metrics on HTTP (worker), or both (all). SCHEDULER_ENABLED=false keeps the pipeline off."""
     settings = settings or Settings()
     native, docs = api_routers()
-    state = dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions"))
+    state = dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions", "embedded"))
     state["role"] = settings.serve_role
     cookies = UiCookies.of(settings)
     static = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.backends.embedded_model import EMBEDDED_MODEL
 from app.core.access import parse_keys
 
 MiB = 1024 * 1024
@@ -71,7 +72,17 @@ class Settings(BaseSettings):
 
     default_backend: Backend = "local"
     backend_routes: str = ""
-    local_base_url: str = "http://localhost:11434/v1"
+    # Unset: Batchgate runs the embedded model (app/backends/embedded.py) and the local backend
+    # points at it; set: the inference server there (Ollama, LM Studio, vLLM, llama.cpp...).
+    local_base_url: str | None = None
+    # The model a request without one runs on; the embedded model's name when that is in use.
+    local_default_model: str | None = None
+    # The embedded server: a GGUF file instead of the packaged gemma3 270M, how often it is
+    # restarted in a row before it is given up (and its lines fail), and how long it may load.
+    embedded_model_path: str | None = None
+    embedded_max_restarts: int = Field(5, ge=0, le=100)
+    embedded_restart_backoff_seconds: float = Field(1.0, ge=0)
+    embedded_startup_timeout_seconds: float = Field(300.0, gt=0)
     local_api_key: str | None = Field(None, repr=False)
     local_concurrency: int = Field(4, ge=1, le=1024)
     local_timeout_seconds: float = Field(120.0, gt=0)
@@ -203,6 +214,9 @@ class Settings(BaseSettings):
         "batch_events_webhook_url",
         "batch_events_webhook_secret",
         "local_api_key",
+        "local_base_url",
+        "local_default_model",
+        "embedded_model_path",
         "rabbitmq_url",
         "openai_api_key",
         "openai_organization",
@@ -245,6 +259,17 @@ class Settings(BaseSettings):
         if bad := [prefix for prefix, limit in value.items() if limit < 1]:
             raise ValueError(f"token limits must be at least 1 (see {', '.join(bad)})")
         return value
+
+    @property
+    def uses_embedded_model(self) -> bool:
+        """Whether the local backend is the embedded model (no LOCAL_BASE_URL)."""
+        return self.local_base_url is None
+
+    @model_validator(mode="after")
+    def _embedded_default_model(self) -> Settings:
+        if self.local_default_model is None and self.uses_embedded_model:
+            self.local_default_model = EMBEDDED_MODEL
+        return self
 
     @model_validator(mode="after")
     def _old_private_switch(self) -> Settings:

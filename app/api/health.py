@@ -22,7 +22,8 @@ from app.core.runtime import status
     "outage shows under `rabbitmq` and an unreachable backend or a refused OpenAI key under "
     "`backends`; those keep 200 (intake still works and work waits), a refused key makes the "
     "status `degraded`. Destinations whose deliveries are retrying (a receiver down) show under "
-    "`failing_destinations`, by host and port only; they keep 200 too.",
+    "`failing_destinations`, by host and port only; they keep 200 too. `embedded` shows the model "
+    "server Batchgate runs itself when no LOCAL_BASE_URL is set (starting, ready or failed, with why).",
     operation_id="health",
     responses={
         503: ResponseSpec(HealthOut, description="This process cannot serve: database or scheduler down")
@@ -30,7 +31,7 @@ from app.core.runtime import status
 )
 async def health(state: State) -> Response[HealthOut]:
     database = await status.database(state.db)
-    process = await status.current(state.worker, state.broker, state.consumer)
+    process = await status.current(state.worker, state.broker, state.consumer, state.embedded)
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
     overall = "ok" if healthy and process.openai_block is None else "degraded"
@@ -45,6 +46,7 @@ async def health(state: State) -> Response[HealthOut]:
         backends,
         destinations,
         state.role,
+        process.embedded,
     )
     return Response(body, status_code=200 if healthy else 503)
 

@@ -15,6 +15,7 @@ from app.core.read.queries import BatchDetail, RequestDetail
 from app.core.results import output_line
 from app.core.rules.errors import Problem
 from app.core.runs.openai import tables as model_tables
+from app.core.runtime.status import EmbeddedStatus
 from app.db.models import Batch, Delivery, DeliveryAttempt
 from app.webhook_headers import redact
 
@@ -205,6 +206,8 @@ class HealthOut(msgspec.Struct):
     # Where deliveries are retrying now (a receiver down): shown, not fatal.
     failing_destinations: list[FailingDestination] = msgspec.field(default_factory=list)
     role: str = "all"  # what this process serves: all, api or worker (SERVE_ROLE)
+    # The embedded model server (no LOCAL_BASE_URL), when this process runs one; else null.
+    embedded: EmbeddedStatus | None = None
 
 
 class RedeliveredOut(msgspec.Struct):

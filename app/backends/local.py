@@ -21,6 +21,7 @@ import httpx
 from app import metrics
 from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to_chat, to_message
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
+from app.backends.embedded import EmbeddedServer
 from app.backends.outage import ServerOutage
 from app.config import Settings
 from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client, post_json
@@ -33,12 +34,15 @@ RESULTS_WAITING_PER_SLOT = 4
 
 
 class LocalBackend:
-    """Runs batch lines against LOCAL_BASE_URL."""
+    """Runs batch lines against LOCAL_BASE_URL, or the embedded server when one is given."""
 
     name = "local"
 
-    def __init__(self, settings: Settings) -> None:
-        self.base_url = settings.local_base_url.rstrip("/")
+    def __init__(self, settings: Settings, embedded: EmbeddedServer | None = None) -> None:
+        self.embedded = embedded
+        # No URL and no embedded server: a process that runs no lines (an api process).
+        base_url = embedded.base_url if embedded else settings.local_base_url or "embedded (not run here)"
+        self.base_url = base_url.rstrip("/")
         self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
         self.concurrency = settings.local_concurrency
         self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
@@ -59,6 +63,10 @@ class LocalBackend:
         await self._lines.aclose()
 
     async def probe(self) -> BackendStatus:
+        if self.embedded is not None:
+            # Its supervisor knows; an HTTP probe would wait behind a generation (llama.cpp
+            # answers /models only between two).
+            return self._status(self.embedded.ready, self.embedded.describe())
         return await self._probe_server()
 
     async def _probe_server(self) -> BackendStatus:
@@ -167,6 +175,8 @@ class LocalBackend:
                 await asyncio.sleep(self.retries.wait(tries, asked))
                 continue
             failed = answer if isinstance(answer, LineResult) else _result(line, attempt, answer)
+            if self.embedded is not None and (why := self.embedded.failure()):
+                return _failed(line, attempt, "model_unavailable", why)
             rounds += 1
             wait = await self._outage_wait(failed, failing_since, first_failure, rounds)
             if wait is None:
@@ -203,7 +213,9 @@ class LocalBackend:
         return 0.0 if self.outage.overlapped(failing_since) else None
 
     def outage_status(self) -> BackendStatus | None:
-        """Unreachable while lines wait for the server, else None."""
+        """Unreachable while lines wait for the server (or the embedded one is not ready), else None."""
+        if self.embedded is not None and not self.embedded.ready:
+            return self._status(False, self.embedded.describe())
         if (outage := self.outage.describe()) is None:
             return None
         return self._status(False, outage)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.backends.base import BackendStatus
+from app.backends.embedded import EmbeddedServer, EmbeddedStatus
 from app.broker import Broker, BrokerStatus, rabbitmq_status
 from app.config import Settings
 from app.core.runtime.scheduler import Worker
@@ -23,6 +24,7 @@ class ProcessStatus:
     backends: list[BackendStatus]
     rabbitmq: BrokerStatus | None
     openai_block: str | None  # why OpenAI submission is stopped (a refused key), or None
+    embedded: EmbeddedStatus | None = None  # the embedded model server, when this process runs one
 
 
 async def database(db: Database) -> str:
@@ -35,8 +37,10 @@ async def database(db: Database) -> str:
     return "ok"
 
 
-async def current(worker: Worker | None, broker: Broker | None, consumer: Any) -> ProcessStatus:
-    """The status of this process's scheduler, backends and broker connections."""
+async def current(
+    worker: Worker | None, broker: Broker | None, consumer: Any, embedded: EmbeddedServer | None = None
+) -> ProcessStatus:
+    """The status of this process's scheduler, backends, broker connections and embedded model."""
     if worker is None:
         return ProcessStatus("disabled", [], rabbitmq_status(broker, consumer), None)
     return ProcessStatus(
@@ -44,6 +48,7 @@ async def current(worker: Worker | None, broker: Broker | None, consumer: Any) -
         await backend_statuses(worker),
         rabbitmq_status(broker, consumer),
         worker.openai_block,
+        embedded.status() if embedded else None,
     )
 
 
