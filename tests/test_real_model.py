@@ -1,37 +1,34 @@
-"""End to end with a real model: llama.cpp serving gemma3 270M behind the local backend, driven
-by the official OpenAI and Anthropic SDKs exactly as their batch documentation shows, changing
-only the base URL. Runs when `.[realmodel]` is installed (CI installs it)."""
+"""End to end with a real model: the embedded model (llama.cpp serving gemma3 270M, started by the
+app itself as LOCAL_BASE_URL is unset) behind the local backend, driven by the official OpenAI and
+Anthropic SDKs exactly as their batch documentation shows, changing only the base URL. Runs when
+`.[realmodel]` is installed (CI installs it)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
 
 import anthropic
 import openai
 import pytest
 
-from tests.support import StartApp, fast_settings, wait_until
-from tests.support.realmodel import llama_server
+from tests.support import StartApp, wait_until
+from tests.support.realmodel import MODEL, embedded_settings, require_model, wait_ready
 
 pytestmark = pytest.mark.xdist_group("realmodel")  # one model server at a time on 2 cores
 
-MODEL = "gemma-3-270m"
 PROMPTS = {"capital": "What is the capital of France? Answer in one word.", "count": "Count from 1 to 3."}
 
 
-@pytest.fixture
-async def model_url() -> AsyncIterator[str]:
-    async with llama_server() as url:
-        yield url
+@pytest.fixture(autouse=True)
+def _model_installed() -> None:
+    require_model()
 
 
-async def test_the_openai_batch_flow_runs_on_a_real_model(
-    sqlite_url: str, model_url: str, start_app: StartApp
-) -> None:
-    async with start_app(fast_settings(sqlite_url, model_url, local_timeout_seconds=120)) as app:
+async def test_the_openai_batch_flow_runs_on_a_real_model(sqlite_url: str, start_app: StartApp) -> None:
+    # Sent at once: the lines wait for the embedded model while it loads.
+    async with start_app(embedded_settings(sqlite_url)) as app:
         client = openai.OpenAI(base_url=f"{app.url}/v1", api_key="unused")
         lines = [
             {
@@ -68,14 +65,16 @@ async def test_the_openai_batch_flow_runs_on_a_real_model(
         assert set(results) == set(PROMPTS)
         for result in results.values():
             assert result["error"] is None and result["response"]["status_code"] == 200
+            assert result["response"]["body"]["model"] == MODEL
             text = result["response"]["body"]["choices"][0]["message"]["content"]
             assert isinstance(text, str) and text.strip(), result
 
 
-async def test_the_anthropic_batch_flow_runs_on_a_real_model(
-    sqlite_url: str, model_url: str, start_app: StartApp
-) -> None:
-    async with start_app(fast_settings(sqlite_url, model_url, local_timeout_seconds=120)) as app:
+async def test_the_anthropic_batch_flow_runs_on_a_real_model(sqlite_url: str, start_app: StartApp) -> None:
+    async with start_app(embedded_settings(sqlite_url)) as app:
+        health = await wait_ready(app)
+        assert health["embedded"]["model"] == MODEL
+        assert health["backends"][0]["reachable"] and MODEL in health["backends"][0]["detail"]
         client = anthropic.Anthropic(base_url=app.url, api_key="unused")
         batch = await asyncio.to_thread(
             client.messages.batches.create,

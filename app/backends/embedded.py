@@ -211,9 +211,10 @@ class EmbeddedServer:
         return False
 
     def _exit_reason(self, code: int) -> str:
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if code < 0:  # its last words are not why it died
+            return f"killed by {signal.Signals(-code).name}"
         last = next((line for line in reversed(self._stderr) if line.strip()), "")
-        return f"{how}{': ' + last if last else ''}"
+        return f"exited with code {code}{': ' + last if last else ''}"
 
     async def _keep_stderr(self, process: asyncio.subprocess.Process) -> None:
         """Keep the last lines the server wrote (the reason it died is usually the last one), and

