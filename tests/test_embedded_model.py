@@ -155,7 +155,10 @@ async def test_a_killed_batchgate_leaves_no_model_server(sqlite_url: str, tmp_pa
             async def running() -> bool:
                 nonlocal health
                 health = (await client.get("/health")).json()
-                return (health.get("embedded") or {}).get("pid") is not None
+                # Ready, not only started: this app has PORT and HOST in its environment, which
+                # llama_cpp.server would take as its own (it then bound Batchgate's port and died).
+                assert (health.get("embedded") or {}).get("state") != "failed", health
+                return (health.get("embedded") or {}).get("state") == "ready"
 
             await wait_until(running, timeout=STARTUP_SECONDS, interval=0.1, what=lambda: str(health))
         model_pid = health["embedded"]["pid"]

@@ -34,6 +34,7 @@ from app.backends.embedded_model import (
     check_installed,
     model_file,
     server_command,
+    server_environment,
 )
 from app.outbound import backoff_seconds
 
@@ -88,6 +89,7 @@ class EmbeddedServer:
         self._state: State = "stopped"
         self._detail = "not started"
         self._restarts = 0
+        self._last_failure = ""  # why the previous run ended, shown while the next one loads
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
@@ -150,7 +152,8 @@ class EmbeddedServer:
                 return
             self._restarts += 1
             wait = backoff_seconds(self.restart_backoff_seconds, failures)
-            self._set("starting", f"restart {failures} of {self.max_restarts} in {wait:.1f} s: {reason}")
+            self._last_failure = f"restart {failures} of {self.max_restarts} after: {reason}"
+            self._set("starting", f"{self._last_failure} (in {wait:.1f} s)")
             log.warning("embedded model server %s; restarting in %.1f s", reason, wait)
             await asyncio.sleep(wait)
 
@@ -162,13 +165,16 @@ class EmbeddedServer:
         """Start the server, wait for it to answer, then for it to end. Returns why it ended and
         how long it served."""
         self._stderr.clear()
-        self._set("starting", f"loading {EMBEDDED_MODEL}")
+        self._set(
+            "starting", f"loading {EMBEDDED_MODEL}" + (f"; {self._last_failure}" * bool(self._last_failure))
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                env=server_environment(),
                 # Its own session: a Ctrl-C in Batchgate's terminal reaches Batchgate only, which
                 # then stops the server itself (and no restart races the shutdown).
                 start_new_session=True,

