@@ -10,8 +10,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from app.backends.embedded import EmbeddedServer
 from app.backends.embedded_model import EMBEDDED_MODEL, MODEL_PACKAGE
 from app.config import Settings
@@ -80,11 +78,3 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def answers_models(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            return (await client.get(f"{url}/models")).status_code == 200
-    except httpx.HTTPError:
-        return False
