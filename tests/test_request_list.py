@@ -89,9 +89,9 @@ async def test_requests_list_with_the_uis_filters_and_keyset_pages(
         assert await listed(app, status="succeeded", model="second") == ["m2/job-x"]
         assert await listed(app, status="pending") == []
         assert await listed(app, batch_id=seen["job/1"]["batch_id"]) == ["job/3", "other/1", "job/2", "job/1"]
-        assert await listed(app, custom_id_prefix="job/") == ["job/3", "job/2", "job/1"]
-        assert await listed(app, custom_id_contains="job") == ["m2/job-x", "job/3", "job/2", "job/1"]
-        both = {"custom_id_prefix": "job/", "delivery_status": "delivered"}
+        assert await listed(app, custom_id="job/") == ["job/3", "job/2", "job/1"]
+        assert await listed(app, custom_id="job", match="contains") == ["m2/job-x", "job/3", "job/2", "job/1"]
+        both = {"custom_id": "job/", "delivery_status": "delivered"}
         assert await listed(app, **both) == ["job/3", "job/1"]
 
         pages: list[list[str]] = []
@@ -105,9 +105,9 @@ async def test_requests_list_with_the_uis_filters_and_keyset_pages(
                 break
             assert before == page["data"][-1]["id"]
         assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:]]
-        filtered = await app.client.get(PATH, params={"custom_id_prefix": "job/", "limit": 2})
+        filtered = await app.client.get(PATH, params={"custom_id": "job/", "limit": 2})
         assert [r["custom_id"] for r in filtered.json()["data"]] == ["job/3", "job/2"]
-        rest = {"custom_id_prefix": "job/", "before_id": filtered.json()["next_before_id"]}
+        rest = {"custom_id": "job/", "before_id": filtered.json()["next_before_id"]}
         assert await listed(app, **rest) == ["job/1"]
 
 
@@ -125,8 +125,9 @@ async def test_bad_filter_values_are_400_in_the_apis_error_shape(
             {"before_id": "-3"},
             {"limit": "0"},
             {"limit": "501"},
-            {"custom_id_prefix": ""},
-            {"custom_id_prefix": "a", "custom_id_contains": "b"},
+            {"custom_id": ""},
+            {"custom_id": "x" * 513},
+            {"custom_id": "a", "match": "exact"},
             {"model": "x" * 256},
         ]
         for params in bad:

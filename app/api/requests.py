@@ -3,7 +3,7 @@ trail, redeliver or cancel it."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
@@ -25,13 +25,11 @@ from app.api.schemas import (
 from app.core.intake import accept as intake
 from app.core.intake import bulk
 from app.core.read import queries
-from app.core.rules.errors import MalformedInput, NotFound, Problem
+from app.core.rules.errors import NotFound, Problem
 from app.core.rules.states import DeliveryStatus, RequestStatus
 from app.http import RowCursor, json_or_jsonl, read_body, require_json
 
 NO_SUCH_REQUEST = {404: "No such request"}
-# A custom_id filter is text the index can search: as long as a custom_id may be.
-CustomIdText = Annotated[str | None, QueryParameter(min_length=1, max_length=512)]
 
 
 class RequestController(Controller):
@@ -67,8 +65,9 @@ class RequestController(Controller):
         "/",
         summary="Requests, newest first (keyset pagination), filtered as the UI's list",
         description="Filters combine: `status`, `delivery_status` (of the latest delivery), "
-        "`batch_id`, `model` (exact), and `custom_id_prefix` or `custom_id_contains` (not both). "
-        "Answers `{data, next_before_id}`; pass `next_before_id` as `before_id` for the next page.",
+        "`batch_id`, `model` (exact), and `custom_id` (text the custom_id starts with, or contains "
+        "with `match=contains`). Answers `{data, next_before_id}`; pass `next_before_id` as "
+        "`before_id` for the next page.",
         operation_id="listRequests",
         responses=documented_errors(),
     )
@@ -79,26 +78,19 @@ class RequestController(Controller):
         delivery_status: FromQuery[DeliveryStatus | None] = None,
         batch_id: RowCursor = None,
         model: Annotated[str | None, QueryParameter(min_length=1, max_length=255)] = None,
-        custom_id_prefix: CustomIdText = None,
-        custom_id_contains: CustomIdText = None,
+        custom_id: Annotated[str | None, QueryParameter(min_length=1, max_length=512)] = None,
+        match: FromQuery[Literal["prefix", "contains"]] = "prefix",
         before_id: RowCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> RequestListOut:
-        if custom_id_prefix is not None and custom_id_contains is not None:
-            raise MalformedInput(
-                Problem(
-                    "bad_request",
-                    "Bad request",
-                    "Give custom_id_prefix or custom_id_contains, not both.",
-                )
-            )
+        # The UI list's own query, so both faces filter alike (search and match are its names).
         query = queries.RequestQuery(
             status=status or "",
             delivery_status=delivery_status or "",
             batch_id=batch_id,
             model=model or "",
-            search=custom_id_prefix or custom_id_contains or "",
-            match="prefix" if custom_id_prefix is not None else "contains",
+            search=custom_id or "",
+            match=match,
         )
         rows = await queries.list_requests(state.db, query, before_id=before_id, limit=limit)
         next_before = rows[-1].request.id if len(rows) == limit else None
