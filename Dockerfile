@@ -6,9 +6,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Runs as an unprivileged user that owns only /data.
+# Runs as an unprivileged user that owns only /data: /app stays root's and read-only to it, so
+# everything the app writes (database, files, caches) must be under /data (ENV below).
 RUN groupadd --system --gid 10001 batchgate \
-    && useradd --system --uid 10001 --gid batchgate --home-dir /app --no-create-home batchgate \
+    && useradd --system --uid 10001 --gid batchgate --home-dir /data --no-create-home batchgate \
     && mkdir -p /data \
     && chown batchgate:batchgate /data
 
@@ -27,9 +28,19 @@ COPY . .
 RUN mkdir -p templates static \
     && pip install --no-cache-dir -e .
 
-USER batchgate
+USER 10001:10001
+# Run from inside the volume: a relative path (the ./data of .env.example, a .env copied from it)
+# then lands in /data too, never in the read-only /app. The code is found through the install.
+WORKDIR /data
 
-ENV DATABASE_URL=sqlite+aiosqlite:////data/batchgate.db
+# Every path the app writes to is in the volume: the SQLite database, DATA_DIR (drop-in uploads,
+# output files, spooled bodies; the default ./data would be /app/data, not writable and not kept),
+# and the home and cache directories libraries write to.
+ENV DATA_DIR=/data \
+    DATABASE_URL=sqlite+aiosqlite:////data/batchgate.db \
+    HOME=/data \
+    XDG_CACHE_HOME=/data/.cache \
+    TIKTOKEN_CACHE_DIR=/data/.cache/tiktoken
 # Reachable from outside the container: set API_KEYS (docs/security.md). Without a key the
 # server warns at start and on the dashboard.
 ENV HOST=0.0.0.0

@@ -214,6 +214,22 @@ async def test_the_api_prefix_mount_and_forwarded_headers_shape_results_url(
         refused(await app.client.get("/api/anthropic/v1/messages/batches/msgbatch_0"), 404, "not_found_error")
 
 
+async def test_every_base_url_the_sdk_may_be_given_runs_a_batch(
+    sqlite_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    """The server, its /v1, the face's prefix and the prefix's /v1: the SDK appends
+    /v1/messages/batches to each, and each serves the batches and their results."""
+    async with start_app(fast_settings(sqlite_url, inference.url + "/v1")) as app:
+        for prefix in ("", "/v1", "/api/anthropic", "/api/anthropic/v1"):
+            client = sdk(app, prefix)
+            created = await client.messages.batches.create(requests=[entry("at" + prefix.replace("/", "_"))])  # type: ignore[list-item]
+            batch = await ended(client, created.id)
+            assert batch.results_url == f"{app.url}{prefix}/v1/messages/batches/{batch.id}/results"
+            assert created.id in [b.id async for b in client.messages.batches.list()], prefix
+            assert [r.result.type for r in (await results_of(client, batch.id)).values()] == ["succeeded"]
+            assert (await client.messages.batches.delete(batch.id)).id == batch.id
+
+
 def spool_of(app: RunningApp) -> Path:
     """Where a create's body is spooled while it is read (DATA_DIR's temporary folder)."""
     return Path(app.settings.data_dir) / files.TEMP_DIR

@@ -95,6 +95,34 @@ async def test_the_same_flow_under_the_php_package_path(
         await run_one_batch(app, inference, "/api/openai/v1")
 
 
+# Every base_url a user may give the SDK: the server's /v1, and the face's own prefix with or
+# without /v1 (the SDK appends /files and /batches to it, never /v1).
+BASE_PATHS = ("/v1", "/api/openai/v1", "/api/openai")
+
+
+async def test_the_same_flow_with_base_url_at_the_face_prefix_without_v1(
+    sqlite_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(sqlite_url, inference.url + "/v1")) as app:
+        await run_one_batch(app, inference, "/api/openai")
+
+
+async def test_every_base_path_serves_files_and_batches_to_the_sdk(
+    sqlite_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        for prefix in BASE_PATHS:
+            client = sdk(app, prefix)
+            uploaded = await upload(client, line(f"under {prefix}"))
+            assert (await call(client.files.retrieve, uploaded.id)).id == uploaded.id, prefix
+            assert uploaded.id in [f.id for f in (await call(client.files.list)).data], prefix
+            assert (await call(client.files.content, uploaded.id)).content == line(f"under {prefix}")
+            created = await new_batch(client, uploaded.id)
+            assert (await call(client.batches.retrieve, created.id)).input_file_id == uploaded.id
+            assert created.id in [b.id for b in (await call(client.batches.list)).data], prefix
+            assert (await call(client.batches.cancel, created.id)).status in ("cancelling", "cancelled")
+
+
 async def test_batches_list_newest_first_in_exact_pages(database_url: str, start_app: StartApp) -> None:
     async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
         client = sdk(app)

@@ -70,6 +70,10 @@ async def exercise(app: RunningApp, document: dict[str, Any], receiver: WebhookR
     check(document, read, "get", detail, 200)
     batch_id = detail.json()["batch_id"]
     check(document, "/api/batches", "get", await c.get("/api/batches"), 200)
+    listed = await c.get("/api/requests", params={"batch_id": batch_id, "delivery_status": "delivered"})
+    check(document, "/api/requests", "get", listed, 200)
+    assert [r["custom_id"] for r in listed.json()["data"]] == ["doc-1"]
+    check(document, "/api/requests", "get", await c.get("/api/requests?status=nope"), 400, "bad_request")
     check(document, "/api/batches/{batch_id}", "get", await c.get(f"/api/batches/{batch_id}"), 200)
     check(document, "/api/batches/{batch_id}", "get", await c.get("/api/batches/999"), 404, "not_found")
     close = await c.post(f"/api/batches/{batch_id}/close")
@@ -177,8 +181,8 @@ async def test_batches_paging_refuses_bad_parameters_with_400(
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("PUT", "/api/requests", {"POST", "OPTIONS"}),
-        ("GET", "/api/requests", {"POST", "OPTIONS"}),
+        ("PUT", "/api/requests", {"GET", "POST", "OPTIONS"}),
+        ("DELETE", "/api/requests", {"GET", "POST", "OPTIONS"}),
         ("DELETE", "/api/requests/some-id", {"GET", "POST", "OPTIONS"}),
         ("POST", "/api/batches", {"GET", "OPTIONS"}),
         ("PUT", "/api/batches/1", {"GET", "DELETE", "OPTIONS"}),

@@ -1,10 +1,13 @@
-"""Native intake API: POST a request, read it back with its result and delivery trail, redeliver."""
+"""Native intake API: POST a request, list requests, read one back with its result and delivery
+trail, redeliver or cancel it."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from app.api.errors import documented_errors
@@ -12,16 +15,19 @@ from app.api.schemas import (
     AcceptedOut,
     BulkOut,
     DeliveryOut,
+    RequestListOut,
     RequestOut,
     bulk_out,
     delivery_out,
     request_out,
+    request_summary_out,
 )
 from app.core.intake import accept as intake
 from app.core.intake import bulk
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
-from app.http import json_or_jsonl, read_body, require_json
+from app.core.rules.states import DeliveryStatus, RequestStatus
+from app.http import RowCursor, json_or_jsonl, read_body, require_json
 
 NO_SUCH_REQUEST = {404: "No such request"}
 
@@ -54,6 +60,41 @@ class RequestController(Controller):
         data = intake.parse(await request.body())
         accepted = await intake.accept(state.db, await state.runtime.fresh(), data)
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
+
+    @get(
+        "/",
+        summary="Requests, newest first (keyset pagination), filtered as the UI's list",
+        description="Filters combine: `status`, `delivery_status` (of the latest delivery), "
+        "`batch_id`, `model` (exact), and `custom_id` (text the custom_id starts with, or contains "
+        "with `match=contains`). Answers `{data, next_before_id}`; pass `next_before_id` as "
+        "`before_id` for the next page.",
+        operation_id="listRequests",
+        responses=documented_errors(),
+    )
+    async def list(
+        self,
+        state: State,
+        status: FromQuery[RequestStatus | None] = None,
+        delivery_status: FromQuery[DeliveryStatus | None] = None,
+        batch_id: RowCursor = None,
+        model: Annotated[str | None, QueryParameter(min_length=1, max_length=255)] = None,
+        custom_id: Annotated[str | None, QueryParameter(min_length=1, max_length=512)] = None,
+        match: FromQuery[Literal["prefix", "contains"]] = "prefix",
+        before_id: RowCursor = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> RequestListOut:
+        # The UI list's own query, so both faces filter alike (search and match are its names).
+        query = queries.RequestQuery(
+            status=status or "",
+            delivery_status=delivery_status or "",
+            batch_id=batch_id,
+            model=model or "",
+            search=custom_id or "",
+            match=match,
+        )
+        rows = await queries.list_requests(state.db, query, before_id=before_id, limit=limit)
+        next_before = rows[-1].request.id if len(rows) == limit else None
+        return RequestListOut([request_summary_out(r) for r in rows], next_before)
 
     @post(
         "/bulk",

@@ -11,7 +11,7 @@ from app.broker import BrokerStatus
 from app.config import Settings
 from app.core.intake.bulk import BulkOutcome
 from app.core.read.failing import FailingDestination
-from app.core.read.queries import BatchDetail, RequestDetail
+from app.core.read.queries import BatchDetail, RequestDetail, RequestRow
 from app.core.results import output_line
 from app.core.rules.errors import Problem
 from app.core.runs.openai import tables as model_tables
@@ -103,6 +103,33 @@ class RequestOut(msgspec.Struct):
     submitted_at: datetime | None
     completed_at: datetime | None
     delivery: DeliveryOut | None
+
+
+class RequestSummaryOut(msgspec.Struct):
+    """A request as GET /api/requests lists it: no body or result (read the one request for
+    those), its latest delivery's status and attempts."""
+
+    id: int
+    custom_id: str
+    status: str
+    origin: str
+    backend: str
+    url: str
+    model: str
+    batch_id: int | None
+    delivery_config: dict[str, Any] | None
+    delivery_status: str | None
+    delivery_attempts: int
+    error: dict[str, Any] | None
+    usage: UsageOut
+    created_at: datetime
+    submitted_at: datetime | None
+    completed_at: datetime | None
+
+
+class RequestListOut(msgspec.Struct):
+    data: list[RequestSummaryOut]
+    next_before_id: int | None
 
 
 class RemoteOut(msgspec.Struct):
@@ -248,6 +275,21 @@ def request_out(detail: RequestDetail) -> RequestOut:
             result=output_line(r) if finished else None,
             usage=UsageOut(r.prompt_tokens, r.completion_tokens, r.total_tokens),
             delivery=delivery_out(detail.delivery, detail.attempts) if detail.delivery else None,
+        )
+    )
+
+
+def request_summary_out(row: RequestRow) -> RequestSummaryOut:
+    r = row.request
+    return RequestSummaryOut(
+        **_columns(
+            r,
+            RequestSummaryOut,
+            url=r.endpoint,
+            delivery_config=redact(r.delivery),
+            delivery_status=row.delivery_status,
+            delivery_attempts=row.delivery_attempts,
+            usage=UsageOut(r.prompt_tokens, r.completion_tokens, r.total_tokens),
         )
     )
 

@@ -1,5 +1,7 @@
-"""The Anthropic face: Message Batches as the official SDK calls them, mounted at /v1 (where the
-SDK's base_url points) and at /api/anthropic/v1 (beside the native API, behind one prefix).
+"""The Anthropic face: Message Batches as the official SDK calls them. The SDK appends
+/v1/messages/batches to its base_url, so each base_url a user may write is a mount: the server
+(/v1), the face's prefix /api/anthropic (/api/anthropic/v1), and either of them with /v1 written
+out (/v1/v1, /api/anthropic/v1/v1), as the OpenAI SDK's base_url is written.
 
 Each mount is a router carrying its own error handlers (Anthropic's error shape) and its mount
 path, which results_url is built under.
@@ -13,7 +15,7 @@ from app.api.anthropic.batches import MessageBatchController
 from app.api.anthropic.errors import EXCEPTION_HANDLERS
 from app.api.keys import RequireApiKey
 
-MOUNTS = ("/v1", "/api/anthropic/v1")
+MOUNTS = ("/v1", "/api/anthropic/v1", "/v1/v1", "/api/anthropic/v1/v1")
 
 
 def _router(mount: str) -> Router:
@@ -23,7 +25,7 @@ def _router(mount: str) -> Router:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequireApiKey()],
         opt={"mount": mount},
-        # One mount is documented; the other is the same API under another prefix.
+        # One mount is documented; the others are the same API under other prefixes.
         include_in_schema=mount == MOUNTS[0],
     )
 

@@ -1,5 +1,7 @@
 """The OpenAI face: /v1/files and /v1/batches as the official SDKs call them, answering OpenAI's
-objects and errors. Mounted at /v1 and at /api/openai/v1 (the PHP local-batch-api's path)."""
+objects and errors. Mounted at /v1, at /api/openai/v1 (the PHP local-batch-api's path) and at
+/api/openai: the SDK appends /files and /batches to its base_url as given, so each base_url a user
+may write (the server's /v1, the face's prefix with or without /v1) must be a mount."""
 
 from __future__ import annotations
 
@@ -21,5 +23,7 @@ def _router(path: str, in_schema: bool) -> Router:
     )
 
 
-# The second mount is left out of the OpenAPI document: the same operations, twice, would clash.
-OPENAI_ROUTERS = [_router("/v1", True), _router("/api/openai/v1", False)]
+MOUNTS = ("/v1", "/api/openai/v1", "/api/openai")
+
+# Only the first mount is in the OpenAPI document: the same operations, twice, would clash.
+OPENAI_ROUTERS = [_router(mount, mount == MOUNTS[0]) for mount in MOUNTS]

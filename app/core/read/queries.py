@@ -8,10 +8,11 @@ keyset_page's `scattered` pages); bench.ui in BENCHMARKS.md measures every list 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.read import search
@@ -214,14 +215,17 @@ async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
         )
 
 
-async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
-    """A page of requests with each one's latest delivery status."""
+def _request_filters(
+    query: RequestQuery, postgres: bool
+) -> tuple[list[ColumnElement[bool]], Select[Any] | None]:
+    """The conditions of a requests list (the UI's page and the API's list alike), and the
+    cheaper statement to count its matches with, when there is one."""
     where: list[ColumnElement[bool]] = []
     if query.search:
         if query.match == "prefix":
-            where.append(search.starts_with(Request.custom_id, query.search, postgres=db.is_postgres))
+            where.append(search.starts_with(Request.custom_id, query.search, postgres=postgres))
         else:
-            where.append(search.contains(Request.custom_id, query.search, postgres=db.is_postgres))
+            where.append(search.contains(Request.custom_id, query.search, postgres=postgres))
     if query.status:
         where.append(Request.status == query.status)
     if query.batch_id is not None:
@@ -240,15 +244,24 @@ async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
             # once per request), and the total needs no requests row at all.
             where.append(Request.id.in_(with_status))
             counted = with_status.distinct()
+    return where, counted
+
+
+async def _request_rows(
+    db: Database, query: RequestQuery, size: int, after: str, before: str = ""
+) -> Page[RequestRow]:
+    """A page of the requests `query` selects, after (or before) a cursor, with each one's
+    latest delivery status and its attempts."""
+    where, counted = _request_filters(query, db.is_postgres)
     async with db.transaction() as session:
         page = await keyset_page(
             session,
             select(Request),
             where,
             REQUEST_SORTS[query.sort],
-            _size(query.size),
-            query.after,
-            query.before,
+            size,
+            after,
+            before,
             scattered=bool(query.search),
             counted=counted,
         )
@@ -267,6 +280,21 @@ async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
         page.next_cursor,
         page.prev_cursor,
     )
+
+
+async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
+    """A page of requests with each one's latest delivery status."""
+    return await _request_rows(db, query, _size(query.size), query.after, query.before)
+
+
+async def list_requests(
+    db: Database, query: RequestQuery, *, before_id: int | None = None, limit: int = 50
+) -> list[RequestRow]:
+    """Requests newest first, filtered as the UI's list filters them; pass the last id seen as
+    `before_id` for the next page (the API's spelling of the UI's keyset cursor)."""
+    newest = dataclasses.replace(query, sort="newest")
+    after = cursor_of([before_id]) if before_id is not None else ""
+    return (await _request_rows(db, newest, limit, after)).rows
 
 
 async def batch_choices(db: Database) -> tuple[list[str], list[str]]:
