@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.core.rules.errors import Problem, TooLarge, found
+from app.core.numbers import is_whole, whole_number
+from app.core.rules.errors import InvalidInput, Problem, TooLarge, found
 from app.core.runtime.clock import utcnow
 from app.db.models import File
 from app.db.session import Database
@@ -27,6 +28,8 @@ TEMP_DIR = "tmp"  # under DATA_DIR: bodies spooled for one request, deleted afte
 # What a crash leaves behind (a spooled body, a .part upload, bytes whose row was never
 # committed) is deleted once it is this old: far longer than any one upload or create takes.
 LEFTOVER_AGE = timedelta(days=1)
+# OpenAI's `expires_after` bounds: 1 hour to 30 days.
+EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 30 * 24 * 3600
 
 
 def new_id() -> str:
@@ -35,6 +38,27 @@ def new_id() -> str:
 
 def location(data_dir: str, file: File) -> Path:
     return Path(data_dir) / file.path
+
+
+def expiry(anchor: str | None, seconds: str | None) -> datetime | None:
+    """When an upload expires by OpenAI's `expires_after` (form fields, so text): None when
+    neither is given; InvalidInput unless anchor is 'created_at' and seconds ASCII digits in
+    bounds."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at" or seconds is None or not is_whole(seconds):
+        raise _invalid(
+            "expires_after needs anchor 'created_at' and whole seconds (digits 0-9).", "expires_after"
+        )
+    value = whole_number(seconds, EXPIRES_AFTER_MAX)
+    if value is None or value < EXPIRES_AFTER_MIN:
+        bounds = f"expires_after.seconds must be between {EXPIRES_AFTER_MIN} and {EXPIRES_AFTER_MAX}."
+        raise _invalid(bounds, "expires_after")
+    return utcnow() + timedelta(seconds=value)
+
+
+def _invalid(detail: str, param: str) -> InvalidInput:
+    return InvalidInput(Problem("invalid_value", "Invalid value", detail, param))
 
 
 async def store(

@@ -1,0 +1,102 @@
+"""Inputs that made a face answer 500 (issue 24), now refused as bad input in the face's own
+shape, alike on SQLite and PostgreSQL, at the documented limits: exactly at a limit is taken,
+one past it refused, and a refusal keeps nothing (no row, no file under DATA_DIR)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from app.db.models import File
+from tests.support import RunningApp, StartApp, fast_settings
+from tests.support.openai_sdk import ENDPOINT
+
+
+async def count(app: RunningApp, table: Any) -> int:
+    async with app.db.transaction() as session:
+        return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def stored(app: RunningApp) -> list[Path]:
+    return [p for p in Path(app.settings.data_dir).rglob("*") if p.is_file()]
+
+
+def openai_refused(answer: httpx.Response, param: str) -> str:
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param), error
+    assert answer.headers["x-should-retry"] == "false"
+    return str(error["message"])
+
+
+def anthropic_refused(answer: httpx.Response) -> str:
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", body
+    return str(body["error"]["message"])
+
+
+def line(custom_id: str, model: str = "m") -> bytes:
+    record = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": {"model": model}}
+    return json.dumps(record).encode() + b"\n"
+
+
+async def upload(app: RunningApp, content: bytes, **fields: str) -> httpx.Response:
+    return await app.client.post(
+        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch", **fields}
+    )
+
+
+def form_with_filename(filename: bytes) -> tuple[bytes, dict[str, str]]:
+    """A multipart upload whose filename is these exact bytes (httpx would escape them)."""
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
+        + filename
+        + b'"\r\n\r\n'
+        + line("a")
+        + b"\r\n--b--\r\n"
+    )
+    return body, {"content-type": "multipart/form-data; boundary=b"}
+
+
+async def test_expires_after_seconds_are_ascii_digits_only(database_url: str, start_app: StartApp) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        # Superscripts pass str.isdigit() and failed int() (500); Arabic-Indic digits became 3600;
+        # over 4,300 digits int() refuses (500).
+        for seconds in (
+            "³⁶⁰⁰",
+            "٣٦٠٠",
+            "\uff13\uff16\uff10\uff10",  # fullwidth digits
+            "1" * 4301,
+            "9" * 5000,
+            "3600 ",
+            "+3600",
+            "",
+            "3599",
+            "2592001",
+        ):
+            refused = await upload(
+                app, line("a"), **{"expires_after[anchor]": "created_at", "expires_after[seconds]": seconds}
+            )
+            openai_refused(refused, "expires_after")
+        assert (await count(app, File), stored(app)) == (0, [])
+        for seconds in ("3600", "2592000", "0003600"):
+            taken = await upload(
+                app, line("a"), **{"expires_after[anchor]": "created_at", "expires_after[seconds]": seconds}
+            )
+            assert taken.status_code == 200, taken.text
+            body = taken.json()
+            assert body["expires_at"] - body["created_at"] in range(int(seconds) - 1, int(seconds) + 2)
+
+
+async def test_the_ui_batch_filter_takes_only_a_batch_number(database_url: str, start_app: StartApp) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        # Anything but ASCII digits within int64 filters nothing (as any other text always did).
+        for typed in ("³", "٣", "9" * 30, "9" * 5000, "-1", "abc", "1"):
+            answer = await app.client.get("/requests", params={"batch_id": typed})
+            assert answer.status_code == 200, answer.text[:500]
