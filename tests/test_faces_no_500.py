@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
+from app.core.dropin import files
+from app.core.rules.errors import BatchgateError
 from app.db.models import File
 from tests.support import RunningApp, StartApp, fast_settings
 from tests.support.openai_sdk import ENDPOINT
@@ -92,6 +95,49 @@ async def test_expires_after_seconds_are_ascii_digits_only(database_url: str, st
             assert taken.status_code == 200, taken.text
             body = taken.json()
             assert body["expires_at"] - body["created_at"] in range(int(seconds) - 1, int(seconds) + 2)
+
+
+async def test_a_filename_the_files_table_cannot_hold_is_refused_and_nothing_is_kept(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        for filename in (b"a\x00b.jsonl", b"n" * 256, "é".encode() * 256):
+            body, headers = form_with_filename(filename)
+            message = openai_refused(
+                await app.client.post("/v1/files", content=body, headers=headers), "file"
+            )
+            assert "filename" in message
+        # Not UTF-8 (a lone surrogate's bytes): refused as a malformed form.
+        body, headers = form_with_filename("\ud800".encode("utf-8", "surrogatepass"))
+        assert (await app.client.post("/v1/files", content=body, headers=headers)).status_code == 400
+        assert (await count(app, File), stored(app)) == (0, [])
+
+        for name in ("n" * 255, "é" * 255, "😀" * 255):
+            body, headers = form_with_filename(name.encode())
+            taken = await app.client.post("/v1/files", content=body, headers=headers)
+            assert taken.status_code == 200 and taken.json()["filename"] == name, taken.text
+        assert (await count(app, File), len(stored(app))) == (3, 3)
+
+
+async def test_bytes_whose_row_cannot_be_written_are_not_kept(database_url: str, start_app: StartApp) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+
+        async def chunks() -> Any:
+            yield line("a")
+
+        # A batch that does not exist: the row's foreign key fails the insert on both databases.
+        with pytest.raises(Exception) as caught:
+            await files.store(
+                app.db,
+                app.settings.data_dir,
+                chunks(),
+                filename="x",
+                purpose="batch",
+                max_bytes=10**6,
+                batch_id=10**9,
+            )
+        assert not isinstance(caught.value, BatchgateError)
+        assert (await count(app, File), stored(app)) == (0, [])
 
 
 async def test_the_ui_batch_filter_takes_only_a_batch_number(database_url: str, start_app: StartApp) -> None:

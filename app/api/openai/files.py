@@ -32,7 +32,8 @@ class FileController(Controller):
         request_max_body_size=UPLOAD_MAX_BYTES + FORM_OVERHEAD_BYTES,
         responses=documented_errors(
             {
-                400: "Not a multipart/form-data upload, no file part, a bad purpose or expires_after",
+                400: "Not a multipart/form-data upload, no file part, a bad purpose or expires_after, "
+                "or a filename longer than 255 characters or holding a NUL",
                 413: "File too large",
             }
         ),
