@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app.core.dropin import files
 from app.core.rules.errors import BatchgateError
-from app.db.models import File
+from app.db.models import Batch, File, Request
 from tests.support import RunningApp, StartApp, fast_settings
 from tests.support.openai_sdk import ENDPOINT
 
@@ -138,6 +138,80 @@ async def test_bytes_whose_row_cannot_be_written_are_not_kept(database_url: str,
             )
         assert not isinstance(caught.value, BatchgateError)
         assert (await count(app, File), stored(app)) == (0, [])
+
+
+async def test_openai_lines_past_the_column_limits_fail_the_batch_alike(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+
+        async def create(*lines: bytes) -> dict[str, Any]:
+            uploaded = (await upload(app, b"".join(lines))).json()
+            params = {"input_file_id": uploaded["id"], "endpoint": ENDPOINT, "completion_window": "24h"}
+            answer = await app.client.post("/v1/batches", json=params)
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            return body
+
+        # Exactly at the limits, in characters of several UTF-8 widths: taken.
+        taken = await create(line("é" * 512, "😀" * 255), line("😀" * 512, "😀" * 255))
+        assert taken["status"] == "validating" and taken["errors"] is None
+        assert await count(app, Request) == 2
+
+        past = await create(line("a" * 513), line("b", "m" * 256), line("c", "😀" * 256), line("d" * 600))
+        assert past["status"] == "failed" and past["model"] == "unknown"
+        found = [(e["line"], e["code"], e["param"]) for e in past["errors"]["data"]]
+        assert found == [
+            (1, "string_above_max_length", "custom_id"),
+            (2, "string_above_max_length", "body.model"),
+            (3, "string_above_max_length", "body.model"),
+            (4, "string_above_max_length", "custom_id"),
+        ]
+        assert (await count(app, Request), await count(app, Batch)) == (2, 2)
+
+
+def anthropic_entry(custom_id: str = "a", **params: Any) -> dict[str, Any]:
+    base = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    return {"custom_id": custom_id, "params": base | params}
+
+
+async def test_anthropic_ids_and_models_past_their_limits_are_refused_alike(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        for entry, where in (
+            (anthropic_entry("a" * 65), "requests.0.custom_id"),
+            (anthropic_entry(model="m" * 256), "requests.0.params.model"),
+            (anthropic_entry(model="é" * 256), "requests.0.params.model"),
+        ):
+            answer = await app.client.post("/v1/messages/batches", json={"requests": [entry]})
+            assert where in anthropic_refused(answer)
+        assert (await count(app, Batch), await count(app, Request), stored(app)) == (0, 0, [])
+
+        at_limit = [anthropic_entry("a" * 64, model="é" * 255), anthropic_entry("b" * 64, model="😀" * 255)]
+        answer = await app.client.post("/v1/messages/batches", json={"requests": at_limit})
+        assert answer.status_code == 200, answer.text
+        assert (await count(app, Batch), await count(app, Request)) == (1, 2)
+
+
+async def test_the_native_api_refuses_ids_and_models_past_the_columns(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+
+        async def submit(custom_id: str, model: str) -> httpx.Response:
+            return await app.submit(custom_id, None, model=model)
+
+        for custom_id, model, code in (
+            ("a" * 513, "m", "invalid_custom_id"),
+            ("b", "é" * 256, "invalid_model"),
+        ):
+            answer = await submit(custom_id, model)
+            assert answer.status_code == 422 and answer.json()["errors"][0]["code"] == code, answer.text
+        assert await count(app, Request) == 0
+        for custom_id, model in (("é" * 512, "é" * 255), ("😀" * 512, "a" * 255)):
+            assert (await submit(custom_id, model)).status_code == 202
+        assert await count(app, Request) == 2
 
 
 async def test_the_ui_batch_filter_takes_only_a_batch_number(database_url: str, start_app: StartApp) -> None:

@@ -22,6 +22,7 @@ from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
 from app.core import storable
 from app.core.dropin import files
 from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
+from app.core.intake.schema import MODEL_MAX_CHARS
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem
 from app.core.rules.states import batch_scope
@@ -186,10 +187,10 @@ def _entry_problems(where: str, entry: Any, seen: set[str]) -> list[Problem]:
         return [*problems, _refused("Missing params", "params is required.", where + "/params")]
     if (pointer := storable.first_unstorable_in(params, where + "/params")) is not None:
         problems.append(_refused("Text that cannot be stored", storable.UNSTORABLE, pointer))
-    if not isinstance(params.get("model"), str) or not params["model"]:
-        problems.append(
-            _refused("Invalid model", "params.model must be a model name.", where + "/params/model")
-        )
+    model = params.get("model")
+    if not isinstance(model, str) or not model or len(model) > MODEL_MAX_CHARS:
+        rule = f"params.model must be a model name of 1 to {MODEL_MAX_CHARS} characters."
+        problems.append(_refused("Invalid model", rule, where + "/params/model"))
     for name in ("max_tokens", "messages"):
         if name not in params:
             problems.append(
