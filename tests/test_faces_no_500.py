@@ -194,6 +194,44 @@ async def test_anthropic_ids_and_models_past_their_limits_are_refused_alike(
         assert (await count(app, Batch), await count(app, Request)) == (1, 2)
 
 
+MALFORMED_PARAMS = [
+    ({"metadata": "oops"}, "params.metadata"),
+    ({"metadata": {"user_id": 5}}, "params.metadata.user_id"),
+    ({"messages": ["hi"]}, "params.messages.0"),
+    ({"messages": "hi"}, "params.messages"),
+    ({"messages": [{"role": "user"}]}, "params.messages.0.content"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "params.messages.0.role"),
+    ({"messages": [{"role": "user", "content": 5}]}, "params.messages.0.content"),
+    ({"messages": [{"role": "user", "content": ["hi"]}]}, "params.messages.0.content.0"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        "params.messages.0.content.0.text",
+    ),
+    ({"max_tokens": "5"}, "params.max_tokens"),
+    ({"max_tokens": 1.5}, "params.max_tokens"),
+    ({"max_tokens": True}, "params.max_tokens"),
+    ({"system": 5}, "params.system"),
+    ({"system": [5]}, "params.system.0"),
+    ({"stop_sequences": "stop"}, "params.stop_sequences"),
+    ({"temperature": "hot"}, "params.temperature"),
+    ({"top_k": -1}, "params.top_k"),
+]
+
+
+async def test_malformed_anthropic_params_are_refused_at_create(
+    database_url: str, start_app: StartApp
+) -> None:
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        for params, where in MALFORMED_PARAMS:
+            answer = await app.client.post(
+                "/v1/messages/batches", json={"requests": [anthropic_entry(**params)]}
+            )
+            message = anthropic_refused(answer)
+            assert message.startswith(f"requests.0.{where}: "), message
+            assert "Error" not in message  # no Python exception text
+        assert (await count(app, Batch), await count(app, Request), stored(app)) == (0, 0, [])
+
+
 async def test_the_native_api_refuses_ids_and_models_past_the_columns(
     database_url: str, start_app: StartApp
 ) -> None:
