@@ -11,10 +11,11 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromQuery
 
+from app.core.numbers import whole_number
 from app.core.read import queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
-from app.http import RowId
+from app.http import ROW_ID_MAX, RowId
 from app.ui.render import HttpRequest, done, list_page, page
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
@@ -37,7 +38,8 @@ class RequestPages(Controller):
         model: FromQuery[str] = "",
         sort: FromQuery[Literal["newest", "oldest", "status", "custom_id"]] = "newest",
     ) -> Any:
-        batch = int(batch_id) if batch_id.strip().isdigit() else None
+        # Typed into a text box: anything but a batch number (ASCII digits, an int64) filters nothing.
+        batch = whole_number(batch_id.strip(), ROW_ID_MAX)
         query = queries.RequestQuery(
             **listing, match=match, delivery_status=delivery_status, batch_id=batch, model=model, sort=sort
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from litestar import Controller, Request, delete, get, post
@@ -14,32 +13,12 @@ from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
 from app.core.dropin import files
-from app.core.runtime.clock import utcnow
 
 PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data")
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
 UPLOAD_MAX_BYTES = 200 * 1024 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024
 NO_SUCH_FILE = {404: "No such file"}
-EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 30 * 24 * 3600
-
-
-def _expires_at(fields: dict[str, str]) -> datetime | None:
-    """OpenAI's `expires_after` (anchor created_at, 1 hour to 30 days), sent before the file."""
-    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
-    if anchor is None and seconds is None:
-        return None
-    if anchor != "created_at" or seconds is None or not seconds.isdigit():
-        raise invalid(
-            "invalid_value", "expires_after needs anchor 'created_at' and whole seconds.", "expires_after"
-        )
-    if not EXPIRES_AFTER_MIN <= int(seconds) <= EXPIRES_AFTER_MAX:
-        raise invalid(
-            "invalid_value",
-            f"expires_after.seconds must be between {EXPIRES_AFTER_MIN} and {EXPIRES_AFTER_MAX}.",
-            "expires_after",
-        )
-    return utcnow() + timedelta(seconds=int(seconds))
 
 
 class FileController(Controller):
@@ -52,7 +31,11 @@ class FileController(Controller):
         summary="Upload a file (multipart: purpose, then file)",
         request_max_body_size=UPLOAD_MAX_BYTES + FORM_OVERHEAD_BYTES,
         responses=documented_errors(
-            {400: "Not a multipart/form-data upload, no file part, or a bad purpose", 413: "File too large"}
+            {
+                400: "Not a multipart/form-data upload, no file part, a bad purpose or expires_after, "
+                "or a filename longer than 255 characters or holding a NUL",
+                413: "File too large",
+            }
         ),
     )
     async def upload(self, request: Request, state: State) -> FileOut:
@@ -80,7 +63,9 @@ class FileController(Controller):
                 filename=upload.filename or "upload",
                 purpose=purpose,
                 max_bytes=UPLOAD_MAX_BYTES,
-                expires_at=_expires_at(upload.fields),
+                expires_at=files.expiry(
+                    upload.fields.get("expires_after[anchor]"), upload.fields.get("expires_after[seconds]")
+                ),
             )
         finally:
             await upload.close()

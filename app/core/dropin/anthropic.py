@@ -21,6 +21,8 @@ from app import metrics
 from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
 from app.core import storable
 from app.core.dropin import files
+from app.core.dropin.anthropic_params import params_problems
+from app.core.dropin.anthropic_params import refused as _refused
 from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem
@@ -186,23 +188,7 @@ def _entry_problems(where: str, entry: Any, seen: set[str]) -> list[Problem]:
         return [*problems, _refused("Missing params", "params is required.", where + "/params")]
     if (pointer := storable.first_unstorable_in(params, where + "/params")) is not None:
         problems.append(_refused("Text that cannot be stored", storable.UNSTORABLE, pointer))
-    if not isinstance(params.get("model"), str) or not params["model"]:
-        problems.append(
-            _refused("Invalid model", "params.model must be a model name.", where + "/params/model")
-        )
-    for name in ("max_tokens", "messages"):
-        if name not in params:
-            problems.append(
-                _refused("Missing field", f"params.{name} is required.", f"{where}/params/{name}")
-            )
-    tokens = params.get("max_tokens", 1)
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        rule = "params.max_tokens must be a whole number of at least 1."
-        problems.append(_refused("Invalid max_tokens", rule, where + "/params/max_tokens"))
-    if not isinstance(params.get("messages", []), list):
-        rule = "params.messages must be a list of messages."
-        problems.append(_refused("Invalid messages", rule, where + "/params/messages"))
-    return problems
+    return problems + params_problems(params, where + "/params")
 
 
 def _rows(source: IO[bytes], batch: Batch, shape: Shape) -> Iterator[dict[str, Any]]:
@@ -223,7 +209,3 @@ def _reason(exc: Exception) -> str:
     if isinstance(reason, bytes):
         reason = reason.decode("utf-8", "replace")
     return str(reason).strip().splitlines()[0] if str(reason).strip() else type(exc).__name__
-
-
-def _refused(title: str, detail: str, pointer: str) -> Problem:
-    return Problem("invalid_request", title, detail, pointer)

@@ -23,7 +23,7 @@ from app import metrics
 from app.config import Settings
 from app.core import storable
 from app.core.dropin import files
-from app.core.intake.schema import ENDPOINTS
+from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import B, R, batch_scope
@@ -38,6 +38,7 @@ MAX_ERRORS_LISTED = 1000
 COMPLETION_WINDOW = timedelta(hours=24)
 INSERT_CHUNK = 1000
 NO_DELIVERY = {"type": "none"}
+TOO_LONG = "string_above_max_length"  # OpenAI's own code for a string past its limit
 
 
 @dataclass
@@ -85,6 +86,10 @@ def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpo
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         return checked.refuse(number, "missing_required_parameter", "custom_id is required.", "custom_id")
+    if len(custom_id) > CUSTOM_ID_MAX_CHARS:
+        return checked.refuse(
+            number, TOO_LONG, f"custom_id is longer than {CUSTOM_ID_MAX_CHARS} characters.", "custom_id"
+        )
     if custom_id in seen:
         checked.refuse(
             number,
@@ -107,6 +112,11 @@ def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpo
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
         return checked.refuse(number, "missing_required_parameter", "body.model is required.", "body.model")
+    if len(model) > MODEL_MAX_CHARS:
+        # Not kept as the batch's model either: the batches table holds no longer name.
+        return checked.refuse(
+            number, TOO_LONG, f"body.model is longer than {MODEL_MAX_CHARS} characters.", "body.model"
+        )
     if checked.model is None:
         checked.model = model
     elif model != checked.model:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app.core.rules.errors import Problem, TooLarge, found
+from app.core import storable
+from app.core.numbers import is_whole, whole_number
+from app.core.rules.errors import InvalidInput, Problem, TooLarge, found
 from app.core.runtime.clock import utcnow
 from app.db.models import File
 from app.db.session import Database
@@ -27,6 +29,9 @@ TEMP_DIR = "tmp"  # under DATA_DIR: bodies spooled for one request, deleted afte
 # What a crash leaves behind (a spooled body, a .part upload, bytes whose row was never
 # committed) is deleted once it is this old: far longer than any one upload or create takes.
 LEFTOVER_AGE = timedelta(days=1)
+# OpenAI's `expires_after` bounds (1 hour to 30 days), and the longest name files.filename holds.
+EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 30 * 24 * 3600
+FILENAME_MAX_CHARS = 255
 
 
 def new_id() -> str:
@@ -35,6 +40,37 @@ def new_id() -> str:
 
 def location(data_dir: str, file: File) -> Path:
     return Path(data_dir) / file.path
+
+
+def expiry(anchor: str | None, seconds: str | None) -> datetime | None:
+    """When an upload expires by OpenAI's `expires_after` (form fields, so text): None when
+    neither is given; InvalidInput unless anchor is 'created_at' and seconds ASCII digits in
+    bounds."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at" or seconds is None or not is_whole(seconds):
+        raise _invalid(
+            "expires_after needs anchor 'created_at' and whole seconds (digits 0-9).", "expires_after"
+        )
+    value = whole_number(seconds, EXPIRES_AFTER_MAX)
+    if value is None or value < EXPIRES_AFTER_MIN:
+        bounds = f"expires_after.seconds must be between {EXPIRES_AFTER_MIN} and {EXPIRES_AFTER_MAX}."
+        raise _invalid(bounds, "expires_after")
+    return utcnow() + timedelta(seconds=value)
+
+
+def check_filename(filename: str) -> str:
+    """`filename` when the files table can hold it as it is; InvalidInput otherwise (PostgreSQL
+    stores no NUL, and a name past the column's length fails the insert: both were 500s)."""
+    if storable.text(filename) != filename:
+        raise _invalid("The filename holds a NUL character or an unpaired surrogate.", "file")
+    if len(filename) > FILENAME_MAX_CHARS:
+        raise _invalid(f"The filename is longer than {FILENAME_MAX_CHARS} characters.", "file")
+    return filename
+
+
+def _invalid(detail: str, param: str) -> InvalidInput:
+    return InvalidInput(Problem("invalid_value", "Invalid value", detail, param))
 
 
 async def store(
@@ -48,7 +84,10 @@ async def store(
     batch_id: int | None = None,
     expires_at: datetime | None = None,
 ) -> File:
-    """Write `chunks` to a new file and record it; TooLarge (nothing kept) past `max_bytes`."""
+    """Write `chunks` to a new file and record it. Nothing is kept when it fails: TooLarge past
+    `max_bytes`, InvalidInput for a filename the table cannot hold (before a byte is written),
+    or whatever failed the row's insert."""
+    check_filename(filename)
     file_id = new_id()
     relative = f"files/{file_id}"
     target = Path(data_dir) / relative
@@ -69,8 +108,12 @@ async def store(
         created_at=utcnow(),
         expires_at=expires_at,
     )
-    async with db.transaction() as session:
-        session.add(row)
+    try:
+        async with db.transaction() as session:
+            session.add(row)
+    except BaseException:
+        target.unlink(missing_ok=True)  # bytes no row names would only wait for the sweep
+        raise
     return row
 
 

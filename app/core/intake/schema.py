@@ -16,6 +16,9 @@ from app.core.rules.errors import Problem
 from app.core.runs.lines import input_line
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations")
+# The longest custom_id and model any face takes: requests.custom_id is String(512) and
+# requests.model String(255), and PostgreSQL refuses a longer value where SQLite keeps it.
+CUSTOM_ID_MAX_CHARS, MODEL_MAX_CHARS = 512, 255
 Endpoint = Literal[
     "/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations"
 ]
@@ -133,14 +136,16 @@ class RequestBody(BaseModel):
     """The inference request body: `model` is required, everything else is passed through."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, max_length=255)
+    model: str = Field(min_length=1, max_length=MODEL_MAX_CHARS)
 
 
 class RequestIn(BaseModel):
     """What `POST /api/requests` (and the RabbitMQ intake queue) accepts."""
 
     model_config = ConfigDict(extra="forbid")
-    custom_id: str = Field(min_length=1, max_length=512, json_schema_extra={"pattern": CUSTOM_ID_PATTERN})
+    custom_id: str = Field(
+        min_length=1, max_length=CUSTOM_ID_MAX_CHARS, json_schema_extra={"pattern": CUSTOM_ID_PATTERN}
+    )
 
     @field_validator("custom_id")
     @classmethod

@@ -15,6 +15,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import storable
+
 COUNT_CAP = 10_000
 # Rows a scattered page looks at in its order before it reads the filter's index (see _scattered_rows).
 PROBE_ROWS = 20_000
@@ -57,10 +59,10 @@ async def keyset_page(
         await session.scalar(select(func.count()).select_from(counted.limit(COUNT_CAP + 1).subquery())) or 0
     )
     backwards = bool(before) and not after
-    cursor = _decode(before if backwards else after)
+    cursor = _decode(before if backwards else after, order)
     # Paging backwards reads the same order reversed from the cursor, then flips the rows back.
     direction = [(column, descending != backwards) for column, descending in order]
-    past = [_beyond(direction, cursor)] if cursor is not None and len(cursor) == len(order) else []
+    past = [_beyond(direction, cursor)] if cursor is not None else []
     if scattered and len(direction) == 1:
         rows = await _scattered_rows(session, stmt, where, past, direction[0], size, total)
     else:
@@ -149,11 +151,25 @@ def cursor_of(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> list[Any] | None:
+def _decode(cursor: str, order: list[tuple[Any, bool]]) -> list[Any] | None:
+    """The sort values a cursor holds; None (the first page, rather than an error) for a cursor
+    that is mangled or was not made for `order`: a value of another type than its column's, an
+    integer past int64 or text no database compares (each failed the query as a 500)."""
     if not cursor:
         return None
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except ValueError:
-        return None  # a mangled cursor shows the first page rather than an error
-    return values if isinstance(values, list) else None
+        return None
+    if not isinstance(values, list) or len(values) != len(order):
+        return None
+    fits = all(
+        _fits(value, column.type.python_type) for value, (column, _) in zip(values, order, strict=True)
+    )
+    return values if fits else None
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    return kind is str and isinstance(value, str) and storable.text(value) == value
