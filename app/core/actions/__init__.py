@@ -46,7 +46,9 @@ class Actions:
     async def create_batch_from_requests(self, body: AsyncIterator[bytes], max_bytes: int) -> Batch:
         """A drop-in batch from a request list, read as its body arrives (Anthropic face)."""
         settings = await self.settings.fresh()
-        batch = await anthropic.from_body(self.db, settings.data_dir, body, max_bytes)
+        batch = await anthropic.from_body(
+            self.db, settings.data_dir, body, max_bytes, settings.local_default_model
+        )
         self._waking(Step.SUBMIT)
         return batch
 

@@ -24,6 +24,7 @@ from app.core.dropin import files
 from app.core.dropin.anthropic_params import params_problems
 from app.core.dropin.anthropic_params import refused as _refused
 from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
+from app.core.intake.schema import with_default_model
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem
 from app.core.rules.states import batch_scope
@@ -61,28 +62,36 @@ class Listed:
     problems: list[Problem] = field(default_factory=list)
 
 
-async def from_body(db: Database, data_dir: str, body: AsyncIterator[bytes], max_bytes: int) -> Batch:
+async def from_body(
+    db: Database,
+    data_dir: str,
+    body: AsyncIterator[bytes],
+    max_bytes: int,
+    default_model: str | None = None,
+) -> Batch:
     """An Anthropic-face batch from its request list, read as the body arrives. Every problem
     refuses the whole list and nothing is created: MalformedInput (not JSON), InvalidInput (every
-    problem of every entry), TooLarge (past `max_bytes`, the rest of the body unread)."""
+    problem of every entry), TooLarge (past `max_bytes`, the rest of the body unread). An entry
+    whose params name no model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one."""
     async with files.spooled(data_dir, body, max_bytes) as path:
-        model, shape = await asyncio.to_thread(check, path)
+        model, shape = await asyncio.to_thread(check, path, default_model)
         with path.open("rb") as source:
             async with db.transaction() as session:
                 # Anthropic-format requests run on the local backend, which translates them.
                 batch = new_batch(ANTHROPIC_ORIGIN, "local", MESSAGES_ENDPOINT, model, None)
                 session.add(batch)
                 await session.flush()
-                batch.request_count = await insert_in_chunks(session, _rows(source, batch, shape))
+                rows = _rows(source, batch, shape, default_model)
+                batch.request_count = await insert_in_chunks(session, rows)
                 states.begin_batch(session, batch, "created through /v1/messages/batches")
     metrics.ACCEPTED.labels(ANTHROPIC_ORIGIN).inc(batch.request_count)
     return batch
 
 
-def check(path: Path) -> tuple[str, Shape]:
+def check(path: Path, default_model: str | None = None) -> tuple[str, Shape]:
     """Validate the request list at `path` as a whole; returns its model ("several" when the
     entries name more than one) and the body's shape. Raises with every problem found."""
-    shape, listed = _scan(path)
+    shape, listed = _scan(path, default_model)
     if shape.top != "start_map" or shape.requests[:1] != ["start_array"]:
         raise InvalidInput(_refused("Missing requests", "requests must be a list of requests.", "/requests"))
     if len(shape.requests) > 1:
@@ -98,14 +107,15 @@ def check(path: Path) -> tuple[str, Shape]:
     return (listed.models.pop() if len(listed.models) == 1 else "several"), shape
 
 
-def _scan(path: Path) -> tuple[Shape, Listed]:
+def _scan(path: Path, default_model: str | None) -> tuple[Shape, Listed]:
     """One pass over the body: its shape, and the problems of its first MAX_REQUESTS entries."""
     shape, listed, seen = Shape(), Listed(), set[str]()
     try:
         with path.open("rb") as source:
             _within_bounds(source)
         with path.open("rb") as source:
-            for index, entry in enumerate(_entries(source, shape)):
+            for index, given in enumerate(_entries(source, shape)):
+                entry = _with_default_model(given, default_model)
                 listed.count += 1
                 if index >= MAX_REQUESTS:
                     continue  # counted, not checked: the list is refused for its length anyway
@@ -191,14 +201,23 @@ def _entry_problems(where: str, entry: Any, seen: set[str]) -> list[Problem]:
     return problems + params_problems(params, where + "/params")
 
 
-def _rows(source: IO[bytes], batch: Batch, shape: Shape) -> Iterator[dict[str, Any]]:
+def _with_default_model(entry: Any, default_model: str | None) -> Any:
+    """The entry with its params' model defaulted (see with_default_model)."""
+    if isinstance(entry, dict) and isinstance(entry.get("params"), dict):
+        return {**entry, "params": with_default_model(entry["params"], default_model)}
+    return entry
+
+
+def _rows(
+    source: IO[bytes], batch: Batch, shape: Shape, default_model: str | None
+) -> Iterator[dict[str, Any]]:
     """The requests rows of the (validated) list, one entry parsed at a time."""
     scope = batch_scope(batch.id)
     # Validated, the list is the only top-level "requests"; unless another key looks like its
     # path ("requests.item"), ijson's prefix alone finds the entries, in C: about 3x faster.
     entries = _entries(source, Shape()) if shape.lookalike else ijson.items(source, ENTRY, use_float=True)
     for entry in entries:
-        custom_id, params = entry["custom_id"], entry["params"]
+        custom_id, params = entry["custom_id"], with_default_model(entry["params"], default_model)
         line = {"custom_id": custom_id, "url": MESSAGES_ENDPOINT, "body": params}
         yield request_row(batch, scope, line, len(input_line(custom_id, MESSAGES_ENDPOINT, params)))
 

@@ -23,7 +23,7 @@ from app import metrics
 from app.config import Settings
 from app.core import storable
 from app.core.dropin import files
-from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
+from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS, with_default_model
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import B, R, batch_scope
@@ -46,6 +46,7 @@ class Checked:
     """What validating an input file found: its one model, its size, and every problem."""
 
     model: str | None = None
+    default_model: str | None = None
     lines: int = 0
     bytes: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -55,9 +56,10 @@ class Checked:
             self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
 
-def check_lines(raw_lines: Iterator[bytes], endpoint: str) -> Checked:
-    """Validate an OpenAI batch input file line by line, keeping only the custom_ids seen."""
-    checked, seen = Checked(), set[str]()
+def check_lines(raw_lines: Iterator[bytes], endpoint: str, default_model: str | None = None) -> Checked:
+    """Validate an OpenAI batch input file line by line, keeping only the custom_ids seen. A line
+    without body.model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one."""
+    checked, seen = Checked(default_model=default_model), set[str]()
     for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue
@@ -108,7 +110,7 @@ def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpo
             f"The url of this request is not the batch's endpoint {endpoint}.",
             "url",
         )
-    body = line.get("body")
+    body = with_default_model(line.get("body"), checked.default_model)
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
         return checked.refuse(number, "missing_required_parameter", "body.model is required.", "body.model")
@@ -153,7 +155,9 @@ async def from_file(
             )
         )
     # Reading and parsing up to 200 MB is CPU work: off the event loop.
-    checked = await asyncio.to_thread(check_lines, files.lines(settings.data_dir, file), endpoint)
+    checked = await asyncio.to_thread(
+        check_lines, files.lines(settings.data_dir, file), endpoint, settings.local_default_model
+    )
     model = checked.model or "unknown"
     async with db.transaction() as session:
         status = B.FAILED if checked.errors else B.READY
@@ -212,15 +216,17 @@ def new_batch(
 
 
 def request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> dict[str, Any]:
-    """The requests row of one input line (custom_id, url, body) of the batch."""
+    """The requests row of one input line (custom_id, url, body) of the batch; a body without a
+    model gets the batch's (the default model, as validation found)."""
+    body = with_default_model(line["body"], batch.model)
     return {
         "scope": scope,
         "custom_id": line["custom_id"],
         "origin": batch.origin,
         "backend": batch.backend,
         "endpoint": line["url"],
-        "model": line["body"].get("model", batch.model),
-        "body": line["body"],
+        "model": body["model"],
+        "body": body,
         "body_bytes": size,
         "delivery": NO_DELIVERY,
         "status": R.BATCHED,

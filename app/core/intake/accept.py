@@ -20,6 +20,7 @@ from app.core.intake.schema import (
     WebhookDelivery,
     problem,
     webhook_host,
+    with_default_model,
 )
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.core.rules.states import RequestStatus
@@ -60,6 +61,8 @@ def parse(raw: bytes | str) -> Any:
 
 def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> RequestIn:
     """Check a decoded request against the schema and the rules, reporting every problem at once."""
+    if isinstance(data, dict) and "body" in data:
+        data = {**data, "body": with_default_model(data["body"], settings.local_default_model)}
     try:
         request = RequestIn.model_validate(data)
     except ValidationError as exc:

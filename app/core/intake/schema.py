@@ -132,8 +132,18 @@ class NoDelivery(BaseModel):
 DeliveryConfig = Annotated[WebhookDelivery | RabbitMQDelivery | NoDelivery, Field(discriminator="type")]
 
 
+def with_default_model(body: Any, default: str | None) -> Any:
+    """A request body that names no model runs on the default model (LOCAL_DEFAULT_MODEL), when
+    there is one: the body as stored and sent names it. A model given always wins; anything
+    that is not a body is left to validation to refuse."""
+    if default and isinstance(body, dict) and body.get("model") is None:
+        return {**body, "model": default}
+    return body
+
+
 class RequestBody(BaseModel):
-    """The inference request body: `model` is required, everything else is passed through."""
+    """The inference request body: `model` is required (intake gives a body without one the
+    default model first, when there is one), everything else is passed through."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=MODEL_MAX_CHARS)
