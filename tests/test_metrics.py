@@ -56,7 +56,10 @@ async def test_a_pipeline_run_shows_in_the_metrics(
 
         async def stored() -> bool:
             after.update(await scrape(app))  # the stored counts are up to 5 s old
-            return value(after, "batchgate_requests", status="succeeded") == 4
+            # The receiver has the 5th POST a moment before its attempt is recorded and counted.
+            attempts = ("batchgate_delivery_attempts_total", {"channel": "webhook", "outcome": "success"})
+            sent = value(after, attempts[0], **attempts[1]) - value(before, attempts[0], **attempts[1])
+            return value(after, "batchgate_requests", status="succeeded") == 4 and sent >= 5
 
         await wait_until(stored, timeout=15, what="the stored counts in /metrics")
 
