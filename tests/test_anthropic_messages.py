@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from app.backends.anthropic_messages import UnsupportedContent, error_body, to_chat, to_message
+from app.backends.anthropic_messages import (
+    UnreadableAnswer,
+    UnsupportedContent,
+    error_body,
+    to_chat,
+    to_message,
+)
 from app.backends.base import BatchLine
 from app.backends.local import LocalBackend
 from tests.standins.inference import InferenceStandin
@@ -77,7 +83,8 @@ def test_params_are_renamed_and_unknown_keys_dropped() -> None:
             "top_k": 40,
             "stop_sequences": ["END"],
             "metadata": {"user_id": "u-1"},
-            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "thinking": {"type": "disabled"},  # what a chat server does anyway
+            "service_tier": "auto",
         }
     )
     assert chat == {
@@ -181,3 +188,182 @@ async def test_local_backend_answers_a_messages_line_with_a_message(inference: I
     assert errored.error is not None and errored.error["code"] == "http_400"
     assert errored.response is not None and errored.response["status_code"] == 400
     assert errored.response["body"]["error"]["message"] == "stand-in status 400"
+
+
+_USE = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+_RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": WEATHER["input_schema"],
+        "description": "The weather in a city",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("choice", "chat_choice"),
+    [
+        (None, None),
+        ({"type": "auto"}, "auto"),
+        ({"type": "any"}, "required"),
+        ({"type": "none"}, "none"),
+        ({"type": "tool", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
+def test_tools_and_tool_choice_become_function_tools(choice: Any, chat_choice: Any) -> None:
+    params = {"model": "m", "max_tokens": 8, "messages": [], "tools": [WEATHER]}
+    if choice is not None:
+        params["tool_choice"] = choice
+    chat = to_chat(params)
+    assert chat["tools"] == [FUNCTION]
+    assert chat.get("tool_choice") == chat_choice
+    assert "parallel_tool_calls" not in chat
+
+
+def test_disable_parallel_tool_use_becomes_parallel_tool_calls_false() -> None:
+    choice = {"type": "auto", "disable_parallel_tool_use": True}
+    chat = to_chat({"model": "m", "max_tokens": 8, "messages": [], "tools": [WEATHER], "tool_choice": choice})
+    assert (chat["tool_choice"], chat["parallel_tool_calls"]) == ("auto", False)
+
+
+def test_tool_use_and_tool_result_blocks_become_tool_calls_and_tool_messages() -> None:
+    call = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+    other = {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}}
+    messages = [
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Let me look."}, call, other]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [{"type": "text", "text": "no such city"}],
+                    "is_error": True,
+                },
+                {"type": "text", "text": "Thanks."},
+            ],
+        },
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1"}]},
+    ]
+    chat = to_chat({"model": "m", "max_tokens": 8, "messages": messages, "tools": [WEATHER]})
+    paris = {
+        "id": "toolu_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    oslo = {
+        "id": "toolu_2",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    assert chat["messages"] == [
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [paris, oslo]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "no such city"},
+        {"role": "user", "content": "Thanks."},
+        {"role": "assistant", "content": None, "tool_calls": [paris]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": ""},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "refusal"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+        ({"thinking": {"type": "adaptive"}}, "thinking"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, _RESULT]}]},
+            "must come first",
+        ),
+        ({"messages": [{"role": "user", "content": [_USE]}]}, "'tool_use'"),
+        ({"messages": [{"role": "assistant", "content": [_RESULT]}]}, "'tool_result'"),
+        (
+            {"messages": [{"role": "user", "content": [{**_RESULT, "content": [{"type": "image"}]}]}]},
+            "'image'",
+        ),
+    ],
+)
+def test_what_a_chat_server_cannot_carry_is_refused(params: dict[str, Any], refusal: str) -> None:
+    with pytest.raises(UnsupportedContent, match=refusal):
+        to_chat({"model": "m", "max_tokens": 8, "messages": [], **params})
+
+
+def _tool_answer(
+    arguments: Any, finish_reason: str = "tool_calls", text: str | None = None
+) -> dict[str, Any]:
+    call = {"id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+    chat = _chat(finish_reason=finish_reason)
+    chat["choices"][0]["message"] = {"role": "assistant", "content": text, "tool_calls": [call]}
+    return chat
+
+
+def test_tool_calls_become_tool_use_blocks_with_stop_reason_tool_use() -> None:
+    types = pytest.importorskip("anthropic.types")
+    message = to_message(_tool_answer('{"city": "Paris"}'), "m")
+    assert message["stop_reason"] == "tool_use" and message["stop_sequence"] is None
+    (block,) = message["content"]  # no empty text block before the call
+    assert (block["type"], block["id"], block["name"]) == ("tool_use", "call_7", "get_weather")
+    assert block["input"] == {"city": "Paris"}
+    assert set(types.ToolUseBlock.model_fields) <= set(block)
+    parsed = types.Message.model_validate(message)
+    assert parsed.content[0].input == {"city": "Paris"}  # type: ignore[union-attr]
+
+
+def test_text_before_a_tool_call_and_a_stop_finish_reason() -> None:
+    # Ollama ends a tool-calling turn with "stop"; the call still says why the turn ended.
+    message = to_message(_tool_answer("{}", finish_reason="stop", text="Looking."), "m")
+    assert [block["type"] for block in message["content"]] == ["text", "tool_use"]
+    assert message["content"][1]["input"] == {} and message["stop_reason"] == "tool_use"
+    assert to_message(_tool_answer("{}", finish_reason="length"), "m")["stop_reason"] == "max_tokens"
+
+
+@pytest.mark.parametrize("arguments", ['{"city": ', "[1, 2]", '"Paris"'])
+def test_tool_arguments_that_are_not_a_json_object_are_unreadable(arguments: str) -> None:
+    with pytest.raises(UnreadableAnswer, match="not a JSON object"):
+        to_message(_tool_answer(arguments), "m")
+
+
+async def test_local_backend_runs_a_tool_turn_both_ways(inference: InferenceStandin) -> None:
+    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
+    asked = {
+        "model": "claude-local",
+        "max_tokens": 32,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "any"},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    inference.tool_call_for["Weather in Paris?"] = {"city": "Paris"}
+    inference.tool_call_for["garbled"] = '{"city": '
+    garbled = {**asked, "messages": [{"role": "user", "content": "garbled"}]}
+    try:
+        result = await backend.run_line(BatchLine(1, "c1", "/v1/messages", asked))
+        unreadable = await backend.run_line(BatchLine(2, "c2", "/v1/messages", garbled))
+    finally:
+        await backend.close()
+    assert result.succeeded and result.response is not None
+    message = result.response["body"]
+    assert message["stop_reason"] == "tool_use"
+    assert message["content"][0] | {"id": "x"} == {
+        "type": "tool_use",
+        "id": "x",
+        "name": "get_weather",
+        "input": {"city": "Paris"},
+        "caller": None,
+        "toolset_name": None,
+    }
+    sent = inference.calls[0]["body"]
+    assert (sent["tools"], sent["tool_choice"]) == ([FUNCTION], "required")
+    assert unreadable.response is None and unreadable.error is not None
+    assert unreadable.error["code"] == "unreadable_answer" and unreadable.attempts == 1

@@ -19,7 +19,13 @@ import httpcore
 import httpx
 
 from app import metrics
-from app.backends.anthropic_messages import MESSAGES_URL, UnsupportedContent, to_chat, to_message
+from app.backends.anthropic_messages import (
+    MESSAGES_URL,
+    UnreadableAnswer,
+    UnsupportedContent,
+    to_chat,
+    to_message,
+)
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
 from app.backends.embedded import EmbeddedServer
 from app.backends.outage import ServerOutage
@@ -150,7 +156,11 @@ class LocalBackend:
         result = await self._post(line, "/v1/chat/completions", chat)
         if result.error is not None or result.response is None:
             return result  # the server's own error answer, as for any other line
-        message = to_message(result.response["body"], str(line.body.get("model", "")))
+        try:
+            message = to_message(result.response["body"], str(line.body.get("model", "")))
+        except UnreadableAnswer as exc:
+            # The server answered, but nothing a Message can say: the line fails with why.
+            return _failed(line, result.attempts, "unreadable_answer", str(exc))
         return replace(result, response={**result.response, "body": message})
 
     async def _post(self, line: BatchLine, path: str, body: dict[str, Any]) -> LineResult:

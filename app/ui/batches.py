@@ -11,6 +11,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
+from app.core.dropin import ids
 from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
@@ -41,6 +42,13 @@ class BatchPages(Controller):
     async def show(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         detail = await queries.batch_detail(state.db, batch_id)
         outcomes = await queries.batch_outcomes(state.db, batch_id)
+        face = ids.face_of(detail.batch)
+        # The Anthropic face is mounted at /v1 of this same server (docs/api.md).
+        results_url = (
+            str(request.base_url).rstrip("/") + "/v1" + face.results_path
+            if face and face.results_path
+            else None
+        )
         return page(
             request,
             "batch.html",
@@ -49,6 +57,10 @@ class BatchPages(Controller):
             events=detail.events,
             announced=detail.announced,
             outcomes=outcomes,
+            face=face,
+            results_url=results_url,
+            # A batch created before its size was recorded (an Anthropic one) has its lines' sizes.
+            size=detail.batch.bytes or outcomes.body_bytes,
             cost=model_tables.batch_cost(detail.batch, await state.runtime.fresh()),
         )
 

@@ -62,7 +62,10 @@ class InferenceStandin:
     Switches are plain attributes; tests mutate them between requests.
     Precedence per request: auth, ``status_for``, ``always_fail``,
     ``fail_first``, then success (with ``usage_for``'s usage, if any).
-    ``delay_seconds`` applies to every answer, ``delay_for`` to one key's.
+    ``delay_seconds`` applies to every answer, ``delay_for`` to one key's. ``tool_call_for`` makes a
+    chat request that offers tools answer with a call instead of text: of the tool its
+    ``tool_choice`` names, else of its first tool, with that key's arguments (a dict, sent as
+    OpenAI's JSON string; a str is sent as it is, to try unreadable arguments).
     A whole server in trouble: ``down_status`` answers every request (any path, any method) with
     that status; clearing ``answering`` holds every request unanswered until it is set again.
     """
@@ -78,6 +81,7 @@ class InferenceStandin:
         self.required_api_key: str | None = None
         self.usage_for: dict[str, dict[str, Any]] = {}  # key -> usage reported instead of the counted one
         self.reply_for: dict[str, str] = {}  # key -> the assistant's text instead of the echo
+        self.tool_call_for: dict[str, dict[str, Any] | str] = {}  # key -> the called tool's arguments
         self.down_status: int | None = None
         self.answering = asyncio.Event()
         self.answering.set()
@@ -195,6 +199,8 @@ class InferenceStandin:
         answer = self._success(path, body, n)
         if key in self.reply_for and path == "/v1/chat/completions":
             answer["choices"][0]["message"]["content"] = self.reply_for[key]
+        if key in self.tool_call_for and path == "/v1/chat/completions" and body.get("tools"):
+            answer["choices"][0] |= _tool_call(body, self.tool_call_for[key], n)
         if key in self.usage_for:
             answer["usage"] = self.usage_for[key]
         return 200, answer, {}
@@ -284,6 +290,19 @@ class InferenceStandin:
                 }
             ],
         }
+
+
+def _tool_call(body: dict[str, Any], arguments: dict[str, Any] | str, n: int) -> dict[str, Any]:
+    """The choice's message and finish_reason of a turn that calls one tool, as OpenAI answers it."""
+    choice = body.get("tool_choice")
+    named = choice["function"] if isinstance(choice, dict) else body["tools"][0]["function"]
+    name = named["name"]
+    sent = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    call = {"id": f"call_{n}", "type": "function", "function": {"name": name, "arguments": sent}}
+    return {
+        "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+        "finish_reason": "tool_calls",
+    }
 
 
 def _usage(prompt: str, reply: str) -> dict[str, int]:

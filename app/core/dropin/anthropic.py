@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import ijson
+from sqlalchemy import func, select
 
 from app import metrics
 from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
@@ -29,7 +30,7 @@ from app.core.rules import states
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem
 from app.core.rules.states import batch_scope
 from app.core.runs.lines import input_line
-from app.db.models import Batch
+from app.db.models import Batch, Request
 from app.db.session import Database
 
 MAX_REQUESTS = 100_000
@@ -83,6 +84,10 @@ async def from_body(
                 await session.flush()
                 rows = _rows(source, batch, shape, default_model)
                 batch.request_count = await insert_in_chunks(session, rows)
+                # Its size, as an OpenAI batch's is its input file's: the lines it runs.
+                batch.bytes = await session.scalar(
+                    select(func.coalesce(func.sum(Request.body_bytes), 0)).where(Request.batch_id == batch.id)
+                )
                 states.begin_batch(session, batch, "created through /v1/messages/batches")
     metrics.ACCEPTED.labels(ANTHROPIC_ORIGIN).inc(batch.request_count)
     return batch

@@ -4,8 +4,10 @@ What the local backend's translation (app.backends.anthropic_messages) reads mus
 Anthropic documents: a `messages` entry that is not an object, or `metadata` that is a string,
 would otherwise be taken, then fail at run time with Python's exception text as the request's
 result. Only types and the limits Batchgate stores are checked here; a content block of a type
-the translation cannot carry (an image, a tool) stays the request's own `invalid_request_error`
-when it runs, as documented.
+the translation cannot carry (an image, a document) stays the request's own
+`invalid_request_error` when it runs, as documented. What no request of the list could ever run
+with is refused here, naming the param: `thinking` (a chat server has nothing to carry it to) and
+server tools (they run inside Anthropic's platform).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def params_problems(params: dict[str, Any], where: str) -> Found:
         found += _content(params["system"], where + "/system", "params.system")
     found += _metadata(params.get("metadata"), where + "/metadata")
     found += _sampling(params, where)
+    found += _thinking(params.get("thinking"), where + "/thinking")
+    found += _tools(params.get("tools"), where + "/tools")
+    found += _tool_choice(params.get("tool_choice"), where + "/tool_choice")
     return found
 
 
@@ -79,6 +84,70 @@ def _content(content: Any, where: str, name: str) -> Found:
             return [refused("Invalid content block", "a content block must be an object with a type.", at)]
         if block["type"] == "text" and not isinstance(block.get("text"), str):
             return [refused("Invalid text block", "a text block's text must be a string.", at + "/text")]
+        if found := _tool_block(block, at):
+            return found
+    return []
+
+
+def _tool_block(block: dict[str, Any], at: str) -> Found:
+    """A tool_use block's id, name and input, and a tool_result's tool_use_id and content, of the
+    types the translation passes on."""
+    if block["type"] == "tool_use":
+        if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+            return [refused("Invalid tool_use block", "a tool_use block needs a string id and name.", at)]
+        if not isinstance(block.get("input"), dict):
+            return [refused("Invalid tool_use block", "a tool_use block's input must be an object.", at)]
+    if block["type"] == "tool_result":
+        if not isinstance(block.get("tool_use_id"), str):
+            rule = "a tool_result block needs a string tool_use_id."
+            return [refused("Invalid tool_result block", rule, at + "/tool_use_id")]
+        content = block.get("content")
+        if content is not None and (found := _content(content, at + "/content", "tool_result content")):
+            return found
+    return []
+
+
+def _thinking(thinking: Any, where: str) -> Found:
+    """Extended thinking is Claude's own: an OpenAI-compatible chat server has no budget or
+    thinking blocks to carry it to, and running without it would answer something else than was
+    asked. Only an explicit {"type": "disabled"} (what the server does anyway) is taken."""
+    if thinking is None or thinking == {"type": "disabled"}:
+        return []
+    rule = "params.thinking is not supported: the local backend's chat servers have no extended thinking."
+    return [refused("Unsupported thinking", rule, where)]
+
+
+def _tools(tools: Any, where: str) -> Found:
+    """Client tools (name, input_schema, optional description); a server tool is refused."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        return [refused("Invalid tools", "params.tools must be a list of tools.", where)]
+    for index, tool in enumerate(tools):
+        at = f"{where}/{index}"
+        if not isinstance(tool, dict):
+            return [refused("Invalid tool", "each tool must be an object.", at)]
+        if tool.get("type") not in (None, "custom"):
+            rule = f"server tool {tool['type']!r} is not supported: the local backend runs client tools only."
+            return [refused("Unsupported tool", rule, at + "/type")]
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            return [refused("Invalid tool", "a tool's name must be a non-empty string.", at + "/name")]
+        if not isinstance(tool.get("input_schema"), dict):
+            return [refused("Invalid tool", "a tool's input_schema must be an object.", at + "/input_schema")]
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            return [refused("Invalid tool", "a tool's description must be a string.", at + "/description")]
+    return []
+
+
+def _tool_choice(choice: Any, where: str) -> Found:
+    if choice is None:
+        return []
+    kinds = ("auto", "any", "tool", "none")
+    if not isinstance(choice, dict) or choice.get("type") not in kinds:
+        rule = f"params.tool_choice must be an object whose type is one of {', '.join(kinds)}."
+        return [refused("Invalid tool_choice", rule, where)]
+    if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
+        return [refused("Invalid tool_choice", "tool_choice of type tool needs a name.", where + "/name")]
     return []
 
 

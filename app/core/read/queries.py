@@ -48,6 +48,7 @@ class BatchOutcomes:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    body_bytes: int = 0  # the size of its requests' lines, summed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +160,7 @@ async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
                     func.coalesce(func.sum(Request.prompt_tokens), 0),
                     func.coalesce(func.sum(Request.completion_tokens), 0),
                     func.coalesce(func.sum(Request.total_tokens), 0),
+                    func.coalesce(func.sum(Request.body_bytes), 0),
                 )
                 .where(Request.batch_id == batch_id)
                 .group_by(Request.status)
@@ -178,6 +180,7 @@ async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
         prompt_tokens=sum(int(row[2]) for row in by_status),
         completion_tokens=sum(int(row[3]) for row in by_status),
         total_tokens=sum(int(row[4]) for row in by_status),
+        body_bytes=sum(int(row[5]) for row in by_status),
     )
 
 

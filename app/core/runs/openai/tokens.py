@@ -1,8 +1,10 @@
 """Estimating a request's input tokens, for the enqueued-token limits.
 
-tiktoken counts exactly when its encoding files are available (downloaded once, or provided
-through TIKTOKEN_CACHE_DIR); without them the estimate falls back to bytes / 4, OpenAI's own rule
-of thumb. The estimate only decides when a batch is submitted, never what is sent.
+tiktoken counts exactly, offline: the encodings OpenAI's models use are built from files installed
+with the packages (encodings.py), never downloaded. Only a model whose encoding is not bundled (an
+old completions model) needs tiktoken's download; where that fails the estimate falls back to
+bytes / 4, OpenAI's own rule of thumb, and says so in the log. The estimate only decides when a
+batch is submitted, never what is sent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import math
 from functools import lru_cache
 from typing import Any, Protocol
+
+from app.core.runs.openai import encodings
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +31,9 @@ class Encoding(Protocol):
 def encoding_for(model: str) -> Encoding | None:
     """tiktoken's encoding for the model (o200k_base when unknown), or None when unavailable."""
     try:
-        import tiktoken
-
-        try:
-            return tiktoken.encoding_for_model(model)
-        except KeyError:
-            return tiktoken.get_encoding("o200k_base")
-    except Exception as exc:  # no encoding file and no network: fall back, once per model
-        log.info("tiktoken has no encoding for %s (%s); estimating tokens as bytes/4", model, exc)
+        return encodings.get_encoding(encodings.encoding_name(model))
+    except Exception as exc:  # an unbundled encoding and no network: fall back, once per model
+        log.warning("tiktoken has no encoding for %s (%s); estimating tokens as bytes/4", model, exc)
         return None
 
 
