@@ -25,6 +25,7 @@ from app.api.health import health
 from app.api.keys import RequireApiKey
 from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
+from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
 from app.backends.embedded import EmbeddedServer
@@ -200,6 +201,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
         middleware=[ScreenRequests(), cookies.session.middleware],
+        # The drop-in faces' request ids (x-request-id, request-id) on every answer they give.
+        before_send=[stamp_request_id],
         csrf_config=cookies.csrf,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(

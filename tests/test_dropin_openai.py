@@ -200,14 +200,14 @@ async def test_uploads_are_refused_as_openai_refuses_them(
 ) -> None:
     async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
         client = sdk(app)
-        # The purpose must come first (the file is streamed to disk as it arrives), and a file.
-        file_first = (
+        # A form with a file but no purpose (here after the file) is refused, and nothing kept.
+        no_purpose = (
             b'--b\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n\r\n'
             + line("a")
-            + b'\r\n--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b--\r\n'
+            + b'\r\n--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nbatch\r\n--b--\r\n'
         )
         late = await app.client.post(
-            "/v1/files", content=file_first, headers={"content-type": "multipart/form-data; boundary=b"}
+            "/v1/files", content=no_purpose, headers={"content-type": "multipart/form-data; boundary=b"}
         )
         assert late.status_code == 400 and late.json()["error"]["param"] == "purpose"
         form_without_file = await app.client.post("/v1/files", files={"purpose": (None, b"batch")})
@@ -282,8 +282,8 @@ async def test_bad_create_parameters_answer_400_in_openai_shape(
         cases: list[tuple[dict[str, Any], str]] = [
             ({"input_file_id": good.id, "completion_window": "48h"}, "completion_window"),
             ({"input_file_id": "file-unknown"}, "input_file_id"),
-            ({"input_file_id": other.id}, None),  # type: ignore[list-item]
-            ({"input_file_id": good.id, "endpoint": "/v1/images"}, None),  # type: ignore[list-item]
+            ({"input_file_id": other.id}, "input_file_id"),
+            ({"input_file_id": good.id, "endpoint": "/v1/images"}, "endpoint"),
             ({"input_file_id": good.id, "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
         ]
         for params, param in cases:

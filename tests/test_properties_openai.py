@@ -31,7 +31,7 @@ from tests.support.properties import (
     wild_text,
 )
 
-PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data")
+PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data", "evals")
 
 EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600
 BOUNDARY = "bg-property-7f3a9c"

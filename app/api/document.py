@@ -12,8 +12,8 @@ from typing import Any
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from app.api.openai.files import PURPOSES
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
+from app.core.dropin.files import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
 from app.core.intake.schema import ENDPOINTS, RequestIn
 from app.http import ROW_ID_MAX
 
@@ -32,14 +32,26 @@ OPENAI_BATCH_IN = {
             "propertyNames": {"maxLength": 64},
             "additionalProperties": {"type": "string", "maxLength": 512},
         },
+        "output_expires_after": {
+            "type": ["object", "null"],
+            "description": "When the batch's output and error files expire, from their creation",
+            "required": ["anchor", "seconds"],
+            "properties": {
+                "anchor": {"enum": ["created_at"]},
+                "seconds": {"type": "integer", "minimum": EXPIRES_AFTER_MIN, "maximum": EXPIRES_AFTER_MAX},
+            },
+        },
     },
 }
 
 FILE_UPLOAD = {
     "type": "object",
     "required": ["purpose", "file"],
-    # The file streams to disk as it arrives, so `purpose` must come first.
-    "properties": {"purpose": {"enum": list(PURPOSES)}, "file": {"type": "string", "format": "binary"}},
+    # In either order: the file streams to disk as it arrives, a purpose after it is checked then.
+    "properties": {
+        "purpose": {"enum": list(UPLOAD_PURPOSES)},
+        "file": {"type": "string", "format": "binary"},
+    },
 }
 
 MESSAGE_BATCH_IN = {

@@ -43,6 +43,17 @@ def output_line(request: Finished) -> dict[str, Any]:
     }
 
 
+def file_line(request: Finished) -> dict[str, Any]:
+    """The request's result as OpenAI writes it in a batch's output or error file: when the
+    server answered with an HTTP error, that answer (its error in the body) is the `response`
+    and `error` is null. The native shape (output_line) also names the error, as documented."""
+    line = output_line(request)
+    status = request.response.get("status_code") if isinstance(request.response, dict) else None
+    if isinstance(status, int) and not 200 <= status < 300:
+        line["error"] = None
+    return line
+
+
 async def record(
     session: AsyncSession, batch_id: int, results: Sequence[LineResult], hold: Hold | None = None
 ) -> int:

@@ -62,6 +62,8 @@ class Batch(IdentityBase):
     dropin_input_file_id: Mapped[str | None] = mapped_column(String(64))
     dropin_output_file_id: Mapped[str | None] = mapped_column(String(64))
     dropin_error_file_id: Mapped[str | None] = mapped_column(String(64))
+    # The create's output_expires_after: how long its output and error files live (None: 30 days).
+    dropin_output_expires_seconds: Mapped[int | None] = mapped_column(Integer)
     files_written_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     status_changed_at: Mapped[datetime] = mapped_column(DateTimeUTC)

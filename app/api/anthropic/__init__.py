@@ -14,6 +14,7 @@ from litestar import Router
 from app.api.anthropic.batches import MessageBatchController
 from app.api.anthropic.errors import EXCEPTION_HANDLERS
 from app.api.keys import RequireApiKey
+from app.api.request_ids import request_id_header
 
 MOUNTS = ("/v1", "/api/anthropic/v1", "/v1/v1", "/api/anthropic/v1/v1")
 
@@ -24,7 +25,7 @@ def _router(mount: str) -> Router:
         route_handlers=[MessageBatchController],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequireApiKey()],
-        opt={"mount": mount},
+        opt={"mount": mount, **request_id_header("request-id")},
         # One mount is documented; the others are the same API under other prefixes.
         include_in_schema=mount == MOUNTS[0],
     )

@@ -11,6 +11,7 @@ from app.api.keys import RequireApiKey
 from app.api.openai.batches import BatchController
 from app.api.openai.errors import EXCEPTION_HANDLERS
 from app.api.openai.files import FileController
+from app.api.request_ids import request_id_header
 
 
 def _router(path: str, in_schema: bool) -> Router:
@@ -19,6 +20,7 @@ def _router(path: str, in_schema: bool) -> Router:
         route_handlers=[FileController, BatchController],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequireApiKey()],
+        opt=request_id_header("x-request-id"),
         include_in_schema=in_schema,
     )
 

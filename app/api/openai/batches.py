@@ -81,12 +81,13 @@ class BatchController(Controller):
         if data.get("completion_window") != "24h":
             raise invalid("invalid_value", "completion_window must be '24h'.", "completion_window")
         metadata = _metadata(data.get("metadata"))
+        output_expires_after = files.output_expires_after(data.get("output_expires_after"))
         try:
             file = await files.get(state.db, file_id)
         except NotFound:
             # OpenAI answers an unknown input file as a bad parameter, not a missing resource.
             raise invalid("invalid_value", f"No file with id {file_id!r}.", "input_file_id") from None
-        batch = await state.actions.create_batch_from_file(file, endpoint, metadata)
+        batch = await state.actions.create_batch_from_file(file, endpoint, metadata, output_expires_after)
         return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, batch.id))
 
     @get("/", summary="Batches, newest first", responses=documented_errors())

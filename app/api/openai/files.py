@@ -14,7 +14,6 @@ from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_ou
 from app.api.openai.upload import Upload
 from app.core.dropin import files
 
-PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data")
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
 UPLOAD_MAX_BYTES = 200 * 1024 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -28,7 +27,7 @@ class FileController(Controller):
     @post(
         "/",
         status_code=200,
-        summary="Upload a file (multipart: purpose, then file)",
+        summary="Upload a file (multipart: purpose and file, in either order)",
         request_max_body_size=UPLOAD_MAX_BYTES + FORM_OVERHEAD_BYTES,
         responses=documented_errors(
             {
@@ -46,26 +45,17 @@ class FileController(Controller):
         try:
             if not await upload.until_file():
                 raise invalid("missing_required_parameter", "The form has no file part.", "file")
-            purpose = upload.fields.get("purpose")
-            # The file is streamed to disk as it arrives, so its purpose must be known first;
-            # the SDKs (and curl -F in the documented order) send it before the file.
-            if purpose not in PURPOSES:
-                raise invalid(
-                    "invalid_value",
-                    f"purpose must be one of {', '.join(PURPOSES)}, sent before the file part.",
-                    "purpose",
-                )
+            # What came before the file is checked now, before a byte is written; what follows it
+            # (local-batch-api's curl sends the purpose after the file) once the file is on disk.
+            files.upload_terms(upload.fields, complete=False)
             settings = await state.runtime.fresh()
-            stored = await files.store(
+            stored = await files.receive(
                 state.db,
                 settings.data_dir,
                 upload.file_bytes(),
                 filename=upload.filename or "upload",
-                purpose=purpose,
                 max_bytes=UPLOAD_MAX_BYTES,
-                expires_at=files.expiry(
-                    upload.fields.get("expires_after[anchor]"), upload.fields.get("expires_after[seconds]")
-                ),
+                terms=lambda: files.upload_terms(upload.fields),
             )
         finally:
             await upload.close()

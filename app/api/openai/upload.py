@@ -1,8 +1,11 @@
 """A multipart/form-data upload read as it arrives: the small fields before the file, then the
-file's bytes as a stream handed straight to the file store (never the whole body in memory).
+file's bytes as a stream handed straight to the file store (never the whole body in memory), then
+the fields after it.
 
 Litestar's own form parsing would spool the file first; this uses the same parser (`multipart`,
-a Litestar dependency) in push mode instead. Fields after the file are read and ignored.
+a Litestar dependency) in push mode instead. The fields may come before or after the file (the
+SDKs send `purpose` first, local-batch-api's curl example sends the file first), so every field
+is in `fields` once the file's bytes have been read to their end.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ MAX_PARTS = 32
 
 
 class Upload:
-    """One form being read: `fields` holds what came before the file named `file_field`."""
+    """One form being read: `fields` holds its small fields, `filename` the file's name."""
 
     def __init__(self, body: AsyncIterator[bytes], boundary: str, file_field: str = "file") -> None:
         self.fields: dict[str, str] = {}
@@ -41,14 +44,23 @@ class Upload:
 
     async def until_file(self) -> bool:
         """Read the fields up to the file; True when the file comes next, False if it never does."""
+        return await self._fields(stop_at_file=True)
+
+    async def _fields(self, stop_at_file: bool) -> bool:
+        """Read fields into `fields`; stop at the file part when asked (True). A file part met
+        otherwise (a second one) is skipped, its bytes not kept."""
         name, value = None, bytearray()
         async for part in self._parts:
             if isinstance(part, MultipartSegment):
-                if part.name == self._file_field and part.filename is not None:
-                    self.filename = part.filename or "upload"
-                    return True
                 name, value = part.name, bytearray()
+                if part.name == self._file_field and part.filename is not None:
+                    if stop_at_file:
+                        self.filename = part.filename or "upload"
+                        return True
+                    name = None
             elif part is not None:
+                if name is None:
+                    continue
                 value.extend(part)  # type: ignore[arg-type]
                 if len(value) > FIELD_MAX_BYTES:
                     raise invalid("invalid_multipart", f"Form field {name!r} is too long.", name)
@@ -58,14 +70,13 @@ class Upload:
         return False
 
     async def file_bytes(self) -> AsyncIterator[bytes]:
-        """The file's bytes as they arrive, then the rest of the form read to its end."""
+        """The file's bytes as they arrive, then the fields after it read into `fields`."""
         async for part in self._parts:
             if part is None:
                 break
             if not isinstance(part, MultipartSegment):
                 yield bytes(part)  # type: ignore[arg-type]
-        async for _ in self._parts:
-            pass
+        await self._fields(stop_at_file=False)
 
     async def close(self) -> None:
         """Stop reading (an early refusal leaves the rest of the body unread)."""

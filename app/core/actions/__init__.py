@@ -10,6 +10,7 @@ steps" is said once, here.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from app.backends.base import BatchAPI
@@ -36,10 +37,15 @@ class Actions:
             self._wake(step)
 
     async def create_batch_from_file(
-        self, file: File, endpoint: str, metadata: dict[str, str] | None
+        self,
+        file: File,
+        endpoint: str,
+        metadata: dict[str, str] | None,
+        output_expires_after: timedelta | None = None,
     ) -> Batch:
         """A drop-in batch from an uploaded file (OpenAI face); ready, or failed with its problems."""
-        batch = await create.from_file(self.db, await self.settings.fresh(), file, endpoint, metadata)
+        settings = await self.settings.fresh()
+        batch = await create.from_file(self.db, settings, file, endpoint, metadata, output_expires_after)
         self._waking(Step.SUBMIT)
         return batch
 

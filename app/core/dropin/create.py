@@ -34,6 +34,8 @@ from app.db.session import Database
 OPENAI_ORIGIN, ANTHROPIC_ORIGIN = "openai_batch", "anthropic_batch"
 DROPIN_ORIGINS = (OPENAI_ORIGIN, ANTHROPIC_ORIGIN)
 MAX_LINES = 50_000
+# OpenAI's cap on an embeddings batch: 50,000 embedding inputs across all its requests.
+EMBEDDINGS, MAX_EMBEDDING_INPUTS = "/v1/embeddings", 50_000
 MAX_ERRORS_LISTED = 1000
 COMPLETION_WINDOW = timedelta(hours=24)
 INSERT_CHUNK = 1000
@@ -49,6 +51,7 @@ class Checked:
     default_model: str | None = None
     lines: int = 0
     bytes: int = 0
+    embedding_inputs: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def refuse(self, line: int, code: str, message: str, param: str | None = None) -> None:
@@ -69,6 +72,10 @@ def check_lines(raw_lines: Iterator[bytes], endpoint: str, default_model: str | 
             checked.refuse(number, "too_many_requests", f"A batch holds at most {MAX_LINES} requests.")
             break
         _check_line(checked, seen, number, raw, endpoint)
+        if checked.embedding_inputs > MAX_EMBEDDING_INPUTS:
+            message = f"An embeddings batch holds at most {MAX_EMBEDDING_INPUTS} inputs across its requests."
+            checked.refuse(number, "too_many_embedding_inputs", message, "body.input")
+            break
     if checked.lines == 0:
         checked.refuse(1, "empty_file", "The input file has no requests.")
     return checked
@@ -85,6 +92,8 @@ def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpo
         return checked.refuse(
             number, "invalid_text", storable.UNSTORABLE, pointer.lstrip("/").replace("/", ".")
         )
+    if endpoint == EMBEDDINGS:
+        checked.embedding_inputs += embedding_inputs(line.get("body"))
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         return checked.refuse(number, "missing_required_parameter", "custom_id is required.", "custom_id")
@@ -131,27 +140,45 @@ def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpo
     return None
 
 
+def embedding_inputs(body: Any) -> int:
+    """How many embedding inputs a body's `input` holds, as OpenAI counts them: a string or one
+    token array is one, a list of strings or of token arrays one per item. Anything else counts
+    nothing here; the server refuses it when the line runs."""
+    value = body.get("input") if isinstance(body, dict) else None
+    if isinstance(value, str):
+        return 1
+    if not isinstance(value, list) or not value:
+        return 0
+    return 1 if all(isinstance(x, int) for x in value) else len(value)
+
+
 async def from_file(
     db: Database,
     settings: Settings,
     file: File,
     endpoint: str,
     metadata: dict[str, str] | None,
+    output_expires_after: timedelta | None = None,
 ) -> Batch:
     """An OpenAI-face batch from an uploaded file: `ready` with its requests, or `failed` with
-    every problem of the file in its error (`errors.data`)."""
+    every problem of the file in its error (`errors.data`). Its output and error files will live
+    `output_expires_after` from their creation (OpenAI's 30 days when None)."""
+    if endpoint not in ENDPOINTS:
+        raise InvalidInput(
+            Problem(
+                "invalid_endpoint",
+                "Unsupported endpoint",
+                f"endpoint must be one of {', '.join(ENDPOINTS)}.",
+                "endpoint",
+            )
+        )
     if file.purpose != "batch":
         raise InvalidInput(
             Problem(
                 "invalid_file",
                 "Not a batch file",
                 f"File {file.id} has purpose {file.purpose!r}, not 'batch'.",
-            )
-        )
-    if endpoint not in ENDPOINTS:
-        raise InvalidInput(
-            Problem(
-                "invalid_endpoint", "Unsupported endpoint", f"endpoint must be one of {', '.join(ENDPOINTS)}."
+                "input_file_id",
             )
         )
     # Reading and parsing up to 200 MB is CPU work: off the event loop.
@@ -163,6 +190,8 @@ async def from_file(
         status = B.FAILED if checked.errors else B.READY
         batch = new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata, status)
         batch.dropin_input_file_id = file.id
+        if output_expires_after is not None:
+            batch.dropin_output_expires_seconds = int(output_expires_after.total_seconds())
         batch.bytes = checked.bytes
         if checked.errors:
             batch.error = {"object": "list", "data": checked.errors}

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -32,6 +33,15 @@ LEFTOVER_AGE = timedelta(days=1)
 # OpenAI's `expires_after` bounds (1 hour to 30 days), and the longest name files.filename holds.
 EXPIRES_AFTER_MIN, EXPIRES_AFTER_MAX = 3600, 30 * 24 * 3600
 FILENAME_MAX_CHARS = 255
+# What OpenAI's Files API takes as an upload's purpose, plus batch_output (the purpose of the files
+# a batch produces), which this face has always taken.
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals", "batch_output")
+ANCHOR_FIELD, SECONDS_FIELD = "expires_after[anchor]", "expires_after[seconds]"
+# OpenAI's default: a `batch` upload expires after 30 days, every other purpose is kept until deleted.
+BATCH_UPLOAD_LIFETIME = timedelta(days=30)
+# How a stored file's purpose and lifetime are settled: asked once its bytes are written, because
+# an upload's form fields may follow its file part.
+Terms = Callable[[], tuple[str, timedelta | None]]
 
 
 def new_id() -> str:
@@ -42,10 +52,8 @@ def location(data_dir: str, file: File) -> Path:
     return Path(data_dir) / file.path
 
 
-def expiry(anchor: str | None, seconds: str | None) -> datetime | None:
-    """When an upload expires by OpenAI's `expires_after` (form fields, so text): None when
-    neither is given; InvalidInput unless anchor is 'created_at' and seconds ASCII digits in
-    bounds."""
+def expires_after(anchor: str | None, seconds: str | None) -> timedelta | None:
+    """OpenAI's `expires_after` form fields as a lifetime; None when neither is given."""
     if anchor is None and seconds is None:
         return None
     if anchor != "created_at" or seconds is None or not is_whole(seconds):
@@ -56,7 +64,46 @@ def expiry(anchor: str | None, seconds: str | None) -> datetime | None:
     if value is None or value < EXPIRES_AFTER_MIN:
         bounds = f"expires_after.seconds must be between {EXPIRES_AFTER_MIN} and {EXPIRES_AFTER_MAX}."
         raise _invalid(bounds, "expires_after")
-    return utcnow() + timedelta(seconds=value)
+    return timedelta(seconds=value)
+
+
+def upload_terms(fields: Mapping[str, str], *, complete: bool = True) -> tuple[str, timedelta | None]:
+    """An upload's purpose and lifetime from its form fields; InvalidInput naming the field that
+    is wrong. With `complete` False (only the fields before the file are in), what is absent may
+    still come and is not refused yet. A `batch` upload lives 30 days unless it says otherwise."""
+    purpose = fields.get("purpose")
+    if purpose not in UPLOAD_PURPOSES and (complete or purpose is not None):
+        raise _invalid(f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}.", "purpose")
+    anchor, seconds = fields.get(ANCHOR_FIELD), fields.get(SECONDS_FIELD)
+    after = expires_after(anchor, seconds) if complete or None not in (anchor, seconds) else None
+    if after is None and purpose == "batch":
+        after = BATCH_UPLOAD_LIFETIME
+    return purpose or "", after
+
+
+def output_expires_after(value: Any) -> timedelta | None:
+    """A batch create's `output_expires_after` (JSON) as the lifetime of its output and error
+    files, anchored at their creation as OpenAI anchors it; None when absent. InvalidInput naming
+    the part that is wrong: OpenAI takes anchor 'created_at' and 3600 to 2592000 seconds."""
+    if value is None:
+        return None
+    name = "output_expires_after"
+    if not isinstance(value, dict):
+        raise _invalid(f"{name} must be an object with anchor and seconds.", name)
+    if value.get("anchor") != "created_at":
+        raise _invalid(f"{name}.anchor must be 'created_at'.", f"{name}.anchor")
+    seconds = value.get("seconds")
+    # bool is an int to Python, not to JSON's readers.
+    if (
+        not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not (EXPIRES_AFTER_MIN <= seconds <= EXPIRES_AFTER_MAX)
+    ):
+        raise _invalid(
+            f"{name}.seconds must be a whole number from {EXPIRES_AFTER_MIN} to {EXPIRES_AFTER_MAX}.",
+            f"{name}.seconds",
+        )
+    return timedelta(seconds=seconds)
 
 
 def check_filename(filename: str) -> str:
@@ -84,8 +131,32 @@ async def store(
     batch_id: int | None = None,
     expires_at: datetime | None = None,
 ) -> File:
-    """Write `chunks` to a new file and record it. Nothing is kept when it fails: TooLarge past
-    `max_bytes`, InvalidInput for a filename the table cannot hold (before a byte is written),
+    """Write `chunks` to a new file and record it with this purpose and expiry (see receive)."""
+    after = None if expires_at is None else expires_at - utcnow()
+    return await receive(
+        db,
+        data_dir,
+        chunks,
+        filename=filename,
+        max_bytes=max_bytes,
+        terms=lambda: (purpose, after),
+        batch_id=batch_id,
+    )
+
+
+async def receive(
+    db: Database,
+    data_dir: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    filename: str,
+    max_bytes: int,
+    terms: Terms,
+    batch_id: int | None = None,
+) -> File:
+    """Write `chunks` to a new file, then ask `terms` for its purpose and lifetime (counted from
+    its creation) and record it. Nothing is kept when it fails: TooLarge past `max_bytes`,
+    InvalidInput for a filename the table cannot hold (before a byte is written) or from `terms`,
     or whatever failed the row's insert."""
     check_filename(filename)
     file_id = new_id()
@@ -94,10 +165,12 @@ async def store(
     partial = target.with_suffix(".part")
     try:
         size = await _write(chunks, partial, max_bytes, "file")
+        purpose, lifetime = terms()
         partial.replace(target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    now = utcnow()
     row = File(
         id=file_id,
         purpose=purpose,
@@ -105,8 +178,8 @@ async def store(
         bytes=size,
         path=relative,
         batch_id=batch_id,
-        created_at=utcnow(),
-        expires_at=expires_at,
+        created_at=now,
+        expires_at=None if lifetime is None else now + lifetime,
     )
     try:
         async with db.transaction() as session:

@@ -26,7 +26,8 @@ EXPIRED_ERROR = {
     "message": "This request could not be executed before the completion window expired.",
 }
 OUTPUT_FILE_MAX_BYTES = 2**62  # produced files are as large as their batch
-# Output and error files are kept this long, as OpenAI keeps them (unless deleted earlier).
+# Output and error files are kept this long, as OpenAI keeps them (unless deleted earlier), when
+# the create's output_expires_after says nothing.
 OUTPUT_FILE_RETENTION = timedelta(days=30)
 CLAIM = 10
 # A batch in these statuses can still expire; submitting and cancelling are moving on their own.
@@ -101,13 +102,16 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
             batch.completed_count,
             batch.request_count - batch.completed_count,
         )
+        seconds = batch.dropin_output_expires_seconds
+    # The create's output_expires_after, anchored at each file's creation as OpenAI anchors it.
+    lifetime = OUTPUT_FILE_RETENTION if seconds is None else timedelta(seconds=seconds)
     produced: dict[str, str | None] = {"output": None, "error": None}
     # Anthropic results are read straight from the requests (GET .../results); OpenAI's are files.
     if origin != ANTHROPIC_ORIGIN:
         for kind, count in (("output", succeeded), ("error", unfinished)):
             if count > 0:
-                chunks = await exports.batch_file(db, batch_id, kind)
-                produced[kind] = (await _store(db, data_dir, batch_id, kind, chunks)).id
+                chunks = await exports.batch_file(db, batch_id, kind, results.file_line)
+                produced[kind] = (await _store(db, data_dir, batch_id, kind, chunks, lifetime)).id
     async with db.transaction() as session:
         batch = await session.get(Batch, batch_id)
         assert batch is not None
@@ -117,14 +121,15 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
         leases.release(batch)
 
 
-async def _store(db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes]) -> File:
-    return await files.store(
+async def _store(
+    db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes], lifetime: timedelta
+) -> File:
+    return await files.receive(
         db,
         data_dir,
         chunks,
         filename=f"batch_{batch_id}_{kind}.jsonl",
-        purpose="batch_output",
         max_bytes=OUTPUT_FILE_MAX_BYTES,
+        terms=lambda: ("batch_output", lifetime),
         batch_id=batch_id,
-        expires_at=utcnow() + OUTPUT_FILE_RETENTION,
     )

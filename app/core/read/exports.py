@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
 
 from sqlalchemy import select
 
@@ -16,6 +16,7 @@ from app.db.models import Batch, Request
 from app.db.session import Database
 
 Kind = Literal["input", "output", "error"]
+Shape = Callable[[results.Finished], dict[str, Any]]
 CHUNK_ROWS = 1000
 _STATUSES: dict[str, tuple[str, ...]] = {
     "output": (RequestStatus.SUCCEEDED,),
@@ -23,18 +24,22 @@ _STATUSES: dict[str, tuple[str, ...]] = {
 }
 
 
-async def batch_file(db: Database, batch_id: int, kind: Kind) -> AsyncIterator[bytes]:
-    """The batch's `kind` file as an async iterator of JSONL chunks; NotFound before the first byte.
+async def batch_file(
+    db: Database, batch_id: int, kind: Kind, shape: Shape = results.output_line
+) -> AsyncIterator[bytes]:
+    """The batch's `kind` file as an async iterator of JSONL chunks, each result line in `shape`
+    (the native one unless told: a drop-in batch's files are written in OpenAI's); NotFound
+    before the first byte.
 
     Each chunk is read in its own short transaction, so a slow download holds no lock or snapshot.
     """
     async with db.transaction() as session:
         if await session.get(Batch, batch_id) is None:
             raise not_found("batch", batch_id)
-    return _chunks(db, batch_id, kind)
+    return _chunks(db, batch_id, kind, shape)
 
 
-async def _chunks(db: Database, batch_id: int, kind: Kind) -> AsyncIterator[bytes]:
+async def _chunks(db: Database, batch_id: int, kind: Kind, shape: Shape) -> AsyncIterator[bytes]:
     after = 0
     while True:
         stmt = select(Request).where(Request.batch_id == batch_id, Request.id > after)
@@ -47,6 +52,6 @@ async def _chunks(db: Database, batch_id: int, kind: Kind) -> AsyncIterator[byte
         if kind == "input":
             lines = [input_line(r.custom_id, r.endpoint, r.body) for r in rows]
         else:
-            lines = [json.dumps(results.output_line(r), separators=(",", ":")) for r in rows]
+            lines = [json.dumps(shape(r), separators=(",", ":")) for r in rows]
         yield ("\n".join(lines) + "\n").encode()
         after = rows[-1].id
