@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
+from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -22,6 +24,20 @@ OPTIONAL_INDEXES = frozenset({"ix_requests_custom_id_trgm", "ix_requests_custom_
 
 def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
     return not (type_ == "index" and name in OPTIONAL_INDEXES)
+
+
+def _keep_autoincrement(table: Table, connection: Connection, **_: Any) -> None:
+    """A table that batch mode rebuilds on SQLite keeps AUTOINCREMENT when the one it replaces has
+    it. The rebuild copies the table from its reflection, which does not carry AUTOINCREMENT: the
+    first migration to rebuild a table would let it hand out deleted ids again (issue 24)."""
+    if connection.dialect.name != "sqlite" or not table.name.startswith("_alembic_tmp_"):
+        return
+    replaced = table.name.removeprefix("_alembic_tmp_")
+    sql = connection.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (replaced,)
+    ).scalar()
+    if sql and "AUTOINCREMENT" in sql.upper():
+        table.dialect_options["sqlite"]["autoincrement"] = True
 
 
 def _url() -> str:
@@ -44,8 +60,12 @@ def _run(connection: Connection) -> None:
         compare_type=True,
         include_object=_include_object,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    event.listen(Table, "before_create", _keep_autoincrement)
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        event.remove(Table, "before_create", _keep_autoincrement)
 
 
 async def _run_async() -> None:

@@ -70,3 +70,29 @@ async def test_sqlite_ids_are_never_reused_after_the_upgrade_that_keeps_every_ro
         db.execute("DELETE FROM requests")
         db.execute("DELETE FROM batches WHERE id = ?", (newest,))
         assert insert_batch(db) == newest + 1
+
+
+async def test_sqlite_tables_keep_autoincrement_through_every_rebuild(tmp_path) -> None:
+    # Alembic's batch mode rebuilds a SQLite table from its reflection, which drops AUTOINCREMENT;
+    # migrations/env.py puts it back, so no later migration (up or down) makes ids reusable again.
+    import importlib
+    import sqlite3
+
+    from tests.support import sqlite_url
+
+    id_tables = importlib.import_module("migrations.versions.0010_ids_never_reused").ID_TABLES
+    url = sqlite_url(tmp_path)
+    config = alembic_config(url)
+
+    def without_autoincrement() -> list[str]:
+        with sqlite3.connect(tmp_path / "batchgate.db") as db:
+            found = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        return [table for table in id_tables if "AUTOINCREMENT" not in found[table]]
+
+    await asyncio.to_thread(upgrade, url)
+    assert without_autoincrement() == []
+    for revision in ("0010", "0009"):
+        await asyncio.to_thread(command.downgrade, config, revision)
+        assert without_autoincrement() == [], revision
+    await asyncio.to_thread(upgrade, url)
+    assert without_autoincrement() == []

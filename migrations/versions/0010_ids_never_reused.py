@@ -43,9 +43,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The tables keep AUTOINCREMENT: the code of 0009 runs as well on them, and a downgrade must
+    # not make ids reusable again (migrations/env.py keeps it through every rebuild).
     with op.batch_alter_table("batches", schema=None) as batch_op:
         batch_op.drop_column("lease_token")
-    _rebuild_ids(autoincrement=False)
 
 
 def _rebuild_ids(autoincrement: bool) -> None:
