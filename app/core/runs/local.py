@@ -80,6 +80,8 @@ class LocalRunner:
         self.on_results = on_results
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.holds: dict[int, leases.Hold] = {}
+        # Runs past their last result: ending the batch (and with it their lease) themselves.
+        self.ending: set[int] = set()
 
     async def claim_and_start(self) -> int:
         """Claim free processing batches up to the parallel limit and start running them.
@@ -91,6 +93,7 @@ class LocalRunner:
         await self.stop_lost()
         self.tasks = {bid: t for bid, t in self.tasks.items() if not t.done()}
         self.holds = {bid: self.holds[bid] for bid in self.tasks}
+        self.ending &= set(self.tasks)
         room = PARALLEL_BATCHES - len(self.tasks)
         if room <= 0:
             return 0
@@ -145,7 +148,7 @@ class LocalRunner:
         """Stop at once the runs whose batch this run no longer holds: cancelled or deleted by
         an operator (their actions wake the run step), or taken over. Their calls in flight are
         cancelled rather than left to run until the next lease renewal notices."""
-        running = [bid for bid, task in self.tasks.items() if not task.done()]
+        running = [bid for bid, task in self.tasks.items() if not task.done() and bid not in self.ending]
         if not running:
             return
         async with self.db.transaction() as session:
@@ -190,6 +193,7 @@ class LocalRunner:
             async with leases.held(self.db, Batch, batch_id, hold, self.settings.current.lease_seconds):
                 lines = unfinished_lines(self.db, batch_id)
                 await self._store_as_they_come(batch_id, hold, self.backend.run(lines))
+                self.ending.add(batch_id)
                 await self._finish(batch_id, hold)
         except asyncio.CancelledError:
             raise
