@@ -19,7 +19,15 @@ from app.core.runs.lines import input_line
 from app.db.migrate import upgrade
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database
-from tests.support import NO_DELIVERY, chat, fast_settings, postgres_database, request_payload, wait_until
+from tests.support import (
+    NO_DELIVERY,
+    StartApp,
+    chat,
+    fast_settings,
+    postgres_database,
+    request_payload,
+    wait_until,
+)
 
 
 def payload(custom_id: str, model: str = "m", content: str = "hi") -> dict[str, Any]:
@@ -171,3 +179,39 @@ async def test_intake_racing_the_batcher_loses_nothing_on_postgres() -> None:
             assert batch.request_count == per_batch[batch.id] <= max_per_batch
         for database in replicas:
             await database.dispose()
+
+
+async def test_a_building_batch_left_with_no_pending_request_ends_cancelled(
+    database_url: str, start_app: StartApp
+) -> None:
+    """Cancelling the only pending request of a building group ends the building batch (issue 25):
+    before, it stayed `building` with no request for ever."""
+    settings = fast_settings(database_url, local_batch_max_age_seconds=3600)
+    async with start_app(settings) as app:
+        assert (await app.submit("lonely", None)).status_code == 202
+
+        async def building() -> int | None:
+            listed = (await app.client.get("/api/batches", params={"status": "building"})).json()["data"]
+            return listed[0]["id"] if listed else None
+
+        await wait_until(building, timeout=10, what="the group's building batch")
+        batch_id = await building()
+        cancel = await app.client.post("/api/requests/lonely/cancel")
+        assert cancel.status_code == 202, cancel.text
+
+        async def ended() -> bool:
+            return (await app.client.get(f"/api/batches/{batch_id}")).json()["status"] == "cancelled"
+
+        await wait_until(ended, timeout=10, what="the empty building batch to end")
+        detail = (await app.client.get(f"/api/batches/{batch_id}")).json()
+        assert detail["request_count"] == 0
+        last = detail["events"][-1]
+        assert (last["from_status"], last["to_status"]) == ("building", "cancelled")
+        assert "no pending request" in last["reason"]
+        page = (await app.client.get(f"/batches/{batch_id}")).text
+        assert "no pending request" in page
+
+        # A new request of the same group opens a new building batch, never the ended one.
+        assert (await app.submit("later", None)).status_code == 202
+        await wait_until(building, timeout=10, what="a new building batch")
+        assert await building() != batch_id

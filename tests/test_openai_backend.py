@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from app.core.runtime.steps import Step
 from app.db.models import Request
 from tests.standins.asgi import Relay, Scope
 from tests.standins.openai_batch import OpenAIBatchStandin
@@ -525,3 +526,49 @@ async def test_routing_by_model_pattern_and_per_request_backend(
         async with app.db.transaction() as session:
             rows = dict((await session.execute(select(Request.custom_id, Request.backend))).all())
         assert rows == {"rt/gpt": "openai", "rt/o3": "openai", "rt/llama": "local", "rt/forced": "local"}
+
+
+async def test_a_failed_file_delete_is_retried_with_backoff_until_it_works(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    # Both deletes of the batch's end fail (no HTTP retries): before issue 25 they were never tried again.
+    openai_api.fail_matching = {r"DELETE /v1/files/.+": [500, 500]}
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
+        await submit(app, receiver, "del/1")
+        await finished(app, "del/1")
+        [batch] = await batches(app)
+        await wait_until(
+            lambda: _files_deleted(app, batch["id"]), timeout=10, what="files deleted on a retry"
+        )
+        batch = (await app.client.get(f"/api/batches/{batch['id']}")).json()
+        assert batch["remote"]["files_delete_attempts"] == 1 and batch["remote"]["files_delete_error"] is None
+        assert "could not delete its OpenAI files (attempt 1 of 5" in reasons(batch)
+        assert set(openai_api.deleted_files) == {
+            batch["remote"]["input_file_id"],
+            batch["remote"]["output_file_id"],
+        }
+
+
+async def test_a_file_delete_that_keeps_failing_stops_after_its_attempts_visibly(
+    database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
+) -> None:
+    openai_api.fail_matching = {r"DELETE /v1/files/.+": [500] * 100}
+    async with start_app(openai_settings(database_url, openai_api, openai_max_retries=0)) as app:
+        await submit(app, receiver, "keep/1")
+        await finished(app, "keep/1")
+        [batch] = await batches(app)
+
+        async def given_up() -> bool:
+            got = (await app.client.get(f"/api/batches/{batch['id']}")).json()
+            return "gave up deleting its OpenAI files" in reasons(got)
+
+        await wait_until(given_up, timeout=15, what="the deletes to stop after their attempts")
+        deletes = [call for call in openai_api.calls if call[0] == "DELETE"]
+        batch = (await app.client.get(f"/api/batches/{batch['id']}")).json()
+        remote = batch["remote"]
+        assert remote["files_delete_attempts"] == 5 and remote["files_deleted_at"] is None
+        assert "500" in remote["files_delete_error"] or "error" in remote["files_delete_error"]
+        assert len(deletes) == 5 * 2  # input and output file, 5 attempts each
+        # Bounded: a later poll round tries nothing more.
+        await app.worker.steps[Step.POLL].run_once()
+        assert len([call for call in openai_api.calls if call[0] == "DELETE"]) == len(deletes)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from app.backends.openai import OpenAIBackend
 from app.core import retention
 from app.core.actions import requests as request_actions
 from app.core.read import queries
@@ -25,6 +26,7 @@ from app.core.runtime.clock import utcnow
 from app.core.runtime.steps import Step
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, File, Request, RequestEvent
 from app.db.session import Database
+from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.support import (
     StartApp,
     check,
@@ -35,6 +37,7 @@ from tests.support import (
     sqlite_url,
     wait_until,
 )
+from tests.support.openai import openai_settings
 
 HX = {"HX-Request": "true"}
 OLD, RECENT = 40, 5  # days since the end; RETENTION_DAYS is 30
@@ -383,3 +386,31 @@ async def test_what_a_crash_left_under_data_dir_is_swept_once_old(
         await retention.step(app.db, str(root), app.settings.retention_days)  # what PURGE runs
         assert [p.exists() for p in left] == [False, False, False]
         assert [p.exists() for p in fresh] == [True, True] and stored.exists()
+
+
+async def test_remote_openai_files_are_deleted_before_their_batch_is_purged(
+    db: Database, openai_api: OpenAIBatchStandin, tmp_path: Path
+) -> None:
+    """A purge never drops the only record of a remote file (issue 25): the batch's OpenAI files
+    are deleted first; while that fails, the batch is kept, naming them, for the next purge."""
+    for file_id in ("file-in", "file-out"):
+        openai_api.files[file_id] = b"{}\n"
+        openai_api.file_objects[file_id] = {"id": file_id, "object": "file"}
+    seeded = await seed(db, backend="openai", input_file_id="file-in", output_file_id="file-out")
+    local = await seed(db)  # a batch without remote files is purged meanwhile
+    remote = OpenAIBackend(openai_settings(db.url, openai_api, openai_max_retries=0))
+    cutoff = utcnow() - timedelta(days=30)
+    try:
+        openai_api.fail_matching = {r"DELETE /v1/files/.+": [500]}  # OpenAI fails one delete
+        purged = await retention.purge_chunk(db, str(tmp_path), cutoff, remote)
+        assert purged.batches == 1 and await batch_ids(db) == {seeded.batch_id}
+        async with db.transaction() as session:
+            kept = await session.get(Batch, seeded.batch_id)
+            assert kept is not None and kept.files_deleted_at is None and kept.input_file_id == "file-in"
+
+        purged = await retention.purge_chunk(db, str(tmp_path), cutoff, remote)
+        assert purged.batches == 1 and await batch_ids(db) == set()
+        assert set(openai_api.deleted_files) == {"file-in", "file-out"}
+        assert local.batch_id is not None
+    finally:
+        await remote.close()

@@ -143,6 +143,10 @@ class RemoteOut(msgspec.Struct):
     files_deleted_at: datetime | None
     # In the remote batch's metadata (batchgate_submission_key): how a lost create is found again.
     submission_key: str | None
+    # Tries at deleting the remote files once the batch ended, and the last failure (null once
+    # they are deleted); tries stop at 5 (docs/openai-backend.md).
+    files_delete_attempts: int = 0
+    files_delete_error: str | None = None
 
 
 class BatchUsageOut(msgspec.Struct):
@@ -310,6 +314,8 @@ def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
             b.error_file_id,
             b.files_deleted_at,
             b.submission_key,
+            b.files_delete_attempts,
+            None if b.files_deleted_at else b.files_delete_error,
         )
     usage = BatchUsageOut(b.input_tokens, b.cached_tokens, b.output_tokens, b.reasoning_tokens)
     cost = None

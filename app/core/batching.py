@@ -58,6 +58,7 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
     for group, batch in building.items():
         group_stats = stats.get(group)
         if group_stats is None:
+            await end_empty_building(db, batch.id)
             continue
         reason = _close_reason(batch, group_stats, settings, now)
         if reason and await close_building(db, settings, batch.id, reason):
@@ -109,6 +110,41 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
         batch.bytes = total
         batch.close_requested = False
         states.move_batch(session, batch, BatchStatus.READY, reason)
+    return True
+
+
+# Why a building batch ended without ever closing (shown on its timeline).
+EMPTY_REASON = "no pending request left in its group (all cancelled)"
+
+
+async def end_empty_building(db: Database, batch_id: int) -> bool:
+    """End a building batch whose group has no pending request left: every request it stood
+    for was cancelled, and nothing else would ever close it. A request that arrives later opens
+    a new building batch (the unique index is on building batches only)."""
+    async with db.transaction() as session:
+        batch = await session.scalar(
+            select(Batch)
+            .where(Batch.id == batch_id, Batch.status == BatchStatus.BUILDING)
+            .with_for_update(skip_locked=True)
+        )
+        if batch is None:
+            return False
+        pending = await session.scalar(
+            select(Request.id)
+            .where(
+                Request.status == RequestStatus.PENDING,
+                Request.backend == batch.backend,
+                Request.endpoint == batch.endpoint,
+                Request.model == batch.model,
+            )
+            .limit(1)
+        )
+        # Checked again under the batch's lock: a request accepted since the stats were read
+        # keeps it building.
+        if pending is not None:
+            return False
+        batch.request_count = batch.bytes = 0
+        states.move_batch(session, batch, BatchStatus.CANCELLED, EMPTY_REASON)
     return True
 
 

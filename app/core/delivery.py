@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, exists, insert, or_, select
+from sqlalchemy.orm import aliased
 
 from app import metrics
 from app.channels.base import Channel, Message, Outcome, SendResult
@@ -26,7 +27,7 @@ from app.core.rules import leases, states
 from app.core.rules.states import DeliveryStatus
 from app.core.runtime.clock import utcnow
 from app.core.runtime.identity import process_name
-from app.db.models import Delivery, DeliveryAttempt, Request, delivery_public_id
+from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Request, delivery_public_id
 from app.db.session import Database
 from app.logs import bound
 
@@ -65,6 +66,7 @@ async def claim_due(
                 Delivery.status.in_(states.DELIVERY_DUE),
                 Delivery.next_attempt_at <= utcnow(),
                 Delivery.channel.in_(list(open_channels)),
+                in_turn(),
             ],
             owner,
             lease_seconds,
@@ -90,6 +92,26 @@ async def claim_due(
             )
         ).all()
     return [(row.delivery_id, _message(row)) for row in rows]
+
+
+def in_turn() -> ColumnElement[bool]:
+    """A result's delivery, or a batch event whose batch has no earlier event still waiting
+    (to be queued, or pending or retrying): a batch's events reach the receiver in order, one
+    at a time, even across retries and replicas. An earlier event that failed for good
+    (delivery_failed) no longer holds the later ones back."""
+    this, earlier, earlier_delivery = aliased(BatchEvent), aliased(BatchEvent), aliased(Delivery)
+    earlier_waits = exists().where(
+        earlier_delivery.batch_event_id == earlier.id, earlier_delivery.status.in_(states.DELIVERY_DUE)
+    )
+    return or_(
+        Delivery.batch_event_id.is_(None),
+        ~exists().where(
+            this.id == Delivery.batch_event_id,
+            earlier.batch_id == this.batch_id,
+            earlier.id < this.id,
+            or_(earlier.announce, earlier_waits),
+        ),
+    )
 
 
 def _message(row: Any) -> Message:
@@ -188,6 +210,10 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
             await session.execute(insert(DeliveryAttempt), attempts)
     _report([item for item in sent if item.row_id in current], outcomes)
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
+    # A batch event that ended lets its batch's next event go: deliver again now, not a tick later.
+    events = {item.row_id for item in sent if "event" in item.message.target}
+    if any(o["id"] in events and o["status"] in states.DELIVERY_ENDED for o in outcomes):
+        retries.append(now)
     return min(retries, default=None)
 
 

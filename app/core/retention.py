@@ -9,6 +9,11 @@ its event deliveries (ON DELETE CASCADE), and the files it produced (rows and by
 that never got a batch (cancelled while pending) goes on the same terms. An uploaded input file
 is the user's: it keeps its own expiry.
 
+An OpenAI batch's remote files are deleted before the rows that name them (with
+OPENAI_DELETE_FILES): a purge first deletes the remote files of the batches it is about to take,
+and a batch whose files cannot be deleted yet (OpenAI unreachable, the key refused) is skipped
+and tried again on the next purge, never purged with its files left behind nameless.
+
 Work is done in small chunks, each one transaction, rows claimed with FOR UPDATE SKIP LOCKED:
 replicas purge side by side, and an operator's action that holds a batch or request (a
 redelivery locks it) keeps it out of the chunk. A purge changes no status; it deletes, and
@@ -23,14 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.backends.base import BatchAPI
 from app.core.dropin import files as dropin_files
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import leases
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
+from app.core.runs.openai import files as openai_files
 from app.core.runtime.clock import utcnow
 from app.db.models import Batch, BatchEvent, Delivery, File, Request
 from app.db.session import Database
@@ -81,35 +88,84 @@ def checked_days(value: Any) -> int:
     return days
 
 
-async def step(db: Database, data_dir: str, days: int) -> bool:
+async def step(db: Database, data_dir: str, days: int, remote: BatchAPI | None = None) -> bool:
     """One chunk of the scheduler's purge, what crashes left under DATA_DIR, then some space
-    back (SQLite); True when more waits."""
-    purged = await purge_chunk(db, data_dir, utcnow() - timedelta(days=days))
+    back (SQLite); True when more waits. With `remote`, OpenAI files are deleted first."""
+    purged = await purge_chunk(db, data_dir, utcnow() - timedelta(days=days), remote)
     await dropin_files.sweep_leftovers(db, data_dir)
     left = await db.reclaim_space(VACUUM_PAGES)
     return purged.more or left > 0
 
 
-async def purge(db: Database, data_dir: str, days: int, budget_seconds: float) -> Purged:
+async def purge(
+    db: Database, data_dir: str, days: int, budget_seconds: float, remote: BatchAPI | None = None
+) -> Purged:
     """The operator's "purge now": chunk after chunk until nothing is left or `budget_seconds`
     have passed (then `more` says so), then space back (SQLite) within the same budget."""
     cutoff = utcnow() - timedelta(days=days)
     deadline = time.monotonic() + budget_seconds
     total = Purged(more=True, days=days)
     while total.more and time.monotonic() < deadline:
-        total.add(await purge_chunk(db, data_dir, cutoff))
+        total.add(await purge_chunk(db, data_dir, cutoff, remote))
     while await db.reclaim_space(VACUUM_PAGES) and time.monotonic() < deadline:
         pass
     return total
 
 
-async def purge_chunk(db: Database, data_dir: str, cutoff: datetime) -> Purged:
-    """One chunk of batches, then one of batchless requests, each in its own transaction."""
-    purged = await _purge_batches(db, data_dir, cutoff, BATCH_CHUNK)
+async def purge_chunk(
+    db: Database, data_dir: str, cutoff: datetime, remote: BatchAPI | None = None
+) -> Purged:
+    """One chunk of batches, then one of batchless requests, each in its own transaction. With
+    `remote` (OPENAI_DELETE_FILES), the remote files of the chunk's batches go first."""
+    if remote is not None:
+        await _delete_remote_files_first(db, remote, cutoff, BATCH_CHUNK)
+    purged = await _purge_batches(db, data_dir, cutoff, BATCH_CHUNK, remote is not None)
     lone, lone_more = await _purge_lone_requests(db, cutoff, LONE_CHUNK)
     purged.requests += lone
     purged.more = purged.more or lone_more
     return purged
+
+
+def _remote_files_left() -> ColumnElement[bool]:
+    """An OpenAI batch that still names remote files not deleted."""
+    return and_(
+        Batch.backend == "openai",
+        Batch.files_deleted_at.is_(None),
+        or_(
+            Batch.input_file_id.is_not(None),
+            Batch.output_file_id.is_not(None),
+            Batch.error_file_id.is_not(None),
+        ),
+    )
+
+
+async def _delete_remote_files_first(db: Database, remote: BatchAPI, cutoff: datetime, limit: int) -> None:
+    """Delete the remote files of purgeable batches that still have some, outside any
+    transaction; a batch whose delete fails keeps its files' names and waits for the next purge."""
+    async with db.transaction() as session:
+        rows = (
+            await session.execute(
+                select(Batch.id, Batch.input_file_id, Batch.output_file_id, Batch.error_file_id)
+                .where(*_purgeable_batches(session, cutoff), _remote_files_left())
+                .order_by(Batch.finished_at, Batch.id)
+                .limit(limit)
+            )
+        ).all()
+    kept = []
+    for batch_id, *names in rows:
+        file_ids = [f for f in names if f]
+        if problem := await openai_files.delete_remote_files(remote, file_ids):
+            kept.append(f"{batch_id} ({problem})")
+            continue
+        async with db.transaction() as session:
+            if (batch := await leases.lock(session, Batch, batch_id)) is not None:
+                openai_files.deleted(session, batch, len(file_ids))
+    if kept:
+        log.warning(
+            "retention: kept %d batches whose OpenAI files could not be deleted yet: %s",
+            len(kept),
+            "; ".join(kept),
+        )
 
 
 def _purgeable_batches(session: AsyncSession, cutoff: datetime) -> list[ColumnElement[bool]]:
@@ -129,12 +185,16 @@ def _purgeable_batches(session: AsyncSession, cutoff: datetime) -> list[ColumnEl
     ]
 
 
-async def _purge_batches(db: Database, data_dir: str, cutoff: datetime, limit: int) -> Purged:
+async def _purge_batches(
+    db: Database, data_dir: str, cutoff: datetime, limit: int, remote_first: bool
+) -> Purged:
     async with db.transaction() as session:
+        # Remote files go before the rows that name them: a batch still naming some waits.
+        remote = [~_remote_files_left()] if remote_first else []
         rows = (
             await session.execute(
                 select(Batch.id, Batch.request_count)
-                .where(*_purgeable_batches(session, cutoff))
+                .where(*_purgeable_batches(session, cutoff), *remote)
                 .order_by(Batch.finished_at, Batch.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

@@ -46,6 +46,11 @@ class Batch(IdentityBase):
     output_repolls: Mapped[int] = mapped_column(Integer, default=0)
     cancel_sent: Mapped[bool] = mapped_column(Boolean, default=False)
     files_deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    # Deleting the remote files at the batch's end is retried with backoff, a bounded number of
+    # times (app.core.runs.openai.files): tries so far, the next one, and the last failure.
+    files_delete_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    files_delete_next_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    files_delete_error: Mapped[str | None] = mapped_column(Text)
     # The current OpenAI submission's key, sent in the create's metadata, stored before the create
     # is sent: a later attempt finds the remote batch by it instead of creating a second one.
     submission_key: Mapped[str | None] = mapped_column(String(32))

@@ -93,7 +93,8 @@ class Actions:
         settings = await self.settings.fresh()
         given = older_than_days not in (None, "")
         days = retention.checked_days(older_than_days) if given else settings.retention_days
-        purged = await retention.purge(self.db, settings.data_dir, days, retention.NOW_SECONDS)
+        remote = self.openai if settings.openai_delete_files else None
+        purged = await retention.purge(self.db, settings.data_dir, days, retention.NOW_SECONDS, remote)
         if purged.more:
             # The scheduler's purge carries on with what is older than RETENTION_DAYS.
             self._waking(Step.PURGE)

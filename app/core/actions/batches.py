@@ -137,6 +137,8 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
         batch.remote_batch_id = batch.remote_status = None
         batch.submission_key = batch.submission_key_at = None
         batch.input_file_id = batch.output_file_id = batch.error_file_id = batch.files_deleted_at = None
+        # Files of the old submission not deleted yet are left behind: its delete retries stop.
+        batch.files_delete_attempts, batch.files_delete_next_at, batch.files_delete_error = 0, None, None
         states.move_batch(
             session, batch, BatchStatus.READY, f"retried by operator ({moved} requests to run again)"
         )

@@ -103,6 +103,10 @@ REQUEST_FINISHED = frozenset({R.SUCCEEDED, R.FAILED, R.CANCELLED, R.EXPIRED})
 BATCH_TERMINAL = frozenset({B.DONE, B.FAILED, B.CANCELLED, B.EXPIRED})
 DELIVERY_DUE = (D.PENDING, D.RETRYING)
 DELIVERY_ENDED = (D.DELIVERED, D.DELIVERY_FAILED)
+# Moves into these are marked for BATCH_EVENTS_WEBHOOK_URL (app.core.announcements), as is every
+# batch's creation: an event consumer follows a batch from start to end. A repeated start
+# (processing again after a token_limit_exceeded or a retry) is dropped there, not here.
+BATCH_ANNOUNCED = BATCH_TERMINAL | {B.PROCESSING, B.COLLECTING}
 
 # Phase timestamps a batch gets when it enters a status.
 _BATCH_PHASE_COLUMN = {B.READY: "ready_at", B.PROCESSING: "submitted_at"} | dict.fromkeys(
@@ -121,18 +125,33 @@ def check(table: Mapping[Any, frozenset[Any]], from_status: str, to_status: str)
 
 
 def begin_batch(session: AsyncSession, batch: Batch, reason: str | None = None) -> None:
-    """Record the creation of a batch (its first event, from nothing to its initial status)."""
+    """Record the creation of a batch (its first event, from nothing to its initial status),
+    announced as its creation. A batch created ended (a drop-in batch refused at validation) also
+    gets an event for its end, so a consumer sees it start and end like any other."""
+    now = utcnow()
     session.add(
         BatchEvent(
             batch_id=batch.id,
             from_status=None,
             to_status=batch.status,
             reason=reason,
-            at=utcnow(),
-            announce=batch.status in BATCH_TERMINAL,
+            at=now,
+            announce=True,
             worker=process_name(),
         )
     )
+    if batch.status in BATCH_TERMINAL:
+        session.add(
+            BatchEvent(
+                batch_id=batch.id,
+                from_status=batch.status,
+                to_status=batch.status,
+                reason="ended as it was created",
+                at=now,
+                announce=True,
+                worker=process_name(),
+            )
+        )
 
 
 def move_batch(session: AsyncSession, batch: Batch, to_status: str, reason: str | None = None) -> None:
@@ -146,7 +165,7 @@ def move_batch(session: AsyncSession, batch: Batch, to_status: str, reason: str 
             to_status=to_status,
             reason=reason,
             at=now,
-            announce=to_status in BATCH_TERMINAL,
+            announce=to_status in BATCH_ANNOUNCED,
             worker=process_name(),
         )
     )

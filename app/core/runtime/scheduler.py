@@ -211,7 +211,8 @@ class Worker:
 
     async def _purge(self) -> bool:
         settings = self.settings
-        return await retention.step(self.db, settings.data_dir, settings.retention_days)
+        remote = self.openai if settings.openai_delete_files else None
+        return await retention.step(self.db, settings.data_dir, settings.retention_days, remote)
 
     def _wake_at(self, when: datetime) -> None:
         delay = (when - datetime.now(UTC)).total_seconds()

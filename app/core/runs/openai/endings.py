@@ -20,6 +20,8 @@ POLL_FAILURES_MAX = 8
 CANCELLING_MAX = timedelta(hours=1)
 # A remote batch still running this long after its expires_at is not keeping its contract.
 OVERDUE_GRACE = timedelta(hours=6)
+# Tries at deleting an ended batch's remote files, backing off from OPENAI_POLL_SECONDS.
+FILE_DELETE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)

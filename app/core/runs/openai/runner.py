@@ -27,8 +27,13 @@ class OpenAIRunner(Run):
         return await submit.submit_ready(self)
 
     async def poll(self) -> bool:
-        """Poll the remote batches that are due; collect the finished ones."""
-        return await poll.poll_due(self)
+        """Poll the remote batches that are due; collect the finished ones; retry the remote
+        file deletes that failed and are due (not while the key is refused: that spends no try)."""
+        more = await poll.poll_due(self)
+        settings = self.settings.current
+        if settings.openai_delete_files and self.gate.reason is None and self.backend.configured:
+            more = await files.retry_due(self) or more
+        return more
 
     async def delete_files(self, batch_id: int) -> None:
         """Delete the batch's remote files once its results are stored (OPENAI_DELETE_FILES)."""
