@@ -74,11 +74,7 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
     (another replica holds the batch, it is no longer building, or no request was free).
     """
     async with db.transaction() as session:
-        batch = await session.scalar(
-            select(Batch)
-            .where(Batch.id == batch_id, Batch.status == BatchStatus.BUILDING)
-            .with_for_update(skip_locked=True)
-        )
+        batch = await _locked_building(session, batch_id)
         if batch is None:
             return False
         candidates = (
@@ -122,11 +118,7 @@ async def end_empty_building(db: Database, batch_id: int) -> bool:
     for was cancelled, and nothing else would ever close it. A request that arrives later opens
     a new building batch (the unique index is on building batches only)."""
     async with db.transaction() as session:
-        batch = await session.scalar(
-            select(Batch)
-            .where(Batch.id == batch_id, Batch.status == BatchStatus.BUILDING)
-            .with_for_update(skip_locked=True)
-        )
+        batch = await _locked_building(session, batch_id)
         if batch is None:
             return False
         pending = await session.scalar(
@@ -211,3 +203,12 @@ def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: date
     if now - stats.oldest >= timedelta(seconds=max_age):
         return f"oldest request waited {max_age:g}s"
     return None
+
+
+async def _locked_building(session: AsyncSession, batch_id: int) -> Batch | None:
+    """The batch, locked, if it is still building and no other replica holds it."""
+    return await session.scalar(
+        select(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.BUILDING)
+        .with_for_update(skip_locked=True)
+    )
