@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from litestar import Litestar, Router
@@ -108,16 +109,21 @@ def embedded_server(settings: Settings, runs_lines: bool) -> EmbeddedServer | No
     )
 
 
-def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """Start the database, broker, consumer and scheduler with the app, and stop them after."""
+@dataclass
+class Pipeline:
+    """What a process runs beside its HTTP faces, built from its settings: started with the app
+    in this order and stopped in the reverse one."""
 
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if missing := await pending_revision(settings.database_url):
-            raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
-        db = Database(settings.database_url, settings.sqlite_synchronous)
-        runtime = RuntimeSettings(db, settings)
-        await runtime.refresh()
+    broker: Broker | None
+    embedded: EmbeddedServer | None
+    local: LocalBackend
+    openai: OpenAIBackend
+    channels: dict[str, Channel]
+    worker: Worker | None
+    consumer: IntakeConsumer | None
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database, runtime: RuntimeSettings) -> Pipeline:
         # The broker serves the pipeline (RabbitMQ deliveries) and the intake consumer; an api
         # process runs neither.
         pipeline = settings.runs_pipeline
@@ -134,43 +140,63 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
             if broker and broker.intake_queue
             else None
         )
+        return cls(broker, embedded, local, openai, channels, worker, consumer)
+
+    async def start(self) -> None:
+        for starting in (self.broker, self.consumer):
+            if starting:
+                starting.start()
+        if self.worker:
+            await self.worker.start()
+        if self.embedded:
+            self.embedded.start()  # last: nothing between here and `stop` can leave it running
+
+    async def stop(self) -> None:
+        try:
+            for stopping in (self.consumer, self.worker):
+                if stopping:
+                    await stopping.stop()
+            if self.broker:
+                await self.broker.close()
+        finally:
+            if self.embedded:  # after the worker, so no line is sent to it as it stops
+                await self.embedded.stop()
+        for adapter in (self.local, self.openai, *self.channels.values()):
+            await adapter.close()
+
+
+def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Start the database, broker, consumer and scheduler with the app, and stop them after."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if missing := await pending_revision(settings.database_url):
+            raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
+        db = Database(settings.database_url, settings.sqlite_synchronous)
+        runtime = RuntimeSettings(db, settings)
+        await runtime.refresh()
+        parts = Pipeline.build(settings, db, runtime)
         keys: ApiKeys = app.state.api_keys
         await stored_keys.refresh(db, keys)
         keys_refresh = asyncio.create_task(stored_keys.keep_fresh(db, keys), name="api-keys-refresh")
         if settings.serves_http_faces and not keys.required and not is_loopback(settings.host):
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
-        actions = Actions(db, runtime, worker.wake if worker else wake_nothing, openai)
+        wake = parts.worker.wake if parts.worker else wake_nothing
         app.state.update(
             db=db,
             runtime=runtime,
-            worker=worker,
-            broker=broker,
-            consumer=consumer,
-            actions=actions,
-            embedded=embedded,
+            worker=parts.worker,
+            broker=parts.broker,
+            consumer=parts.consumer,
+            actions=Actions(db, runtime, wake, parts.openai),
+            embedded=parts.embedded,
         )
-        for starting in (broker, consumer):
-            if starting:
-                starting.start()
-        if worker:
-            await worker.start()
-        if embedded:
-            embedded.start()  # last: nothing between here and `finally` can leave it running
+        await parts.start()
         try:
             yield
         finally:
             keys_refresh.cancel()
-            try:
-                for stopping in (consumer, worker):
-                    if stopping:
-                        await stopping.stop()
-                if broker:
-                    await broker.close()
-            finally:
-                if embedded:  # after the worker, so no line is sent to it as it stops
-                    await embedded.stop()
-            for adapter in (local, openai, *channels.values()):
-                await adapter.close()
+            await parts.stop()
             await db.dispose()
 
     return lifespan

@@ -65,14 +65,7 @@ async def record(
     """
     if not results:
         return 0
-    if hold is not None and not await _still_held(session, batch_id, hold):
-        log.warning(
-            "dropped %s late results of batch %s: this run no longer holds it "
-            "(cancelled, deleted or taken over)",
-            len(results),
-            batch_id,
-        )
-        metrics.LATE_RESULTS_DROPPED.inc(len(results))
+    if hold is not None and not await _still_held(session, batch_id, hold, len(results)):
         return 0
     by_id = {r.request_id: r for r in results}
     open_rows = (
@@ -94,22 +87,10 @@ async def record(
     for request_id, delivery in open_rows:
         result = by_id[request_id]
         succeeded += result.succeeded
-        line = line_usage(result.response)
-        tokens = usage_columns(line)
+        outcome, tokens = _outcome(request_id, result, now)
+        outcomes.append(outcome)
         for column, count in tokens.items():
             usage[column] += count
-        outcomes.append(
-            {
-                "id": request_id,
-                "status": RequestStatus.SUCCEEDED if result.succeeded else RequestStatus.FAILED,
-                # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
-                "response": storable.json_value(result.response),
-                "error": storable.json_value(result.error),
-                "inference_attempts": result.attempts,
-                "completed_at": now,
-                **request_usage(line, tokens),
-            }
-        )
         if row := delivery_row(request_id, delivery, now):
             deliveries.append(row)
     await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
@@ -127,12 +108,37 @@ async def record(
     return len(outcomes)
 
 
-async def _still_held(session: AsyncSession, batch_id: int, hold: Hold) -> bool:
-    """Lock the batch if `hold` still holds it. Locked until commit, so no claim can take the
-    batch over between this check and the results stored after it."""
+def _outcome(request_id: int, result: LineResult, now: datetime) -> tuple[dict[str, Any], dict[str, int]]:
+    """The request's row values for its result, and the usage columns it adds to its batch."""
+    line = line_usage(result.response)
+    tokens = usage_columns(line)
+    outcome = {
+        "id": request_id,
+        "status": RequestStatus.SUCCEEDED if result.succeeded else RequestStatus.FAILED,
+        # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
+        "response": storable.json_value(result.response),
+        "error": storable.json_value(result.error),
+        "inference_attempts": result.attempts,
+        "completed_at": now,
+        **request_usage(line, tokens),
+    }
+    return outcome, tokens
+
+
+async def _still_held(session: AsyncSession, batch_id: int, hold: Hold, results: int) -> bool:
+    """Lock the batch if `hold` still holds it; else log and count the `results` dropped. Locked
+    until commit, so no claim can take the batch over between this check and the store."""
     found = await session.scalar(
         select(Batch.id).where(Batch.id == batch_id, hold.where(Batch)).with_for_update()
     )
+    if found is None:
+        log.warning(
+            "dropped %s late results of batch %s: this run no longer holds it "
+            "(cancelled, deleted or taken over)",
+            results,
+            batch_id,
+        )
+        metrics.LATE_RESULTS_DROPPED.inc(results)
     return found is not None
 
 
