@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import BatchAPI
 from app.core.dropin import files as dropin_files
 from app.core.dropin.create import DROPIN_ORIGINS
+from app.core.numbers import whole_number
 from app.core.rules import leases
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
@@ -72,10 +73,7 @@ class Purged:
 
 def checked_days(value: Any) -> int:
     """`older than N days` as the operator gives it: a whole number from 1 to MAX_DAYS."""
-    try:
-        days = int(str(value).strip())
-    except ValueError:
-        days = 0
+    days = whole_number(str(value).strip(), MAX_DAYS) or 0
     if not 1 <= days <= MAX_DAYS:
         raise InvalidInput(
             Problem(

@@ -27,7 +27,7 @@ from app.core import storable
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
 from app.core.intake.group_commit import Taken
-from app.core.intake.schema import ENDPOINTS
+from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.core.rules.states import RequestStatus
 from app.core.runtime.clock import utcnow
@@ -210,7 +210,7 @@ class _Checker:
         custom_id, url, body = item.get("custom_id"), item.get("url"), item.get("body")
         if (
             type(custom_id) is not str
-            or not 0 < len(custom_id) <= 512
+            or not 0 < len(custom_id) <= CUSTOM_ID_MAX_CHARS
             or not custom_id.isprintable()  # no control character (and, to be sure, no odd space)
             or custom_id[0] == "/"
             or custom_id[-1] == "/"
@@ -223,7 +223,7 @@ class _Checker:
         ):
             return None
         model, backend = body.get("model"), item.get("backend")
-        if type(model) is not str or not 0 < len(model) <= 255:
+        if type(model) is not str or not 0 < len(model) <= MODEL_MAX_CHARS:
             return None
         if backend is None:
             backend = self.backends.get(model) or self.backends.setdefault(
