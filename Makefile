@@ -74,6 +74,7 @@ llama-wheel: $(VENV)/bin/python
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench
 	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix app tests migrations bench

@@ -7,8 +7,8 @@ import gc
 import logging
 from typing import Any
 
-from app import logs
-from app.config import Settings
+from app.ground import logs
+from app.ground.config import Settings
 
 
 def main(argv: list[str] | None = None) -> None:

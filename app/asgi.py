@@ -23,32 +23,34 @@ from app.api.batches import BatchController
 from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
-from app.api.keys import RequireApiKey
 from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
+from app.backends.base import EmbeddedStatus
 from app.backends.embedded import EmbeddedServer
 from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
-from app.broker import Broker
 from app.channels.base import Channel
 from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
-from app.config import Settings
 from app.consumers.intake import IntakeConsumer
-from app.core import keys as stored_keys
-from app.core.access import ApiKeys
+from app.core import key_store as stored_keys
 from app.core.actions import Actions
-from app.core.runtime.scheduler import Worker
-from app.core.runtime.settings import RuntimeSettings
-from app.core.runtime.steps import wake_nothing
+from app.core.driver.status import StatusBoard
+from app.core.driver.worker import Worker
+from app.core.rules.access import ApiKeys
+from app.core.rules.effective import EffectiveSettings
 from app.db.migrate import pending_revision
 from app.db.session import Database
-from app.protection import ScreenRequests, UiCookies, answered_hosts, is_loopback
+from app.ground.config import Settings
+from app.ground.steps import wake_nothing
+from app.net.broker import Broker, BrokerStatus, rabbitmq_status
 from app.ui import ui_router
 from app.ui.render import register_filters
+from app.web.auth import RequireApiKey
+from app.web.protection import ScreenRequests, UiCookies, answered_hosts, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,10 @@ def embedded_server(settings: Settings, runs_lines: bool) -> EmbeddedServer | No
     )
 
 
+def _no_model() -> EmbeddedStatus | None:
+    return None
+
+
 @dataclass
 class Pipeline:
     """What a process runs beside its HTTP faces, built from its settings: started with the app
@@ -123,7 +129,7 @@ class Pipeline:
     consumer: IntakeConsumer | None
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, runtime: RuntimeSettings) -> Pipeline:
+    def build(cls, settings: Settings, db: Database, effective: EffectiveSettings) -> Pipeline:
         # The broker serves the pipeline (RabbitMQ deliveries) and the intake consumer; an api
         # process runs neither.
         pipeline = settings.runs_pipeline
@@ -131,16 +137,25 @@ class Pipeline:
         runs_lines = pipeline and settings.scheduler_enabled
         embedded = embedded_server(settings, runs_lines)
         local, openai, channels = build_adapters(settings, broker, embedded)
-        worker = Worker(db, runtime, local, openai, channels) if runs_lines else None
+        worker = Worker(db, effective, local, openai, channels) if runs_lines else None
         if worker and broker:
             # Deliveries that waited out an outage go as soon as the broker is back.
             broker.publish.on_connected.append(worker.wake_deliver)
         consumer = (
-            IntakeConsumer(db, runtime, broker.intake, broker.intake_queue)
+            IntakeConsumer(db, effective, broker.intake, broker.intake_queue)
             if broker and broker.intake_queue
             else None
         )
         return cls(broker, embedded, local, openai, channels, worker, consumer)
+
+    def status_board(self) -> StatusBoard:
+        """What /health and the dashboard ask for this process's status."""
+        broker, consumer, embedded = self.broker, self.consumer, self.embedded
+
+        def rabbitmq() -> BrokerStatus | None:
+            return rabbitmq_status(broker, consumer)
+
+        return StatusBoard(self.worker, rabbitmq, embedded.status if embedded else _no_model)
 
     async def start(self) -> None:
         for starting in (self.broker, self.consumer):
@@ -173,9 +188,9 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         if missing := await pending_revision(settings.database_url):
             raise RuntimeError(f"database is not migrated to {missing}: run `batchgate migrate` first")
         db = Database(settings.database_url, settings.sqlite_synchronous)
-        runtime = RuntimeSettings(db, settings)
-        await runtime.refresh()
-        parts = Pipeline.build(settings, db, runtime)
+        effective = EffectiveSettings(db, settings)
+        await effective.refresh()
+        parts = Pipeline.build(settings, db, effective)
         keys: ApiKeys = app.state.api_keys
         await stored_keys.refresh(db, keys)
         keys_refresh = asyncio.create_task(stored_keys.keep_fresh(db, keys), name="api-keys-refresh")
@@ -184,12 +199,11 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         wake = parts.worker.wake if parts.worker else wake_nothing
         app.state.update(
             db=db,
-            runtime=runtime,
+            effective=effective,
             worker=parts.worker,
-            broker=parts.broker,
-            consumer=parts.consumer,
-            actions=Actions(db, runtime, wake, parts.openai),
-            embedded=parts.embedded,
+            actions=Actions(db, effective, wake, parts.openai),
+            status=parts.status_board(),
+            pipeline=parts,  # for tests and benchmarks that look inside; faces ask `status`
         )
         await parts.start()
         try:

@@ -34,7 +34,7 @@ import httpx
 import msgspec
 
 from app.core.runs.lines import input_line
-from app.core.runtime.clock import utcnow
+from app.ground.clock import utcnow
 from bench import pyspy, summary
 from bench.common import fresh_database, payload
 from bench.http_intake import child_env, load_average, record, run_options, start_run, usage

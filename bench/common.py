@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from app.core.runtime.clock import utcnow
 from app.db.session import Database
+from app.ground.clock import utcnow
 from tests.support import chat, fast_settings, fresh_postgres, migrate, request_payload, sqlite_url, webhook
 from tests.support.processes import app_env, app_process
 

@@ -19,8 +19,8 @@ import tempfile
 
 from sqlalchemy import insert
 
-from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
+from app.ground.clock import utcnow
 from bench import direct_client, summary
 from bench.common import fresh_database, options, raw_database
 from tests.standins.receiver import WebhookReceiver

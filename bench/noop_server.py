@@ -16,9 +16,9 @@ import uvicorn
 from litestar import Litestar, get, post
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from app import logs
 from app.__main__ import server_options
-from app.config import Settings
+from app.ground import logs
+from app.ground.config import Settings
 
 
 @post("/noop", status_code=HTTP_202_ACCEPTED)

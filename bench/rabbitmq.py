@@ -24,8 +24,8 @@ import aio_pika
 from sqlalchemy import insert
 
 from app.asgi import create_app
-from app.core.runtime.clock import utcnow
 from app.db.models import Delivery, Request
+from app.ground.clock import utcnow
 from bench import summary
 from bench.common import (
     fresh_database,
@@ -73,7 +73,7 @@ async def intake_rate(url: str, channel: Any, n: int, timeout: float) -> float: 
         async with serve(app):
 
             async def done() -> bool:
-                return app.state.consumer.counts["accepted"] == n
+                return app.state.pipeline.consumer.counts["accepted"] == n
 
             await wait_until(done, timeout, interval=0.01, what=f"{n} messages accepted")
             return n / (time.perf_counter() - start)

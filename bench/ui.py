@@ -47,10 +47,10 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
-from app.config import Settings
 from app.core.read import queries, stats
-from app.core.runtime.clock import utcnow
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.config import Settings
 from bench import summary
 from bench.common import fresh_database, print_table
 from tests.standins.serve import serve

@@ -44,7 +44,7 @@ def _url() -> str:
     url = context.config.attributes.get("database_url")
     if url:
         return url
-    from app.config import Settings
+    from app.ground.config import Settings
 
     return Settings().database_url
 

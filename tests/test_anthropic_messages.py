@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from app.backends.anthropic_messages import (
+from app.backends.base import BatchLine
+from app.backends.local import LocalBackend
+from app.formats.anthropic_messages import (
     UnreadableAnswer,
     UnsupportedContent,
     error_body,
     to_chat,
     to_message,
 )
-from app.backends.base import BatchLine
-from app.backends.local import LocalBackend
 from tests.standins.inference import InferenceStandin
 from tests.support import fast_settings
 

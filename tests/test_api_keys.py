@@ -18,7 +18,7 @@ from litestar import Litestar
 from pydantic import ValidationError
 
 from app.asgi import create_app
-from app.config import Settings
+from app.ground.config import Settings
 from tests.support import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload
 
 KEYS = ("key-one-7f3a", "key-two-c91d")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.runtime.steps import Step
+from app.ground.steps import Step
 from tests.standins.inference import InferenceStandin
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import Received, WebhookReceiver

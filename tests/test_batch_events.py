@@ -13,8 +13,8 @@ from openai import InvalidWebhookSignatureError, OpenAI
 from openai.types.webhooks import BatchCancelledWebhookEvent, BatchCompletedWebhookEvent
 from sqlalchemy import func, select
 
-from app.core.runtime.steps import Step
 from app.db.models import BatchEvent
+from app.ground.steps import Step
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import Received, WebhookReceiver
 from tests.support import RunningApp, StartApp, fast_settings, wait_until

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.config import Settings
 from app.core import batching
 from app.core.actions import batches as batch_actions
 from app.core.intake import accept as intake
@@ -19,6 +18,7 @@ from app.core.runs.lines import input_line
 from app.db.migrate import upgrade
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database
+from app.ground.config import Settings
 from tests.support import (
     NO_DELIVERY,
     StartApp,

@@ -12,12 +12,12 @@ import msgspec
 import pytest
 from sqlalchemy import func, select
 
-from app import metrics
 from app.core.intake import bulk, bulk_store
 from app.core.intake.accept import validate
 from app.core.rules.errors import InvalidInput
 from app.core.runs.lines import input_line
 from app.db.models import Request
+from app.ground import metrics
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload, webhook

@@ -11,6 +11,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from sqlalchemy import select
 
 from app.db.models import Delivery, DeliveryAttempt, Request
+from app.net.destinations import rabbitmq_refusal
 from tests.standins.inference import InferenceStandin
 from tests.support import (
     RABBITMQ_URL,
@@ -40,15 +41,15 @@ def allow_listed(database_url: str, inference: InferenceStandin | None, **overri
 
 def test_each_list_takes_exact_names_and_patterns_and_empty_allows_anything() -> None:
     settings = fast_settings("sqlite+aiosqlite:///:memory:", rabbitmq_delivery_queues=ALLOWED_QUEUES)
-    assert settings.rabbitmq_refusal("bg_test_allowed_1", None) is None
-    assert settings.rabbitmq_refusal("results-exact", None) is None
-    assert settings.rabbitmq_refusal("results-exact-not", None) == (
+    assert rabbitmq_refusal(settings, "bg_test_allowed_1", None) is None
+    assert rabbitmq_refusal(settings, "results-exact", None) is None
+    assert rabbitmq_refusal(settings, "results-exact-not", None) == (
         "queue 'results-exact-not' is not allowed by RABBITMQ_DELIVERY_QUEUES"
     )
-    assert settings.rabbitmq_refusal("BG_TEST_ALLOWED_1", None) is not None  # case matters, as in AMQP
+    assert rabbitmq_refusal(settings, "BG_TEST_ALLOWED_1", None) is not None  # case matters, as in AMQP
     # RABBITMQ_DELIVERY_EXCHANGES is empty: exchanges stay unrestricted, as before.
-    assert settings.rabbitmq_refusal(None, "amq.topic") is None
-    assert fast_settings("sqlite+aiosqlite:///:memory:").rabbitmq_refusal("anything", None) is None
+    assert rabbitmq_refusal(settings, None, "amq.topic") is None
+    assert rabbitmq_refusal(fast_settings("sqlite+aiosqlite:///:memory:"), "anything", None) is None
 
 
 async def delivery_trail(app: RunningApp, custom_id: str) -> tuple[str | None, list[DeliveryAttempt]]:

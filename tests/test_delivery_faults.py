@@ -10,8 +10,8 @@ from typing import Any
 from app.channels.base import EXCERPT_BYTES, Message, SendResult
 from app.channels.webhook import WebhookChannel
 from app.core.runs.local import MAX_RUN_FAILURES
-from app.core.runtime.steps import Step
 from app.db.models import Delivery
+from app.ground.steps import Step
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, StartApp, fast_settings, wait_until

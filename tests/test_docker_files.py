@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from app.config import Settings
+from app.ground.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 UID = "10001"

@@ -19,7 +19,8 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 from sqlalchemy import select
 
 from app.api.anthropic.schemas import batch_id_of
-from app.core.dropin import create, files
+from app.core.dropin import create
+from app.core.dropin import file_store as files
 from app.core.dropin.anthropic import from_body
 from app.core.rules.errors import TooLarge
 from app.db.models import Batch, Request

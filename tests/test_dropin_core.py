@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from app.core.dropin import create, files
-from app.core.runtime.clock import utcnow
+from app.core.dropin import create
+from app.core.dropin import file_store as files
 from app.db.models import Batch, File, Request
+from app.ground.clock import utcnow
 from tests.standins.inference import InferenceStandin
 from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.core.dropin import files
+from app.core.dropin import file_store as files
 from app.core.rules.errors import BatchgateError
 from app.db.models import Batch, File, Request
 from tests.support import RunningApp, StartApp, fast_settings

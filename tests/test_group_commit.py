@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from app import metrics
 from app.core.intake import accept as intake
 from app.core.intake import group_commit
-from app.core.runtime.clock import utcnow
 from app.db.session import Database, is_unavailable
+from app.ground import metrics
+from app.ground.clock import utcnow
 from tests.support import fast_settings
 from tests.support.builders import NO_DELIVERY, request_payload
 

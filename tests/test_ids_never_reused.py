@@ -16,12 +16,12 @@ from sqlalchemy import select, update
 
 from app.api.anthropic.schemas import batch_id_of
 from app.backends.local import LocalBackend
-from app.core.rules.states import BatchStatus, RequestStatus
+from app.core.rules.effective import EffectiveSettings
 from app.core.runs.local import LocalRunner
-from app.core.runtime.clock import utcnow
-from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.statuses import BatchStatus, RequestStatus
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
 from tests.support import RunningApp, StartApp, fast_settings, wait_until
@@ -200,9 +200,9 @@ async def test_a_late_answer_of_a_run_whose_batch_was_taken_over_is_dropped(
     try:
         async with serve(second) as second_url:
             second_backend = LocalBackend(settings.model_copy(update={"local_base_url": second_url + "/v1"}))
-            runtime = RuntimeSettings(db, settings)
-            first = LocalRunner(db, runtime, first_backend, "worker-1")
-            taker = LocalRunner(db, runtime, second_backend, "worker-2")
+            effective = EffectiveSettings(db, settings)
+            first = LocalRunner(db, effective, first_backend, "worker-1")
+            taker = LocalRunner(db, effective, second_backend, "worker-2")
             batch_id, request_id = await processing_batch(db, "taken over")
             inference.reply_for["taken over"] = "from the first run"
             second.reply_for["taken over"] = "from the run that took over"

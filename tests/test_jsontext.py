@@ -1,4 +1,4 @@
-"""app.jsontext: compact JSON that round-trips, including what msgspec refuses."""
+"""app.ground.jsontext: compact JSON that round-trips, including what msgspec refuses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from app import jsontext
+from app.ground import jsontext
 
 
 def test_compact_json_keeps_order_and_characters() -> None:

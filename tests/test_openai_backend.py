@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app.core.runtime.steps import Step
 from app.db.models import Request
+from app.ground.steps import Step
 from tests.standins.asgi import Relay, Scope
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver

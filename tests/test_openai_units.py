@@ -9,14 +9,15 @@ import pytest
 import tiktoken
 from sqlalchemy import select
 
-from app.config import Settings, parse_routes
+from app.core.rules import effective as overrides
+from app.core.rules.effective import EffectiveSettings
+from app.core.rules.routing import backend_for
 from app.core.runs.openai import admission, tokens
 from app.core.runs.openai import answers as openai_answers
 from app.core.runs.openai import tables as model_tables
-from app.core.runtime import settings as overrides
-from app.core.runtime.clock import utcnow
-from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch
+from app.ground.clock import utcnow
+from app.ground.config import Settings, parse_routes
 from tests.support import StartApp, fast_settings, request_payload
 
 
@@ -90,7 +91,7 @@ def test_routes_are_checked_and_ordered() -> None:
     with pytest.raises(ValueError, match="not a route"):
         parse_routes("gpt-*")
     settings = Settings(_env_file=None, backend_routes="o*=openai,*=local", default_backend="openai")  # type: ignore[call-arg]
-    assert (settings.backend_for("o3"), settings.backend_for("llama3")) == ("openai", "local")
+    assert (backend_for(settings, "o3"), backend_for(settings, "llama3")) == ("openai", "local")
 
 
 async def test_token_tables_are_editable_as_json(database_url: str, start_app: StartApp) -> None:
@@ -105,7 +106,7 @@ async def test_token_tables_are_editable_as_json(database_url: str, start_app: S
             },
         )
         assert saved["openai_token_limits"] == {"gpt-4o": 1350000}
-        effective = await RuntimeSettings(app.db, settings).refresh()
+        effective = await EffectiveSettings(app.db, settings).refresh()
         assert model_tables.token_limit("gpt-4o", effective)[0] == 1_350_000
         assert effective.openai_prices["x"].output == 2
         answer = await app.client.post("/settings", data={"openai_token_limits": '{"gpt-4o": 0}'})

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import httpcore
 import pytest
 
-from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, post_json, retry_after_seconds
+from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, post_json, retry_after_seconds
 from tests.standins.inference import InferenceStandin
 from tests.standins.serve import serve
 

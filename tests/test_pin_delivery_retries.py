@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from app.config import Settings
 from app.db.models import Delivery, DeliveryAttempt, Request
+from app.ground.config import Settings
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, StartApp, fast_settings, wait_until

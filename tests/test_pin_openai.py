@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from app.config import Settings
 from app.db.models import Batch
+from app.ground.config import Settings
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, StartApp, wait_until

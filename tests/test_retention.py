@@ -22,10 +22,10 @@ from app.core import retention
 from app.core.actions import requests as request_actions
 from app.core.read import queries
 from app.core.rules.states import B, D, R
-from app.core.runtime.clock import utcnow
-from app.core.runtime.steps import Step
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, File, Request, RequestEvent
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.steps import Step
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.support import (
     StartApp,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from app.__main__ import server_options
-from app.config import Settings
+from app.ground.config import Settings
 
 
 def test_serve_uses_uvloop_and_httptools_by_default() -> None:

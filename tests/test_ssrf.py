@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app import destinations
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
+from app.net import destinations
 from tests.standins.receiver import WebhookReceiver
 from tests.standins.serve import serve
 from tests.support import StartApp, fast_settings

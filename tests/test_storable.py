@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.storable import REPLACEMENT, json_value
+from app.core.rules.storable import REPLACEMENT, json_value
 
 
 def test_unstorable_strings_are_replaced_at_any_depth() -> None:

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.rules import states
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request, RequestEvent, Setting
+from app.ground.clock import utcnow
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, StartApp, fast_settings, new_batch, request_payload, wait_until

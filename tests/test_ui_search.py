@@ -14,10 +14,10 @@ from sqlalchemy import text
 
 from app.core.read import pages, queries, stats
 from app.core.read.search import after_prefix
-from app.core.runtime.clock import utcnow
 from app.db.migrate import alembic_config
 from app.db.models import Delivery, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
 from tests.support import migrate, postgres_database
 from tests.support.databases import PG_ADMIN_DSN
 

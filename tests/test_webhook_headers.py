@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from app import logs, webhook_headers
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
 from app.db.models import Batch, Delivery, Request
+from app.ground import logs, webhook_headers
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until

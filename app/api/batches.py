@@ -21,7 +21,7 @@ from app.api.schemas import (
     batch_out,
 )
 from app.core.read import queries
-from app.http import RowCursor, RowId
+from app.web.http import RowCursor, RowId
 
 NO_SUCH_BATCH = "No such batch"
 
@@ -61,7 +61,7 @@ class BatchController(Controller):
     ) -> BatchListOut:
         batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
         next_before = batches[-1].id if len(batches) == limit else None
-        settings = await state.runtime.fresh()
+        settings = await state.effective.fresh()
         return BatchListOut([batch_out(b, settings) for b in batches], next_before)
 
     @get(
@@ -72,7 +72,7 @@ class BatchController(Controller):
     )
     async def read(self, batch_id: RowId, state: State) -> BatchDetailOut:
         detail = await queries.batch_detail(state.db, batch_id)
-        return batch_detail_out(detail, await state.runtime.fresh())
+        return batch_detail_out(detail, await state.effective.fresh())
 
     @_batch_action(
         "close",
@@ -80,7 +80,7 @@ class BatchController(Controller):
         conflict="Batch is not building",
     )
     async def close(self, batch_id: RowId, state: State) -> BatchOut:
-        return batch_out(await state.actions.close_batch(batch_id), await state.runtime.fresh())
+        return batch_out(await state.actions.close_batch(batch_id), await state.effective.fresh())
 
     @_batch_action(
         "cancel",
@@ -88,7 +88,7 @@ class BatchController(Controller):
         conflict="Batch cannot be cancelled in its status",
     )
     async def cancel(self, batch_id: RowId, state: State) -> BatchOut:
-        return batch_out(await state.actions.cancel_batch(batch_id), await state.runtime.fresh())
+        return batch_out(await state.actions.cancel_batch(batch_id), await state.effective.fresh())
 
     @_batch_action(
         "retry",
@@ -96,7 +96,7 @@ class BatchController(Controller):
         conflict="Batch is not failed",
     )
     async def retry(self, batch_id: RowId, state: State) -> BatchOut:
-        return batch_out(await state.actions.retry_batch(batch_id), await state.runtime.fresh())
+        return batch_out(await state.actions.retry_batch(batch_id), await state.effective.fresh())
 
     @_batch_action(
         "redeliver",

@@ -13,9 +13,9 @@ from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
-from app.core.dropin.files import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
+from app.core.dropin.file_store import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
 from app.core.intake.schema import ENDPOINTS, RequestIn
-from app.http import ROW_ID_MAX
+from app.web.http import ROW_ID_MAX
 
 JSON = "application/json"
 

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.api.schemas import ErrorBody, ErrorItem, error_item
 from app.core.rules.errors import BatchgateError
-from app.http import (
+from app.web.http import (
     STATUS_FOR_KIND,
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,

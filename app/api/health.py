@@ -9,9 +9,9 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from app.api.schemas import BackendOut, HealthOut
+from app.core.driver import status
 from app.core.read import failing
 from app.core.read.failing import FailingDestination
-from app.core.runtime import status
 
 
 @get(
@@ -31,7 +31,7 @@ from app.core.runtime import status
 )
 async def health(state: State) -> Response[HealthOut]:
     database = await status.database(state.db)
-    process = await status.current(state.worker, state.broker, state.consumer, state.embedded)
+    process = await state.status.current()
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
     overall = "ok" if healthy and process.openai_block is None else "degraded"

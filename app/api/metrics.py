@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus text format (see app/metrics.py for what is measured)."""
+"""GET /metrics: Prometheus text format (see app/ground/metrics.py for what is measured)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from litestar import Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import metrics
-from app.api.keys import RequireApiKey
 from app.core.read import stats
+from app.ground import metrics
+from app.web.auth import RequireApiKey
 
 log = logging.getLogger(__name__)
 

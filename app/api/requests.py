@@ -26,8 +26,8 @@ from app.core.intake import accept as intake
 from app.core.intake import bulk
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
-from app.core.rules.states import DeliveryStatus, RequestStatus
-from app.http import RowCursor, json_or_jsonl, read_body, require_json
+from app.ground.statuses import DeliveryStatus, RequestStatus
+from app.web.http import RowCursor, json_or_jsonl, read_body, require_json
 
 NO_SUCH_REQUEST = {404: "No such request"}
 
@@ -58,7 +58,7 @@ class RequestController(Controller):
         state = request.app.state
         require_json(request.headers.get("content-type"))
         data = intake.parse(await request.body())
-        accepted = await intake.accept(state.db, await state.runtime.fresh(), data)
+        accepted = await intake.accept(state.db, await state.effective.fresh(), data)
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
 
     @get(
@@ -119,7 +119,7 @@ class RequestController(Controller):
     )
     async def create_many(self, request: Request, state: State) -> BulkOut:
         jsonl = json_or_jsonl(request.headers.get("content-type"))
-        settings = await state.runtime.fresh()
+        settings = await state.effective.fresh()
         raw = await read_body(request, settings.api_bulk_max_body_bytes, "API_BULK_MAX_BODY_BYTES")
         outcome = await bulk.accept_body(state.db, settings, raw, jsonl, settings.api_bulk_max_items)
         return bulk_out(outcome)

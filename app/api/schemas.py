@@ -7,17 +7,16 @@ from typing import Any
 
 import msgspec
 
-from app.broker import BrokerStatus
-from app.config import Settings
+from app.core.driver.status import BrokerStatus, EmbeddedStatus
 from app.core.intake.bulk import BulkOutcome
 from app.core.read.failing import FailingDestination
 from app.core.read.queries import BatchDetail, RequestDetail, RequestRow
 from app.core.results import output_line
 from app.core.rules.errors import Problem
 from app.core.runs.openai import tables as model_tables
-from app.core.runtime.status import EmbeddedStatus
 from app.db.models import Batch, Delivery, DeliveryAttempt
-from app.webhook_headers import redact
+from app.ground.config import Settings
+from app.ground.webhook_headers import redact
 
 
 class ErrorItem(msgspec.Struct):

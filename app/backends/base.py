@@ -10,11 +10,42 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, Any, Literal, Protocol
 
 import httpx
 
-from app.outbound import Adapter
+from app.net.outbound import RETRYABLE_STATUS, Adapter
+
+
+class BatchAPIError(Exception):
+    """A batch API call that failed for good (after its retries, or at once for a 4xx)."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        *,
+        outcome_unknown: bool = False,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        # The request reached the API but its answer did not reach us (a read timeout, a dropped
+        # connection, a 5xx): it may have been applied.
+        self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after  # the answer's Retry-After header, if it had one
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same thing later may work (a transient fault, not a refusal)."""
+        return self.status is None or self.status in RETRYABLE_STATUS
+
+
+class AuthRefused(BatchAPIError):
+    """401 or 403: the key (or organization/project) is refused; nothing will work until fixed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +151,18 @@ class BatchAPI(Backend, Protocol):
     async def delete_file(self, file_id: str) -> bool: ...
 
     def file_lines(self, file_id: str) -> AsyncIterator[str]: ...
+
+
+EmbeddedState = Literal["stopped", "starting", "ready", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedStatus:
+    """What /health and the dashboard show of the embedded server."""
+
+    state: EmbeddedState
+    model: str
+    url: str
+    detail: str
+    pid: int | None
+    restarts: int

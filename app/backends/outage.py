@@ -18,7 +18,7 @@ import math
 import time
 from datetime import UTC, datetime
 
-from app.outbound import backoff_seconds
+from app.net.outbound import backoff_seconds
 
 log = logging.getLogger(__name__)
 

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
-from app.outbound import Adapter
-
-
-class Outcome(StrEnum):
-    """How one delivery attempt ended."""
-
-    SUCCESS = "success"
-    RETRYABLE_FAILURE = "retryable_failure"
-    PERMANENT_FAILURE = "permanent_failure"
-
+from app.ground.statuses import Outcome
+from app.net.outbound import Adapter
 
 EXCERPT_BYTES = 2048
 

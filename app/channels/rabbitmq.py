@@ -24,9 +24,11 @@ from aiormq.exceptions import (
     PublishError,
 )
 
-from app.broker import BrokerConnection
-from app.channels.base import Message, Outcome, SendResult
-from app.config import Settings
+from app.channels.base import Message, SendResult
+from app.ground.config import Settings
+from app.ground.statuses import Outcome
+from app.net.broker import BrokerConnection
+from app.net.destinations import rabbitmq_refusal
 
 
 class RabbitMQChannel:
@@ -65,7 +67,7 @@ class RabbitMQChannel:
         where = f"queue {queue!r}" if queue else f"exchange {exchange_name!r}"
         # Checked at intake; again here, as the allow-lists may have changed since. Before any
         # declare: a queue outside the list is never created.
-        if refusal := self._settings.rabbitmq_refusal(queue, exchange_name):
+        if refusal := rabbitmq_refusal(self._settings, queue, exchange_name):
             return SendResult(Outcome.PERMANENT_FAILURE, error=f"refused: {refusal}")
         try:
             channel = await self._publishing_channel()

@@ -12,10 +12,12 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app import destinations, webhook_headers
-from app.channels.base import EXCERPT_BYTES, Message, Outcome, SendResult, excerpt
-from app.config import Settings
-from app.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds, timeouts
+from app.channels.base import EXCERPT_BYTES, Message, SendResult, excerpt
+from app.ground.config import Settings
+from app.ground.statuses import Outcome
+from app.ground import webhook_headers
+from app.net import destinations
+from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds, timeouts
 
 # The delivery policy caps the wait again (DELIVERY_BACKOFF_MAX_SECONDS); this only keeps it finite.
 RETRY_AFTER_CAP_SECONDS = 86400.0

@@ -18,11 +18,11 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from app.broker import BrokerConnection
 from app.core.intake import accept as intake
+from app.core.rules.effective import EffectiveSettings
 from app.core.rules.errors import BatchgateError, Problem
-from app.core.runtime.settings import RuntimeSettings
 from app.db.session import Database, is_unavailable
+from app.net.broker import BrokerConnection
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ class IntakeConsumer:
     """Consumes RABBITMQ_INPUT_QUEUE into requests, RABBITMQ_INTAKE_CONCURRENCY at a time."""
 
     def __init__(
-        self, db: Database, runtime: RuntimeSettings, connection: BrokerConnection, queue: str
+        self, db: Database, effective: EffectiveSettings, connection: BrokerConnection, queue: str
     ) -> None:
         self.db = db
-        self.runtime = runtime
+        self.effective = effective
         # Connection and queue parameters are the environment's; intake rules follow the operator's.
-        self.settings = settings = runtime.base
+        self.settings = settings = effective.base
         self.connection = connection
         self.queue_name = queue
         self.dlq_name = f"{queue}.dlq"
@@ -149,7 +149,7 @@ class IntakeConsumer:
                 )
                 return
             data = intake.parse(message.body)
-            await intake.accept(self.db, await self.runtime.fresh(), data, origin="rabbitmq")
+            await intake.accept(self.db, await self.effective.fresh(), data, origin="rabbitmq")
         except intake.Duplicate as exc:
             if not exc.same:  # another request under a taken custom_id: kept, with the reason
                 await self._dead_letter(message, *exc.problems)

@@ -27,10 +27,11 @@ from sqlalchemy.orm import aliased
 
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.dropin.ids import public_batch_id
-from app.core.rules.states import BATCH_TERMINAL, B, DeliveryStatus
-from app.core.runtime.clock import utcnow
+from app.core.rules.states import BATCH_TERMINAL, B
 from app.db.models import Batch, BatchEvent, Delivery
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.statuses import DeliveryStatus
 
 EVENT_TYPES = {
     B.PROCESSING: "batch.in_progress",

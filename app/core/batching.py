@@ -14,12 +14,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.core.rules import states
-from app.core.rules.states import BatchStatus, RequestStatus
-from app.core.runtime.clock import utcnow
+from app.core.rules import routing, states
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.config import Settings
+from app.ground.statuses import BatchStatus, RequestStatus
 
 Group = tuple[str, str, str]
 
@@ -199,7 +199,7 @@ def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: date
         return f"reached {settings.batch_max_requests} requests"
     if stats.bytes >= settings.batch_max_bytes:
         return f"reached {settings.batch_max_bytes} bytes"
-    max_age = settings.backend_max_age_seconds(batch.backend)
+    max_age = routing.max_age_seconds(settings, batch.backend)
     if now - stats.oldest >= timedelta(seconds=max_age):
         return f"oldest request waited {max_age:g}s"
     return None

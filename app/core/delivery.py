@@ -19,17 +19,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, insert, or_, select
 from sqlalchemy.orm import aliased
 
-from app import metrics
-from app.channels.base import Channel, Message, Outcome, SendResult
-from app.config import Settings
-from app.core import results, storable
-from app.core.rules import leases, states
-from app.core.rules.states import DeliveryStatus
-from app.core.runtime.clock import utcnow
-from app.core.runtime.identity import process_name
+from app.channels.base import Channel, Message, SendResult
+from app.core import results
+from app.core.rules import leases, states, storable
 from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Request, delivery_public_id
 from app.db.session import Database
-from app.logs import bound
+from app.ground import metrics
+from app.ground.clock import utcnow
+from app.ground.config import Settings
+from app.ground.identity import process_name
+from app.ground.logs import bound
+from app.ground.statuses import DeliveryStatus, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,13 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import metrics
 from app.backends.base import LineResult
-from app.core import storable
-from app.core.rules import states
+from app.core.rules import states, storable
 from app.core.rules.leases import Hold
-from app.core.rules.states import DeliveryStatus, RequestStatus
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
+from app.ground import metrics
+from app.ground.clock import utcnow
+from app.ground.statuses import DeliveryStatus, RequestStatus
 
 log = logging.getLogger(__name__)
 DELIVERING_CHANNELS = ("webhook", "rabbitmq")

@@ -32,16 +32,16 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchAPI
-from app.core.dropin import files as dropin_files
+from app.core.dropin import file_store as dropin_files
 from app.core.dropin.create import DROPIN_ORIGINS
-from app.core.numbers import whole_number
 from app.core.rules import leases
 from app.core.rules.errors import InvalidInput, Problem
+from app.core.rules.numbers import whole_number
 from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
-from app.core.runs.openai import files as openai_files
-from app.core.runtime.clock import utcnow
+from app.core.runs.openai import remote_files as openai_files
 from app.db.models import Batch, BatchEvent, Delivery, File, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
 

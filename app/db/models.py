@@ -47,7 +47,7 @@ class Batch(IdentityBase):
     cancel_sent: Mapped[bool] = mapped_column(Boolean, default=False)
     files_deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     # Deleting the remote files at the batch's end is retried with backoff, a bounded number of
-    # times (app.core.runs.openai.files): tries so far, the next one, and the last failure.
+    # times (app.core.runs.openai.remote_files): tries so far, the next one, and the last failure.
     files_delete_attempts: Mapped[int] = mapped_column(Integer, default=0)
     files_delete_next_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     files_delete_error: Mapped[str | None] = mapped_column(Text)
@@ -107,7 +107,7 @@ class BatchEvent(IdentityBase):
     to_status: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTimeUTC)
-    # The process that wrote it (app.core.runtime.identity): which replica moved the batch.
+    # The process that wrote it (app.ground.identity): which replica moved the batch.
     worker: Mapped[str | None] = mapped_column(String(64))
     # A batch's end, still to be sent to BATCH_EVENTS_WEBHOOK_URL (see app.core.announcements).
     announce: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
@@ -240,7 +240,7 @@ class DeliveryAttempt(IdentityBase):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
-    # The process that sent it (app.core.runtime.identity).
+    # The process that sent it (app.ground.identity).
     worker: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = IDS_NEVER_REUSED

@@ -13,7 +13,7 @@ from sqlalchemy import exc as exc_types
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from app import jsontext
+from app.ground import jsontext
 
 
 def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncEngine:

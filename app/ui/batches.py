@@ -15,8 +15,8 @@ from app.core.dropin import ids
 from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
-from app.http import RowId
 from app.ui.render import HttpRequest, done, list_page, page
+from app.web.http import RowId
 
 STATUSES = list(states.BATCH_TRANSITIONS)
 
@@ -61,7 +61,7 @@ class BatchPages(Controller):
             results_url=results_url,
             # A batch created before its size was recorded (an Anthropic one) has its lines' sizes.
             size=detail.batch.bytes or outcomes.body_bytes,
-            cost=model_tables.batch_cost(detail.batch, await state.runtime.fresh()),
+            cost=model_tables.batch_cost(detail.batch, await state.effective.fresh()),
         )
 
     @get("/{batch_id:int}/{filename:str}")

@@ -9,16 +9,15 @@ from litestar import get
 from litestar.datastructures import State
 
 from app.core.read import failing, stats
-from app.core.runtime import status
-from app.protection import is_loopback
 from app.ui.render import HttpRequest, page
+from app.web.protection import is_loopback
 
 
 @get("/")
 async def dashboard(request: HttpRequest, state: State) -> Any:
     numbers = await stats.dashboard(state.db)
     destinations = await failing.failing_destinations(state.db)
-    process = await status.current(state.worker, state.broker, state.consumer)
+    process = await state.status.current()
     return page(
         request,
         "dashboard.html",

@@ -11,9 +11,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 
-from app.core import keys as stored_keys
-from app.http import RowId
+from app.core import key_store as stored_keys
 from app.ui.render import HTML, HttpRequest, done
+from app.web.http import RowId
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 

@@ -15,7 +15,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
-from app.core.access import ApiKeys, digest
+from app.core.rules.access import ApiKeys, digest
 from app.ui.render import HTML, HttpRequest, is_htmx
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]

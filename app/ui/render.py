@@ -20,14 +20,14 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from app.channels.base import Outcome
 from app.core.read.pages import PAGE_SIZES, Page
 from app.core.read.queries import ListQuery
 from app.core.rules.errors import BatchgateError
 from app.core.rules.states import B, D, R
-from app.core.runtime.clock import utcnow
-from app.http import STATUS_FOR_KIND
-from app.webhook_headers import redact
+from app.ground.clock import utcnow
+from app.ground.statuses import Outcome
+from app.ground.webhook_headers import redact
+from app.web.http import STATUS_FOR_KIND
 
 HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.

@@ -11,12 +11,12 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromQuery
 
-from app.core.numbers import whole_number
 from app.core.read import queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
-from app.http import ROW_ID_MAX, RowId
+from app.core.rules.numbers import whole_number
 from app.ui.render import HttpRequest, done, list_page, page
+from app.web.http import ROW_ID_MAX, RowId
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
 DELIVERY_STATUSES = list(states.DELIVERY_TRANSITIONS)

@@ -22,8 +22,8 @@ class SettingsPages(Controller):
 
     @get("/")
     async def show(self, state: State) -> Any:
-        rows = await state.runtime.editable()
-        context = {"rows": rows, "retention_days": state.runtime.current.retention_days}
+        rows = await state.effective.editable()
+        context = {"rows": rows, "retention_days": state.effective.current.retention_days}
         return Template(template_name="settings.html", context=context, media_type=HTML)
 
     @post("/")

@@ -6,7 +6,7 @@ Create Date: 2026-12-06 05:00:00
 
 An OpenAI batch's remote files whose delete failed at its end were tried once and never again;
 the delete is now retried with backoff, a bounded number of times, and retention purges a batch
-only once its remote files are deleted (app.core.runs.openai.files, app.core.retention).
+only once its remote files are deleted (app.core.runs.openai.remote_files, app.core.retention).
 """
 
 from collections.abc import Sequence

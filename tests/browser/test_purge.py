@@ -8,8 +8,8 @@ from datetime import timedelta
 from playwright.async_api import Page, expect
 from sqlalchemy import select
 
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
+from app.ground.clock import utcnow
 from tests.support import RunningApp, new_batch
 from tests.support.browser import PageErrors, shot, visit
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from app.asgi import create_app
-from app.config import Settings
 from app.db.session import Database
+from app.ground.config import Settings
 from tests.standins.serve import serve
 from tests.support.builders import NO_DELIVERY, request_payload, webhook
 
@@ -74,7 +74,13 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
         async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             await with_csrf_token(client)
             yield RunningApp(
-                url, client, settings, app.state.db, app.state.worker, app.state.broker, app.state.consumer
+                url,
+                client,
+                settings,
+                app.state.db,
+                app.state.worker,
+                app.state.pipeline.broker,
+                app.state.pipeline.consumer,
             )
 
 

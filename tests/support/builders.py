@@ -36,8 +36,8 @@ def chat(content: str) -> list[dict[str, str]]:
 def new_batch(**columns: Any) -> Any:
     """A batch row as the pipeline would leave one (done, local, empty), for tests that need a
     batch in a state the pipeline only reaches slowly or by accident; `columns` override."""
-    from app.core.runtime.clock import utcnow
     from app.db.models import Batch
+    from app.ground.clock import utcnow
 
     now = utcnow()
     values: dict[str, Any] = {

@@ -10,9 +10,9 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import func, select, update
 
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
 from tests.standins.inference import InferenceStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support.apps import RunningApp

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.config import Settings
+from app.ground.config import Settings
 from tests.standins.openai_batch import OpenAIBatchStandin
 from tests.standins.receiver import WebhookReceiver
 from tests.support.apps import RunningApp, fast_settings

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.backends.embedded import EmbeddedServer
 from app.backends.embedded_model import EMBEDDED_MODEL, MODEL_PACKAGE
-from app.config import Settings
+from app.ground.config import Settings
 from tests.support.apps import RunningApp, fast_settings
 from tests.support.databases import require_service
 from tests.support.waiting import wait_until
@@ -44,7 +44,7 @@ def embedded_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 def embedded_of(app: RunningApp) -> EmbeddedServer:
-    server = app.worker.backend.embedded
+    server = app.worker.local.embedded
     assert isinstance(server, EmbeddedServer), "the app runs no embedded model"
     return server
 

@@ -13,8 +13,8 @@ from litestar import Router
 
 from app.api.anthropic.batches import MessageBatchController
 from app.api.anthropic.errors import EXCEPTION_HANDLERS
-from app.api.keys import RequireApiKey
 from app.api.request_ids import request_id_header
+from app.web.auth import RequireApiKey
 
 MOUNTS = ("/v1", "/api/anthropic/v1", "/v1/v1", "/api/anthropic/v1/v1")
 

@@ -29,7 +29,7 @@ from app.core.dropin.create import ANTHROPIC_ORIGIN
 from app.core.read import dropin
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
-from app.http import require_json
+from app.web.http import require_json
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's own limit for a batch create request
 JSONL = "application/x-jsonl"

@@ -1,7 +1,7 @@
 """Errors of the Anthropic face in Anthropic's shape, {"type": "error", "error": {type, message}}.
 
 These handlers are set on the face's routers only, so the native /api error shape is unchanged.
-A refused API key (app.api.keys.KeyRefused, a 401) is Anthropic's authentication_error, as any 401.
+A refused API key (app.web.auth.KeyRefused, a 401) is Anthropic's authentication_error, as any 401.
 Every error a retry cannot fix carries `x-should-retry: false`, which the SDK obeys instead of
 retrying on its own (it would otherwise retry 408, 409, 429 and 5xx).
 """
@@ -16,9 +16,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 
-from app.backends.anthropic_messages import error_body
 from app.core.rules.errors import BatchgateError
-from app.http import (
+from app.formats.anthropic_messages import error_body
+from app.web.http import (
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
     database_unavailable,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from litestar import Router
 
-from app.api.keys import RequireApiKey
 from app.api.openai.batches import BatchController
 from app.api.openai.errors import EXCEPTION_HANDLERS
 from app.api.openai.files import FileController
 from app.api.request_ids import request_id_header
+from app.web.auth import RequireApiKey
 
 
 def _router(path: str, in_schema: bool) -> Router:

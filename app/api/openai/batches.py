@@ -10,11 +10,12 @@ from litestar.params import FromPath, QueryParameter
 
 from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import BATCH_ID, BatchListOut, BatchOut, batch_number, batch_out
-from app.core.dropin import create, files
+from app.core.dropin import create
+from app.core.dropin import file_store as files
 from app.core.intake import accept as intake
 from app.core.read import dropin
 from app.core.rules.errors import NotFound, not_found
-from app.http import require_json
+from app.web.http import require_json
 
 NO_SUCH_BATCH = {404: "No such batch"}
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512

@@ -10,9 +10,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 
-from app.api.keys import KeyRefused
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem
-from app.http import (
+from app.web.auth import KeyRefused
+from app.web.http import (
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
     database_unavailable,

@@ -12,7 +12,7 @@ from litestar.response import Stream
 from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
-from app.core.dropin import files
+from app.core.dropin import file_store as files
 
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
 UPLOAD_MAX_BYTES = 200 * 1024 * 1024
@@ -48,7 +48,7 @@ class FileController(Controller):
             # What came before the file is checked now, before a byte is written; what follows it
             # (local-batch-api's curl sends the purpose after the file) once the file is on disk.
             files.upload_terms(upload.fields, complete=False)
-            settings = await state.runtime.fresh()
+            settings = await state.effective.fresh()
             stored = await files.receive(
                 state.db,
                 settings.data_dir,
@@ -88,7 +88,7 @@ class FileController(Controller):
     )
     async def content(self, file_id: FromPath[str], state: State) -> Stream:
         found = await files.get(state.db, file_id)
-        settings = await state.runtime.fresh()
+        settings = await state.effective.fresh()
         return Stream(files.content(settings.data_dir, found), media_type="application/octet-stream")
 
     @delete(
@@ -98,6 +98,6 @@ class FileController(Controller):
         responses=documented_errors(NO_SUCH_FILE),
     )
     async def remove(self, file_id: FromPath[str], state: State) -> FileDeletedOut:
-        settings = await state.runtime.fresh()
+        settings = await state.effective.fresh()
         await files.delete(state.db, settings.data_dir, file_id)
         return FileDeletedOut(file_id)

@@ -17,16 +17,16 @@ from app.backends.base import BatchAPI
 from app.core import retention
 from app.core.actions import batches, requests
 from app.core.dropin import anthropic, create
-from app.core.runtime.settings import RuntimeSettings
-from app.core.runtime.steps import Step, Wake
+from app.core.rules.effective import EffectiveSettings
 from app.db.models import Batch, Delivery, File, Request
 from app.db.session import Database
+from app.ground.steps import Step, Wake
 
 
 class Actions:
     """The operator's actions bound to one process's database, settings, clock and OpenAI client."""
 
-    def __init__(self, db: Database, settings: RuntimeSettings, wake: Wake, openai: BatchAPI) -> None:
+    def __init__(self, db: Database, settings: EffectiveSettings, wake: Wake, openai: BatchAPI) -> None:
         self.db = db
         self.settings = settings
         self.openai = openai

@@ -14,11 +14,11 @@ from app.core import results
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
-from app.core.rules.states import BatchStatus, DeliveryStatus, RequestStatus
-from app.core.runs.openai import files as openai_files
-from app.core.runtime.clock import utcnow
+from app.core.runs.openai import remote_files as openai_files
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
 
 CANCELLED_ERROR = {"code": "cancelled", "message": "cancelled by the operator"}
 # A drop-in batch's unfinished lines say it in OpenAI's words (its error file and results).

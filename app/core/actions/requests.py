@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.core import results
 from app.core.actions.batches import CANCELLED_ERROR
 from app.core.intake import accept as intake
@@ -19,11 +18,12 @@ from app.core.intake import edit
 from app.core.read import queries
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
-from app.core.rules.states import DeliveryStatus, RequestStatus
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
-from app.webhook_headers import redact
+from app.ground.clock import utcnow
+from app.ground.config import Settings
+from app.ground.statuses import DeliveryStatus, RequestStatus
+from app.ground.webhook_headers import redact
 
 
 async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:

@@ -18,20 +18,19 @@ from typing import IO, Any
 import ijson
 from sqlalchemy import func, select
 
-from app import metrics
-from app.backends.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
-from app.core import storable
-from app.core.dropin import files
+from app.core.dropin import file_store as files
 from app.core.dropin.anthropic_params import params_problems
 from app.core.dropin.anthropic_params import refused as _refused
 from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
 from app.core.intake.schema import with_default_model
-from app.core.rules import states
+from app.core.rules import states, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem
 from app.core.rules.states import batch_scope
 from app.core.runs.lines import input_line
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.formats.anthropic_messages import MESSAGES_URL as MESSAGES_ENDPOINT
+from app.ground import metrics
 
 MAX_REQUESTS = 100_000
 CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

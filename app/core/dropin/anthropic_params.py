@@ -1,6 +1,6 @@
 """The params of one Anthropic request, checked at create as Anthropic checks them.
 
-What the local backend's translation (app.backends.anthropic_messages) reads must have the type
+What the local backend's translation (app.formats.anthropic_messages) reads must have the type
 Anthropic documents: a `messages` entry that is not an object, or `metadata` that is a string,
 would otherwise be taken, then fail at run time with Python's exception text as the request's
 result. Only types and the limits Batchgate stores are checked here; a content block of a type

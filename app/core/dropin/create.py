@@ -19,17 +19,16 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import metrics
-from app.config import Settings
-from app.core import storable
-from app.core.dropin import files
+from app.core.dropin import file_store as files
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS, with_default_model
-from app.core.rules import states
+from app.core.rules import routing, states, storable
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import B, R, batch_scope
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, File, Request
 from app.db.session import Database
+from app.ground import metrics
+from app.ground.clock import utcnow
+from app.ground.config import Settings
 
 OPENAI_ORIGIN, ANTHROPIC_ORIGIN = "openai_batch", "anthropic_batch"
 DROPIN_ORIGINS = (OPENAI_ORIGIN, ANTHROPIC_ORIGIN)
@@ -188,7 +187,9 @@ async def from_file(
     model = checked.model or "unknown"
     async with db.transaction() as session:
         status = B.FAILED if checked.errors else B.READY
-        batch = new_batch(OPENAI_ORIGIN, settings.backend_for(model), endpoint, model, metadata, status)
+        batch = new_batch(
+            OPENAI_ORIGIN, routing.backend_for(settings, model), endpoint, model, metadata, status
+        )
         batch.dropin_input_file_id = file.id
         if output_expires_after is not None:
             batch.dropin_output_expires_seconds = int(output_expires_after.total_seconds())

@@ -12,14 +12,14 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.core import results
-from app.core.dropin import files
+from app.core.dropin import file_store as files
 from app.core.dropin.create import ANTHROPIC_ORIGIN, DROPIN_ORIGINS
 from app.core.read import exports
 from app.core.rules import leases, states
 from app.core.rules.states import BATCH_TERMINAL, B, R
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, File, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
 
 EXPIRED_ERROR = {
     "code": "batch_expired",

@@ -9,9 +9,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app import destinations, metrics
-from app.config import Settings
-from app.core import storable
 from app.core.intake import group_commit
 from app.core.intake.schema import (
     DeliveryConfigIn,
@@ -22,10 +19,15 @@ from app.core.intake.schema import (
     webhook_host,
     with_default_model,
 )
+from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
-from app.core.rules.states import RequestStatus
-from app.core.runtime.clock import utcnow
 from app.db.session import Database
+from app.ground import metrics
+from app.ground.clock import utcnow
+from app.ground.config import Settings
+from app.ground.statuses import RequestStatus
+from app.net import destinations
+from app.net.destinations import rabbitmq_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
 
 def route(request: RequestIn, settings: Settings) -> str:
     """The backend a request runs on: its own choice, else BACKEND_ROUTES, else DEFAULT_BACKEND."""
-    return request.backend or settings.backend_for(request.body.model)
+    return request.backend or routing.backend_for(settings, request.body.model)
 
 
 def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
             )
         )
     elif isinstance(delivery, RabbitMQDelivery) and (
-        why := settings.rabbitmq_refusal(delivery.rabbitmq_queue, delivery.rabbitmq_exchange)
+        why := rabbitmq_refusal(settings, delivery.rabbitmq_queue, delivery.rabbitmq_exchange)
     ):
         field = "rabbitmq_queue" if delivery.rabbitmq_queue else "rabbitmq_exchange"
         problems.append(

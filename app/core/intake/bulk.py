@@ -21,17 +21,17 @@ from typing import Any
 
 import msgspec
 
-from app import metrics
-from app.config import Settings
-from app.core import storable
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
 from app.core.intake.group_commit import Taken
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
+from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
-from app.core.rules.states import RequestStatus
-from app.core.runtime.clock import utcnow
 from app.db.session import Database
+from app.ground import metrics
+from app.ground.clock import utcnow
+from app.ground.config import Settings
+from app.ground.statuses import RequestStatus
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class _Checker:
             return None
         if backend is None:
             backend = self.backends.get(model) or self.backends.setdefault(
-                model, self.settings.backend_for(model)
+                model, routing.backend_for(self.settings, model)
             )
         elif type(backend) is not str or backend not in _BACKENDS:
             return None
@@ -273,7 +273,7 @@ class _Checker:
 
 def _line_bytes(custom_id: str, url: str, body_json: bytes) -> int:
     """len(input_line(custom_id, url, body).encode()) from the body's JSON: the line is msgspec's
-    JSON (app.jsontext) of its parts, put together."""
+    JSON (app.ground.jsontext) of its parts, put together."""
     # {"custom_id":<id>,"method":"POST","url":"<url>","body":<body>}
     return 47 + len(_encode(custom_id)) + len(url.encode()) + len(body_json)
 

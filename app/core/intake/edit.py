@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from app import webhook_headers
 from app.core.intake.schema import pointer_token
 from app.core.rules.errors import InvalidInput, Problem
+from app.ground import webhook_headers
 
 POINTER = "/delivery_config/headers"
 

@@ -20,9 +20,9 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import ARRAY, DateTime, Integer, String, Text, TextClause, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import jsontext, metrics
 from app.db.models import Request
 from app.db.session import Database, is_unavailable
+from app.ground import jsontext, metrics
 
 GROUP_MAX_ROWS = 500  # rows per transaction; more wait for the next one
 IN_FLIGHT_POSTGRES = 4  # transactions at once on PostgreSQL (of its pool's 10 connections)

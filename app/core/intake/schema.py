@@ -10,10 +10,10 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from app import webhook_headers
-from app.config import Backend
 from app.core.rules.errors import Problem
 from app.core.runs.lines import input_line
+from app.ground import webhook_headers
+from app.ground.config import Backend
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations")
 # The longest custom_id and model any face takes: requests.custom_id is String(512) and
@@ -52,7 +52,7 @@ HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 class WebhookDelivery(BaseModel):
     """Deliver the result by POSTing it to a URL, with optional extra headers (secrets: every
-    face shows them redacted, see app.webhook_headers)."""
+    face shows them redacted, see app.ground.webhook_headers)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["webhook"]

@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from app.core import results
 from app.core.rules.errors import not_found
-from app.core.rules.states import RequestStatus
 from app.core.runs.lines import input_line
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground.statuses import RequestStatus
 
 Kind = Literal["input", "output", "error"]
 Shape = Callable[[results.Finished], dict[str, Any]]

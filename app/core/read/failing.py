@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import and_, select
 
 from app.core.read.cache import per_database
-from app.core.rules.states import DeliveryStatus
 from app.db.models import Delivery, DeliveryAttempt
 from app.db.session import Database
+from app.ground.statuses import DeliveryStatus
 
 SAMPLE = 1000  # retrying deliveries looked at, at most
 TOP = 10  # destinations shown, the most retrying first

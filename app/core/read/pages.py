@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import storable
+from app.core.rules import storable
 
 COUNT_CAP = 10_000
 # Rows a scattered page looks at in its order before it reads the filter's index (see _scattered_rows).

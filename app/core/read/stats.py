@@ -18,16 +18,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.read.cache import per_database
-from app.core.rules.states import (
-    DELIVERY_DUE,
-    DELIVERY_ENDED,
-    REQUEST_FINISHED,
-    DeliveryStatus,
-    RequestStatus,
-)
-from app.core.runtime.clock import utcnow
+from app.core.rules.states import DELIVERY_DUE, DELIVERY_ENDED, REQUEST_FINISHED
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.statuses import DeliveryStatus, RequestStatus
 
 CHART_MINUTES = 60
 # On PostgreSQL, a finished status with more rows than this shows the planner's estimate.

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.runtime.clock import utcnow
 from app.db.models import RequestEvent
+from app.ground.clock import utcnow
 
 
 async def note_requests(

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import metrics
-from app.core.runtime.clock import utcnow
 from app.db.session import Database
+from app.ground import metrics
+from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,48 +8,15 @@ writes a batch_events row, so the UI can show a complete timeline.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.runtime.clock import utcnow
-from app.core.runtime.identity import process_name
 from app.db.models import Batch, BatchEvent, Delivery, Request
-
-
-class BatchStatus(StrEnum):
-    BUILDING = "building"
-    READY = "ready"
-    SUBMITTING = "submitting"
-    PROCESSING = "processing"
-    COLLECTING = "collecting"
-    CANCELLING = "cancelling"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-class RequestStatus(StrEnum):
-    PENDING = "pending"
-    BATCHED = "batched"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    RETRYING = "retrying"
-    DELIVERED = "delivered"
-    DELIVERY_FAILED = "delivery_failed"
-    # Its request runs again (an operator retried the batch): the new result gets a new delivery.
-    SUPERSEDED = "superseded"
-
+from app.ground.clock import utcnow
+from app.ground.identity import process_name
+from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
 
 B, R, D = BatchStatus, RequestStatus, DeliveryStatus
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app import jsontext
 from app.backends.base import BatchLine
-from app.core.rules.states import RequestStatus
 from app.db.models import Request
 from app.db.session import Database
+from app.ground import jsontext
+from app.ground.statuses import RequestStatus
 
 # Lines read per page while a batch runs: enough to keep every concurrency slot busy.
 LINES_PAGE = 500

@@ -18,16 +18,16 @@ from dataclasses import replace
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import logs
 from app.backends.base import LineResult, LineRunner
 from app.core import results
 from app.core.rules import leases, states
-from app.core.rules.states import BatchStatus, RequestStatus
+from app.core.rules.effective import EffectiveSettings
 from app.core.runs.lines import unfinished_lines
-from app.core.runtime.clock import utcnow
-from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch, Request
 from app.db.session import Database, is_unavailable
+from app.ground import logs
+from app.ground.clock import utcnow
+from app.ground.statuses import BatchStatus, RequestStatus
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class LocalRunner:
     def __init__(
         self,
         db: Database,
-        settings: RuntimeSettings,
+        settings: EffectiveSettings,
         backend: LineRunner,
         owner: str,
         on_results: Callable[[], None] = lambda: None,

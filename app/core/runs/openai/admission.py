@@ -10,14 +10,14 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.core.rules import leases, states
 from app.core.rules.states import B, R
 from app.core.runs.openai import tables as model_tables
 from app.core.runs.openai import tokens
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.config import Settings
 
 # Batches holding enqueued tokens at OpenAI (for the queue limit).
 ENQUEUED = (B.SUBMITTING, B.PROCESSING, B.CANCELLING)

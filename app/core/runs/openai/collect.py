@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import jsontext
 from app.backends.base import LineResult
 from app.core import results
 from app.core.rules import audit, leases, states
@@ -26,6 +25,7 @@ from app.core.runs.openai.answers import classify
 from app.core.runs.openai.common import FOLLOWED, LINES_PER_TRANSACTION, Run, request_ids
 from app.db.models import Batch, Request
 from app.db.session import is_unavailable
+from app.ground import jsontext
 
 log = logging.getLogger(__name__)
 

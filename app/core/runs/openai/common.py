@@ -13,15 +13,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import logs
-from app.backends.base import BatchAPI, LineResult
-from app.backends.openai import AuthRefused, OpenAIError
+from app.backends.base import AuthRefused, BatchAPI, BatchAPIError, LineResult
 from app.core import results
+from app.core.rules.effective import EffectiveSettings
 from app.core.rules.states import B, R
 from app.core.runs.openai.gate import AuthGate
-from app.core.runtime.settings import RuntimeSettings
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground import logs
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class Run:
     """The parts every step works with; the OpenAIRunner is one."""
 
     db: Database
-    settings: RuntimeSettings
+    settings: EffectiveSettings
     backend: BatchAPI
     owner: str
     on_results: Callable[[], None] = _nothing
@@ -100,14 +99,14 @@ async def reported(
         run.gate.close(exc, run.settings.current.openai_auth_recheck_seconds)
         await failed(exc)
     except Exception as exc:
-        if not isinstance(exc, OpenAIError):
+        if not isinstance(exc, BatchAPIError):
             log.exception("%s batch %s failed", step, batch_id)
         await failed(exc)
 
 
 def error_text(exc: Exception) -> str:
     """What went wrong, as said on the timeline and in delivered errors."""
-    return exc.message if isinstance(exc, OpenAIError) else f"{type(exc).__name__}: {exc}"
+    return exc.message if isinstance(exc, BatchAPIError) else f"{type(exc).__name__}: {exc}"
 
 
 def backoff(base: float, failures: int) -> float:

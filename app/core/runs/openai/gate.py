@@ -8,9 +8,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.backends.base import BatchAPI
-from app.backends.openai import OpenAIError
-from app.core.runtime.clock import utcnow
+from app.backends.base import BatchAPI, BatchAPIError
+from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ class AuthGate:
     since: datetime | None = None
     recheck_at: float = 0.0
 
-    def close(self, error: OpenAIError, recheck_seconds: float) -> None:
+    def close(self, error: BatchAPIError, recheck_seconds: float) -> None:
         """Shut the gate after a refusal; the key is probed again after `recheck_seconds`."""
         if self.reason is None:
             log.error("OpenAI refused our credentials; submission stops: %s", error.message)

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.backends.base import BatchAPI
-from app.backends.openai import OpenAIError
+from app.backends.base import BatchAPI, BatchAPIError
 from app.core.runs.openai.common import Run
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch
 from app.db.session import Database
-from app.outbound import RetryPolicy
+from app.ground.clock import utcnow
+from app.net.outbound import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ async def create_or_adopt(
         attempt += 1
         try:
             return await run.backend.create_batch(file_id, endpoint, metadata(batch_id, key)), False
-        except OpenAIError as exc:
+        except BatchAPIError as exc:
             if not (exc.retryable and policy.allows(attempt)):
                 raise
             error = exc

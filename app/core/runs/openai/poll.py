@@ -11,9 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backends.base import LineResult
-from app.backends.openai import AuthRefused
-from app.config import Settings
+from app.backends.base import AuthRefused, LineResult
 from app.core import results
 from app.core.rules import leases, states
 from app.core.rules.states import B, R
@@ -21,9 +19,10 @@ from app.core.runs.openai import collect, common, endings
 from app.core.runs.openai.answers import files_missing, line_error, summary
 from app.core.runs.openai.common import FOLLOWED, PARALLEL, Run
 from app.core.runs.openai.endings import CANCELLING_MAX, OVERDUE_GRACE, POLL_FAILURES_MAX, Ending
-from app.core.runs.openai.files import clean_up
-from app.core.runtime.clock import utcnow
+from app.core.runs.openai.remote_files import clean_up
 from app.db.models import Batch, Request
+from app.ground.clock import utcnow
+from app.ground.config import Settings
 
 # OpenAI can say completed a moment before it fills in the file ids: poll again, this many
 # times at most, before the files are read as they are.

@@ -15,7 +15,8 @@ terminal state with the reason on the batch's timeline and in the requests' deli
 
 from __future__ import annotations
 
-from app.core.runs.openai import files, poll, submit
+from app.core.runs.openai import poll, submit
+from app.core.runs.openai import remote_files as files
 from app.core.runs.openai.common import Run
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.backends.openai import AuthRefused, OpenAIError
+from app.backends.base import AuthRefused, BatchAPIError
 from app.core.rules import leases, states
 from app.core.rules.states import B, R
 from app.core.runs.lines import input_line
@@ -34,10 +34,10 @@ from app.core.runs.openai.common import (
     snapshot,
 )
 from app.core.runs.openai.endings import INTERRUPTED, NOTHING_TO_SUBMIT, SUBMISSION_FAILED, SUBMIT_ATTEMPTS
-from app.core.runs.openai.files import delete_remote_files
-from app.core.runtime.clock import utcnow
+from app.core.runs.openai.remote_files import delete_remote_files
 from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
 
 
 async def submit_ready(run: Run) -> bool:
@@ -234,7 +234,7 @@ async def _nothing_to_submit(db: Database, batch_id: int) -> None:
 async def _submit_failed(run: Run, batch_id: int, exc: Exception, attempt: _Attempt) -> None:
     message = error_text(exc)
     auth = isinstance(exc, AuthRefused)
-    retryable = auth or not isinstance(exc, OpenAIError) or exc.retryable
+    retryable = auth or not isinstance(exc, BatchAPIError) or exc.retryable
     # After a create went out, only a refusal proves no remote batch was made; until the next
     # attempt's lookup knows, the input file stays (a remote batch made from it needs it).
     keep_input = attempt.maybe_created and retryable

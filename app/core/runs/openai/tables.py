@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.config import Price, Settings
 from app.db.models import Batch
+from app.ground.config import Price, Settings
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpcore
 import httpx
 
-from app import jsontext
+from app.ground import jsontext
 
 # 408 and 429 say "not now"; a 5xx is the server's own trouble. Every other 4xx is final.
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))

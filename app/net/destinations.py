@@ -1,4 +1,4 @@
-"""Which network addresses a webhook may be sent to: the SSRF guard.
+"""Where a delivery may go: the SSRF guard for webhooks, the allow-lists for RabbitMQ.
 
 Link-local addresses (169.254.0.0/16, fe80::/10), where clouds serve instance metadata and
 credentials, are refused always, in every spelling an IPv6 address can carry an IPv4 one in
@@ -17,6 +17,9 @@ import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
+from fnmatch import fnmatchcase
+
+from app.ground.config import Settings, parse_patterns
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str], Awaitable[list[str]]]
@@ -115,3 +118,17 @@ async def pin(host: str, allow_private: bool, resolve: Resolve = system_resolve)
         if (why := refusal(candidate, allow_private)) is not None:
             raise Refused(why if literal(host) else f"{host} resolves to {why}")
     return str(resolved[0])
+
+
+def rabbitmq_refusal(settings: Settings, queue: str | None, exchange: str | None) -> str | None:
+    """Why a rabbitmq delivery target is outside the allow-lists (saying which setting would
+    allow it), or None when it may be used."""
+    kind, name, setting, value = (
+        ("queue", queue, "RABBITMQ_DELIVERY_QUEUES", settings.rabbitmq_delivery_queues)
+        if queue
+        else ("exchange", exchange, "RABBITMQ_DELIVERY_EXCHANGES", settings.rabbitmq_delivery_exchanges)
+    )
+    patterns = parse_patterns(value)
+    if not patterns or name is None or any(fnmatchcase(name, p) for p in patterns):
+        return None
+    return f"{kind} {name!r} is not allowed by {setting}"

@@ -10,8 +10,8 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.core.access import ApiKeys, Refusal
-from app.http import no_retry_headers, presented_keys
+from app.core.rules.access import ApiKeys, Refusal
+from app.web.http import no_retry_headers, presented_keys
 
 MESSAGES = {
     Refusal.MISSING: "No API key given: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
@@ -33,7 +33,7 @@ class KeyRefused(NotAuthorizedException):
 class RequireApiKey(ASGIMiddleware):
     """Let the request through when no keys are configured or it carries a valid one.
 
-    A middleware rather than a guard, like app.protection.ScreenRequests (Litestar copies the
+    A middleware rather than a guard, like app.web.protection.ScreenRequests (Litestar copies the
     route handler per guard per request); it runs with the matched route's error handlers.
     """
 

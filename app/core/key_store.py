@@ -11,11 +11,11 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from app.core.access import ApiKeys, digest
+from app.core.rules.access import ApiKeys, digest
 from app.core.rules.errors import InvalidInput, NotFound, Problem
-from app.core.runtime.clock import utcnow
 from app.db.models import ApiKey
 from app.db.session import Database
+from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,20 @@
-"""What /health and the dashboard say about this process: scheduler, backends and broker."""
+"""What /health and the dashboard say about this process: scheduler, backends, broker and the
+embedded model. The app factory builds the board from what it started; the board only asks."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 
-from app.backends.base import BackendStatus
-from app.backends.embedded import EmbeddedServer, EmbeddedStatus
-from app.broker import Broker, BrokerStatus, rabbitmq_status
-from app.config import Settings
-from app.core.runtime.scheduler import Worker
+from app.backends.base import BackendStatus, EmbeddedStatus
+from app.core.driver.worker import Worker
 from app.db.session import Database
+from app.ground.config import Settings
+from app.net.broker import BrokerStatus as BrokerStatus  # what faces show of RabbitMQ
 
 BACKEND_PROBE_SECONDS = 10.0
 
@@ -27,6 +28,32 @@ class ProcessStatus:
     embedded: EmbeddedStatus | None = None  # the embedded model server, when this process runs one
 
 
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBoard:
+    """Where this process's status comes from: its worker (None when it runs no pipeline) and
+    the RabbitMQ and embedded-model status of what the app started (None when off)."""
+
+    worker: Worker | None = None
+    rabbitmq: Callable[[], BrokerStatus | None] = field(default=_nothing)
+    embedded: Callable[[], EmbeddedStatus | None] = field(default=_nothing)
+
+    async def current(self) -> ProcessStatus:
+        """The status of the scheduler, backends, broker connections and embedded model now."""
+        if self.worker is None:
+            return ProcessStatus("disabled", [], self.rabbitmq(), None, self.embedded())
+        return ProcessStatus(
+            "running" if self.worker.scheduler.running else "stopped",
+            await backend_statuses(self.worker),
+            self.rabbitmq(),
+            self.worker.openai_block,
+            self.embedded(),
+        )
+
+
 async def database(db: Database) -> str:
     """ "ok" when the database answers a trivial query now, else "error: <kind>"."""
     try:
@@ -37,25 +64,10 @@ async def database(db: Database) -> str:
     return "ok"
 
 
-async def current(
-    worker: Worker | None, broker: Broker | None, consumer: Any, embedded: EmbeddedServer | None = None
-) -> ProcessStatus:
-    """The status of this process's scheduler, backends, broker connections and embedded model."""
-    if worker is None:
-        return ProcessStatus("disabled", [], rabbitmq_status(broker, consumer), None)
-    return ProcessStatus(
-        "running" if worker.scheduler.running else "stopped",
-        await backend_statuses(worker),
-        rabbitmq_status(broker, consumer),
-        worker.openai_block,
-        embedded.status() if embedded else None,
-    )
-
-
 async def backend_statuses(worker: Worker) -> list[BackendStatus]:
     """Each backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old. A refused
     OpenAI key shows as such without another probe: the gate rechecks it on its own."""
-    statuses = [worker.backend.outage_status() or await _probe(worker, worker.backend)]
+    statuses = [worker.local.outage_status() or await _probe(worker, worker.local)]
     if uses_openai(worker.settings):
         if block := worker.openai_block:
             statuses.append(BackendStatus("openai", worker.openai.base_url, False, block))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.backends.embedded_model import EMBEDDED_MODEL
-from app.core.access import parse_keys
-
 MiB = 1024 * 1024
+# The name the embedded model (app.backends.embedded) serves under, and the default model with it.
+EMBEDDED_MODEL = "gemma-3-270m"
 BACKENDS = ("local", "openai")
 Backend = Literal["local", "openai"]
 
@@ -40,6 +38,20 @@ def parse_routes(value: str) -> tuple[tuple[str, str], ...]:
             )
         routes.append((pattern, backend))
     return tuple(routes)
+
+
+def parse_keys(configured: str | None) -> tuple[str, ...]:
+    """`key1,key2` as its keys, spaces around each dropped; ValueError if set but holding none.
+
+    A value like "," is refused rather than read as "no keys": it would leave the API open to
+    an operator who meant to close it.
+    """
+    if configured is None or not configured.strip():
+        return ()
+    keys = tuple(key for key in (part.strip() for part in configured.split(",")) if key)
+    if not keys:
+        raise ValueError("API_KEYS holds no key: give comma-separated keys, or leave it empty")
+    return keys
 
 
 @lru_cache(maxsize=16)
@@ -276,29 +288,3 @@ class Settings(BaseSettings):
         if self.webhook_block_private_networks:
             self.webhook_allow_private = False
         return self
-
-    def rabbitmq_refusal(self, queue: str | None, exchange: str | None) -> str | None:
-        """Why a rabbitmq delivery target is outside the allow-lists (saying which setting
-        would allow it), or None when it may be used."""
-        kind, name, setting, value = (
-            ("queue", queue, "RABBITMQ_DELIVERY_QUEUES", self.rabbitmq_delivery_queues)
-            if queue
-            else ("exchange", exchange, "RABBITMQ_DELIVERY_EXCHANGES", self.rabbitmq_delivery_exchanges)
-        )
-        patterns = parse_patterns(value)
-        if not patterns or name is None or any(fnmatchcase(name, p) for p in patterns):
-            return None
-        return f"{kind} {name!r} is not allowed by {setting}"
-
-    def backend_max_age_seconds(self, backend: str) -> float:
-        """How long the oldest pending request of a backend may wait before its batch closes."""
-        if backend == "openai":
-            return self.openai_batch_max_age_seconds
-        return self.local_batch_max_age_seconds
-
-    def backend_for(self, model: str) -> str:
-        """The backend a request for `model` runs on: the first matching route, else the default."""
-        for pattern, backend in parse_routes(self.backend_routes):
-            if fnmatchcase(model, pattern):
-                return backend
-        return self.default_backend

@@ -20,8 +20,8 @@ from app.core.rules import leases, states
 from app.core.rules.states import B
 from app.core.runs.openai.common import PARALLEL, Run, backoff, duration, set_batch, snapshot
 from app.core.runs.openai.endings import FILE_DELETE_ATTEMPTS
-from app.core.runtime.clock import utcnow
 from app.db.models import Batch
+from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.core import storable
-from app.core.numbers import is_whole, whole_number
+from app.core.rules import storable
 from app.core.rules.errors import InvalidInput, Problem, TooLarge, found
-from app.core.runtime.clock import utcnow
+from app.core.rules.numbers import is_whole, whole_number
 from app.db.models import File
 from app.db.session import Database
+from app.ground.clock import utcnow
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_DIR = "tmp"  # under DATA_DIR: bodies spooled for one request, deleted after it

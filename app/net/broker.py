@@ -19,9 +19,9 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
-from app.config import Settings
-from app.core.runtime.clock import utcnow
-from app.core.runtime.identity import instance_name
+from app.ground.clock import utcnow
+from app.ground.config import Settings
+from app.ground.identity import instance_name
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any, get_origin
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
 
-from app.config import Settings
 from app.core.rules.errors import InvalidInput, Problem
-from app.core.runtime.clock import utcnow
 from app.db.models import Setting
 from app.db.session import Database
+from app.ground.clock import utcnow
+from app.ground.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ async def reset(db: Database) -> None:
         await session.execute(delete(Setting))
 
 
-class RuntimeSettings:
+class EffectiveSettings:
     """The one owner of the settings in force: the environment's plus the operator's overrides.
 
     Everything that reads a limit, a retry policy or a price asks `current` (or `fresh()` where

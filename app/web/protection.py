@@ -18,8 +18,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.config import Settings, parse_patterns
-from app.http import check_readable_text
+from app.ground.config import Settings, parse_patterns
+from app.web.http import check_readable_text
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.backends.anthropic_tools import (
+from app.formats.anthropic_tools import (
     UnreadableAnswer,
     UnsupportedContent,
     tool_call,

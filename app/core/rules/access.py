@@ -8,26 +8,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from app.ground.config import parse_keys
+
 
 class Refusal(StrEnum):
     """Why a request was refused; the faces word it in their own error shape."""
 
     MISSING = "missing"
     WRONG = "wrong"
-
-
-def parse_keys(configured: str | None) -> tuple[str, ...]:
-    """`key1,key2` as its keys, spaces around each dropped; ValueError if set but holding none.
-
-    A value like "," is refused rather than read as "no keys": it would leave the API open to
-    an operator who meant to close it.
-    """
-    if configured is None or not configured.strip():
-        return ()
-    keys = tuple(key for key in (part.strip() for part in configured.split(",")) if key)
-    if not keys:
-        raise ValueError("API_KEYS holds no key: give comma-separated keys, or leave it empty")
-    return keys
 
 
 def digest(key: str) -> str:
@@ -38,7 +26,7 @@ def digest(key: str) -> str:
 @dataclass
 class ApiKeys:
     """The keys this process accepts: API_KEYS (fixed) and the keys created in the UI (`stored`,
-    refreshed from the database by app.core.keys). No key at all means the API is open.
+    refreshed from the database by app.core.key_store). No key at all means the API is open.
 
     Keys are looked up by digest: a hash-table lookup of a SHA-256 says nothing an attacker can
     use about how close a guess was, unlike comparing the keys themselves.

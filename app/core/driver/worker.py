@@ -1,4 +1,4 @@
-"""The clock: APScheduler runs each pipeline step on a tick, and new work wakes a step at once.
+"""The driver of the pipeline: APScheduler runs each step on a tick, and new work wakes a step at once.
 
 The database is the queue; this module only decides when each step looks at it. A step that
 finds a full chunk of work runs again straight away, and a wake that arrives while a step is
@@ -17,18 +17,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app.backends.base import BackendStatus, BatchAPI, LineRunner
 from app.channels.base import Channel
-from app.config import Settings
 from app.core import announcements, batching, retention
 from app.core import delivery as deliveries
 from app.core.dropin import finish
 from app.core.rules import leases
+from app.core.rules.effective import EffectiveSettings
 from app.core.runs import local as local_runs
 from app.core.runs.openai import runner as openai_runs
-from app.core.runtime.identity import instance_name
-from app.core.runtime.settings import RuntimeSettings
-from app.core.runtime.steps import Step
 from app.db.models import Batch, Delivery
 from app.db.session import Database
+from app.ground.config import Settings
+from app.ground.identity import instance_name
+from app.ground.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +84,24 @@ class Worker:
     def __init__(
         self,
         db: Database,
-        settings: RuntimeSettings,
+        effective: EffectiveSettings,
         local: LineRunner,
         openai: BatchAPI,
         channels: Mapping[str, Channel],
     ) -> None:
         self.db = db
-        self.runtime = settings
+        self.effective = effective
         self.owner = instance_name()
-        self.backend = local
+        self.local = local
         self.openai = openai
         self.channels = dict(channels)
-        # Each backend's last probe (monotonic time, answer), for runtime.status.
+        # Each backend's last probe (monotonic time, answer), for driver.status.
         self.probed: dict[str, tuple[float, BackendStatus]] = {}
-        self.runner = local_runs.LocalRunner(db, settings, local, self.owner, on_results=self.wake_deliver)
+        self.runner = local_runs.LocalRunner(db, effective, local, self.owner, on_results=self.wake_deliver)
         self.openai_runner = openai_runs.OpenAIRunner(
-            db, settings, openai, self.owner, on_results=self.wake_deliver
+            db, effective, openai, self.owner, on_results=self.wake_deliver
         )
-        base = settings.current
+        base = effective.current
         self.delivery_chunk = min(base.delivery_concurrency * DELIVERY_WAVES, DELIVERY_CHUNK_MAX)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.steps = {
@@ -121,10 +121,10 @@ class Worker:
     @property
     def settings(self) -> Settings:
         """The settings in force (the environment's plus the operator's overrides)."""
-        return self.runtime.current
+        return self.effective.current
 
     async def start(self) -> None:
-        tick = (await self.runtime.refresh()).tick_seconds
+        tick = (await self.effective.refresh()).tick_seconds
         # The batcher runs more often than the other steps: age-based closing is its only trigger.
         intervals = {Step.FORM: min(tick, 0.25), Step.PURGE: max(tick, PURGE_INTERVAL_SECONDS)}
         for step in self.steps.values():
@@ -170,7 +170,7 @@ class Worker:
         self.wake(Step.DELIVER)
 
     async def _form(self) -> bool:
-        settings = await self.runtime.fresh()
+        settings = await self.effective.fresh()
         if await batching.form_due_batches(self.db, settings):
             self.wake(Step.SUBMIT)
         return False
