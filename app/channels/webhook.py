@@ -13,9 +13,9 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from app.channels.base import EXCERPT_BYTES, Message, SendResult, excerpt
+from app.ground import webhook_headers
 from app.ground.config import Settings
 from app.ground.statuses import Outcome
-from app.ground import webhook_headers
 from app.net import destinations
 from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds, timeouts
 
