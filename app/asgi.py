@@ -36,7 +36,7 @@ from app.channels.base import Channel
 from app.channels.rabbitmq import RabbitMQChannel
 from app.channels.webhook import WebhookChannel
 from app.consumers.intake import IntakeConsumer
-from app.core import key_store as stored_keys
+from app.core import key_store
 from app.core.actions import Actions
 from app.core.driver.status import StatusBoard
 from app.core.driver.worker import Worker
@@ -192,8 +192,8 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         await effective.refresh()
         parts = Pipeline.build(settings, db, effective)
         keys: ApiKeys = app.state.api_keys
-        await stored_keys.refresh(db, keys)
-        keys_refresh = asyncio.create_task(stored_keys.keep_fresh(db, keys), name="api-keys-refresh")
+        await key_store.refresh(db, keys)
+        keys_refresh = asyncio.create_task(key_store.keep_fresh(db, keys), name="api-keys-refresh")
         if settings.serves_http_faces and not keys.required and not is_loopback(settings.host):
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
         wake = parts.worker.wake if parts.worker else wake_nothing

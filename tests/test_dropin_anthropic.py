@@ -19,8 +19,7 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 from sqlalchemy import select
 
 from app.api.anthropic.schemas import batch_id_of
-from app.core.dropin import create
-from app.core.dropin import file_store as files
+from app.core.dropin import create, file_store
 from app.core.dropin.anthropic import from_body
 from app.core.rules.errors import TooLarge
 from app.db.models import Batch, Request
@@ -233,7 +232,7 @@ async def test_every_base_url_the_sdk_may_be_given_runs_a_batch(
 
 def spool_of(app: RunningApp) -> Path:
     """Where a create's body is spooled while it is read (DATA_DIR's temporary folder)."""
-    return Path(app.settings.data_dir) / files.TEMP_DIR
+    return Path(app.settings.data_dir) / file_store.TEMP_DIR
 
 
 def spooled_now(app: RunningApp) -> list[Path]:

@@ -12,8 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from app.core.dropin import create
-from app.core.dropin import file_store as files
+from app.core.dropin import create, file_store
 from app.db.models import Batch, File, Request
 from app.ground.clock import utcnow
 from tests.standins.inference import InferenceStandin
@@ -33,8 +32,8 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def upload(app: RunningApp, *lines: bytes) -> files.File:
-    return await files.store(
+async def upload(app: RunningApp, *lines: bytes) -> file_store.File:
+    return await file_store.store(
         app.db, app.settings.data_dir, chunks(*lines), filename="in.jsonl", purpose="batch", max_bytes=10**6
     )
 
@@ -54,8 +53,8 @@ async def ended_with_files(app: RunningApp, batch_id: int) -> Batch:
 
 async def read_lines(app: RunningApp, file_id: str | None) -> list[dict[str, Any]]:
     assert file_id is not None
-    file = await files.get(app.db, file_id)
-    data = b"".join([chunk async for chunk in files.content(app.settings.data_dir, file)])
+    file = await file_store.get(app.db, file_id)
+    data = b"".join([chunk async for chunk in file_store.content(app.settings.data_dir, file)])
     return [json.loads(raw) for raw in data.splitlines()]
 
 
@@ -115,7 +114,7 @@ async def test_files_are_deleted_with_their_bytes_once_they_expire(
 ) -> None:
     async with start_app(fast_settings(database_url)) as app:
         kept = await upload(app, line("a"))
-        gone = await files.store(
+        gone = await file_store.store(
             app.db,
             app.settings.data_dir,
             chunks(line("b")),
@@ -124,7 +123,7 @@ async def test_files_are_deleted_with_their_bytes_once_they_expire(
             max_bytes=10**6,
             expires_at=utcnow() - timedelta(seconds=1),
         )
-        path = files.location(app.settings.data_dir, gone)
+        path = file_store.location(app.settings.data_dir, gone)
         assert path.exists()
 
         async def deleted() -> bool:
@@ -133,4 +132,4 @@ async def test_files_are_deleted_with_their_bytes_once_they_expire(
 
         await wait_until(deleted, timeout=10, what="the expired file deleted")
         assert not path.exists()
-        assert (await files.get(app.db, kept.id)).bytes == len(line("a"))
+        assert (await file_store.get(app.db, kept.id)).bytes == len(line("a"))

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.core.dropin import file_store as files
+from app.core.dropin import file_store
 from app.core.rules.errors import BatchgateError
 from app.db.models import Batch, File, Request
 from tests.support import RunningApp, StartApp, fast_settings
@@ -128,7 +128,7 @@ async def test_bytes_whose_row_cannot_be_written_are_not_kept(database_url: str,
 
         # A batch that does not exist: the row's foreign key fails the insert on both databases.
         with pytest.raises(Exception) as caught:
-            await files.store(
+            await file_store.store(
                 app.db,
                 app.settings.data_dir,
                 chunks(),

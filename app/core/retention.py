@@ -32,13 +32,13 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchAPI
-from app.core.dropin import file_store as dropin_files
+from app.core.dropin import file_store
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import leases
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.numbers import whole_number
 from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
-from app.core.runs.openai import remote_files as openai_files
+from app.core.runs.openai import remote_files
 from app.db.models import Batch, BatchEvent, Delivery, File, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
@@ -90,7 +90,7 @@ async def step(db: Database, data_dir: str, days: int, remote: BatchAPI | None =
     """One chunk of the scheduler's purge, what crashes left under DATA_DIR, then some space
     back (SQLite); True when more waits. With `remote`, OpenAI files are deleted first."""
     purged = await purge_chunk(db, data_dir, utcnow() - timedelta(days=days), remote)
-    await dropin_files.sweep_leftovers(db, data_dir)
+    await file_store.sweep_leftovers(db, data_dir)
     left = await db.reclaim_space(VACUUM_PAGES)
     return purged.more or left > 0
 
@@ -152,12 +152,12 @@ async def _delete_remote_files_first(db: Database, remote: BatchAPI, cutoff: dat
     kept = []
     for batch_id, *names in rows:
         file_ids = [f for f in names if f]
-        if problem := await openai_files.delete_remote_files(remote, file_ids):
+        if problem := await remote_files.delete_remote_files(remote, file_ids):
             kept.append(f"{batch_id} ({problem})")
             continue
         async with db.transaction() as session:
             if (batch := await leases.lock(session, Batch, batch_id)) is not None:
-                openai_files.deleted(session, batch, len(file_ids))
+                remote_files.deleted(session, batch, len(file_ids))
     if kept:
         log.warning(
             "retention: kept %d batches whose OpenAI files could not be deleted yet: %s",
@@ -206,7 +206,7 @@ async def _purge_batches(
         await _delete(session, File, File.batch_id.in_(ids))
         # Its timeline, and the deliveries of its events with their attempts, go by cascade.
         await _delete(session, Batch, Batch.id.in_(ids))
-    dropin_files.remove_bytes(data_dir, files)
+    file_store.remove_bytes(data_dir, files)
     log.info(
         "retention: purged %d batches ended before %s (ids %s) with %d requests and %d files",
         len(ids),

@@ -11,7 +11,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 
-from app.core import key_store as stored_keys
+from app.core import key_store
 from app.ui.render import HTML, HttpRequest, done
 from app.web.http import RowId
 
@@ -27,7 +27,7 @@ class KeyPages(Controller):
 
     @post("/")
     async def create(self, request: HttpRequest, state: State, data: Form) -> Any:
-        row, key = await stored_keys.create(state.db, state.api_keys, data.get("name", ""))
+        row, key = await key_store.create(state.db, state.api_keys, data.get("name", ""))
         if not request.session.get("key"):
             # The first key closes the UI too: keep its creator logged in, with that key.
             request.set_session({"key": row.digest})
@@ -36,13 +36,13 @@ class KeyPages(Controller):
 
     @post("/{key_id:int}/revoke")
     async def revoke(self, request: HttpRequest, state: State, key_id: RowId) -> Any:
-        row = await stored_keys.revoke(state.db, state.api_keys, key_id)
+        row = await key_store.revoke(state.db, state.api_keys, key_id)
         return done(request, f"Key {row.name!r} revoked.", "/keys", redirect=True)
 
 
 async def _page(state: State, created: Any = None, headers: dict[str, str] | None = None) -> Template:
     context = {
-        "rows": await stored_keys.listing(state.db),
+        "rows": await key_store.listing(state.db),
         "fixed": len(state.api_keys.fixed),
         "created": created,
     }

@@ -10,8 +10,7 @@ from litestar.params import FromPath, QueryParameter
 
 from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import BATCH_ID, BatchListOut, BatchOut, batch_number, batch_out
-from app.core.dropin import create
-from app.core.dropin import file_store as files
+from app.core.dropin import create, file_store
 from app.core.intake import accept as intake
 from app.core.read import dropin
 from app.core.rules.errors import NotFound, not_found
@@ -82,9 +81,9 @@ class BatchController(Controller):
         if data.get("completion_window") != "24h":
             raise invalid("invalid_value", "completion_window must be '24h'.", "completion_window")
         metadata = _metadata(data.get("metadata"))
-        output_expires_after = files.output_expires_after(data.get("output_expires_after"))
+        output_expires_after = file_store.output_expires_after(data.get("output_expires_after"))
         try:
-            file = await files.get(state.db, file_id)
+            file = await file_store.get(state.db, file_id)
         except NotFound:
             # OpenAI answers an unknown input file as a bad parameter, not a missing resource.
             raise invalid("invalid_value", f"No file with id {file_id!r}.", "input_file_id") from None

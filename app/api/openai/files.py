@@ -12,7 +12,7 @@ from litestar.response import Stream
 from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
-from app.core.dropin import file_store as files
+from app.core.dropin import file_store
 
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
 UPLOAD_MAX_BYTES = 200 * 1024 * 1024
@@ -47,15 +47,15 @@ class FileController(Controller):
                 raise invalid("missing_required_parameter", "The form has no file part.", "file")
             # What came before the file is checked now, before a byte is written; what follows it
             # (local-batch-api's curl sends the purpose after the file) once the file is on disk.
-            files.upload_terms(upload.fields, complete=False)
+            file_store.upload_terms(upload.fields, complete=False)
             settings = await state.effective.fresh()
-            stored = await files.receive(
+            stored = await file_store.receive(
                 state.db,
                 settings.data_dir,
                 upload.file_bytes(),
                 filename=upload.filename or "upload",
                 max_bytes=UPLOAD_MAX_BYTES,
-                terms=lambda: files.upload_terms(upload.fields),
+                terms=lambda: file_store.upload_terms(upload.fields),
             )
         finally:
             await upload.close()
@@ -70,7 +70,7 @@ class FileController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 10_000,
         order: FromQuery[Literal["asc", "desc"]] = "desc",
     ) -> FileListOut:
-        rows, has_more = await files.page(
+        rows, has_more = await file_store.page(
             state.db, purpose=purpose, limit=limit, after=after, newest_first=order == "desc"
         )
         data = [file_out(f) for f in rows]
@@ -78,7 +78,7 @@ class FileController(Controller):
 
     @get("/{file_id:str}", summary="A file object", responses=documented_errors(NO_SUCH_FILE))
     async def read(self, file_id: FromPath[str], state: State) -> FileOut:
-        return file_out(await files.get(state.db, file_id))
+        return file_out(await file_store.get(state.db, file_id))
 
     @get(
         "/{file_id:str}/content",
@@ -87,9 +87,9 @@ class FileController(Controller):
         responses=documented_errors(NO_SUCH_FILE),
     )
     async def content(self, file_id: FromPath[str], state: State) -> Stream:
-        found = await files.get(state.db, file_id)
+        found = await file_store.get(state.db, file_id)
         settings = await state.effective.fresh()
-        return Stream(files.content(settings.data_dir, found), media_type="application/octet-stream")
+        return Stream(file_store.content(settings.data_dir, found), media_type="application/octet-stream")
 
     @delete(
         "/{file_id:str}",
@@ -99,5 +99,5 @@ class FileController(Controller):
     )
     async def remove(self, file_id: FromPath[str], state: State) -> FileDeletedOut:
         settings = await state.effective.fresh()
-        await files.delete(state.db, settings.data_dir, file_id)
+        await file_store.delete(state.db, settings.data_dir, file_id)
         return FileDeletedOut(file_id)

@@ -24,11 +24,11 @@ from app.ground.steps import Step, Wake
 
 
 class Actions:
-    """The operator's actions bound to one process's database, settings, clock and OpenAI client."""
+    """The operator's actions bound to one process's database, settings, step waker and OpenAI client."""
 
-    def __init__(self, db: Database, settings: EffectiveSettings, wake: Wake, openai: BatchAPI) -> None:
+    def __init__(self, db: Database, effective: EffectiveSettings, wake: Wake, openai: BatchAPI) -> None:
         self.db = db
-        self.settings = settings
+        self.effective = effective
         self.openai = openai
         self._wake = wake
 
@@ -44,14 +44,14 @@ class Actions:
         output_expires_after: timedelta | None = None,
     ) -> Batch:
         """A drop-in batch from an uploaded file (OpenAI face); ready, or failed with its problems."""
-        settings = await self.settings.fresh()
+        settings = await self.effective.fresh()
         batch = await create.from_file(self.db, settings, file, endpoint, metadata, output_expires_after)
         self._waking(Step.SUBMIT)
         return batch
 
     async def create_batch_from_requests(self, body: AsyncIterator[bytes], max_bytes: int) -> Batch:
         """A drop-in batch from a request list, read as its body arrives (Anthropic face)."""
-        settings = await self.settings.fresh()
+        settings = await self.effective.fresh()
         batch = await anthropic.from_body(
             self.db, settings.data_dir, body, max_bytes, settings.local_default_model
         )
@@ -90,7 +90,7 @@ class Actions:
     async def purge(self, older_than_days: Any = None) -> retention.Purged:
         """Purge now what ended more than `older_than_days` ago (RETENTION_DAYS when not given),
         for at most retention.NOW_SECONDS; `more` says some is left for another press."""
-        settings = await self.settings.fresh()
+        settings = await self.effective.fresh()
         given = older_than_days not in (None, "")
         days = retention.checked_days(older_than_days) if given else settings.retention_days
         remote = self.openai if settings.openai_delete_files else None
@@ -111,18 +111,18 @@ class Actions:
         return delivery
 
     async def change_delivery(self, custom_id: str | int, config: Any, via: str = "api") -> dict[str, Any]:
-        settings = await self.settings.fresh()
+        settings = await self.effective.fresh()
         new = await requests.change_delivery(self.db, settings, custom_id, config, via)
         # A queued delivery now goes to its new target: try it there at once.
         self._waking(Step.DELIVER)
         return new
 
     async def save_settings(self, form: dict[str, Any]) -> dict[str, Any]:
-        stored = await self.settings.save(form)
+        stored = await self.effective.save(form)
         # Lower limits can make a group due at once.
         self._waking(Step.FORM)
         return stored
 
     async def reset_settings(self) -> None:
-        await self.settings.reset()
+        await self.effective.reset()
         self._waking(Step.FORM)

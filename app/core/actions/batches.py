@@ -14,7 +14,6 @@ from app.core import results
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
-from app.core.runs.openai import remote_files as openai_files
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
@@ -189,7 +188,7 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
         ]
         await session.delete(batch)
     if remote_files and openai is not None:
-        await openai_files.delete_remote_files(openai, remote_files)
+        await remote_files.delete_remote_files(openai, remote_files)
     return deleted.rowcount or 0
 
 

@@ -18,7 +18,7 @@ from typing import IO, Any
 import ijson
 from sqlalchemy import func, select
 
-from app.core.dropin import file_store as files
+from app.core.dropin import file_store
 from app.core.dropin.anthropic_params import params_problems
 from app.core.dropin.anthropic_params import refused as _refused
 from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
@@ -73,7 +73,7 @@ async def from_body(
     refuses the whole list and nothing is created: MalformedInput (not JSON), InvalidInput (every
     problem of every entry), TooLarge (past `max_bytes`, the rest of the body unread). An entry
     whose params name no model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one."""
-    async with files.spooled(data_dir, body, max_bytes) as path:
+    async with file_store.spooled(data_dir, body, max_bytes) as path:
         model, shape = await asyncio.to_thread(check, path, default_model)
         with path.open("rb") as source:
             async with db.transaction() as session:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.dropin import file_store as files
+from app.core.dropin import file_store
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS, with_default_model
 from app.core.rules import routing, states, storable
 from app.core.rules.errors import InvalidInput, Problem
@@ -182,7 +182,7 @@ async def from_file(
         )
     # Reading and parsing up to 200 MB is CPU work: off the event loop.
     checked = await asyncio.to_thread(
-        check_lines, files.lines(settings.data_dir, file), endpoint, settings.local_default_model
+        check_lines, file_store.lines(settings.data_dir, file), endpoint, settings.local_default_model
     )
     model = checked.model or "unknown"
     async with db.transaction() as session:
@@ -204,7 +204,7 @@ async def from_file(
         scope = batch_scope(batch.id)
         rows = (
             request_row(batch, scope, json.loads(raw), len(raw))
-            for raw in files.lines(settings.data_dir, file)
+            for raw in file_store.lines(settings.data_dir, file)
             if raw.strip()
         )
         batch.request_count = await insert_in_chunks(session, rows)

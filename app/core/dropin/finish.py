@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.core import results
-from app.core.dropin import file_store as files
+from app.core.dropin import file_store
 from app.core.dropin.create import ANTHROPIC_ORIGIN, DROPIN_ORIGINS
 from app.core.read import exports
 from app.core.rules import leases, states
@@ -38,7 +38,7 @@ async def step(db: Database, data_dir: str, owner: str, lease_seconds: float) ->
     """Expire overdue drop-in batches and files, then write the files of ended batches; True
     when more wait."""
     await expire_overdue(db)
-    await files.delete_expired(db, data_dir)
+    await file_store.delete_expired(db, data_dir)
     return await write_files(db, data_dir, owner, lease_seconds) == CLAIM
 
 
@@ -106,7 +106,7 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
     # The create's output_expires_after, anchored at each file's creation as OpenAI anchors it.
     lifetime = OUTPUT_FILE_RETENTION if seconds is None else timedelta(seconds=seconds)
     produced: dict[str, str | None] = {"output": None, "error": None}
-    # Anthropic results are read straight from the requests (GET .../results); OpenAI's are files.
+    # Anthropic results are read straight from the requests (GET .../results); OpenAI's are file_store.
     if origin != ANTHROPIC_ORIGIN:
         for kind, count in (("output", succeeded), ("error", unfinished)):
             if count > 0:
@@ -124,7 +124,7 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
 async def _store(
     db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes], lifetime: timedelta
 ) -> File:
-    return await files.receive(
+    return await file_store.receive(
         db,
         data_dir,
         chunks,

@@ -24,7 +24,7 @@ import msgspec
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
 from app.core.intake.group_commit import Taken
-from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
+from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.db.session import Database
@@ -210,12 +210,8 @@ class _Checker:
         custom_id, url, body = item.get("custom_id"), item.get("url"), item.get("body")
         if (
             type(custom_id) is not str
-            or not 0 < len(custom_id) <= CUSTOM_ID_MAX_CHARS
-            or not custom_id.isprintable()  # no control character (and, to be sure, no odd space)
-            or custom_id[0] == "/"
-            or custom_id[-1] == "/"
-            or "//" in custom_id
-            or ("." in custom_id and any(s in (".", "..") for s in custom_id.split("/")))
+            or not custom_id.isprintable()  # no odd space or lone surrogate: `_full` explains those
+            or not addressable(custom_id)
             or type(url) is not str
             or url not in _ENDPOINTS
             or item.get("method", "POST") != "POST"

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from advanced_alchemy.types import DateTimeUTC
 
+from app.core.intake import insert_sql
 from app.core.intake.group_commit import Taken, find_taken
 from app.db.session import Database
 
@@ -26,22 +27,13 @@ _PG_STAGING = (
     " (c text, b text, e text, m text, j jsonb, n integer, d jsonb) ON COMMIT DELETE ROWS"
 )
 _PG_STAGED = ("c", "b", "e", "m", "j", "n", "d")
-# The columns every intake sets (see accept._INSERT); the others take their defaults. ORDER BY
-# keeps the ids in input order, as the batcher takes pending requests oldest id first.
-_PG_INSERT = """
-INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,
-                      status, inference_attempts, resubmits, created_at)
-SELECT '', c, $1, b, e, m, j, n, d, 'pending', 0, 0, $2 FROM bulk_intake ORDER BY ctid
-ON CONFLICT (scope, custom_id) DO NOTHING
-RETURNING id, custom_id
-"""
-
-# ?1 and ?2 (origin, created_at) are shared by every row; a row's own values follow.
-_SQLITE_INSERT = (
-    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes,"
-    " delivery, status, inference_attempts, resubmits, created_at) VALUES "
+# ORDER BY keeps the ids in input order, as the batcher takes pending requests oldest id first.
+_PG_INSERT = insert_sql.insert_select(
+    dict(zip(insert_sql.GIVEN, ("c", "$1", "b", "e", "m", "j", "n", "d", "$2"), strict=True)),
+    "bulk_intake ORDER BY ctid",
+    "id, custom_id",
 )
-_SQLITE_CONFLICT = " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id, custom_id"
+
 # SQLite allows 32,766 variables a statement (since 3.32); 7 a row.
 _SQLITE_ROWS = 4000
 
@@ -91,13 +83,14 @@ async def _insert_postgres(
 
 @functools.lru_cache(maxsize=4)  # a full chunk's statement, and a last one's
 def _sqlite_statement(count: int) -> str:
-    marks = (
-        "('', ?{}, ?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, 'pending', 0, 0, ?2)".format(
-            *range(3 + _COLUMNS * k, 3 + _COLUMNS * (k + 1))
-        )
+    # ?1 and ?2 (origin, created_at) are shared by every row; a row's own values follow.
+    shared = {"origin": "?1", "created_at": "?2"}
+    own = [c for c in insert_sql.GIVEN if c not in shared]
+    rows = (
+        {**shared, **{column: f"?{3 + _COLUMNS * k + i}" for i, column in enumerate(own)}}
         for k in range(count)
     )
-    return _SQLITE_INSERT + ",".join(marks) + _SQLITE_CONFLICT
+    return insert_sql.insert_values(rows, "id, custom_id")
 
 
 async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:

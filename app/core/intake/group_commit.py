@@ -20,6 +20,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import ARRAY, DateTime, Integer, String, Text, TextClause, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core.intake import insert_sql
 from app.db.models import Request
 from app.db.session import Database, is_unavailable
 from app.ground import jsontext, metrics
@@ -50,27 +51,18 @@ class Taken:
 
 Outcome = Inserted | Taken
 
-# Every row of the native API's one scope starts like this; callers give the other columns.
-_NEW = {"scope": "", "status": "pending", "inference_attempts": 0, "resubmits": 0}
-
 # One row: written as text() so SQLAlchemy compiles it once and caches it (the dialect-specific
 # insert().on_conflict_do_nothing() has no cache key and was recompiled on every call). ON
 # CONFLICT DO NOTHING makes a taken custom_id an answer rather than an exception; the syntax is
 # the same on PostgreSQL and SQLite (3.35+).
-_INSERT_ONE = text(
-    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
-    " status, inference_attempts, resubmits, created_at)"
-    " VALUES (:scope, :custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
-    " :status, :inference_attempts, :resubmits, :created_at)"
-    " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING id"
-).bindparams(
+_INSERT_ONE = text(insert_sql.insert_values([insert_sql.named_markers()], "id")).bindparams(
     bindparam("body", type_=JsonB),
     bindparam("delivery", type_=JsonB),
     bindparam("created_at", type_=DateTimeUTC(timezone=True)),
 )
 # What a taken custom_id holds, to tell a resend from a different request.
 _STORED = (
-    text("SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id IN :ids")
+    text(f"{insert_sql.STORED_BY_CUSTOM_ID} AND custom_id IN :ids")
     .bindparams(bindparam("ids", expanding=True))
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
 )
@@ -83,9 +75,7 @@ _INSERT_MANY = insert(_requests).returning(_requests.c.custom_id, _requests.c.id
 # overflowed its statement cache, preparing again nearly every time (bench.http_intake: 385
 # requests/s, against 1,260 this way).
 _STORED_PG = (
-    text(
-        "SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = '' AND custom_id = ANY(:ids)"
-    )
+    text(f"{insert_sql.STORED_BY_CUSTOM_ID} AND custom_id = ANY(:ids)")
     .bindparams(bindparam("ids", type_=ARRAY(Text)))
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
 )
@@ -94,13 +84,13 @@ _PG_COLUMNS = {
     "model": ARRAY(Text), "body": ARRAY(Text), "body_bytes": ARRAY(Integer), "delivery": ARRAY(Text),
     "created_at": ARRAY(DateTime(timezone=True)),
 }  # fmt: skip
+_UNNESTED = {"body": "body::jsonb", "delivery": "delivery::jsonb"}  # sent as text
 _INSERT_MANY_PG = text(
-    "INSERT INTO requests (scope, custom_id, origin, backend, endpoint, model, body, body_bytes, delivery,"
-    " status, inference_attempts, resubmits, created_at)"
-    " SELECT '', c, o, b, e, m, j::jsonb, n, d::jsonb, 'pending', 0, 0, t"
-    " FROM unnest(:custom_id, :origin, :backend, :endpoint, :model, :body, :body_bytes, :delivery,"
-    " :created_at) AS u(c, o, b, e, m, j, n, d, t)"
-    " ON CONFLICT (scope, custom_id) DO NOTHING RETURNING custom_id, id"
+    insert_sql.insert_select(
+        {column: _UNNESTED.get(column, column) for column in insert_sql.GIVEN},
+        f"unnest({', '.join(f':{c}' for c in _PG_COLUMNS)}) AS u({', '.join(_PG_COLUMNS)})",
+        "custom_id, id",
+    )
 ).bindparams(*(bindparam(name, type_=kind) for name, kind in _PG_COLUMNS.items()))
 
 
@@ -121,7 +111,7 @@ class GroupCommit:
         """Store `row` (a new request of the native API) once its transaction commits; Taken
         when its custom_id was already stored."""
         answer: asyncio.Future[Outcome] = self.loop.create_future()
-        self._queue.append(({**_NEW, **row}, answer))
+        self._queue.append(({**insert_sql.STARTS_AS, **row}, answer))
         self._drainers = {task for task in self._drainers if not task.done()}
         if len(self._drainers) < self.in_flight:
             self._drainers.add(self.loop.create_task(self._drain()))

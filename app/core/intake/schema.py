@@ -32,6 +32,18 @@ _SEGMENT = r"(?:[^/.\x00-\x1f]|\.[^/.\x00-\x1f]|\.\.[^/\x00-\x1f])[^/\x00-\x1f]*
 CUSTOM_ID_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 
 
+def addressable(custom_id: str) -> bool:
+    """Whether a custom_id can name its request in a URL path (GET /api/requests/{custom_id}):
+    1 to CUSTOM_ID_MAX_CHARS characters, no control character, and no empty, '.' or '..'
+    segment, which servers normalise away so the id could never be read back. The one rule;
+    CUSTOM_ID_PATTERN says the same for the OpenAPI document."""
+    return (
+        0 < len(custom_id) <= CUSTOM_ID_MAX_CHARS
+        and all(ord(ch) >= 32 for ch in custom_id)
+        and not any(segment in ("", ".", "..") for segment in custom_id.split("/"))
+    )
+
+
 def _header_name(name: str) -> str:
     if (why := webhook_headers.name_problem(name)) is not None:
         kind = "reserved_header" if webhook_headers.reserved(name) else "invalid_header"
@@ -160,10 +172,7 @@ class RequestIn(BaseModel):
     @field_validator("custom_id")
     @classmethod
     def _addressable(cls, value: str) -> str:
-        # The id is used in URL paths (GET /api/requests/{custom_id}); servers normalise empty,
-        # '.' and '..' segments away, so such ids could never be read back.
-        segments = value.split("/")
-        if any(s in ("", ".", "..") for s in segments) or any(ord(ch) < 32 for ch in value):
+        if not addressable(value):
             raise ValueError(
                 "custom_id must not start or end with '/', contain '//', '.' or '..' segments, "
                 "or control characters (it must be usable in a URL path)"

@@ -69,7 +69,7 @@ async def lock(session: AsyncSession, model: type[T], row_id: int, *statuses: st
     return row
 
 
-def clock(session: AsyncSession) -> Any:
+def lease_now(session: AsyncSession) -> Any:
     """Now, as leases count it. On PostgreSQL the database's clock: replicas' own clocks may
     disagree, and a lease must run out at the same moment for all of them. On SQLite (one
     process) this process's clock."""
@@ -77,13 +77,13 @@ def clock(session: AsyncSession) -> Any:
 
 
 def until(session: AsyncSession, seconds: float) -> Any:
-    """The end of a lease taken now for `seconds`, by `clock`."""
-    return clock(session) + timedelta(seconds=seconds)
+    """The end of a lease taken now for `seconds`, by `lease_now`."""
+    return lease_now(session) + timedelta(seconds=seconds)
 
 
 def lease_free(session: AsyncSession, model: Any) -> ColumnElement[bool]:
     """Rows nobody holds: never leased, or the lease ran out."""
-    return or_(model.leased_until.is_(None), model.leased_until < clock(session))
+    return or_(model.leased_until.is_(None), model.leased_until < lease_now(session))
 
 
 async def claim(

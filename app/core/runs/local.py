@@ -68,13 +68,13 @@ class LocalRunner:
     def __init__(
         self,
         db: Database,
-        settings: EffectiveSettings,
+        effective: EffectiveSettings,
         backend: LineRunner,
         owner: str,
         on_results: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
-        self.settings = settings
+        self.effective = effective
         self.backend = backend
         self.owner = owner
         self.on_results = on_results
@@ -109,7 +109,7 @@ class LocalRunner:
                     Batch.id.not_in(list(self.tasks)),
                 ],
                 self.owner,
-                self.settings.current.lease_seconds,
+                self.effective.current.lease_seconds,
                 room,
                 token=hold.token,
             )
@@ -190,7 +190,7 @@ class LocalRunner:
 
     async def _run_bound(self, batch_id: int, hold: leases.Hold) -> None:
         try:
-            async with leases.held(self.db, Batch, batch_id, hold, self.settings.current.lease_seconds):
+            async with leases.held(self.db, Batch, batch_id, hold, self.effective.current.lease_seconds):
                 lines = unfinished_lines(self.db, batch_id)
                 await self._store_as_they_come(batch_id, hold, self.backend.run(lines))
                 self.ending.add(batch_id)
@@ -291,7 +291,8 @@ class LocalRunner:
                     return
                 if batch.run_failures < MAX_RUN_FAILURES:
                     delay = min(
-                        RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1), self.settings.current.lease_seconds
+                        RUN_RETRY_SECONDS * 2 ** (batch.run_failures - 1),
+                        self.effective.current.lease_seconds,
                     )
                     batch.leased_until = leases.until(session, delay)
                     return

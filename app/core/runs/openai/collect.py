@@ -110,7 +110,7 @@ async def apply(run: Run, batch_id: int, lines: Sequence[str], collected: Collec
             collected.malformed += 1  # its request gets no line and is resubmitted
     if not parsed:
         return
-    resubmit_max = run.settings.current.openai_resubmit_max
+    resubmit_max = run.effective.current.openai_resubmit_max
     async with run.db.transaction() as session:
         rows = (
             await session.execute(
@@ -194,7 +194,7 @@ async def _finish(run: Run, batch_id: int, remote: dict[str, Any], collected: Co
             )
         else:
             why = endings.EXPIRED_BEFORE_RUN if status == "expired" else endings.NO_LINE
-            limit = run.settings.current.openai_resubmit_max
+            limit = run.effective.current.openai_resubmit_max
             collected.resubmitted += await resubmit(session, batch_id, left, why, limit)
         if usage := remote.get("usage"):
             for column, tokens in results.usage_columns(usage).items():

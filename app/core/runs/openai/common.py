@@ -41,7 +41,7 @@ class Run:
     """The parts every step works with; the OpenAIRunner is one."""
 
     db: Database
-    settings: EffectiveSettings
+    effective: EffectiveSettings
     backend: BatchAPI
     owner: str
     on_results: Callable[[], None] = _nothing
@@ -96,7 +96,7 @@ async def reported(
         with logs.bound(batch_id=batch_id):
             yield
     except AuthRefused as exc:
-        run.gate.close(exc, run.settings.current.openai_auth_recheck_seconds)
+        run.gate.close(exc, run.effective.current.openai_auth_recheck_seconds)
         await failed(exc)
     except Exception as exc:
         if not isinstance(exc, BatchAPIError):

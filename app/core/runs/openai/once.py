@@ -103,7 +103,7 @@ async def create_or_adopt(
     (a refused connection, 408, 429) it is sent again; after a lost answer, only when a lookup by
     the key finds no batch. OPENAI_MAX_RETRIES bounds the retries, as for every other call.
     """
-    settings = run.settings.current
+    settings = run.effective.current
     policy = RetryPolicy(settings.openai_max_retries, settings.openai_retry_backoff_seconds)
     attempt = 0
     while True:

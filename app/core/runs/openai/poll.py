@@ -32,7 +32,7 @@ OUTPUT_REPOLLS_MAX = 10
 async def poll_due(run: Run) -> bool:
     """Poll the remote batches that are due; collect the finished ones. True when there may be
     more due than one round took."""
-    if not await run.gate.passes(run.backend, run.settings.current.openai_auth_recheck_seconds):
+    if not await run.gate.passes(run.backend, run.effective.current.openai_auth_recheck_seconds):
         return False
     now = utcnow()
     async with run.db.transaction() as session:
@@ -45,7 +45,7 @@ async def poll_due(run: Run) -> bool:
                 or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
             ],
             run.owner,
-            run.settings.current.lease_seconds,
+            run.effective.current.lease_seconds,
             PARALLEL,
             order_by=Batch.next_attempt_at,
         )
@@ -60,7 +60,7 @@ async def _poll_one(run: Run, batch_id: int) -> None:
         else:
             await _poll_failed(run, batch_id, exc)
 
-    settings = run.settings.current
+    settings = run.effective.current
     async with common.reported(run, "polling", batch_id, failed):
         async with leases.held(run.db, Batch, batch_id, run.owner, settings.lease_seconds):
             batch = await common.snapshot(run.db, batch_id)
@@ -113,7 +113,7 @@ async def _still_running(run: Run, batch: Batch, status: str, expires_at: Any) -
 
 async def _poll_later(run: Run, batch_id: int, **values: Any) -> None:
     # Jitter spreads many batches' polls instead of firing them on the same tick.
-    delay = run.settings.current.openai_poll_seconds * random.uniform(0.8, 1.2)
+    delay = run.effective.current.openai_poll_seconds * random.uniform(0.8, 1.2)
     await common.set_batch(
         run.db, batch_id, next_attempt_at=utcnow() + timedelta(seconds=delay), **values, **leases.RELEASED
     )
@@ -145,7 +145,7 @@ async def _poll_failed(run: Run, batch_id: int, exc: Exception) -> None:
         batch.run_failures += 1
         leases.release(batch)
         if batch.run_failures < POLL_FAILURES_MAX:
-            delay = common.backoff(run.settings.current.openai_poll_seconds, batch.run_failures)
+            delay = common.backoff(run.effective.current.openai_poll_seconds, batch.run_failures)
             batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
             states.note_batch(
                 session,
@@ -191,7 +191,7 @@ async def _end_cancelled(session: AsyncSession, batch: Batch, ending: Ending, **
 async def _remote_failed(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
     """OpenAI failed the batch: errors.data says why (bad lines, or a full queue)."""
     errors = [e for e in ((remote.get("errors") or {}).get("data") or []) if isinstance(e, dict)]
-    settings = run.settings.current
+    settings = run.effective.current
     async with run.db.transaction() as session:
         batch = await leases.lock(session, Batch, batch_id, B.PROCESSING, B.CANCELLING)
         if batch is None:

@@ -59,7 +59,7 @@ async def delete_files(run: Run, batch_id: int) -> None:
         if problem is None:
             deleted(session, batch, len(file_ids))
         else:
-            _failed_delete(session, batch, problem, run.settings.current.openai_poll_seconds)
+            _failed_delete(session, batch, problem, run.effective.current.openai_poll_seconds)
         leases.release(batch)
 
 
@@ -100,7 +100,7 @@ async def retry_due(run: Run) -> bool:
                 Batch.files_delete_next_at <= utcnow(),
             ],
             run.owner,
-            run.settings.current.lease_seconds,
+            run.effective.current.lease_seconds,
             PARALLEL,
             order_by=Batch.files_delete_next_at,
         )

@@ -1,5 +1,5 @@
 """The OpenAI batch lifecycle: admit, upload and create (submit.py); poll (poll.py); collect
-(collect.py); clean up (files.py). The bad endings are named in endings.py.
+(collect.py); clean up (remote_files.py). The bad endings are named in endings.py.
 
 Each step claims its batches with a lease, talks to the API outside any transaction and records
 what it learnt in short transactions, so a process can die at any line and the next claim
@@ -15,8 +15,7 @@ terminal state with the reason on the batch's timeline and in the requests' deli
 
 from __future__ import annotations
 
-from app.core.runs.openai import poll, submit
-from app.core.runs.openai import remote_files as files
+from app.core.runs.openai import poll, remote_files, submit
 from app.core.runs.openai.common import Run
 
 
@@ -31,11 +30,11 @@ class OpenAIRunner(Run):
         """Poll the remote batches that are due; collect the finished ones; retry the remote
         file deletes that failed and are due (not while the key is refused: that spends no try)."""
         more = await poll.poll_due(self)
-        settings = self.settings.current
+        settings = self.effective.current
         if settings.openai_delete_files and self.gate.reason is None and self.backend.configured:
-            more = await files.retry_due(self) or more
+            more = await remote_files.retry_due(self) or more
         return more
 
     async def delete_files(self, batch_id: int) -> None:
         """Delete the batch's remote files once its results are stored (OPENAI_DELETE_FILES)."""
-        await files.delete_files(self, batch_id)
+        await remote_files.delete_files(self, batch_id)

@@ -43,12 +43,12 @@ from app.ground.clock import utcnow
 async def submit_ready(run: Run) -> bool:
     """Admit ready batches oldest first within the token limits and submit them; True when any
     was admitted."""
-    if not await run.gate.passes(run.backend, run.settings.current.openai_auth_recheck_seconds):
+    if not await run.gate.passes(run.backend, run.effective.current.openai_auth_recheck_seconds):
         await _mark_waiting(run.db, run.gate.stopped())
         return False
     await _recover_interrupted(run)
     await admission.estimate_missing(run.db)
-    admitted = await admission.admit(run.db, run.settings.current, run.owner, PARALLEL)
+    admitted = await admission.admit(run.db, run.effective.current, run.owner, PARALLEL)
     await asyncio.gather(*(_submit_one(run, batch_id) for batch_id in admitted))
     return bool(admitted)
 
@@ -105,7 +105,7 @@ async def _submit_one(run: Run, batch_id: int) -> None:
 
     async with (
         reported(run, "submitting", batch_id, failed),
-        leases.held(run.db, Batch, batch_id, run.owner, run.settings.current.lease_seconds),
+        leases.held(run.db, Batch, batch_id, run.owner, run.effective.current.lease_seconds),
     ):
         batch = await snapshot(run.db, batch_id)
         if batch is None:
@@ -273,7 +273,7 @@ async def _submission_failed(
         return
     if not maybe_created:
         batch.input_file_id = None
-    delay = backoff(run.settings.current.openai_poll_seconds, batch.run_failures)
+    delay = backoff(run.effective.current.openai_poll_seconds, batch.run_failures)
     batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
     if last_look:
         batch.error = SUBMISSION_FAILED.error(detail=message)  # what it fails with if nothing is found

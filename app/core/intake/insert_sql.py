@@ -1,0 +1,75 @@
+"""The text of intake's INSERTs, built in one place for every way intake writes rows.
+
+Intake writes through hand-made statements on its hot paths (a cached text() per request, a
+PostgreSQL unnest() or COPY for groups and bulk bodies, SQLite multi-row VALUES), because each was
+measured faster than SQLAlchemy's own insert() there (see group_commit.py and bulk_store.py). They
+all store the same columns with the same starting values; this module spells them once, so a new
+column is one edit here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from app.core.rules.states import NATIVE_SCOPE
+from app.ground.statuses import RequestStatus
+
+# What every new native request starts as: in the one native scope, pending, never tried.
+STARTS_AS: dict[str, str | int] = {
+    "scope": NATIVE_SCOPE,
+    "status": RequestStatus.PENDING.value,
+    "inference_attempts": 0,
+    "resubmits": 0,
+}
+# The columns each row brings, in the order the statements below take them.
+GIVEN = (
+    "custom_id",
+    "origin",
+    "backend",
+    "endpoint",
+    "model",
+    "body",
+    "body_bytes",
+    "delivery",
+    "created_at",
+)
+COLUMNS = ("scope", *GIVEN[:8], "status", "inference_attempts", "resubmits", "created_at")
+
+_INTO = f"INSERT INTO requests ({', '.join(COLUMNS)})"
+
+
+def _literal(value: str | int) -> str:
+    # Only STARTS_AS's own constants come here, never a caller's value.
+    return f"'{value}'" if isinstance(value, str) else str(int(value))
+
+
+def _selected(given: Mapping[str, str]) -> str:
+    """Each column's expression: the caller's SQL for the given ones, the starting literal else."""
+    return ", ".join(given[c] if c in given else _literal(STARTS_AS[c]) for c in COLUMNS)
+
+
+def _skip_taken(returning: str) -> str:
+    # A custom_id already stored in the scope is skipped, not an error: the caller looks it up.
+    return f" ON CONFLICT (scope, custom_id) DO NOTHING RETURNING {returning}"
+
+
+def insert_values(rows: Iterable[Mapping[str, str]], returning: str) -> str:
+    """INSERT ... VALUES, one tuple per mapping of GIVEN column to its SQL (a bind marker)."""
+    values = ", ".join(f"({_selected(row)})" for row in rows)
+    return f"{_INTO} VALUES {values}{_skip_taken(returning)}"
+
+
+def insert_select(given: Mapping[str, str], source: str, returning: str) -> str:
+    """INSERT ... SELECT from `source` (a table or a set-returning call, with any ORDER BY),
+    `given` mapping each GIVEN column to its expression there."""
+    return f"{_INTO} SELECT {_selected(given)} FROM {source}{_skip_taken(returning)}"
+
+
+def named_markers() -> dict[str, str]:
+    """`:column` for every GIVEN column: one row bound by name."""
+    return {column: f":{column}" for column in GIVEN}
+
+
+STORED_BY_CUSTOM_ID = (
+    f"SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = {_literal(NATIVE_SCOPE)}"
+)
