@@ -1,0 +1,1 @@
+"""Pure format translation between the APIs Batchgate speaks (Anthropic Messages, OpenAI chat)."""

@@ -1,0 +1,1 @@
+"""What everything stands on: settings, time, names, statuses, steps, logs, JSON, metrics."""
