@@ -84,7 +84,9 @@ class UsageOut(msgspec.Struct):
     total_tokens: int | None
 
 
-class RequestOut(msgspec.Struct):
+class _RequestHead(msgspec.Struct):
+    """What every answer about a request starts with (a subclass adds its own fields after)."""
+
     id: int
     custom_id: str
     status: str
@@ -93,6 +95,9 @@ class RequestOut(msgspec.Struct):
     url: str
     model: str
     batch_id: int | None
+
+
+class RequestOut(_RequestHead):
     body: dict[str, Any]
     delivery_config: dict[str, Any] | None
     result: dict[str, Any] | None
@@ -104,18 +109,10 @@ class RequestOut(msgspec.Struct):
     delivery: DeliveryOut | None
 
 
-class RequestSummaryOut(msgspec.Struct):
+class RequestSummaryOut(_RequestHead):
     """A request as GET /api/requests lists it: no body or result (read the one request for
     those), its latest delivery's status and attempts."""
 
-    id: int
-    custom_id: str
-    status: str
-    origin: str
-    backend: str
-    url: str
-    model: str
-    batch_id: int | None
     delivery_config: dict[str, Any] | None
     delivery_status: str | None
     delivery_attempts: int
