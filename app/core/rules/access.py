@@ -14,8 +14,8 @@ from app.ground.config import parse_keys
 class Refusal(StrEnum):
     """Why a request was refused; the faces word it in their own error shape."""
 
-    MISSING = "missing"
-    WRONG = "wrong"
+    MISSING = "missing"  # the request carried no key
+    WRONG = "wrong"  # it carried a key this process does not accept
 
 
 def digest(key: str) -> str:
