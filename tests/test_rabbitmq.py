@@ -295,7 +295,7 @@ async def test_broker_connections_closed_mid_run_lose_nothing(
             return (await delivery_states(app)).get("delivered", 0) >= 20
 
         await wait_until(some_delivered, timeout=60, what="the first deliveries")
-        label = app.net.broker.intake.name.rsplit(" ", 1)[0]  # both connections of this gateway
+        label = app.broker.intake.name.rsplit(" ", 1)[0]  # both connections of this gateway
         assert await close_connections(label) == 2
 
         async def reconnected() -> bool:
