@@ -33,6 +33,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from app.core.intake import insert_sql
 from app.core.runs.lines import input_line
 from app.ground.clock import utcnow
 from bench import pyspy, summary
@@ -40,21 +41,8 @@ from bench.common import fresh_database, payload
 from bench.http_intake import child_env, load_average, record, run_options, start_run, usage
 from tests.support.processes import app_process
 
-ROW_COLUMNS = (
-    "scope",
-    "custom_id",
-    "origin",
-    "backend",
-    "endpoint",
-    "model",
-    "body",
-    "body_bytes",
-    "delivery",
-    "status",
-    "inference_attempts",
-    "resubmits",
-    "created_at",
-)
+# The raw baseline stores the same columns as the gateway.
+ROW_COLUMNS = insert_sql.COLUMNS
 CONTENT_TYPES = {"json": "application/json", "jsonl": "application/x-ndjson"}
 WEBHOOK = "http://127.0.0.1:9/hook"  # never called: the scheduler is off
 
