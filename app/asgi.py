@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from litestar import Litestar, Router
-from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -51,6 +50,7 @@ from app.ui import ui_router
 from app.ui.render import register_filters
 from app.web.auth import RequireApiKey
 from app.web.protection import ScreenRequests, UiCookies, answered_hosts, is_loopback
+from app.web.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -191,20 +191,24 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         effective = EffectiveSettings(db, settings)
         await effective.refresh()
         parts = Pipeline.build(settings, db, effective)
-        keys: ApiKeys = app.state.api_keys
+        # The keys are read once, at start, like every setting that is not edited at runtime.
+        keys = ApiKeys.of(settings.api_keys)
         await key_store.refresh(db, keys)
         keys_refresh = asyncio.create_task(key_store.keep_fresh(db, keys), name="api-keys-refresh")
         if settings.serves_http_faces and not keys.required and not is_loopback(settings.host):
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
         wake = parts.worker.wake if parts.worker else wake_nothing
-        app.state.update(
+        AppState(
             db=db,
             effective=effective,
-            worker=parts.worker,
             actions=Actions(db, effective, wake, parts.openai),
             status=parts.status_board(),
-            pipeline=parts,  # for tests and benchmarks that look inside; faces ask `status`
-        )
+            api_keys=keys,
+            role=settings.serve_role,
+            host=settings.host,
+            allowed_hosts=answered_hosts(settings),
+        ).keep_on(app.state)
+        app.state.pipeline = parts  # for tests and benchmarks that look inside; faces ask `status`
         await parts.start()
         try:
             yield
@@ -221,8 +225,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     /metrics on HTTP (worker), or both (all). SCHEDULER_ENABLED=false keeps the pipeline off."""
     settings = settings or Settings()
     native, docs = api_routers()
-    state = dict.fromkeys(("db", "runtime", "worker", "broker", "consumer", "actions", "embedded"))
-    state["role"] = settings.serve_role
     cookies = UiCookies.of(settings)
     static = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)
     faces = (
@@ -231,15 +233,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[health, metrics_route(settings.metrics_public), *faces],
         lifespan=[lifespan_of(settings)],
-        # The keys are read once, at start, like every setting that is not edited at runtime.
-        state=State(
-            {
-                **state,
-                "api_keys": ApiKeys.of(settings.api_keys),
-                "allowed_hosts": answered_hosts(settings),
-                "host": settings.host,
-            }
-        ),
         middleware=[ScreenRequests(), cookies.session.middleware],
         # The drop-in faces' request ids (x-request-id, request-id) on every answer they give.
         before_send=[stamp_request_id],

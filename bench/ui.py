@@ -51,6 +51,7 @@ from app.core.read import queries, stats
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.config import Settings
+from app.web.state import app_state
 from bench import summary
 from bench.common import fresh_database, print_table
 from tests.standins.serve import serve
@@ -519,7 +520,7 @@ async def main(kind: str, n: int, samples: int, timeout: float) -> None:  # noqa
             httpx.AsyncClient(base_url=base_url, timeout=timeout) as client,
             Raw.open(kind, url, ids) as raw,
         ):
-            db: Database = app.state.db
+            db = app_state(app.state).db
             batch_cursor = (await queries.batch_page(db, queries.BatchQuery(sort="status"))).next_cursor
             request_cursor = (
                 await queries.request_page(db, queries.RequestQuery(sort="custom_id"))

@@ -22,6 +22,7 @@ from app.api.schemas import (
 )
 from app.core.read import queries
 from app.web.http import RowCursor, RowId
+from app.web.state import app_state
 
 NO_SUCH_BATCH = "No such batch"
 
@@ -59,9 +60,10 @@ class BatchController(Controller):
         before_id: RowCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> BatchListOut:
-        batches = await queries.list_batches(state.db, status=status, before_id=before_id, limit=limit)
+        app = app_state(state)
+        batches = await queries.list_batches(app.db, status=status, before_id=before_id, limit=limit)
         next_before = batches[-1].id if len(batches) == limit else None
-        settings = await state.effective.fresh()
+        settings = await app.effective.fresh()
         return BatchListOut([batch_out(b, settings) for b in batches], next_before)
 
     @get(
@@ -71,8 +73,9 @@ class BatchController(Controller):
         operation_id="getBatch",
     )
     async def read(self, batch_id: RowId, state: State) -> BatchDetailOut:
-        detail = await queries.batch_detail(state.db, batch_id)
-        return batch_detail_out(detail, await state.effective.fresh())
+        app = app_state(state)
+        detail = await queries.batch_detail(app.db, batch_id)
+        return batch_detail_out(detail, await app.effective.fresh())
 
     @_batch_action(
         "close",
@@ -80,7 +83,8 @@ class BatchController(Controller):
         conflict="Batch is not building",
     )
     async def close(self, batch_id: RowId, state: State) -> BatchOut:
-        return batch_out(await state.actions.close_batch(batch_id), await state.effective.fresh())
+        app = app_state(state)
+        return batch_out(await app.actions.close_batch(batch_id), await app.effective.fresh())
 
     @_batch_action(
         "cancel",
@@ -88,7 +92,8 @@ class BatchController(Controller):
         conflict="Batch cannot be cancelled in its status",
     )
     async def cancel(self, batch_id: RowId, state: State) -> BatchOut:
-        return batch_out(await state.actions.cancel_batch(batch_id), await state.effective.fresh())
+        app = app_state(state)
+        return batch_out(await app.actions.cancel_batch(batch_id), await app.effective.fresh())
 
     @_batch_action(
         "retry",
@@ -96,7 +101,8 @@ class BatchController(Controller):
         conflict="Batch is not failed",
     )
     async def retry(self, batch_id: RowId, state: State) -> BatchOut:
-        return batch_out(await state.actions.retry_batch(batch_id), await state.effective.fresh())
+        app = app_state(state)
+        return batch_out(await app.actions.retry_batch(batch_id), await app.effective.fresh())
 
     @_batch_action(
         "redeliver",
@@ -106,7 +112,7 @@ class BatchController(Controller):
     async def redeliver(
         self, batch_id: RowId, state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
     ) -> RedeliveredOut:
-        moved = await state.actions.redeliver_batch(batch_id, only_failed=only == "failed")
+        moved = await app_state(state).actions.redeliver_batch(batch_id, only_failed=only == "failed")
         return RedeliveredOut(batch_id, moved)
 
     @delete(
@@ -117,4 +123,4 @@ class BatchController(Controller):
         operation_id="deleteBatch",
     )
     async def remove(self, batch_id: RowId, state: State) -> DeletedOut:
-        return DeletedOut(batch_id, await state.actions.delete_batch(batch_id))
+        return DeletedOut(batch_id, await app_state(state).actions.delete_batch(batch_id))

@@ -12,6 +12,7 @@ from app.api.schemas import BackendOut, HealthOut
 from app.core.driver import status
 from app.core.read import failing
 from app.core.read.failing import FailingDestination
+from app.web.state import AppState, app_state
 
 
 @get(
@@ -30,13 +31,14 @@ from app.core.read.failing import FailingDestination
     },
 )
 async def health(state: State) -> Response[HealthOut]:
-    database = await status.database(state.db)
-    process = await state.status.current()
+    app = app_state(state)
+    database = await status.database(app.db)
+    process = await app.status.current()
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
     overall = "ok" if healthy and process.openai_block is None else "degraded"
     # A receiver down is not this process down: listed, never a reason for 503.
-    destinations = await _failing_destinations(state) if database == "ok" else []
+    destinations = await _failing_destinations(app) if database == "ok" else []
     body = HealthOut(
         overall,
         database,
@@ -45,14 +47,14 @@ async def health(state: State) -> Response[HealthOut]:
         process.rabbitmq,
         backends,
         destinations,
-        state.role,
+        app.role,
         process.embedded,
     )
     return Response(body, status_code=200 if healthy else 503)
 
 
-async def _failing_destinations(state: State) -> list[FailingDestination]:
+async def _failing_destinations(app: AppState) -> list[FailingDestination]:
     try:
-        return await failing.failing_destinations(state.db)
+        return await failing.failing_destinations(app.db)
     except Exception:  # the database went away since it answered: `database` says enough
         return []

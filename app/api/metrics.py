@@ -11,13 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.core.read import stats
 from app.ground import metrics
 from app.web.auth import RequireApiKey
+from app.web.state import app_state
 
 log = logging.getLogger(__name__)
 
 
 async def metrics_text(state: State) -> Response[bytes]:
     try:
-        stored = await stats.exact_counts(state.db)  # counted, never the dashboard's estimates
+        stored = await stats.exact_counts(app_state(state).db)  # counted, never the dashboard's estimates
     except Exception as exc:  # a scrape still reports this process, and that the database is down
         log.warning("metrics: the database did not answer: %s", type(exc).__name__)
         metrics.STORED.database_down()

@@ -28,6 +28,7 @@ from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
 from app.ground.statuses import DeliveryStatus, RequestStatus
 from app.web.http import RowCursor, json_or_jsonl, read_body, require_json
+from app.web.state import app_state
 
 NO_SUCH_REQUEST = {404: "No such request"}
 
@@ -55,10 +56,10 @@ class RequestController(Controller):
     async def create(self, request: Request) -> AcceptedOut:
         # The app's state is read off the request rather than injected: Litestar builds a State
         # for an injected one on every request, a few percent of intake's CPU time.
-        state = request.app.state
+        app = app_state(request.app.state)
         require_json(request.headers.get("content-type"))
         data = intake.parse(await request.body())
-        accepted = await intake.accept(state.db, await state.effective.fresh(), data)
+        accepted = await intake.accept(app.db, await app.effective.fresh(), data)
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
 
     @get(
@@ -92,7 +93,7 @@ class RequestController(Controller):
             search=custom_id or "",
             match=match,
         )
-        rows = await queries.list_requests(state.db, query, before_id=before_id, limit=limit)
+        rows = await queries.list_requests(app_state(state).db, query, before_id=before_id, limit=limit)
         next_before = rows[-1].request.id if len(rows) == limit else None
         return RequestListOut([request_summary_out(r) for r in rows], next_before)
 
@@ -118,10 +119,11 @@ class RequestController(Controller):
         operation_id="createRequestsBulk",
     )
     async def create_many(self, request: Request, state: State) -> BulkOut:
+        app = app_state(state)
         jsonl = json_or_jsonl(request.headers.get("content-type"))
-        settings = await state.effective.fresh()
+        settings = await app.effective.fresh()
         raw = await read_body(request, settings.api_bulk_max_body_bytes, "API_BULK_MAX_BODY_BYTES")
-        outcome = await bulk.accept_body(state.db, settings, raw, jsonl, settings.api_bulk_max_items)
+        outcome = await bulk.accept_body(app.db, settings, raw, jsonl, settings.api_bulk_max_items)
         return bulk_out(outcome)
 
     # The bulk route's path is also where a request with custom_id "bulk" is read: Litestar
@@ -133,7 +135,7 @@ class RequestController(Controller):
         operation_id="getRequestNamedBulk",
     )
     async def read_bulk(self, state: State) -> RequestOut:
-        return request_out(await queries.request_detail(state.db, "bulk"))
+        return request_out(await queries.request_detail(app_state(state).db, "bulk"))
 
     @get(
         "/{custom_id:path}",
@@ -142,7 +144,7 @@ class RequestController(Controller):
         operation_id="getRequest",
     )
     async def read(self, custom_id: FromPath[str], state: State) -> RequestOut:
-        return request_out(await queries.request_detail(state.db, custom_id.removeprefix("/")))
+        return request_out(await queries.request_detail(app_state(state).db, custom_id.removeprefix("/")))
 
     @post(
         "/{custom_id:path}",
@@ -165,7 +167,8 @@ class RequestController(Controller):
                     "The actions are POST /api/requests/{custom_id}/redeliver and .../cancel.",
                 )
             )
+        app = app_state(state)
         if verb == "cancel":
-            await state.actions.cancel_request(custom_id)
-            return request_out(await queries.request_detail(state.db, custom_id))
-        return delivery_out(await state.actions.redeliver_request(custom_id), [])
+            await app.actions.cancel_request(custom_id)
+            return request_out(await queries.request_detail(app.db, custom_id))
+        return delivery_out(await app.actions.redeliver_request(custom_id), [])

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_200_OK
 from app.api.errors import documented_errors
 from app.api.schemas import PurgedOut
 from app.core.retention import MAX_DAYS
+from app.web.state import app_state
 
 
 @post(
@@ -26,5 +27,5 @@ from app.core.retention import MAX_DAYS
 async def purge(
     state: State, older_than_days: Annotated[int | None, QueryParameter(ge=1, le=MAX_DAYS)] = None
 ) -> PurgedOut:
-    purged = await state.actions.purge(older_than_days)
+    purged = await app_state(state).actions.purge(older_than_days)
     return PurgedOut(purged.days, purged.batches, purged.requests, purged.files, purged.more)

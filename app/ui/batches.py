@@ -17,6 +17,7 @@ from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
 from app.ui.render import HttpRequest, done, list_page, page
 from app.web.http import RowId
+from app.web.state import app_state
 
 STATUSES = list(states.BATCH_TRANSITIONS)
 
@@ -33,15 +34,17 @@ class BatchPages(Controller):
         backend: FromQuery[str] = "",
         sort: FromQuery[Literal["newest", "oldest", "status"]] = "newest",
     ) -> Any:
+        app = app_state(state)
         query = queries.BatchQuery(**listing, backend=backend, sort=sort)
-        result = await queries.batch_page(state.db, query)
-        backends, _ = await queries.batch_choices(state.db)
+        result = await queries.batch_page(app.db, query)
+        backends, _ = await queries.batch_choices(app.db)
         return list_page(request, "batch", query, result, statuses=STATUSES, backends=backends)
 
     @get("/{batch_id:int}")
     async def show(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        detail = await queries.batch_detail(state.db, batch_id)
-        outcomes = await queries.batch_outcomes(state.db, batch_id)
+        app = app_state(state)
+        detail = await queries.batch_detail(app.db, batch_id)
+        outcomes = await queries.batch_outcomes(app.db, batch_id)
         face = ids.face_of(detail.batch)
         # The Anthropic face is mounted at /v1 of this same server (docs/api.md).
         results_url = (
@@ -61,7 +64,7 @@ class BatchPages(Controller):
             results_url=results_url,
             # A batch created before its size was recorded (an Anthropic one) has its lines' sizes.
             size=detail.batch.bytes or outcomes.body_bytes,
-            cost=model_tables.batch_cost(detail.batch, await state.effective.fresh()),
+            cost=model_tables.batch_cost(detail.batch, await app.effective.fresh()),
         )
 
     @get("/{batch_id:int}/{filename:str}")
@@ -69,7 +72,7 @@ class BatchPages(Controller):
         kind = filename.removesuffix(".jsonl")
         if kind not in ("input", "output", "error") or not filename.endswith(".jsonl"):
             raise NotFoundException(f"No file {filename!r}: try input.jsonl, output.jsonl or error.jsonl.")
-        chunks = await exports.batch_file(state.db, batch_id, kind)  # type: ignore[arg-type]
+        chunks = await exports.batch_file(app_state(state).db, batch_id, kind)  # type: ignore[arg-type]
         return Stream(
             chunks,
             media_type="application/x-ndjson",
@@ -78,31 +81,33 @@ class BatchPages(Controller):
 
     @post("/{batch_id:int}/close")
     async def close(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        await state.actions.close_batch(batch_id)
+        await app_state(state).actions.close_batch(batch_id)
         return done(request, f"Batch {batch_id} closes now.", _back(request, batch_id))
 
     @post("/{batch_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        await state.actions.cancel_batch(batch_id, via="ui")
+        await app_state(state).actions.cancel_batch(batch_id, via="ui")
         # The timeline says how many requests the cancel ended; request_count would be the batch's size.
         return done(request, f"Batch {batch_id} cancelled.", _back(request, batch_id))
 
     @post("/{batch_id:int}/retry")
     async def retry(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        await state.actions.retry_batch(batch_id, via="ui")
+        await app_state(state).actions.retry_batch(batch_id, via="ui")
         return done(request, f"Batch {batch_id} is ready to run again.", _back(request, batch_id))
 
     @post("/{batch_id:int}/redeliver")
     async def redeliver(
         self, request: HttpRequest, state: State, batch_id: RowId, only: FromQuery[str] = "failed"
     ) -> Any:
-        moved = await state.actions.redeliver_batch(batch_id, only_failed=only == "failed", via="ui")
+        moved = await app_state(state).actions.redeliver_batch(
+            batch_id, only_failed=only == "failed", via="ui"
+        )
         what = "failed deliveries" if only == "failed" else "deliveries"
         return done(request, f"Redelivering {moved} {what} of batch {batch_id}.", _back(request, batch_id))
 
     @post("/{batch_id:int}/delete")
     async def delete(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        removed = await state.actions.delete_batch(batch_id)
+        removed = await app_state(state).actions.delete_batch(batch_id)
         on_detail = _on_detail(request, batch_id)
         message = f"Batch {batch_id} deleted with {removed} requests."
         return done(request, message, "/batches", redirect=on_detail)

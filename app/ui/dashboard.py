@@ -11,13 +11,15 @@ from litestar.datastructures import State
 from app.core.read import failing, stats
 from app.ui.render import HttpRequest, page
 from app.web.protection import is_loopback
+from app.web.state import app_state
 
 
 @get("/")
 async def dashboard(request: HttpRequest, state: State) -> Any:
-    numbers = await stats.dashboard(state.db)
-    destinations = await failing.failing_destinations(state.db)
-    process = await state.status.current()
+    app = app_state(state)
+    numbers = await stats.dashboard(app.db)
+    destinations = await failing.failing_destinations(app.db)
+    process = await app.status.current()
     return page(
         request,
         "dashboard.html",
@@ -29,5 +31,5 @@ async def dashboard(request: HttpRequest, state: State) -> Any:
         failing=destinations,
         chart_max=max(numbers.per_minute) or 1,
         exact_up_to=stats.EXACT_UP_TO,
-        open_to_network=not state.api_keys.required and not is_loopback(state.host),
+        open_to_network=not app.api_keys.required and not is_loopback(app.host),
     )

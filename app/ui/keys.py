@@ -14,6 +14,7 @@ from litestar.response import Template
 from app.core import key_store
 from app.ui.render import HTML, HttpRequest, done
 from app.web.http import RowId
+from app.web.state import AppState, app_state
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -23,27 +24,29 @@ class KeyPages(Controller):
 
     @get("/")
     async def show(self, state: State) -> Any:
-        return await _page(state)
+        return await _page(app_state(state))
 
     @post("/")
     async def create(self, request: HttpRequest, state: State, data: Form) -> Any:
-        row, key = await key_store.create(state.db, state.api_keys, data.get("name", ""))
+        app = app_state(state)
+        row, key = await key_store.create(app.db, app.api_keys, data.get("name", ""))
         if not request.session.get("key"):
             # The first key closes the UI too: keep its creator logged in, with that key.
             request.set_session({"key": row.digest})
         # The one time the key is shown: the answer is not cached and the page says so.
-        return await _page(state, created=(row, key), headers={"Cache-Control": "no-store"})
+        return await _page(app, created=(row, key), headers={"Cache-Control": "no-store"})
 
     @post("/{key_id:int}/revoke")
     async def revoke(self, request: HttpRequest, state: State, key_id: RowId) -> Any:
-        row = await key_store.revoke(state.db, state.api_keys, key_id)
+        app = app_state(state)
+        row = await key_store.revoke(app.db, app.api_keys, key_id)
         return done(request, f"Key {row.name!r} revoked.", "/keys", redirect=True)
 
 
-async def _page(state: State, created: Any = None, headers: dict[str, str] | None = None) -> Template:
+async def _page(app: AppState, created: Any = None, headers: dict[str, str] | None = None) -> Template:
     context = {
-        "rows": await key_store.listing(state.db),
-        "fixed": len(state.api_keys.fixed),
+        "rows": await key_store.listing(app.db),
+        "fixed": len(app.api_keys.fixed),
         "created": created,
     }
     return Template(template_name="keys.html", context=context, headers=headers, media_type=HTML)

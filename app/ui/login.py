@@ -15,8 +15,9 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
-from app.core.rules.access import ApiKeys, digest
+from app.core.rules.access import digest
 from app.ui.render import HTML, HttpRequest, is_htmx
+from app.web.state import app_state
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 PUBLIC = {"public": True}  # the opt of the pages a visitor sees before logging in
@@ -28,7 +29,7 @@ class LoginRequired(NotAuthorizedException):
 
 def logged_in(connection: ASGIConnection) -> bool:
     """Whether no key is needed, or the session holds the digest of a key accepted now."""
-    keys: ApiKeys = connection.app.state.api_keys
+    keys = app_state(connection.app.state).api_keys
     if not keys.required:
         return True
     held = connection.session.get("key") if connection.scope.get("session") else None
@@ -74,7 +75,7 @@ async def login_form(
 
 @post("/login", opt=PUBLIC)
 async def login(request: HttpRequest, state: State, data: Form) -> Any:
-    keys: ApiKeys = state.api_keys
+    keys = app_state(state).api_keys
     key = data.get("key", "").strip()
     if not keys.required:
         return Redirect("/", status_code=303)

@@ -28,6 +28,7 @@ from app.ground.clock import utcnow
 from app.ground.statuses import Outcome
 from app.ground.webhook_headers import redact
 from app.web.http import STATUS_FOR_KIND
+from app.web.state import app_state
 
 HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.
@@ -137,8 +138,9 @@ def qs(query: Any, **changes: Any) -> str:
 
 
 def register_filters(env: Environment) -> None:
-    """The template helpers: badges, relative times, sizes, pretty JSON, query strings."""
-    env.globals["qs"] = qs
+    """The template helpers: badges, relative times, sizes, pretty JSON, query strings, and the
+    app's state (the logout button shows when keys are required)."""
+    env.globals.update(qs=qs, app_state=app_state)
     env.filters.update(
         badge=lambda status: BADGE.get(status or "", "muted"),
         ago=ago,

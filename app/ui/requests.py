@@ -17,6 +17,7 @@ from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.numbers import whole_number
 from app.ui.render import HttpRequest, done, list_page, page
 from app.web.http import ROW_ID_MAX, RowId
+from app.web.state import app_state
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
 DELIVERY_STATUSES = list(states.DELIVERY_TRANSITIONS)
@@ -39,29 +40,30 @@ class RequestPages(Controller):
         sort: FromQuery[Literal["newest", "oldest", "status", "custom_id"]] = "newest",
     ) -> Any:
         # Typed into a text box: anything but a batch number (ASCII digits, an int64) filters nothing.
+        app = app_state(state)
         batch = whole_number(batch_id.strip(), ROW_ID_MAX)
         query = queries.RequestQuery(
             **listing, match=match, delivery_status=delivery_status, batch_id=batch, model=model, sort=sort
         )
-        result = await queries.request_page(state.db, query)
-        _, models = await queries.batch_choices(state.db)
+        result = await queries.request_page(app.db, query)
+        _, models = await queries.batch_choices(app.db)
         choices = {"statuses": STATUSES, "delivery_statuses": DELIVERY_STATUSES, "models": models}
         return list_page(request, "request", query, result, **choices)
 
     @get("/{request_id:int}")
     async def show(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
-        detail = await queries.request_detail(state.db, request_id)
+        detail = await queries.request_detail(app_state(state).db, request_id)
         return page(request, "request.html", "_request_live.html", d=detail)
 
     @post("/{request_id:int}/redeliver")
     async def redeliver(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
-        delivery = await state.actions.redeliver_request(request_id, via="ui")
+        delivery = await app_state(state).actions.redeliver_request(request_id, via="ui")
         message = f"Delivery {delivery.public_id} queued again."
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
-        cancelled = await state.actions.cancel_request(request_id, via="ui")
+        cancelled = await app_state(state).actions.cancel_request(request_id, via="ui")
         return done(request, f"Request {cancelled.custom_id} cancelled.", _back(request, request_id))
 
     @post("/{request_id:int}/delivery")
@@ -72,7 +74,7 @@ class RequestPages(Controller):
             raise InvalidInput(
                 Problem("invalid_json", "Not JSON", f"The delivery config is not valid JSON: {exc}.")
             ) from None
-        new = await state.actions.change_delivery(request_id, config, via="ui")
+        new = await app_state(state).actions.change_delivery(request_id, config, via="ui")
         return done(request, f"Delivery config saved: {new['type']}.", f"/requests/{request_id}")
 
 

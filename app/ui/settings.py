@@ -12,6 +12,7 @@ from litestar.params import Body
 from litestar.response import Template
 
 from app.ui.render import HTML, HttpRequest, done
+from app.web.state import app_state
 
 CSRF_FIELD = "_csrf_token"
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -22,26 +23,27 @@ class SettingsPages(Controller):
 
     @get("/")
     async def show(self, state: State) -> Any:
-        rows = await state.effective.editable()
-        context = {"rows": rows, "retention_days": state.effective.current.retention_days}
+        app = app_state(state)
+        rows = await app.effective.editable()
+        context = {"rows": rows, "retention_days": app.effective.current.retention_days}
         return Template(template_name="settings.html", context=context, media_type=HTML)
 
     @post("/")
     async def save(self, request: HttpRequest, state: State, data: Form) -> Any:
         # The form's CSRF field is the middleware's, not a setting.
-        await state.actions.save_settings({k: v for k, v in data.items() if k != CSRF_FIELD})
+        await app_state(state).actions.save_settings({k: v for k, v in data.items() if k != CSRF_FIELD})
         return done(request, "Settings saved; they apply now.", "/settings")
 
     @post("/reset")
     async def reset(self, request: HttpRequest, state: State) -> Any:
-        await state.actions.reset_settings()
+        await app_state(state).actions.reset_settings()
         return done(
             request, "Settings reset to the defaults from the environment.", "/settings", redirect=True
         )
 
     @post("/purge")
     async def purge(self, request: HttpRequest, state: State, data: Form) -> Any:
-        purged = await state.actions.purge(data.get("older_than_days"))
+        purged = await app_state(state).actions.purge(data.get("older_than_days"))
         files = f", {purged.files} files" if purged.files else ""
         message = (
             f"Purged {purged.batches} batches and {purged.requests} requests{files} that ended more "

@@ -10,8 +10,9 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.core.rules.access import ApiKeys, Refusal
+from app.core.rules.access import Refusal
 from app.web.http import no_retry_headers, presented_keys
+from app.web.state import app_state
 
 MESSAGES = {
     Refusal.MISSING: "No API key given: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
@@ -40,7 +41,7 @@ class RequireApiKey(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        keys: ApiKeys = scope["litestar_app"].state.api_keys
+        keys = app_state(scope["litestar_app"].state).api_keys
         if keys.required:
             headers = Headers.from_scope(scope)
             refusal = keys.check(presented_keys(headers.get("authorization"), headers.get("x-api-key")))

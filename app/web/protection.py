@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.ground.config import Settings, parse_patterns
 from app.web.http import check_readable_text
+from app.web.state import app_state
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class ScreenRequests(ASGIMiddleware):
 
 def check_host(connection: ASGIConnection) -> None:
     """Refuse (400) a request whose Host header is not an allowed host (ALLOWED_HOSTS)."""
-    allowed: tuple[str, ...] = connection.app.state.allowed_hosts
+    allowed = app_state(connection.app.state).allowed_hosts
     if "*" in allowed:
         return
     name = host_name(connection.headers.get("host", ""))

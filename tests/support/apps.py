@@ -13,6 +13,7 @@ import httpx
 from app.asgi import create_app
 from app.db.session import Database
 from app.ground.config import Settings
+from app.web.state import app_state
 from tests.standins.serve import serve
 from tests.support.builders import NO_DELIVERY, request_payload, webhook
 
@@ -77,8 +78,8 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
                 url,
                 client,
                 settings,
-                app.state.db,
-                app.state.worker,
+                app_state(app.state).db,
+                app.state.pipeline.worker,
                 app.state.pipeline.broker,
                 app.state.pipeline.consumer,
             )

@@ -30,15 +30,16 @@ from app.core.read import dropin
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
 from app.web.http import require_json
+from app.web.state import AppState, app_state
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's own limit for a batch create request
 JSONL = "application/x-jsonl"
 MISSING = {404: "No such message batch"}
 
 
-async def _view(state: State, batch_id: int) -> DropinBatch:
+async def _view(app: AppState, batch_id: int) -> DropinBatch:
     """The Anthropic batch `batch_id`; NotFound for any other."""
-    return await dropin.batch(state.db, ANTHROPIC_ORIGIN, batch_id, "message batch")
+    return await dropin.batch(app.db, ANTHROPIC_ORIGIN, batch_id, "message batch")
 
 
 def base_url(request: Request[Any, Any, Any]) -> str:
@@ -66,15 +67,15 @@ def _anchor(name: str, value: str | None) -> int | None:
         ) from exc
 
 
-async def _jsonl(state: State, batch_id: int) -> AsyncIterator[bytes]:
-    async for rows in dropin.result_rows(state.db, batch_id):
+async def _jsonl(app: AppState, batch_id: int) -> AsyncIterator[bytes]:
+    async for rows in dropin.result_rows(app.db, batch_id):
         yield b"".join(msgspec.json.encode(result_line(r)) + b"\n" for r in rows)
 
 
-async def _ended(state: State, message_batch_id: str, then: str) -> int:
+async def _ended(app: AppState, message_batch_id: str, then: str) -> int:
     """The id of an ended batch; a batch still processing is refused (Conflict: 400 here)."""
     batch_id = batch_id_of(message_batch_id)
-    if processing_status((await _view(state, batch_id)).batch) != "ended":
+    if processing_status((await _view(app, batch_id)).batch) != "ended":
         raise Conflict(
             Problem(
                 "batch_not_ended",
@@ -103,17 +104,18 @@ class MessageBatchController(Controller):
         ),
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> MessageBatchOut:
+        app = app_state(state)
         require_json(request.headers.get("content-type"))
         # The body streams to the core as it arrives; decoded whole, it would cost memory
         # several times its size (up to 256 MB).
-        batch = await state.actions.create_batch_from_requests(request.stream(), MAX_BODY_BYTES)
-        return message_batch(await _view(state, batch.id), base_url(request))
+        batch = await app.actions.create_batch_from_requests(request.stream(), MAX_BODY_BYTES)
+        return message_batch(await _view(app, batch.id), base_url(request))
 
     @get("/{message_batch_id:str}", summary="Retrieve a Message Batch", responses=documented_errors(MISSING))
     async def retrieve(
         self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
     ) -> MessageBatchOut:
-        view = await _view(state, batch_id_of(message_batch_id))
+        view = await _view(app_state(state), batch_id_of(message_batch_id))
         return message_batch(view, base_url(request))
 
     @get(
@@ -137,7 +139,7 @@ class MessageBatchController(Controller):
             )
         older, newer = _anchor("after_id", after_id), _anchor("before_id", before_id)
         views, has_more = await dropin.page(
-            state.db, ANTHROPIC_ORIGIN, limit, after_id=older, before_id=newer
+            app_state(state).db, ANTHROPIC_ORIGIN, limit, after_id=older, before_id=newer
         )
         base = base_url(request)
         data = [message_batch(v, base) for v in views]
@@ -154,15 +156,16 @@ class MessageBatchController(Controller):
     async def cancel(
         self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
     ) -> MessageBatchOut:
+        app = app_state(state)
         batch_id = batch_id_of(message_batch_id)
-        await _view(state, batch_id)  # 404 before acting on a batch of another origin
+        await _view(app, batch_id)  # 404 before acting on a batch of another origin
         try:
-            await state.actions.cancel_batch(batch_id, via="anthropic")
+            await app.actions.cancel_batch(batch_id, via="anthropic")
         except Conflict:
             # Cancelling twice answers the batch, as Anthropic does; an ended batch is refused.
-            if (await _view(state, batch_id)).cancel_initiated_at is None:
+            if (await _view(app, batch_id)).cancel_initiated_at is None:
                 raise
-        return message_batch(await _view(state, batch_id), base_url(request))
+        return message_batch(await _view(app, batch_id), base_url(request))
 
     @delete(
         "/{message_batch_id:str}",
@@ -171,8 +174,9 @@ class MessageBatchController(Controller):
         responses=documented_errors({**MISSING, 400: "The batch is still processing"}),
     )
     async def remove(self, message_batch_id: FromPath[str], state: State) -> DeletedMessageBatchOut:
-        batch_id = await _ended(state, message_batch_id, "cancel it and delete it once it has ended")
-        await state.actions.delete_batch(batch_id)
+        app = app_state(state)
+        batch_id = await _ended(app, message_batch_id, "cancel it and delete it once it has ended")
+        await app.actions.delete_batch(batch_id)
         return DeletedMessageBatchOut(public_id(batch_id))
 
     @get(
@@ -182,5 +186,6 @@ class MessageBatchController(Controller):
         responses=documented_errors({**MISSING, 400: "The batch is still processing"}),
     )
     async def results(self, message_batch_id: FromPath[str], state: State) -> Stream:
-        batch_id = await _ended(state, message_batch_id, "its results are available once it has ended")
-        return Stream(_jsonl(state, batch_id), media_type=JSONL)
+        app = app_state(state)
+        batch_id = await _ended(app, message_batch_id, "its results are available once it has ended")
+        return Stream(_jsonl(app, batch_id), media_type=JSONL)

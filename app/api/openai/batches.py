@@ -15,6 +15,7 @@ from app.core.intake import accept as intake
 from app.core.read import dropin
 from app.core.rules.errors import NotFound, not_found
 from app.web.http import require_json
+from app.web.state import app_state
 
 NO_SUCH_BATCH = {404: "No such batch"}
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
@@ -82,13 +83,14 @@ class BatchController(Controller):
             raise invalid("invalid_value", "completion_window must be '24h'.", "completion_window")
         metadata = _metadata(data.get("metadata"))
         output_expires_after = file_store.output_expires_after(data.get("output_expires_after"))
+        app = app_state(state)
         try:
-            file = await file_store.get(state.db, file_id)
+            file = await file_store.get(app.db, file_id)
         except NotFound:
             # OpenAI answers an unknown input file as a bad parameter, not a missing resource.
             raise invalid("invalid_value", f"No file with id {file_id!r}.", "input_file_id") from None
-        batch = await state.actions.create_batch_from_file(file, endpoint, metadata, output_expires_after)
-        return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, batch.id))
+        batch = await app.actions.create_batch_from_file(file, endpoint, metadata, output_expires_after)
+        return batch_out(await dropin.batch(app.db, create.OPENAI_ORIGIN, batch.id))
 
     @get("/", summary="Batches, newest first", responses=documented_errors())
     async def list(
@@ -103,13 +105,15 @@ class BatchController(Controller):
             if older_than is None:
                 raise invalid("invalid_value", "after must be a batch id (batch_<n>).", "after")
         # OpenAI's `after` is the last id seen: the next page holds older batches.
-        page, has_more = await dropin.page(state.db, create.OPENAI_ORIGIN, limit, after_id=older_than)
+        page, has_more = await dropin.page(
+            app_state(state).db, create.OPENAI_ORIGIN, limit, after_id=older_than
+        )
         data = [batch_out(t) for t in page]
         return BatchListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 
     @get("/{batch_id:str}", summary="A batch", responses=documented_errors(NO_SUCH_BATCH))
     async def read(self, batch_id: FromPath[str], state: State) -> BatchOut:
-        return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, _number(batch_id)))
+        return batch_out(await dropin.batch(app_state(state).db, create.OPENAI_ORIGIN, _number(batch_id)))
 
     @post(
         "/{batch_id:str}/cancel",
@@ -118,8 +122,9 @@ class BatchController(Controller):
         responses=documented_errors({**NO_SUCH_BATCH, 409: "The batch has ended"}),
     )
     async def cancel(self, batch_id: FromPath[str], state: State) -> BatchOut:
+        app = app_state(state)
         number = _number(batch_id)
         # Checked first so that a native batch's id cannot be cancelled through this face.
-        await dropin.batch(state.db, create.OPENAI_ORIGIN, number)
-        await state.actions.cancel_batch(number, via="openai")
-        return batch_out(await dropin.batch(state.db, create.OPENAI_ORIGIN, number))
+        await dropin.batch(app.db, create.OPENAI_ORIGIN, number)
+        await app.actions.cancel_batch(number, via="openai")
+        return batch_out(await dropin.batch(app.db, create.OPENAI_ORIGIN, number))

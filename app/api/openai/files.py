@@ -13,6 +13,7 @@ from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
 from app.core.dropin import file_store
+from app.web.state import app_state
 
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
 UPLOAD_MAX_BYTES = 200 * 1024 * 1024
@@ -38,6 +39,7 @@ class FileController(Controller):
         ),
     )
     async def upload(self, request: Request, state: State) -> FileOut:
+        app = app_state(state)
         media_type, options = request.content_type
         if media_type != "multipart/form-data" or not options.get("boundary"):
             raise invalid("invalid_content_type", "Upload the file as multipart/form-data.")
@@ -48,9 +50,9 @@ class FileController(Controller):
             # What came before the file is checked now, before a byte is written; what follows it
             # (local-batch-api's curl sends the purpose after the file) once the file is on disk.
             file_store.upload_terms(upload.fields, complete=False)
-            settings = await state.effective.fresh()
+            settings = await app.effective.fresh()
             stored = await file_store.receive(
-                state.db,
+                app.db,
                 settings.data_dir,
                 upload.file_bytes(),
                 filename=upload.filename or "upload",
@@ -71,14 +73,14 @@ class FileController(Controller):
         order: FromQuery[Literal["asc", "desc"]] = "desc",
     ) -> FileListOut:
         rows, has_more = await file_store.page(
-            state.db, purpose=purpose, limit=limit, after=after, newest_first=order == "desc"
+            app_state(state).db, purpose=purpose, limit=limit, after=after, newest_first=order == "desc"
         )
         data = [file_out(f) for f in rows]
         return FileListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 
     @get("/{file_id:str}", summary="A file object", responses=documented_errors(NO_SUCH_FILE))
     async def read(self, file_id: FromPath[str], state: State) -> FileOut:
-        return file_out(await file_store.get(state.db, file_id))
+        return file_out(await file_store.get(app_state(state).db, file_id))
 
     @get(
         "/{file_id:str}/content",
@@ -87,8 +89,9 @@ class FileController(Controller):
         responses=documented_errors(NO_SUCH_FILE),
     )
     async def content(self, file_id: FromPath[str], state: State) -> Stream:
-        found = await file_store.get(state.db, file_id)
-        settings = await state.effective.fresh()
+        app = app_state(state)
+        found = await file_store.get(app.db, file_id)
+        settings = await app.effective.fresh()
         return Stream(file_store.content(settings.data_dir, found), media_type="application/octet-stream")
 
     @delete(
@@ -98,6 +101,7 @@ class FileController(Controller):
         responses=documented_errors(NO_SUCH_FILE),
     )
     async def remove(self, file_id: FromPath[str], state: State) -> FileDeletedOut:
-        settings = await state.effective.fresh()
-        await file_store.delete(state.db, settings.data_dir, file_id)
+        app = app_state(state)
+        settings = await app.effective.fresh()
+        await file_store.delete(app.db, settings.data_dir, file_id)
         return FileDeletedOut(file_id)
