@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
 from app.core.dropin.file_store import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
 from app.core.intake.schema import ENDPOINTS, RequestIn
-from app.web.http import ROW_ID_MAX
+from app.web.http import ROW_ID_MAX, HttpRequest
 
 JSON = "application/json"
 
@@ -112,7 +111,7 @@ BULK_IN = {
 class SchemaJson(JsonRenderPlugin):
     """Serves the OpenAPI JSON with the raw-read bodies and exact row id bounds filled in."""
 
-    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+    def render(self, request: HttpRequest, openapi_schema: dict[str, Any]) -> bytes:
         schema = RequestIn.model_json_schema(ref_template="#/components/schemas/{model}")
         components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(schema.pop("$defs", {}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -15,6 +15,7 @@ from app.web.http import (
     STATUS_FOR_KIND,
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
+    HttpRequest,
     database_unavailable,
     error_specs,
 )
@@ -43,11 +44,11 @@ def error_response(status: int, items: list[ErrorItem]) -> Response[ErrorBody]:
     return Response(ErrorBody(errors=items), status_code=status, media_type="application/json")
 
 
-def batchgate_error(_: Request, exc: BatchgateError) -> Response[ErrorBody]:
+def batchgate_error(_: HttpRequest, exc: BatchgateError) -> Response[ErrorBody]:
     return error_response(STATUS_FOR_KIND.get(exc.kind, 400), [error_item(p) for p in exc.problems])
 
 
-def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
+def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorBody]:
     code, title = CODE_FOR_STATUS.get(exc.status_code, ("error", "Error"))
     detail = exc.detail
     if exc.status_code == 413:
@@ -58,7 +59,7 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
     return response
 
 
-def internal_error(request: Request, exc: Exception) -> Response[ErrorBody]:
+def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorBody]:
     if database_unavailable(request, exc):
         unavailable = ErrorItem("database_unavailable", "Database unavailable", UNAVAILABLE_MESSAGE)
         response = error_response(503, [unavailable])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
@@ -27,7 +27,7 @@ from app.core.intake import bulk
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
 from app.ground.statuses import DeliveryStatus, RequestStatus
-from app.web.http import RowCursor, json_or_jsonl, read_body, require_json
+from app.web.http import HttpRequest, RowCursor, json_or_jsonl, read_body, require_json
 from app.web.state import app_state
 
 NO_SUCH_REQUEST = {404: "No such request"}
@@ -53,7 +53,7 @@ class RequestController(Controller):
         ),
         operation_id="createRequest",
     )
-    async def create(self, request: Request) -> AcceptedOut:
+    async def create(self, request: HttpRequest) -> AcceptedOut:
         # The app's state is read off the request rather than injected: Litestar builds a State
         # for an injected one on every request, a few percent of intake's CPU time.
         app = app_state(request.app.state)
@@ -118,7 +118,7 @@ class RequestController(Controller):
         ),
         operation_id="createRequestsBulk",
     )
-    async def create_many(self, request: Request, state: State) -> BulkOut:
+    async def create_many(self, request: HttpRequest, state: State) -> BulkOut:
         app = app_state(state)
         jsonl = json_or_jsonl(request.headers.get("content-type"))
         settings = await app.effective.fresh()

@@ -15,8 +15,8 @@ from app.core.dropin import ids
 from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs.openai import tables as model_tables
-from app.ui.render import HttpRequest, done, list_page, page
-from app.web.http import RowId
+from app.ui.render import done, list_page, page
+from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
 STATUSES = list(states.BATCH_TRANSITIONS)

@@ -9,7 +9,8 @@ from litestar import get
 from litestar.datastructures import State
 
 from app.core.read import failing, stats
-from app.ui.render import HttpRequest, page
+from app.ui.render import page
+from app.web.http import HttpRequest
 from app.web.protection import is_loopback
 from app.web.state import app_state
 

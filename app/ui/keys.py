@@ -12,8 +12,8 @@ from litestar.params import Body
 from litestar.response import Template
 
 from app.core import key_store
-from app.ui.render import HTML, HttpRequest, done
-from app.web.http import RowId
+from app.ui.render import HTML, done
+from app.web.http import HttpRequest, RowId
 from app.web.state import AppState, app_state
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from litestar import get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException
@@ -16,7 +15,8 @@ from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
 from app.core.rules.access import digest
-from app.ui.render import HTML, HttpRequest, is_htmx
+from app.ui.render import HTML, is_htmx
+from app.web.http import Connection, HttpRequest
 from app.web.state import app_state
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -27,7 +27,7 @@ class LoginRequired(NotAuthorizedException):
     """401: keys are configured and this browser has not logged in (or its key was revoked)."""
 
 
-def logged_in(connection: ASGIConnection) -> bool:
+def logged_in(connection: Connection) -> bool:
     """Whether no key is needed, or the session holds the digest of a key accepted now."""
     keys = app_state(connection.app.state).api_keys
     if not keys.required:
@@ -37,7 +37,7 @@ def logged_in(connection: ASGIConnection) -> bool:
 
 
 # async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
-async def require_login(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def require_login(connection: Connection, handler: BaseRouteHandler) -> None:
     """The UI router's guard: every page but the login form needs a logged-in session."""
     if not handler.opt.get("public") and not logged_in(connection):
         raise LoginRequired()

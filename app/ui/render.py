@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment
-from litestar import MediaType, Request, Response
+from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
@@ -27,10 +27,9 @@ from app.core.rules.states import B, D, R
 from app.ground.clock import utcnow
 from app.ground.statuses import Outcome
 from app.ground.webhook_headers import redact
-from app.web.http import STATUS_FOR_KIND
+from app.web.http import STATUS_FOR_KIND, HttpRequest
 from app.web.state import app_state
 
-HttpRequest = Request[Any, Any, Any]
 # Handlers return Any, for which Litestar would default to JSON: every UI answer says it is HTML.
 HTML = MediaType.HTML
 

@@ -15,8 +15,8 @@ from app.core.read import queries
 from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.numbers import whole_number
-from app.ui.render import HttpRequest, done, list_page, page
-from app.web.http import ROW_ID_MAX, RowId
+from app.ui.render import done, list_page, page
+from app.web.http import ROW_ID_MAX, HttpRequest, RowId
 from app.web.state import app_state
 
 STATUSES = list(states.REQUEST_TRANSITIONS)

@@ -11,7 +11,8 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 
-from app.ui.render import HTML, HttpRequest, done
+from app.ui.render import HTML, done
+from app.web.http import HttpRequest
 from app.web.state import app_state
 
 CSRF_FIELD = "_csrf_token"

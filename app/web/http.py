@@ -20,6 +20,11 @@ from app.db.session import is_unavailable
 
 log = logging.getLogger(__name__)
 
+# A request and a connection as the faces see them: no typed user, auth or state (the app's
+# state is read through app.web.state.app_state).
+HttpRequest = Request[Any, Any, Any]
+Connection = ASGIConnection[Any, Any, Any, Any]
+
 # Row ids are int64 in PostgreSQL: a larger one is refused as bad input before it reaches SQL.
 ROW_ID_MAX = 2**63 - 1
 RowId = Annotated[int, PathParameter(ge=1, le=ROW_ID_MAX)]
@@ -78,7 +83,7 @@ def database_unavailable(request: Any, exc: BaseException) -> bool:
     return True
 
 
-def check_readable_text(connection: ASGIConnection) -> None:
+def check_readable_text(connection: Connection) -> None:
     """Refuse (400) a path or query parameter that is not UTF-8 once percent-decoded or
     holds a NUL. PostgreSQL stores no NUL (the lookup would fail as a 500), and bytes that are
     not UTF-8 would be replaced and quietly name another id."""
@@ -138,7 +143,7 @@ def json_or_jsonl(content_type: str | None) -> bool:
     raise HTTPException(status_code=415, detail=f"{JSON_OR_JSONL} Got {media_type or content_type!r}.")
 
 
-async def read_body(request: Request[Any, Any, Any], limit: int, setting: str) -> bytes:
+async def read_body(request: HttpRequest, limit: int, setting: str) -> bytes:
     """The whole body of a route that sets its own limit (its handler says
     request_max_body_size=None): 413 naming `setting` as soon as it is known to be larger."""
     too_large = TooLarge(

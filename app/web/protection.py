@@ -19,7 +19,7 @@ from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.ground.config import Settings, parse_patterns
-from app.web.http import check_readable_text
+from app.web.http import Connection, check_readable_text
 from app.web.state import app_state
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,13 @@ class ScreenRequests(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        connection: ASGIConnection = ASGIConnection(scope)
+        connection: Connection = ASGIConnection(scope)
         check_host(connection)
         check_readable_text(connection)
         await next_app(scope, receive, send)
 
 
-def check_host(connection: ASGIConnection) -> None:
+def check_host(connection: Connection) -> None:
     """Refuse (400) a request whose Host header is not an allowed host (ALLOWED_HOSTS)."""
     allowed = app_state(connection.app.state).allowed_hosts
     if "*" in allowed:

@@ -4,10 +4,10 @@ stream the results of a batch, as the official SDK calls them. Batches run on th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
@@ -29,7 +29,7 @@ from app.core.dropin.create import ANTHROPIC_ORIGIN
 from app.core.read import dropin
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
-from app.web.http import require_json
+from app.web.http import HttpRequest, require_json
 from app.web.state import AppState, app_state
 
 MAX_BODY_BYTES = 256 * 1024 * 1024  # Anthropic's own limit for a batch create request
@@ -42,7 +42,7 @@ async def _view(app: AppState, batch_id: int) -> DropinBatch:
     return await dropin.batch(app.db, ANTHROPIC_ORIGIN, batch_id, "message batch")
 
 
-def base_url(request: Request[Any, Any, Any]) -> str:
+def base_url(request: HttpRequest) -> str:
     """The face's base URL as the client sees it: behind a proxy, the X-Forwarded-* headers say
     the scheme, host and path prefix; the mount (/v1 or /api/anthropic/v1) is the one it used."""
 
@@ -103,7 +103,7 @@ class MessageBatchController(Controller):
             }
         ),
     )
-    async def create(self, request: Request[Any, Any, Any], state: State) -> MessageBatchOut:
+    async def create(self, request: HttpRequest, state: State) -> MessageBatchOut:
         app = app_state(state)
         require_json(request.headers.get("content-type"))
         # The body streams to the core as it arrives; decoded whole, it would cost memory
@@ -113,7 +113,7 @@ class MessageBatchController(Controller):
 
     @get("/{message_batch_id:str}", summary="Retrieve a Message Batch", responses=documented_errors(MISSING))
     async def retrieve(
-        self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
+        self, message_batch_id: FromPath[str], request: HttpRequest, state: State
     ) -> MessageBatchOut:
         view = await _view(app_state(state), batch_id_of(message_batch_id))
         return message_batch(view, base_url(request))
@@ -125,7 +125,7 @@ class MessageBatchController(Controller):
     )
     async def list_batches(
         self,
-        request: Request[Any, Any, Any],
+        request: HttpRequest,
         state: State,
         before_id: Annotated[str | None, QueryParameter(pattern=f"^{BATCH_ID.pattern}$")] = None,
         after_id: Annotated[str | None, QueryParameter(pattern=f"^{BATCH_ID.pattern}$")] = None,
@@ -154,7 +154,7 @@ class MessageBatchController(Controller):
         responses=documented_errors({**MISSING, 400: "The batch has ended"}),
     )
     async def cancel(
-        self, message_batch_id: FromPath[str], request: Request[Any, Any, Any], state: State
+        self, message_batch_id: FromPath[str], request: HttpRequest, state: State
     ) -> MessageBatchOut:
         app = app_state(state)
         batch_id = batch_id_of(message_batch_id)

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Literal
 
 import msgspec
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -21,6 +21,7 @@ from app.formats.anthropic_messages import error_body
 from app.web.http import (
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
+    HttpRequest,
     database_unavailable,
     error_specs,
     no_retry_headers,
@@ -69,12 +70,12 @@ def _where(pointer: str | None) -> str:
     return pointer.strip("/").replace("/", ".") + ": " if pointer else ""
 
 
-def batchgate_error(_: Request, exc: BatchgateError) -> Response[dict[str, Any]]:
+def batchgate_error(_: HttpRequest, exc: BatchgateError) -> Response[dict[str, Any]]:
     message = "; ".join(_where(p.pointer) + p.detail for p in exc.problems)
     return error_response(STATUS_FOR_KIND.get(exc.kind, 400), message)
 
 
-def http_error(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+def http_error(_: HttpRequest, exc: HTTPException) -> Response[dict[str, Any]]:
     message = str(exc.detail)
     if exc.status_code == 413:
         message = "The request body is larger than this endpoint accepts."
@@ -87,7 +88,7 @@ def http_error(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     return response
 
 
-def internal_error(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+def internal_error(request: HttpRequest, exc: Exception) -> Response[dict[str, Any]]:
     if database_unavailable(request, exc):
         response = error_response(503, UNAVAILABLE_MESSAGE)
         response.headers.update(UNAVAILABLE_HEADERS)

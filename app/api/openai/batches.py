@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
@@ -14,7 +14,7 @@ from app.core.dropin import create, file_store
 from app.core.intake import accept as intake
 from app.core.read import dropin
 from app.core.rules.errors import NotFound, not_found
-from app.web.http import require_json
+from app.web.http import HttpRequest, require_json
 from app.web.state import app_state
 
 NO_SUCH_BATCH = {404: "No such batch"}
@@ -70,7 +70,7 @@ class BatchController(Controller):
             }
         ),
     )
-    async def create(self, request: Request, state: State) -> BatchOut:
+    async def create(self, request: HttpRequest, state: State) -> BatchOut:
         # Read raw, as the native intake is: the same refusals of JSON that is malformed, nested
         # too deeply or holds text no database stores (a NUL id would fail the lookup as a 500).
         require_json(request.headers.get("content-type"))

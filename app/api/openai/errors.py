@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import msgspec
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -15,6 +15,7 @@ from app.web.auth import KeyRefused
 from app.web.http import (
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
+    HttpRequest,
     database_unavailable,
     error_specs,
     no_retry_headers,
@@ -62,13 +63,13 @@ def answer(
     )
 
 
-def core_error(_: Request, exc: BatchgateError) -> Response[ErrorOut]:
+def core_error(_: HttpRequest, exc: BatchgateError) -> Response[ErrorOut]:
     first = exc.problems[0] if exc.problems else Problem("error", "Error", str(exc))
     message = " ".join(p.detail for p in exc.problems) or str(exc)
     return answer(STATUS_FOR_KIND.get(exc.kind, 400), message, first.code, first.pointer)
 
 
-def http_error(_: Request, exc: HTTPException) -> Response[ErrorOut]:
+def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorOut]:
     message = exc.detail
     if exc.status_code == 413:
         message = "The request body is larger than this endpoint accepts."
@@ -81,14 +82,14 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorOut]:
     return answer(exc.status_code, message, None)
 
 
-def key_refused(_: Request, exc: KeyRefused) -> Response[ErrorOut]:
+def key_refused(_: HttpRequest, exc: KeyRefused) -> Response[ErrorOut]:
     # What OpenAI itself answers for a missing or wrong key (and what its SDKs expect).
     response = answer(401, exc.detail, "invalid_api_key", kind="invalid_request_error")
     response.headers.update(exc.headers or {})
     return response
 
 
-def internal_error(request: Request, exc: Exception) -> Response[ErrorOut]:
+def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorOut]:
     if database_unavailable(request, exc):
         response = answer(503, UNAVAILABLE_MESSAGE, "database_unavailable")
         response.headers.update(UNAVAILABLE_HEADERS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
@@ -13,6 +13,7 @@ from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
 from app.core.dropin import file_store
+from app.web.http import HttpRequest
 from app.web.state import app_state
 
 # OpenAI's limit for a batch input file; the route allows a little more for the form around it.
@@ -38,7 +39,7 @@ class FileController(Controller):
             }
         ),
     )
-    async def upload(self, request: Request, state: State) -> FileOut:
+    async def upload(self, request: HttpRequest, state: State) -> FileOut:
         app = app_state(state)
         media_type, options = request.content_type
         if media_type != "multipart/form-data" or not options.get("boundary"):
