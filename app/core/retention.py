@@ -40,7 +40,7 @@ from app.core.rules.numbers import whole_number
 from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
 from app.core.runs.openai import remote_files
 from app.db.models import Batch, BatchEvent, Delivery, File, Request
-from app.db.session import Database
+from app.db.session import Database, rows_changed
 from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -263,5 +263,6 @@ async def _purge_lone_requests(db: Database, cutoff: datetime, limit: int) -> tu
 
 
 async def _delete(session: AsyncSession, model: Any, where: ColumnElement[bool]) -> int:
-    result = await session.execute(delete(model).where(where).execution_options(synchronize_session=False))
-    return result.rowcount or 0
+    return await rows_changed(
+        session, delete(model).where(where).execution_options(synchronize_session=False)
+    )

@@ -7,8 +7,19 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase, IdentityBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite's plain INTEGER PRIMARY KEY hands a deleted newest row's id to the next insert, so a
 # deleted batch's id (and its requests' ids) named the next batch: an in-flight answer of the old
@@ -287,3 +298,11 @@ class ApiKey(IdentityBase):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
 
     __table_args__ = IDS_NEVER_REUSED
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """A model's table, for Core statements (SQLAlchemy types `__table__` as any FROM clause)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table

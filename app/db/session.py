@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import CursorResult, UpdateBase, event
 from sqlalchemy import exc as exc_types
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -118,6 +118,16 @@ class Database:
 # SQLSTATE classes that say the server is unreachable for now, not that the statement is wrong:
 # connection exceptions, insufficient resources (too many clients), shutting down or starting up.
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+async def rows_changed(session: AsyncSession, statement: UpdateBase) -> int:
+    """Run an UPDATE or DELETE and answer how many rows it changed."""
+    result = await session.execute(statement)
+    # SQLAlchemy 2.0 types every `execute` answer as a Result; the one of an UPDATE or DELETE is
+    # a CursorResult, the kind that counts rows.
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"{type(statement).__name__} answered a {type(result).__name__}, not a row count")
+    return result.rowcount
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -15,7 +15,7 @@ from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
 from app.db.models import Batch, BatchEvent, Delivery, Request
-from app.db.session import Database
+from app.db.session import Database, rows_changed
 from app.ground.clock import utcnow
 from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
 
@@ -177,8 +177,9 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
                 )
             )
         # Deliveries, their attempts and the request trail go with the requests (ON DELETE CASCADE).
-        deleted = await session.execute(
-            delete(Request).where(Request.batch_id == batch_id).execution_options(synchronize_session=False)
+        deleted = await rows_changed(
+            session,
+            delete(Request).where(Request.batch_id == batch_id).execution_options(synchronize_session=False),
         )
         await session.execute(delete(BatchEvent).where(BatchEvent.batch_id == batch_id))
         remote_files = [
@@ -189,7 +190,7 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
         await session.delete(batch)
     if remote_files and openai is not None:
         await remote_files.delete_remote_files(openai, remote_files)
-    return deleted.rowcount or 0
+    return deleted
 
 
 async def _locked_batch(session: AsyncSession, batch_id: int) -> Batch:

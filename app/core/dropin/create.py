@@ -24,7 +24,7 @@ from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHA
 from app.core.rules import routing, states, storable
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import B, R, batch_scope
-from app.db.models import Batch, File, Request
+from app.db.models import Batch, File, Request, table_of
 from app.db.session import Database
 from app.ground import metrics
 from app.ground.clock import utcnow
@@ -271,6 +271,6 @@ async def insert_in_chunks(session: AsyncSession, rows: Iterator[dict[str, Any]]
     """Insert INSERT_CHUNK rows at a time; reading and parsing each chunk runs off the event loop."""
     count = 0
     while chunk := await asyncio.to_thread(list, itertools.islice(rows, INSERT_CHUNK)):
-        await session.execute(insert(Request.__table__), chunk)
+        await session.execute(insert(table_of(Request)), chunk)
         count += len(chunk)
     return count

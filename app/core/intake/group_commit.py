@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import ARRAY, DateTime, Integer, String, Text, TextClause, bindparam, insert, text
+from sqlalchemy import ARRAY, DateTime, Integer, String, Text, TextualSelect, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
 from app.core.intake import insert_sql
-from app.db.models import Request
+from app.db.models import Request, table_of
 from app.db.session import Database, is_unavailable
 from app.ground import jsontext, metrics
 
@@ -50,6 +51,8 @@ class Taken:
 
 
 Outcome = Inserted | Taken
+# A row waiting to be written, with the future its outcome is set on.
+Queued = tuple[dict[str, Any], asyncio.Future[Outcome]]
 
 # One row: written as text() so SQLAlchemy compiles it once and caches it (the dialect-specific
 # insert().on_conflict_do_nothing() has no cache key and was recompiled on every call). ON
@@ -67,7 +70,7 @@ _STORED = (
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
 )
 # Many rows: SQLAlchemy sends them as multi-row INSERTs ("insertmanyvalues") with RETURNING.
-_requests = Request.__table__
+_requests = table_of(Request)
 _INSERT_MANY = insert(_requests).returning(_requests.c.custom_id, _requests.c.id)
 
 # On PostgreSQL the same two statements take arrays, so their text is the same whatever the
@@ -79,7 +82,7 @@ _STORED_PG = (
     .bindparams(bindparam("ids", type_=ARRAY(Text)))
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
 )
-_PG_COLUMNS = {
+_PG_COLUMNS: dict[str, TypeEngine[Any]] = {
     "custom_id": ARRAY(Text), "origin": ARRAY(Text), "backend": ARRAY(Text), "endpoint": ARRAY(Text),
     "model": ARRAY(Text), "body": ARRAY(Text), "body_bytes": ARRAY(Integer), "delivery": ARRAY(Text),
     "created_at": ARRAY(DateTime(timezone=True)),
@@ -103,7 +106,7 @@ class GroupCommit:
         # SQLite writes through one connection, so one transaction at a time. PostgreSQL takes
         # several: while one waits for its commit to reach the disk, the next is being sent.
         self.in_flight = IN_FLIGHT_POSTGRES if db.is_postgres else 1
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        self._queue: list[Queued] = []
         self._drainers: set[asyncio.Task[None]] = set()
         self._writing: set[str] = set()  # custom_ids in a transaction now
 
@@ -120,7 +123,7 @@ class GroupCommit:
         return await asyncio.shield(answer)
 
     async def _drain(self) -> None:
-        group: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        group: list[Queued] = []
         try:
             while group := self._take():
                 try:
@@ -136,11 +139,13 @@ class GroupCommit:
                 if not answer.done():
                     answer.cancel()
 
-    def _take(self) -> list[tuple[dict[str, Any], asyncio.Future[Outcome]]]:
+    def _take(self) -> list[Queued]:
         """Up to GROUP_MAX_ROWS queued rows, oldest first, none under a custom_id that is queued
         before it or being written: such a row waits for a later group, to find the first one
         stored (so the first in line wins, as if the rows had been written one by one)."""
-        group, rest, seen = [], [], set(self._writing)
+        group: list[Queued] = []
+        rest: list[Queued] = []
+        seen = set(self._writing)
         for item in self._queue:
             custom_id = item[0]["custom_id"]
             if len(group) < GROUP_MAX_ROWS and custom_id not in seen:
@@ -152,7 +157,7 @@ class GroupCommit:
         self._writing |= {row["custom_id"] for row, _ in group}
         return group
 
-    async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[Outcome]]]) -> None:
+    async def _write(self, group: list[Queued]) -> None:
         if len(group) > 1:
             try:
                 outcomes = await self._write_many([row for row, _ in group])
@@ -208,7 +213,7 @@ class GroupCommit:
 
 
 async def find_taken(
-    connection: AsyncConnection, custom_ids: list[str], query: TextClause = _STORED
+    connection: AsyncConnection, custom_ids: list[str], query: TextualSelect = _STORED
 ) -> dict[str, Taken]:
     """What the stored requests holding these custom_ids hold, by custom_id."""
     if not custom_ids:

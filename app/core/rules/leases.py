@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.session import Database
+from app.db.session import Database, rows_changed
 from app.ground import metrics
 from app.ground.clock import utcnow
 
@@ -130,13 +130,14 @@ async def renew(
 ) -> bool:
     """Extend our lease on one row; False when it is no longer ours (with a Hold: this claim's)."""
     ours = owner.where(model) if isinstance(owner, Hold) else model.leased_by == owner
-    result = await session.execute(
+    changed = await rows_changed(
+        session,
         update(model)
         .where(model.id == row_id, ours)
         .values(leased_until=until(session, lease_seconds))
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 async def release_all(session: AsyncSession, model: Any, owner: str) -> None:

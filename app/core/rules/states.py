@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Batch, BatchEvent, Delivery, Request
+from app.db.session import rows_changed
 from app.ground.clock import utcnow
 from app.ground.identity import process_name
 from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
@@ -167,13 +168,13 @@ async def move_requests(
     check(REQUEST_TRANSITIONS, from_status, to_status)
     moved = 0
     for chunk in _chunks(ids, 5000):
-        result = await session.execute(
+        moved += await rows_changed(
+            session,
             update(Request)
             .where(Request.id.in_(chunk), Request.status == from_status)
             .values(status=to_status, **values)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
-        moved += result.rowcount or 0
     return moved
 
 
@@ -220,13 +221,13 @@ async def move_deliveries(
     """Move every delivery matching `where` that is in one of `from_statuses`; returns how many."""
     for from_status in from_statuses:
         check(DELIVERY_TRANSITIONS, from_status, to_status)
-    result = await session.execute(
+    return await rows_changed(
+        session,
         update(Delivery)
         .where(Delivery.status.in_(from_statuses), *where)
         .values(status=to_status, **values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount or 0
 
 
 def move_delivery(delivery: Delivery, to_status: str) -> None:
