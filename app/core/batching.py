@@ -56,11 +56,11 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
 
     closed = []
     for group, batch in building.items():
-        group_stats = stats.get(group)
-        if group_stats is None:
+        pending = stats.get(group)
+        if pending is None:
             await end_empty_building(db, batch.id)
             continue
-        reason = _close_reason(batch, group_stats, settings, now)
+        reason = _close_reason(batch, pending, settings, now)
         if reason and await close_building(db, settings, batch.id, reason):
             closed.append(batch.id)
     return closed
@@ -91,7 +91,8 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        ids, total = [], 0
+        ids: list[int] = []
+        total = 0
         for request_id, size in candidates:
             if ids and total + size > settings.batch_max_bytes:
                 break
@@ -207,8 +208,9 @@ def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: date
 
 async def _locked_building(session: AsyncSession, batch_id: int) -> Batch | None:
     """The batch, locked, if it is still building and no other replica holds it."""
-    return await session.scalar(
+    locked = await session.scalar(
         select(Batch)
         .where(Batch.id == batch_id, Batch.status == BatchStatus.BUILDING)
         .with_for_update(skip_locked=True)
     )
+    return locked

@@ -283,4 +283,4 @@ def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
     cap = settings.delivery_backoff_max_seconds
     if result.retry_after_seconds is not None:
         return min(result.retry_after_seconds, cap)
-    return random.uniform(0.5, 1.0) * min(cap, settings.delivery_backoff_base_seconds * 2 ** (attempts - 1))
+    return random.uniform(0.5, 1.0) * min(cap, settings.delivery_backoff_base_seconds * 2.0 ** (attempts - 1))

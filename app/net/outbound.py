@@ -48,7 +48,7 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
 
 def backoff_seconds(base: float, attempt: int) -> float:
     """Exponential backoff from `base` for the n-th try (1-based), with jitter in [0.5, 1]."""
-    return base * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+    return base * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)

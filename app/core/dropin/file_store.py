@@ -279,6 +279,11 @@ async def delete_expired(db: Database, data_dir: str, limit: int = 100) -> int:
     return len(expired)
 
 
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 async def sweep_leftovers(db: Database, data_dir: str, older_than: timedelta = LEFTOVER_AGE) -> int:
     """Delete what a crash left under DATA_DIR: spooled bodies, partial uploads, and stored
     bytes no `files` row names, all older than `older_than`; returns how many went."""
@@ -290,7 +295,7 @@ async def sweep_leftovers(db: Database, data_dir: str, older_than: timedelta = L
             ids = [path.name for path in stored[start : start + 1000]]
             named.update((await session.scalars(select(File.id).where(File.id.in_(ids)))).all())
     gone = [path for path in stale if path.name not in named]
-    await asyncio.to_thread(lambda: [path.unlink(missing_ok=True) for path in gone])
+    await asyncio.to_thread(_unlink_all, gone)
     return len(gone)
 
 

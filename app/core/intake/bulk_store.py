@@ -95,7 +95,8 @@ def _sqlite_statement(count: int) -> str:
 
 async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
     dialect = db.engine.dialect
-    when = DateTimeUTC(timezone=True).dialect_impl(dialect).bind_processor(dialect)(created_at)
+    bind = DateTimeUTC(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    when = bind(created_at) if bind else created_at
     ids: dict[str, int] = {}
     async with db.engine.begin() as connection:
         driver: Any = (await connection.get_raw_connection()).driver_connection

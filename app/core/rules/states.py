@@ -19,7 +19,10 @@ from app.ground.clock import utcnow
 from app.ground.identity import process_name
 from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
 
-B, R, D = BatchStatus, RequestStatus, DeliveryStatus
+# Short names, written one a line so that they are type aliases too (`status: R`).
+B = BatchStatus
+R = RequestStatus
+D = DeliveryStatus
 
 # Where a native request's custom_id is unique: all of them share this one scope. A drop-in
 # batch's requests are unique within the batch (their scope is `batch_scope(batch_id)`).

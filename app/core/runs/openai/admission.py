@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.rules import leases, states
@@ -58,9 +59,11 @@ async def _estimate(db: Database, batch_id: int) -> int:
         if not rows:
             return total
         after = rows[-1][0]
-        total += await asyncio.to_thread(
-            lambda rows=rows: sum(tokens.estimate(body, tokens.encoding_for(m)) for _, m, body in rows)
-        )
+        total += await asyncio.to_thread(_count, rows)
+
+
+def _count(rows: Sequence[Row[tuple[int, str, dict[str, Any]]]]) -> int:
+    return sum(tokens.estimate(body, tokens.encoding_for(model)) for _, model, body in rows)
 
 
 async def admit(db: Database, settings: Settings, owner: str, at_most: int) -> list[int]:

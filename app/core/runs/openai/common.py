@@ -111,7 +111,7 @@ def error_text(exc: Exception) -> str:
 
 def backoff(base: float, failures: int) -> float:
     """Doubling per failure, capped, with jitter so batches that failed together spread out."""
-    return min(base * 2 ** (failures - 1), MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
+    return min(base * 2.0 ** (failures - 1), MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
 
 
 def duration(seconds: float) -> str:
