@@ -74,8 +74,12 @@ class RabbitMQChannel:
             if queue:
                 await self._check_queue(queue)
                 exchange = channel.default_exchange
-            else:
+            elif exchange_name:
                 exchange = await self._exchange(channel, exchange_name)
+            else:  # intake lets no such target in
+                return SendResult(
+                    Outcome.PERMANENT_FAILURE, error="the target names no queue and no exchange"
+                )
             await exchange.publish(
                 _amqp_message(message), routing_key, mandatory=True, timeout=self.timeout_seconds
             )

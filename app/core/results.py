@@ -24,12 +24,17 @@ USAGE_COLUMNS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_to
 
 
 class Finished(Protocol):
-    """What a result line is made of: a Request, or a row of these columns."""
+    """What a result line is made of: a Request, or a row of these columns (read only: a
+    Request's id is)."""
 
-    id: int
-    custom_id: str
-    response: dict[str, Any] | None
-    error: dict[str, Any] | None
+    @property
+    def id(self) -> int: ...
+    @property
+    def custom_id(self) -> str: ...
+    @property
+    def response(self) -> dict[str, Any] | None: ...
+    @property
+    def error(self) -> dict[str, Any] | None: ...
 
 
 def output_line(request: Finished) -> dict[str, Any]:

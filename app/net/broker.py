@@ -39,7 +39,7 @@ class BackoffConnection(RobustConnection):
     down_since: float | None = None
     max_interval: float = 30.0
 
-    @property  # type: ignore[override]
+    @property
     def reconnect_interval(self) -> float:
         return (
             FIRST_RETRY_SECONDS
@@ -100,7 +100,7 @@ class BrokerConnection:
     async def channel(self, **options: Any) -> AbstractRobustChannel:
         """A robust channel: aio-pika reopens it, with its queues and consumers, after a reconnect."""
         connection = await self.wait_connected()
-        return await connection.channel(**options)  # type: ignore[return-value]
+        return await connection.channel(**options)
 
     async def close(self) -> None:
         self._set("closed")  # first, so the close below is not reported as a lost connection

@@ -20,6 +20,8 @@ from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
 STATUSES = list(states.BATCH_TRANSITIONS)
+# The files a batch page offers for download, by name.
+_FILES: dict[str, exports.Kind] = {"input.jsonl": "input", "output.jsonl": "output", "error.jsonl": "error"}
 
 
 class BatchPages(Controller):
@@ -69,10 +71,10 @@ class BatchPages(Controller):
 
     @get("/{batch_id:int}/{filename:str}")
     async def download(self, state: State, batch_id: RowId, filename: FromPath[str]) -> Stream:
-        kind = filename.removesuffix(".jsonl")
-        if kind not in ("input", "output", "error") or not filename.endswith(".jsonl"):
+        kind = _FILES.get(filename)
+        if kind is None:
             raise NotFoundException(f"No file {filename!r}: try input.jsonl, output.jsonl or error.jsonl.")
-        chunks = await exports.batch_file(app_state(state).db, batch_id, kind)  # type: ignore[arg-type]
+        chunks = await exports.batch_file(app_state(state).db, batch_id, kind)
         return Stream(
             chunks,
             media_type="application/x-ndjson",

@@ -21,12 +21,12 @@ from app.db.models import Batch, BatchEvent, File
 
 BATCH_ID = re.compile(re.escape(PREFIX[OPENAI_ORIGIN]) + r"([1-9][0-9]{0,17})")
 # Ended statuses whose OpenAI name waits for the files: (before the files, after them).
-ENDED = {
+ENDED: dict[str, tuple[str, str]] = {
     B.DONE: ("finalizing", "completed"),
     B.CANCELLED: ("cancelling", "cancelled"),
     B.EXPIRED: ("finalizing", "expired"),
 }
-RUNNING = {
+RUNNING: dict[str, str] = {
     B.BUILDING: "validating",
     B.READY: "validating",
     B.SUBMITTING: "validating",
@@ -184,7 +184,7 @@ def batch_out(dropin: DropinBatch) -> BatchOut:
 def _phase_times(b: Batch, status: str, events: list[BatchEvent]) -> dict[str, int | None]:
     """When the batch entered each OpenAI phase, from its timeline; terminal times only once
     the batch shows that terminal status."""
-    first = {}
+    first: dict[str, datetime] = {}
     for event in events:
         first.setdefault(event.to_status, event.at)
     finalizing = first.get(B.COLLECTING)
@@ -207,7 +207,8 @@ def _errors(error: dict[str, Any] | None) -> BatchErrorsOut | None:
     failure (a run that could not go on) becomes one entry."""
     if not error:
         return None
-    items = error.get("data") if isinstance(error.get("data"), list) else [error]
+    data = error.get("data")
+    items: list[Any] = data if isinstance(data, list) else [error]
     return BatchErrorsOut(
         [
             BatchErrorOut(

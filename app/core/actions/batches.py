@@ -28,7 +28,7 @@ DROPIN_CANCELLED_ERROR = {
 
 # Which requests a cancel ends, by the batch's status. A building batch has no requests of its
 # own yet: it stands for its group's pending requests, so cancelling it cancels those.
-_CANCELLABLE_REQUESTS = {
+_CANCELLABLE_REQUESTS: dict[str, RequestStatus] = {
     BatchStatus.BUILDING: RequestStatus.PENDING,
     BatchStatus.READY: RequestStatus.BATCHED,
     BatchStatus.PROCESSING: RequestStatus.PROCESSING,
@@ -218,7 +218,8 @@ async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: s
         batch = await _locked_batch(session, batch_id)
         of_batch = Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id))
         ended_of_batch = select(Delivery.request_id).where(of_batch, Delivery.status.in_(ended))
-        ids = list((await session.scalars(ended_of_batch)).all())
+        # A batch event's delivery has no request: none is of the batch, but the column may be NULL.
+        ids = [i for i in (await session.scalars(ended_of_batch)).all() if i is not None]
         moved = await states.move_deliveries(
             session,
             [of_batch],

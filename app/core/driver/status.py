@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.backends.base import BackendStatus, EmbeddedStatus
+from app.backends.base import BackendStatus
+from app.backends.base import EmbeddedStatus as EmbeddedStatus  # what faces show of the model server
 from app.core.driver.worker import Worker
 from app.db.session import Database
 from app.ground.config import Settings

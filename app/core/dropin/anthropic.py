@@ -153,7 +153,8 @@ def _within_bounds(source: IO[bytes]) -> None:
 def _entries(source: IO[bytes], shape: Shape) -> Iterator[Any]:
     """The entries of the body's request list, one at a time; numbers with a fraction are
     floats (ijson's default, Decimal, would not store as JSON)."""
-    return ijson.items(_entry_events(ijson.parse(source, use_float=True), shape), ENTRY)
+    entries: Iterator[Any] = ijson.items(_entry_events(ijson.parse(source, use_float=True), shape), ENTRY)
+    return entries
 
 
 def _entry_events(events: Iterator[Event], shape: Shape) -> Iterator[Event]:

@@ -31,7 +31,7 @@ OUTPUT_FILE_MAX_BYTES = 2**62  # produced files are as large as their batch
 OUTPUT_FILE_RETENTION = timedelta(days=30)
 CLAIM = 10
 # A batch in these statuses can still expire; submitting and cancelling are moving on their own.
-EXPIRABLE = {B.READY: R.BATCHED, B.PROCESSING: R.PROCESSING}
+EXPIRABLE: dict[str, R] = {B.READY: R.BATCHED, B.PROCESSING: R.PROCESSING}
 
 
 async def step(db: Database, data_dir: str, owner: str, lease_seconds: float) -> bool:
@@ -108,7 +108,8 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
     produced: dict[str, str | None] = {"output": None, "error": None}
     # Anthropic results are read straight from the requests (GET .../results); OpenAI's are file_store.
     if origin != ANTHROPIC_ORIGIN:
-        for kind, count in (("output", succeeded), ("error", unfinished)):
+        files: tuple[tuple[exports.Kind, int], ...] = (("output", succeeded), ("error", unfinished))
+        for kind, count in files:
             if count > 0:
                 chunks = await exports.batch_file(db, batch_id, kind, results.file_line)
                 produced[kind] = (await _store(db, data_dir, batch_id, kind, chunks, lifetime)).id

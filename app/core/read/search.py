@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, func
 
 MAX_CHAR = 0x10FFFF
 SURROGATES = range(0xD800, 0xE000)
@@ -39,7 +39,7 @@ def after_prefix(prefix: str) -> str | None:
     return stem[:-1] + chr(following)
 
 
-def contains(column: Any, text: str, *, postgres: bool) -> ColumnElement[bool]:
+def contains(column: SQLColumnExpression[str], text: str, *, postgres: bool) -> ColumnElement[bool]:
     """`column` contains `text` (non-empty), case-sensitive."""
     if postgres:
         return column.like(f"%{escape_like(text)}%", escape="\\")

@@ -79,10 +79,12 @@ DELIVERY_ENDED = (D.DELIVERED, D.DELIVERY_FAILED)
 # (processing again after a token_limit_exceeded or a retry) is dropped there, not here.
 BATCH_ANNOUNCED = BATCH_TERMINAL | {B.PROCESSING, B.COLLECTING}
 
-# Phase timestamps a batch gets when it enters a status.
-_BATCH_PHASE_COLUMN = {B.READY: "ready_at", B.PROCESSING: "submitted_at"} | dict.fromkeys(
-    BATCH_TERMINAL, "finished_at"
-)
+# Phase timestamps a batch gets when it enters a status (keyed by str, as a row holds it).
+_BATCH_PHASE_COLUMN: dict[str, str] = {
+    B.READY: "ready_at",
+    B.PROCESSING: "submitted_at",
+    **dict.fromkeys(BATCH_TERMINAL, "finished_at"),
+}
 
 
 class TransitionError(ValueError):
