@@ -27,7 +27,7 @@ from app.api.openai import OPENAI_ROUTERS
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
-from app.backends.base import EmbeddedStatus
+from app.backends.base import BatchAPI, EmbeddedStatus, LineRunner
 from app.backends.embedded import EmbeddedServer
 from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
@@ -46,6 +46,7 @@ from app.db.session import Database
 from app.ground.config import Settings
 from app.ground.steps import wake_nothing
 from app.net.broker import Broker, BrokerStatus, rabbitmq_status
+from app.net.outbound import Adapter
 from app.ui import ui_router
 from app.ui.render import register_filters
 from app.web.auth import RequireApiKey
@@ -90,12 +91,15 @@ def api_routers() -> tuple[Router, Router]:
 
 def build_adapters(
     settings: Settings, broker: Broker | None, embedded: EmbeddedServer | None = None
-) -> tuple[LocalBackend, OpenAIBackend, dict[str, Channel]]:
-    """The backends and channels this process talks through, handed to the core."""
+) -> tuple[LineRunner, BatchAPI, dict[str, Channel]]:
+    """The backends and channels this process talks through, handed to the core. Each is typed
+    as the protocol the core asks for, so the type checker proves the adapter fits it."""
+    local: LineRunner = LocalBackend(settings, embedded)
+    openai: BatchAPI = OpenAIBackend(settings)
     channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
     if broker is not None:
         channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
-    return LocalBackend(settings, embedded), OpenAIBackend(settings), channels
+    return local, openai, channels
 
 
 def embedded_server(settings: Settings, runs_lines: bool) -> EmbeddedServer | None:
@@ -122,8 +126,8 @@ class Pipeline:
 
     broker: Broker | None
     embedded: EmbeddedServer | None
-    local: LocalBackend
-    openai: OpenAIBackend
+    local: LineRunner
+    openai: BatchAPI
     channels: dict[str, Channel]
     worker: Worker | None
     consumer: IntakeConsumer | None
@@ -176,7 +180,8 @@ class Pipeline:
         finally:
             if self.embedded:  # after the worker, so no line is sent to it as it stops
                 await self.embedded.stop()
-        for adapter in (self.local, self.openai, *self.channels.values()):
+        adapters: list[Adapter] = [self.local, self.openai, *self.channels.values()]
+        for adapter in adapters:
             await adapter.close()
 
 

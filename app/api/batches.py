@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
@@ -32,7 +33,7 @@ def _not_found_or(conflict: str) -> dict[int, ResponseSpec]:
     return documented_errors({404: NO_SUCH_BATCH, 409: conflict})
 
 
-def _batch_action(verb: str, summary: str, conflict: str) -> Any:
+def _batch_action(verb: str, summary: str, conflict: str) -> HTTPRouteHandler:
     """The route of POST /api/batches/{id}/{verb}: 202, or 404 / 409 in the error format."""
     return post(
         f"/{{batch_id:int}}/{verb}",

@@ -6,6 +6,7 @@ import logging
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.core.read import stats
@@ -27,7 +28,7 @@ async def metrics_text(state: State) -> Response[bytes]:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def metrics_route(public: bool) -> object:
+def metrics_route(public: bool) -> HTTPRouteHandler:
     """The /metrics handler: open, or behind the API key check (METRICS_PUBLIC=false)."""
     return get(
         "/metrics",

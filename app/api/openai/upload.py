@@ -11,6 +11,7 @@ is in `fields` once the file's bytes have been read to their end.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TypeAlias
 
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
@@ -18,6 +19,8 @@ from app.api.openai.errors import invalid
 
 FIELD_MAX_BYTES = 64 * 1024
 MAX_PARTS = 32
+# What the parser yields: a part's headers, a piece of its body, or None where the part ends.
+Event: TypeAlias = MultipartSegment | bytes | bytearray | None
 
 
 class Upload:
@@ -29,7 +32,7 @@ class Upload:
         self._file_field = file_field
         self._parts = self._parse(body, boundary)
 
-    async def _parse(self, body: AsyncIterator[bytes], boundary: str) -> AsyncGenerator[object, None]:
+    async def _parse(self, body: AsyncIterator[bytes], boundary: str) -> AsyncGenerator[Event, None]:
         try:
             with PushMultipartParser(boundary, max_segment_count=MAX_PARTS) as parser:
                 async for chunk in body:
@@ -61,7 +64,7 @@ class Upload:
             elif part is not None:
                 if name is None:
                     continue
-                value.extend(part)  # type: ignore[arg-type]
+                value.extend(part)
                 if len(value) > FIELD_MAX_BYTES:
                     raise invalid("invalid_multipart", f"Form field {name!r} is too long.", name)
             elif name is not None:
@@ -75,7 +78,7 @@ class Upload:
             if part is None:
                 break
             if not isinstance(part, MultipartSegment):
-                yield bytes(part)  # type: ignore[arg-type]
+                yield bytes(part)
         await self._fields(stop_at_file=False)
 
     async def close(self) -> None:
