@@ -242,7 +242,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # The drop-in faces' request ids (x-request-id, request-id) on every answer they give.
         before_send=[stamp_request_id],
         csrf_config=cookies.csrf,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         template_config=TemplateConfig(
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters
         ),

@@ -373,7 +373,7 @@ async def measure(
     async def fetch() -> float:
         nonlocal body
         if page.uncached:
-            stats.dashboard.forget()  # type: ignore[attr-defined]
+            stats.dashboard.forget()
         start = time.perf_counter()
         if not page.path:
             await stats.dashboard(db)

@@ -8,6 +8,7 @@ from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from app.api.schemas import ErrorBody, ErrorItem, error_item
 from app.core.rules.errors import BatchgateError
@@ -72,4 +73,8 @@ def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorBody]:
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, [item])
 
 
-EXCEPTION_HANDLERS = {BatchgateError: batchgate_error, HTTPException: http_error, Exception: internal_error}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    BatchgateError: batchgate_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

@@ -112,7 +112,8 @@ class LocalBackend:
             finally:
                 # One end mark per worker, even after an error; none when torn down with the
                 # workers, as no one is left to take them.
-                if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                feeding = asyncio.current_task()
+                if feeding is not None and not feeding.cancelling():
                     for _ in range(self.concurrency):
                         await todo.put(None)
 

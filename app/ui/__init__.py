@@ -17,7 +17,7 @@ ui_router = Router(
     path="/",
     route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages, KeyPages, login_form, login, logout],
     guards=[require_login],
-    exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},  # type: ignore[dict-item]
+    exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},
     include_in_schema=False,
     # The query parameters every list page shares: search, status and where the page starts.
     dependencies={"listing": Provide(listing, sync_to_thread=False)},

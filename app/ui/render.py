@@ -19,6 +19,7 @@ from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
+from litestar.types import ExceptionHandlersMap
 
 from app.core.read.pages import PAGE_SIZES, Page
 from app.core.read.queries import ListQuery
@@ -127,7 +128,11 @@ def ui_error(request: HttpRequest, exc: Exception) -> Response[Any]:
     )
 
 
-UI_EXCEPTION_HANDLERS = {BatchgateError: ui_error, NotFoundException: ui_error, HTTPException: ui_error}
+UI_EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    BatchgateError: ui_error,
+    NotFoundException: ui_error,
+    HTTPException: ui_error,
+}
 
 
 def qs(query: Any, **changes: Any) -> str:

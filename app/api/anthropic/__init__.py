@@ -23,7 +23,7 @@ def _router(mount: str) -> Router:
     return Router(
         path=mount,
         route_handlers=[MessageBatchController],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequireApiKey()],
         opt={"mount": mount, **request_id_header("request-id")},
         # One mount is documented; the others are the same API under other prefixes.

@@ -15,6 +15,7 @@ import msgspec
 from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import ExceptionHandlersMap
 
 from app.core.rules.errors import BatchgateError
 from app.formats.anthropic_messages import error_body
@@ -97,4 +98,8 @@ def internal_error(request: HttpRequest, exc: Exception) -> Response[dict[str, A
     return error_response(500, "Something went wrong on our side; it has been logged.")
 
 
-EXCEPTION_HANDLERS = {BatchgateError: batchgate_error, HTTPException: http_error, Exception: internal_error}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    BatchgateError: batchgate_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

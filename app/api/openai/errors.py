@@ -9,6 +9,7 @@ import msgspec
 from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import ExceptionHandlersMap
 
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem
 from app.web.auth import KeyRefused
@@ -98,7 +99,7 @@ def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorOut]:
     return answer(500, "Something went wrong on our side; it has been logged.", "internal_error")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     BatchgateError: core_error,
     KeyRefused: key_refused,
     HTTPException: http_error,

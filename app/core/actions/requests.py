@@ -92,7 +92,8 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
             detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."
             raise Conflict(Problem("not_finished", "Request has no result yet", detail))
         config = request.delivery or {}
-        if config.get("type") not in results.DELIVERING_CHANNELS:
+        new_row = results.delivery_row(request.id, config, utcnow())
+        if new_row is None:  # its config sends nowhere
             raise Conflict(
                 Problem(
                     "no_delivery", "Nothing to deliver", f"Request {custom_id!r} has no delivery destination."
@@ -102,7 +103,7 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
             return delivery  # already queued: redelivering again is a no-op, not an error
         if delivery is None:
             # Its delivery config was 'none' when it finished and has since been edited.
-            delivery = Delivery(**results.delivery_row(request.id, config, utcnow()))  # type: ignore[arg-type]
+            delivery = Delivery(**new_row)
             session.add(delivery)
         else:
             states.move_delivery(delivery, DeliveryStatus.PENDING)

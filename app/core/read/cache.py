@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from app.db.session import Database
 
@@ -14,18 +14,26 @@ CACHE_SECONDS = 5.0
 T = TypeVar("T")
 
 
-def per_database(compute: Callable[[Database], Awaitable[T]]) -> Callable[[Database], Awaitable[T]]:
+class PerDatabase(Generic[T]):
     """`compute(db)`, reused while its answer for that database is under CACHE_SECONDS old."""
-    answers: dict[str, tuple[float, T]] = {}
 
-    @functools.wraps(compute)
-    async def cached(db: Database) -> T:
-        hit = answers.get(db.url)
+    def __init__(self, compute: Callable[[Database], Awaitable[T]]) -> None:
+        self._compute = compute
+        self._answers: dict[str, tuple[float, T]] = {}
+        functools.update_wrapper(self, compute)
+
+    async def __call__(self, db: Database) -> T:
+        hit = self._answers.get(db.url)
         if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
             return hit[1]
-        answer = await compute(db)
-        answers[db.url] = (time.monotonic(), answer)
+        answer = await self._compute(db)
+        self._answers[db.url] = (time.monotonic(), answer)
         return answer
 
-    cached.forget = answers.clear  # type: ignore[attr-defined]  # bench.ui times the uncached path
-    return cached
+    def forget(self) -> None:
+        """Drop every answer: bench.ui times the uncached path."""
+        self._answers.clear()
+
+
+def per_database(compute: Callable[[Database], Awaitable[T]]) -> PerDatabase[T]:
+    return PerDatabase(compute)

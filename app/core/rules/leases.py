@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,16 @@ from app.ground import metrics
 from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
+
+class HasStatus(Protocol):
+    """A row with a status column (a batch, a request, a delivery)."""
+
+    @property
+    def status(self) -> str: ...
+
+
+StatusRow = TypeVar("StatusRow", bound=HasStatus)
 
 
 @dataclass(frozen=True)
@@ -60,11 +69,13 @@ def release(row: Any) -> None:
     row.leased_until = None
 
 
-async def lock(session: AsyncSession, model: type[T], row_id: int, *statuses: str) -> T | None:
+async def lock(
+    session: AsyncSession, model: type[StatusRow], row_id: int, *statuses: str
+) -> StatusRow | None:
     """Lock one row for the rest of the transaction; None when it is gone or, when `statuses`
     are given, in none of them (the pipeline or an operator moved it meanwhile)."""
     row = await session.get(model, row_id, with_for_update=True)
-    if row is None or (statuses and row.status not in statuses):  # type: ignore[attr-defined]
+    if row is None or (statuses and row.status not in statuses):
         return None
     return row
 
