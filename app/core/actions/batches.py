@@ -14,6 +14,7 @@ from app.core import results
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
+from app.core.runs.openai import remote_files
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database, rows_changed
 from app.ground.clock import utcnow
@@ -182,14 +183,14 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
             delete(Request).where(Request.batch_id == batch_id).execution_options(synchronize_session=False),
         )
         await session.execute(delete(BatchEvent).where(BatchEvent.batch_id == batch_id))
-        remote_files = [
+        remote_file_ids = [
             f
             for f in (batch.input_file_id, batch.output_file_id, batch.error_file_id)
             if f and batch.backend == "openai" and batch.files_deleted_at is None
         ]
         await session.delete(batch)
-    if remote_files and openai is not None:
-        await remote_files.delete_remote_files(openai, remote_files)
+    if remote_file_ids and openai is not None:
+        await remote_files.delete_remote_files(openai, remote_file_ids)
     return deleted
 
 
