@@ -53,7 +53,7 @@ from app.ground.clock import utcnow
 from app.ground.config import Settings
 from bench import summary
 from bench.common import fresh_database, print_table
-from tests.standins.serve import serve
+from testkit.standins.serve import serve
 
 BATCH_SIZE = 1000
 MODELS = ("gpt-4o-mini", "gpt-4.1-nano", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "mistral-small")

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins.asgi import Relay
-from tests.standins.inference import InferenceStandin
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import (
+from testkit import (
     Amqp,
     StartApp,
     amqp_client,
@@ -25,6 +20,11 @@ from tests.support import (
     run_app,
     sqlite_url,
 )
+from testkit.standins.asgi import Relay
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.serve import serve
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -15,8 +15,8 @@ from app.formats.anthropic_messages import (
     to_chat,
     to_message,
 )
-from tests.standins.inference import InferenceStandin
-from tests.support import fast_settings
+from testkit import fast_settings
+from testkit.standins.inference import InferenceStandin
 
 
 def _chat(text: str = "hi", finish_reason: str = "stop", **choice: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from app.asgi import create_app
 from app.ground.config import Settings
-from tests.support import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload
+from testkit import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload
 
 KEYS = ("key-one-7f3a", "key-two-c91d")
 WRONG = "sk-wrong-0b2e"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import StartApp, fast_settings
+from testkit import StartApp, fast_settings
 
 HUGE = "9" * 20
 REQUEST = '{"custom_id":"%s","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"%s"}]},"delivery_config":{"type":"none"}}'  # noqa: E501

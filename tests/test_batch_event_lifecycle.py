@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from app.ground.steps import Step
-from tests.standins.inference import InferenceStandin
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import Received, WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
-from tests.support.openai import batches, finished, openai_settings, submit
-from tests.support.openai_sdk import line, new_batch, sdk, upload
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.openai import batches, finished, openai_settings, submit
+from testkit.openai_sdk import line, new_batch, sdk, upload
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import Received, WebhookReceiver
 
 LIFECYCLE = ["batch.created", "batch.in_progress", "batch.finalizing", "batch.completed"]
 

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from app.db.models import BatchEvent
 from app.ground.steps import Step
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import Received, WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
-from tests.support.openai_sdk import call, line, new_batch, sdk, until_status, upload
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.openai_sdk import call, line, new_batch, sdk, until_status, upload
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import Received, WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"batch events secret, 32 bytes ok").decode()
 RESULTS_SECRET = "whsec_" + base64.b64encode(b"a different secret for results!!").decode()

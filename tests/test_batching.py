@@ -19,7 +19,7 @@ from app.db.migrate import upgrade
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database
 from app.ground.config import Settings
-from tests.support import (
+from testkit import (
     NO_DELIVERY,
     StartApp,
     chat,

@@ -18,9 +18,9 @@ from app.core.rules.errors import InvalidInput
 from app.core.runs.lines import input_line
 from app.db.models import Request
 from app.ground import metrics
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload, webhook
+from testkit import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload, webhook
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 BULK = "/api/requests/bulk"
 HOOK = "https://example.com/hook"

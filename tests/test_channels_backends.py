@@ -9,9 +9,9 @@ from app.backends.base import BatchLine
 from app.backends.local import RESULTS_WAITING_PER_SLOT, LocalBackend
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import fast_settings, wait_until
+from testkit import fast_settings, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 
 def message(url: str, custom_id: str = "c1") -> Message:

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from app.db.session import Database, is_unavailable
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import PG_ADMIN_DSN, PG_HOST, PG_PORT, postgres_database
+from testkit import PG_ADMIN_DSN, PG_HOST, PG_PORT, postgres_database
+from testkit.standins.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
 

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import select
 
 from app.db.models import Request
-from tests.standins.inference import InferenceStandin
-from tests.support import StartApp, fast_settings, wait_until
-from tests.support.apps import RunningApp
-from tests.support.openai_sdk import call, new_batch, sdk, until_status, upload
+from testkit import StartApp, fast_settings, wait_until
+from testkit.apps import RunningApp
+from testkit.openai_sdk import call, new_batch, sdk, until_status, upload
+from testkit.standins.inference import InferenceStandin
 from tests.test_dropin_anthropic import ended, results_of
 from tests.test_dropin_anthropic import sdk as anthropic_sdk
 

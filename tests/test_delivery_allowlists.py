@@ -12,8 +12,7 @@ from sqlalchemy import select
 
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.net.destinations import rabbitmq_refusal
-from tests.standins.inference import InferenceStandin
-from tests.support import (
+from testkit import (
     RABBITMQ_URL,
     Amqp,
     RunningApp,
@@ -23,6 +22,7 @@ from tests.support import (
     to_queue,
     wait_until,
 )
+from testkit.standins.inference import InferenceStandin
 
 ALLOWED_QUEUES = "bg_test_allowed_*, results-exact"
 ALLOWED_EXCHANGES = "bg_test_okex_*"

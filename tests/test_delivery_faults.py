@@ -12,10 +12,10 @@ from app.channels.webhook import WebhookChannel
 from app.core.runs.local import MAX_RUN_FAILURES
 from app.db.models import Delivery
 from app.ground.steps import Step
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
-from tests.support.faults import kill_runs
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.faults import kill_runs
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 POISON = b'{"detail":"bad\x00byte"}'
 

@@ -23,8 +23,8 @@ from app.core.dropin import create, file_store
 from app.core.dropin.anthropic import from_body
 from app.core.rules.errors import TooLarge
 from app.db.models import Batch, Request
-from tests.standins.inference import InferenceStandin
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.standins.inference import InferenceStandin
 
 FORWARDED = {"x-forwarded-proto": "https", "x-forwarded-host": "gw.example", "x-forwarded-prefix": "/llm/"}
 

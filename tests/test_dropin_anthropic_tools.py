@@ -11,8 +11,8 @@ import anthropic
 import pytest
 from anthropic.types import ToolUseBlock
 
-from tests.standins.inference import InferenceStandin
-from tests.support import StartApp, fast_settings
+from testkit import StartApp, fast_settings
+from testkit.standins.inference import InferenceStandin
 from tests.test_dropin_anthropic import ended, entry, refused, results_of, sdk
 
 WEATHER = {

@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from app.core.dropin import create, file_store
 from app.db.models import Batch, File, Request
 from app.ground.clock import utcnow
-from tests.standins.inference import InferenceStandin
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from testkit import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from testkit.standins.inference import InferenceStandin
 
 ENDPOINT = "/v1/chat/completions"
 

@@ -12,9 +12,9 @@ import pytest
 from openai.types import Batch, FileObject
 
 from app.api.anthropic.schemas import batch_id_of
-from tests.standins.inference import InferenceStandin
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.openai_sdk import ENDPOINT, call, line, new_batch, sdk, until_status, upload
+from testkit import RunningApp, StartApp, fast_settings
+from testkit.openai_sdk import ENDPOINT, call, line, new_batch, sdk, until_status, upload
+from testkit.standins.inference import InferenceStandin
 
 # What the real API fills on every completed batch (errors, metadata and the other ends may be null).
 ALWAYS_FILLED_WHEN_COMPLETED = [

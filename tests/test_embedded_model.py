@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import NO_DELIVERY, RunningApp, StartApp, chat, request_payload, wait_until
-from tests.support.processes import app_env, app_process
-from tests.support.realmodel import (
+from testkit import NO_DELIVERY, RunningApp, StartApp, chat, request_payload, wait_until
+from testkit.processes import app_env, app_process
+from testkit.realmodel import (
     MODEL,
     STARTUP_SECONDS,
     embedded_of,

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from app.core.dropin import file_store
 from app.core.rules.errors import BatchgateError
 from app.db.models import Batch, File, Request
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.openai_sdk import ENDPOINT
+from testkit import RunningApp, StartApp, fast_settings
+from testkit.openai_sdk import ENDPOINT
 
 
 async def count(app: RunningApp, table: Any) -> int:

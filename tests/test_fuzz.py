@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.databases import migrate, postgres_database, sqlite_url
-from tests.support.processes import app_env, app_process
+from testkit.databases import migrate, postgres_database, sqlite_url
+from testkit.processes import app_env, app_process
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from app.core.intake import group_commit
 from app.db.session import Database, is_unavailable
 from app.ground import metrics
 from app.ground.clock import utcnow
-from tests.support import fast_settings
-from tests.support.builders import NO_DELIVERY, request_payload
+from testkit import fast_settings
+from testkit.builders import NO_DELIVERY, request_payload
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from app.db.models import Batch, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.statuses import BatchStatus, RequestStatus
-from tests.standins.inference import InferenceStandin
-from tests.standins.serve import serve
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.serve import serve
 from tests.test_dropin_anthropic import ended, entry, results_of, sdk
 
 SLOW = "A-secret-SLOW5"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import RunningApp, StartApp, fast_settings
+from testkit import RunningApp, StartApp, fast_settings
 
 
 def valid(**changes: Any) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import request_payload, wait_until, webhook
-from tests.support.processes import app_env, app_process
+from testkit import request_payload, wait_until, webhook
+from testkit.processes import app_env, app_process
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 
 async def test_json_logs_carry_the_delivery_ids(

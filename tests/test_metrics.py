@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import StartApp, fast_settings, wait_until
-from tests.support.apps import RunningApp
-from tests.support.faults import kill_runs
+from testkit import StartApp, fast_settings, wait_until
+from testkit.apps import RunningApp
+from testkit.faults import kill_runs
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -25,7 +25,7 @@ async def test_downgrade_and_upgrade_again(database_url: str) -> None:
 
 async def test_app_refuses_to_start_on_an_unmigrated_database(tmp_path) -> None:
     from app.asgi import create_app
-    from tests.support import fast_settings
+    from testkit import fast_settings
 
     app = create_app(fast_settings(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"))
     with pytest.raises(BaseException) as info:  # Litestar wraps it in an ExceptionGroup
@@ -39,7 +39,7 @@ async def test_sqlite_ids_are_never_reused_after_the_upgrade_that_keeps_every_ro
     # a deleted newest row is never handed out again (it was before: issue 24).
     import sqlite3
 
-    from tests.support import sqlite_url
+    from testkit import sqlite_url
 
     url = sqlite_url(tmp_path)
     await asyncio.to_thread(upgrade, url, "0009")
@@ -78,7 +78,7 @@ async def test_sqlite_tables_keep_autoincrement_through_every_rebuild(tmp_path) 
     import importlib
     import sqlite3
 
-    from tests.support import sqlite_url
+    from testkit import sqlite_url
 
     id_tables = importlib.import_module("migrations.versions.0010_ids_never_reused").ID_TABLES
     url = sqlite_url(tmp_path)

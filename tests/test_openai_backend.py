@@ -8,11 +8,8 @@ from sqlalchemy import select
 
 from app.db.models import Request
 from app.ground.steps import Step
-from tests.standins.asgi import Relay, Scope
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, request_payload, wait_until
-from tests.support.openai import (
+from testkit import RunningApp, StartApp, request_payload, wait_until
+from testkit.openai import (
     MODEL,
     batches,
     delivered_bodies,
@@ -21,6 +18,9 @@ from tests.support.openai import (
     reasons,
     submit,
 )
+from testkit.standins.asgi import Relay, Scope
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
 
 
 async def test_requests_are_uploaded_polled_collected_and_delivered(

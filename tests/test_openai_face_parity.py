@@ -14,10 +14,10 @@ import pytest
 from anthropic import AsyncAnthropic
 from openai import OpenAI
 
-from tests.standins.inference import InferenceStandin
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.openai_sdk import ENDPOINT, call, line, new_batch, sdk, until_status, upload
-from tests.support.properties import kept_files
+from testkit import RunningApp, StartApp, fast_settings
+from testkit.openai_sdk import ENDPOINT, call, line, new_batch, sdk, until_status, upload
+from testkit.properties import kept_files
+from testkit.standins.inference import InferenceStandin
 
 DAY = 24 * 3600
 EMBEDDINGS = "/v1/embeddings"

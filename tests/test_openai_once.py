@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from app.core.runs.openai.once import BATCH_ID_KEY, SUBMISSION_KEY
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import StartApp, migrate, postgres_database, wait_until
-from tests.support.faults import kill_submission
-from tests.support.openai import batches, finished, openai_settings, reasons, submit
+from testkit import StartApp, migrate, postgres_database, wait_until
+from testkit.faults import kill_submission
+from testkit.openai import batches, finished, openai_settings, reasons, submit
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.tcp_proxy import TcpProxy
 
 IDS = ("once/1", "once/2")
 

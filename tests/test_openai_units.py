@@ -18,7 +18,7 @@ from app.core.runs.openai import tables as model_tables
 from app.db.models import Batch
 from app.ground.clock import utcnow
 from app.ground.config import Settings, parse_routes
-from tests.support import StartApp, fast_settings, request_payload
+from testkit import StartApp, fast_settings, request_payload
 
 
 def line(status: int | None = None, error: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:

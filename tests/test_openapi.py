@@ -11,10 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from app.db.migrate import upgrade
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import (
+from testkit import (
     RunningApp,
     StartApp,
     check,
@@ -23,6 +20,9 @@ from tests.support import (
     request_payload,
     wait_until,
 )
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.tcp_proxy import TcpProxy
 
 
 async def test_real_answers_match_the_published_schema(

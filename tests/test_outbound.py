@@ -11,8 +11,8 @@ import httpcore
 import pytest
 
 from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, post_json, retry_after_seconds
-from tests.standins.inference import InferenceStandin
-from tests.standins.serve import serve
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.serve import serve
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ from sqlalchemy import select, update
 
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.ground.config import Settings
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 BASE = 40.0  # DELIVERY_BACKOFF_BASE_SECONDS
 CAP = 100.0  # DELIVERY_BACKOFF_MAX_SECONDS

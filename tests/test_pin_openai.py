@@ -14,10 +14,10 @@ from sqlalchemy import update
 
 from app.db.models import Batch
 from app.ground.config import Settings
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, wait_until
-from tests.support.openai import batches, finished, openai_settings, reasons, submit
+from testkit import RunningApp, StartApp, wait_until
+from testkit.openai import batches, finished, openai_settings, reasons, submit
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
 
 HOUR = 3600.0
 

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from app.db.models import Batch, Delivery, DeliveryAttempt, Request
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from app.core.dropin.anthropic import CUSTOM_ID
 from app.core.intake.schema import MODEL_MAX_CHARS
-from tests.support import StartApp, fast_settings
-from tests.support.properties import (
+from testkit import StartApp, fast_settings
+from testkit.properties import (
     EXAMPLES,
     TABLES,
     Drawn,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
-from tests.support import StartApp, fast_settings
-from tests.support.properties import (
+from testkit import StartApp, fast_settings
+from testkit.properties import (
     EXAMPLES,
     TABLES,
     Drawn,

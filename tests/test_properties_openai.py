@@ -12,8 +12,8 @@ import re
 from hypothesis import strategies as st
 
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.properties import (
+from testkit import RunningApp, StartApp, fast_settings
+from testkit.properties import (
     EXAMPLES,
     TABLES,
     Drawn,

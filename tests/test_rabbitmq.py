@@ -12,9 +12,7 @@ from sqlalchemy import func, select
 from app.core import delivery as deliveries
 from app.db.models import Delivery, DeliveryAttempt, Request
 from app.net.broker import BackoffConnection
-from tests.standins.inference import InferenceStandin
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import (
+from testkit import (
     PG_HOST,
     PG_PORT,
     RABBITMQ_URL,
@@ -34,6 +32,8 @@ from tests.support import (
     to_queue,
     wait_until,
 )
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -13,8 +13,8 @@ import anthropic
 import openai
 import pytest
 
-from tests.support import StartApp, wait_until
-from tests.support.realmodel import MODEL, embedded_settings, require_model, wait_ready
+from testkit import StartApp, wait_until
+from testkit.realmodel import MODEL, embedded_settings, require_model, wait_ready
 
 pytestmark = pytest.mark.xdist_group("realmodel")  # one model server at a time on 2 cores
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import (
+from testkit import (
     NO_DELIVERY,
     RunningApp,
     StartApp,
@@ -18,6 +16,8 @@ from tests.support import (
     wait_until,
     webhook,
 )
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 PATH = "/api/requests"
 

@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 
 from app.db.models import Delivery, Request
 from app.db.session import Database
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import StartApp, fast_settings, request_payload, wait_until, webhook
-from tests.support.processes import app_env, app_process, kill
+from testkit import StartApp, fast_settings, request_payload, wait_until, webhook
+from testkit.processes import app_env, app_process, kill
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 COUNT = 120
 

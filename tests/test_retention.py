@@ -26,8 +26,7 @@ from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, File, Re
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.steps import Step
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.support import (
+from testkit import (
     StartApp,
     check,
     fast_settings,
@@ -37,7 +36,8 @@ from tests.support import (
     sqlite_url,
     wait_until,
 )
-from tests.support.openai import openai_settings
+from testkit.openai import openai_settings
+from testkit.standins.openai_batch import OpenAIBatchStandin
 
 HX = {"HX-Request": "true"}
 OLD, RECENT = 40, 5  # days since the end; RETENTION_DAYS is 30

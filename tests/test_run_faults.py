@@ -10,12 +10,12 @@ import pytest
 
 from app.core.runs.lines import LINES_PAGE
 from app.core.runs.local import MAX_RUN_FAILURES
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import RunningApp, StartApp, fast_settings, migrate, postgres_database, wait_until
-from tests.support.faults import kill_runs
-from tests.support.openai_sdk import line, new_batch, sdk, until_status, upload
+from testkit import RunningApp, StartApp, fast_settings, migrate, postgres_database, wait_until
+from testkit.faults import kill_runs
+from testkit.openai_sdk import line, new_batch, sdk, until_status, upload
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.tcp_proxy import TcpProxy
 
 
 async def batch_of(app: RunningApp, custom_id: str) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from app.db.session import Database
-from tests.support import StartApp, fast_settings, new_batch, request_payload
+from testkit import StartApp, fast_settings, new_batch, request_payload
 
 HX = {"HX-Request": "true"}
 NOWHERE = {"type": "none"}

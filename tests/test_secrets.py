@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import StartApp, fast_settings, migrate, postgres_database, request_payload, webhook
+from testkit import StartApp, fast_settings, migrate, postgres_database, request_payload, webhook
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 API_KEY = "bgkey-api-1f6d0c"
 SECRETS = {

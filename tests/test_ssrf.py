@@ -12,10 +12,10 @@ import pytest
 from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
 from app.net import destinations
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import StartApp, fast_settings
-from tests.support.tls import self_signed
+from testkit import StartApp, fast_settings
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.serve import serve
+from testkit.tls import self_signed
 
 METADATA_SPELLINGS = [
     "169.254.169.254",

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from app.core.rules import states
 from app.db.models import Batch, Delivery, Request, RequestEvent, Setting
 from app.ground.clock import utcnow
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, new_batch, request_payload, wait_until
+from testkit import RunningApp, StartApp, fast_settings, new_batch, request_payload, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 HX = {"HX-Request": "true"}
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from app.db.models import ApiKey
-from tests.support import RunningApp, StartApp, fast_settings, wait_until
-from tests.support.apps import with_csrf_token
+from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.apps import with_csrf_token
 
 KEY = "operator-key-5d1e"
 

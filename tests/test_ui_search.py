@@ -18,8 +18,8 @@ from app.db.migrate import alembic_config
 from app.db.models import Delivery, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
-from tests.support import migrate, postgres_database
-from tests.support.databases import PG_ADMIN_DSN
+from testkit import migrate, postgres_database
+from testkit.databases import PG_ADMIN_DSN
 
 MAX = "\U0010ffff"
 IDS = [

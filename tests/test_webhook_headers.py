@@ -19,9 +19,9 @@ from app.channels.base import Message
 from app.channels.webhook import WebhookChannel
 from app.db.models import Batch, Delivery, Request
 from app.ground import logs, webhook_headers
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from testkit import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TOKEN = "Bearer receiver-token-7f3a9c"  # the value that must never be shown

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.browser import PageErrors, shot
+from testkit import RunningApp, StartApp, fast_settings
+from testkit.browser import PageErrors, shot
 
 KEY = "browser-key-41c2"
 

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from app.ground.config import Settings
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support.apps import RunningApp, fast_settings
-from tests.support.builders import request_payload
-from tests.support.waiting import wait_until
+from testkit.apps import RunningApp, fast_settings
+from testkit.builders import request_payload
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.waiting import wait_until
 
 MODEL = "gpt-4o-mini"
 FINISHED = {"succeeded", "failed", "cancelled", "expired"}

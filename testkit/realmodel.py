@@ -13,9 +13,9 @@ from typing import Any
 from app.backends.embedded import EmbeddedServer
 from app.backends.embedded_model import EMBEDDED_MODEL, MODEL_PACKAGE
 from app.ground.config import Settings
-from tests.support.apps import RunningApp, fast_settings
-from tests.support.databases import require_service
-from tests.support.waiting import wait_until
+from testkit.apps import RunningApp, fast_settings
+from testkit.databases import require_service
+from testkit.waiting import wait_until
 
 STARTUP_SECONDS = 180.0
 MODEL = EMBEDDED_MODEL

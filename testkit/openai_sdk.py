@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from openai import OpenAI
 from openai.types import Batch, FileObject
 
-from tests.support.apps import RunningApp
-from tests.support.builders import request_payload
-from tests.support.waiting import wait_until
+from testkit.apps import RunningApp
+from testkit.builders import request_payload
+from testkit.waiting import wait_until
 
 ENDPOINT = "/v1/chat/completions"
 T = TypeVar("T")

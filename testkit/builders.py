@@ -33,6 +33,12 @@ def chat(content: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
+def client_request(custom_id: str, webhook_url: str) -> dict[str, Any]:
+    """One POST /api/requests body, as a client would send it: the benchmarks' body, and the one
+    testkit/wrk_post.lua posts."""
+    return request_payload(custom_id, webhook(webhook_url), messages=chat(f"say hi to {custom_id}"))
+
+
 def new_batch(**columns: Any) -> Any:
     """A batch row as the pipeline would leave one (done, local, empty), for tests that need a
     batch in a state the pipeline only reaches slowly or by accident; `columns` override."""

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from app.db.models import Batch, File, Request
-from tests.support.apps import RunningApp
+from testkit.apps import RunningApp
 
 T = TypeVar("T")
 # Each example is two to four HTTP calls: this many keep a test within a few seconds.

@@ -1,12 +1,12 @@
-"""bench.http_intake's pieces that need no server: wrk's report, read, and the body it posts."""
+"""testkit.wrk, what bench.http_intake reads wrk with: wrk's report, read, and the body it posts."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from bench.common import payload
-from bench.wrk import POST_SCRIPT, parse
+from testkit.builders import client_request
+from testkit.wrk import POST_SCRIPT, parse
 
 REPORT = """Running 10s test @ http://127.0.0.1:8080/api/requests
   2 threads and 64 connections
@@ -40,7 +40,7 @@ def test_non_2xx_answers_or_socket_errors_make_a_run_invalid() -> None:
 
 
 def test_wrk_posts_the_same_body_as_bench_intake() -> None:
-    """The Lua template, filled in, is bench.common.payload's request (bench.intake's body)."""
+    """The Lua template, filled in, is testkit.builders.client_request (bench.intake's body)."""
     template = "".join(re.findall(r"'([^']*)'", POST_SCRIPT.read_text().split("local template =", 1)[1]))
     body = json.loads(template.replace("%s", "wrk1-7"))
-    assert body == payload("wrk1-7", "http://127.0.0.1:9/hook")
+    assert body == client_request("wrk1-7", "http://127.0.0.1:9/hook")

@@ -15,7 +15,7 @@ from typing import IO
 
 import httpx
 
-from tests.support.waiting import wait_until
+from testkit.waiting import wait_until
 
 
 def app_env(database_url: str, inference_url: str, data_dir: Path | str, **overrides: str) -> dict[str, str]:
@@ -38,9 +38,10 @@ def app_env(database_url: str, inference_url: str, data_dir: Path | str, **overr
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, for a server started in another process (the app, a benchmark's sink)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @asynccontextmanager

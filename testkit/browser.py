@@ -10,11 +10,11 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Dialog, Locator, Page, Response, async_playwright
 
-from tests.support.databases import require_service
+from testkit.databases import require_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
-SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "tests" / "artifacts" / "screenshots"
 WAIT_MS = 25_000  # generous: polling runs every 2-3 s and the pipeline needs a few ticks
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1400, "height": 900}

@@ -1,8 +1,8 @@
 -- wrk script for bench.http_intake: POST one intake body per request, each with its own custom_id.
 --
---   wrk -t2 -c64 -d10s --latency -s bench/wrk_post.lua URL -- PREFIX
+--   wrk -t2 -c64 -d10s --latency -s testkit/wrk_post.lua URL -- PREFIX
 --
--- The body is bench/intake.py's request (bench.common.payload): a chat completion for the stand-in
+-- The body is bench/intake.py's request (testkit.builders.client_request): a chat completion for the stand-in
 -- model, delivered by webhook to an address nobody listens on (the gateway's scheduler is off).
 -- custom_id = PREFIX .. thread number .. "-" .. per-thread counter: unique across threads, and
 -- across runs when each run gets its own PREFIX, so the gateway never answers 409.

@@ -13,11 +13,11 @@ from sqlalchemy import func, select, update
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support.apps import RunningApp
-from tests.support.builders import request_payload, webhook
-from tests.support.waiting import wait_until
+from testkit.apps import RunningApp
+from testkit.builders import request_payload, webhook
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.waiting import wait_until
 
 
 async def kill_runs(app: RunningApp, inference: InferenceStandin, key: str, times: int) -> None:

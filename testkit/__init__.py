@@ -1,8 +1,9 @@
-"""What the tests (and the benchmarks) share: request builders, database lifecycle, the app served
-for real, RabbitMQ helpers, schema checks and waiting. Import from here, never from a test module
-or conftest.py (which only declares fixtures)."""
+"""The stand-in servers and helpers shared by the tests and the benchmarks: request builders,
+database lifecycle, the app served for real, RabbitMQ helpers, schema checks, waiting, wrk's report
+(testkit.wrk) and the stand-ins (testkit.standins). Not part of the app: it is never packaged.
+Import from here, never from a test module or a conftest.py (which only declares fixtures)."""
 
-from tests.support.amqp import (
+from testkit.amqp import (
     RABBITMQ_URL,
     Amqp,
     amqp_client,
@@ -10,9 +11,9 @@ from tests.support.amqp import (
     rabbitmq_reachable,
     rabbitmqctl_available,
 )
-from tests.support.apps import UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
-from tests.support.builders import NO_DELIVERY, chat, new_batch, request_payload, to_queue, webhook
-from tests.support.databases import (
+from testkit.apps import UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
+from testkit.builders import NO_DELIVERY, chat, client_request, new_batch, request_payload, to_queue, webhook
+from testkit.databases import (
     IN_CI,
     PG_ADMIN_DSN,
     PG_HOST,
@@ -26,8 +27,8 @@ from tests.support.databases import (
     require_service,
     sqlite_url,
 )
-from tests.support.schemas import check
-from tests.support.waiting import holds, wait_until
+from testkit.schemas import check
+from testkit.waiting import holds, wait_until
 
 __all__ = [
     "IN_CI",
@@ -43,6 +44,7 @@ __all__ = [
     "amqp_client",
     "chat",
     "check",
+    "client_request",
     "close_connections",
     "database_name",
     "fast_settings",

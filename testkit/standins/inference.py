@@ -8,7 +8,9 @@ import json
 import time
 from typing import Any
 
-from tests.standins.asgi import (
+from testkit.standins import answers
+from testkit.standins.answers import error_body
+from testkit.standins.asgi import (
     Receive,
     Scope,
     Send,
@@ -18,7 +20,6 @@ from tests.standins.asgi import (
     request_headers,
     send_json,
     text_of,
-    word_count,
 )
 
 ROUTES = frozenset(
@@ -50,10 +51,6 @@ def request_key(path: str, body: dict[str, Any]) -> str:
     if path == "/v1/completions":
         return text_of(body.get("prompt"))
     return text_of(body.get("input"))
-
-
-def _error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
 class InferenceStandin:
@@ -133,15 +130,18 @@ class InferenceStandin:
         await self.answering.wait()
         if self.down_status is not None:
             self.refused += 1
-            await send_json(send, self.down_status, _error("server down", "server_error"), rid)
+            await send_json(send, self.down_status, error_body("server down", "server_error"), rid)
             return
 
         if path not in ROUTES:
-            await send_json(send, 404, _error(f"no route {path}", "not_found_error"), rid)
+            await send_json(send, 404, error_body(f"no route {path}", "not_found_error"), rid)
             return
         if scope["method"] != "POST":
             await send_json(
-                send, 405, _error("method not allowed", "invalid_request_error"), rid | {"allow": "POST"}
+                send,
+                405,
+                error_body("method not allowed", "invalid_request_error"),
+                rid | {"allow": "POST"},
             )
             return
         try:
@@ -149,7 +149,7 @@ class InferenceStandin:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            await send_json(send, 400, _error("body must be a JSON object", "invalid_request_error"), rid)
+            await send_json(send, 400, error_body("body must be a JSON object", "invalid_request_error"), rid)
             return
 
         key = request_key(path, body)
@@ -182,11 +182,15 @@ class InferenceStandin:
         """Pick status, body and extra headers for one request."""
         expected_auth = f"Bearer {self.required_api_key}"
         if self.required_api_key is not None and headers.get("authorization") != expected_auth:
-            return 401, _error("invalid api key", "invalid_request_error", "invalid_api_key"), {}
+            return (
+                401,
+                error_body("invalid api key", "invalid_request_error", code="invalid_api_key"),
+                {},
+            )
         if key in self.status_for:
             status = self.status_for[key]
             kind = "invalid_request_error" if status < 500 else "server_error"
-            return status, _error(f"stand-in status {status}", kind), {}
+            return status, error_body(f"stand-in status {status}", kind), {}
         failing = key in self.always_fail
         if not failing and self._failures[key] < self.fail_first.get(key, 0):
             self._failures[key] += 1
@@ -195,7 +199,7 @@ class InferenceStandin:
             extra: dict[str, str] = {}
             if self.retry_after is not None:
                 extra["retry-after"] = f"{self.retry_after:g}"
-            return self.fail_status, _error("stand-in failure", "server_error"), extra
+            return self.fail_status, error_body("stand-in failure", "server_error"), extra
         answer = self._success(path, body, n)
         if key in self.reply_for and path == "/v1/chat/completions":
             answer["choices"][0]["message"]["content"] = self.reply_for[key]
@@ -213,83 +217,26 @@ class InferenceStandin:
                 text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
             )
             reply = f"echo: {_last_user_content(body)}"
-            return {
-                "id": f"chatcmpl-{n}",
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _usage(prompt, reply),
-            }
+            return answers.chat_completion(
+                f"chatcmpl-{n}", created, model, reply, answers.usage(prompt, reply)
+            )
         if path == "/v1/completions":
             prompt = text_of(body.get("prompt"))
             reply = f"echo: {prompt}"
-            return {
-                "id": f"cmpl-{n}",
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "text": reply, "logprobs": None, "finish_reason": "stop"}],
-                "usage": _usage(prompt, reply),
-            }
+            return answers.text_completion(f"cmpl-{n}", created, model, reply, answers.usage(prompt, reply))
         if path == "/v1/embeddings":
             inputs = body.get("input")
             items = (
                 inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
             )
-            tokens = sum(word_count(text_of(i)) for i in items)
-            return {
-                "object": "list",
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                    for i in range(len(items))
-                ],
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
+            return answers.embeddings(model, items, [text_of(i) for i in items])
         if path == "/v1/responses":
             prompt = text_of(body.get("input"))
             reply = f"echo: {prompt}"
-            usage = _usage(prompt, reply)
-            return {
-                "id": f"resp_{n}",
-                "object": "response",
-                "created_at": created,
-                "status": "completed",
-                "model": model,
-                "output": [
-                    {
-                        "type": "message",
-                        "id": f"msg_{n}",
-                        "status": "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": reply, "annotations": []}],
-                    }
-                ],
-                "usage": {
-                    "input_tokens": usage["prompt_tokens"],
-                    "output_tokens": usage["completion_tokens"],
-                    "total_tokens": usage["total_tokens"],
-                },
-            }
-        # /v1/moderations
-        return {
-            "id": f"modr-{n}",
-            "model": body.get("model", "omni-moderation-latest"),
-            "results": [
-                {
-                    "flagged": False,
-                    "categories": {"harassment": False, "violence": False},
-                    "category_scores": {"harassment": 0.001, "violence": 0.001},
-                }
-            ],
-        }
+            return answers.response(
+                f"resp_{n}", f"msg_{n}", created, model, reply, answers.usage(prompt, reply)
+            )
+        return answers.moderation(f"modr-{n}", body.get("model", "omni-moderation-latest"))
 
 
 def _tool_call(body: dict[str, Any], arguments: dict[str, Any] | str, n: int) -> dict[str, Any]:
@@ -303,8 +250,3 @@ def _tool_call(body: dict[str, Any], arguments: dict[str, Any] | str, n: int) ->
         "message": {"role": "assistant", "content": None, "tool_calls": [call]},
         "finish_reason": "tool_calls",
     }
-
-
-def _usage(prompt: str, reply: str) -> dict[str, int]:
-    p, c = word_count(prompt), word_count(reply)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

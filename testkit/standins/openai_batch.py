@@ -20,7 +20,9 @@ from email.parser import BytesHeaderParser
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.standins.asgi import (
+from testkit.standins import answers
+from testkit.standins.answers import error_body
+from testkit.standins.asgi import (
     Message,
     Receive,
     Scope,
@@ -31,9 +33,8 @@ from tests.standins.asgi import (
     send_bytes,
     send_json,
 )
-from tests.standins.asgi import last_user_text as _last_user_text
-from tests.standins.asgi import text_of as _text
-from tests.standins.asgi import word_count as _words
+from testkit.standins.asgi import last_user_text as _last_user_text
+from testkit.standins.asgi import text_of as _text
 
 ENDPOINTS: tuple[str, ...] = (
     "/v1/responses",
@@ -48,26 +49,6 @@ BATCH_FILE_TTL_SECONDS = 30 * 24 * 3600
 MALFORMED_CHARS = 40
 MODEL_ID = "gpt-4o-mini"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-EXPIRED_LINE_ERROR = {
-    "code": "batch_expired",
-    "message": "This request could not be executed before the completion window expired.",
-}
-# The JSON names of the moderation categories (openai.types.Moderation aliases).
-_MODERATION_CATEGORIES = (
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/instructions",
-    "self-harm/intent",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-)
 # Which input-line field a scenario validation code blames, as the real service reports it.
 _PARAM_FOR_CODE: dict[str, str | None] = {
     "invalid_url": "url",
@@ -81,13 +62,6 @@ _PARAM_FOR_CODE: dict[str, str | None] = {
 
 Json = dict[str, Any]
 Handler = Callable[..., Awaitable[None]]
-
-
-def error_body(
-    message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
-) -> Json:
-    """The OpenAI error envelope."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 class _ApiError(Exception):
@@ -778,12 +752,7 @@ class OpenAIBatchStandin:
             records.append((ok, record))
         if expired:
             for line in lines[executed:]:
-                record = {
-                    "id": self._new_id("batch_req_", 32),
-                    "custom_id": line.custom_id,
-                    "response": None,
-                    "error": dict(EXPIRED_LINE_ERROR),
-                }
+                record = answers.expired_line(self._new_id("batch_req_", 32), line.custom_id)
                 records.append((False, record))
         if self.reverse_output:
             records.reverse()  # the real service does not promise input order
@@ -840,12 +809,7 @@ class OpenAIBatchStandin:
             body = error_body("The server had an error while processing your request.", "server_error")
         else:
             body = error_body(f"Stand-in line failure {status}.")
-        record = {
-            "id": self._new_id("batch_req_", 32),
-            "custom_id": line.custom_id,
-            "response": {"status_code": status, "request_id": request_id, "body": body},
-            "error": None,
-        }
+        record = answers.output_line(self._new_id("batch_req_", 32), line.custom_id, status, request_id, body)
         return 200 <= status < 300, record
 
     def _success(self, endpoint: str, body: Json) -> Json:
@@ -857,97 +821,39 @@ class OpenAIBatchStandin:
             messages = body.get("messages") or []
             prompt = " ".join(_text(m.get("content")) for m in messages if isinstance(m, dict))
             reply = f"echo: {_last_user_text(messages)}"
-            return {
-                "id": self._new_id("chatcmpl-", 24),
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply, "refusal": None},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": _chat_usage(prompt, reply, cached_half),
-                "system_fingerprint": None,
-            }
+            counts = answers.usage(prompt, reply, as_openai=True, cached_half=cached_half)
+            answer_id = self._new_id("chatcmpl-", 24)
+            return answers.chat_completion(answer_id, created, model, reply, counts, as_openai=True)
         if endpoint == "/v1/completions":
             prompt = _text(body.get("prompt"))
             reply = f"echo: {prompt}"
-            return {
-                "id": self._new_id("cmpl-", 24),
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "text": reply, "logprobs": None, "finish_reason": "stop"}],
-                "usage": _chat_usage(prompt, reply, cached_half),
-            }
+            counts = answers.usage(prompt, reply, as_openai=True, cached_half=cached_half)
+            return answers.text_completion(self._new_id("cmpl-", 24), created, model, reply, counts)
         if endpoint == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) and inputs and isinstance(inputs[0], str) else [inputs]
-            tokens = sum(_words(_text(item)) for item in items)
-            return {
-                "object": "list",
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                    for i in range(len(items))
-                ],
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
+            return answers.embeddings(model, items, [_text(item) for item in items])
         if endpoint == "/v1/responses":
             prompt = _text(body.get("input"))
             reply = f"echo: {prompt}"
-            chat = _chat_usage(prompt, reply, cached_half)
-            return {
-                "id": self._new_id("resp_", 24),
-                "object": "response",
-                "created_at": created,
-                "status": "completed",
-                "model": model,
-                "output": [
-                    {
-                        "type": "message",
-                        "id": self._new_id("msg_", 24),
-                        "status": "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": reply, "annotations": []}],
-                    }
-                ],
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-                "error": None,
-                "incomplete_details": None,
-                "instructions": None,
-                "metadata": {},
-                "usage": {
-                    "input_tokens": chat["prompt_tokens"],
-                    # openai 3.54.0's ResponseUsage requires cache_write_tokens.
-                    "input_tokens_details": {
-                        "cached_tokens": chat["prompt_tokens_details"]["cached_tokens"],
-                        "cache_write_tokens": 0,
-                    },
-                    "output_tokens": chat["completion_tokens"],
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                    "total_tokens": chat["total_tokens"],
-                },
-            }
-        # /v1/moderations
-        return {
-            "id": self._new_id("modr-", 24),
-            "model": str(body.get("model", "omni-moderation-latest")),
-            "results": [
-                {
-                    "flagged": False,
-                    "categories": dict.fromkeys(_MODERATION_CATEGORIES, False),
-                    "category_scores": dict.fromkeys(_MODERATION_CATEGORIES, 0.0001),
-                    "category_applied_input_types": {c: ["text"] for c in _MODERATION_CATEGORIES},
-                }
-            ],
-        }
+            counts = answers.usage(prompt, reply, as_openai=True, cached_half=cached_half)
+            return answers.response(
+                self._new_id("resp_", 24),
+                self._new_id("msg_", 24),
+                created,
+                model,
+                reply,
+                counts,
+                parallel_tool_calls=True,
+                tool_choice="auto",
+                tools=[],
+                error=None,
+                incomplete_details=None,
+                instructions=None,
+                metadata={},
+            )
+        model = str(body.get("model", "omni-moderation-latest"))
+        return answers.moderation(self._new_id("modr-", 24), model, as_openai=True)
 
 
 @dataclass
@@ -970,17 +876,6 @@ async def _disconnected(receive: Receive) -> None:
 
 def _batch_error(code: str, line: int | None, message: str, param: str | None) -> Json:
     return {"code": code, "line": line, "message": message, "param": param}
-
-
-def _chat_usage(prompt: str, reply: str, cached_half: bool) -> Json:
-    p, c = _words(prompt), _words(reply)
-    return {
-        "prompt_tokens": p,
-        "completion_tokens": c,
-        "total_tokens": p + c,
-        "prompt_tokens_details": {"cached_tokens": p // 2 if cached_half else 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
 
 
 def _add_usage(total: dict[str, int], body: Json) -> None:

@@ -46,7 +46,7 @@ def sqlite_url(directory: Path, name: str = "batchgate.db") -> str:
 
 
 def postgres_url(name: str, host: str = PG_HOST, port: int = PG_PORT) -> str:
-    """The URL of database `name`; `port` may be a proxy's (see tests/standins/tcp_proxy.py)."""
+    """The URL of database `name`; `port` may be a proxy's (see testkit/standins/tcp_proxy.py)."""
     return f"postgresql+asyncpg://postgres@{host}:{port}/{name}"
 
 

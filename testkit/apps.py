@@ -13,8 +13,8 @@ import httpx
 from app.asgi import create_app
 from app.db.session import Database
 from app.ground.config import Settings
-from tests.standins.serve import serve
-from tests.support.builders import NO_DELIVERY, request_payload, webhook
+from testkit.builders import NO_DELIVERY, request_payload, webhook
+from testkit.standins.serve import serve
 
 UNREACHABLE_INFERENCE = "http://127.0.0.1:9/v1"  # discard port: nothing answers
 
@@ -24,7 +24,7 @@ def fast_settings(
 ) -> Settings:
     """Settings with short ticks, ages and backoffs so pipeline tests finish in seconds. An
     unreachable inference server by default, so that no test starts the embedded model unless it
-    passes None (tests/support/realmodel.py)."""
+    passes None (testkit/realmodel.py)."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "local_base_url": inference_url,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.standins.asgi import (
+from testkit.standins.asgi import (
     Receive,
     Scope,
     Send,
@@ -20,7 +20,7 @@ from tests.standins.asgi import (
     send_bytes,
     send_json,
 )
-from tests.support.waiting import wait_until
+from testkit.waiting import wait_until
 
 CUSTOM_ID_HEADER = "x-batchgate-custom-id"
 
