@@ -1,7 +1,7 @@
 """Drop-in batches in the core, on SQLite and PostgreSQL: a validated file becomes one batch of
 its own (fixed membership, custom_ids scoped to it), runs on the local backend, and ends with
 its output and error files written. (Validation is tested through the face, in
-test_dropin_openai.py.)"""
+test_openai_sdk.py.)"""
 
 from __future__ import annotations
 

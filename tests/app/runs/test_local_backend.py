@@ -52,7 +52,7 @@ async def test_local_backend_honours_retry_after_on_429(inference: InferenceStan
     finally:
         await backend.close()
     assert result.succeeded and result.attempts == 2
-    # The wait it asked for, and its bounds, are the shared parser's (tests/test_outbound.py).
+    # The wait it asked for, and its bounds, are the shared parser's (tests/unit/test_outbound.py).
 
 
 async def test_local_backend_does_not_retry_a_read_timeout(inference: InferenceStandin) -> None:

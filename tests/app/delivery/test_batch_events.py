@@ -1,7 +1,7 @@
 """Batch events (BATCH_EVENTS_WEBHOOK_URL): every batch that ends, native or drop-in, is announced
 in OpenAI's webhook event shape, signed per Standard Webhooks (verified here by the official
 OpenAI SDK's own `webhooks.unwrap`), with the retries and audit trail of result deliveries.
-(A batch's start is announced too: tests/test_batch_event_lifecycle.py.)"""
+(A batch's start is announced too: tests/app/delivery/test_batch_event_lifecycle.py.)"""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import yaml
 
 from app.ground.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UID = "10001"
 # ${NAME}, ${NAME:-default} or ${NAME-default}: compose reads NAME from the shell, then from .env.
 INTERPOLATED = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}$")

@@ -23,9 +23,9 @@ from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.statuses import BatchStatus, RequestStatus
 from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit.anthropic_sdk import ended, entry, results_of, sdk
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.serve import serve
-from tests.test_dropin_anthropic import ended, entry, results_of, sdk
 
 SLOW = "A-secret-SLOW5"
 SLOW_SECONDS = 5.0

@@ -12,9 +12,9 @@ from sqlalchemy import func, select, update
 from app.db.models import Batch, Request
 from app.ui.render import human_bytes
 from testkit import RunningApp, StartApp, fast_settings
+from testkit.anthropic_sdk import ended, entry
 from testkit.openai_sdk import line, new_batch, sdk, until_status, upload
 from testkit.standins.inference import InferenceStandin
-from tests.test_dropin_anthropic import ended, entry
 
 
 def _dd(html: str, term: str) -> str:

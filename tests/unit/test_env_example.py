@@ -7,7 +7,7 @@ from pathlib import Path
 
 from app.ground.config import Settings
 
-ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
 
 def test_every_setting_is_in_env_example() -> None:

@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from app.db.models import Request
 from testkit import StartApp, fast_settings, wait_until
+from testkit.anthropic_sdk import ended, results_of
+from testkit.anthropic_sdk import sdk as anthropic_sdk
 from testkit.apps import RunningApp
 from testkit.openai_sdk import call, new_batch, sdk, until_status, upload
 from testkit.standins.inference import InferenceStandin
-from tests.test_dropin_anthropic import ended, results_of
-from tests.test_dropin_anthropic import sdk as anthropic_sdk
 
 DEFAULT = "default-model"
 

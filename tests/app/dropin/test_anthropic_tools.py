@@ -12,8 +12,8 @@ import pytest
 from anthropic.types import ToolUseBlock
 
 from testkit import StartApp, fast_settings
+from testkit.anthropic_sdk import ended, entry, refused, results_of, sdk
 from testkit.standins.inference import InferenceStandin
-from tests.test_dropin_anthropic import ended, entry, refused, results_of, sdk
 
 WEATHER = {
     "name": "get_weather",
