@@ -11,7 +11,7 @@ from testkit.amqp import (
     rabbitmq_reachable,
     rabbitmqctl_available,
 )
-from testkit.apps import UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
+from testkit.apps import API_KEYS, UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
 from testkit.builders import NO_DELIVERY, chat, client_request, new_batch, request_payload, to_queue, webhook
 from testkit.databases import (
     IN_CI,
@@ -31,6 +31,7 @@ from testkit.schemas import check
 from testkit.waiting import holds, wait_until
 
 __all__ = [
+    "API_KEYS",
     "IN_CI",
     "NO_DELIVERY",
     "PG_ADMIN_DSN",

@@ -12,6 +12,22 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 from testkit.apps import RunningApp
 from testkit.waiting import wait_until
 
+# One tool as the Anthropic API declares it (WEATHER) and as a chat server is sent it (FUNCTION).
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": WEATHER["input_schema"],
+        "description": "The weather in a city",
+    },
+}
+
 
 def entry(custom_id: str, text: str | None = None, **params: Any) -> dict[str, Any]:
     body = {

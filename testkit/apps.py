@@ -17,6 +17,8 @@ from testkit.builders import NO_DELIVERY, request_payload, webhook
 from testkit.standins.serve import serve
 
 UNREACHABLE_INFERENCE = "http://127.0.0.1:9/v1"  # discard port: nothing answers
+# The keys of the `keyed` app (tests/conftest.py): two, so a test can tell one key from another.
+API_KEYS = ("key-one-7f3a", "key-two-c91d")
 
 
 def fast_settings(

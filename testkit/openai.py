@@ -67,6 +67,12 @@ async def batches(app: RunningApp) -> list[dict[str, Any]]:
     return [(await app.client.get(f"/api/batches/{b['id']}")).json() for b in reversed(listed)]
 
 
+async def remote_files_deleted(app: RunningApp, batch_id: int) -> bool:
+    """Whether the batch's files at OpenAI are deleted, as GET /api/batches/{id} says."""
+    batch = (await app.client.get(f"/api/batches/{batch_id}")).json()
+    return batch["remote"]["files_deleted_at"] is not None
+
+
 def reasons(batch: dict[str, Any]) -> str:
     """A batch's timeline reasons, joined."""
     return " | ".join(e["reason"] or "" for e in batch["events"])

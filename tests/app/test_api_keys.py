@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -19,21 +18,12 @@ from pydantic import ValidationError
 
 from app.asgi import create_app
 from app.ground.config import Settings
-from testkit import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload
+from testkit import API_KEYS, NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload
 
-KEYS = ("key-one-7f3a", "key-two-c91d")
 WRONG = "sk-wrong-0b2e"
 MISSING = "No API key given: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
 INVALID = "The API key given is not valid."
 PATH_PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
-
-
-@pytest.fixture
-async def keyed(sqlite_url: str, start_app: StartApp) -> AsyncIterator[RunningApp]:
-    """The app with two keys (spaces around them, as an operator may write the list)."""
-    settings = fast_settings(sqlite_url, scheduler_enabled=False, api_keys=f" {KEYS[0]} ,{KEYS[1]}")
-    async with start_app(settings) as app:
-        yield app
 
 
 def under(path: str, *prefixes: str) -> bool:
@@ -67,7 +57,7 @@ async def test_every_api_and_v1_route_refuses_a_missing_or_wrong_key(keyed: Runn
         {},
         {"authorization": f"Bearer {WRONG}"},
         {"x-api-key": WRONG},
-        {"authorization": f"Basic {KEYS[0]}"},  # another scheme carries no key
+        {"authorization": f"Basic {API_KEYS[0]}"},  # another scheme carries no key
         {"authorization": "Bearer"},  # a scheme without a key
     ]
     for n, (method, path) in enumerate(closed):
@@ -75,9 +65,9 @@ async def test_every_api_and_v1_route_refuses_a_missing_or_wrong_key(keyed: Runn
             answer = await keyed.client.request(method, path, headers=headers)
             assert answer.status_code == 401, (method, path, headers, answer.text)
             assert answer.headers["x-should-retry"] == "false", (method, path)
-            assert WRONG not in answer.text and KEYS[0] not in answer.text  # no key is echoed
+            assert WRONG not in answer.text and API_KEYS[0] not in answer.text  # no key is echoed
         # Either key, in either header, passes the guard (what the handler answers then varies).
-        key = KEYS[n % 2]
+        key = API_KEYS[n % 2]
         for headers in ({"authorization": f"Bearer {key}"}, {"x-api-key": key}):
             answer = await keyed.client.request(method, path, headers=headers)
             assert answer.status_code != 401, (method, path, headers, answer.text)
@@ -148,7 +138,7 @@ class Attempts:
 
 async def test_the_openai_sdk_works_with_a_key_and_is_refused_once_without(keyed: RunningApp) -> None:
     base_url = keyed.url + "/v1"
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=KEYS[1], max_retries=0)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEYS[1], max_retries=0)
     body = request_payload("k-1", NO_DELIVERY)["body"]
     line = {"custom_id": "k-1", "method": "POST", "url": "/v1/chat/completions", "body": body}
     uploaded = await client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
@@ -171,7 +161,7 @@ async def test_the_openai_sdk_works_with_a_key_and_is_refused_once_without(keyed
 
 
 async def test_the_anthropic_sdk_works_with_a_key_and_is_refused_once_without(keyed: RunningApp) -> None:
-    client = anthropic.AsyncAnthropic(base_url=keyed.url, api_key=KEYS[0], max_retries=0)
+    client = anthropic.AsyncAnthropic(base_url=keyed.url, api_key=API_KEYS[0], max_retries=0)
     params: Any = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
     created = await client.messages.batches.create(requests=[{"custom_id": "a-1", "params": params}])
     assert [b.id async for b in client.messages.batches.list()] == [created.id]
@@ -191,28 +181,28 @@ async def test_the_anthropic_sdk_works_with_a_key_and_is_refused_once_without(ke
 async def test_the_native_api_takes_either_header_and_either_key(keyed: RunningApp) -> None:
     c = keyed.client
     payload = request_payload("native-1", NO_DELIVERY)
-    created = await c.post("/api/requests", json=payload, headers={"authorization": f"Bearer {KEYS[0]}"})
+    created = await c.post("/api/requests", json=payload, headers={"authorization": f"Bearer {API_KEYS[0]}"})
     assert created.status_code == 202, created.text
-    read = await c.get("/api/requests/native-1", headers={"x-api-key": KEYS[1]})
+    read = await c.get("/api/requests/native-1", headers={"x-api-key": API_KEYS[1]})
     assert read.status_code == 200 and read.json()["custom_id"] == "native-1"
     # The scheme is case-insensitive (RFC 9110).
-    listed = await c.get("/api/batches", headers={"authorization": f"bearer {KEYS[1]}"})
+    listed = await c.get("/api/batches", headers={"authorization": f"bearer {API_KEYS[1]}"})
     assert listed.status_code == 200
-    document = await c.get("/api/openapi.json", headers={"x-api-key": KEYS[0]})
+    document = await c.get("/api/openapi.json", headers={"x-api-key": API_KEYS[0]})
     assert "/api/requests" in document.json()["paths"]
     assert (await c.get("/api/batches", headers={"x-api-key": WRONG})).status_code == 401
     # A wrong key in one header does not spoil a right one in the other.
-    both = {"authorization": f"Bearer {WRONG}", "x-api-key": KEYS[0]}
+    both = {"authorization": f"Bearer {WRONG}", "x-api-key": API_KEYS[0]}
     assert (await c.get("/api/batches", headers=both)).status_code == 200
 
 
 async def test_the_keys_are_never_shown(keyed: RunningApp) -> None:
-    await keyed.client.post("/login", data={"key": KEYS[0]})
+    await keyed.client.post("/login", data={"key": API_KEYS[0]})
     for page in ("/health", "/settings", "/", "/keys"):
         answer = await keyed.client.get(page)
         assert answer.status_code == 200
-        assert not any(key in answer.text for key in KEYS)
-    assert not any(key in repr(keyed.settings) for key in KEYS)
+        assert not any(key in answer.text for key in API_KEYS)
+    assert not any(key in repr(keyed.settings) for key in API_KEYS)
 
 
 async def test_without_keys_everything_stays_open(sqlite_url: str, start_app: StartApp) -> None:

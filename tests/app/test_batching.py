@@ -45,13 +45,6 @@ async def request_statuses(db: Database) -> Counter[str]:
         return Counter({status: count for status, count in rows})
 
 
-@pytest.fixture
-async def db(database_url: str) -> Database:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
-
-
 def settings_for(db: Database, **overrides: Any) -> Settings:
     return fast_settings(db.url, **{"local_batch_max_age_seconds": 3600, **overrides})
 

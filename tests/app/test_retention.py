@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,13 +41,6 @@ from testkit.standins.openai_batch import OpenAIBatchStandin
 HX = {"HX-Request": "true"}
 OLD, RECENT = 40, 5  # days since the end; RETENTION_DAYS is 30
 OWNED = (Request, Delivery, DeliveryAttempt, RequestEvent, BatchEvent, File)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Anthropic Messages lines on the local backend: the translation both ways, and one real run."""
+"""Anthropic Messages lines and the chat format, translated both ways: system, text blocks, params,
+tools and tool results, stop reasons and the error shape (app.formats.anthropic_messages)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ from typing import Any
 
 import pytest
 
-from app.backends.base import BatchLine
-from app.backends.local import LocalBackend
 from app.formats.anthropic_messages import (
     UnreadableAnswer,
     UnsupportedContent,
@@ -15,8 +14,7 @@ from app.formats.anthropic_messages import (
     to_chat,
     to_message,
 )
-from testkit import fast_settings
-from testkit.standins.inference import InferenceStandin
+from testkit.anthropic_sdk import FUNCTION, WEATHER
 
 
 def _chat(text: str = "hi", finish_reason: str = "stop", **choice: Any) -> dict[str, Any]:
@@ -151,60 +149,10 @@ def test_error_body_has_anthropics_shape() -> None:
     assert error_body(400, "no", "invalid_request_error")["error"]["type"] == "invalid_request_error"
 
 
-async def test_local_backend_answers_a_messages_line_with_a_message(inference: InferenceStandin) -> None:
-    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
-    params = {
-        "model": "claude-local",
-        "max_tokens": 32,
-        "system": "be brief",
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "ping"}]}],
-    }
-    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
-    refused = {**params, "messages": [{"role": "user", "content": [image]}]}
-    inference.status_for["bad"] = 400  # the stand-in keys on `user`, i.e. metadata.user_id
-    erroring = {**params, "metadata": {"user_id": "bad"}}
-    try:
-        result = await backend.run_line(BatchLine(1, "c1", "/v1/messages", params))
-        failed = await backend.run_line(BatchLine(2, "c2", "/v1/messages", refused))
-        errored = await backend.run_line(BatchLine(3, "c3", "/v1/messages", erroring))
-    finally:
-        await backend.close()
-
-    assert result.succeeded and result.response is not None
-    assert result.response["status_code"] == 200
-    message = result.response["body"]
-    assert message["type"] == "message" and message["model"] == "claude-local"
-    assert message["content"] == [{"type": "text", "text": "echo: ping", "citations": None}]
-    assert message["stop_reason"] == "end_turn" and message["usage"]["output_tokens"] == 2
-    call, _ = inference.calls  # the refused line never reached the server
-    assert call["path"] == "/v1/chat/completions"
-    assert call["body"]["messages"][0] == {"role": "system", "content": "be brief"}
-
-    assert failed.response is None and failed.error is not None
-    assert failed.error["code"] == "invalid_request" and "'image'" in failed.error["message"]
-    assert failed.attempts == 0
-
-    # A server's error answer stays as it came (its OpenAI-shaped body), as for any other line.
-    assert errored.error is not None and errored.error["code"] == "http_400"
-    assert errored.response is not None and errored.response["status_code"] == 400
-    assert errored.response["body"]["error"]["message"] == "stand-in status 400"
-
-
 _USE = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+
+
 _RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}
-WEATHER = {
-    "name": "get_weather",
-    "description": "The weather in a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}
-FUNCTION = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": WEATHER["input_schema"],
-        "description": "The weather in a city",
-    },
-}
 
 
 @pytest.mark.parametrize(
@@ -333,37 +281,3 @@ def test_text_before_a_tool_call_and_a_stop_finish_reason() -> None:
 def test_tool_arguments_that_are_not_a_json_object_are_unreadable(arguments: str) -> None:
     with pytest.raises(UnreadableAnswer, match="not a JSON object"):
         to_message(_tool_answer(arguments), "m")
-
-
-async def test_local_backend_runs_a_tool_turn_both_ways(inference: InferenceStandin) -> None:
-    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
-    asked = {
-        "model": "claude-local",
-        "max_tokens": 32,
-        "tools": [WEATHER],
-        "tool_choice": {"type": "any"},
-        "messages": [{"role": "user", "content": "Weather in Paris?"}],
-    }
-    inference.tool_call_for["Weather in Paris?"] = {"city": "Paris"}
-    inference.tool_call_for["garbled"] = '{"city": '
-    garbled = {**asked, "messages": [{"role": "user", "content": "garbled"}]}
-    try:
-        result = await backend.run_line(BatchLine(1, "c1", "/v1/messages", asked))
-        unreadable = await backend.run_line(BatchLine(2, "c2", "/v1/messages", garbled))
-    finally:
-        await backend.close()
-    assert result.succeeded and result.response is not None
-    message = result.response["body"]
-    assert message["stop_reason"] == "tool_use"
-    assert message["content"][0] | {"id": "x"} == {
-        "type": "tool_use",
-        "id": "x",
-        "name": "get_weather",
-        "input": {"city": "Paris"},
-        "caller": None,
-        "toolset_name": None,
-    }
-    sent = inference.calls[0]["body"]
-    assert (sent["tools"], sent["tool_choice"]) == ([FUNCTION], "required")
-    assert unreadable.response is None and unreadable.error is not None
-    assert unreadable.error["code"] == "unreadable_answer" and unreadable.attempts == 1

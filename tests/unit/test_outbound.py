@@ -1,5 +1,6 @@
 """What every outbound adapter shares: the Retry-After parser (both forms, always finite, always
-capped), the client pool and the httpcore JSON POST."""
+capped) and the client pool. (The httpcore JSON POST, against a server:
+tests/app/runs/test_local_backend.py.)"""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import httpcore
 import pytest
 
-from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, post_json, retry_after_seconds
-from testkit.standins.inference import InferenceStandin
-from testkit.standins.serve import serve
+from app.net.outbound import RETRYABLE_STATUS, ClientPool, retry_after_seconds
 
 
 @pytest.mark.parametrize(
@@ -74,13 +72,3 @@ async def test_a_client_pool_lends_each_client_to_one_caller_at_most_size_at_onc
 async def _borrow(pool: ClientPool[Closing]) -> Closing:
     async with pool.client() as client:
         return client
-
-
-async def test_post_json_answers_as_httpx_and_raises_httpcore_errors_when_nothing_answers() -> None:
-    async with serve(InferenceStandin()) as url, httpcore.AsyncConnectionPool() as connections:
-        answer = await post_json(
-            connections, url + "/v1/chat/completions", {"model": "m", "messages": []}, [], 5
-        )
-        assert answer.status_code == 200 and answer.json()["object"] == "chat.completion"
-        with pytest.raises(NO_ANSWER):
-            await post_json(connections, "http://127.0.0.1:9/v1/chat/completions", {}, [], 5)

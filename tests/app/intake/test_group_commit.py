@@ -4,10 +4,8 @@ each is answered after its commit, and a row's failure or a caller's departure i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -18,13 +16,6 @@ from app.ground import metrics
 from app.ground.clock import utcnow
 from testkit import fast_settings
 from testkit.builders import NO_DELIVERY, request_payload
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 def commits() -> tuple[float, float]:

@@ -1,44 +1,22 @@
-"""Adapter behaviour that is awkward to reach end to end: timeouts, Retry-After."""
+"""The local backend against the inference stand-in: Retry-After on a 429 honoured, a read timeout
+not retried, calls paused for a slow caller, Anthropic Messages lines (text and tool turns)
+answered as messages, and the httpcore JSON POST it sends with (app.net.outbound)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpcore
+import pytest
+
 from app.backends.base import BatchLine
 from app.backends.local import RESULTS_WAITING_PER_SLOT, LocalBackend
-from app.channels.base import Message
-from app.channels.webhook import WebhookChannel
+from app.net.outbound import NO_ANSWER, post_json
 from testkit import fast_settings, wait_until
+from testkit.anthropic_sdk import FUNCTION, WEATHER
 from testkit.standins.inference import InferenceStandin
-from testkit.standins.receiver import WebhookReceiver
-
-
-def message(url: str, custom_id: str = "c1") -> Message:
-    return Message("dlv_1", custom_id, 1, b'{"custom_id":"c1"}', {"type": "webhook", "webhook_url": url})
-
-
-async def test_webhook_timeout_is_a_retryable_failure(receiver: WebhookReceiver) -> None:
-    receiver.delay_for["c1"] = 2.0
-    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_timeout_seconds=0.2))
-    try:
-        result = await channel.send(message(receiver.url + "/hook"))
-    finally:
-        await channel.close()
-    assert result.outcome == "retryable_failure"
-    assert result.error and result.error.startswith("timeout")
-
-
-async def test_429_retry_after_is_reported(receiver: WebhookReceiver) -> None:
-    receiver.fail_first["c1"] = 1
-    receiver.fail_status = 429
-    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://"))
-    try:
-        result = await channel.send(message(receiver.url + "/hook"))
-        assert (result.outcome, result.http_status) == ("retryable_failure", 429)
-        assert (await channel.send(message(receiver.url + "/hook"))).outcome == "success"
-    finally:
-        await channel.close()
+from testkit.standins.serve import serve
 
 
 async def test_local_backend_honours_retry_after_on_429(inference: InferenceStandin) -> None:
@@ -52,7 +30,6 @@ async def test_local_backend_honours_retry_after_on_429(inference: InferenceStan
     finally:
         await backend.close()
     assert result.succeeded and result.attempts == 2
-    # The wait it asked for, and its bounds, are the shared parser's (tests/unit/test_outbound.py).
 
 
 async def test_local_backend_does_not_retry_a_read_timeout(inference: InferenceStandin) -> None:
@@ -124,3 +101,86 @@ async def test_a_local_run_stopped_while_paused_ends(inference: InferenceStandin
         await asyncio.wait_for(results.aclose(), timeout=10)
     finally:
         await backend.close()
+
+
+async def test_local_backend_answers_a_messages_line_with_a_message(inference: InferenceStandin) -> None:
+    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
+    params = {
+        "model": "claude-local",
+        "max_tokens": 32,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "ping"}]}],
+    }
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    refused = {**params, "messages": [{"role": "user", "content": [image]}]}
+    inference.status_for["bad"] = 400  # the stand-in keys on `user`, i.e. metadata.user_id
+    erroring = {**params, "metadata": {"user_id": "bad"}}
+    try:
+        result = await backend.run_line(BatchLine(1, "c1", "/v1/messages", params))
+        failed = await backend.run_line(BatchLine(2, "c2", "/v1/messages", refused))
+        errored = await backend.run_line(BatchLine(3, "c3", "/v1/messages", erroring))
+    finally:
+        await backend.close()
+
+    assert result.succeeded and result.response is not None
+    assert result.response["status_code"] == 200
+    message = result.response["body"]
+    assert message["type"] == "message" and message["model"] == "claude-local"
+    assert message["content"] == [{"type": "text", "text": "echo: ping", "citations": None}]
+    assert message["stop_reason"] == "end_turn" and message["usage"]["output_tokens"] == 2
+    call, _ = inference.calls  # the refused line never reached the server
+    assert call["path"] == "/v1/chat/completions"
+    assert call["body"]["messages"][0] == {"role": "system", "content": "be brief"}
+
+    assert failed.response is None and failed.error is not None
+    assert failed.error["code"] == "invalid_request" and "'image'" in failed.error["message"]
+    assert failed.attempts == 0
+
+    # A server's error answer stays as it came (its OpenAI-shaped body), as for any other line.
+    assert errored.error is not None and errored.error["code"] == "http_400"
+    assert errored.response is not None and errored.response["status_code"] == 400
+    assert errored.response["body"]["error"]["message"] == "stand-in status 400"
+
+
+async def test_local_backend_runs_a_tool_turn_both_ways(inference: InferenceStandin) -> None:
+    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
+    asked = {
+        "model": "claude-local",
+        "max_tokens": 32,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "any"},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    inference.tool_call_for["Weather in Paris?"] = {"city": "Paris"}
+    inference.tool_call_for["garbled"] = '{"city": '
+    garbled = {**asked, "messages": [{"role": "user", "content": "garbled"}]}
+    try:
+        result = await backend.run_line(BatchLine(1, "c1", "/v1/messages", asked))
+        unreadable = await backend.run_line(BatchLine(2, "c2", "/v1/messages", garbled))
+    finally:
+        await backend.close()
+    assert result.succeeded and result.response is not None
+    message = result.response["body"]
+    assert message["stop_reason"] == "tool_use"
+    assert message["content"][0] | {"id": "x"} == {
+        "type": "tool_use",
+        "id": "x",
+        "name": "get_weather",
+        "input": {"city": "Paris"},
+        "caller": None,
+        "toolset_name": None,
+    }
+    sent = inference.calls[0]["body"]
+    assert (sent["tools"], sent["tool_choice"]) == ([FUNCTION], "required")
+    assert unreadable.response is None and unreadable.error is not None
+    assert unreadable.error["code"] == "unreadable_answer" and unreadable.attempts == 1
+
+
+async def test_post_json_answers_as_httpx_and_raises_httpcore_errors_when_nothing_answers() -> None:
+    async with serve(InferenceStandin()) as url, httpcore.AsyncConnectionPool() as connections:
+        answer = await post_json(
+            connections, url + "/v1/chat/completions", {"model": "m", "messages": []}, [], 5
+        )
+        assert answer.status_code == 200 and answer.json()["object"] == "chat.completion"
+        with pytest.raises(NO_ANSWER):
+            await post_json(connections, "http://127.0.0.1:9/v1/chat/completions", {}, [], 5)

@@ -4,23 +4,16 @@ keys created and revoked in the UI, and the warning for a server open to the net
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from app.db.models import ApiKey
-from testkit import RunningApp, StartApp, fast_settings, wait_until
+from testkit import API_KEYS, RunningApp, StartApp, fast_settings, wait_until
 from testkit.apps import with_csrf_token
 
-KEY = "operator-key-5d1e"
-
-
-@pytest.fixture
-async def keyed(sqlite_url: str, start_app: StartApp) -> AsyncIterator[RunningApp]:
-    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False, api_keys=KEY)) as app:
-        yield app
+KEY = API_KEYS[0]
 
 
 async def test_login_keeps_a_session_until_logout(keyed: RunningApp) -> None:

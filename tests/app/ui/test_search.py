@@ -90,13 +90,6 @@ async def every_page(db: Database, query: queries.RequestQuery) -> list[str]:
     return seen
 
 
-@pytest.fixture
-async def db(database_url: str):
-    database = Database(database_url)
-    yield database
-    await database.dispose()
-
-
 async def test_search_matches_exactly_what_python_matches(db: Database) -> None:
     await write(db, IDS)
     newest_first = IDS[::-1]
