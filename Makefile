@@ -72,14 +72,14 @@ llama-wheel: $(VENV)/bin/python
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests migrations bench
-	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/ruff check app tests migrations bench testkit
+	$(BIN)/ruff format --check app tests migrations bench testkit
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix app tests migrations bench
-	$(BIN)/ruff format app tests migrations bench
+	$(BIN)/ruff check --fix app tests migrations bench testkit
+	$(BIN)/ruff format app tests migrations bench testkit
 
 # Every benchmark, one after the other (10 to 15 minutes), then BENCHMARKS.md rewritten from the
 # run: each path against its goal (bench.suite). Needs PostgreSQL, RabbitMQ and wrk.

@@ -37,9 +37,10 @@ from app.core.intake import insert_sql
 from app.core.runs.lines import input_line
 from app.ground.clock import utcnow
 from bench import pyspy, summary
-from bench.common import fresh_database, payload
+from bench.common import fresh_database
 from bench.http_intake import child_env, load_average, record, run_options, start_run, usage
-from tests.support.processes import app_process
+from testkit.builders import client_request
+from testkit.processes import app_process
 
 # The raw baseline stores the same columns as the gateway.
 ROW_COLUMNS = insert_sql.COLUMNS
@@ -48,7 +49,7 @@ WEBHOOK = "http://127.0.0.1:9/hook"  # never called: the scheduler is off
 
 
 def items(prefix: str, count: int) -> list[dict[str, Any]]:
-    return [payload(f"{prefix}{i}", WEBHOOK) for i in range(count)]
+    return [client_request(f"{prefix}{i}", WEBHOOK) for i in range(count)]
 
 
 def body(form: str, requests: list[dict[str, Any]]) -> bytes:

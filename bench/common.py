@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: a fresh database, a bounded load loop, the payload, the table."""
+"""Shared pieces of the benchmarks: a fresh database, a bounded load loop, the table."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import httpx
 
 from app.db.session import Database
 from app.ground.clock import utcnow
-from tests.support import chat, fast_settings, fresh_postgres, migrate, request_payload, sqlite_url, webhook
-from tests.support.processes import app_env, app_process
+from testkit import fast_settings, fresh_postgres, migrate, sqlite_url
+from testkit.processes import app_env, app_process
 
 
 @asynccontextmanager
@@ -67,11 +67,6 @@ async def hammer(
     except TimeoutError:
         raise TimeoutError(f"{n} operations did not finish within {timeout:g} s") from None
     return time.perf_counter() - start
-
-
-def payload(custom_id: str, webhook_url: str) -> dict[str, Any]:
-    """One POST /api/requests body, as a client would send it."""
-    return request_payload(custom_id, webhook(webhook_url), messages=chat(f"say hi to {custom_id}"))
 
 
 def request_row(data: dict[str, Any], status: str = "pending") -> dict[str, Any]:

@@ -23,10 +23,10 @@ from app.db.models import Delivery, Request
 from app.ground.clock import utcnow
 from bench import direct_client, summary
 from bench.common import fresh_database, options, raw_database
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import wait_until
-from tests.support.processes import app_env, app_process
+from testkit import wait_until
+from testkit.processes import app_env, app_process
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.serve import serve
 
 CHUNK = 2000
 RESPONSE = {

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from bench.common import clients, hammer
-from tests.standins.receiver import CUSTOM_ID_HEADER
-from tests.support import chat
+from testkit import chat
+from testkit.standins.receiver import CUSTOM_ID_HEADER
 
 
 def chat_call(client: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,11 @@ from openai.types import Batch
 
 from bench import summary
 from bench.common import print_table
-from tests.standins.asgi import send_json
-from tests.standins.inference import InferenceStandin
-from tests.standins.serve import serve
-from tests.support import wait_until
+from testkit import wait_until
+from testkit.processes import free_port
+from testkit.standins.asgi import send_json
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.serve import serve
 
 MB = 1024 * 1024
 
@@ -68,12 +68,6 @@ def status_mb(pid: int, field: str) -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def sink(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]

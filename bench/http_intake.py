@@ -8,7 +8,7 @@ Each server option set gets two child processes, both served by uvicorn as `batc
 serves (app.__main__.server_options, from the same environment): the app (`python -m app serve`,
 SERVE_ROLE=api and SCHEDULER_ENABLED=false, so only intake runs) on a fresh migrated database,
 and bench.noop_server, whose `POST /noop` decodes the same JSON and answers 202 {}. Every round
-loads each server with `wrk --latency -s bench/wrk_post.lua` (a unique custom_id per request),
+loads each server with `wrk --latency -s testkit/wrk_post.lua` (a unique custom_id per request),
 in an order that rotates from round to round. A run with any non-2xx answer, socket error, or
 fewer stored rows than 202 answers is reported as invalid, not as throughput.
 """
@@ -33,8 +33,8 @@ from sqlalchemy import text
 
 from bench import pyspy, summary, wrk
 from bench.common import fresh_database, raw_database
-from bench.wrk import WrkResult
-from tests.support.processes import app_process
+from testkit.processes import app_process
+from testkit.wrk import WrkResult
 
 # What each --server-opts name sets in both children's environment ("default": what
 # `batchgate serve` does without SERVER_LOOP / SERVER_HTTP set, or with the caller's own).

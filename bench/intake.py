@@ -22,16 +22,16 @@ from bench.common import (
     fresh_database,
     hammer,
     parse_args,
-    payload,
     print_table,
     rate,
     ratio,
     raw_database,
     request_row,
 )
-from tests.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
-from tests.standins.serve import serve
-from tests.support import fast_settings
+from testkit import fast_settings
+from testkit.builders import client_request
+from testkit.standins.asgi import Receive, Scope, Send, lifespan, read_body, send_json
+from testkit.standins.serve import serve
 
 HOOK = "http://127.0.0.1:9/hook"  # never called: the scheduler is off
 WARM_UP = 200
@@ -51,7 +51,7 @@ async def http_rate(app: Any, prefix: str, n: int, c: int, timeout: float) -> fl
     async with serve(app) as url, clients(url, c) as pool:
 
         async def post(w: int, i: int, tag: str = "") -> None:
-            response = await pool[w].post("/api/requests", json=payload(f"{prefix}{tag}-{i}", HOOK))
+            response = await pool[w].post("/api/requests", json=client_request(f"{prefix}{tag}-{i}", HOOK))
             if response.status_code != 202:
                 raise RuntimeError(f"{prefix}: {response.status_code} {response.text[:200]}")
 
@@ -70,7 +70,7 @@ async def insert_rate(url: str, prefix: str, n: int, c: int, timeout: float) -> 
     stmt = insert(Request.__table__).returning(Request.__table__.c.id)
 
     async def one(_w: int, i: int, tag: str = "") -> None:
-        row = request_row(payload(f"{prefix}{tag}-{i}", HOOK))
+        row = request_row(client_request(f"{prefix}{tag}-{i}", HOOK))
         async with db.engine.begin() as connection:
             await connection.execute(stmt, row)
 

@@ -24,9 +24,9 @@ from app.db.session import Database
 from bench import direct_client, summary
 from bench.common import fresh_database, gateway, options, raw_database
 from bench.http_intake import usage
-from tests.standins.inference import InferenceStandin
-from tests.standins.serve import serve
-from tests.support import NO_DELIVERY, chat, request_payload, wait_until
+from testkit import NO_DELIVERY, chat, request_payload, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.serve import serve
 
 CHUNK = 1000
 

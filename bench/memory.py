@@ -25,9 +25,9 @@ import httpx
 from bench import summary
 from bench.common import fresh_database, gateway, options
 from bench.dropin import peak_rss_mb, status_mb
-from tests.standins.inference import InferenceStandin
-from tests.standins.serve import serve
-from tests.support import RABBITMQ_URL, chat, request_payload
+from testkit import RABBITMQ_URL, chat, request_payload
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.serve import serve
 
 CHUNK = 5000
 SAMPLE_SECONDS = 0.5

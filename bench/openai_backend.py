@@ -29,10 +29,10 @@ from sqlalchemy import text
 from app.db.session import Database
 from bench import summary
 from bench.common import fresh_database, options, raw_database
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.serve import serve
-from tests.support import NO_DELIVERY, chat, request_payload, wait_until
-from tests.support.processes import app_env, app_process
+from testkit import NO_DELIVERY, chat, request_payload, wait_until
+from testkit.processes import app_env, app_process
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.serve import serve
 
 CHUNK = 5000
 MODEL = "gpt-4o-mini"

@@ -16,11 +16,12 @@ import json
 import time
 
 from app.asgi import create_app
-from bench.common import clients, fresh_database, hammer, parse_args, payload, print_table, rate, ratio
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import CUSTOM_ID_HEADER, WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import fast_settings, wait_until
+from bench.common import clients, fresh_database, hammer, parse_args, print_table, rate, ratio
+from testkit import fast_settings, wait_until
+from testkit.builders import client_request
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import CUSTOM_ID_HEADER, WebhookReceiver
+from testkit.standins.serve import serve
 
 
 async def raw_rate(n: int, c: int, timeout: float) -> float:  # noqa: ASYNC109
@@ -38,7 +39,9 @@ async def raw_rate(n: int, c: int, timeout: float) -> float:  # noqa: ASYNC109
         results: list[object] = [None] * n
 
         async def infer(w: int, i: int) -> None:
-            response = await backend[w].post("/v1/chat/completions", json=payload(f"raw-{i}", "")["body"])
+            response = await backend[w].post(
+                "/v1/chat/completions", json=client_request(f"raw-{i}", "")["body"]
+            )
             response.raise_for_status()
             results[i] = {"status_code": response.status_code, "body": response.json()}
 
@@ -70,7 +73,7 @@ async def gateway_rate(kind: str, n: int, c: int, timeout: float) -> tuple[float
         async with serve(create_app(settings)) as app_url, clients(app_url, c) as pool:
 
             async def submit(w: int, i: int) -> None:
-                body = payload(f"e2e-{i}", receiver_url + "/hook")
+                body = client_request(f"e2e-{i}", receiver_url + "/hook")
                 response = await pool[w].post("/api/requests", json=body)
                 if response.status_code != 202:
                     raise RuntimeError(f"submit: {response.status_code} {response.text[:200]}")

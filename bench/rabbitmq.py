@@ -37,8 +37,8 @@ from bench.common import (
     raw_database,
     request_row,
 )
-from tests.standins.serve import serve
-from tests.support import RABBITMQ_URL, fast_settings, request_payload, wait_until
+from testkit import RABBITMQ_URL, fast_settings, request_payload, wait_until
+from testkit.standins.serve import serve
 
 PREFETCH, INTAKE_CONCURRENCY, DELIVERY_CONCURRENCY = 64, 16, 64
 

@@ -54,7 +54,7 @@ from app.ground.config import Settings
 from app.web.state import app_state
 from bench import summary
 from bench.common import fresh_database, print_table
-from tests.standins.serve import serve
+from testkit.standins.serve import serve
 
 BATCH_SIZE = 1000
 MODELS = ("gpt-4o-mini", "gpt-4.1-nano", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "mistral-small")

@@ -1,6 +1,6 @@
 """Fixtures only: a fresh database per test (SQLite file or a uniquely named PostgreSQL database),
 stand-in inference server and webhook receiver on loopback, a RabbitMQ client, and the app served
-for real. The helpers behind them live in tests/support."""
+for real. The helpers behind them live in testkit/."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins.asgi import Relay
-from tests.standins.inference import InferenceStandin
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
-from tests.support import (
+from app.db.session import Database
+from testkit import (
+    API_KEYS,
     Amqp,
+    RunningApp,
     StartApp,
     amqp_client,
+    fast_settings,
     migrate,
     postgres_database,
     rabbitmq_reachable,
@@ -25,6 +24,11 @@ from tests.support import (
     run_app,
     sqlite_url,
 )
+from testkit.standins.asgi import Relay
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.serve import serve
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -35,6 +39,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         return
     async with postgres_database() as url:
         yield await migrate(url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A handle on `database_url`, for tests that read and write rows without the app."""
+    database = Database(database_url)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture(name="sqlite_url")
@@ -71,6 +83,15 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 def start_app() -> StartApp:
     """Serve create_app(settings) on a free loopback port, with a client pointed at it."""
     return run_app
+
+
+@pytest.fixture
+async def keyed(sqlite_url: str, start_app: StartApp) -> AsyncIterator[RunningApp]:
+    """The app with API_KEYS set to two keys (spaces around them, as an operator may write the list);
+    the scheduler is off."""
+    settings = fast_settings(sqlite_url, scheduler_enabled=False, api_keys=f" {API_KEYS[0]} ,{API_KEYS[1]}")
+    async with start_app(settings) as app:
+        yield app
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.standins.inference import InferenceStandin
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.browser import VIEWPORT, WAIT_MS, PageErrors, chromium
+from testkit import RunningApp, StartApp, fast_settings
+from testkit.browser import VIEWPORT, WAIT_MS, PageErrors, chromium
+from testkit.standins.inference import InferenceStandin
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import asyncio
 
 from playwright.async_api import Page, Route, expect
 
-from tests.support import NO_DELIVERY, RunningApp, request_payload, wait_until
-from tests.support.browser import WAIT_MS, mark_page, still_same_page, visit
+from testkit import NO_DELIVERY, RunningApp, request_payload, wait_until
+from testkit.browser import WAIT_MS, mark_page, still_same_page, visit
 
 SLOW_ACTION_SECONDS = 4.0  # longer than the batch list's poll interval (3 s)
 

@@ -10,9 +10,8 @@ import json
 
 from playwright.async_api import Page, expect
 
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, request_payload, webhook
-from tests.support.browser import (
+from testkit import RunningApp, request_payload, webhook
+from testkit.browser import (
     CUSTOM_IDS,
     FAILING,
     WAIT_MS,
@@ -23,6 +22,7 @@ from tests.support.browser import (
     still_same_page,
     visit,
 )
+from testkit.standins.receiver import WebhookReceiver
 
 
 async def test_a_batch_shows_up_live_closes_and_runs_to_done(

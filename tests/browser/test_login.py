@@ -3,32 +3,23 @@ without the CSRF token refused, and logs out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from playwright.async_api import Page, expect
 
-from tests.support import RunningApp, StartApp, fast_settings
-from tests.support.browser import PageErrors, shot
+from testkit import API_KEYS, RunningApp
+from testkit.browser import PageErrors, shot
 
-KEY = "browser-key-41c2"
-
-
-@pytest.fixture
-async def keyed_app(sqlite_url: str, start_app: StartApp) -> AsyncIterator[RunningApp]:
-    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False, api_keys=KEY)) as app:
-        yield app
+KEY = API_KEYS[0]
 
 
-async def test_log_in_act_and_log_out(keyed_app: RunningApp, page: Page, page_errors: PageErrors) -> None:
-    await page.goto(keyed_app.url + "/settings")
-    await expect(page).to_have_url(keyed_app.url + "/login?next=/settings")
+async def test_log_in_act_and_log_out(keyed: RunningApp, page: Page, page_errors: PageErrors) -> None:
+    await page.goto(keyed.url + "/settings")
+    await expect(page).to_have_url(keyed.url + "/login?next=/settings")
     await page.fill('#login input[name="key"]', "not-the-key")
     await page.click("#login button")
     await expect(page.locator("#login-error")).to_contain_text("not valid")
     await page.fill('#login input[name="key"]', KEY)
     await page.click("#login button")
-    await expect(page).to_have_url(keyed_app.url + "/settings")
+    await expect(page).to_have_url(keyed.url + "/settings")
     await shot(page, "20-logged-in")
 
     field = page.locator('#settings input[name="delivery_max_attempts"]')
@@ -43,7 +34,7 @@ async def test_log_in_act_and_log_out(keyed_app: RunningApp, page: Page, page_er
     await expect(field).to_have_value("4")
 
     await page.click("#logout")
-    await expect(page).to_have_url(keyed_app.url + "/login")
-    await page.goto(keyed_app.url + "/")
-    await expect(page).to_have_url(keyed_app.url + "/login?next=/")
+    await expect(page).to_have_url(keyed.url + "/login")
+    await page.goto(keyed.url + "/")
+    await expect(page).to_have_url(keyed.url + "/login?next=/")
     page_errors.assert_none()

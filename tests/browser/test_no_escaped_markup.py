@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, StartApp, fast_settings, request_payload, wait_until, webhook
-from tests.support.browser import PageErrors, visit
+from testkit import RunningApp, StartApp, fast_settings, request_payload, wait_until, webhook
+from testkit.browser import PageErrors, visit
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 KEY = "browser-key-escaped-7f1d"
 # What markup looks like once escaped into text (and escaped twice).

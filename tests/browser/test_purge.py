@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from app.db.models import Batch, Request
 from app.ground.clock import utcnow
-from tests.support import RunningApp, new_batch
-from tests.support.browser import PageErrors, shot, visit
+from testkit import RunningApp, new_batch
+from testkit.browser import PageErrors, shot, visit
 
 
 async def test_purge_now_says_what_went(

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
-from tests.standins.receiver import WebhookReceiver
-from tests.support import RunningApp, request_payload, wait_until, webhook
-from tests.support.browser import (
+from testkit import RunningApp, request_payload, wait_until, webhook
+from testkit.browser import (
     CUSTOM_IDS,
     FAILING,
     WAIT_MS,
@@ -18,6 +17,7 @@ from tests.support.browser import (
     still_same_page,
     visit,
 )
+from testkit.standins.receiver import WebhookReceiver
 
 
 async def run_a_batch(app: RunningApp, receiver: WebhookReceiver) -> None:

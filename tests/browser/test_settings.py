@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
-from tests.support import RunningApp
-from tests.support.browser import PageErrors, shot, visit
+from testkit import RunningApp
+from testkit.browser import PageErrors, shot, visit
 
 
 async def test_an_invalid_setting_is_refused_and_a_valid_one_saved(

@@ -17,9 +17,7 @@ from sqlalchemy import func, select
 
 from app.db.models import Delivery, Request
 from app.db.session import Database
-from tests.standins.inference import InferenceStandin
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import (
+from testkit import (
     Amqp,
     close_connections,
     rabbitmqctl_available,
@@ -28,7 +26,9 @@ from tests.support import (
     to_queue,
     wait_until,
 )
-from tests.support.processes import app_env, app_process
+from testkit.processes import app_env, app_process
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import RunningApp, StartApp, fast_settings, migrate, postgres_database, wait_until
+from testkit import RunningApp, StartApp, fast_settings, migrate, postgres_database, wait_until
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.tcp_proxy import TcpProxy
 
 COUNT = 60
 

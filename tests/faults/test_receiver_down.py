@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 from app.core.read.failing import destination_of, host_port, safe_error
 from app.db.models import Delivery
 from app.db.session import Database
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.tcp_proxy import TcpProxy
-from tests.support import request_payload, wait_until, webhook
-from tests.support.processes import app_env, app_process
+from testkit import request_payload, wait_until, webhook
+from testkit.processes import app_env, app_process
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.tcp_proxy import TcpProxy
 
 COUNT = 20
 TOKEN = "s3cret-token"  # in the URL's path and query: never to be shown

@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from app.db.models import Batch, BatchEvent, DeliveryAttempt
 from app.db.session import Database
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import IN_CI, migrate, postgres_database, request_payload, wait_until, webhook
-from tests.support.processes import app_env, app_process
+from testkit import IN_CI, migrate, postgres_database, request_payload, wait_until, webhook
+from testkit.processes import app_env, app_process
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

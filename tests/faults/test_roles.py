@@ -14,10 +14,10 @@ from sqlalchemy import select
 from app.__main__ import main
 from app.db.models import BatchEvent, DeliveryAttempt
 from app.db.session import Database
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import request_payload, webhook
-from tests.support.processes import app_env, app_process
+from testkit import request_payload, webhook
+from testkit.processes import app_env, app_process
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 

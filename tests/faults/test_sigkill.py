@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 
 from app.db.models import BatchEvent
 from app.db.session import Database
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import wait_until
-from tests.support.faults import batch_statuses, counts, delivered_count, submit_all
-from tests.support.processes import app_env, app_process, kill
+from testkit import wait_until
+from testkit.faults import batch_statuses, counts, delivered_count, submit_all
+from testkit.processes import app_env, app_process, kill
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 

@@ -24,11 +24,11 @@ from sqlalchemy import select
 from app.core.runs.openai.once import BATCH_ID_KEY, SUBMISSION_KEY
 from app.db.models import Batch
 from app.db.session import Database
-from tests.standins.openai_batch import OpenAIBatchStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.support import wait_until
-from tests.support.faults import batch_statuses, counts, delivered_count, submit_all
-from tests.support.processes import app_env, app_process, kill
+from testkit import wait_until
+from testkit.faults import batch_statuses, counts, delivered_count, submit_all
+from testkit.processes import app_env, app_process, kill
+from testkit.standins.openai_batch import OpenAIBatchStandin
+from testkit.standins.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 

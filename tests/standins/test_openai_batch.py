@@ -14,10 +14,10 @@ import pytest_asyncio
 from openai.types import Batch, CreateEmbeddingResponse, FileObject
 from openai.types.chat import ChatCompletion
 
-from tests.standins.asgi import Relay
-from tests.standins.openai_batch import OpenAIBatchStandin, parse_multipart
-from tests.standins.serve import serve
-from tests.support.waiting import wait_until
+from testkit.standins.asgi import Relay
+from testkit.standins.openai_batch import OpenAIBatchStandin, parse_multipart
+from testkit.standins.serve import serve
+from testkit.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

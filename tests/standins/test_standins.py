@@ -7,10 +7,10 @@ import asyncio
 import httpx
 import pytest
 
-from tests.standins.asgi import Receive, Scope, Send
-from tests.standins.inference import InferenceStandin
-from tests.standins.receiver import WebhookReceiver
-from tests.standins.serve import serve
+from testkit.standins.asgi import Receive, Scope, Send
+from testkit.standins.inference import InferenceStandin
+from testkit.standins.receiver import WebhookReceiver
+from testkit.standins.serve import serve
 
 pytestmark = pytest.mark.asyncio
 

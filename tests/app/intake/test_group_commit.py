@@ -1,0 +1,120 @@
+"""Group commit of intake (app.core.intake.group_commit): concurrent intakes share a transaction,
+each is answered after its commit, and a row's failure or a caller's departure is only its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from app.core.intake import accept as intake
+from app.core.intake import group_commit
+from app.db.session import Database, is_unavailable
+from app.ground import metrics
+from app.ground.clock import utcnow
+from testkit import fast_settings
+from testkit.builders import NO_DELIVERY, request_payload
+
+
+def commits() -> tuple[float, float]:
+    """(transactions, rows) written by group commit so far in this process."""
+    count = metrics.REGISTRY.get_sample_value("batchgate_intake_commit_rows_count") or 0.0
+    rows = metrics.REGISTRY.get_sample_value("batchgate_intake_commit_rows_sum") or 0.0
+    return count, rows
+
+
+def row(custom_id: str, **changes: Any) -> dict[str, Any]:
+    values = {
+        "custom_id": custom_id,
+        "origin": "api",
+        "backend": "local",
+        "endpoint": "/v1/chat/completions",
+        "model": "stand-in",
+        "body": {"model": "stand-in"},
+        "body_bytes": 10,
+        "delivery": NO_DELIVERY,
+        "created_at": utcnow(),
+    }
+    return values | changes
+
+
+async def stored(db: Database) -> dict[str, Any]:
+    async with db.engine.connect() as connection:
+        found = await connection.execute(text("SELECT custom_id, body FROM requests WHERE scope = ''"))
+        return {custom_id: body for custom_id, body in found}
+
+
+async def test_concurrent_intakes_share_one_transaction(db: Database, database_url: str) -> None:
+    settings = fast_settings(database_url)
+    before = commits()
+    accepted = await asyncio.gather(
+        *(intake.accept(db, settings, request_payload(f"r-{n}", NO_DELIVERY)) for n in range(50))
+    )
+    count, rows = commits()
+    # All 50 queue before the drain task first runs, so they go in one transaction.
+    assert (count - before[0], rows - before[1]) == (1, 50)
+    assert len({a.id for a in accepted}) == 50
+    assert set(await stored(db)) == {f"r-{n}" for n in range(50)}
+
+
+async def test_the_same_custom_id_in_one_group_is_stored_once(db: Database, database_url: str) -> None:
+    settings = fast_settings(database_url)
+    payloads = [request_payload("dup", NO_DELIVERY)] * 3 + [request_payload("dup", NO_DELIVERY, seed=7)]
+    answers = await asyncio.gather(
+        *(intake.accept(db, settings, p) for p in payloads), return_exceptions=True
+    )
+    assert isinstance(answers[0], intake.Accepted)  # the first in line wins
+    assert [a.same for a in answers[1:] if isinstance(a, intake.Duplicate)] == [True, True, False]
+    assert "seed" not in (await stored(db))["dup"]
+
+
+async def test_a_group_finds_rows_stored_before_it(db: Database) -> None:
+    writer = group_commit.writer(db)
+    first = await writer.insert(row("old"))
+    again, new = await asyncio.gather(writer.insert(row("old")), writer.insert(row("new")))
+    assert isinstance(first, group_commit.Inserted) and isinstance(new, group_commit.Inserted)
+    assert isinstance(again, group_commit.Taken) and again.same_as(row("old"))
+    assert not again.same_as(row("old", body={"model": "other"}))
+
+
+async def test_a_failing_row_fails_alone(db: Database) -> None:
+    writer = group_commit.writer(db)
+    rows = [row(f"ok-{n}") for n in range(9)] + [row("bad", origin=None)]  # origin is NOT NULL
+    answers = await asyncio.gather(*(writer.insert(r) for r in rows), return_exceptions=True)
+    assert isinstance(answers[-1], IntegrityError)
+    assert all(isinstance(a, group_commit.Inserted) for a in answers[:-1])
+    assert set(await stored(db)) == {f"ok-{n}" for n in range(9)}
+
+
+async def test_a_caller_that_leaves_still_has_its_row_written(db: Database) -> None:
+    writer = group_commit.writer(db)
+    staying = asyncio.create_task(writer.insert(row("staying")))
+    leaving = asyncio.create_task(writer.insert(row("leaving")))
+    await asyncio.sleep(0)  # one turn of the loop: both rows are queued, in one group
+    leaving.cancel()
+    assert isinstance(await staying, group_commit.Inserted)
+    assert leaving.cancelled()
+    assert set(await stored(db)) == {"staying", "leaving"}
+
+
+async def test_an_unreachable_database_fails_the_group_at_once_not_row_by_row() -> None:
+    db = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")  # the discard port: refused
+    writer = group_commit.writer(db)
+    alone: list[str] = []
+    write_one = writer._write_one
+
+    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
+        alone.append(row["custom_id"])
+        return await write_one(row)
+
+    writer._write_one = counted  # type: ignore[method-assign]
+    try:
+        answers = await asyncio.gather(
+            *(writer.insert(row(f"r-{n}")) for n in range(5)), return_exceptions=True
+        )
+    finally:
+        await db.dispose()
+    assert all(isinstance(a, Exception) and is_unavailable(a) for a in answers)
+    assert alone == []  # one connection attempt for the group, not one more per row
