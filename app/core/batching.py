@@ -110,13 +110,14 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
     return True
 
 
-# Why a building batch ended without ever closing (shown on its timeline).
-EMPTY_REASON = "no pending request left in its group (all cancelled)"
+# Why a building batch ended without ever closing (shown on its timeline): its requests were
+# cancelled, or, with several replicas, another replica's batch took them as this one opened.
+EMPTY_REASON = "no pending request left in its group (cancelled, or taken by another batch)"
 
 
 async def end_empty_building(db: Database, batch_id: int) -> bool:
-    """End a building batch whose group has no pending request left: every request it stood
-    for was cancelled, and nothing else would ever close it. A request that arrives later opens
+    """End a building batch whose group has no pending request left (they were cancelled, or
+    another replica's batch took them), as nothing else would ever close it. A request that arrives later opens
     a new building batch (the unique index is on building batches only)."""
     async with db.transaction() as session:
         batch = await _locked_building(session, batch_id)
