@@ -117,8 +117,8 @@ EMPTY_REASON = "no pending request left in its group (cancelled, or taken by ano
 
 async def end_empty_building(db: Database, batch_id: int) -> bool:
     """End a building batch whose group has no pending request left (they were cancelled, or
-    another replica's batch took them), as nothing else would ever close it. A request that arrives later opens
-    a new building batch (the unique index is on building batches only)."""
+    another replica's batch took them), as nothing else would ever close it. A request that
+    arrives later opens a new building batch (the unique index is on building batches only)."""
     async with db.transaction() as session:
         batch = await _locked_building(session, batch_id)
         if batch is None:
