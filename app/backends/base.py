@@ -3,7 +3,9 @@
 Backends never touch the database. There are two kinds, because running lines and running a
 remote batch are different jobs: a `LineRunner` (an inference server: local.py) runs each line
 and yields results as they finish; a `BatchAPI` (OpenAI's Files + Batches API: openai.py) takes
-a whole input file and is polled until its output files are ready.
+a whole input file and is polled until its output files are ready; a `MessageBatchAPI`
+(Anthropic's Message Batches: anthropic_batch.py) is created from a request list and its results
+are streamed once it has ended.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import IO, Any, Literal, Protocol
 
 import httpx
 
-from app.net.outbound import RETRYABLE_STATUS, Adapter
+from app.net.outbound import RETRYABLE_STATUS, Adapter, RetryPolicy
 
 
 class BatchAPIError(Exception):
@@ -151,6 +153,28 @@ class BatchAPI(Backend, Protocol):
     async def delete_file(self, file_id: str) -> bool: ...
 
     def file_lines(self, file_id: str) -> AsyncIterator[str]: ...
+
+
+class MessageBatchAPI(Backend, Protocol):
+    """A backend that runs Anthropic Message Batches: create (from a JSON body on disk), get,
+    list, cancel, stream results, delete. `create_batch` is sent once; the core retries it after
+    a lookup (`list_batches`)."""
+
+    name: str
+    configured: bool
+    retries: RetryPolicy  # bounds each call; the core's create loop too
+
+    async def create_batch(self, body: IO[bytes]) -> dict[str, Any]: ...
+
+    async def get_batch(self, remote_id: str) -> dict[str, Any]: ...
+
+    async def list_batches(self, after_id: str | None = None, limit: int = 100) -> dict[str, Any]: ...
+
+    async def cancel_batch(self, remote_id: str) -> str: ...
+
+    async def delete_batch(self, remote_id: str) -> bool: ...
+
+    def result_lines(self, results_url: str) -> AsyncIterator[str]: ...
 
 
 EmbeddedState = Literal["stopped", "starting", "ready", "failed"]

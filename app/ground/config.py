@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     openai_batch_discount: float = Field(0.5, ge=0, le=1)
     openai_auth_recheck_seconds: float = Field(300.0, gt=0)
 
+    # Anthropic Message Batches backends (the connection itself is each backend's own config).
+    anthropic_poll_seconds: float = Field(60.0, gt=0)
+    anthropic_auth_recheck_seconds: float = Field(300.0, gt=0)
+    anthropic_prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="Anthropic standard prices in $ per million tokens by model prefix, as JSON, e.g. "
+        '{"claude-sonnet-4": {"input": 3, "cached_input": 0.3, "output": 15}}. Batches cost '
+        "ANTHROPIC_BATCH_DISCOUNT off these.",
+    )
+    anthropic_batch_discount: float = Field(0.5, ge=0, le=1)
+
     batch_max_requests: int = Field(
         50_000, ge=1, description="A batch closes when it holds this many requests."
     )

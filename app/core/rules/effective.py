@@ -50,6 +50,7 @@ EDITABLE_GROUPS = {
         "openai_token_limit_fallback",
         "openai_prices",
     ),
+    "Anthropic": ("anthropic_prices",),
 }
 EDITABLE = tuple(
     Editable(

@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +46,21 @@ class Run:
     owner: str
     on_results: Callable[[], None] = _nothing
     gate: AuthGate = field(default_factory=AuthGate)
+
+    @property
+    def recheck_seconds(self) -> float:
+        """How long a refused key waits before it is probed again."""
+        return self.effective.current.openai_auth_recheck_seconds
+
+
+class Gated(Protocol):
+    """A runner whose steps a refused key stops: its gate, and when to probe the key again."""
+
+    @property
+    def gate(self) -> AuthGate: ...
+
+    @property
+    def recheck_seconds(self) -> float: ...
 
 
 async def snapshot(db: Database, batch_id: int) -> Batch | None:
@@ -86,17 +101,17 @@ async def fail_requests(session: AsyncSession, batch: Batch, from_status: R, err
 
 @contextlib.asynccontextmanager
 async def reported(
-    run: Run, step: str, batch_id: int, failed: Callable[[Exception], Awaitable[None]]
+    run: Gated, step: str, batch_id: int, failed: Callable[[Exception], Awaitable[None]]
 ) -> AsyncIterator[None]:
     """Run one batch's step; a failure goes to `failed`, and a refused key also shuts the gate.
 
-    Only errors OpenAI answered with are expected: anything else is logged with its traceback.
+    Only errors the API answered with are expected: anything else is logged with its traceback.
     """
     try:
         with logs.bound(batch_id=batch_id):
             yield
     except AuthRefused as exc:
-        run.gate.close(exc, run.effective.current.openai_auth_recheck_seconds)
+        run.gate.close(exc, run.recheck_seconds)
         await failed(exc)
     except Exception as exc:
         if not isinstance(exc, BatchAPIError):

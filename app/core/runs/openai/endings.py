@@ -42,7 +42,7 @@ class Ending:
         return (self.reason or self.message).format(**facts)
 
 
-def _cancelled(why: str) -> Ending:
+def cancelled(why: str) -> Ending:
     # A cancel that ends locally still delivers `cancelled`: the operator asked for it; `why` says how.
     return Ending("cancelled", f"the batch was cancelled ({why})", f"{why}; {{count}} requests cancelled")
 
@@ -56,9 +56,9 @@ NOTHING_TO_SUBMIT = Ending("nothing_to_submit", "no request left to submit (all 
 # -- following the remote batch ------------------------------------------------------------------
 REMOTE_UNREACHABLE = Ending("remote_unreachable", "gave up after {failures} failures: {detail}")
 REMOTE_OVERDUE = Ending("remote_overdue", "OpenAI still reports {status} long after expiry")
-REMOTE_GONE = _cancelled("the remote batch is gone (404 on cancel)")
-CANCEL_OVERDUE = _cancelled("the remote cancel did not finish within {cap}")
-FAILED_WHILE_CANCELLING = _cancelled("OpenAI failed it while cancelling: {summary}")
+REMOTE_GONE = cancelled("the remote batch is gone (404 on cancel)")
+CANCEL_OVERDUE = cancelled("the remote cancel did not finish within {cap}")
+FAILED_WHILE_CANCELLING = cancelled("OpenAI failed it while cancelling: {summary}")
 
 # -- OpenAI failed the batch ---------------------------------------------------------------------
 BATCH_REFUSED = Ending("batch_failed", "{summary}", "OpenAI failed the batch: {summary}")
