@@ -10,7 +10,7 @@ stream line by line, so no batch is ever held in memory whole.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import httpx
@@ -161,7 +161,8 @@ class AnthropicBatchBackend:
             await asyncio.sleep(self.retries.wait(attempt, error.retry_after))
 
 
-def _chunks(body: IO[bytes]) -> Iterator[bytes]:
+async def _chunks(body: IO[bytes]) -> AsyncIterator[bytes]:
+    # A file on local disk: reads are short, and httpx's AsyncClient takes only async bodies.
     while chunk := body.read(_CHUNK):
         yield chunk
 

@@ -164,3 +164,27 @@ def output_line(line_id: str, custom_id: str, status: int, request_id: str, body
 def expired_line(line_id: str, custom_id: str) -> Json:
     """A line of a batch's error file for an input line the completion window left unrun."""
     return {"id": line_id, "custom_id": custom_id, "response": None, "error": dict(EXPIRED_LINE_ERROR)}
+
+
+def anthropic_message(message_id: str, model: str, reply: str, prompt: str) -> Json:
+    """An Anthropic Message (anthropic.types.Message), one token per word."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": reply, "citations": None}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": word_count(prompt),
+            "output_tokens": word_count(reply),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def anthropic_error(kind: str, message: str, request_id: str | None = None) -> Json:
+    """Anthropic's error envelope (anthropic.types.shared.ErrorResponse)."""
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
