@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import BatchAPI
 from app.core import results
 from app.core.dropin.create import DROPIN_ORIGINS
-from app.core.rules import audit, leases, states
+from app.core.rules import audit, leases, remote_batches, states
 from app.core.rules.errors import Conflict, Problem, found
 from app.core.runs.openai import remote_files
 from app.db.models import Batch, BatchEvent, Delivery, Request
@@ -50,9 +50,9 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
                     "can be cancelled.",
                 )
             )
-        if batch.status == BatchStatus.PROCESSING and batch.backend == "openai":
+        if batch.status == BatchStatus.PROCESSING and remote_batches.is_remote(batch.backend):
             # The remote batch is asked to cancel by the poll step; what it finished by then is
-            # still collected, and the rest ends cancelled when OpenAI confirms.
+            # still collected, and the rest ends cancelled when the remote API confirms.
             states.move_batch(session, batch, BatchStatus.CANCELLING, "cancel requested by operator")
             batch.cancel_sent = False
             batch.next_attempt_at = None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.backends.base import MessageBatchAPI
+from app.core.rules import remote_batches
 from app.core.rules.effective import EffectiveSettings
 from app.core.runs.anthropic import poll, submit
 from app.core.runs.openai.gate import AuthGate
@@ -37,6 +38,9 @@ class AnthropicRunner:
     owner: str
     on_results: Callable[[], None] = _nothing
     gate: AuthGate = field(default_factory=_gate)
+
+    def __post_init__(self) -> None:
+        remote_batches.register(self.backend.name)  # an operator's cancel goes to Anthropic
 
     @property
     def name(self) -> str:
