@@ -38,6 +38,7 @@ class AnthropicBatchBackend:
         version: str = ANTHROPIC_VERSION,
         timeout_seconds: float = 300.0,
         retries: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -46,7 +47,9 @@ class AnthropicBatchBackend:
         headers = {"anthropic-version": version}
         if api_key:
             headers["x-api-key"] = api_key
-        self._client = http_client(timeout_seconds, base_url=self.base_url, headers=headers)
+        self._client = http_client(
+            timeout_seconds, base_url=self.base_url, headers=headers, transport=transport
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -114,7 +117,11 @@ class AnthropicBatchBackend:
 
     async def result_lines(self, results_url: str) -> AsyncIterator[str]:
         """The JSONL lines at `results_url`, streamed. Only the request is retried: a failure
-        halfway through raises, and the caller reads the results again later."""
+        halfway through raises, and the caller reads the results again later. Our key goes only
+        to our own API: a results_url on another origin is refused."""
+        target = httpx.URL(results_url)
+        if target.is_absolute_url and _origin(target) != _origin(httpx.URL(self.base_url)):
+            raise BatchAPIError(f"results_url {results_url} is not on {self.base_url}")
         attempt, started = 0, False
         while True:
             attempt += 1
@@ -165,6 +172,10 @@ async def _chunks(body: IO[bytes]) -> AsyncIterator[bytes]:
     # A file on local disk: reads are short, and httpx's AsyncClient takes only async bodies.
     while chunk := body.read(_CHUNK):
         yield chunk
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:
