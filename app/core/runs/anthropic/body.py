@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from sqlalchemy import select
 
-from app.core.runs.anthropic.endings import MAX_BYTES, MAX_REQUESTS
+from app.core.runs.anthropic import endings
 from app.db.models import Request
 from app.db.session import Database
 from app.formats.anthropic_messages import MESSAGES_URL
@@ -57,15 +57,10 @@ def params_of(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     raise UnsupportedContent(f"endpoint {endpoint} cannot run on the Anthropic Message Batches API")
 
 
-async def write_body(
-    db: Database,
-    batch_id: int,
-    key: str,
-    file: IO[bytes],
-    limits: tuple[int, int] = (MAX_REQUESTS, MAX_BYTES),
-) -> Written:
-    """Write the batch's batched requests to `file` in request id order, up to `limits`."""
-    most, room = limits[0], limits[1] - _ENVELOPE
+async def write_body(db: Database, batch_id: int, key: str, file: IO[bytes]) -> Written:
+    """Write the batch's batched requests to `file` in request id order, up to Anthropic's
+    limits (endings.MAX_REQUESTS, endings.MAX_BYTES)."""
+    most, room = endings.MAX_REQUESTS, endings.MAX_BYTES - _ENVELOPE
     written, after = Written(), 0
     file.write(b'{"requests":[')
     while True:
