@@ -13,7 +13,7 @@ from app.core.read.failing import FailingDestination
 from app.core.read.queries import BatchDetail, RequestDetail, RequestRow
 from app.core.results import output_line
 from app.core.rules.errors import Problem
-from app.core.runs.openai import tables as model_tables
+from app.core.runs import costs
 from app.db.models import Batch, Delivery, DeliveryAttempt
 from app.ground.config import Settings
 from app.ground.webhook_headers import redact
@@ -315,7 +315,7 @@ def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
         )
     usage = BatchUsageOut(b.input_tokens, b.cached_tokens, b.output_tokens, b.reasoning_tokens)
     cost = None
-    if found := model_tables.batch_cost(b, settings):
+    if found := costs.batch_cost(b, settings):
         cost = CostOut(
             round(found.synchronous, 6), round(found.batch, 6), round(found.saving, 6), found.priced_as
         )

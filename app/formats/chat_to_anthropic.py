@@ -62,7 +62,8 @@ def to_completion(message: dict[str, Any]) -> dict[str, Any]:
         str(block.get("text", "")) for block in message.get("content") or [] if block.get("type") == "text"
     )
     usage = message.get("usage") or {}
-    prompt = int(usage.get("input_tokens") or 0) + int(usage.get("cache_read_input_tokens") or 0)
+    # input_tokens only, as the Message says: cache reads are Anthropic's own count, kept apart.
+    prompt = int(usage.get("input_tokens") or 0)
     completion = int(usage.get("output_tokens") or 0)
     return {
         "id": str(message.get("id") or ""),
@@ -80,7 +81,6 @@ def to_completion(message: dict[str, Any]) -> dict[str, Any]:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": int(usage.get("cache_read_input_tokens") or 0)},
         },
     }
 

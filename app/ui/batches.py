@@ -14,7 +14,7 @@ from litestar.response import Stream
 from app.core.dropin import ids
 from app.core.read import exports, queries
 from app.core.rules import states
-from app.core.runs.openai import tables as model_tables
+from app.core.runs import costs
 from app.ui.render import done, list_page, page
 from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
@@ -66,7 +66,7 @@ class BatchPages(Controller):
             results_url=results_url,
             # A batch created before its size was recorded (an Anthropic one) has its lines' sizes.
             size=detail.batch.bytes or outcomes.body_bytes,
-            cost=model_tables.batch_cost(detail.batch, await app.effective.fresh()),
+            cost=costs.batch_cost(detail.batch, await app.effective.fresh()),
         )
 
     @get("/{batch_id:int}/{filename:str}")

@@ -40,7 +40,9 @@ class AnthropicRunner:
     gate: AuthGate = field(default_factory=_gate)
 
     def __post_init__(self) -> None:
-        remote_batches.register(self.backend.name)  # an operator's cancel goes to Anthropic
+        remote_batches.register(
+            self.backend.name, "anthropic-batch"
+        )  # an operator's cancel goes to Anthropic
 
     @property
     def name(self) -> str:

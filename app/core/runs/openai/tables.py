@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.db.models import Batch
 from app.ground.config import Price, Settings
 
 T = TypeVar("T")
@@ -84,10 +83,3 @@ def cost(model: str, settings: Settings, input_tokens: int, cached: int, output:
     ) / 1_000_000
     batch = synchronous * (1 - settings.openai_batch_discount)
     return Cost(synchronous, batch, synchronous - batch, key)
-
-
-def batch_cost(batch: Batch, settings: Settings) -> Cost | None:
-    """The estimated cost and saving of an OpenAI batch's usage so far (None for local batches)."""
-    if batch.backend != "openai" or not (batch.input_tokens or batch.output_tokens):
-        return None
-    return cost(batch.model, settings, batch.input_tokens, batch.cached_tokens, batch.output_tokens)
