@@ -9,14 +9,13 @@ stream line by line, so no batch is ever held in memory whole.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 import httpx
 
+from app.backends import calls
 from app.backends.base import AuthRefused, BackendStatus, BatchAPIError
-from app.ground import metrics
 from app.net.outbound import RetryPolicy, http_client
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -115,57 +114,19 @@ class AnthropicBatchBackend:
             raise
         return True
 
-    async def result_lines(self, results_url: str) -> AsyncIterator[str]:
+    def result_lines(self, results_url: str) -> AsyncIterator[str]:
         """The JSONL lines at `results_url`, streamed. Only the request is retried: a failure
         halfway through raises, and the caller reads the results again later. Our key goes only
         to our own API: a results_url on another origin is refused."""
         target = httpx.URL(results_url)
         if target.is_absolute_url and _origin(target) != _origin(httpx.URL(self.base_url)):
             raise BatchAPIError(f"results_url {results_url} is not on {self.base_url}")
-        attempt, started = 0, False
-        while True:
-            attempt += 1
-            try:
-                async with self._client.stream("GET", results_url) as response:
-                    if response.is_success:
-                        async for line in response.aiter_lines():
-                            if line.strip():
-                                started = True
-                                yield line
-                        return
-                    await response.aread()
-                    error = error_of(response, "GET results")
-            except httpx.TransportError as exc:
-                error = BatchAPIError(f"reading results: {type(exc).__name__}: {exc}")
-                if started:
-                    raise error from exc
-            if not (error.retryable and self.retries.allows(attempt)):
-                raise error
-            await asyncio.sleep(self.retries.wait(attempt, error.retry_after))
+        return calls.lines(self._client, results_url, self.retries, error_of, "results")
 
-    async def _call(self, method: str, path: str, request: Any, retry: bool = True) -> httpx.Response:
-        """One API call with bounded retries unless `retry` is False; `request()` gives httpx's
-        keyword arguments afresh for each try."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with metrics.backend_call(self.name) as outcome:
-                    response = await self._client.request(method, path, **request())
-                    outcome[0] = "ok" if response.is_success else "error"
-            except httpx.TransportError as exc:
-                # Only a connection never made is sure not to have reached Anthropic.
-                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                error = BatchAPIError(
-                    f"{method} {path}: {type(exc).__name__}: {exc}", outcome_unknown=not unsent
-                )
-            else:
-                if response.is_success:
-                    return response
-                error = error_of(response, f"{method} {path}")
-            if not (retry and error.retryable and self.retries.allows(attempt)):
-                raise error
-            await asyncio.sleep(self.retries.wait(attempt, error.retry_after))
+    async def _call(
+        self, method: str, path: str, request: Callable[[], dict[str, Any]], retry: bool = True
+    ) -> httpx.Response:
+        return await calls.call(self._client, self.name, method, path, request, self.retries, error_of, retry)
 
 
 async def _chunks(body: IO[bytes]) -> AsyncIterator[bytes]:

@@ -15,14 +15,13 @@ the stand-in server, with the SDK's own types, so the contract is the SDK's.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import httpx
 
+from app.backends import calls
 from app.backends.base import AuthRefused, BackendStatus, BatchAPIError, ask_models
-from app.ground import metrics
 from app.ground.config import Settings
 from app.net.outbound import RetryPolicy, http_client
 
@@ -126,53 +125,18 @@ class OpenAIBackend:
             raise
         return True
 
-    async def file_lines(self, file_id: str) -> AsyncIterator[str]:
+    def file_lines(self, file_id: str) -> AsyncIterator[str]:
         """The lines of GET /files/{id}/content, streamed. Only the request is retried: a
         failure halfway through raises, and the caller collects the file again later."""
-        attempt, started = 0, False
-        while True:
-            attempt += 1
-            try:
-                async with self._client.stream("GET", f"/files/{file_id}/content") as response:
-                    if response.is_success:
-                        async for line in response.aiter_lines():
-                            if line.strip():
-                                started = True
-                                yield line
-                        return
-                    await response.aread()
-                    error = _error_of(response)
-            except httpx.TransportError as exc:
-                error = BatchAPIError(f"reading file {file_id}: {type(exc).__name__}: {exc}")
-                if started:
-                    raise error from exc
-            if not (error.retryable and self.retries.allows(attempt)):
-                raise error
-            await asyncio.sleep(self.retries.wait(attempt))
+        url = f"/files/{file_id}/content"
+        return calls.lines(self._client, url, self.retries, _error_of, f"file {file_id}")
 
     async def _call(self, method: str, path: str, request: Any, retry: bool = True) -> httpx.Response:
         """One API call, with bounded retries unless `retry` is False; `request()` gives httpx's
         keyword arguments afresh."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with metrics.backend_call(self.name) as outcome:
-                    response = await self._client.request(method, path, **request())
-                    outcome[0] = "ok" if response.is_success else "error"
-            except httpx.TransportError as exc:
-                # Only a connection never made is sure not to have reached OpenAI.
-                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                error = BatchAPIError(
-                    f"{method} {path}: {type(exc).__name__}: {exc}", outcome_unknown=not unsent
-                )
-            else:
-                if response.is_success:
-                    return response
-                error = _error_of(response, f"{method} {path}")
-            if not (retry and error.retryable and self.retries.allows(attempt)):
-                raise error
-            await asyncio.sleep(self.retries.wait(attempt, error.retry_after))
+        return await calls.call(
+            self._client, self.name, method, path, request, self.retries, _error_of, retry
+        )
 
 
 def _message(response: httpx.Response) -> str:

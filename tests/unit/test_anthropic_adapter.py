@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from app.backends import anthropic_batch
+from app.backends import calls
 from app.backends.anthropic_batch import AnthropicBatchBackend
 from app.backends.base import AuthRefused, BatchAPIError
 from app.net.outbound import RetryPolicy
@@ -40,7 +40,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(anthropic_batch.asyncio, "sleep", sleep)
+    monkeypatch.setattr(calls.asyncio, "sleep", sleep)
     return slept
 
 

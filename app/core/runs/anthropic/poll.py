@@ -8,23 +8,22 @@ import random
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_
-
-from app.backends.base import AuthRefused, LineResult
+from app.backends.base import AuthRefused
 from app.core import results
 from app.core.rules import leases, states
 from app.core.rules.states import B, R
 from app.core.runs.anthropic import collect, endings
 from app.core.runs.openai.common import (
-    FOLLOWED,
-    backoff,
-    duration,
+    claim_followed,
     error_text,
+    note_remote,
+    poll_failed,
     reported,
     request_ids,
     set_batch,
     snapshot,
 )
+from app.core.runs.openai.common import give_up as give_up_batch
 from app.core.runs.openai.endings import Ending
 from app.db.models import Batch
 from app.ground.clock import utcnow
@@ -39,20 +38,7 @@ async def poll_due(run: AnthropicRunner) -> bool:
     """Poll this backend's remote batches that are due; True when more may be due."""
     if not await run.gate.passes(run.backend, run.recheck_seconds):
         return False
-    async with run.db.transaction() as session:
-        ids = await leases.claim(
-            session,
-            Batch,
-            [
-                Batch.backend == run.name,
-                Batch.status.in_(FOLLOWED),
-                or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= utcnow()),
-            ],
-            run.owner,
-            run.effective.current.lease_seconds,
-            PARALLEL,
-            order_by=Batch.next_attempt_at,
-        )
+    ids = await claim_followed(run.db, run.name, run.owner, run.effective.current.lease_seconds)
     await asyncio.gather(*(_poll_one(run, batch_id) for batch_id in ids))
     return len(ids) == PARALLEL
 
@@ -116,52 +102,19 @@ def _when(value: Any) -> datetime | None:
 async def _note_remote(run: AnthropicRunner, batch_id: int, remote: dict[str, Any]) -> None:
     """Keep the remote status; a change goes on the timeline with Anthropic's counts."""
     status = str(remote.get("processing_status"))
-    async with run.db.transaction() as session:
-        batch = await leases.lock(session, Batch, batch_id)
-        if batch is None or batch.remote_status == status:
-            return
-        batch.remote_status = status
-        counts = ", ".join(f"{n} {kind}" for kind, n in (remote.get("request_counts") or {}).items())
-        states.note_batch(session, batch, f"Anthropic: {status} ({counts})")
+    counts = remote.get("request_counts") or {}
+    said = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    await note_remote(run.db, batch_id, status, lambda: f"Anthropic: {status} ({said})")
 
 
 async def _poll_failed(run: AnthropicRunner, batch_id: int, exc: Exception) -> None:
     message = error_text(exc)
-    async with run.db.transaction() as session:
-        batch = await leases.lock(session, Batch, batch_id, *FOLLOWED)
-        if batch is None:
-            return
-        batch.run_failures += 1
-        leases.release(batch)
-        if batch.run_failures < endings.POLL_FAILURES_MAX:
-            delay = backoff(run.poll_seconds, batch.run_failures)
-            batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
-            states.note_batch(
-                session,
-                batch,
-                f"talking to Anthropic failed ({message}); try {batch.run_failures + 1} of "
-                f"{endings.POLL_FAILURES_MAX} in {duration(delay)}",
-            )
-            return
-    await give_up(
-        run, batch_id, endings.REMOTE_UNREACHABLE, failures=endings.POLL_FAILURES_MAX, detail=message
-    )
+    await poll_failed(run.db, run.on_results, batch_id, "Anthropic", run.poll_seconds, message)
 
 
 async def give_up(run: AnthropicRunner, batch_id: int, ending: Ending, **facts: Any) -> None:
     """End a batch whose remote side cannot be followed any more: its open requests fail."""
-    async with run.db.transaction() as session:
-        batch = await leases.lock(session, Batch, batch_id, *FOLLOWED)
-        if batch is None:
-            return
-        leases.release(batch)
-        batch.error = ending.error(**facts)
-        ids = await request_ids(session, batch_id, R.PROCESSING)
-        await results.record(
-            session, batch_id, [LineResult(rid, "", None, ending.error(**facts)) for rid in ids]
-        )
-        states.move_batch(session, batch, B.FAILED, ending.why(**facts))
-    run.on_results()
+    await give_up_batch(run.db, run.on_results, batch_id, ending, **facts)
 
 
 async def _cancel_locally(run: AnthropicRunner, batch_id: int, ending: Ending, **facts: Any) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
@@ -27,7 +26,14 @@ from app.core.runs.anthropic.endings import (
     TOO_LARGE,
 )
 from app.core.runs.openai import once as keys
-from app.core.runs.openai.common import backoff, duration, error_text, fail_requests, reported, snapshot
+from app.core.runs.openai.common import (
+    error_text,
+    fail_requests,
+    request_ids,
+    start_following,
+    submit_again,
+    working_on,
+)
 from app.db.models import Batch, Request
 from app.ground.clock import utcnow
 
@@ -106,11 +112,7 @@ async def _submit_one(run: AnthropicRunner, batch_id: int) -> None:
     async def failed(exc: Exception) -> None:
         await _submit_failed(run, batch_id, exc)
 
-    async with (
-        reported(run, "submitting", batch_id, failed),
-        leases.held(run.db, Batch, batch_id, run.owner, run.effective.current.lease_seconds),
-    ):
-        batch = await snapshot(run.db, batch_id)
+    async with working_on(run, "submitting", batch_id, failed) as batch:
         if batch is None:
             return
         key = keys.stored_key(batch)
@@ -135,14 +137,7 @@ async def _submit_one(run: AnthropicRunner, batch_id: int) -> None:
 async def _batched(run: AnthropicRunner, batch_id: int) -> int:
     """How many requests the batch still has to send (after a lost create: how many it sent)."""
     async with run.db.transaction() as session:
-        return len(await _ids(session, batch_id, R.BATCHED))
-
-
-async def _ids(session: AsyncSession, batch_id: int, status: R) -> list[int]:
-    rows = await session.scalars(
-        select(Request.id).where(Request.batch_id == batch_id, Request.status == status)
-    )
-    return list(rows.all())
+        return len(await request_ids(session, batch_id, R.BATCHED))
 
 
 async def _settle_unsent(run: AnthropicRunner, batch_id: int, written: Written) -> bool:
@@ -179,27 +174,12 @@ async def _settle_unsent(run: AnthropicRunner, batch_id: int, written: Written) 
 
 async def _created(run: AnthropicRunner, batch_id: int, remote: dict[str, Any], how: str) -> None:
     """Follow the remote batch: record it; the batch and its requests are processing."""
-    now = utcnow()
     async with run.db.transaction() as session:
         batch = await leases.lock(session, Batch, batch_id, B.SUBMITTING)
         if batch is None:
             return
-        batch.remote_batch_id = str(remote["id"])
-        batch.remote_status = str(remote.get("processing_status") or "in_progress")
-        batch.error = None
-        batch.run_failures = 0
-        batch.cancel_sent = False
-        batch.next_attempt_at = now  # poll at once
-        leases.release(batch)
-        states.move_batch(session, batch, B.PROCESSING, f"Anthropic batch {batch.remote_batch_id} {how}")
-        await states.move_requests(
-            session,
-            await _ids(session, batch_id, R.BATCHED),
-            R.BATCHED,
-            R.PROCESSING,
-            submitted_at=now,
-            inference_attempts=Request.inference_attempts + 1,
-        )
+        remote_id, status = str(remote["id"]), str(remote.get("processing_status") or "in_progress")
+        await start_following(session, batch, remote_id, status, f"Anthropic batch {remote_id} {how}")
 
 
 async def _submit_failed(run: AnthropicRunner, batch_id: int, exc: Exception) -> None:
@@ -224,24 +204,10 @@ async def _failed(
 ) -> None:
     """Back to ready with backoff while attempts remain; after the last, when a create may have
     gone out, one more round only looks for it; else failed with its requests."""
-    batch.run_failures += 1
-    leases.release(batch)
     maybe_created = keys.stored_key(batch) is not None
-    last_look = maybe_created and batch.run_failures == SUBMIT_ATTEMPTS
-    if not (retryable and (batch.run_failures < SUBMIT_ATTEMPTS or last_look)):
-        tried = f"after {batch.run_failures} attempts" if retryable else "refused"
+    tried = submit_again(session, batch, message, retryable, maybe_created, run.poll_seconds)
+    if tried is not None:
         await _fail_batch(session, batch, SUBMISSION_FAILED.why(detail=message, tried=tried), message)
-        return
-    delay = backoff(run.poll_seconds, batch.run_failures)
-    batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    if last_look:
-        batch.error = SUBMISSION_FAILED.error(detail=message)
-        after = f"attempts spent; a last look for a batch its create may have made in {duration(delay)}"
-    else:
-        after = f"attempt {batch.run_failures + 1} of {SUBMIT_ATTEMPTS} in {duration(delay)}"
-    reason = f"submission failed ({message}); {after}"
-    states.move_batch(session, batch, B.READY, reason)
-    batch.wait_reason = reason
 
 
 async def _end(run: AnthropicRunner, batch_id: int, detail: str) -> None:

@@ -8,7 +8,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import AuthRefused, LineResult
@@ -17,8 +17,8 @@ from app.core.rules import leases, states
 from app.core.rules.states import B, R
 from app.core.runs.openai import collect, common, endings
 from app.core.runs.openai.answers import files_missing, line_error, summary
-from app.core.runs.openai.common import FOLLOWED, PARALLEL, Run
-from app.core.runs.openai.endings import CANCELLING_MAX, OVERDUE_GRACE, POLL_FAILURES_MAX, Ending
+from app.core.runs.openai.common import PARALLEL, Run
+from app.core.runs.openai.endings import CANCELLING_MAX, OVERDUE_GRACE, Ending
 from app.core.runs.openai.remote_files import clean_up
 from app.db.models import Batch, Request
 from app.ground.clock import utcnow
@@ -34,21 +34,7 @@ async def poll_due(run: Run) -> bool:
     more due than one round took."""
     if not await run.gate.passes(run.backend, run.effective.current.openai_auth_recheck_seconds):
         return False
-    now = utcnow()
-    async with run.db.transaction() as session:
-        ids = await leases.claim(
-            session,
-            Batch,
-            [
-                Batch.backend == "openai",
-                Batch.status.in_(FOLLOWED),
-                or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
-            ],
-            run.owner,
-            run.effective.current.lease_seconds,
-            PARALLEL,
-            order_by=Batch.next_attempt_at,
-        )
+    ids = await common.claim_followed(run.db, "openai", run.owner, run.effective.current.lease_seconds)
     await asyncio.gather(*(_poll_one(run, batch_id) for batch_id in ids))
     return len(ids) == PARALLEL
 
@@ -122,52 +108,24 @@ async def _poll_later(run: Run, batch_id: int, **values: Any) -> None:
 async def _note_remote(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
     """Keep the remote status (a change goes on the timeline) and the counts OpenAI reports."""
     status = str(remote.get("status"))
-    async with run.db.transaction() as session:
-        batch = await leases.lock(session, Batch, batch_id)
-        if batch is None or batch.remote_status == status:
-            return
-        batch.remote_status = status
-        counts = remote.get("request_counts") or {}
-        states.note_batch(
-            session,
-            batch,
-            f"OpenAI: {status} ({counts.get('completed', 0)} completed, {counts.get('failed', 0)} "
-            f"failed of {counts.get('total', 0)})",
-        )
+    counts = remote.get("request_counts") or {}
+    said = (
+        f"OpenAI: {status} ({counts.get('completed', 0)} completed, {counts.get('failed', 0)} "
+        f"failed of {counts.get('total', 0)})"
+    )
+    await common.note_remote(run.db, batch_id, status, lambda: said)
 
 
 async def _poll_failed(run: Run, batch_id: int, exc: Exception) -> None:
     message = common.error_text(exc)
-    async with run.db.transaction() as session:
-        batch = await leases.lock(session, Batch, batch_id, *FOLLOWED)
-        if batch is None:
-            return
-        batch.run_failures += 1
-        leases.release(batch)
-        if batch.run_failures < POLL_FAILURES_MAX:
-            delay = common.backoff(run.effective.current.openai_poll_seconds, batch.run_failures)
-            batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
-            states.note_batch(
-                session,
-                batch,
-                f"talking to OpenAI failed ({message}); try {batch.run_failures + 1} of "
-                f"{POLL_FAILURES_MAX} in {common.duration(delay)}",
-            )
-            return
-    await give_up(run, batch_id, endings.REMOTE_UNREACHABLE, failures=POLL_FAILURES_MAX, detail=message)
+    await common.poll_failed(
+        run.db, run.on_results, batch_id, "OpenAI", run.effective.current.openai_poll_seconds, message
+    )
 
 
 async def give_up(run: Run, batch_id: int, ending: Ending, **facts: Any) -> None:
-    """End a batch whose remote side cannot be followed any more: its requests fail."""
-    async with run.db.transaction() as session:
-        batch = await leases.lock(session, Batch, batch_id, *FOLLOWED)
-        if batch is None:
-            return
-        leases.release(batch)
-        batch.error = ending.error(**facts)
-        await common.fail_requests(session, batch, R.PROCESSING, ending.error(**facts))
-        states.move_batch(session, batch, B.FAILED, ending.why(**facts))
-    run.on_results()
+    """End a batch whose remote side cannot be followed any more: its open requests fail."""
+    await common.give_up(run.db, run.on_results, batch_id, ending, **facts)
 
 
 async def _cancel_locally(run: Run, batch_id: int, ending: Ending, **facts: Any) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import IO, Any
 
 from sqlalchemy import func, or_, select, update
@@ -24,20 +23,17 @@ from app.core.runs.openai.common import (
     LINES_PER_TRANSACTION,
     PARALLEL,
     Run,
-    backoff,
-    duration,
     error_text,
     fail_requests,
-    reported,
-    request_ids,
     set_batch,
-    snapshot,
+    start_following,
+    submit_again,
+    working_on,
 )
 from app.core.runs.openai.endings import INTERRUPTED, NOTHING_TO_SUBMIT, SUBMISSION_FAILED, SUBMIT_ATTEMPTS
 from app.core.runs.openai.remote_files import delete_remote_files
 from app.db.models import Batch, Request
 from app.db.session import Database
-from app.ground.clock import utcnow
 
 
 async def submit_ready(run: Run) -> bool:
@@ -103,11 +99,7 @@ async def _submit_one(run: Run, batch_id: int) -> None:
     async def failed(exc: Exception) -> None:
         await _submit_failed(run, batch_id, exc, attempt)
 
-    async with (
-        reported(run, "submitting", batch_id, failed),
-        leases.held(run.db, Batch, batch_id, run.owner, run.effective.current.lease_seconds),
-    ):
-        batch = await snapshot(run.db, batch_id)
+    async with working_on(run, "submitting", batch_id, failed) as batch:
         if batch is None:
             return
         attempt.maybe_created = once.stored_key(batch) is not None
@@ -196,31 +188,16 @@ async def _number_lines(db: Database, batch_id: int) -> str:
 
 async def _created(db: Database, batch_id: int, remote: dict[str, Any], how: str) -> None:
     """Follow the remote batch: record it, and the batch and its requests are processing."""
-    now = utcnow()
     async with db.transaction() as session:
         batch = await leases.lock(session, Batch, batch_id, B.SUBMITTING)
         if batch is None:
             return
-        batch.remote_batch_id = str(remote["id"])
-        batch.error = None  # a failure kept for a last look that found the batch after all
         if remote.get("input_file_id"):
             batch.input_file_id = str(remote["input_file_id"])
-        batch.remote_status = str(remote.get("status") or "validating")
-        batch.run_failures = 0
         batch.output_repolls = 0
-        batch.cancel_sent = False
         batch.files_deleted_at = None
-        batch.next_attempt_at = now  # poll at once
-        leases.release(batch)
-        states.move_batch(session, batch, B.PROCESSING, f"OpenAI batch {batch.remote_batch_id} {how}")
-        await states.move_requests(
-            session,
-            await request_ids(session, batch_id, R.BATCHED),
-            R.BATCHED,
-            R.PROCESSING,
-            submitted_at=now,
-            inference_attempts=Request.inference_attempts + 1,
-        )
+        remote_id, status = str(remote["id"]), str(remote.get("status") or "validating")
+        await start_following(session, batch, remote_id, status, f"OpenAI batch {remote_id} {how}")
 
 
 async def _nothing_to_submit(db: Database, batch_id: int) -> None:
@@ -263,26 +240,12 @@ async def _submission_failed(
     """Back to ready with backoff while attempts remain, else failed with its requests. When a
     create may have made a remote batch, the input file is kept for it, and once the attempts
     are spent one more round only looks for that batch (failing now would leave it unfollowed)."""
-    batch.run_failures += 1
-    leases.release(batch)
-    last_look = maybe_created and batch.run_failures == SUBMIT_ATTEMPTS
-    if not (retryable and (batch.run_failures < SUBMIT_ATTEMPTS or last_look)):
-        await _fail_submission(
-            session, batch, message, f"after {batch.run_failures} attempts" if retryable else "refused"
-        )
-        return
-    if not maybe_created:
+    base = run.effective.current.openai_poll_seconds
+    tried = submit_again(session, batch, message, retryable, maybe_created, base)
+    if tried is not None:
+        await _fail_submission(session, batch, message, tried)
+    elif not maybe_created:
         batch.input_file_id = None
-    delay = backoff(run.effective.current.openai_poll_seconds, batch.run_failures)
-    batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    if last_look:
-        batch.error = SUBMISSION_FAILED.error(detail=message)  # what it fails with if nothing is found
-        after = f"attempts spent; a last look for the batch its create may have made in {duration(delay)}"
-    else:
-        after = f"attempt {batch.run_failures + 1} of {SUBMIT_ATTEMPTS} in {duration(delay)}"
-    reason = f"submission failed ({message}); {after}"
-    states.move_batch(session, batch, B.READY, reason)
-    batch.wait_reason = reason
 
 
 async def _nothing_found(run: Run, batch_id: int) -> None:
