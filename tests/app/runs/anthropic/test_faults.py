@@ -12,9 +12,11 @@ from sqlalchemy import update
 
 from app.core.actions.batches import cancel_batch
 from app.core.runs.anthropic import endings
-from app.db.models import Request
+from app.db.models import Batch, Request
 from app.db.session import Database
+from app.ground.clock import utcnow
 from app.ground.statuses import BatchStatus, RequestStatus
+from app.net.outbound import RetryPolicy
 from testkit.anthropic_batch import batch_row, ready_batch, requests_of, run_until, runner, timeline
 from testkit.standins.anthropic_batch import BATCHES, AnthropicBatchStandin
 
@@ -163,3 +165,29 @@ async def test_only_this_backends_batches_are_taken(
         assert not await run.submit()
     assert (await batch_row(db, other)).status == BatchStatus.READY
     assert CREATE not in anthropic_api.calls
+
+
+async def test_a_submission_whose_process_died_after_the_create_follows_that_batch(
+    db: Database, database_url: str, anthropic_api: AnthropicBatchStandin
+) -> None:
+    # A first process stored the key, sent the create (Anthropic made the batch) and died
+    # before it recorded anything: its lease runs out, and the next process finds the batch.
+    batch_id = await ready_batch(db, "died-1", "died-2")
+    async with runner(db, database_url, anthropic_api) as first:
+        anthropic_api.lost_create_answers = ["disconnect"]
+        first.backend.retries = RetryPolicy(0, 0.0)  # the dying process never retries
+        await first.submit()
+    assert len(anthropic_api.batches) == 1
+    async with db.transaction() as session:
+        await session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status=BatchStatus.SUBMITTING, leased_by="dead", leased_until=utcnow() - timedelta(seconds=1)
+            )
+        )
+    async with runner(db, database_url, anthropic_api) as run:
+        batch = await run_until(run, batch_id)
+    assert batch.status == BatchStatus.DONE, await timeline(db, batch_id)
+    assert len(anthropic_api.batches) == 1 and anthropic_api.calls.count(CREATE) == 1
+    assert "an earlier create landed" in await timeline(db, batch_id)
