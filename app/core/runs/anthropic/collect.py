@@ -30,11 +30,12 @@ if TYPE_CHECKING:
     from app.core.runs.anthropic.runner import AnthropicRunner
 
 
-class ResultsGone(Exception):
-    """Anthropic no longer has the batch's results (archived, or 29 days have passed)."""
+class ResultsGone(BatchAPIError):
+    """Anthropic no longer has the batch's results (archived, or 29 days have passed): an
+    answer, not a fault, so it is not retried and logs no traceback."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
+        super().__init__(detail, 404)
         self.detail = detail
 
 
