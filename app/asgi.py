@@ -91,15 +91,22 @@ def api_routers() -> tuple[Router, Router]:
 
 def build_adapters(
     settings: Settings, broker: Broker | None, embedded: EmbeddedServer | None = None
-) -> tuple[LineRunner, BatchAPI, dict[str, Channel]]:
-    """The backends and channels this process talks through, handed to the core. Each is typed
-    as the protocol the core asks for, so the type checker proves the adapter fits it."""
-    local: LineRunner = LocalBackend(settings, embedded)
-    openai: BatchAPI = OpenAIBackend(settings)
+) -> tuple[list[LineRunner], list[BatchAPI], dict[str, Channel]]:
+    """The backends (one adapter per named backend) and channels this process talks through,
+    handed to the core. Each is typed as the protocol the core asks for, so the type checker
+    proves the adapter fits it."""
+    line_runners: list[LineRunner] = []
+    batch_apis: list[BatchAPI] = []
+    for spec in settings.backends:
+        if spec.kind == "openai-compatible":
+            # The embedded model serves the backend that names no server.
+            line_runners.append(LocalBackend(settings, embedded if spec.base_url is None else None, spec))
+        elif spec.kind == "openai-batch":
+            batch_apis.append(OpenAIBackend(settings, spec))
     channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
     if broker is not None:
         channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
-    return local, openai, channels
+    return line_runners, batch_apis, channels
 
 
 def embedded_server(settings: Settings, runs_lines: bool) -> EmbeddedServer | None:
@@ -126,8 +133,8 @@ class Pipeline:
 
     broker: Broker | None
     embedded: EmbeddedServer | None
-    local: LineRunner
-    openai: BatchAPI
+    line_runners: list[LineRunner]
+    batch_apis: list[BatchAPI]
     channels: dict[str, Channel]
     worker: Worker | None
     consumer: IntakeConsumer | None
@@ -140,8 +147,8 @@ class Pipeline:
         broker = Broker(settings) if settings.rabbitmq_url and pipeline else None
         runs_lines = pipeline and settings.scheduler_enabled
         embedded = embedded_server(settings, runs_lines)
-        local, openai, channels = build_adapters(settings, broker, embedded)
-        worker = Worker(db, effective, local, openai, channels) if runs_lines else None
+        line_runners, batch_apis, channels = build_adapters(settings, broker, embedded)
+        worker = Worker(db, effective, line_runners, batch_apis, channels) if runs_lines else None
         if worker and broker:
             # Deliveries that waited out an outage go as soon as the broker is back.
             broker.publish.on_connected.append(worker.wake_deliver)
@@ -150,7 +157,7 @@ class Pipeline:
             if broker and broker.intake_queue
             else None
         )
-        return cls(broker, embedded, local, openai, channels, worker, consumer)
+        return cls(broker, embedded, line_runners, batch_apis, channels, worker, consumer)
 
     def status_board(self) -> StatusBoard:
         """What /health and the dashboard ask for this process's status."""
@@ -180,7 +187,7 @@ class Pipeline:
         finally:
             if self.embedded:  # after the worker, so no line is sent to it as it stops
                 await self.embedded.stop()
-        adapters: list[Adapter] = [self.local, self.openai, *self.channels.values()]
+        adapters: list[Adapter] = [*self.line_runners, *self.batch_apis, *self.channels.values()]
         for adapter in adapters:
             await adapter.close()
 
@@ -206,7 +213,7 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         AppState(
             db=db,
             effective=effective,
-            actions=Actions(db, effective, wake, parts.openai),
+            actions=Actions(db, effective, wake, {api.name: api for api in parts.batch_apis}),
             status=parts.status_board(),
             api_keys=keys,
             role=settings.serve_role,

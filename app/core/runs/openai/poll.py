@@ -40,7 +40,7 @@ async def poll_due(run: Run) -> bool:
             session,
             Batch,
             [
-                Batch.backend == "openai",
+                Batch.backend == run.backend.name,
                 Batch.status.in_(FOLLOWED),
                 or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
             ],
@@ -113,7 +113,7 @@ async def _still_running(run: Run, batch: Batch, status: str, expires_at: Any) -
 
 async def _poll_later(run: Run, batch_id: int, **values: Any) -> None:
     # Jitter spreads many batches' polls instead of firing them on the same tick.
-    delay = run.effective.current.openai_poll_seconds * random.uniform(0.8, 1.2)
+    delay = run.poll_seconds * random.uniform(0.8, 1.2)
     await common.set_batch(
         run.db, batch_id, next_attempt_at=utcnow() + timedelta(seconds=delay), **values, **leases.RELEASED
     )
@@ -145,7 +145,7 @@ async def _poll_failed(run: Run, batch_id: int, exc: Exception) -> None:
         batch.run_failures += 1
         leases.release(batch)
         if batch.run_failures < POLL_FAILURES_MAX:
-            delay = common.backoff(run.effective.current.openai_poll_seconds, batch.run_failures)
+            delay = common.backoff(run.poll_seconds, batch.run_failures)
             batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
             states.note_batch(
                 session,

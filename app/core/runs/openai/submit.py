@@ -44,22 +44,22 @@ async def submit_ready(run: Run) -> bool:
     """Admit ready batches oldest first within the token limits and submit them; True when any
     was admitted."""
     if not await run.gate.passes(run.backend, run.effective.current.openai_auth_recheck_seconds):
-        await _mark_waiting(run.db, run.gate.stopped())
+        await _mark_waiting(run.db, run.backend.name, run.gate.stopped())
         return False
     await _recover_interrupted(run)
-    await admission.estimate_missing(run.db)
-    admitted = await admission.admit(run.db, run.effective.current, run.owner, PARALLEL)
+    await admission.estimate_missing(run.db, run.backend.name)
+    admitted = await admission.admit(run.db, run.effective.current, run.owner, PARALLEL, run.backend.name)
     await asyncio.gather(*(_submit_one(run, batch_id) for batch_id in admitted))
     return bool(admitted)
 
 
-async def _mark_waiting(db: Database, reason: str) -> None:
+async def _mark_waiting(db: Database, backend: str, reason: str) -> None:
     """Say on every ready batch why nothing is submitted (one statement; a no-op once said)."""
     async with db.transaction() as session:
         await session.execute(
             update(Batch)
             .where(
-                Batch.backend == "openai",
+                Batch.backend == backend,
                 Batch.status == B.READY,
                 or_(Batch.wait_reason.is_(None), Batch.wait_reason != reason),
             )
@@ -73,7 +73,7 @@ async def _recover_interrupted(run: Run) -> None:
         stale = (
             await session.scalars(
                 select(Batch)
-                .where(Batch.backend == "openai", Batch.status == B.SUBMITTING)
+                .where(Batch.backend == run.backend.name, Batch.status == B.SUBMITTING)
                 .where(leases.lease_free(session, Batch))
                 .with_for_update(skip_locked=True)
             )
@@ -273,7 +273,7 @@ async def _submission_failed(
         return
     if not maybe_created:
         batch.input_file_id = None
-    delay = backoff(run.effective.current.openai_poll_seconds, batch.run_failures)
+    delay = backoff(run.poll_seconds, batch.run_failures)
     batch.next_attempt_at = utcnow() + timedelta(seconds=delay)
     if last_look:
         batch.error = SUBMISSION_FAILED.error(detail=message)  # what it fails with if nothing is found

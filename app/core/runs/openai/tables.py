@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from app.core.rules import routing
 from app.db.models import Batch
 from app.ground.config import Price, Settings
 
@@ -87,7 +88,8 @@ def cost(model: str, settings: Settings, input_tokens: int, cached: int, output:
 
 
 def batch_cost(batch: Batch, settings: Settings) -> Cost | None:
-    """The estimated cost and saving of an OpenAI batch's usage so far (None for local batches)."""
-    if batch.backend != "openai" or not (batch.input_tokens or batch.output_tokens):
+    """The estimated cost and saving of an OpenAI batch's usage so far (None for other backends)."""
+    spec = routing.spec_of(settings, batch.backend)
+    if spec is None or spec.kind != "openai-batch" or not (batch.input_tokens or batch.output_tokens):
         return None
     return cost(batch.model, settings, batch.input_tokens, batch.cached_tokens, batch.output_tokens)
