@@ -27,7 +27,9 @@ from app.api.openai import OPENAI_ROUTERS
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
-from app.backends.base import BatchAPI, EmbeddedStatus, LineRunner
+from app.backends.anthropic_batch import DEFAULT_BASE_URL as ANTHROPIC_URL
+from app.backends.anthropic_batch import AnthropicBatchBackend
+from app.backends.base import BatchAPI, EmbeddedStatus, LineRunner, MessageBatchAPI
 from app.backends.embedded import EmbeddedServer
 from app.backends.local import LocalBackend
 from app.backends.openai import OpenAIBackend
@@ -43,10 +45,11 @@ from app.core.rules.access import ApiKeys
 from app.core.rules.effective import EffectiveSettings
 from app.db.migrate import pending_revision
 from app.db.session import Database
+from app.ground.backends import BackendSpec
 from app.ground.config import Settings
 from app.ground.steps import wake_nothing
 from app.net.broker import Broker, BrokerStatus, rabbitmq_status
-from app.net.outbound import Adapter
+from app.net.outbound import Adapter, RetryPolicy
 from app.ui import ui_router
 from app.ui.render import register_filters
 from app.web.auth import RequireApiKey
@@ -89,17 +92,51 @@ def api_routers() -> tuple[Router, Router]:
     return native, docs
 
 
+@dataclass
+class Adapters:
+    """The backends (one adapter per named backend, by kind) and channels this process talks
+    through, handed to the core. Each is typed as the protocol the core asks for, so the type
+    checker proves the adapter fits it."""
+
+    line_runners: list[LineRunner]
+    batch_apis: list[BatchAPI]
+    message_batch_apis: list[MessageBatchAPI]
+    channels: dict[str, Channel]
+
+    def all(self) -> list[Adapter]:
+        return [*self.line_runners, *self.batch_apis, *self.message_batch_apis, *self.channels.values()]
+
+
 def build_adapters(
     settings: Settings, broker: Broker | None, embedded: EmbeddedServer | None = None
-) -> tuple[LineRunner, BatchAPI, dict[str, Channel]]:
-    """The backends and channels this process talks through, handed to the core. Each is typed
-    as the protocol the core asks for, so the type checker proves the adapter fits it."""
-    local: LineRunner = LocalBackend(settings, embedded)
-    openai: BatchAPI = OpenAIBackend(settings)
-    channels: dict[str, Channel] = {"webhook": WebhookChannel(settings)}
+) -> Adapters:
+    """One adapter per named backend, and the channels."""
+    built = Adapters([], [], [], {"webhook": WebhookChannel(settings)})
+    for spec in settings.backends:
+        if spec.kind == "openai-compatible":
+            # The embedded model serves the backend that names no server.
+            built.line_runners.append(
+                LocalBackend(settings, embedded if spec.base_url is None else None, spec)
+            )
+        elif spec.kind == "openai-batch":
+            built.batch_apis.append(OpenAIBackend(settings, spec))
+        elif spec.kind == "anthropic-batch":
+            built.message_batch_apis.append(anthropic_backend(settings, spec))
     if broker is not None:
-        channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
-    return local, openai, channels
+        built.channels["rabbitmq"] = RabbitMQChannel(settings, broker.publish)
+    return built
+
+
+def anthropic_backend(settings: Settings, spec: BackendSpec) -> AnthropicBatchBackend:
+    """An anthropic-batch backend from its spec: its own URL, key and timeout; the batch APIs'
+    retry policy (OPENAI_MAX_RETRIES, OPENAI_RETRY_BACKOFF_SECONDS)."""
+    return AnthropicBatchBackend(
+        spec.name,
+        spec.api_key,
+        spec.base_url or ANTHROPIC_URL,
+        timeout_seconds=spec.timeout_seconds or settings.openai_timeout_seconds,
+        retries=RetryPolicy(settings.openai_max_retries, settings.openai_retry_backoff_seconds),
+    )
 
 
 def embedded_server(settings: Settings, runs_lines: bool) -> EmbeddedServer | None:
@@ -126,9 +163,7 @@ class Pipeline:
 
     broker: Broker | None
     embedded: EmbeddedServer | None
-    local: LineRunner
-    openai: BatchAPI
-    channels: dict[str, Channel]
+    adapters: Adapters
     worker: Worker | None
     consumer: IntakeConsumer | None
 
@@ -140,8 +175,14 @@ class Pipeline:
         broker = Broker(settings) if settings.rabbitmq_url and pipeline else None
         runs_lines = pipeline and settings.scheduler_enabled
         embedded = embedded_server(settings, runs_lines)
-        local, openai, channels = build_adapters(settings, broker, embedded)
-        worker = Worker(db, effective, local, openai, channels) if runs_lines else None
+        built = build_adapters(settings, broker, embedded)
+        worker = (
+            Worker(
+                db, effective, built.line_runners, built.batch_apis, built.channels, built.message_batch_apis
+            )
+            if runs_lines
+            else None
+        )
         if worker and broker:
             # Deliveries that waited out an outage go as soon as the broker is back.
             broker.publish.on_connected.append(worker.wake_deliver)
@@ -150,7 +191,7 @@ class Pipeline:
             if broker and broker.intake_queue
             else None
         )
-        return cls(broker, embedded, local, openai, channels, worker, consumer)
+        return cls(broker, embedded, built, worker, consumer)
 
     def status_board(self) -> StatusBoard:
         """What /health and the dashboard ask for this process's status."""
@@ -180,8 +221,7 @@ class Pipeline:
         finally:
             if self.embedded:  # after the worker, so no line is sent to it as it stops
                 await self.embedded.stop()
-        adapters: list[Adapter] = [self.local, self.openai, *self.channels.values()]
-        for adapter in adapters:
+        for adapter in self.adapters.all():
             await adapter.close()
 
 
@@ -206,7 +246,7 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         AppState(
             db=db,
             effective=effective,
-            actions=Actions(db, effective, wake, parts.openai),
+            actions=Actions(db, effective, wake, {api.name: api for api in parts.adapters.batch_apis}),
             status=parts.status_board(),
             api_keys=keys,
             role=settings.serve_role,

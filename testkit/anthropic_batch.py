@@ -3,8 +3,10 @@ inserted as the batcher leaves them, the runner's steps called directly, states 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -35,17 +37,23 @@ async def runner(
     key: str | None = "sk-ant-test",
     **settings: Any,
 ) -> AsyncIterator[AnthropicRunner]:
-    """A runner on a backend pointed at the stand-in, with short polls and retries."""
-    values = {"anthropic_poll_seconds": 0.01, "anthropic_auth_recheck_seconds": 0.05, **settings}
-    effective = EffectiveSettings(db, fast_settings(database_url, **values))
+    """A runner on a backend pointed at the stand-in, with short polls and retries; the settings
+    name it in a backends file (kind anthropic-batch), as the app's would."""
+    url: str = api.url  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory() as folder:
+        backends = Path(folder) / "backends.toml"
+        backends.write_text(
+            f'[backends.{BACKEND}]\nkind = "anthropic-batch"\nbase_url = "{url}"\nmodels = ["claude-*"]\n'
+        )
+        values = {
+            "backends_file": str(backends),
+            "anthropic_poll_seconds": 0.01,
+            "anthropic_auth_recheck_seconds": 0.05,
+            **settings,
+        }
+        effective = EffectiveSettings(db, fast_settings(database_url, **values))
     await effective.refresh()
-    backend = AnthropicBatchBackend(
-        BACKEND,
-        key,
-        api.url,
-        timeout_seconds=5,
-        retries=RetryPolicy(2, 0.01),  # type: ignore[attr-defined]
-    )
+    backend = AnthropicBatchBackend(BACKEND, key, url, timeout_seconds=5, retries=RetryPolicy(2, 0.01))
     try:
         yield AnthropicRunner(db, effective, backend, "worker-1")
     finally:

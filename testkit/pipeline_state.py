@@ -37,7 +37,7 @@ async def describe(db: Database, worker: Any = None) -> str:
     if worker is not None:
         running = [name for name, step in worker.steps.items() if step.running]
         lines.append(f"steps running now: {running}")
-        lines.append(
-            f"local runs in flight: {sorted(worker.runner.tasks)}; ending: {sorted(worker.runner.ending)}"
-        )
+        for runner in worker.line_runners:
+            name, ending = runner.backend.name, sorted(runner.ending)
+            lines.append(f"{name} runs in flight: {sorted(runner.tasks)}; ending: {ending}")
     return "\n".join(lines)

@@ -44,7 +44,7 @@ def embedded_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 def embedded_of(app: RunningApp) -> EmbeddedServer:
-    server = app.worker.local.embedded
+    server = app.worker.line_runners[0].backend.embedded
     assert isinstance(server, EmbeddedServer), "the app runs no embedded model"
     return server
 

@@ -36,7 +36,7 @@ async def health(state: State) -> Response[HealthOut]:
     process = await app.status.current()
     healthy = database == "ok" and process.scheduler != "stopped"
     backends = [BackendOut(b.name, b.target, b.reachable, b.detail) for b in process.backends]
-    overall = "ok" if healthy and process.openai_block is None else "degraded"
+    overall = "ok" if healthy and not process.batch_api_blocks else "degraded"
     # A receiver down is not this process down: listed, never a reason for 503.
     destinations = await _failing_destinations(app) if database == "ok" else []
     body = HealthOut(

@@ -12,6 +12,7 @@ from app.core.intake.bulk import BulkOutcome
 from app.core.read.failing import FailingDestination
 from app.core.read.queries import BatchDetail, RequestDetail, RequestRow
 from app.core.results import output_line
+from app.core.rules import routing
 from app.core.rules.errors import Problem
 from app.core.runs import costs
 from app.db.models import Batch, Delivery, DeliveryAttempt
@@ -301,7 +302,7 @@ def delivery_out(d: Delivery, attempts: list[DeliveryAttempt]) -> DeliveryOut:
 
 def _batch_fields(b: Batch, settings: Settings) -> dict[str, Any]:
     remote = None
-    if b.backend == "openai":
+    if routing.runs_batches(settings, b.backend):
         remote = RemoteOut(
             b.remote_batch_id,
             b.remote_status,

@@ -29,6 +29,7 @@ from app.formats.anthropic_messages import (
     to_message,
 )
 from app.ground import metrics
+from app.ground.backends import BackendSpec
 from app.ground.config import Settings
 from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, RetryPolicy, http_client, post_json
 
@@ -42,24 +43,28 @@ RESULTS_WAITING_PER_SLOT = 4
 class LocalBackend:
     """Runs batch lines against LOCAL_BASE_URL, or the embedded server when one is given."""
 
-    name = "local"
-
-    def __init__(self, settings: Settings, embedded: EmbeddedServer | None = None) -> None:
+    def __init__(
+        self, settings: Settings, embedded: EmbeddedServer | None = None, spec: BackendSpec | None = None
+    ) -> None:
+        # Without a spec: the shorthand `local` backend (LOCAL_BASE_URL, LOCAL_API_KEY, ...).
+        spec = spec or settings.shorthand_backends()[0]
+        self.name = spec.name
         self.embedded = embedded
         # No URL and no embedded server: a process that runs no lines (an api process).
-        base_url = embedded.base_url if embedded else settings.local_base_url or "embedded (not run here)"
+        base_url = embedded.base_url if embedded else spec.base_url or "embedded (not run here)"
         self.base_url = base_url.rstrip("/")
         self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
-        self.concurrency = settings.local_concurrency
+        concurrency = spec.concurrency if isinstance(spec.concurrency, int) else settings.local_concurrency
+        self.concurrency = concurrency
         self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
-        headers = {"authorization": f"Bearer {settings.local_api_key}"} if settings.local_api_key else {}
-        self.timeout_seconds = settings.local_timeout_seconds
+        headers = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self.timeout_seconds = spec.timeout_seconds or settings.local_timeout_seconds
         # Probes go through httpx; lines through httpcore (see post_json), one connection pool
-        # per line in flight (see ClientPool), at most LOCAL_CONCURRENCY at once.
-        self._client = http_client(settings.local_timeout_seconds, headers=headers)
+        # per line in flight (see ClientPool), at most `concurrency` at once.
+        self._client = http_client(self.timeout_seconds, headers=headers)
         tls = httpx.create_ssl_context()
         self._lines = ClientPool(
-            settings.local_concurrency,
+            concurrency,
             lambda: httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1),
         )
         self._line_headers = [(name.encode(), value.encode()) for name, value in headers.items()]

@@ -22,6 +22,7 @@ import httpx
 
 from app.backends import calls
 from app.backends.base import AuthRefused, BackendStatus, BatchAPIError, ask_models
+from app.ground.backends import BackendSpec
 from app.ground.config import Settings
 from app.net.outbound import RetryPolicy, http_client
 
@@ -32,20 +33,23 @@ COMPLETION_WINDOW = "24h"
 class OpenAIBackend:
     """Talks to OPENAI_BASE_URL (the real API or any OpenAI-compatible batch server)."""
 
-    name = "openai"
-
-    def __init__(self, settings: Settings) -> None:
-        self.base_url = settings.openai_base_url.rstrip("/")
+    def __init__(self, settings: Settings, spec: BackendSpec | None = None) -> None:
+        # Without a spec: the shorthand `openai` backend (OPENAI_BASE_URL, OPENAI_API_KEY, ...).
+        spec = spec or settings.shorthand_backends()[1]
+        self.name = spec.name
+        self.base_url = spec.target.rstrip("/")
         self.retries = RetryPolicy(settings.openai_max_retries, settings.openai_retry_backoff_seconds)
-        self.configured = bool(settings.openai_api_key)
+        self.configured = bool(spec.api_key)
+        self.key_variable = spec.api_key_env or "OPENAI_API_KEY"
         headers = {}
-        if settings.openai_api_key:
-            headers["authorization"] = f"Bearer {settings.openai_api_key}"
+        if spec.api_key:
+            headers["authorization"] = f"Bearer {spec.api_key}"
         if settings.openai_organization:
             headers["openai-organization"] = settings.openai_organization
         if settings.openai_project:
             headers["openai-project"] = settings.openai_project
-        self._client = http_client(settings.openai_timeout_seconds, base_url=self.base_url, headers=headers)
+        timeout = spec.timeout_seconds or settings.openai_timeout_seconds
+        self._client = http_client(timeout, base_url=self.base_url, headers=headers)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -53,7 +57,7 @@ class OpenAIBackend:
     async def probe(self) -> BackendStatus:
         """One GET /models, no retries: is the API there and does it take our key?"""
         if not self.configured:
-            return self._status(False, "OPENAI_API_KEY is not set")
+            return self._status(False, f"{self.key_variable} is not set")
         response = await ask_models(self, self._client, "/models", PROBE_TIMEOUT_SECONDS, _message)
         if isinstance(response, BackendStatus):
             return response

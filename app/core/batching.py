@@ -69,7 +69,8 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
 async def close_building(db: Database, settings: Settings, batch_id: int, reason: str) -> bool:
     """Assign the oldest pending requests of the batch's group to it and mark it ready.
 
-    Takes at most BATCH_MAX_REQUESTS, cut where the running byte sum would pass BATCH_MAX_BYTES;
+    Takes at most the backend's batch_max_requests (BATCH_MAX_REQUESTS unless its spec sets
+    one), cut where the running byte sum would pass its batch_max_bytes;
     the rest stay pending for the next building batch. Returns False when there was nothing to do
     (another replica holds the batch, it is no longer building, or no request was free).
     """
@@ -87,14 +88,15 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
                     Request.model == batch.model,
                 )
                 .order_by(Request.id)
-                .limit(settings.batch_max_requests)
+                .limit(routing.batch_max_requests(settings, batch.backend))
                 .with_for_update(skip_locked=True)
             )
         ).all()
         ids: list[int] = []
         total = 0
+        max_bytes = routing.batch_max_bytes(settings, batch.backend)
         for request_id, size in candidates:
-            if ids and total + size > settings.batch_max_bytes:
+            if ids and total + size > max_bytes:
                 break
             ids.append(request_id)
             total += size
@@ -197,10 +199,10 @@ async def _open_building(
 def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: datetime) -> str | None:
     if batch.close_requested:
         return "closed by operator"
-    if stats.count >= settings.batch_max_requests:
-        return f"reached {settings.batch_max_requests} requests"
-    if stats.bytes >= settings.batch_max_bytes:
-        return f"reached {settings.batch_max_bytes} bytes"
+    if stats.count >= (max_requests := routing.batch_max_requests(settings, batch.backend)):
+        return f"reached {max_requests} requests"
+    if stats.bytes >= (max_bytes := routing.batch_max_bytes(settings, batch.backend)):
+        return f"reached {max_bytes} bytes"
     max_age = routing.max_age_seconds(settings, batch.backend)
     if now - stats.oldest >= timedelta(seconds=max_age):
         return f"oldest request waited {max_age:g}s"

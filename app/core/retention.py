@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +53,8 @@ VACUUM_PAGES = 4_096  # SQLite pages given back per round (16 MiB at the default
 MAX_DAYS = 36_500
 # How long the operator's "purge now" works before it answers (an HTTP request waits for it).
 NOW_SECONDS = 10.0
+# No batch API to delete remote files at (OPENAI_DELETE_FILES=false, or none configured).
+EMPTY: Mapping[str, BatchAPI] = {}
 
 
 @dataclass
@@ -86,9 +89,10 @@ def checked_days(value: Any) -> int:
     return days
 
 
-async def step(db: Database, data_dir: str, days: int, remote: BatchAPI | None = None) -> bool:
+async def step(db: Database, data_dir: str, days: int, remote: Mapping[str, BatchAPI] = EMPTY) -> bool:
     """One chunk of the scheduler's purge, what crashes left under DATA_DIR, then some space
-    back (SQLite); True when more waits. With `remote`, OpenAI files are deleted first."""
+    back (SQLite); True when more waits. With `remote` (batch API clients by backend name), the
+    remote files of those backends' batches are deleted first."""
     purged = await purge_chunk(db, data_dir, utcnow() - timedelta(days=days), remote)
     await file_store.sweep_leftovers(db, data_dir)
     left = await db.reclaim_space(VACUUM_PAGES)
@@ -96,7 +100,7 @@ async def step(db: Database, data_dir: str, days: int, remote: BatchAPI | None =
 
 
 async def purge(
-    db: Database, data_dir: str, days: int, budget_seconds: float, remote: BatchAPI | None = None
+    db: Database, data_dir: str, days: int, budget_seconds: float, remote: Mapping[str, BatchAPI] = EMPTY
 ) -> Purged:
     """The operator's "purge now": chunk after chunk until nothing is left or `budget_seconds`
     have passed (then `more` says so), then space back (SQLite) within the same budget."""
@@ -111,23 +115,23 @@ async def purge(
 
 
 async def purge_chunk(
-    db: Database, data_dir: str, cutoff: datetime, remote: BatchAPI | None = None
+    db: Database, data_dir: str, cutoff: datetime, remote: Mapping[str, BatchAPI] = EMPTY
 ) -> Purged:
     """One chunk of batches, then one of batchless requests, each in its own transaction. With
     `remote` (OPENAI_DELETE_FILES), the remote files of the chunk's batches go first."""
-    if remote is not None:
+    if remote:
         await _delete_remote_files_first(db, remote, cutoff, BATCH_CHUNK)
-    purged = await _purge_batches(db, data_dir, cutoff, BATCH_CHUNK, remote is not None)
+    purged = await _purge_batches(db, data_dir, cutoff, BATCH_CHUNK, list(remote))
     lone, lone_more = await _purge_lone_requests(db, cutoff, LONE_CHUNK)
     purged.requests += lone
     purged.more = purged.more or lone_more
     return purged
 
 
-def _remote_files_left() -> ColumnElement[bool]:
-    """An OpenAI batch that still names remote files not deleted."""
+def _remote_files_left(backends: list[str]) -> ColumnElement[bool]:
+    """A batch of these batch API backends that still names remote files not deleted."""
     return and_(
-        Batch.backend == "openai",
+        Batch.backend.in_(backends),
         Batch.files_deleted_at.is_(None),
         or_(
             Batch.input_file_id.is_not(None),
@@ -137,22 +141,26 @@ def _remote_files_left() -> ColumnElement[bool]:
     )
 
 
-async def _delete_remote_files_first(db: Database, remote: BatchAPI, cutoff: datetime, limit: int) -> None:
+async def _delete_remote_files_first(
+    db: Database, remote: Mapping[str, BatchAPI], cutoff: datetime, limit: int
+) -> None:
     """Delete the remote files of purgeable batches that still have some, outside any
     transaction; a batch whose delete fails keeps its files' names and waits for the next purge."""
     async with db.transaction() as session:
         rows = (
             await session.execute(
-                select(Batch.id, Batch.input_file_id, Batch.output_file_id, Batch.error_file_id)
-                .where(*_purgeable_batches(session, cutoff), _remote_files_left())
+                select(
+                    Batch.id, Batch.backend, Batch.input_file_id, Batch.output_file_id, Batch.error_file_id
+                )
+                .where(*_purgeable_batches(session, cutoff), _remote_files_left(list(remote)))
                 .order_by(Batch.finished_at, Batch.id)
                 .limit(limit)
             )
         ).all()
     kept = []
-    for batch_id, *names in rows:
+    for batch_id, backend, *names in rows:
         file_ids = [f for f in names if f]
-        if problem := await remote_files.delete_remote_files(remote, file_ids):
+        if problem := await remote_files.delete_remote_files(remote[backend], file_ids):
             kept.append(f"{batch_id} ({problem})")
             continue
         async with db.transaction() as session:
@@ -184,11 +192,11 @@ def _purgeable_batches(session: AsyncSession, cutoff: datetime) -> list[ColumnEl
 
 
 async def _purge_batches(
-    db: Database, data_dir: str, cutoff: datetime, limit: int, remote_first: bool
+    db: Database, data_dir: str, cutoff: datetime, limit: int, remote_first: list[str]
 ) -> Purged:
     async with db.transaction() as session:
         # Remote files go before the rows that name them: a batch still naming some waits.
-        remote = [~_remote_files_left()] if remote_first else []
+        remote = [~_remote_files_left(remote_first)] if remote_first else []
         rows = (
             await session.execute(
                 select(Batch.id, Batch.request_count)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.ground.backends import BackendSpec, load_file
 
 MiB = 1024 * 1024
 # The name the embedded model (app.backends.embedded) serves under, and the default model with it.
@@ -82,6 +84,9 @@ class Settings(BaseSettings):
     # Uploaded and produced files (the /v1/files face) live under DATA_DIR/files.
     data_dir: str = "./data"
 
+    # A TOML file naming any number of backends (docs/backends.md). Unset: the one-backend
+    # shorthand below (LOCAL_*, OPENAI_*, DEFAULT_BACKEND, BACKEND_ROUTES) names `local` and `openai`.
+    backends_file: str | None = None
     default_backend: Backend = "local"
     backend_routes: str = ""
     # Unset: Batchgate runs the embedded model (app/backends/embedded.py) and the local backend
@@ -246,6 +251,7 @@ class Settings(BaseSettings):
         "openai_project",
         "api_keys",
         "session_secret",
+        "backends_file",
         mode="before",
     )
     @classmethod
@@ -283,10 +289,46 @@ class Settings(BaseSettings):
             raise ValueError(f"token limits must be at least 1 (see {', '.join(bad)})")
         return value
 
+    # The backends BACKENDS_FILE names, read once at start (None: the shorthand is in use).
+    _file_backends: tuple[BackendSpec, ...] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _read_backends_file(self) -> Settings:
+        if self.backends_file is not None:
+            self._file_backends = load_file(self.backends_file)
+        return self
+
+    @property
+    def backends(self) -> tuple[BackendSpec, ...]:
+        """Every backend requests can run on, in routing order."""
+        return self._file_backends if self._file_backends is not None else self.shorthand_backends()
+
+    def shorthand_backends(self) -> tuple[BackendSpec, BackendSpec]:
+        """`local` and `openai` as the LOCAL_* and OPENAI_* variables describe them."""
+        local = BackendSpec(
+            name="local",
+            kind="openai-compatible",
+            base_url=self.local_base_url,
+            api_key=self.local_api_key,
+            models=("*",),
+            concurrency=self.local_concurrency,
+            timeout_seconds=self.local_timeout_seconds,
+        )
+        openai = BackendSpec(
+            name="openai",
+            kind="openai-batch",
+            base_url=self.openai_base_url,
+            api_key=self.openai_api_key,
+            models=("*",),
+            timeout_seconds=self.openai_timeout_seconds,
+            poll_seconds=self.openai_poll_seconds,
+        )
+        return (local, openai)
+
     @property
     def uses_embedded_model(self) -> bool:
-        """Whether the local backend is the embedded model (no LOCAL_BASE_URL)."""
-        return self.local_base_url is None
+        """Whether a backend is the embedded model (an openai-compatible one with no URL)."""
+        return any(b.kind == "openai-compatible" and b.base_url is None for b in self.backends)
 
     @model_validator(mode="after")
     def _embedded_default_model(self) -> Settings:

@@ -83,6 +83,9 @@ async def serve(
         log_level="warning",
         lifespan="auto",
         timeout_graceful_shutdown=graceful_timeout,
+        # Longer than httpx's own 5 s keep-alive: with both at 5 s, a client could send on a
+        # connection the server was closing that instant, and the test saw httpx.ReadError.
+        timeout_keep_alive=60,
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )

@@ -141,7 +141,7 @@ async def test_intake_racing_the_batcher_loses_nothing_on_postgres() -> None:
 
         async def submitter(db: Database) -> None:
             while writing:
-                await local_runs.submit_ready(db)
+                await local_runs.submit_ready(db, ["local"])
 
         background = [asyncio.create_task(batcher(db)) for db in replicas]
         background.append(asyncio.create_task(submitter(replicas[0])))
@@ -155,7 +155,7 @@ async def test_intake_racing_the_batcher_loses_nothing_on_postgres() -> None:
             if not (await request_statuses(replicas[0])).get("pending"):
                 break
             await batching.form_due_batches(replicas[0], settings)
-        await local_runs.submit_ready(replicas[0], limit=10_000)
+        await local_runs.submit_ready(replicas[0], ["local"], limit=10_000)
 
         db = replicas[0]
         async with db.transaction() as session:

@@ -59,7 +59,11 @@ async def test_a_pipeline_run_shows_in_the_metrics(
             # The receiver has the 5th POST a moment before its attempt is recorded and counted.
             attempts = ("batchgate_delivery_attempts_total", {"channel": "webhook", "outcome": "success"})
             sent = value(after, attempts[0], **attempts[1]) - value(before, attempts[0], **attempts[1])
-            return value(after, "batchgate_requests", status="succeeded") == 4 and sent >= 5
+            return (
+                value(after, "batchgate_requests", status="succeeded") == 4
+                and value(after, "batchgate_deliveries", status="delivered") == 5
+                and sent >= 5
+            )
 
         await wait_until(stored, timeout=15, what="the stored counts in /metrics")
 

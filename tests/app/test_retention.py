@@ -394,13 +394,13 @@ async def test_remote_openai_files_are_deleted_before_their_batch_is_purged(
     cutoff = utcnow() - timedelta(days=30)
     try:
         openai_api.fail_matching = {r"DELETE /v1/files/.+": [500]}  # OpenAI fails one delete
-        purged = await retention.purge_chunk(db, str(tmp_path), cutoff, remote)
+        purged = await retention.purge_chunk(db, str(tmp_path), cutoff, {"openai": remote})
         assert purged.batches == 1 and await batch_ids(db) == {seeded.batch_id}
         async with db.transaction() as session:
             kept = await session.get(Batch, seeded.batch_id)
             assert kept is not None and kept.files_deleted_at is None and kept.input_file_id == "file-in"
 
-        purged = await retention.purge_chunk(db, str(tmp_path), cutoff, remote)
+        purged = await retention.purge_chunk(db, str(tmp_path), cutoff, {"openai": remote})
         assert purged.batches == 1 and await batch_ids(db) == set()
         assert set(openai_api.deleted_files) == {"file-in", "file-out"}
         assert local.batch_id is not None

@@ -9,7 +9,7 @@ steps" is said once, here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from app.backends.base import BatchAPI
 from app.core import retention
 from app.core.actions import batches, requests
 from app.core.dropin import anthropic, create
+from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
 from app.db.models import Batch, Delivery, File, Request
 from app.db.session import Database
@@ -24,12 +25,15 @@ from app.ground.steps import Step, Wake
 
 
 class Actions:
-    """The operator's actions bound to one process's database, settings, step waker and OpenAI client."""
+    """The operator's actions bound to one process's database, settings, step waker and batch
+    API clients (by backend name: deleting a batch deletes its remote files there)."""
 
-    def __init__(self, db: Database, effective: EffectiveSettings, wake: Wake, openai: BatchAPI) -> None:
+    def __init__(
+        self, db: Database, effective: EffectiveSettings, wake: Wake, batch_apis: Mapping[str, BatchAPI]
+    ) -> None:
         self.db = db
         self.effective = effective
-        self.openai = openai
+        self.batch_apis = dict(batch_apis)
         self._wake = wake
 
     def _waking(self, *steps: Step) -> None:
@@ -53,7 +57,12 @@ class Actions:
         """A drop-in batch from a request list, read as its body arrives (Anthropic face)."""
         settings = await self.effective.fresh()
         batch = await anthropic.from_body(
-            self.db, settings.data_dir, body, max_bytes, settings.local_default_model
+            self.db,
+            settings.data_dir,
+            body,
+            max_bytes,
+            settings.local_default_model,
+            lambda model: routing.messages_backend(settings, model),
         )
         self._waking(Step.SUBMIT)
         return batch
@@ -64,7 +73,7 @@ class Actions:
         return batch
 
     async def cancel_batch(self, batch_id: int, via: str = "api") -> Batch:
-        batch = await batches.cancel_batch(self.db, batch_id, via)
+        batch = await batches.cancel_batch(self.db, await self.effective.fresh(), batch_id, via)
         # Cancelled requests deliver their news; a remote batch is cancelled by the poll step;
         # a drop-in batch's files are written by the finish step; the run step stops a local
         # run's calls in flight.
@@ -82,7 +91,7 @@ class Actions:
         return moved
 
     async def delete_batch(self, batch_id: int) -> int:
-        deleted = await batches.delete_batch(self.db, batch_id, self.openai)
+        deleted = await batches.delete_batch(self.db, batch_id, self.batch_apis)
         # A run of the batch still in flight (its cancel's wake not yet acted on) stops now.
         self._waking(Step.RUN)
         return deleted
@@ -93,7 +102,7 @@ class Actions:
         settings = await self.effective.fresh()
         given = older_than_days not in (None, "")
         days = retention.checked_days(older_than_days) if given else settings.retention_days
-        remote = self.openai if settings.openai_delete_files else None
+        remote = self.batch_apis if settings.openai_delete_files else {}
         purged = await retention.purge(self.db, settings.data_dir, days, retention.NOW_SECONDS, remote)
         if purged.more:
             # The scheduler's purge carries on with what is older than RETENTION_DAYS.

@@ -6,20 +6,25 @@ that raced the pipeline answers with a Conflict instead of corrupting a batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchAPI
 from app.core import results
 from app.core.dropin.create import DROPIN_ORIGINS
-from app.core.rules import audit, leases, remote_batches, states
+from app.core.rules import audit, leases, routing, states
 from app.core.rules.errors import Conflict, Problem, found
 from app.core.runs.openai import remote_files
 from app.db.models import Batch, BatchEvent, Delivery, Request
 from app.db.session import Database, rows_changed
 from app.ground.clock import utcnow
+from app.ground.config import Settings
 from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
 
+# No batch API client to delete remote files through.
+EMPTY: Mapping[str, BatchAPI] = {}
 CANCELLED_ERROR = {"code": "cancelled", "message": "cancelled by the operator"}
 # A drop-in batch's unfinished lines say it in OpenAI's words (its error file and results).
 DROPIN_CANCELLED_ERROR = {
@@ -36,7 +41,7 @@ _CANCELLABLE_REQUESTS: dict[str, RequestStatus] = {
 }
 
 
-async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
+async def cancel_batch(db: Database, settings: Settings, batch_id: int, via: str = "api") -> Batch:
     """Cancel a batch that has not finished; its unfinished requests end as cancelled."""
     async with db.transaction() as session:
         batch = await _locked_batch(session, batch_id)
@@ -50,7 +55,7 @@ async def cancel_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
                     "can be cancelled.",
                 )
             )
-        if batch.status == BatchStatus.PROCESSING and remote_batches.is_remote(batch.backend):
+        if batch.status == BatchStatus.PROCESSING and routing.runs_batches(settings, batch.backend):
             # The remote batch is asked to cancel by the poll step; what it finished by then is
             # still collected, and the rest ends cancelled when the remote API confirms.
             states.move_batch(session, batch, BatchStatus.CANCELLING, "cancel requested by operator")
@@ -146,11 +151,12 @@ async def retry_batch(db: Database, batch_id: int, via: str = "api") -> Batch:
     return batch
 
 
-async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = None) -> int:
+async def delete_batch(db: Database, batch_id: int, batch_apis: Mapping[str, BatchAPI] = EMPTY) -> int:
     """Delete a finished batch with its requests and their trails; returns how many requests went.
 
     Refused while any of its results is still waiting to be delivered: retention never drops an
-    undelivered result. Its OpenAI files not deleted yet are deleted too (when `openai` is given).
+    undelivered result. Its remote files not deleted yet are deleted too, through its backend's
+    client in `batch_apis` (by backend name) when it is there.
     """
     async with db.transaction() as session:
         batch = await _locked_batch(session, batch_id)
@@ -186,11 +192,12 @@ async def delete_batch(db: Database, batch_id: int, openai: BatchAPI | None = No
         remote_file_ids = [
             f
             for f in (batch.input_file_id, batch.output_file_id, batch.error_file_id)
-            if f and batch.backend == "openai" and batch.files_deleted_at is None
+            if f and batch.files_deleted_at is None
         ]
+        remote = batch_apis.get(batch.backend)
         await session.delete(batch)
-    if remote_file_ids and openai is not None:
-        await remote_files.delete_remote_files(openai, remote_file_ids)
+    if remote_file_ids and remote is not None:
+        await remote_files.delete_remote_files(remote, remote_file_ids)
     return deleted
 
 

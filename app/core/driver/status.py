@@ -25,7 +25,7 @@ class ProcessStatus:
     scheduler: str  # running, stopped, or disabled (SCHEDULER_ENABLED=false: this process serves only)
     backends: list[BackendStatus]
     rabbitmq: BrokerStatus | None
-    openai_block: str | None  # why OpenAI submission is stopped (a refused key), or None
+    batch_api_blocks: dict[str, str]  # why a batch API's submission is stopped (a refused key), by backend
     embedded: EmbeddedStatus | None = None  # the embedded model server, when this process runs one
 
 
@@ -45,12 +45,12 @@ class StatusBoard:
     async def current(self) -> ProcessStatus:
         """The status of the scheduler, backends, broker connections and embedded model now."""
         if self.worker is None:
-            return ProcessStatus("disabled", [], self.rabbitmq(), None, self.embedded())
+            return ProcessStatus("disabled", [], self.rabbitmq(), {}, self.embedded())
         return ProcessStatus(
             "running" if self.worker.scheduler.running else "stopped",
             await backend_statuses(self.worker),
             self.rabbitmq(),
-            self.worker.openai_block,
+            self.worker.batch_api_blocks,
             self.embedded(),
         )
 
@@ -66,23 +66,32 @@ async def database(db: Database) -> str:
 
 
 async def backend_statuses(worker: Worker) -> list[BackendStatus]:
-    """Each backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old. A refused
-    OpenAI key shows as such without another probe: the gate rechecks it on its own."""
-    statuses = [worker.local.outage_status() or await _probe(worker, worker.local)]
-    if uses_openai(worker.settings):
-        if block := worker.openai_block:
-            statuses.append(BackendStatus("openai", worker.openai.base_url, False, block))
+    """Each backend's answer to a cheap probe, at most BACKEND_PROBE_SECONDS old, in the order
+    the backends are named. A refused batch API key shows as such without another probe: the
+    gate rechecks it on its own."""
+    statuses = []
+    for runner in worker.line_runners:
+        statuses.append(runner.backend.outage_status() or await _probe(worker, runner.backend))
+    blocks = worker.batch_api_blocks
+    for batch_runner in worker.remote_runners:
+        api = batch_runner.backend
+        if not shown(worker.settings, api.name):
+            continue
+        if block := blocks.get(api.name):
+            statuses.append(BackendStatus(api.name, api.base_url, False, block))
         else:
-            statuses.append(await _probe(worker, worker.openai))
+            statuses.append(await _probe(worker, api))
     return statuses
 
 
-def uses_openai(settings: Settings) -> bool:
-    """Whether requests can be routed to OpenAI here (so its status is worth showing)."""
+def shown(settings: Settings, backend: str) -> bool:
+    """Whether a batch API's status is worth showing: every backend a backends file names; of
+    the shorthand's `openai`, only when requests can be routed to it."""
     return (
-        bool(settings.openai_api_key)
-        or settings.default_backend == "openai"
-        or "openai" in settings.backend_routes
+        settings.backends_file is not None
+        or bool(settings.openai_api_key)
+        or settings.default_backend == backend
+        or backend in settings.backend_routes
     )
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from app.backends.base import BackendStatus, BatchAPI, LineRunner
+from app.backends.base import BackendStatus, BatchAPI, LineRunner, MessageBatchAPI
 from app.channels.base import Channel
 from app.core import announcements, batching, retention
 from app.core import delivery as deliveries
@@ -23,6 +23,7 @@ from app.core.dropin import finish
 from app.core.rules import leases
 from app.core.rules.effective import EffectiveSettings
 from app.core.runs import local as local_runs
+from app.core.runs.anthropic.runner import AnthropicRunner
 from app.core.runs.openai import runner as openai_runs
 from app.db.models import Batch, Delivery
 from app.db.session import Database
@@ -85,22 +86,30 @@ class Worker:
         self,
         db: Database,
         effective: EffectiveSettings,
-        local: LineRunner,
-        openai: BatchAPI,
+        line_runners: Sequence[LineRunner],
+        batch_apis: Sequence[BatchAPI],
         channels: Mapping[str, Channel],
+        message_batch_apis: Sequence[MessageBatchAPI] = (),
     ) -> None:
         self.db = db
         self.effective = effective
         self.owner = instance_name()
-        self.local = local
-        self.openai = openai
         self.channels = dict(channels)
         # Each backend's last probe (monotonic time, answer), for driver.status.
         self.probed: dict[str, tuple[float, BackendStatus]] = {}
-        self.runner = local_runs.LocalRunner(db, effective, local, self.owner, on_results=self.wake_deliver)
-        self.openai_runner = openai_runs.OpenAIRunner(
-            db, effective, openai, self.owner, on_results=self.wake_deliver
-        )
+        # One runner per backend: each claims only its own backend's batches.
+        self.line_runners = [
+            local_runs.LocalRunner(db, effective, backend, self.owner, on_results=self.wake_deliver)
+            for backend in line_runners
+        ]
+        self.batch_runners = [
+            openai_runs.OpenAIRunner(db, effective, api, self.owner, on_results=self.wake_deliver)
+            for api in batch_apis
+        ]
+        self.message_batch_runners = [
+            AnthropicRunner(db, effective, api, self.owner, on_results=self.wake_deliver)
+            for api in message_batch_apis
+        ]
         base = effective.current
         self.delivery_chunk = min(base.delivery_concurrency * DELIVERY_WAVES, DELIVERY_CHUNK_MAX)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -149,7 +158,8 @@ class Worker:
             timer.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        await self.runner.stop()
+        for runner in self.line_runners:
+            await runner.stop()
         try:
             async with self.db.transaction() as session:
                 for model in (Batch, Delivery):
@@ -162,9 +172,14 @@ class Worker:
         self.steps[step].wake()
 
     @property
-    def openai_block(self) -> str | None:
-        """Why OpenAI submission is stopped (a refused key), or None."""
-        return self.openai_runner.gate.reason
+    def remote_runners(self) -> list[openai_runs.OpenAIRunner | AnthropicRunner]:
+        """The runners of every batch API backend (OpenAI's and Anthropic's), in backend order."""
+        return [*self.batch_runners, *self.message_batch_runners]
+
+    @property
+    def batch_api_blocks(self) -> dict[str, str]:
+        """Why each stopped batch API's submission is stopped (a refused key), by backend name."""
+        return {r.backend.name: r.gate.reason for r in self.remote_runners if r.gate.reason is not None}
 
     def wake_deliver(self) -> None:
         self.wake(Step.DELIVER)
@@ -176,19 +191,20 @@ class Worker:
         return False
 
     async def _submit(self) -> bool:
-        submitted = await self.openai_runner.submit()
+        submitted = any([await runner.submit() for runner in self.remote_runners])
         if submitted:
             self.wake(Step.POLL)
-        if await local_runs.submit_ready(self.db):
+        if await local_runs.submit_ready(self.db, [runner.backend.name for runner in self.line_runners]):
             self.wake(Step.RUN)
             return True
         return submitted
 
     async def _poll(self) -> bool:
-        return await self.openai_runner.poll()
+        return any([await runner.poll() for runner in self.remote_runners])
 
     async def _run(self) -> bool:
-        await self.runner.claim_and_start()
+        for runner in self.line_runners:
+            await runner.claim_and_start()
         return False
 
     async def _deliver(self) -> bool:
@@ -211,7 +227,9 @@ class Worker:
 
     async def _purge(self) -> bool:
         settings = self.settings
-        remote = self.openai if settings.openai_delete_files else None
+        remote = (
+            {r.backend.name: r.backend for r in self.batch_runners} if settings.openai_delete_files else {}
+        )
         return await retention.step(self.db, settings.data_dir, settings.retention_days, remote)
 
     def _wake_at(self, when: datetime) -> None:

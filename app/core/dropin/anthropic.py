@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -67,18 +67,20 @@ async def from_body(
     data_dir: str,
     body: AsyncIterator[bytes],
     max_bytes: int,
-    default_model: str | None = None,
+    default_model: str | None,
+    backend_of: Callable[[str], str],
 ) -> Batch:
     """An Anthropic-face batch from its request list, read as the body arrives. Every problem
     refuses the whole list and nothing is created: MalformedInput (not JSON), InvalidInput (every
     problem of every entry), TooLarge (past `max_bytes`, the rest of the body unread). An entry
-    whose params name no model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one."""
+    whose params name no model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one.
+    `backend_of` names the backend for the batch's model (InvalidInput when none can run it)."""
     async with file_store.spooled(data_dir, body, max_bytes) as path:
         model, shape = await asyncio.to_thread(check, path, default_model)
+        backend = backend_of(model)
         with path.open("rb") as source:
             async with db.transaction() as session:
-                # Anthropic-format requests run on the local backend, which translates them.
-                batch = new_batch(ANTHROPIC_ORIGIN, "local", MESSAGES_ENDPOINT, model, None)
+                batch = new_batch(ANTHROPIC_ORIGIN, backend, MESSAGES_ENDPOINT, model, None)
                 session.add(batch)
                 await session.flush()
                 rows = _rows(source, batch, shape, default_model)

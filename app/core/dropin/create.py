@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +39,8 @@ MAX_ERRORS_LISTED = 1000
 COMPLETION_WINDOW = timedelta(hours=24)
 INSERT_CHUNK = 1000
 NO_DELIVERY = {"type": "none"}
+# The batch metadata key that names the backend a drop-in batch runs on (else its model decides).
+BACKEND_METADATA_KEY = "batchgate_backend"
 TOO_LONG = "string_above_max_length"  # OpenAI's own code for a string past its limit
 
 
@@ -151,6 +153,21 @@ def embedding_inputs(body: Any) -> int:
     return 1 if all(isinstance(x, int) for x in value) else len(value)
 
 
+def _backend(settings: Settings, model: str, metadata: dict[str, str] | None, failed: bool) -> str:
+    """The backend a drop-in batch runs on: the one its metadata names (BACKEND_METADATA_KEY),
+    else the first serving its model; InvalidInput when none can run it. A batch that fails on
+    its file's problems never runs: it keeps the first backend's name."""
+    chosen = (metadata or {}).get(BACKEND_METADATA_KEY)
+    if failed:
+        return routing.backend_for(settings, model) or settings.backends[0].name
+    if problem := routing.refusal(settings, model, chosen, ""):
+        pointer = "metadata/" + BACKEND_METADATA_KEY if problem.pointer == "/backend" else "input_file_id"
+        raise InvalidInput(replace(problem, pointer=pointer))
+    backend = chosen or routing.backend_for(settings, model)
+    assert backend is not None  # refusal() said one serves it
+    return backend
+
+
 async def from_file(
     db: Database,
     settings: Settings,
@@ -185,11 +202,10 @@ async def from_file(
         check_lines, file_store.lines(settings.data_dir, file), endpoint, settings.local_default_model
     )
     model = checked.model or "unknown"
+    backend = _backend(settings, model, metadata, bool(checked.errors))
     async with db.transaction() as session:
         status = B.FAILED if checked.errors else B.READY
-        batch = new_batch(
-            OPENAI_ORIGIN, routing.backend_for(settings, model), endpoint, model, metadata, status
-        )
+        batch = new_batch(OPENAI_ORIGIN, backend, endpoint, model, metadata, status)
         batch.dropin_input_file_id = file.id
         if output_expires_after is not None:
             batch.dropin_output_expires_seconds = int(output_expires_after.total_seconds())

@@ -82,24 +82,18 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
             )
         )
     problems += _delivery_problems(request.delivery_config, settings, pointer_prefix)
-    if route(request, settings) == "openai" and not settings.openai_api_key:
-        problems.append(
-            Problem(
-                "openai_not_configured",
-                "OpenAI backend is off",
-                f"Requests for {request.body.model!r} run on OpenAI, but this gateway has no "
-                "OPENAI_API_KEY; send 'backend': 'local' or ask the operator to configure OpenAI.",
-                pointer_prefix + ("/backend" if request.backend else "/body/model"),
-            )
-        )
+    if refused := routing.refusal(settings, request.body.model, request.backend, pointer_prefix):
+        problems.append(refused)
     if problems:
         raise InvalidInput(*problems)
     return request
 
 
 def route(request: RequestIn, settings: Settings) -> str:
-    """The backend a request runs on: its own choice, else BACKEND_ROUTES, else DEFAULT_BACKEND."""
-    return request.backend or routing.backend_for(settings, request.body.model)
+    """The backend a validated request runs on: its own choice, else the first that serves its model."""
+    backend = request.backend or routing.backend_for(settings, request.body.model)
+    assert backend is not None, "validate() refuses a request no backend serves"
+    return backend
 
 
 def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:

@@ -41,7 +41,6 @@ ORIGIN = "api"
 CHUNK = 5000
 
 _FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
-_BACKENDS = frozenset(("local", "openai"))
 _ENDPOINTS = frozenset(ENDPOINTS)
 _encode = msgspec.json.encode
 PENDING = str(RequestStatus.PENDING)
@@ -179,8 +178,12 @@ class _Checker:
     settings: Settings
     suspect: bool  # the body holds text that may not be storable: walk each item
     deliveries: dict[bytes, str | None] = field(default_factory=dict)
-    backends: dict[str, str] = field(default_factory=dict)
+    backends: dict[str, str | None] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
+    usable: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.usable = routing.usable_backends(self.settings)
 
     def check(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
         """The row to store, or the item's rejection."""
@@ -222,12 +225,13 @@ class _Checker:
         if type(model) is not str or not 0 < len(model) <= MODEL_MAX_CHARS:
             return None
         if backend is None:
-            backend = self.backends.get(model) or self.backends.setdefault(
-                model, routing.backend_for(self.settings, model)
-            )
-        elif type(backend) is not str or backend not in _BACKENDS:
+            if model not in self.backends:
+                self.backends[model] = routing.backend_for(self.settings, model)
+            backend = self.backends[model]
+        elif type(backend) is not str:
             return None
-        if backend == "openai" and not self.settings.openai_api_key:
+        # An unknown or unconfigured backend, or no backend at all: the full check says why.
+        if backend is None or backend not in self.usable:
             return None
         delivery = self._delivery(item.get("delivery_config"))
         body_json = _encode(body)

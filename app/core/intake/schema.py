@@ -13,7 +13,6 @@ from pydantic_core import PydanticCustomError
 from app.core.rules.errors import Problem
 from app.core.runs.lines import input_line
 from app.ground import webhook_headers
-from app.ground.config import Backend
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations")
 # The longest custom_id and model any face takes: requests.custom_id is String(512) and
@@ -183,8 +182,9 @@ class RequestIn(BaseModel):
     method: Literal["POST"] = "POST"
     body: RequestBody
     delivery_config: DeliveryConfig
-    # Where it runs; without it BACKEND_ROUTES (by model) and then DEFAULT_BACKEND decide.
-    backend: Backend | None = None
+    # The name of the backend it runs on; without it, the first backend serving its model
+    # (app.core.rules.routing). Checked against the backends at intake, not here.
+    backend: str | None = Field(None, min_length=1, max_length=63)
 
     # Computed once: validation needs the size and the insert needs both.
     @cached_property

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
 from sqlalchemy import func, select, update
@@ -39,13 +39,16 @@ RUN_RETRY_SECONDS = 1.0
 GIVE_UP_CHUNK = 5000
 
 
-async def submit_ready(db: Database, limit: int = 20) -> list[int]:
-    """Move ready batches to processing (the local backend accepts a batch at once)."""
+async def submit_ready(db: Database, backends: Sequence[str], limit: int = 20) -> list[int]:
+    """Move ready batches of these line-running backends to processing (an inference server
+    accepts a batch at once)."""
+    if not backends:
+        return []
     async with db.transaction() as session:
         batches = (
             await session.scalars(
                 select(Batch)
-                .where(Batch.status == BatchStatus.READY, Batch.backend == "local")
+                .where(Batch.status == BatchStatus.READY, Batch.backend.in_(list(backends)))
                 .order_by(Batch.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
@@ -53,8 +56,10 @@ async def submit_ready(db: Database, limit: int = 20) -> list[int]:
         ).all()
         now = utcnow()
         for batch in batches:
-            states.move_batch(session, batch, BatchStatus.SUBMITTING, "handed to the local backend")
-            states.move_batch(session, batch, BatchStatus.PROCESSING, "local backend runs it now")
+            states.move_batch(
+                session, batch, BatchStatus.SUBMITTING, f"handed to the {batch.backend} backend"
+            )
+            states.move_batch(session, batch, BatchStatus.PROCESSING, f"{batch.backend} backend runs it now")
             ids = (await session.scalars(select(Request.id).where(Request.batch_id == batch.id))).all()
             await states.move_requests(
                 session, ids, RequestStatus.BATCHED, RequestStatus.PROCESSING, submitted_at=now
@@ -63,7 +68,7 @@ async def submit_ready(db: Database, limit: int = 20) -> list[int]:
 
 
 class LocalRunner:
-    """Runs processing local batches in this process, a few at a time."""
+    """Runs the processing batches of one line-running backend in this process, a few at a time."""
 
     def __init__(
         self,
@@ -105,7 +110,7 @@ class LocalRunner:
                 # Never a batch this process still runs (its lease may have run out meanwhile).
                 [
                     Batch.status == BatchStatus.PROCESSING,
-                    Batch.backend == "local",
+                    Batch.backend == self.backend.name,
                     Batch.id.not_in(list(self.tasks)),
                 ],
                 self.owner,

@@ -255,7 +255,7 @@ async def test_a_body_past_the_limit_is_refused_before_the_rest_is_read(
                 yield b" " * 100
 
         with pytest.raises(TooLarge):
-            await from_body(app.db, app.settings.data_dir, body(), max_bytes=250)
+            await from_body(app.db, app.settings.data_dir, body(), 250, None, lambda model: "local")
         assert sent == [0, 1, 2] and spooled_now(app) == []
 
 

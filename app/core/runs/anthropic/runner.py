@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.backends.base import MessageBatchAPI
-from app.core.rules import remote_batches
+from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
 from app.core.runs.anthropic import poll, submit
 from app.core.runs.openai.gate import AuthGate
@@ -39,10 +39,12 @@ class AnthropicRunner:
     on_results: Callable[[], None] = _nothing
     gate: AuthGate = field(default_factory=_gate)
 
-    def __post_init__(self) -> None:
-        remote_batches.register(
-            self.backend.name, "anthropic-batch"
-        )  # an operator's cancel goes to Anthropic
+    @property
+    def poll_seconds(self) -> float:
+        """How often its batches are polled: its backend's poll_seconds, else ANTHROPIC_POLL_SECONDS."""
+        settings = self.effective.current
+        spec = routing.spec_of(settings, self.backend.name)
+        return (spec.poll_seconds if spec else None) or settings.anthropic_poll_seconds
 
     @property
     def name(self) -> str:
@@ -51,10 +53,6 @@ class AnthropicRunner:
     @property
     def recheck_seconds(self) -> float:
         return self.effective.current.anthropic_auth_recheck_seconds
-
-    @property
-    def poll_seconds(self) -> float:
-        return self.effective.current.anthropic_poll_seconds
 
     async def submit(self) -> bool:
         """Create the remote batches of this backend's ready batches; True when any was claimed."""

@@ -27,13 +27,13 @@ ESTIMATE_CHUNK = 2000
 READY_SCAN = 100
 
 
-async def estimate_missing(db: Database) -> None:
-    """Estimate the input tokens of every ready OpenAI batch that has no estimate yet."""
+async def estimate_missing(db: Database, backend: str) -> None:
+    """Estimate the input tokens of every ready batch of `backend` that has no estimate yet."""
     async with db.transaction() as session:
         ids = (
             await session.scalars(
                 select(Batch.id).where(
-                    Batch.backend == "openai", Batch.status == B.READY, Batch.estimated_tokens.is_(None)
+                    Batch.backend == backend, Batch.status == B.READY, Batch.estimated_tokens.is_(None)
                 )
             )
         ).all()
@@ -66,7 +66,7 @@ def _count(rows: Sequence[Row[tuple[int, str, dict[str, Any]]]]) -> int:
     return sum(tokens.estimate(body, tokens.encoding_for(model)) for _, model, body in rows)
 
 
-async def admit(db: Database, settings: Settings, owner: str, at_most: int) -> list[int]:
+async def admit(db: Database, settings: Settings, owner: str, at_most: int, backend: str) -> list[int]:
     """Lease and move to submitting up to `at_most` ready batches, oldest first per model.
 
     A batch that does not fit its model's enqueued-token limit holds back the later ones of its
@@ -76,8 +76,8 @@ async def admit(db: Database, settings: Settings, owner: str, at_most: int) -> l
     now = utcnow()
     admitted: list[int] = []
     async with db.transaction() as session:
-        ready = await _ready(session, now)
-        enqueued = await _enqueued(session) if ready else {}
+        ready = await _ready(session, now, backend)
+        enqueued = await _enqueued(session, backend) if ready else {}
         held_back: dict[str, int] = {}
         for batch in ready:
             need = batch.estimated_tokens or 0
@@ -109,13 +109,13 @@ async def admit(db: Database, settings: Settings, owner: str, at_most: int) -> l
     return admitted
 
 
-async def _ready(session: AsyncSession, now: datetime) -> Sequence[Batch]:
+async def _ready(session: AsyncSession, now: datetime, backend: str) -> Sequence[Batch]:
     """The ready batches due for submission that nobody holds, locked, oldest first."""
     return (
         await session.scalars(
             select(Batch)
             .where(
-                Batch.backend == "openai",
+                Batch.backend == backend,
                 Batch.status == B.READY,
                 Batch.estimated_tokens.is_not(None),
                 or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now),
@@ -128,12 +128,12 @@ async def _ready(session: AsyncSession, now: datetime) -> Sequence[Batch]:
     ).all()
 
 
-async def _enqueued(session: AsyncSession) -> dict[str, int]:
-    """Estimated tokens each model has at OpenAI now."""
+async def _enqueued(session: AsyncSession, backend: str) -> dict[str, int]:
+    """Estimated tokens each model has enqueued at `backend` now."""
     rows = (
         await session.execute(
             select(Batch.model, func.coalesce(func.sum(Batch.estimated_tokens), 0))
-            .where(Batch.backend == "openai", Batch.status.in_(ENQUEUED))
+            .where(Batch.backend == backend, Batch.status.in_(ENQUEUED))
             .group_by(Batch.model)
         )
     ).all()

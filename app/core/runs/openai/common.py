@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import AuthRefused, BatchAPI, BatchAPIError, LineResult
 from app.core import results
-from app.core.rules import leases, states
+from app.core.rules import leases, routing, states
 from app.core.rules.effective import EffectiveSettings
 from app.core.rules.states import B, R
 from app.core.runs.openai.endings import (
@@ -56,6 +56,13 @@ class Run:
     owner: str
     on_results: Callable[[], None] = _nothing
     gate: AuthGate = field(default_factory=AuthGate)
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often its batches are polled: its backend's poll_seconds, else OPENAI_POLL_SECONDS."""
+        settings = self.effective.current
+        spec = routing.spec_of(settings, self.backend.name)
+        return (spec.poll_seconds if spec else None) or settings.openai_poll_seconds
 
     @property
     def recheck_seconds(self) -> float:

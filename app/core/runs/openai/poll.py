@@ -34,7 +34,9 @@ async def poll_due(run: Run) -> bool:
     more due than one round took."""
     if not await run.gate.passes(run.backend, run.effective.current.openai_auth_recheck_seconds):
         return False
-    ids = await common.claim_followed(run.db, "openai", run.owner, run.effective.current.lease_seconds)
+    ids = await common.claim_followed(
+        run.db, run.backend.name, run.owner, run.effective.current.lease_seconds
+    )
     await asyncio.gather(*(_poll_one(run, batch_id) for batch_id in ids))
     return len(ids) == PARALLEL
 
@@ -99,7 +101,7 @@ async def _still_running(run: Run, batch: Batch, status: str, expires_at: Any) -
 
 async def _poll_later(run: Run, batch_id: int, **values: Any) -> None:
     # Jitter spreads many batches' polls instead of firing them on the same tick.
-    delay = run.effective.current.openai_poll_seconds * random.uniform(0.8, 1.2)
+    delay = run.poll_seconds * random.uniform(0.8, 1.2)
     await common.set_batch(
         run.db, batch_id, next_attempt_at=utcnow() + timedelta(seconds=delay), **values, **leases.RELEASED
     )
@@ -118,9 +120,7 @@ async def _note_remote(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
 
 async def _poll_failed(run: Run, batch_id: int, exc: Exception) -> None:
     message = common.error_text(exc)
-    await common.poll_failed(
-        run.db, run.on_results, batch_id, "OpenAI", run.effective.current.openai_poll_seconds, message
-    )
+    await common.poll_failed(run.db, run.on_results, batch_id, "OpenAI", run.poll_seconds, message)
 
 
 async def give_up(run: Run, batch_id: int, ending: Ending, **facts: Any) -> None:

@@ -59,7 +59,7 @@ async def delete_files(run: Run, batch_id: int) -> None:
         if problem is None:
             deleted(session, batch, len(file_ids))
         else:
-            _failed_delete(session, batch, problem, run.effective.current.openai_poll_seconds)
+            _failed_delete(session, batch, problem, run.poll_seconds)
         leases.release(batch)
 
 
@@ -94,7 +94,7 @@ async def retry_due(run: Run) -> bool:
             session,
             Batch,
             [
-                Batch.backend == "openai",
+                Batch.backend == run.backend.name,
                 Batch.status.in_(list(states.BATCH_TERMINAL)),
                 Batch.files_deleted_at.is_(None),
                 Batch.files_delete_next_at <= utcnow(),

@@ -40,22 +40,22 @@ async def submit_ready(run: Run) -> bool:
     """Admit ready batches oldest first within the token limits and submit them; True when any
     was admitted."""
     if not await run.gate.passes(run.backend, run.effective.current.openai_auth_recheck_seconds):
-        await _mark_waiting(run.db, run.gate.stopped())
+        await _mark_waiting(run.db, run.backend.name, run.gate.stopped())
         return False
     await _recover_interrupted(run)
-    await admission.estimate_missing(run.db)
-    admitted = await admission.admit(run.db, run.effective.current, run.owner, PARALLEL)
+    await admission.estimate_missing(run.db, run.backend.name)
+    admitted = await admission.admit(run.db, run.effective.current, run.owner, PARALLEL, run.backend.name)
     await asyncio.gather(*(_submit_one(run, batch_id) for batch_id in admitted))
     return bool(admitted)
 
 
-async def _mark_waiting(db: Database, reason: str) -> None:
+async def _mark_waiting(db: Database, backend: str, reason: str) -> None:
     """Say on every ready batch why nothing is submitted (one statement; a no-op once said)."""
     async with db.transaction() as session:
         await session.execute(
             update(Batch)
             .where(
-                Batch.backend == "openai",
+                Batch.backend == backend,
                 Batch.status == B.READY,
                 or_(Batch.wait_reason.is_(None), Batch.wait_reason != reason),
             )
@@ -69,7 +69,7 @@ async def _recover_interrupted(run: Run) -> None:
         stale = (
             await session.scalars(
                 select(Batch)
-                .where(Batch.backend == "openai", Batch.status == B.SUBMITTING)
+                .where(Batch.backend == run.backend.name, Batch.status == B.SUBMITTING)
                 .where(leases.lease_free(session, Batch))
                 .with_for_update(skip_locked=True)
             )
@@ -240,8 +240,7 @@ async def _submission_failed(
     """Back to ready with backoff while attempts remain, else failed with its requests. When a
     create may have made a remote batch, the input file is kept for it, and once the attempts
     are spent one more round only looks for that batch (failing now would leave it unfollowed)."""
-    base = run.effective.current.openai_poll_seconds
-    tried = submit_again(session, batch, message, retryable, maybe_created, base)
+    tried = submit_again(session, batch, message, retryable, maybe_created, run.poll_seconds)
     if tried is not None:
         await _fail_submission(session, batch, message, tried)
     elif not maybe_created:

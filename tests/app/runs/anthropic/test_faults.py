@@ -112,7 +112,7 @@ async def test_an_operator_cancel_reaches_anthropic(
     batch_id = await ready_batch(db, "c1", "c2")
     async with runner(db, database_url, anthropic_api) as run:
         await run_until(run, batch_id, {BatchStatus.PROCESSING})
-        await cancel_batch(db, batch_id)
+        await cancel_batch(db, run.effective.current, batch_id)
         assert (await batch_row(db, batch_id)).status == BatchStatus.CANCELLING
         batch = await run_until(run, batch_id)
     assert batch.status == BatchStatus.CANCELLED, await timeline(db, batch_id)

@@ -67,7 +67,7 @@ async def test_admission_is_oldest_first_per_model_and_never_starves_a_large_bat
             running = batch("m", "processing", 60)
             large, small, other = batch("m", "ready", 50), batch("m", "ready", 10), batch("n", "ready", 30)
             session.add_all([running, large, small, other])
-        assert await admission.admit(app.db, settings, "test", 4) == [other.id]
+        assert await admission.admit(app.db, settings, "test", 4, "openai") == [other.id]
         async with app.db.transaction() as session:
             waiting = {b.id: b.wait_reason for b in (await session.scalars(select(Batch))).all()}
         assert "60 of 100 enqueued tokens of m" in (waiting[large.id] or "")
@@ -77,13 +77,13 @@ async def test_admission_is_oldest_first_per_model_and_never_starves_a_large_bat
             done = await session.get(Batch, running.id)
             assert done is not None
             done.status = "done"  # the running batch finished (setup, not a transition under test)
-        assert await admission.admit(app.db, settings, "test", 4) == [large.id, small.id]
+        assert await admission.admit(app.db, settings, "test", 4, "openai") == [large.id, small.id]
 
         # A batch larger than the whole limit goes alone once nothing of its model is enqueued.
         async with app.db.transaction() as session:
             huge = batch("z", "ready", 10_000)
             session.add(huge)
-        assert await admission.admit(app.db, settings, "test", 4) == [huge.id]
+        assert await admission.admit(app.db, settings, "test", 4, "openai") == [huge.id]
 
 
 async def test_requests_for_openai_without_a_key_are_refused(database_url: str, start_app: StartApp) -> None:
@@ -113,12 +113,14 @@ async def test_one_admission_round_starts_at_most_four_uploads(
                 for _ in range(6)
             ]  # fmt: skip
             session.add_all(ready)
-        admitted = await admission.admit(app.db, settings, "test", 4)
+        admitted = await admission.admit(app.db, settings, "test", 4, "openai")
         assert admitted == [batch.id for batch in ready[:4]]
         async with app.db.transaction() as session:
             statuses = {b.id: (b.status, b.leased_by) for b in (await session.scalars(select(Batch))).all()}
         assert [statuses[batch.id] for batch in ready[4:]] == [("ready", None), ("ready", None)]
-        assert await admission.admit(app.db, settings, "test", 4) == [batch.id for batch in ready[4:]]
+        assert await admission.admit(app.db, settings, "test", 4, "openai") == [
+            batch.id for batch in ready[4:]
+        ]
 
 
 async def test_a_batch_waits_for_token_capacity_oldest_first(
