@@ -67,6 +67,13 @@ def runs_batches(settings: Settings, backend: str) -> bool:
     return spec is not None and spec.runs_batches
 
 
+def poll_seconds(settings: Settings, backend: str, fallback: float) -> float:
+    """How often a batch API backend's batches are polled: its own poll_seconds, else `fallback`
+    (its kind's global setting)."""
+    spec = spec_of(settings, backend)
+    return (spec.poll_seconds if spec else None) or fallback
+
+
 def usable_backends(settings: Settings) -> frozenset[str]:
     """The backends a request may run on now (a batch API needs its key)."""
     return frozenset(s.name for s in settings.backends if not (s.runs_batches and s.api_key is None))

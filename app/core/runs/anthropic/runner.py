@@ -43,8 +43,7 @@ class AnthropicRunner:
     def poll_seconds(self) -> float:
         """How often its batches are polled: its backend's poll_seconds, else ANTHROPIC_POLL_SECONDS."""
         settings = self.effective.current
-        spec = routing.spec_of(settings, self.backend.name)
-        return (spec.poll_seconds if spec else None) or settings.anthropic_poll_seconds
+        return routing.poll_seconds(settings, self.backend.name, settings.anthropic_poll_seconds)
 
     @property
     def name(self) -> str:

@@ -61,8 +61,7 @@ class Run:
     def poll_seconds(self) -> float:
         """How often its batches are polled: its backend's poll_seconds, else OPENAI_POLL_SECONDS."""
         settings = self.effective.current
-        spec = routing.spec_of(settings, self.backend.name)
-        return (spec.poll_seconds if spec else None) or settings.openai_poll_seconds
+        return routing.poll_seconds(settings, self.backend.name, settings.openai_poll_seconds)
 
     @property
     def recheck_seconds(self) -> float:
