@@ -95,12 +95,15 @@ class AnthropicBatchBackend:
         return dict(response.json())
 
     async def cancel_batch(self, remote_id: str) -> str:
-        """ "requested", or "gone" (404: no such batch)."""
+        """ "requested", "gone" (404: no such batch) or "finished" (400/409: it ended before the
+        cancel arrived, and its results are there to collect)."""
         try:
             await self._call("POST", f"{BATCHES}/{remote_id}/cancel", dict)
         except BatchAPIError as exc:
             if exc.status == 404:
                 return "gone"
+            if exc.status in (400, 409):
+                return "finished"
             raise
         return "requested"
 

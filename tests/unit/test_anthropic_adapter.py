@@ -132,3 +132,11 @@ async def test_results_elsewhere_are_not_fetched_with_our_key() -> None:
     assert seen == []
     same = [line async for line in api.result_lines("http://api.test/v1/messages/batches/m/results")]
     assert same == ["{}"]
+
+
+@pytest.mark.parametrize("status", [400, 409])
+async def test_a_cancel_refused_because_the_batch_ended_says_finished(
+    status: int, waits: list[float]
+) -> None:
+    api = backend([error(status, "invalid_request_error")], [])
+    assert await api.cancel_batch("ended") == "finished"

@@ -54,7 +54,7 @@ async def collect(run: AnthropicRunner, batch_id: int, remote: dict[str, Any]) -
         batch = await leases.lock(session, Batch, batch_id, *FOLLOWED)
         if batch is None or batch.submission_key is None:
             return
-        key, cancelling = batch.submission_key, batch.status == B.CANCELLING
+        key = batch.submission_key
         if batch.status != B.COLLECTING:
             states.move_batch(session, batch, B.COLLECTING, "Anthropic batch ended; reading its results")
     tally, chunk = Tally(), []
@@ -69,7 +69,9 @@ async def collect(run: AnthropicRunner, batch_id: int, remote: dict[str, Any]) -
             raise ResultsGone(exc.message) from exc
         raise
     await _apply(run, batch_id, key, chunk, tally)
-    await _finish(run, batch_id, cancelling or bool(remote.get("cancel_initiated_at")), tally)
+    # Cancelled only when the cancel reached Anthropic in time: one that came after the batch
+    # ended leaves it done, with every result it has.
+    await _finish(run, batch_id, bool(remote.get("cancel_initiated_at")), tally)
     run.on_results()
 
 
@@ -150,7 +152,7 @@ async def _apply(run: AnthropicRunner, batch_id: int, key: str, lines: Sequence[
 
 
 async def _finish(run: AnthropicRunner, batch_id: int, cancelled: bool, tally: Tally) -> None:
-    """Fail the requests no line named and end the batch (cancelled when a cancel was sent)."""
+    """Fail the requests no line named and end the batch (cancelled when Anthropic took a cancel)."""
     async with run.db.transaction() as session:
         batch = await leases.lock(session, Batch, batch_id, B.COLLECTING)
         if batch is None:

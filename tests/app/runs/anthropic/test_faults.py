@@ -191,3 +191,19 @@ async def test_a_submission_whose_process_died_after_the_create_follows_that_bat
     assert batch.status == BatchStatus.DONE, await timeline(db, batch_id)
     assert len(anthropic_api.batches) == 1 and anthropic_api.calls.count(CREATE) == 1
     assert "an earlier create landed" in await timeline(db, batch_id)
+
+
+async def test_a_cancel_that_comes_after_the_batch_ended_keeps_every_result(
+    db: Database, database_url: str, anthropic_api: AnthropicBatchStandin
+) -> None:
+    anthropic_api.polls_to_end = 1000
+    batch_id = await ready_batch(db, "late-1", "late-2")
+    async with runner(db, database_url, anthropic_api) as run:
+        await run_until(run, batch_id, {BatchStatus.PROCESSING})
+        [remote_id] = anthropic_api.batches
+        anthropic_api._end(remote_id)  # Anthropic finished it before the operator's cancel arrived
+        await cancel_batch(db, run.effective.current, batch_id)
+        batch = await run_until(run, batch_id)
+    assert batch.status == BatchStatus.DONE, await timeline(db, batch_id)
+    assert ("POST", f"{BATCHES}/{remote_id}/cancel") in anthropic_api.calls
+    assert {r.status for r in (await requests_of(db, batch_id)).values()} == {RequestStatus.SUCCEEDED}
