@@ -56,6 +56,7 @@ class LocalBackend:
         self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
         concurrency = spec.concurrency if isinstance(spec.concurrency, int) else settings.local_concurrency
         self.concurrency = concurrency
+        metrics.BACKEND_CONCURRENCY.labels(self.name).set(concurrency)
         self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
         headers = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
         self.timeout_seconds = spec.timeout_seconds or settings.local_timeout_seconds
