@@ -2,16 +2,17 @@
 
 A server's best concurrency is unknown and differs by orders of magnitude (llama.cpp serving one
 request at a time, vLLM batching dozens), so the limit finds it as TCP finds a link's window
-(AIMD, with Netflix concurrency-limits' latency signal):
+(AIMD, with the latency signal of TCP Vegas and Netflix's concurrency-limits):
 
-- While the server keeps up, the limit grows: by one per success at first (doubling every round
-  trip, "slow start"), by one per round trip once it has backed off. Keeping up means the smoothed
-  latency stays within LATENCY_TOLERANCE times the no-load latency: by Little's law throughput is
-  limit / latency, so a limit that grows while latency holds is throughput that grows.
+- While the server keeps up, the limit grows: by half per round trip at first ("slow start"), by
+  one per round trip once the server begins to queue. Keeping up is read from latency: by Little's
+  law, of `limit` calls in flight, limit * (1 - no-load latency / latency) wait in the server's
+  queue instead of being served. While that queue is short, a higher limit is more throughput.
 - An answer that says the server is overloaded (429, 503, a timeout, a refused connection) halves
-  the limit; a latency rise beyond the tolerance takes off a tenth. Either happens at most once
-  per round trip: the calls in flight when the limit fell were sent under the old limit, and their
-  answers say nothing about the new one.
+  the limit; a queue grown long, or latency past LATENCY_TOLERANCE times the no-load latency (or
+  near the timeout), takes off a tenth. Either happens at most once per round trip: the calls in
+  flight when the limit fell were sent under the old limit, and their answers say nothing of the
+  new one.
 - It stays within [1, maximum]. A fixed limit is the same object with adaptation off.
 
 No clock and no sleep here: callers report each call's latency, which keeps the limit testable.
@@ -32,9 +33,14 @@ Outcome = Literal["ok", "overloaded", "failed"]
 # Small: a server that serves one request at a time must not see a burst of calls it can only
 # queue; a large one reaches its level within a few round trips of slow start.
 INITIAL_LIMIT = 4
-# Latency may grow to this many times the no-load latency before the limit backs off. A server
-# past its capacity queues calls, and latency then grows with the limit while throughput does not.
-LATENCY_TOLERANCE = 1.5
+# A server past its capacity queues the calls beyond it: latency then grows with the limit while
+# throughput does not. The limit grows while fewer than QUEUE_LEAST calls (or the square root of
+# the limit, for a large one) are estimated to wait at the server, holds up to twice that, and
+# backs off beyond, or when latency passes LATENCY_TOLERANCE times the no-load latency whatever
+# the queue (a server answering one call at a time, where each call queues behind the other).
+QUEUE_LEAST = 2.0
+LATENCY_TOLERANCE = 2.0
+SLOW_START_STEP = 0.5
 OVERLOAD_FACTOR = 0.5  # TCP's halving: the server said no, so back off hard
 LATENCY_FACTOR = 0.9  # a gentle step: slowness is a hint, not a refusal
 # Weight of one latency sample in the smoothed latency: one sample is noise (prompts differ in
@@ -43,7 +49,7 @@ SMOOTHING = 0.1
 # How fast the no-load latency may rise towards the smoothed latency per sample. The no-load
 # latency is the lowest smoothed latency seen, but a changed workload (longer prompts, another
 # model) changes it for good, so it must be able to rise, slowly enough not to follow a queue.
-FORGETTING = 0.001
+FORGETTING = 0.0002
 
 
 @dataclass
@@ -110,6 +116,15 @@ class ConcurrencyLimit:
             return 1.0
         return self._smoothed / self._no_load
 
+    @property
+    def queued(self) -> float:
+        """Calls the server is estimated to hold waiting rather than serving (TCP Vegas): of
+        `limit` calls in flight, those that take the latency beyond the no-load latency."""
+        return self._limit * (1 - 1 / self.latency_ratio)
+
+    def _queued_at(self, latency: float) -> float:
+        return self._limit * (1 - (self._no_load or latency) / latency) if latency > 0 else 0.0
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[Call]:
         """Wait for room under the limit, then hold it while the block runs."""
@@ -156,11 +171,20 @@ class ConcurrencyLimit:
             self._decrease(call, OVERLOAD_FACTOR)
         elif call.outcome == "ok" and call.latency is not None:
             self._observe(call.latency)
-            assert self._smoothed is not None
-            if self.latency_ratio > LATENCY_TOLERANCE or self._smoothed > self.latency_ceiling:
-                self._decrease(call, LATENCY_FACTOR)
-            elif call.saturated:
-                self._increase()
+            self._follow_latency(call, call.latency)
+
+    def _follow_latency(self, call: Call, latency: float) -> None:
+        """Grow, hold or back off by the queue the latency shows (see the module's docstring)."""
+        enough = max(QUEUE_LEAST, math.sqrt(self._limit))
+        too_slow = self.latency_ratio > LATENCY_TOLERANCE or (self._smoothed or 0.0) > self.latency_ceiling
+        if too_slow or self.queued > 2 * enough:
+            self._decrease(call, LATENCY_FACTOR)
+        elif self.queued >= enough or (self._slow_start and self._queued_at(latency) >= enough):
+            # The server has begun to queue: feel for the rest. In slow start one sample
+            # suffices, as the smoothed latency lags a round trip behind a limit that grows fast.
+            self._slow_start = False
+        elif call.saturated:
+            self._increase()
 
     def _observe(self, latency: float) -> None:
         previous = latency if self._smoothed is None else self._smoothed
@@ -171,7 +195,10 @@ class ConcurrencyLimit:
             self._no_load += FORGETTING * (smoothed - self._no_load)
 
     def _increase(self) -> None:
-        step = 1.0 if self._slow_start else 1.0 / self._limit  # one per round trip: limit calls
+        # Slow start adds half a call per success, half again per round trip rather than TCP's
+        # doubling: the first sign of a queue comes a round trip late, and a doubled limit would
+        # have sent a round of calls into a queue that may refuse them. Then one per round trip.
+        step = SLOW_START_STEP if self._slow_start else 1.0 / self._limit
         self._limit = min(float(self.maximum), self._limit + step)
 
     def _decrease(self, call: Call, factor: float) -> None:
