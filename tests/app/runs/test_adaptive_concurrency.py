@@ -78,3 +78,30 @@ async def test_a_fixed_concurrency_is_kept(inference: InferenceStandin) -> None:
         await backend.close()
     assert all(result.succeeded for result in results) and len(results) == 60
     assert inference.max_in_flight == 3 and inference.turned_away == 0
+
+
+async def test_an_overloaded_answer_or_a_timeout_backs_auto_off(inference: InferenceStandin) -> None:
+    """A 500 (the request's own failure as often as not) leaves the limit; a 503, retried as
+    before after its Retry-After, halves it; a timeout halves it again."""
+    inference.status_for["broken"] = 500
+    inference.fail_first["busy"] = 1
+    inference.fail_status, inference.retry_after = 503, 0.05
+    inference.delay_for["slow"] = 1.0
+    settings = fast_settings("sqlite+aiosqlite://", inference.url + "/v1", local_timeout_seconds=0.3)
+    backend = LocalBackend(settings)
+
+    def line(key: str) -> BatchLine:
+        return BatchLine(1, key, "/v1/chat/completions", {"model": "m", "user": key})
+
+    try:
+        assert backend.concurrency_now == 4
+        broken = await backend.run_line(line("broken"))
+        assert broken.error is not None and backend.concurrency_now == 4
+        busy = await backend.run_line(line("busy"))
+        assert busy.succeeded and busy.attempts == 2
+        assert backend.concurrency_now == 2
+        slow = await backend.run_line(line("slow"))
+        assert slow.error is not None and slow.error["code"] == "timeout"
+        assert backend.concurrency_now == 1 and backend.in_flight == 0
+    finally:
+        await backend.close()
