@@ -110,8 +110,13 @@ class ConcurrencyLimit:
         return self._in_flight
 
     @property
+    def waiting(self) -> int:
+        """Calls waiting for room under the limit."""
+        return len(self._waiters)
+
+    @property
     def latency_ratio(self) -> float:
-        """Smoothed latency over no-load latency (1.0 before any sample), for the curious."""
+        """Smoothed latency over no-load latency (1.0 before any sample)."""
         if self._smoothed is None or not self._no_load:
             return 1.0
         return self._smoothed / self._no_load
@@ -149,20 +154,22 @@ class ConcurrencyLimit:
             except asyncio.CancelledError:
                 # Woken and then cancelled, it would take to its grave the wake-up meant for
                 # room another waiter can use.
+                self._waiters.remove(waiter)
                 self._wake()
                 raise
-            finally:
-                self._waiters.remove(waiter)
+            self._waiters.remove(waiter)
         self._in_flight += 1
 
     def _wake(self) -> None:
+        """Wake the first waiters, as many as there is room for; a waiter woken that has not run
+        yet holds its room already."""
         room = self.current - self._in_flight
         for waiter in self._waiters:
             if room <= 0:
                 return
             if not waiter.done():
                 waiter.set_result(None)
-                room -= 1
+            room -= 1
 
     def _learn(self, call: Call) -> None:
         if not self.adaptive:

@@ -134,6 +134,24 @@ async def test_callers_beyond_the_limit_wait_for_room() -> None:
     assert entered == 4 and limit.in_flight == 0
 
 
+async def test_a_waiter_woken_then_cancelled_passes_its_turn_on() -> None:
+    limit = ConcurrencyLimit(1, adaptive=False)
+    entered: list[str] = []
+
+    async def caller(name: str) -> None:
+        async with limit.slot():
+            entered.append(name)
+
+    holder = contextlib.AsyncExitStack()
+    await holder.enter_async_context(limit.slot())
+    woken, next_ = asyncio.create_task(caller("woken")), asyncio.create_task(caller("next"))
+    await wait_until(lambda: limit.waiting == 2, timeout=5, what="two callers waiting")
+    await holder.aclose()  # wakes the first waiter, which is cancelled before it runs
+    woken.cancel()
+    await asyncio.wait_for(next_, timeout=5)
+    assert entered == ["next"] and woken.cancelled() and limit.in_flight == 0
+
+
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ConcurrencyLimit(0)
