@@ -42,7 +42,9 @@ BACKEND_CALLS = Histogram(
     registry=REGISTRY,
 )
 BACKEND_IN_FLIGHT = Gauge(
-    "batchgate_backend_in_flight", "Calls to a backend waiting for their answer now, by backend.", ["backend"],
+    "batchgate_backend_in_flight",
+    "Calls to a backend waiting for their answer now, by backend.",
+    ["backend"],
     registry=REGISTRY,
 )
 BACKEND_CONCURRENCY = Gauge(
