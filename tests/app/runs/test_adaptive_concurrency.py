@@ -36,7 +36,7 @@ async def test_auto_concurrency_finds_the_capacity_of_the_server(
     settings = fast_settings(sqlite_url, inference.url + "/v1", batch_max_requests=200)
     assert settings.local_concurrency == "auto"
     async with start_app(settings) as app:
-        backend = app.worker.local
+        backend = app.worker.line_runners[0].backend
         assert isinstance(backend, LocalBackend)
         peak = backend.concurrency_now
         items = [request_payload(f"r{i}", NO_DELIVERY, messages=chat(f"line {i}")) for i in range(n)]
