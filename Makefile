@@ -81,7 +81,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix app tests migrations bench testkit
 	$(BIN)/ruff format app tests migrations bench testkit
 
-# Every benchmark, one after the other (10 to 15 minutes), then BENCHMARKS.md rewritten from the
+# Every benchmark, one after the other (12 to 17 minutes), then BENCHMARKS.md rewritten from the
 # run: each path against its goal (bench.suite). Needs PostgreSQL, RabbitMQ and wrk.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }

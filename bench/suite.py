@@ -37,7 +37,7 @@ class Bench:
         return ".venv/bin/python -m " + " ".join(self.args)
 
 
-# 10 minutes in all on the 2-core machine of BENCHMARKS.md (about 15 on a slower one). The drop-in run
+# 12 minutes in all on the 2-core machine of BENCHMARKS.md (about 17 on a slower one). The drop-in run
 # to completion (1-2 minutes) is left out: the memory benchmark runs 200,000 requests end to end instead.
 BENCHES = (
     Bench("intake-sqlite", ("bench.http_intake", "--db", "sqlite", "--rounds", "2"), "wrk"),
@@ -45,6 +45,7 @@ BENCHES = (
     Bench("bulk-sqlite", ("bench.bulk_intake", "--db", "sqlite", "--rounds", "3")),
     Bench("bulk-postgres", ("bench.bulk_intake", "--db", "postgres", "--rounds", "3")),
     Bench("local", ("bench.local_e2e", "--db", "sqlite", "--requests", "20000", "--rounds", "2")),
+    Bench("adaptive", ("bench.adaptive_concurrency", "--rounds", "2")),
     Bench("webhook", ("bench.delivery", "--db", "sqlite", "--requests", "6000", "--rounds", "3")),
     Bench("rabbitmq", ("bench.rabbitmq", "--db", "sqlite", "--requests", "5000", "--rounds", "2")),
     Bench(

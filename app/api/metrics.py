@@ -25,6 +25,9 @@ async def metrics_text(state: State) -> Response[bytes]:
         metrics.STORED.database_down()
     else:
         metrics.STORED.set(stored)
+    # Each backend's last probe, as /health shows it (probes are cached, so a scrape stays cheap).
+    for backend in (await app_state(state).status.current()).backends:
+        metrics.BACKEND_UP.labels(backend.name).set(1 if backend.reachable else 0)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

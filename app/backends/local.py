@@ -1,9 +1,10 @@
 """The local backend: runs each line against an OpenAI-compatible inference server.
 
-Ollama, LM Studio, vLLM and llama.cpp all serve /v1/chat/completions and friends. Lines run at
-most LOCAL_CONCURRENCY at a time across all batches of this process; transient failures
-(connection errors, 408, 429, 5xx) are retried with backoff, honouring Retry-After. Anthropic
-Messages lines (/v1/messages) run as chat completions, translated both ways.
+Ollama, LM Studio, vLLM and llama.cpp all serve /v1/chat/completions and friends. Calls run at
+most LOCAL_CONCURRENCY at a time across all batches of this process, a fixed number or one that
+adapts to the server (auto, see concurrency.py); transient failures (connection errors, 408, 429,
+5xx) are retried with backoff, honouring Retry-After. Anthropic Messages lines (/v1/messages) run
+as chat completions, translated both ways.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import httpcore
 import httpx
 
 from app.backends.base import BackendStatus, BatchLine, LineResult, ask_models
+from app.backends.concurrency import INITIAL_LIMIT, Call, ConcurrencyLimit
 from app.backends.embedded import EmbeddedServer
 from app.backends.outage import ServerOutage
 from app.formats.anthropic_messages import (
@@ -38,6 +40,12 @@ PROBE_TIMEOUT_SECONDS = 3.0
 # server faster than the database filled memory with results: a 50,000-line batch of 4 KB lines
 # took the process from 120 to 390 MB. Bounded, the workers pause while the caller stores.
 RESULTS_WAITING_PER_SLOT = 4
+# Answers that say the server is too busy (auto concurrency backs off on them, as on timeouts and
+# refused connections). A 500 is left out: it is as often the request's own doing.
+OVERLOADED_STATUS = frozenset({429, 502, 503, 504})
+# Auto concurrency backs off while calls take more than this share of LOCAL_TIMEOUT_SECONDS: a
+# server that queues calls this long is one busy round away from timing them out.
+LATENCY_CEILING_SHARE = 0.25
 
 
 class LocalBackend:
@@ -49,25 +57,37 @@ class LocalBackend:
         # Without a spec: the shorthand `local` backend (LOCAL_BASE_URL, LOCAL_API_KEY, ...).
         spec = spec or settings.shorthand_backends()[0]
         self.name = spec.name
+        concurrency = spec.concurrency or settings.local_concurrency
+        max_concurrency = settings.local_max_concurrency
         self.embedded = embedded
         # No URL and no embedded server: a process that runs no lines (an api process).
         base_url = embedded.base_url if embedded else spec.base_url or "embedded (not run here)"
         self.base_url = base_url.rstrip("/")
         self.retries = RetryPolicy(settings.local_max_retries, settings.local_retry_backoff_seconds)
-        concurrency = spec.concurrency if isinstance(spec.concurrency, int) else settings.local_concurrency
-        self.concurrency = concurrency
+        self.timeout_seconds = spec.timeout_seconds or settings.local_timeout_seconds
+        self.limit = _limit(concurrency, max_concurrency, embedded, self.timeout_seconds)
+        self.concurrency = self.limit.maximum  # workers: each call then waits for room under the limit
+        metrics.BACKEND_CONCURRENCY.labels(self.name).set(self.limit.current)
         self.outage = ServerOutage(settings.local_outage_max_seconds, settings.local_retry_backoff_seconds)
         headers = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        self.timeout_seconds = spec.timeout_seconds or settings.local_timeout_seconds
         # Probes go through httpx; lines through httpcore (see post_json), one connection pool
-        # per line in flight (see ClientPool), at most `concurrency` at once.
+        # per line in flight (see ClientPool), as many as the limit may ever allow.
         self._client = http_client(self.timeout_seconds, headers=headers)
         tls = httpx.create_ssl_context()
         self._lines = ClientPool(
-            concurrency,
+            self.limit.maximum,
             lambda: httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1),
         )
         self._line_headers = [(name.encode(), value.encode()) for name, value in headers.items()]
+
+    @property
+    def concurrency_now(self) -> int:
+        """The most calls the limit allows in flight now."""
+        return self.limit.current
+
+    @property
+    def in_flight(self) -> int:
+        return self.limit.in_flight
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -102,7 +122,8 @@ class LocalBackend:
 
     async def run(self, lines: AsyncIterable[BatchLine]) -> AsyncIterator[LineResult]:
         """Run the lines as they are read, yielding each result as soon as it is known (in
-        completion order). At most `concurrency` lines wait beyond those running, and at most
+        completion order). `concurrency` workers take lines, each call waiting for room under the
+        limit. At most `concurrency` lines wait beyond those running, and at most
         RESULTS_WAITING_PER_SLOT times `concurrency` results wait to be taken, so memory stays
         bounded for any batch size and any speed of the caller."""
         todo: asyncio.Queue[BatchLine | None] = asyncio.Queue(maxsize=self.concurrency)
@@ -206,17 +227,28 @@ class LocalBackend:
     async def _call(
         self, line: BatchLine, attempt: int, url: str, body: dict[str, Any]
     ) -> httpx.Response | LineResult:
-        """One POST: the server's answer, or the failure of a call that got none."""
+        """One POST, in its turn under the limit: the server's answer, or the failure of a call
+        that got none."""
         try:
-            async with self._lines.client() as pool:
-                with metrics.backend_call(self.name) as outcome:
-                    response = await post_json(pool, url, body, self._line_headers, self.timeout_seconds)
-                    outcome[0] = "ok" if response.is_success else "error"
+            async with self.limit.slot() as call:
+                started = time.monotonic()
+                try:
+                    async with self._lines.client() as pool:
+                        with metrics.backend_call(self.name) as outcome:
+                            response = await post_json(
+                                pool, url, body, self._line_headers, self.timeout_seconds
+                            )
+                            outcome[0] = "ok" if response.is_success else "error"
+                except (httpcore.ReadTimeout, httpcore.WriteTimeout) as exc:
+                    call.overloaded()
+                    return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
+                except NO_ANSWER as exc:
+                    call.overloaded()
+                    return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
+                _report(call, response, time.monotonic() - started)
                 return response
-        except (httpcore.ReadTimeout, httpcore.WriteTimeout) as exc:
-            return _failed(line, attempt, "timeout", f"no answer within the timeout ({exc!r})")
-        except NO_ANSWER as exc:
-            return _failed(line, attempt, "connection_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            metrics.BACKEND_CONCURRENCY.labels(self.name).set(self.limit.current)
 
     async def _outage_wait(
         self, failed: LineResult, failing_since: float, first_failure: float, round_: int
@@ -238,6 +270,27 @@ class LocalBackend:
         if (outage := self.outage.describe()) is None:
             return None
         return self._status(False, outage)
+
+
+def _limit(
+    concurrency: int | Literal["auto"], maximum: int, embedded: EmbeddedServer | None, timeout: float
+) -> ConcurrencyLimit:
+    """LOCAL_CONCURRENCY's limit: fixed at a number, else adaptive up to LOCAL_MAX_CONCURRENCY."""
+    if concurrency != "auto":
+        return ConcurrencyLimit(concurrency, adaptive=False)
+    # llama_cpp.server answers one request at a time: more only queue there, so start at one.
+    initial = 1 if embedded is not None else INITIAL_LIMIT
+    return ConcurrencyLimit(maximum, initial=initial, latency_ceiling=timeout * LATENCY_CEILING_SHARE)
+
+
+def _report(call: Call, response: httpx.Response, latency: float) -> None:
+    """Tell the limit what an answer says of the server's load."""
+    if response.is_success:
+        call.ok(latency)
+    elif response.status_code in OVERLOADED_STATUS:
+        call.overloaded()
+    else:
+        call.failed()
 
 
 def _check_key(_: httpx.Response) -> str:

@@ -101,7 +101,11 @@ class Settings(BaseSettings):
     embedded_restart_backoff_seconds: float = Field(1.0, ge=0)
     embedded_startup_timeout_seconds: float = Field(300.0, gt=0)
     local_api_key: str | None = Field(None, repr=False)
-    local_concurrency: int = Field(4, ge=1, le=1024)
+    # Inference calls in flight at once: a fixed number, or auto (app/backends/concurrency.py):
+    # found per server between 1 and LOCAL_MAX_CONCURRENCY, growing while latency holds and
+    # backing off on 429, 503, timeouts and refused connections.
+    local_concurrency: int | Literal["auto"] = "auto"
+    local_max_concurrency: int = Field(64, ge=1, le=1024)
     local_timeout_seconds: float = Field(120.0, gt=0)
     local_batch_max_age_seconds: float = Field(
         2.0, ge=0, description="A local batch closes when its oldest request has waited this long."
@@ -281,6 +285,18 @@ class Settings(BaseSettings):
     def _routes_shape(cls, value: str) -> str:
         parse_routes(value)
         return value
+
+    @field_validator("local_concurrency", mode="before")
+    @classmethod
+    def _concurrency_shape(cls, value: object) -> object:
+        """auto, or a whole number from 1 to 1024 (pydantic's own message for a union lists
+        every member's failure, which says less than this)."""
+        text = str(value).strip().lower() if isinstance(value, str | int) else ""
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= 1024:
+            raise ValueError(f"must be auto or a whole number from 1 to 1024, not {value!r}")
+        return int(text)
 
     @field_validator("openai_token_limits")
     @classmethod

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -41,6 +41,24 @@ BACKEND_CALLS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
     registry=REGISTRY,
 )
+BACKEND_IN_FLIGHT = Gauge(
+    "batchgate_backend_in_flight",
+    "Calls to a backend waiting for their answer now, by backend.",
+    ["backend"],
+    registry=REGISTRY,
+)
+BACKEND_CONCURRENCY = Gauge(
+    "batchgate_backend_concurrency",
+    "How many calls an inference server backend may have in flight now, by backend.",
+    ["backend"],
+    registry=REGISTRY,
+)
+BACKEND_UP = Gauge(
+    "batchgate_backend_up",
+    "1 when the backend answered its last probe (at most 10 s old at scrape time), by backend.",
+    ["backend"],
+    registry=REGISTRY,
+)
 DELIVERY_ATTEMPTS = Counter(
     "batchgate_delivery_attempts",
     "Delivery attempts, by channel and outcome (success, retryable_failure, permanent_failure).",
@@ -65,6 +83,8 @@ LATE_RESULTS_DROPPED = Counter(
 def backend_call(backend: str) -> Iterator[list[str]]:
     """Time one backend call; the caller puts its outcome in the yielded list (default failed)."""
     outcome = ["failed"]
+    in_flight = BACKEND_IN_FLIGHT.labels(backend)
+    in_flight.inc()
     started = time.perf_counter()
     try:
         yield outcome
@@ -72,6 +92,7 @@ def backend_call(backend: str) -> Iterator[list[str]]:
         outcome[0] = "cancelled"  # stopped by us (a lost lease, a shutdown), not by the backend
         raise
     finally:
+        in_flight.dec()
         BACKEND_CALLS.labels(backend, outcome[0]).observe(time.perf_counter() - started)
 
 

@@ -65,6 +65,9 @@ class InferenceStandin:
     OpenAI's JSON string; a str is sent as it is, to try unreadable arguments).
     A whole server in trouble: ``down_status`` answers every request (any path, any method) with
     that status; clearing ``answering`` holds every request unanswered until it is set again.
+    A server of limited capacity: with ``capacity`` N, at most N requests are served (their delay)
+    at once; one beyond waits up to ``queue_seconds`` for its turn, then is answered 429 (counted
+    in ``turned_away``), as a server with a bounded queue does. Set it before the first request.
     """
 
     def __init__(self) -> None:
@@ -83,6 +86,12 @@ class InferenceStandin:
         self.answering = asyncio.Event()
         self.answering.set()
         self.refused = 0  # requests answered down_status
+        self.capacity: int | None = None
+        self.queue_seconds: float = 0.1
+        self.turned_away = 0  # requests answered 429 for want of capacity
+        self.serving = 0  # requests holding a place of the capacity
+        self.max_serving = 0
+        self._places: asyncio.Semaphore | None = None
 
         self.calls: list[dict[str, Any]] = []
         self.calls_by_key: collections.Counter[str] = collections.Counter()
@@ -99,6 +108,7 @@ class InferenceStandin:
         self.calls_by_key.clear()
         self._failures.clear()
         self.max_in_flight = self.in_flight
+        self.turned_away, self.max_serving = 0, self.serving
 
     def calls_for(self, key: str) -> list[dict[str, Any]]:
         """Recorded calls whose key is ``key``."""
@@ -153,13 +163,46 @@ class InferenceStandin:
             return
 
         key = request_key(path, body)
-        status, payload, extra = self._decide(path, body, key, headers, n)
+        if not await self._take_place():
+            self.turned_away += 1
+            self._record(path, body, headers, key, 429)
+            await send_json(send, 429, error_body("the server is at capacity", "rate_limit_error"), rid)
+            return
+        try:
+            status, payload, extra = self._decide(path, body, key, headers, n)
+            self._record(path, body, headers, key, status)
+            if (delay := self.delay_for.get(key, self.delay_seconds)) > 0:
+                await self._delay(receive, key, delay)
+            await send_json(send, status, payload, rid | extra)
+        finally:
+            self._leave_place()
+
+    def _record(
+        self, path: str, body: dict[str, Any], headers: dict[str, str], key: str, status: int
+    ) -> None:
         self.calls.append({"path": path, "body": body, "headers": headers, "key": key, "status": status})
         self.calls_by_key[key] += 1
 
-        if (delay := self.delay_for.get(key, self.delay_seconds)) > 0:
-            await self._delay(receive, key, delay)
-        await send_json(send, status, payload, rid | extra)
+    async def _take_place(self) -> bool:
+        """A place among the `capacity` served at once, waited for up to `queue_seconds`; always
+        one without a capacity."""
+        if self.capacity is None:
+            return True
+        if self._places is None:
+            self._places = asyncio.Semaphore(self.capacity)
+        try:
+            async with asyncio.timeout(self.queue_seconds):
+                await self._places.acquire()
+        except TimeoutError:
+            return False
+        self.serving += 1
+        self.max_serving = max(self.max_serving, self.serving)
+        return True
+
+    def _leave_place(self) -> None:
+        if self._places is not None:
+            self.serving -= 1
+            self._places.release()
 
     async def _delay(self, receive: Receive, key: str, seconds: float) -> None:
         """Wait before answering, noting in `abandoned` a caller that hangs up meanwhile (the

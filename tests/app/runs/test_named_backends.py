@@ -96,6 +96,13 @@ async def test_each_model_runs_only_on_its_backend(
         assert shown["alpha"]["target"] == f"{inference.url}/v1"  # type: ignore[attr-defined]
         assert shown["alpha"]["reachable"] and shown["beta"]["reachable"]
 
+        scraped = (await app.client.get("/metrics")).text
+        for name in ("alpha", "beta"):
+            assert f'batchgate_backend_up{{backend="{name}"}} 1.0' in scraped
+            assert f'batchgate_backend_in_flight{{backend="{name}"}} 0.0' in scraped
+            assert f'batchgate_backend_call_seconds_count{{backend="{name}",outcome="ok"}}' in scraped
+        assert 'batchgate_backend_concurrency{backend="beta"}' in scraped
+
 
 async def test_a_model_no_backend_serves_is_refused_at_intake(
     sqlite_url: str, inference: InferenceStandin, start_app: StartApp, tmp_path: Path
