@@ -72,6 +72,7 @@ def raw_rows(requests: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
             json.dumps(r["body"]),
             len(input_line(r["custom_id"], r["url"], r["body"])),
             json.dumps(r["delivery_config"]),
+            None,  # complete_by
             "pending",
             0,
             0,

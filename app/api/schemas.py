@@ -107,6 +107,7 @@ class RequestOut(_RequestHead):
     created_at: datetime
     submitted_at: datetime | None
     completed_at: datetime | None
+    complete_by: datetime | None  # its deadline, when it has one
     delivery: DeliveryOut | None
 
 

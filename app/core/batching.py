@@ -29,6 +29,7 @@ class GroupStats:
     count: int
     bytes: int
     oldest: datetime
+    due: datetime | None = None  # the soonest complete_by of its pending requests
 
 
 async def form_due_batches(db: Database, settings: Settings) -> list[int]:
@@ -153,11 +154,12 @@ async def _pending_stats(session: AsyncSession) -> dict[Group, GroupStats]:
             func.count(),
             func.coalesce(func.sum(Request.body_bytes), 0),
             func.min(Request.created_at),
+            func.min(Request.complete_by),
         )
         .where(Request.status == RequestStatus.PENDING)
         .group_by(Request.backend, Request.endpoint, Request.model)
     )
-    return {(b, e, m): GroupStats(int(c), int(s), oldest) for b, e, m, c, s, oldest in rows}
+    return {(b, e, m): GroupStats(int(c), int(s), oldest, due) for b, e, m, c, s, oldest, due in rows}
 
 
 async def _open_building(
@@ -206,6 +208,12 @@ def _close_reason(batch: Batch, stats: GroupStats, settings: Settings, now: date
     max_age = routing.max_age_seconds(settings, batch.backend)
     if now - stats.oldest >= timedelta(seconds=max_age):
         return f"oldest request waited {max_age:g}s"
+    # Waiting longer to fill up could make a request miss its deadline: the batch may still
+    # wait up to its max age and then take its backend's whole window to run.
+    spec = routing.spec_of(settings, batch.backend)
+    lead = timedelta(seconds=max_age) + (routing.window(spec) if spec else timedelta(0))
+    if stats.due is not None and now + lead >= stats.due:
+        return f"a request's complete_by ({stats.due.isoformat()}) is near"
     return None
 
 

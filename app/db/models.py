@@ -134,6 +134,9 @@ class BatchEvent(IdentityBase):
     )
 
 
+UNFINISHED_WITH_DEADLINE = "complete_by IS NOT NULL AND status IN ('pending', 'batched', 'processing')"
+
+
 class Request(IdentityBase):
     """One inference request and its outcome."""
 
@@ -164,6 +167,8 @@ class Request(IdentityBase):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    # When its result is due (the request's own `complete_by`); past it unfinished, it fails.
+    complete_by: Mapped[datetime | None] = mapped_column(DateTimeUTC)
 
     __table_args__ = (
         # The batcher's scan: pending requests of one group, oldest first.
@@ -172,6 +177,14 @@ class Request(IdentityBase):
         # reads the last hour by created_at (an index range, not a table scan).
         Index("ix_requests_status_id", "status", "id"),
         Index("ix_requests_created_at", "created_at"),
+        # The deadline sweep: unfinished requests with a complete_by (partial: finished ones
+        # would make every sweep walk the history).
+        Index(
+            "ix_requests_complete_by",
+            "complete_by",
+            postgresql_where=text(UNFINISHED_WITH_DEADLINE),
+            sqlite_where=text(UNFINISHED_WITH_DEADLINE),
+        ),
         # The custom_id prefix search reads a range of this (bytewise on PostgreSQL, whatever the
         # collation); the contains search uses the trigram index migration 0009 adds if it can.
         Index(

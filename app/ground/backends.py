@@ -53,6 +53,8 @@ class BackendSpec(BaseModel):
     batch_max_bytes: int | None = Field(None, ge=1)
     batch_max_age_seconds: float | None = Field(None, ge=0)
     poll_seconds: float | None = Field(None, gt=0)
+    # Backends to try, in order, for a request whose complete_by this one cannot make.
+    fallback: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -100,6 +102,11 @@ def load_file(path: str, environ: dict[str, str] | None = None) -> tuple[Backend
         if not isinstance(table, dict):
             raise BackendsFileError(f"{path}:{line}: backends.{name} must be a table")
         specs.append(_spec(path, line, name, table, environ))
+    names = {spec.name for spec in specs}
+    for spec in specs:
+        if unknown := [name for name in spec.fallback if name not in names or name == spec.name]:
+            where = f"{path}:{_line_of(text, spec.name)}: [backends.{spec.name}] fallback"
+            raise BackendsFileError(f"{where}: {unknown[0]!r} is not another backend of this file")
     return tuple(specs)
 
 

@@ -51,6 +51,7 @@ def test_a_good_file_names_its_backends_in_order(tmp_path: Path) -> None:
         (GOOD.replace('api_key_env = "TEST_OPENAI_KEY"', 'api_key = "sk-x"'), "keys never live in the file"),
         (GOOD.replace("[backends.ollama]", "[backends.Ollama]"), ":2: [backends.Ollama] name"),
         ("[other]\nx = 1\n", "unknown table 'other'"),
+        (GOOD.replace("poll_seconds = 30", 'fallback = ["nope"]'), ":8: [backends.openai] fallback: 'nope'"),
     ],
 )
 def test_a_bad_file_says_where_and_why(tmp_path: Path, text: str, expected: str) -> None:

@@ -17,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app.backends.base import BackendStatus, BatchAPI, LineRunner, MessageBatchAPI
 from app.channels.base import Channel
-from app.core import announcements, batching, retention
+from app.core import announcements, batching, deadlines, retention
 from app.core import delivery as deliveries
 from app.core.dropin import finish
 from app.core.rules import leases
@@ -188,7 +188,10 @@ class Worker:
         settings = await self.effective.fresh()
         if await batching.form_due_batches(self.db, settings):
             self.wake(Step.SUBMIT)
-        return False
+        # Deadlines are checked as often as batches form: a request past its complete_by ends now.
+        if overdue := await deadlines.fail_overdue(self.db):
+            self.wake(Step.DELIVER)
+        return overdue == deadlines.CHUNK
 
     async def _submit(self) -> bool:
         submitted = any([await runner.submit() for runner in self.remote_runners])

@@ -82,18 +82,20 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
             )
         )
     problems += _delivery_problems(request.delivery_config, settings, pointer_prefix)
-    if refused := routing.refusal(settings, request.body.model, request.backend, pointer_prefix):
-        problems.append(refused)
+    placed = routing.place(settings, request.body.model, request.backend, request.complete_by, pointer_prefix)
+    if isinstance(placed, Problem):
+        problems.append(placed)
     if problems:
         raise InvalidInput(*problems)
     return request
 
 
 def route(request: RequestIn, settings: Settings) -> str:
-    """The backend a validated request runs on: its own choice, else the first that serves its model."""
-    backend = request.backend or routing.backend_for(settings, request.body.model)
-    assert backend is not None, "validate() refuses a request no backend serves"
-    return backend
+    """The backend a validated request runs on: its own choice, else the first that serves its
+    model (and can make its complete_by)."""
+    placed = routing.place(settings, request.body.model, request.backend, request.complete_by, "")
+    assert isinstance(placed, str), "validate() refuses a request no backend can run"
+    return placed
 
 
 def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
@@ -175,6 +177,7 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
         "body": request.body_dict,
         "body_bytes": request.line_bytes,
         "delivery": request.delivery_config.model_dump(exclude_none=True),
+        "complete_by": request.complete_by,
         "created_at": utcnow(),
     }
     outcome = await group_commit.writer(db).insert(row)

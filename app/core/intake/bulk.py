@@ -238,7 +238,7 @@ class _Checker:
         size = _line_bytes(custom_id, url, body_json)
         if delivery is None or size > self.settings.batch_max_bytes:
             return None
-        return bulk_store.Row(custom_id, backend, url, model, body_json.decode(), size, delivery, body)
+        return bulk_store.Row(custom_id, backend, url, model, body_json.decode(), size, delivery, None, body)
 
     def _delivery(self, config: Any) -> str | None:
         """The stored JSON of a valid delivery config, checked once per distinct config."""
@@ -267,6 +267,7 @@ class _Checker:
             _encode(body).decode(),
             request.line_bytes,
             delivery,
+            request.complete_by,
             body,
         )
 

@@ -21,20 +21,20 @@ from app.core.intake import insert_sql
 from app.core.intake.group_commit import Taken, find_taken
 from app.db.session import Database
 
-# One per connection, emptied by every commit. Its columns are Row's first seven.
+# One per connection, emptied by every commit. Its columns are Row's first eight.
 _PG_STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS bulk_intake"
-    " (c text, b text, e text, m text, j jsonb, n integer, d jsonb) ON COMMIT DELETE ROWS"
+    " (c text, b text, e text, m text, j jsonb, n integer, d jsonb, t timestamptz) ON COMMIT DELETE ROWS"
 )
-_PG_STAGED = ("c", "b", "e", "m", "j", "n", "d")
+_PG_STAGED = ("c", "b", "e", "m", "j", "n", "d", "t")
 # ORDER BY keeps the ids in input order, as the batcher takes pending requests oldest id first.
 _PG_INSERT = insert_sql.insert_select(
-    dict(zip(insert_sql.GIVEN, ("c", "$1", "b", "e", "m", "j", "n", "d", "$2"), strict=True)),
+    dict(zip(insert_sql.GIVEN, ("c", "$1", "b", "e", "m", "j", "n", "d", "t", "$2"), strict=True)),
     "bulk_intake ORDER BY ctid",
     "id, custom_id",
 )
 
-# SQLite allows 32,766 variables a statement (since 3.32); 7 a row.
+# SQLite allows 32,766 variables a statement (since 3.32); 8 a row.
 _SQLITE_ROWS = 4000
 
 _KEPT_PAGE = 500
@@ -51,10 +51,11 @@ class Row(NamedTuple):
     body_json: str
     body_bytes: int
     delivery: str  # JSON
+    complete_by: datetime | None
     body: dict[str, Any]
 
 
-_COLUMNS = 7  # Row's stored fields
+_COLUMNS = 8  # Row's stored fields
 
 
 async def insert(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
@@ -97,12 +98,17 @@ async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at:
     dialect = db.engine.dialect
     bind = DateTimeUTC(timezone=True).dialect_impl(dialect).bind_processor(dialect)
     when = bind(created_at) if bind else created_at
+
+    def stamp(value: datetime) -> Any:
+        return bind(value) if bind else value
+
     ids: dict[str, int] = {}
     async with db.engine.begin() as connection:
         driver: Any = (await connection.get_raw_connection()).driver_connection
         for start in range(0, len(rows), _SQLITE_ROWS):
             part = rows[start : start + _SQLITE_ROWS]
-            params = [origin, when, *itertools.chain.from_iterable(r[:_COLUMNS] for r in part)]
+            stored = (r[:_COLUMNS] if r.complete_by is None else (*r[:7], stamp(r.complete_by)) for r in part)
+            params = [origin, when, *itertools.chain.from_iterable(stored)]
             # sqlite3 opens the transaction before the first INSERT; the block's end commits it.
             async with driver.execute(_sqlite_statement(len(part)), params) as cursor:
                 ids.update((custom_id, new_id) for new_id, custom_id in await cursor.fetchall())

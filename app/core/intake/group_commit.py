@@ -61,6 +61,7 @@ Queued = tuple[dict[str, Any], asyncio.Future[Outcome]]
 _INSERT_ONE = text(insert_sql.insert_values([insert_sql.named_markers()], "id")).bindparams(
     bindparam("body", type_=JsonB),
     bindparam("delivery", type_=JsonB),
+    bindparam("complete_by", type_=DateTimeUTC(timezone=True)),
     bindparam("created_at", type_=DateTimeUTC(timezone=True)),
 )
 # What a taken custom_id holds, to tell a resend from a different request.
@@ -85,7 +86,7 @@ _STORED_PG = (
 _PG_COLUMNS: dict[str, TypeEngine[Any]] = {
     "custom_id": ARRAY(Text), "origin": ARRAY(Text), "backend": ARRAY(Text), "endpoint": ARRAY(Text),
     "model": ARRAY(Text), "body": ARRAY(Text), "body_bytes": ARRAY(Integer), "delivery": ARRAY(Text),
-    "created_at": ARRAY(DateTime(timezone=True)),
+    "complete_by": ARRAY(DateTime(timezone=True)), "created_at": ARRAY(DateTime(timezone=True)),
 }  # fmt: skip
 _UNNESTED = {"body": "body::jsonb", "delivery": "delivery::jsonb"}  # sent as text
 _INSERT_MANY_PG = text(

@@ -31,9 +31,10 @@ GIVEN = (
     "body",
     "body_bytes",
     "delivery",
+    "complete_by",
     "created_at",
 )
-COLUMNS = ("scope", *GIVEN[:8], "status", "inference_attempts", "resubmits", "created_at")
+COLUMNS = ("scope", *GIVEN[:-1], "status", "inference_attempts", "resubmits", "created_at")
 
 _INTO = f"INSERT INTO requests ({', '.join(COLUMNS)})"
 

@@ -7,7 +7,15 @@ from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from app.core.rules.errors import Problem
@@ -185,6 +193,9 @@ class RequestIn(BaseModel):
     # The name of the backend it runs on; without it, the first backend serving its model
     # (app.core.rules.routing). Checked against the backends at intake, not here.
     backend: str | None = Field(None, min_length=1, max_length=63)
+    # When its result is due (RFC 3339, with a time zone): its batch closes early enough, a
+    # backend that cannot make it is not used, and past it unfinished the request fails.
+    complete_by: AwareDatetime | None = None
 
     # Computed once: validation needs the size and the insert needs both.
     @cached_property
@@ -216,6 +227,7 @@ _FIELD_CODES = {
     ("delivery_config", "routing_key"): ("invalid_rabbitmq_target", "Invalid RabbitMQ target"),
     ("custom_id",): ("invalid_custom_id", "Invalid custom_id"),
     ("backend",): ("invalid_backend", "Unknown backend"),
+    ("complete_by",): ("invalid_complete_by", "Invalid complete_by"),
 }
 
 

@@ -9,14 +9,18 @@ does not exist.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import get_args
 
 from app.core.rules.errors import InvalidInput, Problem
 from app.ground.backends import BackendSpec, Kind
+from app.ground.clock import utcnow
 from app.ground.config import Settings, parse_routes
 
 ALL_KINDS: frozenset[str] = frozenset(get_args(Kind))
+# The window a batch API promises its results within (OpenAI's completion_window, Anthropic's 24 h).
+BATCH_WINDOW = timedelta(hours=24)
 # What can run an Anthropic Messages request: a server it is translated for, or Anthropic itself.
 MESSAGES_KINDS: frozenset[str] = frozenset({"openai-compatible", "anthropic-batch"})
 
@@ -72,6 +76,51 @@ def poll_seconds(settings: Settings, backend: str, fallback: float) -> float:
     (its kind's global setting)."""
     spec = spec_of(settings, backend)
     return (spec.poll_seconds if spec else None) or fallback
+
+
+def place(
+    settings: Settings, model: str, chosen: str | None, complete_by: datetime | None, pointer: str
+) -> str | Problem:
+    """The backend a request runs on, or why it cannot run here. With a `complete_by`, a
+    backend must be able to make it: a batch API promises results only within BATCH_WINDOW, so
+    a routed request whose backend cannot goes to the first of its fallbacks that serves the
+    model and can; a request that names its backend gets that one or a refusal."""
+    if problem := refusal(settings, model, chosen, pointer):
+        return problem
+    backend = chosen or backend_for(settings, model)
+    assert backend is not None  # refusal() said one serves it
+    if complete_by is None:
+        return backend
+    now = utcnow()
+    spec = spec_of(settings, backend)
+    fallbacks = [] if chosen or spec is None else list(spec.fallback)
+    usable = usable_backends(settings)
+    for name in [backend, *fallbacks]:
+        candidate = spec_of(settings, name)
+        if candidate is None or name not in usable or not serves(candidate, model):
+            continue
+        if now + window(candidate) <= complete_by:
+            return name
+    why = "has passed" if complete_by <= now else f"is sooner than {backend!r} promises results"
+    tried = f" (nor can its fallbacks: {', '.join(fallbacks)})" if fallbacks else ""
+    return Problem(
+        "deadline_unreachable",
+        "Deadline cannot be met",
+        f"complete_by {complete_by.isoformat()} {why}{tried}; a batch API promises results within "
+        f"{BATCH_WINDOW.total_seconds() / 3600:g} hours.",
+        pointer + "/complete_by",
+    )
+
+
+def serves(spec: BackendSpec, model: str) -> bool:
+    """Whether `spec`'s model patterns match `model`."""
+    return any(fnmatchcase(model, pattern) for pattern in spec.models)
+
+
+def window(spec: BackendSpec) -> timedelta:
+    """How long a batch of this backend may take once submitted, at most: a batch API's
+    completion window; an inference server runs it at once."""
+    return BATCH_WINDOW if spec.runs_batches else timedelta(0)
 
 
 def usable_backends(settings: Settings) -> frozenset[str]:

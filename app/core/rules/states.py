@@ -50,7 +50,8 @@ BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
 }
 
 REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
-    R.PENDING: frozenset({R.BATCHED, R.CANCELLED}),
+    # pending → failed: it passed its complete_by before a batch took it (app.core.deadlines).
+    R.PENDING: frozenset({R.BATCHED, R.CANCELLED, R.FAILED}),
     # batched → failed: the batch could not be submitted within its bounded retries.
     R.BATCHED: frozenset({R.PROCESSING, R.PENDING, R.CANCELLED, R.FAILED, R.EXPIRED}),
     # processing → pending: resubmitted in a new batch; → batched: its batch goes again later.

@@ -35,6 +35,7 @@ def row(custom_id: str, **changes: Any) -> dict[str, Any]:
         "body": {"model": "stand-in"},
         "body_bytes": 10,
         "delivery": NO_DELIVERY,
+        "complete_by": None,
         "created_at": utcnow(),
     }
     return values | changes
