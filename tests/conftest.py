@@ -24,6 +24,7 @@ from testkit import (
     run_app,
     sqlite_url,
 )
+from testkit.standins.anthropic_batch import AnthropicBatchStandin
 from testkit.standins.asgi import Relay
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.openai_batch import OpenAIBatchStandin
@@ -74,6 +75,15 @@ async def inference() -> AsyncIterator[InferenceStandin]:
 @pytest.fixture
 async def receiver() -> AsyncIterator[WebhookReceiver]:
     standin = WebhookReceiver()
+    async with serve(standin) as url:
+        standin.url = url  # type: ignore[attr-defined]
+        yield standin
+
+
+@pytest.fixture
+async def anthropic_api() -> AsyncIterator[AnthropicBatchStandin]:
+    """The stand-in Message Batches API, served on a loopback port."""
+    standin = AnthropicBatchStandin()
     async with serve(standin) as url:
         standin.url = url  # type: ignore[attr-defined]
         yield standin

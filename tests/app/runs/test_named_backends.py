@@ -13,6 +13,7 @@ import pytest
 
 from testkit import StartApp, fast_settings, request_payload, webhook
 from testkit.openai_sdk import line, new_batch, sdk, until_status, upload
+from testkit.standins.anthropic_batch import BATCHES, AnthropicBatchStandin
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import WebhookReceiver
 from testkit.standins.serve import serve
@@ -26,7 +27,15 @@ async def second_inference() -> AsyncIterator[InferenceStandin]:
         yield standin
 
 
-def backends_file(tmp_path: Path, alpha: str, beta: str) -> str:
+CLAUDE_KEY = "BATCHGATE_TEST_NAMED_CLAUDE_KEY"
+
+
+@pytest.fixture(autouse=True)
+def claude_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CLAUDE_KEY, "sk-ant-test")
+
+
+def backends_file(tmp_path: Path, alpha: str, beta: str, claude: str = "http://127.0.0.1:9") -> str:
     path = tmp_path / "backends.toml"
     path.write_text(
         f"""
@@ -41,6 +50,14 @@ base_url = "{beta}/v1"
 models = ["qwen*", "shared-*"]
 batch_max_requests = 2
 batch_max_age_seconds = 60
+
+[backends.claude]
+kind = "anthropic-batch"
+base_url = "{claude}"
+api_key_env = "{CLAUDE_KEY}"
+models = ["claude-*"]
+batch_max_age_seconds = 0.2
+poll_seconds = 0.05
 """
     )
     return str(path)
@@ -50,14 +67,13 @@ async def test_each_model_runs_only_on_its_backend(
     database_url: str,
     inference: InferenceStandin,
     second_inference: InferenceStandin,
+    anthropic_api: AnthropicBatchStandin,
     receiver: WebhookReceiver,
     start_app: StartApp,
     tmp_path: Path,
 ) -> None:
-    settings = fast_settings(
-        database_url,
-        backends_file=backends_file(tmp_path, inference.url, second_inference.url),  # type: ignore[attr-defined]
-    )
+    urls = (inference.url, second_inference.url, anthropic_api.url)  # type: ignore[attr-defined]
+    settings = fast_settings(database_url, backends_file=backends_file(tmp_path, *urls))
     hook = webhook(receiver.url + "/hook")  # type: ignore[attr-defined]
     requests = {
         "l-1": ("llama3.2", None),
@@ -69,6 +85,8 @@ async def test_each_model_runs_only_on_its_backend(
         "s-1": ("shared-model", None),  # alpha comes first in the file
         "s-2": ("shared-model", "beta"),  # named: beta, whatever the patterns say
         "s-3": ("shared-model", "beta"),
+        "c-1": ("claude-haiku-4-5", None),  # Anthropic's batch API, beside the two servers
+        "c-2": ("claude-haiku-4-5", None),
     }
     async with start_app(settings) as app:
         for custom_id, (model, backend) in requests.items():
@@ -82,6 +100,9 @@ async def test_each_model_runs_only_on_its_backend(
         on_beta = {call["key"] for call in second_inference.calls}
         assert on_alpha == {"l-1", "l-2", "s-1"} and on_beta == {"q-1", "q-2", "q-3", "q-4", "s-2", "s-3"}
         assert all(r.json["response"]["status_code"] == 200 for r in receiver.successes())
+        # Both Claude requests went to Anthropic (in one batch, or two if the first closed
+        # before the second arrived), none to the servers above.
+        assert 1 <= anthropic_api.calls.count(("POST", BATCHES)) <= 2
 
         # beta's own limit: its six requests (two groups) closed batches of 2; its age, 60 s,
         # never came (alpha's batches close by the global age, 0.3 s).
@@ -92,7 +113,7 @@ async def test_each_model_runs_only_on_its_backend(
 
         health = (await app.client.get("/health")).json()
         shown = {b["name"]: b for b in health["backends"]}
-        assert set(shown) == {"alpha", "beta"}, health["backends"]
+        assert set(shown) == {"alpha", "beta", "claude"}, health["backends"]
         assert shown["alpha"]["target"] == f"{inference.url}/v1"  # type: ignore[attr-defined]
         assert shown["alpha"]["reachable"] and shown["beta"]["reachable"]
 
