@@ -184,9 +184,11 @@ async def test_an_operator_retry_of_a_failed_batch_is_a_new_submission(
         assert (await app.client.post(f"/api/batches/{failed['id']}/retry")).status_code == 202
 
         async def succeeded() -> bool:
-            return (await app.client.get("/api/requests/or/1")).json()["status"] == "succeeded"
+            # The request's result lands while the batch is still collecting: wait for both.
+            request = (await app.client.get("/api/requests/or/1")).json()
+            return request["status"] == "succeeded" and (await batches(app))[0]["status"] == "done"
 
-        await wait_until(succeeded, timeout=20, what="the retried request succeeded")
+        await wait_until(succeeded, timeout=20, what="the retried request succeeded and its batch done")
         [batch] = await batches(app)
         first, second = openai_api.created
         # A fresh key: the old failed remote batch was not adopted, a new one was created.
