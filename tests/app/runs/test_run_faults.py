@@ -45,12 +45,15 @@ async def test_a_passing_database_error_does_not_stop_the_heartbeat(
     start_app: StartApp,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    inference.delay_for["slow"] = 5  # longer than the lease: it runs on renewals only
+    # Longer than the lease: it runs on renewals only. A 6 s lease leaves room for the failed
+    # renewal to be noticed and the proxy resumed before the lease runs out, on a loaded machine
+    # too (with 3 s it once ran out in CI and another claim ran the line again).
+    inference.delay_for["slow"] = 9
     caplog.set_level(logging.WARNING, logger="app.core.rules.leases")
     async with postgres_database() as direct_url, TcpProxy("127.0.0.1", 5432) as proxy:
         await migrate(direct_url)
         proxied = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
-        async with start_app(fast_settings(proxied, inference.url + "/v1", lease_seconds=3)) as app:
+        async with start_app(fast_settings(proxied, inference.url + "/v1", lease_seconds=6)) as app:
             await app.submit("slow", receiver.url + "/hook")
             await wait_until(lambda: inference.in_flight == 1, timeout=20, what="the run started")
             await proxy.pause()  # the database is gone until a renewal has failed
