@@ -18,7 +18,12 @@ from testkit.realmodel import MODEL, embedded_settings, require_model, wait_read
 
 pytestmark = pytest.mark.xdist_group("realmodel")  # one model server at a time on 2 cores
 
-PROMPTS = {"capital": "What is the capital of France? Answer in one word.", "count": "Count from 1 to 3."}
+# Twenty lines, as issue 25's first-contact check runs them, through the SDKs' documented paths.
+PROMPTS = {
+    "capital": "What is the capital of France? Answer in one word.",
+    "count": "Count from 1 to 3.",
+    **{f"sum-{i}": f"What is {i} plus {i}?" for i in range(18)},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +34,13 @@ def _model_installed() -> None:
 async def test_the_openai_batch_flow_runs_on_a_real_model(sqlite_url: str, start_app: StartApp) -> None:
     # Sent at once: the lines wait for the embedded model while it loads.
     async with start_app(embedded_settings(sqlite_url)) as app:
-        client = openai.OpenAI(base_url=f"{app.url}/v1", api_key="unused")
+        client = openai.OpenAI(base_url=f"{app.url}/api/openai", api_key="unused")
         lines = [
             {
                 "custom_id": name,
                 "method": "POST",
                 "url": "/v1/chat/completions",
-                "body": {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 16},
+                "body": {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 8},
             }
             for name, text in PROMPTS.items()
         ]
@@ -75,7 +80,7 @@ async def test_the_anthropic_batch_flow_runs_on_a_real_model(sqlite_url: str, st
         health = await wait_ready(app)
         assert health["embedded"]["model"] == MODEL
         assert health["backends"][0]["reachable"] and MODEL in health["backends"][0]["detail"]
-        client = anthropic.Anthropic(base_url=app.url, api_key="unused")
+        client = anthropic.Anthropic(base_url=f"{app.url}/api/anthropic", api_key="unused")
         batch = await asyncio.to_thread(
             client.messages.batches.create,
             requests=[
@@ -83,7 +88,7 @@ async def test_the_anthropic_batch_flow_runs_on_a_real_model(sqlite_url: str, st
                     "custom_id": name,
                     "params": {
                         "model": MODEL,
-                        "max_tokens": 16,
+                        "max_tokens": 8,
                         "messages": [{"role": "user", "content": text}],
                     },
                 }
