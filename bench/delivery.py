@@ -5,8 +5,9 @@
 
 Gateway: a fresh database holds N succeeded requests, each with a due webhook delivery to a
 receiver served in this process (rows written raw, as the pipeline leaves them). `batchgate serve`
-(role all, DELIVERY_CONCURRENCY=C) then starts in its own process and delivers them. The rate is
-taken between the receiver's first and N-th successful POST, so process start-up is not counted.
+(role all, DELIVERY_CONCURRENCY=C, all of it for the one receiver) then starts in its own process
+and delivers them. The rate is taken between the receiver's first and N-th successful POST, so
+process start-up is not counted.
 Limit, in the same round: N POSTs of bodies as large as the gateway's, from C httpx clients (one
 per slot) in a process of their own (bench.direct_client), to a fresh receiver, timed the same way.
 """
@@ -16,11 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+from collections.abc import Sequence
 
 from sqlalchemy import insert
 
 from app.db.models import Delivery, Request
 from app.ground.clock import utcnow
+from app.net.destinations import destination_of
 from bench import direct_client, summary
 from bench.common import fresh_database, options, raw_database
 from testkit import wait_until
@@ -43,20 +46,23 @@ RESPONSE = {
 }
 
 
-async def fill(database_url: str, n: int, hook: str) -> None:
-    """N succeeded requests, each with a webhook delivery due now."""
+async def fill(database_url: str, hooks: Sequence[str]) -> None:
+    """A succeeded request per hook URL, each with a webhook delivery to it due now (in order)."""
     db = raw_database(database_url)
     now = utcnow()
-    target = {"type": "webhook", "webhook_url": hook}
     try:
-        for first in range(0, n, CHUNK):
-            ids = range(first + 1, min(first + CHUNK, n) + 1)
+        for first in range(0, len(hooks), CHUNK):
+            ids = range(first + 1, min(first + CHUNK, len(hooks)) + 1)
+            targets = {i: {"type": "webhook", "webhook_url": hooks[i - 1]} for i in ids}
             async with db.engine.begin() as connection:
-                await connection.execute(insert(Request.__table__), [_request(i, target, now) for i in ids])
+                await connection.execute(
+                    insert(Request.__table__), [_request(i, targets[i], now) for i in ids]
+                )
                 await connection.execute(
                     insert(Delivery.__table__),
                     [
-                        {"request_id": i, "channel": "webhook", "target": target, "status": "pending",
+                        {"request_id": i, "channel": "webhook", "target": targets[i],
+                         "destination": destination_of(targets[i]), "status": "pending",
                          "attempts": 0, "total_attempts": 0, "next_attempt_at": now, "created_at": now}
                         for i in ids
                     ],
@@ -89,10 +95,16 @@ async def gateway_rate(kind: str, n: int, c: int, timeout: float) -> tuple[float
     """(deliveries per second, body bytes of one delivery) through the app."""
     receiver = WebhookReceiver()
     async with fresh_database(kind) as url, serve(receiver) as receiver_url:
-        await fill(url, n, receiver_url + "/hook")
+        await fill(url, [receiver_url + "/hook"] * n)
         with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
+            # One receiver: its destination may take every slot, as the raw clients do.
             env = app_env(
-                url, "http://127.0.0.1:9", data_dir, DELIVERY_CONCURRENCY=str(c), WEBHOOK_ALLOW_PRIVATE="true"
+                url,
+                "http://127.0.0.1:9",
+                data_dir,
+                DELIVERY_CONCURRENCY=str(c),
+                DELIVERY_DESTINATION_CONCURRENCY=str(c),
+                WEBHOOK_ALLOW_PRIVATE="true",
             )
             async with app_process(env):
                 await wait_until(

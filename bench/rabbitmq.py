@@ -145,6 +145,7 @@ async def delivery_rate(url: str, channel: Any, n: int, timeout: float) -> float
                         "request_id": request_id,
                         "channel": "rabbitmq",
                         "target": {"type": "rabbitmq", "rabbitmq_queue": target},
+                        "destination": f"rabbitmq:queue/{target}",
                         "status": "pending",
                         "attempts": 0,
                         "total_attempts": 0,
@@ -156,8 +157,13 @@ async def delivery_rate(url: str, channel: Any, n: int, timeout: float) -> float
             )
     finally:
         await db.dispose()
+    # One queue: its destination may take every slot, as the raw publisher's.
     settings = fast_settings(
-        url, rabbitmq_url=RABBITMQ_URL, rabbitmq_input_queue="", delivery_concurrency=DELIVERY_CONCURRENCY
+        url,
+        rabbitmq_url=RABBITMQ_URL,
+        rabbitmq_input_queue="",
+        delivery_concurrency=DELIVERY_CONCURRENCY,
+        delivery_destination_concurrency=DELIVERY_CONCURRENCY,
     )
     try:
         async with serve(create_app(settings)):

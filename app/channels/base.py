@@ -20,6 +20,7 @@ class Message:
     attempt: int
     body: bytes
     target: dict[str, Any]
+    destination: str = ""  # what its limits count by (app.net.destinations.destination_of)
 
 
 @dataclass(frozen=True, slots=True)

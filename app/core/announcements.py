@@ -32,6 +32,7 @@ from app.db.models import Batch, BatchEvent, Delivery
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.statuses import DeliveryStatus
+from app.net.destinations import destination_of
 
 EVENT_TYPES = {
     B.PROCESSING: "batch.in_progress",
@@ -128,6 +129,7 @@ def _delivery_row(event_id: int, event: dict[str, Any], url: str, now: datetime)
         "channel": CHANNEL,
         # The event is frozen with its target: every attempt sends the same bytes.
         "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},
+        "destination": destination_of({"type": CHANNEL, "webhook_url": url}),
         "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "total_attempts": 0,

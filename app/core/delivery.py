@@ -1,4 +1,5 @@
-"""The delivery outbox: claim due deliveries, send them through their channel, audit every attempt.
+"""The delivery outbox: claim due deliveries, build what each sends, record every attempt
+(app.core.dispatch keeps the sends in flight).
 
 Delivery is at least once: a process that dies after sending but before recording sends again
 after its lease runs out. Receivers deduplicate on the delivery id (`webhook-id`).
@@ -6,12 +7,10 @@ after its lease runs out. Receivers deduplicate on the delivery id (`webhook-id`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +27,6 @@ from app.ground import metrics
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.identity import process_name
-from app.ground.logs import bound
 from app.ground.statuses import DeliveryStatus, Outcome
 
 log = logging.getLogger(__name__)
@@ -44,34 +42,43 @@ class Sent:
 
 
 async def claim_due(
-    db: Database, owner: str, settings: Settings, channels: Mapping[str, Channel], limit: int
+    db: Database,
+    owner: str,
+    settings: Settings,
+    channels: Mapping[str, Channel],
+    limit: int,
+    full: Collection[str] = (),
+    take: Callable[[str], bool] | None = None,
 ) -> list[tuple[int, Message]]:
     """Lease up to `limit` due deliveries of the available channels and build their messages.
 
-    The lease outlasts the slowest possible send of two whole chunks (every wave of
-    DELIVERY_CONCURRENCY sends timing out): the one claimed here and the one `deliver_due` may
-    still be sending before it. So no other replica resends a delivery still waiting or in flight.
+    Deliveries to the destinations in `full` are left out, and `take` (given each one's
+    destination) may leave out more: a destination at its limit waits, the others go on. The
+    lease outlasts the send, which starts at once, timing out.
     """
     open_channels = {name: channel for name, channel in channels.items() if channel.available}
     if not open_channels:
         return []
-    waves = -(-limit // settings.delivery_concurrency)
     slowest = max(channel.timeout_seconds for channel in open_channels.values())
-    lease_seconds = settings.lease_seconds + 2 * waves * slowest
+    where = [
+        Delivery.status.in_(states.DELIVERY_DUE),
+        Delivery.next_attempt_at <= utcnow(),
+        Delivery.channel.in_(list(open_channels)),
+        in_turn(),
+    ]
+    if full:
+        where.append(Delivery.destination.not_in(list(full)))
     async with db.transaction() as session:
         ids = await leases.claim(
             session,
             Delivery,
-            [
-                Delivery.status.in_(states.DELIVERY_DUE),
-                Delivery.next_attempt_at <= utcnow(),
-                Delivery.channel.in_(list(open_channels)),
-                in_turn(),
-            ],
+            where,
             owner,
-            lease_seconds,
+            settings.lease_seconds + slowest,
             limit,
             order_by=Delivery.next_attempt_at,
+            keep=None if take is None else lambda row: take(row.destination),
+            columns=(Delivery.destination,),
         )
         if not ids:
             return []
@@ -81,6 +88,7 @@ async def claim_due(
                 select(
                     Delivery.id.label("delivery_id"),
                     Delivery.target,
+                    Delivery.destination,
                     Delivery.total_attempts,
                     Request.id,
                     Request.custom_id,
@@ -123,62 +131,8 @@ def _message(row: Any) -> Message:
         attempt=row.total_attempts + 1,
         body=json.dumps(content, separators=(",", ":")).encode(),
         target=row.target,
+        destination=row.destination,
     )
-
-
-async def deliver_due(
-    db: Database, owner: str, settings: Settings, channels: Mapping[str, Channel], chunk: int
-) -> datetime | None:
-    """Claim, send and record due deliveries, chunk by chunk, until a claim comes back short;
-    returns the earliest retry scheduled.
-
-    The stages overlap: while one chunk is being sent, the chunk before it is recorded and the
-    next one claimed, so neither the database nor the channel waits for the other.
-    """
-    earliest: datetime | None = None
-    sending: asyncio.Future[list[Sent]] | None = None
-    recording: asyncio.Future[datetime | None] | None = None
-    try:
-        claimed = await claim_due(db, owner, settings, channels, chunk)
-        while claimed:
-            sending = asyncio.ensure_future(send_all(claimed, channels, settings.delivery_concurrency))
-            following = await claim_due(db, owner, settings, channels, chunk) if len(claimed) == chunk else []
-            sent = await sending
-            if recording is not None:
-                earliest = _earlier(earliest, await recording)
-            recording = asyncio.ensure_future(record(db, owner, settings, sent))
-            claimed = following
-        if recording is not None:
-            earliest = _earlier(earliest, await recording)
-    finally:
-        # Stopped or failed midway: what was sent but not recorded is sent again after its lease.
-        for task in (sending, recording):
-            if task is not None and not task.done():
-                task.cancel()
-    return earliest
-
-
-def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
-    return min(a, b) if a is not None and b is not None else a or b
-
-
-async def send_all(
-    claimed: Sequence[tuple[int, Message]], channels: Mapping[str, Channel], concurrency: int
-) -> list[Sent]:
-    """Send the claimed messages concurrently through their channels."""
-    slots = asyncio.Semaphore(concurrency)
-
-    async def send_one(row_id: int, message: Message) -> Sent:
-        async with slots:
-            with bound(delivery_id=message.delivery_id, custom_id=message.custom_id):
-                started_at, t0 = utcnow(), time.perf_counter()
-                try:
-                    result = await channels[message.target["type"]].send(message)
-                except Exception as exc:  # a channel bug must still end in an audited attempt
-                    result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
-                return Sent(message, row_id, result, started_at, int((time.perf_counter() - t0) * 1000))
-
-    return list(await asyncio.gather(*(send_one(row_id, message) for row_id, message in claimed)))
 
 
 async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Sent]) -> datetime | None:

@@ -17,6 +17,7 @@ from app.db.models import Batch, Delivery, Request
 from app.ground import metrics
 from app.ground.clock import utcnow
 from app.ground.statuses import DeliveryStatus, RequestStatus
+from app.net.destinations import destination_of
 
 log = logging.getLogger(__name__)
 DELIVERING_CHANNELS = ("webhook", "rabbitmq")
@@ -188,6 +189,7 @@ def delivery_row(request_id: int, delivery: dict[str, Any] | None, now: datetime
         "request_id": request_id,
         "channel": delivery["type"],
         "target": delivery,
+        "destination": destination_of(delivery),
         "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "total_attempts": 0,

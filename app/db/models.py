@@ -223,6 +223,9 @@ class Delivery(IdentityBase):
     )
     channel: Mapped[str] = mapped_column(String(32))
     target: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    # What limits and health count by: the target's webhook origin or RabbitMQ queue or exchange
+    # (app.net.destinations.destination_of), set with the target.
+    destination: Mapped[str] = mapped_column(String(300), default="", server_default="")
     status: Mapped[str] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     total_attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
         3600.0, ge=0, description="The longest delay between two attempts."
     )
     delivery_concurrency: int = Field(64, ge=1)
+    # A share of those for one destination (webhook origin, RabbitMQ queue or exchange): one
+    # receiver that hangs, or a batch of thousands finishing for one receiver, leaves the rest.
+    delivery_destination_concurrency: int = Field(16, ge=1)
 
     rabbitmq_url: str | None = Field(None, repr=False)
     rabbitmq_input_queue: str = Field("batchgate.requests", max_length=250)

@@ -16,8 +16,10 @@ import asyncio
 import functools
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
 
 from app.ground.config import Settings, parse_patterns
 
@@ -132,3 +134,28 @@ def rabbitmq_refusal(settings: Settings, queue: str | None, exchange: str | None
     if not patterns or name is None or any(fnmatchcase(name, p) for p in patterns):
         return None
     return f"{kind} {name!r} is not allowed by {setting}"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Longest destination key stored (deliveries.destination); longer ones are cut, which only merges
+# two destinations that share their first 300 characters for the purpose of their limits.
+DESTINATION_MAX = 300
+
+
+def destination_of(target: Mapping[str, Any]) -> str:
+    """The destination a delivery target sends to, as limits and health count it: a webhook's
+    origin (`https://host:443`; paths and queries of one origin share its limits) or a RabbitMQ
+    queue or exchange (`rabbitmq:queue/name`, `rabbitmq:exchange/name`)."""
+    if target.get("type") == "rabbitmq":
+        queue, exchange = target.get("rabbitmq_queue"), target.get("rabbitmq_exchange")
+        key = f"rabbitmq:queue/{queue}" if queue else f"rabbitmq:exchange/{exchange}"
+    else:
+        url = urlsplit(str(target.get("webhook_url", "")))
+        scheme, host = url.scheme.lower(), (url.hostname or "").lower()
+        host = f"[{host}]" if ":" in host else host
+        try:
+            port = url.port or DEFAULT_PORTS.get(scheme)
+        except ValueError:  # refused at intake; an old row may still hold one
+            port = None
+        key = f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
+    return key[:DESTINATION_MAX]

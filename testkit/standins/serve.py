@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,9 @@ class _QuietServer(uvicorn.Server):
             counter = (counter + 1) % 864000
 
 
-async def _run(server: uvicorn.Server) -> None:
+async def _run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     except SystemExit as exc:
         # uvicorn calls sys.exit() on bind/lifespan failure; a SystemExit
         # escaping a task would tear down the whole test loop.
@@ -76,6 +77,35 @@ async def serve(
     requests (e.g. deliberately slow stand-in handlers) before cancelling them.
     ``tls`` (certificate file, key file) serves HTTPS.
     """
+    async with serve_many(
+        app,
+        1,
+        startup_timeout=startup_timeout,
+        shutdown_timeout=shutdown_timeout,
+        graceful_timeout=graceful_timeout,
+        tls=tls,
+    ) as urls:
+        yield urls[0]
+
+
+@contextlib.asynccontextmanager
+async def serve_many(
+    app: Any,
+    ports: int,
+    *,
+    startup_timeout: float = 10.0,
+    shutdown_timeout: float = 10.0,
+    graceful_timeout: int = 1,
+    tls: tuple[Path, Path] | None = None,
+) -> AsyncIterator[list[str]]:
+    """Serve ``app`` on `ports` OS-chosen ports of 127.0.0.1 from one server; yield their base
+    URLs (as many origins, for what counts per origin)."""
+    sockets = []
+    for _ in range(ports):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -90,7 +120,7 @@ async def serve(
         ssl_keyfile=tls[1] if tls else None,
     )
     server = _QuietServer(config)
-    task = asyncio.create_task(_run(server), name="uvicorn-standin")
+    task = asyncio.create_task(_run(server, sockets), name="uvicorn-standin")
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + startup_timeout
@@ -103,13 +133,21 @@ async def serve(
             raise TimeoutError(f"uvicorn did not start within {startup_timeout}s")
         await asyncio.sleep(_POLL_INTERVAL)
 
-    port = server.servers[0].sockets[0].getsockname()[1]
+    scheme = "https" if tls else "http"
+    urls = [f"{scheme}://127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
     try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        yield urls
     except BaseException:
         # The body's exception is the interesting one; don't mask it.
         await _stop(server, task, shutdown_timeout)
+        _close(sockets)
         raise
     exc = await _stop(server, task, shutdown_timeout)
+    _close(sockets)
     if exc is not None:
         raise exc
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()

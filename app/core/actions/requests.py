@@ -108,6 +108,7 @@ async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Del
         else:
             states.move_delivery(delivery, DeliveryStatus.PENDING)
             delivery.channel, delivery.target = config["type"], config
+            delivery.destination = new_row["destination"]
             delivery.attempts = 0
             delivery.next_attempt_at = utcnow()
             delivery.last_error = None

@@ -18,7 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from app.backends.base import BackendStatus, BatchAPI, LineRunner, MessageBatchAPI
 from app.channels.base import Channel
 from app.core import announcements, batching, deadlines, retention
-from app.core import delivery as deliveries
+from app.core.dispatch import Dispatcher
 from app.core.dropin import finish
 from app.core.rules import leases
 from app.core.rules.effective import EffectiveSettings
@@ -33,13 +33,6 @@ from app.ground.steps import Step
 
 log = logging.getLogger(__name__)
 
-# Deliveries claimed per round: four waves of DELIVERY_CONCURRENCY sends, at most 500. One wave a
-# round left the senders idle while each round claimed and recorded (0.70 of raw httpx in
-# bench.delivery; 1.28 with four, same run). The claim's lease outlasts every wave timing out
-# (deliveries.claim_due), so a crashed process's claims are free again after that long. The chunks
-# overlap (deliveries.deliver_due): +20% RabbitMQ deliveries on PostgreSQL, +3% on SQLite.
-DELIVERY_WAVES = 4
-DELIVERY_CHUNK_MAX = 500
 # Retention is slow housekeeping: old rows wait minutes more at no cost, and a pass that finds
 # nothing still reads the ended batches.
 PURGE_INTERVAL_SECONDS = 600.0
@@ -110,8 +103,9 @@ class Worker:
             AnthropicRunner(db, effective, api, self.owner, on_results=self.wake_deliver)
             for api in message_batch_apis
         ]
-        base = effective.current
-        self.delivery_chunk = min(base.delivery_concurrency * DELIVERY_WAVES, DELIVERY_CHUNK_MAX)
+        self.dispatcher = Dispatcher(
+            db, self.owner, lambda: self.effective.current, self.channels, self.wake_deliver, self._wake_at
+        )
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.steps = {
             step.name: step
@@ -160,6 +154,7 @@ class Worker:
             self.scheduler.shutdown(wait=False)
         for runner in self.line_runners:
             await runner.stop()
+        await self.dispatcher.stop()
         try:
             async with self.db.transaction() as session:
                 for model in (Batch, Delivery):
@@ -211,11 +206,7 @@ class Worker:
         return False
 
     async def _deliver(self) -> bool:
-        earliest = await deliveries.deliver_due(
-            self.db, self.owner, self.settings, self.channels, self.delivery_chunk
-        )
-        if earliest is not None:
-            self._wake_at(earliest)
+        await self.dispatcher.deliver_due()
         return False
 
     async def _finish(self) -> bool:

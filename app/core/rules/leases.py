@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -106,21 +106,25 @@ async def claim(
     limit: int,
     order_by: Any = None,
     token: str | None = None,
+    keep: Callable[[Any], bool] | None = None,
+    columns: Sequence[Any] = (),
 ) -> list[int]:
     """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order).
-    With `token` (a Hold's), the rows also record which claim holds them."""
-    rows = (
+    With `token` (a Hold's), the rows also record which claim holds them. With `keep`, only the
+    rows it keeps are leased (it is given each row found, with `columns`); the others stay free."""
+    found = (
         await session.execute(
-            select(model.id, model.leased_by)
+            select(model.id, model.leased_by, *columns)
             .where(*where, lease_free(session, model))
             .order_by(order_by if order_by is not None else model.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
     ).all()
-    ids = [row_id for row_id, _ in rows]
+    rows = [row for row in found if keep is None or keep(row)]
+    ids = [row[0] for row in rows]
     # A free row that still names an owner is one whose lease ran out: its owner died or stalled.
-    if takeovers := sum(1 for _, by in rows if by is not None):
+    if takeovers := sum(1 for row in rows if row[1] is not None):
         metrics.LEASE_TAKEOVERS.labels(model.__tablename__).inc(takeovers)
     if ids:
         await session.execute(
