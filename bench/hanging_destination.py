@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 
 from bench import summary
@@ -38,7 +39,8 @@ async def never_answers(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
         return
-    await asyncio.Event().wait()
+    with contextlib.suppress(asyncio.CancelledError):  # at shutdown: nothing left to answer
+        await asyncio.Event().wait()
 
 
 async def healthy_rate(kind: str, n: int, hanging: int, timeout: float) -> float:  # noqa: ASYNC109

@@ -47,6 +47,7 @@ BENCHES = (
     Bench("local", ("bench.local_e2e", "--db", "sqlite", "--requests", "20000", "--rounds", "2")),
     Bench("adaptive", ("bench.adaptive_concurrency", "--rounds", "2")),
     Bench("webhook", ("bench.delivery", "--db", "sqlite", "--requests", "6000", "--rounds", "3")),
+    Bench("hanging", ("bench.hanging_destination", "--db", "sqlite", "--requests", "6000", "--rounds", "2")),
     Bench("rabbitmq", ("bench.rabbitmq", "--db", "sqlite", "--requests", "5000", "--rounds", "2")),
     Bench(
         "openai-backend", ("bench.openai_backend", "--db", "sqlite", "--requests", "50000", "--rounds", "2")

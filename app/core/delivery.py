@@ -49,12 +49,14 @@ async def claim_due(
     limit: int,
     full: Collection[str] = (),
     take: Callable[[str], bool] | None = None,
+    sends_per_lease: int = 1,
 ) -> list[tuple[int, Message]]:
     """Lease up to `limit` due deliveries of the available channels and build their messages.
 
     Deliveries to the destinations in `full` are left out, and `take` (given each one's
     destination) may leave out more: a destination at its limit waits, the others go on. The
-    lease outlasts the send, which starts at once, timing out.
+    lease outlasts `sends_per_lease` sends timing out one after the other: a claimed delivery may
+    wait for sends of its destination before its own (app.core.dispatch).
     """
     open_channels = {name: channel for name, channel in channels.items() if channel.available}
     if not open_channels:
@@ -74,7 +76,7 @@ async def claim_due(
             Delivery,
             where,
             owner,
-            settings.lease_seconds + slowest,
+            settings.lease_seconds + sends_per_lease * slowest,
             limit,
             order_by=Delivery.next_attempt_at,
             keep=None if take is None else lambda row: take(row.destination),

@@ -38,7 +38,7 @@ class _QuietServer(uvicorn.Server):
             counter = (counter + 1) % 864000
 
 
-async def _run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+async def _run(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
     try:
         await server.serve(sockets=sockets)
     except SystemExit as exc:
@@ -77,35 +77,38 @@ async def serve(
     requests (e.g. deliberately slow stand-in handlers) before cancelling them.
     ``tls`` (certificate file, key file) serves HTTPS.
     """
-    async with serve_many(
-        app,
-        1,
-        startup_timeout=startup_timeout,
-        shutdown_timeout=shutdown_timeout,
-        graceful_timeout=graceful_timeout,
-        tls=tls,
-    ) as urls:
-        yield urls[0]
+    async with _served(app, None, startup_timeout, shutdown_timeout, graceful_timeout, tls) as server:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
 @contextlib.asynccontextmanager
-async def serve_many(
-    app: Any,
-    ports: int,
-    *,
-    startup_timeout: float = 10.0,
-    shutdown_timeout: float = 10.0,
-    graceful_timeout: int = 1,
-    tls: tuple[Path, Path] | None = None,
-) -> AsyncIterator[list[str]]:
+async def serve_many(app: Any, ports: int, *, graceful_timeout: int = 1) -> AsyncIterator[list[str]]:
     """Serve ``app`` on `ports` OS-chosen ports of 127.0.0.1 from one server; yield their base
     URLs (as many origins, for what counts per origin)."""
     sockets = []
-    for _ in range(ports):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
+    try:
+        for _ in range(ports):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        async with _served(app, sockets, 10.0, 10.0, graceful_timeout, None):
+            yield [f"http://127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _served(
+    app: Any,
+    sockets: list[socket.socket] | None,
+    startup_timeout: float,
+    shutdown_timeout: float,
+    graceful_timeout: int,
+    tls: tuple[Path, Path] | None,
+) -> AsyncIterator[uvicorn.Server]:
+    """A started uvicorn server (on `sockets`, or on a port of its own), stopped afterwards."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -133,21 +136,12 @@ async def serve_many(
             raise TimeoutError(f"uvicorn did not start within {startup_timeout}s")
         await asyncio.sleep(_POLL_INTERVAL)
 
-    scheme = "https" if tls else "http"
-    urls = [f"{scheme}://127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
     try:
-        yield urls
+        yield server
     except BaseException:
         # The body's exception is the interesting one; don't mask it.
         await _stop(server, task, shutdown_timeout)
-        _close(sockets)
         raise
     exc = await _stop(server, task, shutdown_timeout)
-    _close(sockets)
     if exc is not None:
         raise exc
-
-
-def _close(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        sock.close()
