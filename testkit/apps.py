@@ -22,6 +22,10 @@ UNREACHABLE_INFERENCE = "http://127.0.0.1:9/v1"  # discard port: nothing answers
 API_KEYS = ("key-one-7f3a", "key-two-c91d")
 
 
+# The default schedule's shape, in tenths of seconds instead of hours.
+FAST_RETRIES = "0.05s,0.1s,0.2s,0.4s,0.5s,0.5s,0.5s"
+
+
 def fast_settings(
     database_url: str, inference_url: str | None = UNREACHABLE_INFERENCE, **overrides: Any
 ) -> Settings:
@@ -37,8 +41,7 @@ def fast_settings(
         "local_outage_max_seconds": 0,
         "tick_seconds": 0.2,
         "lease_seconds": 5,
-        "delivery_backoff_base_seconds": 0.05,
-        "delivery_backoff_max_seconds": 0.5,
+        "delivery_retry_schedule": FAST_RETRIES,
         "webhook_timeout_seconds": 5,
         "webhook_secret": None,
         "local_api_key": None,

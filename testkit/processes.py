@@ -31,7 +31,7 @@ def app_env(database_url: str, inference_url: str, data_dir: Path | str, **overr
         "TICK_SECONDS": "0.2",
         "LEASE_SECONDS": "2",
         "WEBHOOK_TIMEOUT_SECONDS": "3",  # delivery claims last LEASE_SECONDS + one send timeout
-        "DELIVERY_BACKOFF_BASE_SECONDS": "0.05",
+        "DELIVERY_RETRY_SCHEDULE": "0.05s,0.1s,0.2s,0.4s,0.5s,0.5s,0.5s",
         "WEBHOOK_SECRET": "",
         **overrides,
     }

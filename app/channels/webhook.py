@@ -19,8 +19,11 @@ from app.ground.statuses import Outcome
 from app.net import destinations
 from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds, timeouts
 
-# The delivery policy caps the wait again (DELIVERY_BACKOFF_MAX_SECONDS); this only keeps it finite.
+# The delivery policy caps the wait again (the retry schedule's longest); this only keeps it finite.
 RETRY_AFTER_CAP_SECONDS = 86400.0
+# A receiver's answer header that ends a delivery's retries (Svix's delivery control): any
+# non-2xx answer carrying it is final. A 410 Gone is final anyway, as every 4xx but 408 and 429.
+ABORT = "abort-message"
 
 
 class WebhookChannel:
@@ -100,15 +103,21 @@ class WebhookChannel:
         status = response.status
         if 200 <= status < 300:
             return SendResult(Outcome.SUCCESS, http_status=status, response_excerpt=body)
+        headers = httpx.Headers(response.headers)
+        if headers.get("webhook-delivery", "").strip().lower() == ABORT:
+            return SendResult(
+                Outcome.PERMANENT_FAILURE,
+                http_status=status,
+                error=f"receiver answered {status} and asked not to retry (webhook-delivery: {ABORT})",
+                response_excerpt=body,
+            )
         if status in RETRYABLE_STATUS:
             return SendResult(
                 Outcome.RETRYABLE_FAILURE,
                 http_status=status,
                 error=f"receiver answered {status}",
                 response_excerpt=body,
-                retry_after_seconds=retry_after_seconds(
-                    httpx.Headers(response.headers).get("retry-after"), RETRY_AFTER_CAP_SECONDS
-                ),
+                retry_after_seconds=retry_after_seconds(headers.get("retry-after"), RETRY_AFTER_CAP_SECONDS),
             )
         return SendResult(
             Outcome.PERMANENT_FAILURE,

@@ -235,8 +235,10 @@ def _outcome_row(row: Any, result: SendResult, settings: Settings, now: datetime
 
 
 def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
-    """Exponential backoff with full jitter, or the receiver's Retry-After when it asked for one."""
-    cap = settings.delivery_backoff_max_seconds
+    """The wait after attempt `attempts`: its DELIVERY_RETRY_SCHEDULE entry (the last one repeats)
+    less up to a fifth at random, so that a receiver's backlog does not come back all at once; or
+    the receiver's Retry-After, up to the schedule's longest wait."""
+    waits = settings.retry_waits
     if result.retry_after_seconds is not None:
-        return min(result.retry_after_seconds, cap)
-    return random.uniform(0.5, 1.0) * min(cap, settings.delivery_backoff_base_seconds * 2.0 ** (attempts - 1))
+        return min(result.retry_after_seconds, max(waits))
+    return random.uniform(0.8, 1.0) * waits[min(attempts, len(waits)) - 1]

@@ -36,6 +36,7 @@ RECORD_GROUP_MAX = 500
 # their destination, and the claim's lease covers that and their own send (outbox.claim_due).
 # (bench.delivery, SQLite: 0.74 of raw httpx with no queue, claiming as each slot freed; 0.90 so.)
 AHEAD = 2
+CLAIMS_PER_ROUND = 3
 
 
 class Dispatcher:
@@ -71,10 +72,20 @@ class Dispatcher:
     async def deliver_due(self) -> None:
         """Top the ready queue up with due deliveries and start as many sends as slots allow."""
         settings = self._settings()
+        # A claim that found mostly one destination at its share tries again without it at once
+        # (not a tick later): the others' deliveries are due behind those.
+        for _ in range(CLAIMS_PER_ROUND):
+            if not await self._claim(settings):
+                break
+        self._start_ready(settings)
+
+    async def _claim(self, settings: Settings) -> bool:
+        """One claim into the ready queue; True when it left deliveries behind for a destination
+        that filled up meanwhile, and there is room for more."""
         room = AHEAD * settings.delivery_concurrency - len(self._claimed)
         if len(self._ready) >= settings.delivery_concurrency or room <= 0:
             self._waiting = True  # a send that ends makes room; its record wakes the step
-            return
+            return False
         share = AHEAD * settings.delivery_destination_concurrency
         full = {key for key, n in self._held.items() if n >= share}
         taking: collections.Counter[str] = collections.Counter()
@@ -99,7 +110,7 @@ class Dispatcher:
         self._ready.extend(claimed)
         if claimed and self._recorder is None:
             self._recorder = asyncio.create_task(self._record_ended(), name="record deliveries")
-        self._start_ready(settings)
+        return len(claimed) < seen and len(claimed) < room
 
     def _start_ready(self, settings: Settings) -> None:
         """Start the ready deliveries that have a free slot, oldest first, skipping those whose

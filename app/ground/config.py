@@ -56,6 +56,36 @@ def parse_keys(configured: str | None) -> tuple[str, ...]:
     return keys
 
 
+UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Svix's spacing: 8 attempts over about 27 hours, so a receiver down for a night still gets it.
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+
+
+@lru_cache(maxsize=32)
+def parse_waits(value: str) -> tuple[float, ...]:
+    """A retry schedule ("5s,5m,2h": numbers of seconds, minutes, hours or days; a bare number
+    is seconds) as seconds, in order; ValueError saying what is wrong."""
+    waits = []
+    for item in (part.strip().lower() for part in value.split(",")):
+        number, unit = (item[:-1], item[-1]) if item[-1:] in UNIT_SECONDS else (item, "s")
+        try:
+            seconds = float(number) * UNIT_SECONDS[unit]
+        except ValueError:
+            raise ValueError(f"{item!r} is not a wait such as 30s, 5m, 2h or 1d") from None
+        if not 0 <= seconds <= 7 * 86400 or seconds != seconds:
+            raise ValueError(f"{item!r}: each wait must be from 0 to 7 days")
+        waits.append(seconds)
+    if not 1 <= len(waits) <= 99:
+        raise ValueError("give from 1 to 99 waits, comma-separated")
+    return tuple(waits)
+
+
+def exponential_schedule(base: float, cap: float, attempts: int) -> str:
+    """The waits of the exponential backoff used before DELIVERY_RETRY_SCHEDULE (base doubling
+    per attempt, capped), as a schedule."""
+    return ",".join(f"{min(cap, base * 2.0**n):g}s" for n in range(max(attempts - 1, 1)))
+
+
 @lru_cache(maxsize=16)
 def parse_patterns(value: str) -> tuple[str, ...]:
     """`results.*,audit` as its names and shell-style patterns (empty entries dropped)."""
@@ -184,15 +214,17 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = True
     # The guard's old switch, still honoured so that an upgrade never loosens it.
     webhook_block_private_networks: bool = False
+    delivery_retry_schedule: str = Field(
+        DEFAULT_RETRY_SCHEDULE,
+        description="Waits before each retry, in order (30s, 5m, 2h, 1d); past the last, it repeats.",
+    )
     delivery_max_attempts: int = Field(
         8, ge=1, le=100, description="Attempts before a delivery ends as delivery_failed."
     )
-    delivery_backoff_base_seconds: float = Field(
-        2.0, ge=0, description="Delay before the first retry; it doubles."
-    )
-    delivery_backoff_max_seconds: float = Field(
-        3600.0, ge=0, description="The longest delay between two attempts."
-    )
+    # The exponential backoff before DELIVERY_RETRY_SCHEDULE: still honoured when set and the
+    # schedule is not, so that an upgrade keeps a configured policy (see _old_backoff).
+    delivery_backoff_base_seconds: float | None = Field(None, ge=0)
+    delivery_backoff_max_seconds: float | None = Field(None, ge=0)
     delivery_concurrency: int = Field(64, ge=1)
     # A share of those for one destination (webhook origin, RabbitMQ queue or exchange): one
     # receiver that hangs, or a batch of thousands finishing for one receiver, leaves the rest.
@@ -301,6 +333,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be auto or a whole number from 1 to 1024, not {value!r}")
         return int(text)
 
+    @field_validator("delivery_retry_schedule")
+    @classmethod
+    def _schedule_shape(cls, value: str) -> str:
+        parse_waits(value)
+        return value
+
     @field_validator("openai_token_limits")
     @classmethod
     def _positive_limits(cls, value: dict[str, int]) -> dict[str, int]:
@@ -354,6 +392,19 @@ class Settings(BaseSettings):
         if self.local_default_model is None and self.uses_embedded_model:
             self.local_default_model = EMBEDDED_MODEL
         return self
+
+    @model_validator(mode="after")
+    def _old_backoff(self) -> Settings:
+        old = self.delivery_backoff_base_seconds, self.delivery_backoff_max_seconds
+        if any(v is not None for v in old) and "delivery_retry_schedule" not in self.model_fields_set:
+            base, cap = old[0] if old[0] is not None else 2.0, old[1] if old[1] is not None else 3600.0
+            self.delivery_retry_schedule = exponential_schedule(base, cap, self.delivery_max_attempts)
+        return self
+
+    @property
+    def retry_waits(self) -> tuple[float, ...]:
+        """DELIVERY_RETRY_SCHEDULE in seconds."""
+        return parse_waits(self.delivery_retry_schedule)
 
     @model_validator(mode="after")
     def _old_private_switch(self) -> Settings:

@@ -56,6 +56,7 @@ class WebhookReceiver:
         self.status_for: dict[str, int] = {}
         self.delay_for: dict[str, float] = {}
         self.retry_after_for: dict[str, str] = {}
+        self.headers_for: dict[str, dict[str, str]] = {}  # more answer headers, by custom id
         self.body_for: dict[str, bytes] = {}
         # Answer 200 at once, then drip the body a byte at a time, every `drip_seconds`, for ever.
         self.drip_for: dict[str, float] = {}
@@ -107,6 +108,8 @@ class WebhookReceiver:
             extra["location"] = self.redirect_location
         if status == 405:
             extra["allow"] = "POST"
+        if custom_id is not None:
+            extra.update(self.headers_for.get(custom_id, {}))
         retry_after = self.retry_after_for.get(custom_id) if custom_id is not None else None
         if retry_after is not None and not 200 <= status < 300:
             extra["retry-after"] = retry_after

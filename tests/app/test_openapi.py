@@ -29,7 +29,7 @@ async def test_real_answers_match_the_published_schema(
     sqlite_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     # A long delivery backoff keeps a failing redelivery queued for the rest of the test.
-    settings = fast_settings(sqlite_url, inference.url + "/v1", delivery_backoff_base_seconds=60)
+    settings = fast_settings(sqlite_url, inference.url + "/v1", delivery_retry_schedule="60s")
     async with start_app(settings) as app:
         document = (await app.client.get("/api/openapi.json")).json()
         assert document == (await app.client.get("/api/openapi")).json()

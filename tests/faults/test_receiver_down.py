@@ -46,8 +46,7 @@ async def test_receiver_down_for_long_is_shown_then_caught_up(
         tmp_path,
         # Enough attempts to outlast the outage, with short backoffs so the test is quick.
         DELIVERY_MAX_ATTEMPTS="100",
-        DELIVERY_BACKOFF_BASE_SECONDS="0.1",
-        DELIVERY_BACKOFF_MAX_SECONDS="1",
+        DELIVERY_RETRY_SCHEDULE="0.1s,0.2s,0.4s,0.8s,1s",  # the last wait repeats
     )
     ids = {f"rd-{n:02d}" for n in range(COUNT)}
     db = Database(database_url)

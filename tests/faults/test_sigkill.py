@@ -48,7 +48,6 @@ async def run_with_a_kill(
         inference.url,
         tmp,
         BATCH_MAX_REQUESTS="15",
-        DELIVERY_BACKOFF_MAX_SECONDS="0.5",
         **extra,
     )
     inference.delay_seconds = 0.02 if phase == "running" else 0.0

@@ -52,7 +52,6 @@ def openai_env(database_url: str, api: OpenAIBatchStandin, tmp: Path) -> dict[st
         OPENAI_RETRY_BACKOFF_SECONDS="0.01",
         OPENAI_AUTH_RECHECK_SECONDS="0.2",
         BATCH_MAX_REQUESTS=str(PER_BATCH),
-        DELIVERY_BACKOFF_MAX_SECONDS="0.5",
     )
 
 

@@ -39,11 +39,7 @@ class Editable:
 # What the settings page offers, in its order; each field's help is its description in Settings.
 EDITABLE_GROUPS = {
     "Batch limits": ("batch_max_requests", "batch_max_bytes", "local_batch_max_age_seconds"),
-    "Retry policy": (
-        "delivery_max_attempts",
-        "delivery_backoff_base_seconds",
-        "delivery_backoff_max_seconds",
-    ),
+    "Retry policy": ("delivery_retry_schedule", "delivery_max_attempts"),
     "OpenAI": (
         "openai_batch_max_age_seconds",
         "openai_token_limits",
@@ -109,15 +105,6 @@ async def save(db: Database, base: Settings, form: Mapping[str, Any]) -> dict[st
         except ValidationError as exc:
             message = str(exc.errors()[0]["msg"])
             problems.append(Problem("invalid_setting", "Invalid value", f"{name}: {message}.", name))
-    if checked.delivery_backoff_base_seconds > checked.delivery_backoff_max_seconds:
-        problems.append(
-            Problem(
-                "invalid_setting",
-                "Invalid value",
-                "delivery_backoff_base_seconds must not exceed delivery_backoff_max_seconds.",
-                "delivery_backoff_base_seconds",
-            )
-        )
     if problems:
         raise InvalidInput(*problems)
     now = utcnow()

@@ -22,8 +22,9 @@ from testkit import RunningApp, StartApp, fast_settings, wait_until
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import WebhookReceiver
 
-BASE = 40.0  # DELIVERY_BACKOFF_BASE_SECONDS
-CAP = 100.0  # DELIVERY_BACKOFF_MAX_SECONDS
+SCHEDULE = (40.0, 80.0, 100.0)  # DELIVERY_RETRY_SCHEDULE
+BASE = SCHEDULE[0]
+CAP = max(SCHEDULE)  # Retry-After is honoured up to the schedule's longest wait
 
 
 @dataclass
@@ -116,8 +117,7 @@ async def bring_forward(app: RunningApp, state: State) -> None:
 
 def settings_for(database_url: str, inference: InferenceStandin, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "delivery_backoff_base_seconds": BASE,
-        "delivery_backoff_max_seconds": CAP,
+        "delivery_retry_schedule": ",".join(f"{w:g}s" for w in SCHEDULE),
         "delivery_max_attempts": 8,
         **overrides,
     }
@@ -129,15 +129,15 @@ def assert_between(value: datetime | None, low: datetime, high: datetime) -> Non
     assert low <= value <= high, f"{value.isoformat()} not within [{low.isoformat()}, {high.isoformat()}]"
 
 
-async def test_backoff_doubles_with_jitter_between_half_and_full_and_is_capped(
+async def test_waits_follow_the_schedule_with_jitter_and_its_last_wait_repeats(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
     receiver.status_for["bo/1"] = 503
     async with start_app(settings_for(database_url, inference)) as app:
         assert (await app.submit("bo/1", receiver.url + "/hook")).status_code == 202
-        # attempt n waits uniform(0.5, 1) * min(cap, base * 2^(n-1)): 40 -> [20, 40], 80 -> [40, 80],
-        # then min(100, 160) = 100 -> [50, 100].
-        for number, full in ((1, 40.0), (2, 80.0), (3, 100.0)):
+        # attempt n waits uniform(0.8, 1) * the schedule's n-th wait: 40 -> [32, 40], 80 -> [64, 80],
+        # 100 -> [80, 100], then the last wait again.
+        for number, full in ((1, 40.0), (2, 80.0), (3, 100.0), (4, 100.0)):
             state, observed_at = await after_attempt(app, "bo/1", number)
             attempt = state.log[-1]
             assert (state.status, state.attempts) == ("retrying", number)
@@ -149,13 +149,13 @@ async def test_backoff_doubles_with_jitter_between_half_and_full_and_is_capped(
             assert attempt.error == "receiver answered 503"
             assert_between(
                 state.next_attempt_at,
-                attempt.started_at + timedelta(seconds=full * 0.5),
+                attempt.started_at + timedelta(seconds=full * 0.8),
                 observed_at + timedelta(seconds=full),
             )
             await bring_forward(app, state)
-        state, _ = await after_attempt(app, "bo/1", 4)
-        assert [a.outcome for a in state.log] == ["retryable_failure"] * 4
-        assert [r.headers["x-batchgate-attempt"] for r in receiver.received] == ["1", "2", "3", "4"]
+        state, _ = await after_attempt(app, "bo/1", 5)
+        assert [a.outcome for a in state.log] == ["retryable_failure"] * 5
+        assert [r.headers["x-batchgate-attempt"] for r in receiver.received] == ["1", "2", "3", "4", "5"]
         assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
 
 
@@ -201,14 +201,8 @@ async def test_retry_after_zero_retries_at_once_instead_of_backing_off(
 ) -> None:
     receiver.status_for["ra0/1"] = 503
     receiver.retry_after_for["ra0/1"] = "0"
-    # Without the header the second attempt would wait at least 500 s, far past after_attempt's deadline.
-    settings = settings_for(
-        database_url,
-        inference,
-        delivery_backoff_base_seconds=1000.0,
-        delivery_backoff_max_seconds=1000.0,
-        delivery_max_attempts=2,
-    )
+    # Without the header the second attempt would wait at least 800 s, far past after_attempt's deadline.
+    settings = settings_for(database_url, inference, delivery_retry_schedule="1000s", delivery_max_attempts=2)
     async with start_app(settings) as app:
         assert (await app.submit("ra0/1", receiver.url + "/hook")).status_code == 202
         state, _ = await after_attempt(app, "ra0/1", 2)
@@ -259,7 +253,7 @@ async def test_408_is_retried(
         )
         assert_between(
             state.next_attempt_at,
-            attempt.started_at + timedelta(seconds=BASE * 0.5),
+            attempt.started_at + timedelta(seconds=BASE * 0.8),
             observed_at + timedelta(seconds=BASE),
         )
         detail = (await app.client.get("/api/requests/r408/1")).json()
@@ -288,3 +282,25 @@ async def test_other_4xx_and_3xx_fail_at_once_even_with_retry_after(
         detail = (await app.client.get("/api/requests/perm/1")).json()
         assert detail["delivery"]["status"] == "delivery_failed"
         assert [a["outcome"] for a in detail["delivery"]["attempt_log"]] == ["permanent_failure"]
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_a_receiver_that_asks_not_to_retry_is_not_retried(
+    database_url: str,
+    inference: InferenceStandin,
+    receiver: WebhookReceiver,
+    start_app: StartApp,
+    status: int,
+) -> None:
+    # Svix's delivery control: `webhook-delivery: abort-message` on an answer ends the retries.
+    receiver.status_for["abort/1"] = status
+    receiver.headers_for["abort/1"] = {"webhook-delivery": "Abort-Message"}
+    receiver.retry_after_for["abort/1"] = "1"
+    async with start_app(settings_for(database_url, inference)) as app:
+        assert (await app.submit("abort/1", receiver.url + "/hook")).status_code == 202
+        state, _ = await after_attempt(app, "abort/1", 1)
+        assert (state.status, state.attempts, state.next_attempt_at) == ("delivery_failed", 1, None)
+        attempt = state.log[0]
+        assert (attempt.outcome, attempt.http_status) == ("permanent_failure", status)
+        asked = "asked not to retry (webhook-delivery: abort-message)"
+        assert attempt.error == f"receiver answered {status} and {asked}"

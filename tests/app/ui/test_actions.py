@@ -240,9 +240,18 @@ async def test_settings_are_validated_applied_and_reset(ui: RunningApp) -> None:
     page = (await ui.client.get("/settings")).text
     assert 'name="delivery_max_attempts" value="5"' in page and "overridden" in page
 
+    # The retry schedule is edited the same way, and checked the same way.
+    schedule = await ui.client.post("/settings", data={"delivery_retry_schedule": "5s,soon"}, headers=HX)
+    assert_toast(schedule, 422, "bad", "delivery_retry_schedule")
+    assert "&#39;soon&#39; is not a wait such as 30s, 5m, 2h or 1d" in schedule.text
+    saved = await ui.client.post("/settings", data={"delivery_retry_schedule": "1s,1h"}, headers=HX)
+    assert_toast(saved, 200, "ok", "Settings saved")
+    assert ui.worker.settings.retry_waits == (1, 3600)
+
     reset = await ui.client.post("/settings/reset", headers=HX)
     assert reset.status_code == 200 and reset.headers["HX-Redirect"] == "/settings"
     assert ui.worker.settings.delivery_max_attempts == 2
+    assert ui.worker.settings.delivery_retry_schedule != "1s,1h"
     assert "overridden" not in (await ui.client.get("/settings")).text
 
 
