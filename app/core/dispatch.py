@@ -102,12 +102,17 @@ class Dispatcher:
         claimed = await outbox.claim_due(
             self.db, self.owner, settings, self.channels, room, full, take, sends_per_lease=AHEAD
         )
+        # A delivery still here from an earlier claim whose lease ran out (a slow record): its
+        # lease is renewed by this claim, and it is sent and recorded once, as it already is.
+        again = [(row_id, message) for row_id, message in claimed if row_id in self._claimed]
+        taking.subtract(message.destination for _, message in again)
+        fresh = [(row_id, message) for row_id, message in claimed if row_id not in self._claimed]
         self._held.update(taking)
         # Left behind: a claim cut short by the room, or a destination at its share.
         self._waiting = seen == room or len(claimed) < seen or bool(full)
-        for row_id, message in claimed:
+        for row_id, message in fresh:
             self._claimed[row_id] = message.destination
-        self._ready.extend(claimed)
+        self._ready.extend(fresh)
         if claimed and self._recorder is None:
             self._recorder = asyncio.create_task(self._record_ended(), name="record deliveries")
         return len(claimed) < seen and len(claimed) < room
@@ -156,14 +161,18 @@ class Dispatcher:
                 log.exception("could not record %d delivery attempts; they are sent again later", len(group))
                 earliest = None
             for item in group:
-                destination = self._claimed.pop(item.row_id)
-                self._held[destination] -= 1
-                if not self._held[destination]:
-                    del self._held[destination]
-            if earliest is not None:
-                self._retry_at(earliest)
-            if self._waiting:
-                self._wake()
+                destination = self._claimed.pop(item.row_id, None)
+                if destination is not None:
+                    self._held[destination] -= 1
+                    if self._held[destination] <= 0:
+                        del self._held[destination]
+            try:
+                if earliest is not None:
+                    self._retry_at(earliest)
+                if self._waiting:
+                    self._wake()
+            except Exception:  # the recorder must outlive a failed wake: the tick still comes
+                log.exception("could not wake the delivery step")
 
     async def stop(self) -> None:
         """Stop every send and the recorder; what was not recorded is sent again after its lease

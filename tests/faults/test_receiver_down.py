@@ -63,9 +63,12 @@ async def test_receiver_down_for_long_is_shown_then_caught_up(
                 answer = await client.post("/api/requests", json=request_payload(custom_id, webhook(hook)))
                 assert answer.status_code == 202, answer.text
 
+            last: list[Any] = []  # what /health said last, for a timeout's message
+
             async def shown(error: str) -> bool:
                 found = {d["destination"]: d for d in await failing(client)}
-                d = found.get(host)
+                last[:] = [found.get(host)]
+                d = last[0]
                 return d is not None and d["retrying"] == COUNT and error in (d["last_error"] or "")
 
             await wait_until(lambda: shown("Connect"), timeout=60, what="/health to name the refusing host")
@@ -79,7 +82,9 @@ async def test_receiver_down_for_long_is_shown_then_caught_up(
             receiver.down_status = 503
             await proxy.resume()
             await wait_until(
-                lambda: shown("receiver answered 503"), timeout=60, what="/health to show the 503s"
+                lambda: shown("receiver answered 503"),
+                timeout=60,
+                what=lambda: f"/health to show the 503s (it said {last})",
             )
             assert not receiver.successes()
             assert (await deliveries_by_status(db)).get("delivered", 0) == 0
