@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,13 +62,13 @@ async def migrate(url: str) -> str:
 
 
 @asynccontextmanager
-async def fresh_postgres(prefix: str = "bg_test") -> AsyncIterator[str]:
-    """A new, uniquely named, empty PostgreSQL database, dropped afterwards (no skip: see
-    postgres_database for tests)."""
+async def fresh_postgres(prefix: str = "bg_test", template: str | None = None) -> AsyncIterator[str]:
+    """A new, uniquely named PostgreSQL database, empty or a copy of `template` (a database
+    nobody is connected to), dropped afterwards (no skip: see postgres_database for tests)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await admin.close()
     try:
@@ -87,3 +88,54 @@ async def postgres_database() -> AsyncIterator[str]:
     require_service(f"PostgreSQL on {PG_HOST}:{PG_PORT}", await postgres_reachable())
     async with fresh_postgres() as url:
         yield url
+
+
+class Migrated:
+    """Migrated databases copied for each test from a template migrated once per test process:
+    running every migration for each test (0.7 s on SQLite, 0.3 s on PostgreSQL, more under
+    load) was about a fifth of the suite's time. The migrations' own tests migrate for real."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sqlite: Path | None = None
+        self._postgres: str | None = None
+
+    async def sqlite(self, directory: Path) -> str:
+        """A migrated SQLite file in `directory`; its URL."""
+        if self._sqlite is None:
+            template = self.directory / "template.db"
+            await migrate(sqlite_url(self.directory, template.name))
+            self._sqlite = template
+        # The backup API copies a consistent database whatever its journal holds.
+        with sqlite3.connect(self._sqlite) as source, sqlite3.connect(directory / "batchgate.db") as copy:
+            source.backup(copy)
+        source.close()
+        copy.close()
+        return sqlite_url(directory)
+
+    @asynccontextmanager
+    async def postgres(self) -> AsyncIterator[str]:
+        """A migrated PostgreSQL database of its own, dropped afterwards (skipped without the
+        server, failed under CI)."""
+        require_service(f"PostgreSQL on {PG_HOST}:{PG_PORT}", await postgres_reachable())
+        if self._postgres is None:
+            name = f"bg_template_{uuid.uuid4().hex[:12]}"
+            admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+            try:
+                await admin.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await admin.close()
+            self._postgres = name
+            await migrate(postgres_url(name))
+        async with fresh_postgres(template=self._postgres) as url:
+            yield url
+
+    async def drop(self) -> None:
+        """Drop the PostgreSQL template, if one was made."""
+        if self._postgres is None:
+            return
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self._postgres}" WITH (FORCE)')
+        finally:
+            await admin.close()

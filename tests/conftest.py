@@ -4,7 +4,8 @@ for real. The helpers behind them live in testkit/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,11 @@ from testkit import (
     StartApp,
     amqp_client,
     fast_settings,
-    migrate,
-    postgres_database,
     rabbitmq_reachable,
     require_service,
     run_app,
-    sqlite_url,
 )
+from testkit.databases import Migrated
 from testkit.standins.anthropic_batch import AnthropicBatchStandin
 from testkit.standins.asgi import Relay
 from testkit.standins.inference import InferenceStandin
@@ -32,14 +31,24 @@ from testkit.standins.receiver import WebhookReceiver
 from testkit.standins.serve import serve
 
 
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
+    """The templates of this test process's migrated databases."""
+    templates = Migrated(tmp_path_factory.mktemp("templates"))
+    yield templates
+    asyncio.run(templates.drop())
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated: Migrated
+) -> AsyncIterator[str]:
     """A migrated, empty database: each test runs on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        yield await migrate(sqlite_url(tmp_path))
+        yield await migrated.sqlite(tmp_path)
         return
-    async with postgres_database() as url:
-        yield await migrate(url)
+    async with migrated.postgres() as url:
+        yield url
 
 
 @pytest.fixture
@@ -51,9 +60,9 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(name="sqlite_url")
-async def sqlite_url_fixture(tmp_path: Path) -> str:
+async def sqlite_url_fixture(tmp_path: Path, migrated: Migrated) -> str:
     """A migrated SQLite database, for tests about the API surface rather than the database."""
-    return await migrate(sqlite_url(tmp_path))
+    return await migrated.sqlite(tmp_path)
 
 
 @pytest.fixture
