@@ -227,8 +227,13 @@ class Worker:
         return await retention.step(self.db, settings.data_dir, settings.retention_days, remote)
 
     def _wake_at(self, when: datetime) -> None:
+        """Wake the deliverer at `when` when that comes before the next tick."""
         delay = (when - datetime.now(UTC)).total_seconds()
-        if delay < self.settings.tick_seconds:
+        if delay <= 0:
+            # Now, not through a timer: uvloop's call_later(0) gives a plain Handle, which has
+            # no when() to be sorted out by below.
+            self.wake_deliver()
+        elif delay < self.settings.tick_seconds:
             loop = asyncio.get_running_loop()
             self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
-            self._timers.append(loop.call_later(max(delay, 0.0), self.wake_deliver))
+            self._timers.append(loop.call_later(delay, self.wake_deliver))
