@@ -68,3 +68,13 @@ def test_an_upgrade_keeps_a_configured_exponential_backoff() -> None:
     assert old.retry_waits == (2, 4, 8, 16, 20)
     both = settings(delivery_backoff_base_seconds=2, delivery_retry_schedule="1m")
     assert both.retry_waits == (60,)  # the schedule wins when both are set
+
+
+def test_a_backoff_saved_in_the_ui_before_the_schedule_is_kept() -> None:
+    from app.core.rules.effective import apply
+
+    stored = {"delivery_backoff_base_seconds": 1.0, "delivery_max_attempts": 4}
+    assert apply(settings(), stored).retry_waits == (1, 2, 4)
+    # Saved next to a schedule, the schedule is what counts.
+    stored = {**stored, "delivery_retry_schedule": "7s"}
+    assert apply(settings(), stored).retry_waits == (7,)

@@ -23,7 +23,7 @@ from app.core.rules.errors import InvalidInput, Problem
 from app.db.models import Setting
 from app.db.session import Database
 from app.ground.clock import utcnow
-from app.ground.config import Settings
+from app.ground.config import Settings, exponential_schedule
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ async def load(db: Database) -> dict[str, Any]:
 def apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     """`base` with the overrides applied; a stored value that no longer validates is skipped."""
     settings = base.model_copy()
-    for name, value in overrides.items():
+    for name, value in _upgraded(base, overrides).items():
         if name not in NAMES:
             continue
         try:
@@ -79,6 +79,24 @@ def apply(base: Settings, overrides: Mapping[str, Any]) -> Settings:
         except ValidationError as exc:
             log.warning("ignoring the stored setting %s=%r: %s", name, value, exc.errors()[0]["msg"])
     return settings
+
+
+# Backoff overrides saved in the UI before DELIVERY_RETRY_SCHEDULE replaced them there.
+OLD_BACKOFF = ("delivery_backoff_base_seconds", "delivery_backoff_max_seconds")
+
+
+def _upgraded(base: Settings, overrides: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The overrides, with an old backoff override read as the schedule it stands for (as the
+    environment's is): an upgrade keeps the policy an operator saved."""
+    if "delivery_retry_schedule" in overrides or not any(name in overrides for name in OLD_BACKOFF):
+        return overrides
+    try:
+        first = float(overrides.get(OLD_BACKOFF[0], base.delivery_backoff_base_seconds or 2.0))
+        cap = float(overrides.get(OLD_BACKOFF[1], base.delivery_backoff_max_seconds or 3600.0))
+        attempts = int(overrides.get("delivery_max_attempts", base.delivery_max_attempts))
+    except (TypeError, ValueError):
+        return overrides
+    return {**overrides, "delivery_retry_schedule": exponential_schedule(first, cap, attempts)}
 
 
 async def save(db: Database, base: Settings, form: Mapping[str, Any]) -> dict[str, Any]:
