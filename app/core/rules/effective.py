@@ -23,7 +23,8 @@ from app.core.rules.errors import InvalidInput, Problem
 from app.db.models import Setting
 from app.db.session import Database
 from app.ground.clock import utcnow
-from app.ground.config import Settings, exponential_schedule
+from app.ground.config import Settings
+from app.ground.retry_schedule import exponential_schedule
 
 log = logging.getLogger(__name__)
 
