@@ -10,6 +10,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -268,6 +269,49 @@ class DeliveryAttempt(IdentityBase):
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     # The process that sent it (app.ground.identity).
+    worker: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = IDS_NEVER_REUSED
+
+
+class Destination(IdentityBase):
+    """One receiver (deliveries.destination: a webhook origin, a RabbitMQ queue or exchange):
+    the operator's overrides of its limits, its circuit breaker and its signing secrets. A row
+    is made the first time an attempt to it is recorded, or when an operator sets something."""
+
+    __tablename__ = "destinations"
+
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    # Overrides of DELIVERY_DESTINATION_CONCURRENCY and DELIVERY_DESTINATION_RATE; None: the default.
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    rate_per_second: Mapped[float | None] = mapped_column(Float)
+    # The circuit breaker (app.core.rules.states.BREAKER_TRANSITIONS): closed sends, open holds
+    # its deliveries until probe_at (None: until an operator resumes it), probing lets one through.
+    breaker: Mapped[str] = mapped_column(String(16), default="closed", server_default="closed")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    opened_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    probe_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    # Signing secrets (Standard Webhooks `whsec_…`), encrypted at rest when a key is configured;
+    # None: the global WEBHOOK_SECRET. The previous one is sent too until previous_secret_until.
+    signing_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+
+    __table_args__ = IDS_NEVER_REUSED
+
+
+class DestinationEvent(IdentityBase):
+    """One row per breaker change of a destination (and per operator change): its timeline."""
+
+    __tablename__ = "destination_events"
+
+    destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC)
     worker: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = IDS_NEVER_REUSED

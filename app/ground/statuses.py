@@ -40,6 +40,14 @@ class DeliveryStatus(StrEnum):
     SUPERSEDED = "superseded"  # its request runs again (a retried batch): a new delivery follows
 
 
+class BreakerState(StrEnum):
+    """A destination's circuit breaker (app.core.destinations.breaker)."""
+
+    CLOSED = "closed"  # sending as usual
+    OPEN = "open"  # held: its deliveries wait, unattempted, until a probe (or an operator resumes it)
+    PROBING = "probing"  # one delivery is out to find whether it answers again
+
+
 class Outcome(StrEnum):
     """How one delivery attempt ended."""
 

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Batch, BatchEvent, Delivery, Request
+from app.db.models import Batch, BatchEvent, Delivery, Destination, DestinationEvent, Request
 from app.db.session import rows_changed
 from app.ground.clock import utcnow
 from app.ground.identity import process_name
-from app.ground.statuses import BatchStatus, DeliveryStatus, RequestStatus
+from app.ground.statuses import BatchStatus, BreakerState, DeliveryStatus, RequestStatus
 
 # Short names, written one a line so that they are type aliases too (`status: R`).
 B = BatchStatus
@@ -69,6 +69,16 @@ DELIVERY_TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     D.DELIVERED: frozenset({D.PENDING}),
     D.DELIVERY_FAILED: frozenset({D.PENDING}),
     D.SUPERSEDED: frozenset(),
+}
+
+BREAKER_TRANSITIONS: dict[BreakerState, frozenset[BreakerState]] = {
+    # closed → open: failures in a row, or an operator's pause.
+    BreakerState.CLOSED: frozenset({BreakerState.OPEN}),
+    # open → closed: an operator's resume. open → open: an operator's pause of an open breaker
+    # (held until resumed).
+    BreakerState.OPEN: frozenset({BreakerState.PROBING, BreakerState.CLOSED, BreakerState.OPEN}),
+    # probing → probing: a probe whose answer never came (its process died) goes again.
+    BreakerState.PROBING: frozenset({BreakerState.CLOSED, BreakerState.OPEN, BreakerState.PROBING}),
 }
 
 REQUEST_FINISHED = frozenset({R.SUCCEEDED, R.FAILED, R.CANCELLED, R.EXPIRED})
@@ -240,6 +250,24 @@ def move_delivery(delivery: Delivery, to_status: str) -> None:
     """Move a loaded delivery to `to_status`."""
     check(DELIVERY_TRANSITIONS, delivery.status, to_status)
     delivery.status = to_status
+
+
+def move_breaker(session: AsyncSession, destination: Destination, to_state: str, reason: str) -> None:
+    """Move a loaded, locked destination's breaker to `to_state` and write its event row."""
+    check(BREAKER_TRANSITIONS, destination.breaker, to_state)
+    now = utcnow()
+    session.add(
+        DestinationEvent(
+            destination_id=destination.id,
+            from_state=destination.breaker,
+            to_state=to_state,
+            reason=reason,
+            at=now,
+            worker=process_name(),
+        )
+    )
+    destination.breaker = to_state
+    destination.updated_at = now
 
 
 def _chunks(items: Sequence[int] | Iterable[int], size: int) -> Iterable[list[int]]:
