@@ -81,7 +81,7 @@ async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
         now = utcnow()
         await session.execute(
             insert(Delivery),
-            [_delivery_row(row[0], _event(*row[:-1]), url, now) for row in sending],
+            [delivery_row(_event(*row[:-1]), url, now, batch_event_id=row[0]) for row in sending],
         )
     return len(sending)
 
@@ -123,9 +123,12 @@ def _event(
     }
 
 
-def _delivery_row(event_id: int, event: dict[str, Any], url: str, now: datetime) -> dict[str, Any]:
+def delivery_row(
+    event: dict[str, Any], url: str, now: datetime, batch_event_id: int | None = None
+) -> dict[str, Any]:
+    """The outbox row that sends `event` to `url`, signed with the batch events' secret."""
     return {
-        "batch_event_id": event_id,
+        "batch_event_id": batch_event_id,
         "channel": CHANNEL,
         # The event is frozen with its target: every attempt sends the same bytes.
         "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},

@@ -1,0 +1,59 @@
+"""Operational events for BATCH_EVENTS_WEBHOOK_URL, beside the batch events: a destination held
+by its circuit breaker or by an operator (`destination.paused`), sending again
+(`destination.resumed`), and a result's delivery that failed for good (`delivery.exhausted`).
+They go through the outbox like batch events (same shape, signature, retries and audit trail).
+
+A failed event delivery announces nothing: an events URL that is down must not feed itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.announcements import delivery_row
+from app.core.destinations.breaker import Change
+from app.db.models import Delivery, delivery_public_id
+from app.ground.statuses import BreakerState
+
+
+async def queue(
+    session: AsyncSession, url: str | None, events: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    """Queue `events` for `url` (nothing when no URL is set)."""
+    if url and events:
+        await session.execute(insert(Delivery), [delivery_row(event, url, now) for event in events])
+
+
+def breaker_events(changes: Sequence[Change]) -> list[dict[str, Any]]:
+    """`destination.paused` for a breaker that opened, `destination.resumed` for one that closed
+    (a probe going out is no news: the destination is still held)."""
+    events = []
+    for change in changes:
+        event = change.event
+        if event.to_state == BreakerState.PROBING or event.from_state == event.to_state:
+            continue
+        kind = "destination.resumed" if event.to_state == BreakerState.CLOSED else "destination.paused"
+        data: dict[str, Any] = {"destination": change.destination, "reason": event.reason}
+        if kind == "destination.paused":
+            data["probe_at"] = int(change.probe_at.timestamp()) if change.probe_at else None
+        events.append(_event(f"evt_dst_{event.id}", kind, event.at, data))
+    return events
+
+
+def exhausted_event(
+    row_id: int, custom_id: str | None, attempts: int, error: str | None, at: datetime
+) -> dict[str, Any]:
+    """`delivery.exhausted`: a result's delivery failed for good (attempts ran out, or a
+    permanent failure); the operator can redeliver it."""
+    public_id = delivery_public_id(row_id)
+    data = {"delivery_id": public_id, "custom_id": custom_id, "attempts": attempts, "last_error": error}
+    return _event(f"evt_{public_id}_exhausted_{attempts}", "delivery.exhausted", at, data)
+
+
+def _event(event_id: str, kind: str, at: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": event_id, "object": "event", "type": kind, "created_at": int(at.timestamp()), "data": data}
