@@ -16,10 +16,11 @@ from typing import Any
 from app.backends.base import BatchAPI
 from app.core import retention
 from app.core.actions import batches, requests
+from app.core.destinations import overrides
 from app.core.dropin import anthropic, create
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
-from app.db.models import Batch, Delivery, File, Request
+from app.db.models import Batch, Delivery, Destination, File, Request
 from app.db.session import Database
 from app.ground.steps import Step, Wake
 
@@ -125,6 +126,33 @@ class Actions:
         # A queued delivery now goes to its new target: try it there at once.
         self._waking(Step.DELIVER)
         return new
+
+    async def set_destination_limits(
+        self, destination: str | int, concurrency: Any, rate_per_second: Any
+    ) -> Destination:
+        """Override a destination's limits, named by its URL or key (made when new) or its id."""
+        key = await self._destination_key(destination)
+        return await overrides.set_limits(self.db, key, concurrency, rate_per_second)
+
+    async def pause_destination(self, destination: str | int, via: str = "api") -> Destination:
+        key = await self._destination_key(destination)
+        return await overrides.pause(self.db, key, via, await self._events_url())
+
+    async def resume_destination(self, destination: str | int, via: str = "api") -> Destination:
+        key = await self._destination_key(destination)
+        row = await overrides.resume(self.db, key, via, await self._events_url())
+        self._waking(Step.DELIVER)
+        return row
+
+    async def _destination_key(self, destination: str | int) -> str:
+        if isinstance(destination, str):
+            return overrides.key_of(destination)
+        async with self.db.transaction() as session:
+            return await overrides.key_by_id(session, destination)
+
+    async def _events_url(self) -> str | None:
+        url = (await self.effective.fresh()).batch_events_webhook_url
+        return str(url) if url else None
 
     async def save_settings(self, form: dict[str, Any]) -> dict[str, Any]:
         stored = await self.effective.save(form)
