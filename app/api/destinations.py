@@ -4,10 +4,12 @@ one's circuit breaker and limits; the operator overrides the limits, pauses and 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post, put
 from litestar.datastructures import State
+from litestar.params import Body
 from litestar.status_codes import HTTP_200_OK
 
 from app.api.errors import documented_errors
@@ -94,7 +96,7 @@ class DestinationController(Controller):
         operation_id="setDestination",
         responses=documented_errors({422: "Unknown destination, or a limit out of range"}),
     )
-    async def define(self, state: State, data: DestinationIn) -> DestinationOut:
+    async def define(self, state: State, data: Annotated[DestinationIn, Body()]) -> DestinationOut:
         app = app_state(state)
         row = await app.actions.set_destination_limits(
             data.destination, data.concurrency, data.rate_per_second
@@ -116,7 +118,9 @@ class DestinationController(Controller):
         operation_id="setDestinationLimits",
         responses=documented_errors({**NO_SUCH_DESTINATION, 422: "A limit out of range"}),
     )
-    async def limits(self, state: State, destination_id: RowId, data: LimitsIn) -> DestinationOut:
+    async def limits(
+        self, state: State, destination_id: RowId, data: Annotated[LimitsIn, Body()]
+    ) -> DestinationOut:
         app = app_state(state)
         await app.actions.set_destination_limits(destination_id, data.concurrency, data.rate_per_second)
         return _out(*await destinations.detail(app.db, destination_id))

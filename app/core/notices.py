@@ -30,12 +30,12 @@ async def queue(
 
 
 def breaker_events(changes: Sequence[Change]) -> list[dict[str, Any]]:
-    """`destination.paused` for a breaker that opened, `destination.resumed` for one that closed
-    (a probe going out is no news: the destination is still held)."""
+    """`destination.paused` for a breaker that opened, `destination.resumed` for one that closed."""
     events = []
     for change in changes:
         event = change.event
-        if event.to_state == BreakerState.PROBING or event.from_state == event.to_state:
+        # A probe going out or failing is no news: the destination was held and still is.
+        if event.to_state != BreakerState.CLOSED and event.from_state != BreakerState.CLOSED:
             continue
         kind = "destination.resumed" if event.to_state == BreakerState.CLOSED else "destination.paused"
         data: dict[str, Any] = {"destination": change.destination, "reason": event.reason}
