@@ -1,6 +1,6 @@
 """Each destination's limits: DELIVERY_DESTINATION_CONCURRENCY and DELIVERY_DESTINATION_RATE, or
-the operator's overrides on its row, read again every few seconds (a change applies within
-REFRESH_SECONDS on every replica, with no message between them)."""
+the operator's overrides on its row, read again every few seconds: a change applies at once in
+the process that made it and within REFRESH_SECONDS on every other replica."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ from app.db.session import Database
 from app.ground.config import Settings
 
 REFRESH_SECONDS = 5.0
+# When an operator last changed a destination's limits in this process, by database (id): this
+# process's dispatcher reads them again at once, other replicas within REFRESH_SECONDS.
+_changed_at: dict[int, float] = {}
+
+
+def changed(db: Database) -> None:
+    """Limits were changed here: read them again before the next claim."""
+    _changed_at[id(db)] = time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +40,8 @@ class DestinationLimits:
 
     async def refresh(self, force: bool = False) -> None:
         """Read the overrides again when they are REFRESH_SECONDS old (or now, with `force`)."""
-        if not force and time.monotonic() - self._read_at < REFRESH_SECONDS:
+        fresh = time.monotonic() - self._read_at < REFRESH_SECONDS
+        if not force and fresh and _changed_at.get(id(self.db), -REFRESH_SECONDS) < self._read_at:
             return
         stmt = select(Destination.key, Destination.concurrency, Destination.rate_per_second).where(
             or_(Destination.concurrency.is_not(None), Destination.rate_per_second.is_not(None))

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import notices
-from app.core.destinations import breaker, rows
+from app.core.destinations import breaker, limits, rows
 from app.core.rules.errors import InvalidInput, NotFound, Problem
 from app.db.models import Destination
 from app.db.session import Database
@@ -85,6 +85,7 @@ async def set_limits(db: Database, key: str, concurrency: Any, rate_per_second: 
     async with db.transaction() as session:
         row = await rows.locked(session, key)
         row.concurrency, row.rate_per_second, row.updated_at = concurrency, rate, utcnow()
+    limits.changed(db)
     return row
 
 
