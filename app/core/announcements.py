@@ -27,12 +27,11 @@ from sqlalchemy.orm import aliased
 
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.dropin.ids import public_batch_id
+from app.core.notices import delivery_row
 from app.core.rules.states import BATCH_TERMINAL, B
 from app.db.models import Batch, BatchEvent, Delivery
 from app.db.session import Database
 from app.ground.clock import utcnow
-from app.ground.statuses import DeliveryStatus
-from app.net.destinations import destination_of
 
 EVENT_TYPES = {
     B.PROCESSING: "batch.in_progress",
@@ -43,9 +42,6 @@ EVENT_TYPES = {
     B.CANCELLED: "batch.cancelled",
 }
 CREATED = "batch.created"
-CHANNEL = "webhook"
-# The webhook channel signs a delivery with the secret its target names.
-SIGNING = "batch_events"
 CHUNK = 500
 
 
@@ -120,22 +116,4 @@ def _event(
         "type": event_type(from_status, to_status),
         "created_at": int(at.timestamp()),
         "data": {"id": public_batch_id(origin, batch_id), "batchgate_batch_id": batch_id, "origin": origin},
-    }
-
-
-def delivery_row(
-    event: dict[str, Any], url: str, now: datetime, batch_event_id: int | None = None
-) -> dict[str, Any]:
-    """The outbox row that sends `event` to `url`, signed with the batch events' secret."""
-    return {
-        "batch_event_id": batch_event_id,
-        "channel": CHANNEL,
-        # The event is frozen with its target: every attempt sends the same bytes.
-        "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},
-        "destination": destination_of({"type": CHANNEL, "webhook_url": url}),
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "total_attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
     }

@@ -15,10 +15,14 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.announcements import delivery_row
 from app.core.destinations.breaker import Change
 from app.db.models import Delivery, delivery_public_id
-from app.ground.statuses import BreakerState
+from app.ground.statuses import BreakerState, DeliveryStatus
+from app.net.destinations import destination_of
+
+CHANNEL = "webhook"
+# The webhook channel signs a delivery with the secret its target names.
+SIGNING = "batch_events"
 
 
 async def queue(
@@ -27,6 +31,25 @@ async def queue(
     """Queue `events` for `url` (nothing when no URL is set)."""
     if url and events:
         await session.execute(insert(Delivery), [delivery_row(event, url, now) for event in events])
+
+
+def delivery_row(
+    event: dict[str, Any], url: str, now: datetime, batch_event_id: int | None = None
+) -> dict[str, Any]:
+    """The outbox row that sends `event` (a batch event, or one of these) to `url`, signed with
+    the batch events' secret."""
+    return {
+        "batch_event_id": batch_event_id,
+        "channel": CHANNEL,
+        # The event is frozen with its target: every attempt sends the same bytes.
+        "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},
+        "destination": destination_of({"type": CHANNEL, "webhook_url": url}),
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "total_attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def breaker_events(changes: Sequence[Change]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from litestar.di import Provide
 
 from app.ui.batches import BatchPages
 from app.ui.dashboard import dashboard
+from app.ui.destinations import DestinationPages
 from app.ui.keys import KeyPages
 from app.ui.login import LoginRequired, login, login_form, logout, require_login, to_login
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
@@ -15,7 +16,17 @@ from app.ui.settings import SettingsPages
 
 ui_router = Router(
     path="/",
-    route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages, KeyPages, login_form, login, logout],
+    route_handlers=[
+        dashboard,
+        BatchPages,
+        RequestPages,
+        DestinationPages,
+        SettingsPages,
+        KeyPages,
+        login_form,
+        login,
+        logout,
+    ],
     guards=[require_login],
     exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},
     include_in_schema=False,

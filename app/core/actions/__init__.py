@@ -15,9 +15,9 @@ from typing import Any
 
 from app.backends.base import BatchAPI
 from app.core import retention
-from app.core.actions import batches, requests
-from app.core.destinations import overrides
+from app.core.actions import batches, destinations, requests
 from app.core.dropin import anthropic, create
+from app.core.read.destinations import held as held_destinations
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
 from app.db.models import Batch, Delivery, Destination, File, Request
@@ -132,23 +132,26 @@ class Actions:
     ) -> Destination:
         """Override a destination's limits, named by its URL or key (made when new) or its id."""
         key = await self._destination_key(destination)
-        return await overrides.set_limits(self.db, key, concurrency, rate_per_second)
+        return await destinations.set_limits(self.db, key, concurrency, rate_per_second)
 
     async def pause_destination(self, destination: str | int, via: str = "api") -> Destination:
         key = await self._destination_key(destination)
-        return await overrides.pause(self.db, key, via, await self._events_url())
+        row = await destinations.pause(self.db, key, via, await self._events_url())
+        held_destinations.forget()  # the operator sees the change at once, not 5 s later
+        return row
 
     async def resume_destination(self, destination: str | int, via: str = "api") -> Destination:
         key = await self._destination_key(destination)
-        row = await overrides.resume(self.db, key, via, await self._events_url())
+        row = await destinations.resume(self.db, key, via, await self._events_url())
+        held_destinations.forget()
         self._waking(Step.DELIVER)
         return row
 
     async def _destination_key(self, destination: str | int) -> str:
         if isinstance(destination, str):
-            return overrides.key_of(destination)
+            return destinations.key_of(destination)
         async with self.db.transaction() as session:
-            return await overrides.key_by_id(session, destination)
+            return await destinations.key_by_id(session, destination)
 
     async def _events_url(self) -> str | None:
         url = (await self.effective.fresh()).batch_events_webhook_url
