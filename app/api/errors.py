@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from litestar import Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
@@ -52,12 +52,24 @@ def batchgate_error(_: HttpRequest, exc: BatchgateError) -> Response[ErrorBody]:
 def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorBody]:
     code, title = CODE_FOR_STATUS.get(exc.status_code, ("error", "Error"))
     detail = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        # Say what failed where (msgspec's words, e.g. "Expected `int` >= 1 - at `$.concurrency`").
+        said = [
+            str(item.get("message")) for item in exc.extra if isinstance(item, dict) and item.get("message")
+        ]
+        detail = "; ".join([detail, *said][:4])
     if exc.status_code == 413:
         detail = "The request body is larger than API_MAX_BODY_BYTES allows."
     response = error_response(exc.status_code, [ErrorItem(code, title, detail)])
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+def _said(item: dict[str, object]) -> str:
+    """One validation failure as msgspec and Litestar report it: the message, and where."""
+    key = item.get("key")
+    return f"{item['message']} (at {key})" if key else str(item["message"])
 
 
 def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorBody]:
