@@ -20,6 +20,7 @@ from app.web.http import (
     database_unavailable,
     error_specs,
 )
+from app.web.protection import malformed_host
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,15 @@ def _said(item: dict[str, object]) -> str:
 
 
 def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorBody]:
+    if (why := malformed_host(request.headers.get("host", ""))) is not None:
+        # Raised where the URL was built, before the screen (ScreenRequests) could refuse it.
+        return error_response(400, [ErrorItem("bad_request", "Bad request", f"Bad Host header: {why}.")])
     if database_unavailable(request, exc):
         unavailable = ErrorItem("database_unavailable", "Database unavailable", UNAVAILABLE_MESSAGE)
         response = error_response(503, [unavailable])
         response.headers.update(UNAVAILABLE_HEADERS)
         return response
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, request.scope["path"], exc_info=exc)
     item = ErrorItem(
         "internal_error", "Internal error", "Something went wrong on our side; it has been logged."
     )
