@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import LineResult
-from app.core.rules import states, storable
+from app.core.rules import fanout, states, storable
 from app.core.rules.leases import Hold
 from app.db.models import Batch, Delivery, Request
 from app.ground import metrics
@@ -96,8 +96,7 @@ async def record(
         outcomes.append(outcome)
         for column, count in tokens.items():
             usage[column] += count
-        if row := delivery_row(request_id, delivery, now):
-            deliveries.append(row)
+        deliveries += delivery_rows(request_id, delivery, now)
     await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
     if deliveries:
         await session.execute(insert(Delivery), deliveries)
@@ -175,10 +174,16 @@ async def close_without_result(
         from_status,
         [{"id": rid, "status": to_status, "error": error, "completed_at": now, **values} for rid, _ in rows],
     )
-    queued = [row for rid, delivery in rows if (row := delivery_row(rid, delivery, now))]
+    queued = [row for rid, delivery in rows for row in delivery_rows(rid, delivery, now)]
     if queued:
         await session.execute(insert(Delivery), queued)
     return [rid for rid, _ in rows]
+
+
+def delivery_rows(request_id: int, config: Any, now: datetime) -> list[dict[str, Any]]:
+    """The new, due outbox rows of a request's result: one per destination its config names (an
+    object, or a list of them: fan-out), none for 'none'."""
+    return [row for entry in fanout.destinations_of(config) if (row := delivery_row(request_id, entry, now))]
 
 
 def delivery_row(request_id: int, delivery: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:

@@ -152,7 +152,8 @@ class Request(IdentityBase):
     model: Mapped[str] = mapped_column(String(255))
     body: Mapped[dict[str, Any]] = mapped_column(JsonB)
     body_bytes: Mapped[int] = mapped_column(Integer)
-    delivery: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    # Where its result goes: one destination (an object), or several (a list of them: fan-out).
+    delivery: Mapped[dict[str, Any] | list[dict[str, Any]] | None] = mapped_column(JsonB)
     status: Mapped[str] = mapped_column(String(32))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"), index=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JsonB)

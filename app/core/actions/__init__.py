@@ -114,12 +114,17 @@ class Actions:
         self._waking(Step.DELIVER)
         return request
 
-    async def redeliver_request(self, custom_id: str | int, via: str = "api") -> Delivery:
-        delivery = await requests.redeliver(self.db, custom_id, via)
+    async def redeliver_request(
+        self, custom_id: str | int, via: str = "api", delivery_id: int | None = None
+    ) -> list[Delivery]:
+        """Queue a request's deliveries again: every destination's, or the one `delivery_id` names."""
+        queued = await requests.redeliver(self.db, custom_id, via, delivery_id)
         self._waking(Step.DELIVER)
-        return delivery
+        return queued
 
-    async def change_delivery(self, custom_id: str | int, config: Any, via: str = "api") -> dict[str, Any]:
+    async def change_delivery(
+        self, custom_id: str | int, config: Any, via: str = "api"
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         settings = await self.effective.fresh()
         new = await requests.change_delivery(self.db, settings, custom_id, config, via)
         # A queued delivery now goes to its new target: try it there at once.
