@@ -25,14 +25,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from app.core.dropin.create import DROPIN_ORIGINS
+from app.core import subscriptions
+from app.core.dropin.create import DROPIN_ORIGINS, WEBHOOK_METADATA_KEY
 from app.core.dropin.ids import public_batch_id
 from app.core.rules.states import BATCH_TERMINAL, B
-from app.db.models import Batch, BatchEvent, Delivery
+from app.db.models import Batch, BatchEvent, Delivery, Subscription
 from app.db.session import Database
 from app.ground.clock import utcnow
-from app.ground.statuses import DeliveryStatus
-from app.net.destinations import destination_of
 
 EVENT_TYPES = {
     B.PROCESSING: "batch.in_progress",
@@ -43,20 +42,23 @@ EVENT_TYPES = {
     B.CANCELLED: "batch.cancelled",
 }
 CREATED = "batch.created"
-CHANNEL = "webhook"
+ENDS = frozenset(EVENT_TYPES[status] for status in BATCH_TERMINAL)
 # The webhook channel signs a delivery with the secret its target names.
-SIGNING = "batch_events"
+SIGNING, RESULTS_SIGNING = "batch_events", "results"
 CHUNK = 500
 
 
 async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
-    """Turn up to `limit` marked batch events into deliveries to `url` (or only clear the marks
-    when no URL is set); returns how many were queued."""
+    """Turn up to `limit` marked batch events into deliveries: to `url`, to a drop-in batch's own
+    completion webhook (its ends only) and to the subscriptions that take them; marks nobody
+    takes are only cleared. Returns how many deliveries were queued."""
     async with db.transaction() as session:
         due = (
             await session.execute(
                 select(BatchEvent.id, BatchEvent.from_status, BatchEvent.to_status, BatchEvent.at)
-                .add_columns(Batch.id, Batch.origin, _repeated())
+                .add_columns(
+                    Batch.id, Batch.origin, Batch.model, Batch.backend, Batch.face_metadata, _repeated()
+                )
                 .join(Batch, Batch.id == BatchEvent.batch_id)
                 .where(
                     BatchEvent.announce,
@@ -75,15 +77,42 @@ async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
             .values(announce=False)
             .execution_options(synchronize_session=False)
         )
-        sending = [row for row in due if not row[-1]]
-        if url is None or not sending:
-            return 0
+        listening = await subscriptions.enabled(session)
         now = utcnow()
-        await session.execute(
-            insert(Delivery),
-            [_delivery_row(row[0], _event(*row[:-1]), url, now) for row in sending],
+        rows = [
+            delivery for row in due if not row.repeated for delivery in _deliveries(row, url, listening, now)
+        ]
+        if rows:
+            await session.execute(insert(Delivery), rows)
+    return len(rows)
+
+
+def _deliveries(
+    row: Any, url: str | None, listening: list[Subscription], now: datetime
+) -> list[dict[str, Any]]:
+    """The deliveries of one batch event (a row of queue_due's select): one per URL that takes it."""
+    event = _event(row[0], row.from_status, row.to_status, row.at, row[4], row.origin)
+    values = {"model": row.model, "backend": row.backend, "origin": row.origin}
+    rows = []
+    if url is not None:
+        rows.append(subscriptions.event_delivery_row(event, url, now, SIGNING, batch_event_id=row[0]))
+    own = batch_webhook(row.face_metadata)
+    if own is not None and event["type"] in ENDS and own != url:
+        # The batch's own webhook is the user's: signed like a result (WEBHOOK_SECRET).
+        rows.append(subscriptions.event_delivery_row(event, own, now, RESULTS_SIGNING, batch_event_id=row[0]))
+    for subscription in subscriptions.matching(listening, event["type"], values):
+        rows.append(
+            subscriptions.event_delivery_row(
+                event, subscription.url, now, batch_event_id=row[0], subscription_id=subscription.id
+            )
         )
-    return len(sending)
+    return rows
+
+
+def batch_webhook(metadata: Any) -> str | None:
+    """A drop-in batch's own completion webhook, as its create named it (WEBHOOK_METADATA_KEY)."""
+    url = metadata.get(WEBHOOK_METADATA_KEY) if isinstance(metadata, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def _is_end() -> ColumnElement[bool]:
@@ -114,25 +143,5 @@ def _event(
     event_id: int, from_status: str | None, to_status: str, at: datetime, batch_id: int, origin: str
 ) -> dict[str, Any]:
     """The event as OpenAI's webhooks send it: {id, object, type, created_at, data: {id}}."""
-    return {
-        "id": f"evt_{event_id}",
-        "object": "event",
-        "type": event_type(from_status, to_status),
-        "created_at": int(at.timestamp()),
-        "data": {"id": public_batch_id(origin, batch_id), "batchgate_batch_id": batch_id, "origin": origin},
-    }
-
-
-def _delivery_row(event_id: int, event: dict[str, Any], url: str, now: datetime) -> dict[str, Any]:
-    return {
-        "batch_event_id": event_id,
-        "channel": CHANNEL,
-        # The event is frozen with its target: every attempt sends the same bytes.
-        "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},
-        "destination": destination_of({"type": CHANNEL, "webhook_url": url}),
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "total_attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
+    data = {"id": public_batch_id(origin, batch_id), "batchgate_batch_id": batch_id, "origin": origin}
+    return subscriptions.event(f"evt_{event_id}", event_type(from_status, to_status), at, data)

@@ -110,12 +110,15 @@ async def _messages(session: AsyncSession, ids: list[int]) -> list[tuple[int, Me
 
 def in_turn() -> ColumnElement[bool]:
     """A result's delivery, or a batch event whose batch has no earlier event still waiting
-    (to be queued, or pending or retrying): a batch's events reach the receiver in order, one
-    at a time, even across retries and replicas. An earlier event that failed for good
-    (delivery_failed) no longer holds the later ones back."""
+    (to be queued, or pending or retrying to the same destination): a batch's events reach each
+    receiver in order, one at a time, even across retries and replicas, and a receiver that is
+    down holds back only its own. An earlier event that failed for good (delivery_failed) no
+    longer holds the later ones back."""
     this, earlier, earlier_delivery = aliased(BatchEvent), aliased(BatchEvent), aliased(Delivery)
     earlier_waits = exists().where(
-        earlier_delivery.batch_event_id == earlier.id, earlier_delivery.status.in_(states.DELIVERY_DUE)
+        earlier_delivery.batch_event_id == earlier.id,
+        earlier_delivery.destination == Delivery.destination,
+        earlier_delivery.status.in_(states.DELIVERY_DUE),
     )
     return or_(
         Delivery.batch_event_id.is_(None),
@@ -130,7 +133,8 @@ def in_turn() -> ColumnElement[bool]:
 
 def _message(row: Any) -> Message:
     """What one attempt sends: the request's result line, or the batch event frozen in the target."""
-    content = results.output_line(row) if row.id is not None else row.target["event"]
+    # An event (a batch's, a request's to a subscription) is frozen in its target.
+    content = row.target["event"] if "event" in row.target else results.output_line(row)
     return Message(
         delivery_id=delivery_public_id(row.delivery_id),
         custom_id=row.custom_id,

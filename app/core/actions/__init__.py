@@ -53,9 +53,14 @@ class Actions:
         self._waking(Step.SUBMIT)
         return batch
 
-    async def create_batch_from_requests(self, body: AsyncIterator[bytes], max_bytes: int) -> Batch:
-        """A drop-in batch from a request list, read as its body arrives (Anthropic face)."""
+    async def create_batch_from_requests(
+        self, body: AsyncIterator[bytes], max_bytes: int, webhook_url: str | None = None
+    ) -> Batch:
+        """A drop-in batch from a request list, read as its body arrives (Anthropic face), with
+        its own completion webhook when `webhook_url` is given (refused before the body is read
+        when no delivery could go there)."""
         settings = await self.effective.fresh()
+        create.check_webhook(webhook_url, settings, create.WEBHOOK_HEADER)
         batch = await anthropic.from_body(
             self.db,
             settings.data_dir,
@@ -63,6 +68,7 @@ class Actions:
             max_bytes,
             settings.local_default_model,
             lambda model: routing.messages_backend(settings, model),
+            webhook_url,
         )
         self._waking(Step.SUBMIT)
         return batch

@@ -157,7 +157,7 @@ def _queue_again(
 
 async def _deliveries(session: AsyncSession, request_id: int, due: bool = False) -> list[Delivery]:
     """A request's deliveries oldest first (only the queued ones with `due`), locked."""
-    where = [Delivery.request_id == request_id]
+    where = list(queries.of_result(request_id))
     if due:
         where.append(Delivery.status.in_(states.DELIVERY_DUE))
     rows = await session.scalars(select(Delivery).where(*where).order_by(Delivery.id).with_for_update())

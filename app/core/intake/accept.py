@@ -122,19 +122,31 @@ def _delivery_problems(config: Any, settings: Settings, pointer_prefix: str) -> 
     ]
 
 
+def webhook_url_problem(url: Any, settings: Settings, pointer: str) -> Problem | None:
+    """Why `url` cannot be a webhook target (not an absolute http(s) URL without credentials, or
+    an address the SSRF guard refuses), else None: the rule of every webhook Batchgate sends to."""
+    try:
+        if not isinstance(url, str):
+            raise ValueError("a webhook URL must be a string")
+        host = webhook_host(url)
+    except ValueError as exc:
+        return Problem("invalid_webhook_url", "Invalid webhook URL", f"{exc}.", pointer)
+    if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
+        return Problem(
+            "invalid_webhook_url",
+            "Webhook target not allowed",
+            f"Deliveries cannot go to {host}: {why}.",
+            pointer,
+        )
+    return None
+
+
 def _destination_problems(delivery: Any, settings: Settings, pointer: str) -> list[Problem]:
     problems = []
-    if isinstance(delivery, WebhookDelivery):
-        host = webhook_host(delivery.webhook_url)
-        if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
-            problems.append(
-                Problem(
-                    "invalid_webhook_url",
-                    "Webhook target not allowed",
-                    f"Deliveries cannot go to {host}: {why}.",
-                    pointer + "/webhook_url",
-                )
-            )
+    if isinstance(delivery, WebhookDelivery) and (
+        refused := webhook_url_problem(delivery.webhook_url, settings, pointer + "/webhook_url")
+    ):
+        problems.append(refused)
     if isinstance(delivery, RabbitMQDelivery) and not settings.rabbitmq_url:
         problems.append(
             Problem(

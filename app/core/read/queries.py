@@ -113,6 +113,11 @@ REQUEST_SORTS: dict[str, list[tuple[Any, bool]]] = {
 }
 
 
+def of_result(request_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The deliveries of a request's result (not its events' to subscriptions)."""
+    return (Delivery.request_id == request_id, Delivery.subscription_id.is_(None))
+
+
 async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple[Request, Delivery | None]:
     """A request by row id (int) or by its custom_id (str) in the native API's scope, and its
     latest delivery; NotFound if absent."""
@@ -122,7 +127,7 @@ async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple
         match = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
     request = found(await session.scalar(select(Request).where(match)), "request", ident)
     delivery = await session.scalar(
-        select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
+        select(Delivery).where(*of_result(request.id)).order_by(Delivery.id.desc()).limit(1)
     )
     return request, delivery
 
@@ -133,9 +138,7 @@ async def request_detail(db: Database, custom_id: str | int) -> RequestDetail:
     async with db.transaction() as session:
         request, _ = await request_and_delivery(session, custom_id)
         rows = (
-            await session.scalars(
-                select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id)
-            )
+            await session.scalars(select(Delivery).where(*of_result(request.id)).order_by(Delivery.id))
         ).all()
         current = fanout.current(rows)
         attempts = (
@@ -197,7 +200,7 @@ async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
             await session.execute(
                 select(Delivery.status, func.count())
                 .join(Request, Request.id == Delivery.request_id)
-                .where(Request.batch_id == batch_id)
+                .where(Request.batch_id == batch_id, Delivery.subscription_id.is_(None))
                 .group_by(Delivery.status)
             )
         ).all()
@@ -265,7 +268,9 @@ def _request_filters(
     counted = None
     if query.delivery_status:
         with_status = select(Delivery.request_id).where(
-            Delivery.status == query.delivery_status, Delivery.request_id.is_not(None)
+            Delivery.status == query.delivery_status,
+            Delivery.request_id.is_not(None),
+            Delivery.subscription_id.is_(None),
         )
         if where:  # another condition narrows the rows first: look up each one's deliveries
             where.append(with_status.where(Delivery.request_id == Request.id).exists())
@@ -299,7 +304,7 @@ async def _request_rows(
         if page.rows:
             for row in await session.execute(
                 select(Delivery.request_id, Delivery.target, Delivery.status, Delivery.total_attempts)
-                .where(Delivery.request_id.in_([r.id for r in page.rows]))
+                .where(Delivery.request_id.in_([r.id for r in page.rows]), Delivery.subscription_id.is_(None))
                 .order_by(Delivery.id)
             ):
                 by_request.setdefault(row.request_id, []).append(row)

@@ -79,9 +79,7 @@ async def test_each_destination_has_its_own_delivery_attempts_and_status(
 
         # Redelivering one destination leaves the other alone.
         other.status_for.clear()
-        again = await app.client.post(
-            "/api/requests/fan-1/redeliver", params={"delivery_id": second["id"]}
-        )
+        again = await app.client.post("/api/requests/fan-1/redeliver", params={"delivery_id": second["id"]})
         assert again.status_code == 202 and again.json()["id"] == second["id"], again.text
 
         async def all_delivered() -> bool:
