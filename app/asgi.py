@@ -27,6 +27,7 @@ from app.api.openai import OPENAI_ROUTERS
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
+from app.api.subscriptions import SubscriptionController
 from app.backends.anthropic_batch import DEFAULT_BASE_URL as ANTHROPIC_URL
 from app.backends.anthropic_batch import AnthropicBatchBackend
 from app.backends.base import BatchAPI, EmbeddedStatus, LineRunner, MessageBatchAPI
@@ -86,7 +87,9 @@ def api_routers() -> tuple[Router, Router]:
     Built per app: Litestar adds the document's handlers to the second router it is given.
     """
     native = Router(
-        "/api", route_handlers=[RequestController, BatchController, purge], middleware=[RequireApiKey()]
+        "/api",
+        route_handlers=[RequestController, BatchController, SubscriptionController, purge],
+        middleware=[RequireApiKey()],
     )
     docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)
     return native, docs

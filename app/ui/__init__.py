@@ -12,10 +12,21 @@ from app.ui.login import LoginRequired, login, login_form, logout, require_login
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
+from app.ui.subscriptions import SubscriptionPages
 
 ui_router = Router(
     path="/",
-    route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages, KeyPages, login_form, login, logout],
+    route_handlers=[
+        dashboard,
+        BatchPages,
+        RequestPages,
+        SettingsPages,
+        KeyPages,
+        SubscriptionPages,
+        login_form,
+        login,
+        logout,
+    ],
     guards=[require_login],
     exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},
     include_in_schema=False,
