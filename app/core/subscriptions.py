@@ -112,17 +112,21 @@ async def queue_event(
     data: dict[str, Any],
     filters: Mapping[str, Any] | None = None,
     event_id: str | None = None,
+    batch_events_url: str | None = None,
 ) -> int:
-    """Queue `event_type` with `data` to every enabled subscription that takes it, in the
-    caller's transaction; returns how many deliveries were queued. `filters` are the event's
-    model, backend and origin where it has them (a destination's event has none, so only
-    subscriptions without those filters get it). The caller wakes the deliverer."""
+    """Queue `event_type` with `data` to every enabled subscription that takes it, and to
+    `batch_events_url` when given (BATCH_EVENTS_WEBHOOK_URL, which takes operational events
+    too), in the caller's transaction; returns how many deliveries were queued. `filters` are
+    the event's model, backend and origin where it has them (a destination's event has none, so
+    only subscriptions without those filters get it). The caller wakes the deliverer."""
     now = utcnow()
     found = matching(await enabled(session), event_type, filters or {})
-    if not found:
+    if not found and batch_events_url is None:
         return 0
     body = event(event_id or f"evt_{event_type}_{int(now.timestamp() * 1000)}", event_type, now, data)
     rows = [event_delivery_row(body, s.url, now, subscription_id=s.id) for s in found]
+    if batch_events_url is not None:
+        rows.append(event_delivery_row(body, batch_events_url, now))
     await session.execute(insert(Delivery), rows)
     return len(rows)
 

@@ -49,10 +49,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Back to one delivery per batch event: fails if an event went to several destinations.
     with op.batch_alter_table("deliveries") as batch:
-        batch.drop_index("ix_deliveries_subscription_id")
-        batch.drop_constraint("fk_deliveries_subscription_id", type_="foreignkey")
-        batch.drop_column("subscription_id")
         batch.drop_index("ix_deliveries_batch_event_id")
         batch.create_index("ix_deliveries_batch_event_id", ["batch_event_id"], unique=True)
+        batch.drop_constraint("fk_deliveries_subscription_id", type_="foreignkey")
+        batch.drop_index("ix_deliveries_subscription_id")
+        batch.drop_column("subscription_id")
     op.drop_table("subscriptions")

@@ -15,13 +15,9 @@ from app.core import subscriptions
 from app.db.models import Delivery
 from testkit import NO_DELIVERY, StartApp, fast_settings, request_payload, wait_until
 from testkit.standins.inference import InferenceStandin
-from testkit.standins.receiver import Received, WebhookReceiver
+from testkit.standins.receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"subscriptions secret, 32 bytes!!").decode()
-
-
-def at(receiver: WebhookReceiver, path: str) -> list[Received]:
-    return [r for r in receiver.received if r.path == path and r.status == 200]
 
 
 async def test_events_reach_the_subscriptions_whose_types_and_filters_match(
@@ -43,16 +39,18 @@ async def test_events_reach_the_subscriptions_whose_types_and_filters_match(
             answer = await app.client.post("/api/requests", json=request_payload(custom_id, NO_DELIVERY))
             assert answer.status_code == 202, answer.text
 
-        await receiver.wait_for(lambda r: len(at(r, "/failed")) == 1)
-        await receiver.wait_for(lambda r: "batch.completed" in [e.json["type"] for e in at(r, "/batches")])
-        [event] = [Webhook(SECRET).verify(r.body, r.headers) for r in at(receiver, "/failed")]
+        await receiver.wait_for(lambda r: len(r.answered("/failed")) == 1)
+        await receiver.wait_for(
+            lambda r: "batch.completed" in [e.json["type"] for e in r.answered("/batches")]
+        )
+        [event] = [Webhook(SECRET).verify(r.body, r.headers) for r in receiver.answered("/failed")]
         assert (event["type"], event["data"]["custom_id"], event["data"]["status"]) == (
             "request.failed",
             "sub-bad",
             "failed",
         )
         assert event["data"]["model"] == "stand-in" and event["data"]["origin"] == "api"
-        types = [Webhook(SECRET).verify(r.body, r.headers)["type"] for r in at(receiver, "/batches")]
+        types = [Webhook(SECRET).verify(r.body, r.headers)["type"] for r in receiver.answered("/batches")]
         assert types[0] == "batch.created" and types[-1] == "batch.completed"
 
         async with app.db.transaction() as session:
@@ -108,19 +106,23 @@ async def test_operational_events_and_refused_subscriptions(
         ops = {"url": receiver.url + "/ops", "event_types": ["destination.*", "delivery.exhausted"]}
         assert (await app.client.post("/api/subscriptions", json=ops)).status_code == 201
 
-        # What the breaker calls when a destination pauses: queued in its transaction.
+        # What the breaker calls when a destination pauses: queued in its transaction, to the
+        # subscriptions that take it and to BATCH_EVENTS_WEBHOOK_URL when the caller passes it.
+        paused = {"destination": "https://x:443"}
         async with app.db.transaction() as session:
             sent = await subscriptions.queue_event(
-                session, "destination.paused", {"destination": "https://x:443"}
+                session, "destination.paused", paused, batch_events_url=receiver.url + "/operator"
             )
-        assert sent == 1
+        assert sent == 2
         app.worker.wake_deliver()
-        await receiver.wait_for(lambda r: len(at(r, "/ops")) == 1)
-        event = Webhook(SECRET).verify(at(receiver, "/ops")[0].body, at(receiver, "/ops")[0].headers)
-        assert event["type"] == "destination.paused" and event["data"] == {"destination": "https://x:443"}
+        for path in ("/ops", "/operator"):
+            await receiver.wait_for(lambda r, path=path: len(r.answered(path)) == 1)
+            [delivered] = receiver.answered(path)
+            event = Webhook(SECRET).verify(delivered.body, delivered.headers)
+            assert (event["type"], event["data"]) == ("destination.paused", paused)
 
-        async def delivered() -> bool:
+        async def recorded() -> bool:
             async with app.db.transaction() as session:
-                return await session.scalar(select(Delivery.status)) == "delivered"
+                return list((await session.scalars(select(Delivery.status))).all()) == ["delivered"] * 2
 
-        await wait_until(delivered, timeout=10, what="the event's delivery recorded")
+        await wait_until(recorded, timeout=10, what="the events' deliveries recorded")

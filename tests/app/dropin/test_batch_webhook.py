@@ -18,34 +18,27 @@ from testkit.anthropic_sdk import ended, entry
 from testkit.anthropic_sdk import sdk as anthropic_sdk
 from testkit.openai_sdk import call, line, new_batch, sdk, until_status, upload
 from testkit.standins.inference import InferenceStandin
-from testkit.standins.receiver import Received, WebhookReceiver
+from testkit.standins.receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"results secret for batch hooks!!").decode()
 EVENTS_SECRET = "whsec_" + base64.b64encode(b"the operator's batch events key!").decode()
 
 
-def hooks(receiver: WebhookReceiver, path: str) -> list[Received]:
-    return [r for r in receiver.received if r.path == path and r.status == 200]
-
-
 async def test_openai_and_anthropic_batches_get_their_end_at_their_own_webhook(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
-    settings = fast_settings(
-        database_url,
-        inference.url + "/v1",
-        webhook_secret=SECRET,
-        batch_events_webhook_url=receiver.url + "/operator",
-        batch_events_webhook_secret=EVENTS_SECRET,
-    )
-    async with start_app(settings) as app:
+    operator_hook = {"batch_events_webhook_url": receiver.url + "/operator"}
+    secrets = {"webhook_secret": SECRET, "batch_events_webhook_secret": EVENTS_SECRET}
+    async with start_app(
+        fast_settings(database_url, inference.url + "/v1", **operator_hook, **secrets)
+    ) as app:
         client = sdk(app)
         metadata = {"batchgate_webhook_url": receiver.url + "/openai-hook", "team": "search"}
         created = await new_batch(client, (await upload(client, line("a"), line("b"))).id, metadata=metadata)
         await until_status(client, created.id, "completed")
-        await receiver.wait_for(lambda r: len(hooks(r, "/openai-hook")) == 1)
+        await receiver.wait_for(lambda r: len(r.answered("/openai-hook")) == 1)
 
-        [delivered] = hooks(receiver, "/openai-hook")
+        [delivered] = receiver.answered("/openai-hook")
         event = Webhook(SECRET).verify(delivered.body, delivered.headers)
         assert event["type"] == "batch.completed" and event["object"] == "event"
         assert event["data"]["id"] == created.id
@@ -55,7 +48,7 @@ async def test_openai_and_anthropic_batches_get_their_end_at_their_own_webhook(
         def operator(r: WebhookReceiver) -> list[str]:
             return [
                 Webhook(EVENTS_SECRET).verify(e.body, e.headers)["type"]
-                for e in hooks(r, "/operator")
+                for e in r.answered("/operator")
                 if e.json["data"]["id"] == created.id
             ]
 
@@ -68,8 +61,8 @@ async def test_openai_and_anthropic_batches_get_their_end_at_their_own_webhook(
             extra_headers={"batchgate-webhook-url": receiver.url + "/anthropic-hook"},
         )
         await ended(aclient, message_batch.id)
-        await receiver.wait_for(lambda r: len(hooks(r, "/anthropic-hook")) == 1)
-        [delivered] = hooks(receiver, "/anthropic-hook")
+        await receiver.wait_for(lambda r: len(r.answered("/anthropic-hook")) == 1)
+        [delivered] = receiver.answered("/anthropic-hook")
         event = Webhook(SECRET).verify(delivered.body, delivered.headers)
         assert (event["type"], event["data"]["id"]) == ("batch.completed", message_batch.id)
         # Only its end: no created, in_progress or finalizing event reached the batch's own webhook.
