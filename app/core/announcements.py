@@ -1,6 +1,8 @@
 """Batch events: a batch's life, from its creation to its end, sent to BATCH_EVENTS_WEBHOOK_URL
-in OpenAI's webhook event shape through the delivery outbox, so they get the same retries,
-signature and audit trail as results.
+and to the operator's subscriptions that take them (app.core.subscriptions), in OpenAI's webhook
+event shape through the delivery outbox, so they get the same retries, signature and audit
+trail as results. A drop-in batch that named its own completion webhook at create
+(WEBHOOK_METADATA_KEY) gets its end there too, signed like a result.
 
 The events: `batch.created` when the batch row is made (a native batch when the batcher opens
 its building batch for a group, a drop-in batch at create), `batch.in_progress` the first time
@@ -12,9 +14,9 @@ operator's retry) sends no second `created` or `in_progress`; an end is sent at 
 The transitions function marks the rows; the finish step turns the marks into deliveries here,
 dropping repeated starts. A drop-in batch's end is announced once its face would show it ended
 (its files written), so a receiver that fetches the batch on the event sees it final. Marks made
-while no URL is set are cleared without sending: events are not replayed to a URL set later.
-Order per batch is kept by the outbox: an event is not sent while an earlier one of its batch
-still waits (app.core.delivery.in_turn).
+while nobody takes them are cleared without sending: events are not replayed to a URL set later.
+Order per batch and destination is kept by the outbox: an event is not sent while an earlier one
+of its batch still waits for the same destination (app.core.delivery.in_turn).
 """
 
 from __future__ import annotations
@@ -55,10 +57,9 @@ async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
     async with db.transaction() as session:
         due = (
             await session.execute(
-                select(BatchEvent.id, BatchEvent.from_status, BatchEvent.to_status, BatchEvent.at)
-                .add_columns(
-                    Batch.id, Batch.origin, Batch.model, Batch.backend, Batch.face_metadata, _repeated()
-                )
+                select(BatchEvent.id.label("event_id"), BatchEvent.from_status, BatchEvent.to_status)
+                .add_columns(BatchEvent.at, Batch.id.label("batch_id"), Batch.origin, Batch.model)
+                .add_columns(Batch.backend, Batch.face_metadata, _repeated())
                 .join(Batch, Batch.id == BatchEvent.batch_id)
                 .where(
                     BatchEvent.announce,
@@ -73,7 +74,7 @@ async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
             return 0
         await session.execute(
             update(BatchEvent)
-            .where(BatchEvent.id.in_([row[0] for row in due]))
+            .where(BatchEvent.id.in_([row.event_id for row in due]))
             .values(announce=False)
             .execution_options(synchronize_session=False)
         )
@@ -91,19 +92,21 @@ def _deliveries(
     row: Any, url: str | None, listening: list[Subscription], now: datetime
 ) -> list[dict[str, Any]]:
     """The deliveries of one batch event (a row of queue_due's select): one per URL that takes it."""
-    event = _event(row[0], row.from_status, row.to_status, row.at, row[4], row.origin)
+    event = _event(row.event_id, row.from_status, row.to_status, row.at, row.batch_id, row.origin)
     values = {"model": row.model, "backend": row.backend, "origin": row.origin}
     rows = []
     if url is not None:
-        rows.append(subscriptions.event_delivery_row(event, url, now, SIGNING, batch_event_id=row[0]))
+        rows.append(subscriptions.event_delivery_row(event, url, now, SIGNING, batch_event_id=row.event_id))
     own = batch_webhook(row.face_metadata)
     if own is not None and event["type"] in ENDS and own != url:
         # The batch's own webhook is the user's: signed like a result (WEBHOOK_SECRET).
-        rows.append(subscriptions.event_delivery_row(event, own, now, RESULTS_SIGNING, batch_event_id=row[0]))
+        rows.append(
+            subscriptions.event_delivery_row(event, own, now, RESULTS_SIGNING, batch_event_id=row.event_id)
+        )
     for subscription in subscriptions.matching(listening, event["type"], values):
         rows.append(
             subscriptions.event_delivery_row(
-                event, subscription.url, now, batch_event_id=row[0], subscription_id=subscription.id
+                event, subscription.url, now, batch_event_id=row.event_id, subscription_id=subscription.id
             )
         )
     return rows

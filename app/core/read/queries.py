@@ -173,8 +173,16 @@ async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
                 select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
             )
         ).all()
+        # An event may also go to the batch's own webhook and to subscriptions: the one shown is
+        # BATCH_EVENTS_WEBHOOK_URL's, queued first (so iterated last, newest first).
         announced = (
-            await session.scalars(select(Delivery).where(Delivery.batch_event_id.in_([e.id for e in events])))
+            await session.scalars(
+                select(Delivery)
+                .where(
+                    Delivery.batch_event_id.in_([e.id for e in events]), Delivery.subscription_id.is_(None)
+                )
+                .order_by(Delivery.id.desc())
+            )
         ).all()
     return BatchDetail(batch, list(events), {d.batch_event_id: d for d in announced if d.batch_event_id})
 

@@ -6,11 +6,23 @@ request's delivery status is delivered only once every destination is."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
+import pytest
 from standardwebhooks.webhooks import Webhook
 
-from testkit import RunningApp, StartApp, fast_settings, request_payload, wait_until, webhook
+from testkit import (
+    RABBITMQ_URL,
+    Amqp,
+    RunningApp,
+    StartApp,
+    fast_settings,
+    request_payload,
+    to_queue,
+    wait_until,
+    webhook,
+)
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import Received, WebhookReceiver
 from testkit.standins.serve import serve
@@ -142,3 +154,30 @@ async def test_bulk_fans_out_and_refuses_too_many_or_repeated_destinations(
         assert len({r.headers["webhook-id"] for r in receiver.successes("bulk-good")}) == 2
         for received in receiver.successes("bulk-good"):
             verified(received)
+
+
+@pytest.mark.rabbitmq
+async def test_a_request_from_the_intake_queue_fans_out_to_a_webhook_and_a_queue(
+    database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, amqp: Amqp, start_app: StartApp
+) -> None:
+    intake, results = amqp.name("intake"), amqp.name("results")
+    settings = fast_settings(
+        database_url,
+        inference.url + "/v1",
+        webhook_secret=SECRET,
+        rabbitmq_url=RABBITMQ_URL,
+        rabbitmq_input_queue=intake,
+    )
+    async with start_app(settings) as app:
+        await wait_until(lambda: app.consumer.consuming, timeout=15, what="the intake consumer to start")
+        await amqp.publish(
+            intake, request_payload("mq-fan", [webhook(receiver.url + "/hook"), to_queue(results)])
+        )
+        [message] = await amqp.drain(results, until=1, timeout=30)
+        request = await ended(app, "mq-fan", 2)
+    [hooked] = receiver.answered("/hook")
+    assert verified(hooked)["custom_id"] == json.loads(message.body)["custom_id"] == "mq-fan"
+    by_channel = {d["channel"]: d for d in request["deliveries"]}
+    assert by_channel["rabbitmq"]["id"] == message.message_id != hooked.headers["webhook-id"]
+    assert hooked.headers["webhook-id"] == by_channel["webhook"]["id"]
+    assert request["delivery_status"] == "delivered" and request["origin"] == "rabbitmq"
