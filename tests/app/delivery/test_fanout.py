@@ -12,17 +12,8 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from testkit import (
-    RABBITMQ_URL,
-    Amqp,
-    RunningApp,
-    StartApp,
-    fast_settings,
-    request_payload,
-    to_queue,
-    wait_until,
-    webhook,
-)
+from testkit import RABBITMQ_URL, Amqp, RunningApp, StartApp, fast_settings, wait_until
+from testkit.builders import request_payload, to_queue, webhook
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import Received, WebhookReceiver
 from testkit.standins.serve import serve
