@@ -28,6 +28,7 @@ from app.api.openai import OPENAI_ROUTERS
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
+from app.api.subscriptions import SubscriptionController
 from app.backends.anthropic_batch import DEFAULT_BASE_URL as ANTHROPIC_URL
 from app.backends.anthropic_batch import AnthropicBatchBackend
 from app.backends.base import BatchAPI, EmbeddedStatus, LineRunner, MessageBatchAPI
@@ -88,7 +89,13 @@ def api_routers() -> tuple[Router, Router]:
     """
     native = Router(
         "/api",
-        route_handlers=[RequestController, BatchController, DestinationController, purge],
+        route_handlers=[
+            RequestController,
+            BatchController,
+            DestinationController,
+            SubscriptionController,
+            purge,
+        ],
         middleware=[RequireApiKey()],
     )
     docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)

@@ -166,12 +166,15 @@ async def _messages(session: AsyncSession, ids: list[int]) -> list[tuple[int, Me
 
 def in_turn() -> ColumnElement[bool]:
     """A result's delivery, or a batch event whose batch has no earlier event still waiting
-    (to be queued, or pending or retrying): a batch's events reach the receiver in order, one
-    at a time, even across retries and replicas. An earlier event that failed for good
-    (delivery_failed) no longer holds the later ones back."""
+    (to be queued, or pending or retrying to the same destination): a batch's events reach each
+    receiver in order, one at a time, even across retries and replicas, and a receiver that is
+    down holds back only its own. An earlier event that failed for good (delivery_failed) no
+    longer holds the later ones back."""
     this, earlier, earlier_delivery = aliased(BatchEvent), aliased(BatchEvent), aliased(Delivery)
     earlier_waits = exists().where(
-        earlier_delivery.batch_event_id == earlier.id, earlier_delivery.status.in_(states.DELIVERY_DUE)
+        earlier_delivery.batch_event_id == earlier.id,
+        earlier_delivery.destination == Delivery.destination,
+        earlier_delivery.status.in_(states.DELIVERY_DUE),
     )
     return or_(
         Delivery.batch_event_id.is_(None),
@@ -186,7 +189,8 @@ def in_turn() -> ColumnElement[bool]:
 
 def _message(row: Any) -> Message:
     """What one attempt sends: the request's result line, or the batch event frozen in the target."""
-    content = results.output_line(row) if row.id is not None else row.target["event"]
+    # An event (a batch's, a request's to a subscription) is frozen in its target.
+    content = row.target["event"] if "event" in row.target else results.output_line(row)
     return Message(
         delivery_id=delivery_public_id(row.delivery_id),
         custom_id=row.custom_id,
@@ -249,10 +253,8 @@ async def _note_destinations(
     which results' deliveries failed for good."""
     triples = ((item.message.destination, item.result.outcome, item.result.error) for item in recorded)
     changes = await breaker.note(session, settings, breaker.tally(triples), now)
-    url = settings.batch_events_webhook_url
-    if url is None:
-        return changes
-    await session.flush()  # the breaker events' ids name the notices
+    if changes:
+        await session.flush()  # the breaker events' ids name the notices
     events = notices.breaker_events(changes)
     for item, outcome in zip(recorded, outcomes, strict=True):
         if outcome["status"] == DeliveryStatus.DELIVERY_FAILED and "event" not in item.message.target:
@@ -261,7 +263,8 @@ async def _note_destinations(
                     item.row_id, item.message.custom_id, outcome["attempts"], outcome["last_error"], now
                 )
             )
-    await notices.queue(session, str(url), events, now)
+    url = settings.batch_events_webhook_url
+    await notices.queue(session, str(url) if url else None, events, now)
     return changes
 
 

@@ -106,7 +106,10 @@ def problems(headers: Any) -> list[str]:
 
 
 def redact(config: Any) -> Any:
-    """A delivery config as it may be shown: header values replaced by REDACTED."""
+    """A delivery config (one destination, or a list of them) as it may be shown: header values
+    replaced by REDACTED."""
+    if isinstance(config, list):
+        return [redact(entry) for entry in config]
     if not isinstance(config, dict) or not isinstance(config.get("headers"), dict):
         return config
     return {**config, "headers": dict.fromkeys(config["headers"], REDACTED)}

@@ -13,6 +13,7 @@ from app.ui.login import LoginRequired, login, login_form, logout, require_login
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
+from app.ui.subscriptions import SubscriptionPages
 
 ui_router = Router(
     path="/",
@@ -23,6 +24,7 @@ ui_router = Router(
         DestinationPages,
         SettingsPages,
         KeyPages,
+        SubscriptionPages,
         login_form,
         login,
         logout,

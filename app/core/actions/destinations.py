@@ -112,6 +112,6 @@ async def resume(db: Database, key: str, via: str, events_url: str | None) -> De
 
 
 async def _announce(session: AsyncSession, url: str | None, change: breaker.Change | None) -> None:
-    if url and change is not None:
+    if change is not None:
         await session.flush()  # the event row's id names the notice
         await notices.queue(session, url, notices.breaker_events([change]), change.event.at)

@@ -24,7 +24,7 @@ import msgspec
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
 from app.core.intake.group_commit import Taken
-from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable
+from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable, stored_config
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.db.session import Database
@@ -242,7 +242,7 @@ class _Checker:
 
     def _delivery(self, config: Any) -> str | None:
         """The stored JSON of a valid delivery config, checked once per distinct config."""
-        if type(config) is not dict:
+        if type(config) is not dict and type(config) is not list:
             return None
         key = _encode(config)
         if key not in self.deliveries:
@@ -257,7 +257,7 @@ class _Checker:
     def _full(self, item: Any, prefix: str) -> bulk_store.Row:
         """The row by the very checks of single intake (raises InvalidInput with every problem)."""
         request = validate(item, self.settings, prefix)
-        delivery = _encode(request.delivery_config.model_dump(exclude_none=True)).decode()
+        delivery = _encode(stored_config(request.delivery_config)).decode()
         body = request.body_dict
         return bulk_store.Row(
             request.custom_id,
