@@ -19,6 +19,7 @@ from litestar.template.config import TemplateConfig
 
 from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
+from app.api.destination_secrets import DestinationSecretController
 from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
@@ -86,7 +87,9 @@ def api_routers() -> tuple[Router, Router]:
     Built per app: Litestar adds the document's handlers to the second router it is given.
     """
     native = Router(
-        "/api", route_handlers=[RequestController, BatchController, purge], middleware=[RequireApiKey()]
+        "/api",
+        route_handlers=[RequestController, BatchController, DestinationSecretController, purge],
+        middleware=[RequireApiKey()],
     )
     docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)
     return native, docs

@@ -20,6 +20,7 @@ from app.core.rules import audit, leases, states
 from app.core.rules.errors import Conflict, Problem, found
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
+from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import DeliveryStatus, RequestStatus
@@ -65,18 +66,20 @@ async def change_delivery(
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)
         await hold(session, request, custom_id)
-        old = request.delivery
+        # Compared and edited in plain text; stored with header values sealed (SECRETS_KEY).
+        sealer = sealing.sealer(settings.secrets_key)
+        old = sealer.open_headers(request.delivery)
         # Header values are never shown, so an edit keeps the stored ones (app.core.intake.edit).
         new = intake.validate_delivery_config(edit.keep_headers(config, old), settings)
         if old == new:
             return new
-        request.delivery = new
+        request.delivery = stored = sealer.seal_headers(new)
         if (
             delivery is not None
             and delivery.status in states.DELIVERY_DUE
             and new["type"] in results.DELIVERING_CHANNELS
         ):
-            delivery.channel, delivery.target = new["type"], new
+            delivery.channel, delivery.target = new["type"], stored
         # The audit trail is shown on the request page: header values stay out of it.
         change = {"via": via, "from": redact(old), "to": redact(new)}
         await audit.note_requests(session, [request.id], "delivery_changed", change)

@@ -1,0 +1,154 @@
+"""Native API: a webhook destination's own signing secret: rotate it (with an overlap during
+which the old one signs too), fall back to the global one, and see what is set (never the secret
+itself, which only the rotation's answer carries). Addressed by the destination's row id, or by
+a webhook URL or origin (`https://host:443`), which makes the row when it has none yet."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import Body, QueryParameter
+from litestar.status_codes import HTTP_200_OK
+
+from app.api.errors import documented_errors
+from app.core.destinations import secrets
+from app.core.rules.errors import InvalidInput, Problem
+from app.web.http import RowId
+from app.web.state import app_state
+
+NO_STORE = {"Cache-Control": "no-store"}  # the answer carries a secret
+BAD_INPUT = {
+    400: "Body is not JSON, or a field has the wrong type",
+    422: "invalid_secret, invalid_overlap, invalid_destination or not_a_webhook_destination",
+}
+Destination = Annotated[
+    str, QueryParameter(description="A webhook URL or origin, e.g. https://example.com:443", min_length=1)
+]
+Overlap = Annotated[
+    int | None,
+    QueryParameter(description="Seconds the removed secret keeps signing (0 to 2592000; default 0)"),
+]
+
+
+class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A rotation: the new secret (left out: one is generated) and the overlap."""
+
+    secret: str | None = None  # `whsec_` and the base64 of 24 to 64 bytes
+    overlap_seconds: float | None = None  # 0 to 2592000; default 86400
+    destination: str | None = None  # only by key: a webhook URL or origin
+
+
+class SecretStateOut(msgspec.Struct, kw_only=True):
+    destination_id: int
+    destination: str
+    signing_secret: Literal["own", "global"]
+    secret_prefix: str | None
+    encrypted: bool
+    previous_secret: Literal["own", "global"] | None
+    previous_secret_until: datetime | None
+
+
+class RotatedOut(SecretStateOut, kw_only=True):
+    secret: str  # shown this once
+
+
+def _out(state: secrets.SecretState) -> SecretStateOut:
+    return SecretStateOut(**{field: getattr(state, field) for field in SecretStateOut.__struct_fields__})
+
+
+def _rotated(rotated: secrets.Rotated) -> Response[RotatedOut]:
+    body = RotatedOut(secret=rotated.secret, **msgspec.structs.asdict(_out(rotated.state)))
+    return Response(body, status_code=HTTP_200_OK, headers=NO_STORE)
+
+
+_BODY = Body(description="secret (optional: generated when left out), overlap_seconds (default 86400)")
+
+
+class DestinationSecretController(Controller):
+    path = "/destinations"
+    tags = ["destinations"]
+
+    @get(
+        "/{destination_id:int}/secret",
+        summary="Whether a destination signs with its own secret, its first characters, and "
+        "until when the previous one signs too (never the secret)",
+        responses=documented_errors({404: "No such destination"}),
+        operation_id="getDestinationSecret",
+    )
+    async def read(self, destination_id: RowId, state: State) -> SecretStateOut:
+        app = app_state(state)
+        return _out(await secrets.read(app.db, await app.effective.fresh(), destination_id))
+
+    @post(
+        "/{destination_id:int}/secret/rotate",
+        status_code=HTTP_200_OK,
+        summary="Give a webhook destination a new signing secret; the one it replaces signs "
+        "too for overlap_seconds. Answers the new secret, this once",
+        responses=documented_errors({**BAD_INPUT, 404: "No such destination"}),
+        operation_id="rotateDestinationSecret",
+    )
+    async def rotate(
+        self, destination_id: RowId, state: State, data: Annotated[RotateIn | None, _BODY] = None
+    ) -> Response[RotatedOut]:
+        given = data or RotateIn()
+        if given.destination is not None:
+            raise InvalidInput(
+                Problem(
+                    "invalid_destination",
+                    "Destination given twice",
+                    "The path names the destination; `destination` is for "
+                    "POST /api/destinations/secret/rotate.",
+                    "/destination",
+                )
+            )
+        return await self._rotate(state, given, destination_id)
+
+    @post(
+        "/secret/rotate",
+        status_code=HTTP_200_OK,
+        summary="The same, for the destination a webhook URL or origin names (`destination`, "
+        "required); its row is made when it has none",
+        responses=documented_errors(BAD_INPUT),
+        operation_id="rotateDestinationSecretByKey",
+    )
+    async def rotate_by_key(self, state: State, data: Annotated[RotateIn, _BODY]) -> Response[RotatedOut]:
+        return await self._rotate(state, data, data.destination or "")
+
+    @delete(
+        "/{destination_id:int}/secret",
+        status_code=HTTP_200_OK,
+        summary="Sign a destination's deliveries with the global secret again (its own one "
+        "signs too for overlap_seconds, default 0)",
+        responses=documented_errors({**BAD_INPUT, 404: "No such destination"}),
+        operation_id="clearDestinationSecret",
+    )
+    async def clear(
+        self, destination_id: RowId, state: State, overlap_seconds: Overlap = None
+    ) -> SecretStateOut:
+        app = app_state(state)
+        settings = await app.effective.fresh()
+        return _out(await secrets.clear(app.db, settings, destination_id, overlap_seconds))
+
+    @delete(
+        "/secret",
+        status_code=HTTP_200_OK,
+        summary="The same, for the destination a webhook URL or origin names",
+        responses=documented_errors(BAD_INPUT),
+        operation_id="clearDestinationSecretByKey",
+    )
+    async def clear_by_key(
+        self, state: State, destination: Destination, overlap_seconds: Overlap = None
+    ) -> SecretStateOut:
+        app = app_state(state)
+        settings = await app.effective.fresh()
+        return _out(await secrets.clear(app.db, settings, destination, overlap_seconds))
+
+    async def _rotate(self, state: State, given: RotateIn, destination: int | str) -> Response[RotatedOut]:
+        app = app_state(state)
+        settings = await app.effective.fresh()
+        rotated = await secrets.rotate(app.db, settings, destination, given.secret, given.overlap_seconds)
+        return _rotated(rotated)
