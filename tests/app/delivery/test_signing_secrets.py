@@ -10,7 +10,6 @@ import base64
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
