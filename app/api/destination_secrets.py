@@ -5,12 +5,14 @@ a webhook URL or origin (`https://host:443`), which makes the row when it has no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
@@ -21,6 +23,7 @@ from app.web.http import RowId
 from app.web.state import app_state
 
 NO_STORE = {"Cache-Control": "no-store"}  # the answer carries a secret
+NO_SUCH_DESTINATION = {404: "No such destination"}
 BAD_INPUT = {
     400: "Body is not JSON, or a field has the wrong type",
     422: "invalid_secret, invalid_overlap, invalid_destination or not_a_webhook_destination",
@@ -68,28 +71,42 @@ def _rotated(rotated: secrets.Rotated) -> Response[RotatedOut]:
 _BODY = Body(description="secret (optional: generated when left out), overlap_seconds (default 86400)")
 
 
+def _route(
+    verb: Callable[..., HTTPRouteHandler], path: str, operation_id: str, summary: str
+) -> HTTPRouteHandler:
+    """One route of the controller: 200, its errors in the native API's shape (404 for an id)."""
+    by_id = "{destination_id" in path
+    errors = {**(NO_SUCH_DESTINATION if by_id else {}), **({} if verb is get else BAD_INPUT)}
+    return verb(
+        path,
+        status_code=HTTP_200_OK,
+        summary=summary,
+        responses=documented_errors(errors),
+        operation_id=operation_id,
+    )
+
+
 class DestinationSecretController(Controller):
     path = "/destinations"
     tags = ["destinations"]
 
-    @get(
+    @_route(
+        get,
         "/{destination_id:int}/secret",
-        summary="Whether a destination signs with its own secret, its first characters, and "
-        "until when the previous one signs too (never the secret)",
-        responses=documented_errors({404: "No such destination"}),
-        operation_id="getDestinationSecret",
+        "getDestinationSecret",
+        "Whether a destination signs with its own secret, its first characters, and until when "
+        "the previous one signs too (never the secret)",
     )
     async def read(self, destination_id: RowId, state: State) -> SecretStateOut:
         app = app_state(state)
         return _out(await secrets.read(app.db, await app.effective.fresh(), destination_id))
 
-    @post(
+    @_route(
+        post,
         "/{destination_id:int}/secret/rotate",
-        status_code=HTTP_200_OK,
-        summary="Give a webhook destination a new signing secret; the one it replaces signs "
-        "too for overlap_seconds. Answers the new secret, this once",
-        responses=documented_errors({**BAD_INPUT, 404: "No such destination"}),
-        operation_id="rotateDestinationSecret",
+        "rotateDestinationSecret",
+        "Give a webhook destination a new signing secret; the one it replaces signs too for "
+        "overlap_seconds. Answers the new secret, this once",
     )
     async def rotate(
         self, destination_id: RowId, state: State, data: Annotated[RotateIn | None, _BODY] = None
@@ -107,48 +124,48 @@ class DestinationSecretController(Controller):
             )
         return await self._rotate(state, given, destination_id)
 
-    @post(
+    @_route(
+        post,
         "/secret/rotate",
-        status_code=HTTP_200_OK,
-        summary="The same, for the destination a webhook URL or origin names (`destination`, "
-        "required); its row is made when it has none",
-        responses=documented_errors(BAD_INPUT),
-        operation_id="rotateDestinationSecretByKey",
+        "rotateDestinationSecretByKey",
+        "The same, for the destination a webhook URL or origin names (`destination`, required); "
+        "its row is made when it has none",
     )
     async def rotate_by_key(self, state: State, data: Annotated[RotateIn, _BODY]) -> Response[RotatedOut]:
         return await self._rotate(state, data, data.destination or "")
 
-    @delete(
+    @_route(
+        delete,
         "/{destination_id:int}/secret",
-        status_code=HTTP_200_OK,
-        summary="Sign a destination's deliveries with the global secret again (its own one "
-        "signs too for overlap_seconds, default 0)",
-        responses=documented_errors({**BAD_INPUT, 404: "No such destination"}),
-        operation_id="clearDestinationSecret",
+        "clearDestinationSecret",
+        "Sign a destination's deliveries with the global secret again (its own one signs too for "
+        "overlap_seconds, default 0)",
     )
     async def clear(
         self, destination_id: RowId, state: State, overlap_seconds: Overlap = None
     ) -> SecretStateOut:
-        app = app_state(state)
-        settings = await app.effective.fresh()
-        return _out(await secrets.clear(app.db, settings, destination_id, overlap_seconds))
+        return await self._clear(state, destination_id, overlap_seconds)
 
-    @delete(
+    @_route(
+        delete,
         "/secret",
-        status_code=HTTP_200_OK,
-        summary="The same, for the destination a webhook URL or origin names",
-        responses=documented_errors(BAD_INPUT),
-        operation_id="clearDestinationSecretByKey",
+        "clearDestinationSecretByKey",
+        "The same, for the destination a webhook URL or origin names",
     )
     async def clear_by_key(
         self, state: State, destination: Destination, overlap_seconds: Overlap = None
     ) -> SecretStateOut:
-        app = app_state(state)
-        settings = await app.effective.fresh()
-        return _out(await secrets.clear(app.db, settings, destination, overlap_seconds))
+        return await self._clear(state, destination, overlap_seconds)
 
     async def _rotate(self, state: State, given: RotateIn, destination: int | str) -> Response[RotatedOut]:
         app = app_state(state)
         settings = await app.effective.fresh()
         rotated = await secrets.rotate(app.db, settings, destination, given.secret, given.overlap_seconds)
         return _rotated(rotated)
+
+    async def _clear(
+        self, state: State, destination: int | str, overlap_seconds: int | None
+    ) -> SecretStateOut:
+        app = app_state(state)
+        settings = await app.effective.fresh()
+        return _out(await secrets.clear(app.db, settings, destination, overlap_seconds))

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.channels.base import GLOBAL_SECRET, Message
 from app.channels.webhook import WebhookChannel
 from app.ground import sealing
 from testkit import fast_settings
+from testkit.signing import verifies
 
 # Fixed keys (Fernet.generate_key()), so that every test process collects the same test ids.
 KEY, OLD_KEY = "JEDXcw0hIjwoTDE6Q8_4jSqPYIZdzUHy9a_1V3MnK4A=", "kWpx5kBXNRdcaTogplRXp6upfQsLLwCbA1OaHceKxqA="
@@ -63,14 +63,6 @@ def test_a_bad_secrets_key_stops_the_settings(value: str) -> None:
 def test_blank_secrets_key_means_none() -> None:
     assert fast_settings("sqlite+aiosqlite://", secrets_key="").secrets_key is None
     assert fast_settings("sqlite+aiosqlite://", secrets_key=f" {KEY} , {OLD_KEY}").secrets_key
-
-
-def verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
-    try:
-        Webhook(secret).verify(body, headers)
-    except WebhookVerificationError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(

@@ -29,13 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.base import GLOBAL_SECRET
 from app.core.destinations import rows
+from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem, found
-from app.db.models import Destination, DestinationEvent
+from app.db.models import Destination
 from app.db.session import Database
 from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
-from app.ground.identity import process_name
 from app.net.destinations import destination_of
 
 SECRET_PREFIX = "whsec_"
@@ -78,7 +78,7 @@ async def rotate(
         row = await _locked(session, destination)
         now = utcnow()
         _replace(row, sealer.seal(new), overlap, now)
-        _note(session, row, "signing secret rotated" + _overlap_note(row), now)
+        states.note_destination(session, row, "signing secret rotated" + _overlap_note(row), at=now)
         return Rotated(describe(row, sealer, now), new)
 
 
@@ -100,7 +100,8 @@ async def clear(
         now = utcnow()
         if row.signing_secret is not None:
             _replace(row, None, overlap, now)
-            _note(session, row, "signing secret removed: the global one signs" + _overlap_note(row), now)
+            reason = "signing secret removed: the global one signs" + _overlap_note(row)
+            states.note_destination(session, row, reason, at=now)
         return describe(row, sealer, now)
 
 
@@ -242,20 +243,6 @@ def _replace(row: Destination, sealed: str | None, overlap: timedelta, now: date
         row.previous_secret, row.previous_secret_until = None, None
     row.signing_secret = sealed
     row.updated_at = now
-
-
-def _note(session: AsyncSession, row: Destination, reason: str, now: datetime) -> None:
-    """The operator's change on the destination's timeline (its breaker state is unchanged)."""
-    session.add(
-        DestinationEvent(
-            destination_id=row.id,
-            from_state=row.breaker,
-            to_state=row.breaker,
-            reason=reason,
-            at=now,
-            worker=process_name(),
-        )
-    )
 
 
 def _overlapping(row: Any, now: datetime) -> bool:

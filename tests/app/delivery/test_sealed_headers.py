@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 from sqlalchemy import select
-from standardwebhooks.webhooks import Webhook
 
 from app.db.models import Batch, Delivery, DeliveryAttempt, Destination, Request
 from testkit import RunningApp, StartApp, fast_settings, request_payload, wait_until
+from testkit.signing import delivered, verifies
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import WebhookReceiver
 
@@ -46,19 +46,15 @@ async def delivery_state(app: RunningApp, custom_id: str) -> dict[str, Any]:
 async def test_header_values_and_secrets_are_not_stored_in_clear_yet_arrive(
     database_url: str, inference: InferenceStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
-    settings = fast_settings(database_url, inference.url + "/v1", secrets_key=KEY)
-    async with start_app(settings) as app:
+    async with start_app(fast_settings(database_url, inference.url + "/v1", secrets_key=KEY)) as app:
         c = app.client
-        rotated = await c.post(
-            "/api/destinations/secret/rotate", json={"destination": receiver.url, "secret": OWN}
-        )
+        own = {"destination": receiver.url, "secret": OWN}
+        rotated = await c.post("/api/destinations/secret/rotate", json=own)
         assert rotated.status_code == 200 and rotated.json()["encrypted"] is True, rotated.text
-        body = request_payload("sealed/1", hooked(receiver.url + "/hook"))
-        assert (await c.post("/api/requests", json=body)).status_code == 202
-        await receiver.wait_for(lambda r: len(r.successes("sealed/1")) == 1, timeout=30)
-        got = receiver.successes("sealed/1")[0]
+        got = await delivered(app, receiver, "sealed/1", hooked(receiver.url + "/hook"))
         assert got.headers["authorization"] == TOKEN and got.headers["x-tenant"] == "t1"
-        Webhook(OWN).verify(got.body, got.headers)
+        assert verifies(OWN, got.body, got.headers)
+        body = request_payload("sealed/1", hooked(receiver.url + "/hook"))
 
         stored_request, stored_target = await raw_rows(app, "sealed/1")
         for stored in (stored_request, stored_target):

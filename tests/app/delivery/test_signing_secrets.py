@@ -11,12 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.destinations import rows
 from app.db.models import Destination
 from app.ground.clock import utcnow
-from testkit import RunningApp, StartApp, fast_settings, request_payload, webhook
+from testkit import StartApp, fast_settings, signing
+from testkit.signing import delivered, signatures
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import Received, WebhookReceiver
 
@@ -25,26 +25,7 @@ OWN = "whsec_" + base64.b64encode(b"the-destinations-own-secret-0123").decode()
 
 
 def verifies(secret: str, received: Received) -> bool:
-    """Whether a receiver holding `secret` accepts the delivery, as the library checks it."""
-    try:
-        Webhook(secret).verify(received.body, received.headers)
-    except WebhookVerificationError:
-        return False
-    return True
-
-
-def signatures(received: Received) -> list[str]:
-    return received.headers["webhook-signature"].split(" ")
-
-
-async def delivered(app: RunningApp, receiver: WebhookReceiver, custom_id: str) -> Received:
-    """Submit `custom_id` to the receiver and return what arrived."""
-    answer = await app.client.post(
-        "/api/requests", json=request_payload(custom_id, webhook(receiver.url + "/hook"))
-    )
-    assert answer.status_code == 202, answer.text
-    await receiver.wait_for(lambda r: len(r.successes(custom_id)) == 1, timeout=30)
-    return receiver.successes(custom_id)[0]
+    return signing.verifies(secret, received.body, received.headers)
 
 
 async def test_own_secret_rotation_overlap_and_fallback(
@@ -206,3 +187,7 @@ async def test_bad_input_is_a_4xx_with_a_code_and_a_message(database_url: str, s
         # Nothing refused changed the stored secret: the first rotation's generated one stays.
         state = (await c.get(rotate.removesuffix("/rotate"))).json()
         assert state["signing_secret"] == "own" and state["secret_prefix"] == made.json()["secret"][:10]
+        # No body at all is a rotation with the defaults.
+        bare = await c.post(rotate)
+        assert bare.status_code == 200 and bare.json()["secret"] != made.json()["secret"], bare.text
+        assert bare.json()["previous_secret"] == "own"
