@@ -5,13 +5,16 @@ a message carrying several secrets is signed with each, and any one verifies."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from app.channels.base import GLOBAL_SECRET, Message
 from app.channels.webhook import WebhookChannel
+from app.core.destinations.secrets import signing
 from app.ground import sealing
 from testkit import fast_settings
 from testkit.signing import verifies
@@ -89,3 +92,40 @@ async def test_the_channel_signs_with_every_secret_of_the_message(
     assert len(headers["webhook-signature"].split(" ")) == len(signing)
     for secret in (GLOBAL, OWN):
         assert verifies(secret, body, headers) == (secret in signing)
+
+
+def test_which_secrets_a_destination_signs_with_in_and_after_its_overlap() -> None:
+    sealer, lost = sealing.Sealer((KEY,)), sealing.Sealer((OLD_KEY,))
+    now = datetime.now(UTC)
+    soon, gone = now + timedelta(hours=1), now - timedelta(seconds=1)
+
+    def row(current: str | None, previous: str | None = None, until: datetime | None = None) -> Any:
+        return SimpleNamespace(signing_secret=current, previous_secret=previous, previous_secret_until=until)
+
+    own = sealer.seal(OWN)
+    assert signing(row(own, None, soon), sealer, now) == (OWN, GLOBAL_SECRET)  # first own secret
+    assert signing(row(own, None, gone), sealer, now) == (OWN,)  # its overlap over
+    assert signing(row(None, own, soon), sealer, now) == (GLOBAL_SECRET, OWN)  # cleared, overlapping
+    assert signing(row(None, own, gone), sealer, now) == ()  # the global one alone
+    assert signing(row(OWN), sealer, now) == (OWN,)  # stored before a key was set
+    # A previous secret no key opens is left out (rotating away from a lost key signs at once);
+    # a current one is passed on sealed, and the channel refuses to send with it.
+    assert signing(row(own, lost.seal(GLOBAL), soon), sealer, now) == (OWN,)
+    [unopened] = signing(row(lost.seal(OWN)), sealer, now)
+    assert sealing.is_sealed(unopened)
+
+
+async def test_the_channel_sends_nothing_it_could_not_open() -> None:
+    channel = WebhookChannel(fast_settings("sqlite+aiosqlite://", webhook_secret=GLOBAL))
+    sealed = sealing.Sealer((OLD_KEY,)).seal(OWN)
+    target = {"type": "webhook", "webhook_url": "http://127.0.0.1:9/"}  # nothing listens: never reached
+    try:
+        for message in (
+            Message("dlv_1", "c", 1, b"{}", target, "", (sealed,)),
+            Message("dlv_1", "c", 1, b"{}", {**target, "headers": {"Authorization": sealed}}),
+        ):
+            result = await channel.send(message)
+            assert result.outcome == "retryable_failure" and result.http_status is None
+            assert result.error is not None and "SECRETS_KEY" in result.error and sealed not in result.error
+    finally:
+        await channel.close()

@@ -115,8 +115,9 @@ async def signing_secrets(
     session: AsyncSession, sealer: sealing.Sealer, keys: Collection[str], now: datetime
 ) -> dict[str, tuple[str, ...]]:
     """The secrets each destination in `keys` signs with now, for those that do not simply use
-    the global one (GLOBAL_SECRET in a tuple stands for it). One query per claim, not per delivery. A
-    secret no key opens is passed on sealed: the channel refuses to sign with it."""
+    the global one (GLOBAL_SECRET in a tuple stands for it). One query per claim, not per
+    delivery. A current secret no key opens is passed on sealed: the channel refuses to sign
+    with it (and the attempt is retried)."""
     if not keys:
         return {}
     found_rows = await session.execute(
@@ -135,10 +136,13 @@ async def signing_secrets(
 
 def signing(row: Any, sealer: sealing.Sealer, now: datetime) -> tuple[str, ...]:
     """The secrets a destination row signs with at `now`: its current one, then the previous
-    one while its overlap lasts; () when that is only the global one."""
+    one while its overlap lasts; () when that is only the global one. A previous secret no key
+    opens is left out, so that rotating away from a lost SECRETS_KEY delivers at once."""
     secrets = [_opened(row.signing_secret, sealer)]
-    if _overlapping(row, now) and (previous := _opened(row.previous_secret, sealer)) not in secrets:
-        secrets.append(previous)
+    if _overlapping(row, now):
+        previous = _opened(row.previous_secret, sealer)
+        if previous not in secrets and not sealing.is_sealed(previous):
+            secrets.append(previous)
     return () if secrets == [GLOBAL_SECRET] else tuple(secrets)
 
 
