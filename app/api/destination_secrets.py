@@ -18,7 +18,6 @@ from litestar.status_codes import HTTP_200_OK
 
 from app.api.errors import documented_errors
 from app.core.destinations import secrets
-from app.core.rules.errors import InvalidInput, Problem
 from app.web.http import RowId
 from app.web.state import app_state
 
@@ -37,12 +36,22 @@ Overlap = Annotated[
 ]
 
 
-class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
+class RotateIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A rotation: the new secret (left out: one is generated) and the overlap."""
 
     secret: str | None = None  # `whsec_` and the base64 of 24 to 64 bytes
     overlap_seconds: float | None = None  # 0 to 2592000; default 86400
-    destination: str | None = None  # only by key: a webhook URL or origin
+
+
+class RotateByKeyIn(RotateIn, forbid_unknown_fields=True, kw_only=True):
+    """The same, naming the destination by a webhook URL or origin."""
+
+    destination: str
+
+
+# Bodies that refuse unknown fields (400): app.api.document says so in the OpenAPI document,
+# which Litestar writes without additionalProperties.
+CLOSED_BODIES = (RotateIn, RotateByKeyIn)
 
 
 class SecretStateOut(msgspec.Struct, kw_only=True):
@@ -68,7 +77,10 @@ def _rotated(rotated: secrets.Rotated) -> Response[RotatedOut]:
     return Response(body, status_code=HTTP_200_OK, headers=NO_STORE)
 
 
-_BODY = Body(description="secret (optional: generated when left out), overlap_seconds (default 86400)")
+_BODY = Body(
+    description="secret (left out: one is generated) and overlap_seconds (default 86400), both optional"
+)
+_BY_KEY = Body(description="destination (a webhook URL or origin), secret and overlap_seconds as above")
 
 
 def _route(
@@ -111,18 +123,7 @@ class DestinationSecretController(Controller):
     async def rotate(
         self, destination_id: RowId, state: State, data: Annotated[RotateIn | None, _BODY] = None
     ) -> Response[RotatedOut]:
-        given = data or RotateIn()
-        if given.destination is not None:
-            raise InvalidInput(
-                Problem(
-                    "invalid_destination",
-                    "Destination given twice",
-                    "The path names the destination; `destination` is for "
-                    "POST /api/destinations/secret/rotate.",
-                    "/destination",
-                )
-            )
-        return await self._rotate(state, given, destination_id)
+        return await self._rotate(state, data or RotateIn(), destination_id)
 
     @_route(
         post,
@@ -131,8 +132,10 @@ class DestinationSecretController(Controller):
         "The same, for the destination a webhook URL or origin names (`destination`, required); "
         "its row is made when it has none",
     )
-    async def rotate_by_key(self, state: State, data: Annotated[RotateIn, _BODY]) -> Response[RotatedOut]:
-        return await self._rotate(state, data, data.destination or "")
+    async def rotate_by_key(
+        self, state: State, data: Annotated[RotateByKeyIn, _BY_KEY]
+    ) -> Response[RotatedOut]:
+        return await self._rotate(state, data, data.destination)
 
     @_route(
         delete,
