@@ -15,7 +15,7 @@ from sqlalchemy import update
 from app.core.destinations import rows
 from app.db.models import Destination
 from app.ground.clock import utcnow
-from testkit import StartApp, fast_settings, signing
+from testkit import StartApp, check, fast_settings, signing
 from testkit.signing import delivered, signatures
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import Received, WebhookReceiver
@@ -196,3 +196,27 @@ async def test_bad_input_is_a_4xx_with_a_code_and_a_message(database_url: str, s
         bare = await c.post(rotate)
         assert bare.status_code == 200 and bare.json()["secret"] != made.json()["secret"], bare.text
         assert bare.json()["previous_secret"] == "own"
+
+
+async def test_answers_match_the_published_document(sqlite_url: str, start_app: StartApp) -> None:
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        c = app.client
+        document = (await c.get("/api/openapi.json")).json()
+        by_key, by_id = "/api/destinations/secret", "/api/destinations/{destination_id}/secret"
+        made = await c.post(by_key + "/rotate", json={"destination": "https://example.com", "secret": OWN})
+        check(document, by_key + "/rotate", "post", made, 200)
+        one = f"/api/destinations/{made.json()['destination_id']}/secret"
+        check(document, by_id + "/rotate", "post", await c.post(one + "/rotate"), 200)
+        check(document, by_id, "get", await c.get(one), 200)
+        check(document, by_id, "delete", await c.delete(one, params={"overlap_seconds": 60}), 200)
+        cleared = await c.delete(by_key, params={"destination": "https://example.com"})
+        check(document, by_key, "delete", cleared, 200)
+        bad = await c.post(one + "/rotate", json={"secret": "whsec_"})
+        check(document, by_id + "/rotate", "post", bad, 422, "invalid_secret")
+        unknown = await c.post(one + "/rotate", json={"colour": "red"})
+        check(document, by_id + "/rotate", "post", unknown, 400, "bad_request")
+        missing = "/api/destinations/999999/secret"
+        check(document, by_id, "get", await c.get(missing), 404, "not_found")
+        check(document, by_id, "delete", await c.delete(missing), 404, "not_found")
+        body = document["paths"][by_key + "/rotate"]["post"]["requestBody"]["content"]["application/json"]
+        assert document["components"]["schemas"]["RotateByKeyIn"]["additionalProperties"] is False, body
