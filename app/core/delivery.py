@@ -23,7 +23,7 @@ from app.channels.base import Channel, Message, SendResult
 from app.core import results
 from app.core.destinations import secrets
 from app.core.rules import leases, states, storable
-from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Request, delivery_public_id
+from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Destination, Request, delivery_public_id
 from app.db.session import Database
 from app.ground import metrics, sealing
 from app.ground.clock import utcnow
@@ -90,8 +90,8 @@ async def claim_due(
 async def _messages(
     session: AsyncSession, ids: list[int], sealer: sealing.Sealer
 ) -> list[tuple[int, Message]]:
-    """What each claimed delivery sends, by row id: header values opened, and the secrets of
-    the destinations that have their own (one query for the claim)."""
+    """What each claimed delivery sends, by row id: header values opened, and signed with the
+    secrets of its destination (joined in the same statement: no round trip more per claim)."""
     # Plain rows, not ORM objects: building those was a tenth of a RabbitMQ delivery's CPU.
     rows = (
         await session.execute(
@@ -104,13 +104,15 @@ async def _messages(
                 Request.custom_id,
                 Request.response,
                 Request.error,
+                *secrets.SIGNING_COLUMNS,
             )
             .outerjoin(Request, Delivery.request_id == Request.id)
+            .outerjoin(Destination, Destination.key == Delivery.destination)
             .where(Delivery.id.in_(ids))
         )
     ).all()
-    signing = await secrets.signing_secrets(session, sealer, {row.destination for row in rows}, utcnow())
-    return [(row.delivery_id, _message(row, sealer, signing.get(row.destination, ()))) for row in rows]
+    now = utcnow()
+    return [(row.delivery_id, _message(row, sealer, secrets.signing(row, sealer, now))) for row in rows]
 
 
 def in_turn() -> ColumnElement[bool]:

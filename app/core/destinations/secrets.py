@@ -18,13 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.base import GLOBAL_SECRET
@@ -43,6 +42,8 @@ SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES, MAX_SECRET_BYTES, GENERATED_BYTES = 24, 64, 32
 DEFAULT_ROTATE_OVERLAP = 24 * 3600  # seconds the replaced secret keeps signing after a rotation
 MAX_OVERLAP = 30 * 86400
+# What the deliverer reads of a delivery's destination (joined to its claim) for `signing`.
+SIGNING_COLUMNS = (Destination.signing_secret, Destination.previous_secret, Destination.previous_secret_until)
 SHOWN_CHARS = 4  # of a secret after its prefix, in reads: enough to tell two apart
 
 
@@ -111,33 +112,12 @@ async def read(db: Database, settings: Settings, destination_id: int) -> SecretS
         return describe(row, sealing.sealer(settings.secrets_key), utcnow())
 
 
-async def signing_secrets(
-    session: AsyncSession, sealer: sealing.Sealer, keys: Collection[str], now: datetime
-) -> dict[str, tuple[str, ...]]:
-    """The secrets each destination in `keys` signs with now, for those that do not simply use
-    the global one (GLOBAL_SECRET in a tuple stands for it). One query per claim, not per
-    delivery. A current secret no key opens is passed on sealed: the channel refuses to sign
-    with it (and the attempt is retried)."""
-    if not keys:
-        return {}
-    found_rows = await session.execute(
-        select(
-            Destination.key,
-            Destination.signing_secret,
-            Destination.previous_secret,
-            Destination.previous_secret_until,
-        ).where(
-            Destination.key.in_(sorted(set(keys))),
-            or_(Destination.signing_secret.is_not(None), Destination.previous_secret_until > now),
-        )
-    )
-    return {row.key: signing(row, sealer, now) for row in found_rows}
-
-
 def signing(row: Any, sealer: sealing.Sealer, now: datetime) -> tuple[str, ...]:
     """The secrets a destination row signs with at `now`: its current one, then the previous
-    one while its overlap lasts; () when that is only the global one. A previous secret no key
-    opens is left out, so that rotating away from a lost SECRETS_KEY delivers at once."""
+    one while its overlap lasts; () when that is only the global one (or the row has none). A
+    current secret no key opens is passed on sealed: the channel refuses to sign with it, and
+    the attempt is retried. A previous one is left out, so that rotating away from a lost
+    SECRETS_KEY delivers at once."""
     secrets = [_opened(row.signing_secret, sealer)]
     if _overlapping(row, now):
         previous = _opened(row.previous_secret, sealer)
