@@ -79,14 +79,15 @@ async def rotate(
         row = await _locked(session, destination)
         now = utcnow()
         _replace(row, sealer.seal(new), overlap, now)
-        states.note_destination(session, row, "signing secret rotated" + _overlap_note(row), at=now)
+        states.note_destination(session, row, "signing secret rotated" + _overlap_note(row))
         return Rotated(describe(row, sealer, now), new)
 
 
 def _overlap_note(row: Destination) -> str:
     if row.previous_secret_until is None:
         return ""
-    return f" (the previous one signs too until {row.previous_secret_until.isoformat(timespec='seconds')})"
+    which = "the global one" if row.previous_secret is None else "the one it replaced"
+    return f" ({which} signs too until {row.previous_secret_until.isoformat(timespec='seconds')})"
 
 
 async def clear(
@@ -102,7 +103,7 @@ async def clear(
         if row.signing_secret is not None:
             _replace(row, None, overlap, now)
             reason = "signing secret removed: the global one signs" + _overlap_note(row)
-            states.note_destination(session, row, reason, at=now)
+            states.note_destination(session, row, reason)
         return describe(row, sealer, now)
 
 

@@ -8,7 +8,6 @@ writes a batch_events row, so the UI can show a complete timeline.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, update
@@ -256,28 +255,23 @@ def move_delivery(delivery: Delivery, to_status: str) -> None:
 def move_breaker(session: AsyncSession, destination: Destination, to_state: str, reason: str) -> None:
     """Move a loaded, locked destination's breaker to `to_state` and write its event row."""
     check(BREAKER_TRANSITIONS, destination.breaker, to_state)
-    now = utcnow()
-    note_destination(session, destination, reason, to_state, now)
+    note_destination(session, destination, reason, to_state)
     destination.breaker = to_state
-    destination.updated_at = now
+    destination.updated_at = utcnow()
 
 
 def note_destination(
-    session: AsyncSession,
-    destination: Destination,
-    reason: str,
-    to_state: str | None = None,
-    at: datetime | None = None,
+    session: AsyncSession, destination: Destination, reason: str, to_state: str = ""
 ) -> None:
     """Write a destination's event row: a breaker move (through move_breaker), or an operator's
-    change that moves none (its signing secret), from its state to the same."""
+    change that moves none (its signing secret: from its state to the same)."""
     session.add(
         DestinationEvent(
             destination_id=destination.id,
             from_state=destination.breaker,
             to_state=to_state or destination.breaker,
             reason=reason,
-            at=at or utcnow(),
+            at=utcnow(),
             worker=process_name(),
         )
     )

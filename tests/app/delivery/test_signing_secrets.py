@@ -10,10 +10,10 @@ import base64
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.core.destinations import rows
-from app.db.models import Destination
+from app.db.models import Destination, DestinationEvent
 from app.ground.clock import utcnow
 from testkit import StartApp, check, fast_settings, signing
 from testkit.signing import delivered, signatures
@@ -196,6 +196,18 @@ async def test_bad_input_is_a_4xx_with_a_code_and_a_message(database_url: str, s
         bare = await c.post(rotate)
         assert bare.status_code == 200 and bare.json()["secret"] != made.json()["secret"], bare.text
         assert bare.json()["previous_secret"] == "own"
+        # Each change is on the destination's timeline (its breaker state unchanged), no refusal is.
+        async with app.db.transaction() as session:
+            timeline = (
+                await session.execute(
+                    select(DestinationEvent.from_state, DestinationEvent.to_state, DestinationEvent.reason)
+                    .where(DestinationEvent.destination_id == made.json()["destination_id"])
+                    .order_by(DestinationEvent.id)
+                )
+            ).all()
+        assert [(e.from_state, e.to_state) for e in timeline] == [("closed", "closed")] * 2
+        assert timeline[0].reason.startswith("signing secret rotated (the global one signs too until ")
+        assert timeline[1].reason.startswith("signing secret rotated (the one it replaced signs too until ")
 
 
 async def test_answers_match_the_published_document(sqlite_url: str, start_app: StartApp) -> None:
