@@ -19,6 +19,7 @@ from litestar.template.config import TemplateConfig
 
 from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
+from app.api.destination_secrets import DestinationSecretController
 from app.api.destinations import DestinationController
 from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
@@ -65,6 +66,11 @@ OPEN_TO_THE_NETWORK = (
     "and can change delivery targets. Set API_KEYS, or create a key in the UI (Keys)."
 )
 
+STORED_IN_CLEAR = (
+    "SECRETS_KEY is not set: webhook header values and destination signing secrets are stored "
+    "in plain text (docs/security.md#encryption-at-rest)"
+)
+
 STATIC = Path(__file__).resolve().parents[1] / "static"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 # Swagger UI is vendored under static/ (pinned), so the docs work without reaching a CDN.
@@ -93,6 +99,7 @@ def api_routers() -> tuple[Router, Router]:
             RequestController,
             BatchController,
             DestinationController,
+            DestinationSecretController,
             SubscriptionController,
             purge,
         ],
@@ -252,6 +259,8 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         keys_refresh = asyncio.create_task(key_store.keep_fresh(db, keys), name="api-keys-refresh")
         if settings.serves_http_faces and not keys.required and not is_loopback(settings.host):
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
+        if settings.secrets_key is None:
+            log.info(STORED_IN_CLEAR)
         wake = parts.worker.wake if parts.worker else wake_nothing
         AppState(
             db=db,

@@ -2,7 +2,8 @@
 
 Six routes read their body raw (to refuse every problem in their face's error shape, or to
 stream it), so Litestar documents no body for them; their schemas are added here. Litestar also
-writes a path parameter's bound as a float, which rounds the int64 row id limit up past it.
+writes a path parameter's bound as a float, which rounds the int64 row id limit up past it, and
+leaves out `additionalProperties: false` of the bodies that refuse unknown fields.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from app.api.destination_secrets import CLOSED_BODIES
 from app.core.actions.subscriptions import DESCRIPTION_MAX_CHARS, MAX_TYPES, MAX_VALUES, VALUE_MAX_CHARS
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
 from app.core.dropin.file_store import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
@@ -151,6 +153,8 @@ class SchemaJson(JsonRenderPlugin):
         components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(schema.pop("$defs", {}))
         components["RequestIn"] = schema
+        for closed in CLOSED_BODIES:
+            components.get(closed.__name__, {})["additionalProperties"] = False
         bodies = {
             "/api/requests": _body(JSON, {"$ref": "#/components/schemas/RequestIn"}),
             "/api/subscriptions": _body(JSON, SUBSCRIPTION_IN),

@@ -21,11 +21,11 @@ from sqlalchemy.orm import aliased
 
 from app.channels.base import Channel, Message, SendResult
 from app.core import notices, results
-from app.core.destinations import breaker
+from app.core.destinations import breaker, secrets
 from app.core.rules import leases, states, storable
-from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Request, delivery_public_id
+from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Destination, Request, delivery_public_id
 from app.db.session import Database
-from app.ground import metrics
+from app.ground import metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.identity import process_name
@@ -86,7 +86,7 @@ async def claim_due(
             keep=None if take is None else lambda row: take(row.destination),
             columns=(Delivery.destination,),
         )
-        return await _messages(session, ids) if ids else []
+        return await _messages(session, ids, sealing.sealer(settings.secrets_key)) if ids else []
 
 
 def _due(channels: Mapping[str, Channel]) -> tuple[list[ColumnElement[bool]], float] | None:
@@ -127,7 +127,7 @@ async def claim_probes(
             if claimed:
                 breaker.probing(session, settings, destination, now)
                 ids += claimed
-        return await _messages(session, ids) if ids else []
+        return await _messages(session, ids, sealing.sealer(settings.secrets_key)) if ids else []
 
 
 async def release(db: Database, owner: str, ids: Collection[int]) -> None:
@@ -142,8 +142,11 @@ async def release(db: Database, owner: str, ids: Collection[int]) -> None:
         )
 
 
-async def _messages(session: AsyncSession, ids: list[int]) -> list[tuple[int, Message]]:
-    """What each claimed delivery sends, by row id."""
+async def _messages(
+    session: AsyncSession, ids: list[int], sealer: sealing.Sealer
+) -> list[tuple[int, Message]]:
+    """What each claimed delivery sends, by row id: header values opened, and signed with the
+    secrets of its destination (joined in the same statement: no round trip more per claim)."""
     # Plain rows, not ORM objects: building those was a tenth of a RabbitMQ delivery's CPU.
     rows = (
         await session.execute(
@@ -156,12 +159,15 @@ async def _messages(session: AsyncSession, ids: list[int]) -> list[tuple[int, Me
                 Request.custom_id,
                 Request.response,
                 Request.error,
+                *secrets.SIGNING_COLUMNS,
             )
             .outerjoin(Request, Delivery.request_id == Request.id)
+            .outerjoin(Destination, Destination.key == Delivery.destination)
             .where(Delivery.id.in_(ids))
         )
     ).all()
-    return [(row.delivery_id, _message(row)) for row in rows]
+    now = utcnow()
+    return [(row.delivery_id, _message(row, sealer, secrets.signing(row, sealer, now))) for row in rows]
 
 
 def in_turn() -> ColumnElement[bool]:
@@ -187,7 +193,7 @@ def in_turn() -> ColumnElement[bool]:
     )
 
 
-def _message(row: Any) -> Message:
+def _message(row: Any, sealer: sealing.Sealer, signing_secrets: tuple[str, ...]) -> Message:
     """What one attempt sends: the request's result line, or the batch event frozen in the target."""
     # An event (a batch's, a request's to a subscription) is frozen in its target.
     content = row.target["event"] if "event" in row.target else results.output_line(row)
@@ -196,8 +202,9 @@ def _message(row: Any) -> Message:
         custom_id=row.custom_id,
         attempt=row.total_attempts + 1,
         body=json.dumps(content, separators=(",", ":")).encode(),
-        target=row.target,
+        target=sealer.open_headers(row.target),
         destination=row.destination,
+        signing_secrets=signing_secrets,
     )
 
 

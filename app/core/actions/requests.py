@@ -22,6 +22,7 @@ from app.core.rules import audit, fanout, leases, states
 from app.core.rules.errors import Conflict, NotFound, Problem, found
 from app.db.models import Batch, Delivery, Request, delivery_public_id
 from app.db.session import Database
+from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import DeliveryStatus, RequestStatus
@@ -69,18 +70,20 @@ async def change_delivery(
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)
         await hold(session, request, custom_id)
-        old = request.delivery
+        # Compared and edited in plain text; stored with header values sealed (SECRETS_KEY).
+        sealer = sealing.sealer(settings.secrets_key)
+        old = sealer.open_headers(request.delivery)
         # Header values are never shown, so an edit keeps the stored ones (app.core.intake.edit).
         new = intake.validate_delivery_config(edit.keep_headers(config, old), settings)
         if old == new:
             return new
-        request.delivery = new
-        if isinstance(new, dict):
+        request.delivery = stored = sealer.seal_headers(new)
+        if isinstance(stored, dict):
             due = delivery is not None and delivery.status in states.DELIVERY_DUE
-            if delivery is not None and due and new["type"] in results.DELIVERING_CHANNELS:
-                delivery.channel, delivery.target = new["type"], new
+            if delivery is not None and due and stored["type"] in results.DELIVERING_CHANNELS:
+                delivery.channel, delivery.target = stored["type"], stored
         else:
-            entries = {fanout.destination_identity(entry): entry for entry in new}
+            entries = {fanout.destination_identity(entry): entry for entry in stored}
             for queued in await _deliveries(session, request.id, due=True):
                 if (entry := entries.get(fanout.destination_identity(queued.target))) is not None:
                     queued.target = entry

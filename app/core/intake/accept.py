@@ -24,7 +24,7 @@ from app.core.intake.schema import (
 from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.db.session import Database
-from app.ground import metrics
+from app.ground import metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RequestStatus
@@ -193,6 +193,7 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
     """Validate and insert one request as pending (committed, in a group with the rows that
     arrive meanwhile); raise Conflict on a duplicate custom_id."""
     request = validate(data, settings)
+    sealer = sealing.sealer(settings.secrets_key)
     row = {
         "custom_id": request.custom_id,
         "origin": origin,
@@ -201,13 +202,14 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
         "model": request.body.model,
         "body": request.body_dict,
         "body_bytes": request.line_bytes,
-        "delivery": stored_config(request.delivery_config),
+        # Header values are secrets: encrypted at rest when SECRETS_KEY is set.
+        "delivery": sealer.seal_headers(stored_config(request.delivery_config)),
         "complete_by": request.complete_by,
         "created_at": utcnow(),
     }
     outcome = await group_commit.writer(db).insert(row)
     if isinstance(outcome, group_commit.Taken):
-        same = outcome.same_as(row)
+        same = outcome.same_as(row, sealer.open_headers)
         raise Duplicate(same, already_accepted(request.custom_id, same, "/custom_id"))
     metrics.ACCEPTED.labels(origin).inc()
     return Accepted(id=outcome.id, custom_id=request.custom_id, status=RequestStatus.PENDING)
