@@ -13,6 +13,7 @@ from sqlalchemy import exc as exc_types
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from app.db.writes import WriteHealth
 from app.ground import jsontext
 
 
@@ -84,6 +85,8 @@ class Database:
         self.url = database_url
         self.engine = create_engine(database_url, sqlite_synchronous)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.writes = WriteHealth()  # whether writes commit now (/health)
+        self.writes.watch(self.engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -116,8 +119,10 @@ class Database:
 
 
 # SQLSTATE classes that say the server is unreachable for now, not that the statement is wrong:
-# connection exceptions, insufficient resources (too many clients), shutting down or starting up.
-UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# connection exceptions, insufficient resources (too many clients, a full disk), shutting down or
+# starting up.
+# And writes refused for now: a read-only database (25006), an I/O error (58030).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006", "58030")
 
 
 async def rows_changed(session: AsyncSession, statement: UpdateBase) -> int:

@@ -56,12 +56,15 @@ class StatusBoard:
 
 
 async def database(db: Database) -> str:
-    """ "ok" when the database answers a trivial query now, else "error: <kind>"."""
+    """ "ok" when the database answers a trivial query now and takes writes (the last write this
+    process tried committed), else "error: <why>"."""
     try:
         async with db.transaction() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means the same to /health: this process cannot serve
         return f"error: {type(exc).__name__}"
+    if (since := db.writes.failing_since) is not None:
+        return f"error: writes refused since {since:%H:%M:%S} UTC ({db.writes.reason})"
     return "ok"
 
 

@@ -47,6 +47,7 @@ class ScheduledStep:
         self.running = False
         self.woken = False
         self.scheduler: AsyncIOScheduler | None = None
+        self.failing: str | None = None  # why its last run failed; None when it worked
 
     async def run(self) -> None:
         self.running = True
@@ -55,13 +56,26 @@ class ScheduledStep:
                 self.woken = False
                 try:
                     more = await self.run_once()
-                except Exception:
-                    log.exception("step %s failed; it runs again on the next tick", self.name)
+                except Exception as exc:
+                    self._failed(exc)
                     return
+                if self.failing is not None:
+                    log.info("step %s works again", self.name)
+                    self.failing = None
                 if not (more or self.woken):
                     return
         finally:
             self.running = False
+
+    def _failed(self, exc: Exception) -> None:
+        """Log a failure with its traceback once, not every tick while it lasts (a full disk
+        fails every step every second): again only when the failure changes."""
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if why != self.failing:
+            log.exception("step %s failed; it runs again on every tick until it works", self.name)
+        else:
+            log.debug("step %s failed again: %s", self.name, why)
+        self.failing = why
 
     def wake(self) -> None:
         if self.running:
