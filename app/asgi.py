@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from litestar import Litestar, Router
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -56,6 +57,7 @@ from app.net.outbound import Adapter, RetryPolicy
 from app.ui import ui_router
 from app.ui.render import register_filters
 from app.web.auth import RequireApiKey
+from app.web.bodies import BodyGuard, Uploads
 from app.web.protection import ScreenRequests, UiCookies, answered_hosts, is_loopback
 from app.web.state import AppState
 
@@ -297,7 +299,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[health, metrics_route(settings.metrics_public), *faces],
         lifespan=[lifespan_of(settings)],
-        middleware=[ScreenRequests(), cookies.session.middleware],
+        middleware=[
+            DefineMiddleware(BodyGuard, settings=settings, uploads=Uploads()),
+            ScreenRequests(),
+            cookies.session.middleware,
+        ],
         # The drop-in faces' request ids (x-request-id, request-id) on every answer they give.
         before_send=[stamp_request_id],
         csrf_config=cookies.csrf,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator, model_validator
@@ -11,11 +10,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.ground.backends import BackendSpec, load_file
 from app.ground.retry_schedule import DEFAULT_RETRY_SCHEDULE, exponential_schedule, parse_waits
 from app.ground.sealing import parse_keys as parse_secrets_keys
+from app.ground.setting_lists import BACKENDS as BACKENDS
+from app.ground.setting_lists import parse_keys as parse_keys
+from app.ground.setting_lists import parse_patterns as parse_patterns
+from app.ground.setting_lists import parse_routes as parse_routes
 
 MiB = 1024 * 1024
 # The name the embedded model (app.backends.embedded) serves under, and the default model with it.
 EMBEDDED_MODEL = "gemma-3-270m"
-BACKENDS = ("local", "openai")
 Backend = Literal["local", "openai"]
 
 
@@ -25,43 +27,6 @@ class Price(BaseModel):
     input: float = Field(ge=0)
     cached_input: float | None = Field(None, ge=0)
     output: float = Field(0.0, ge=0)
-
-
-@lru_cache(maxsize=16)
-def parse_routes(value: str) -> tuple[tuple[str, str], ...]:
-    """`gpt-*=openai,o*=openai,*=local` as ordered (pattern, backend) pairs; ValueError if malformed."""
-    routes = []
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        pattern, sep, backend = (x.strip() for x in item.partition("="))
-        if not sep or not pattern or backend not in BACKENDS:
-            raise ValueError(
-                f"{item!r} is not a route: write pattern=backend pairs separated by commas, "
-                f"backend one of {', '.join(BACKENDS)} (e.g. gpt-*=openai,*=local)"
-            )
-        routes.append((pattern, backend))
-    return tuple(routes)
-
-
-def parse_keys(configured: str | None) -> tuple[str, ...]:
-    """`key1,key2` as its keys, spaces around each dropped; ValueError if set but holding none.
-
-    A value like "," is refused rather than read as "no keys": it would leave the API open to
-    an operator who meant to close it.
-    """
-    if configured is None or not configured.strip():
-        return ()
-    keys = tuple(key for key in (part.strip() for part in configured.split(",")) if key)
-    if not keys:
-        raise ValueError("API_KEYS holds no key: give comma-separated keys, or leave it empty")
-    return keys
-
-
-@lru_cache(maxsize=16)
-def parse_patterns(value: str) -> tuple[str, ...]:
-    """`results.*,audit` as its names and shell-style patterns (empty entries dropped)."""
-    return tuple(item for item in (part.strip() for part in value.split(",")) if item)
 
 
 class Settings(BaseSettings):
@@ -166,6 +131,12 @@ class Settings(BaseSettings):
         100 * MiB, ge=1, description="A batch closes when its JSONL reaches this many bytes."
     )
     api_max_body_bytes: int = Field(10 * MiB, ge=1024)
+    # A request body that sends nothing for this long is answered 408 and its connection closed:
+    # slow uploads cannot hold connections (and file descriptors) for ever.
+    body_idle_seconds: float = Field(30.0, gt=0)
+    # Uploads (files, bulk bodies, message batches) read at once, in all and per API key (429).
+    uploads_max: int = Field(64, ge=1)
+    uploads_per_key: int = Field(8, ge=1)
     # POST /api/requests/bulk: its own body limit and how many requests one body may hold.
     api_bulk_max_body_bytes: int = Field(
         100 * MiB, ge=1024, description="Largest body POST /api/requests/bulk accepts, in bytes."

@@ -1,0 +1,44 @@
+"""Settings given as comma-separated lists: backend routes, API keys, name patterns."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+BACKENDS = ("local", "openai")
+
+
+@lru_cache(maxsize=16)
+def parse_routes(value: str) -> tuple[tuple[str, str], ...]:
+    """`gpt-*=openai,o*=openai,*=local` as ordered (pattern, backend) pairs; ValueError if malformed."""
+    routes = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        pattern, sep, backend = (x.strip() for x in item.partition("="))
+        if not sep or not pattern or backend not in BACKENDS:
+            raise ValueError(
+                f"{item!r} is not a route: write pattern=backend pairs separated by commas, "
+                f"backend one of {', '.join(BACKENDS)} (e.g. gpt-*=openai,*=local)"
+            )
+        routes.append((pattern, backend))
+    return tuple(routes)
+
+
+def parse_keys(configured: str | None) -> tuple[str, ...]:
+    """`key1,key2` as its keys, spaces around each dropped; ValueError if set but holding none.
+
+    A value like "," is refused rather than read as "no keys": it would leave the API open to
+    an operator who meant to close it.
+    """
+    if configured is None or not configured.strip():
+        return ()
+    keys = tuple(key for key in (part.strip() for part in configured.split(",")) if key)
+    if not keys:
+        raise ValueError("API_KEYS holds no key: give comma-separated keys, or leave it empty")
+    return keys
+
+
+@lru_cache(maxsize=16)
+def parse_patterns(value: str) -> tuple[str, ...]:
+    """`results.*,audit` as its names and shell-style patterns (empty entries dropped)."""
+    return tuple(item for item in (part.strip() for part in value.split(",")) if item)
