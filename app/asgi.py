@@ -24,6 +24,7 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
+from app.api.recoveries import RecoveryController
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
@@ -86,7 +87,9 @@ def api_routers() -> tuple[Router, Router]:
     Built per app: Litestar adds the document's handlers to the second router it is given.
     """
     native = Router(
-        "/api", route_handlers=[RequestController, BatchController, purge], middleware=[RequireApiKey()]
+        "/api",
+        route_handlers=[RequestController, BatchController, RecoveryController, purge],
+        middleware=[RequireApiKey()],
     )
     docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)
     return native, docs

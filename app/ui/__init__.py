@@ -9,13 +9,24 @@ from app.ui.batches import BatchPages
 from app.ui.dashboard import dashboard
 from app.ui.keys import KeyPages
 from app.ui.login import LoginRequired, login, login_form, logout, require_login, to_login
+from app.ui.recoveries import RecoveryPages
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
 
 ui_router = Router(
     path="/",
-    route_handlers=[dashboard, BatchPages, RequestPages, SettingsPages, KeyPages, login_form, login, logout],
+    route_handlers=[
+        dashboard,
+        BatchPages,
+        RequestPages,
+        RecoveryPages,
+        SettingsPages,
+        KeyPages,
+        login_form,
+        login,
+        logout,
+    ],
     guards=[require_login],
     exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},
     include_in_schema=False,

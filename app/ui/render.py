@@ -50,6 +50,9 @@ BADGE: dict[str, str] = {
     "unreachable": "bad",
     "failing": "bad",  # a delivery destination with deliveries retrying
     "closed": "muted",
+    # A recovery's statuses (app.ground.statuses.RecoveryStatus); cancelled is a batch's too.
+    "queued": "info",
+    "running": "warn",
 }
 
 

@@ -17,9 +17,10 @@ from app.backends.base import BatchAPI
 from app.core import retention
 from app.core.actions import batches, requests
 from app.core.dropin import anthropic, create
+from app.core.recoveries import ask
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
-from app.db.models import Batch, Delivery, File, Request
+from app.db.models import Batch, Delivery, File, Recovery, Request
 from app.db.session import Database
 from app.ground.steps import Step, Wake
 
@@ -125,6 +126,15 @@ class Actions:
         # A queued delivery now goes to its new target: try it there at once.
         self._waking(Step.DELIVER)
         return new
+
+    async def ask_recovery(self, data: Any, via: str = "api") -> ask.Asked:
+        """Start a recover or a replay (or answer the same one already under way)."""
+        asked = await ask.ask(self.db, await self.effective.fresh(), data, via)
+        self._waking(Step.RECOVER)
+        return asked
+
+    async def cancel_recovery(self, recovery_id: int, via: str = "api") -> Recovery:
+        return await ask.cancel(self.db, recovery_id, via)
 
     async def save_settings(self, form: dict[str, Any]) -> dict[str, Any]:
         stored = await self.effective.save(form)

@@ -106,7 +106,11 @@ async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple
         match = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
     request = found(await session.scalar(select(Request).where(match)), "request", ident)
     delivery = await session.scalar(
-        select(Delivery).where(Delivery.request_id == request.id).order_by(Delivery.id.desc()).limit(1)
+        select(Delivery)
+        # A replay's deliveries are extra copies to another target (app.core.recoveries), not its own.
+        .where(Delivery.request_id == request.id, Delivery.replay_id.is_(None))
+        .order_by(Delivery.id.desc())
+        .limit(1)
     )
     return request, delivery
 
@@ -238,7 +242,9 @@ def _request_filters(
     counted = None
     if query.delivery_status:
         with_status = select(Delivery.request_id).where(
-            Delivery.status == query.delivery_status, Delivery.request_id.is_not(None)
+            Delivery.status == query.delivery_status,
+            Delivery.request_id.is_not(None),
+            Delivery.replay_id.is_(None),
         )
         if where:  # another condition narrows the rows first: look up each one's deliveries
             where.append(with_status.where(Delivery.request_id == Request.id).exists())
@@ -272,7 +278,7 @@ async def _request_rows(
         if page.rows:
             for request_id, status, attempts in await session.execute(
                 select(Delivery.request_id, Delivery.status, Delivery.total_attempts)
-                .where(Delivery.request_id.in_([r.id for r in page.rows]))
+                .where(Delivery.request_id.in_([r.id for r in page.rows]), Delivery.replay_id.is_(None))
                 .order_by(Delivery.id)
             ):
                 latest[request_id] = (status, attempts)
