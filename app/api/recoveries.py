@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
@@ -21,6 +22,40 @@ from app.web.http import HttpRequest, RowCursor, RowId, require_json
 from app.web.state import app_state
 
 NO_SUCH_RECOVERY = {404: "No such recovery"}
+
+_TIME = {"type": "string", "description": "An ISO 8601 time; without a zone, UTC"}
+# POST /api/recoveries reads its body raw (errors in the API's own shape): its schema, for the
+# OpenAPI document (app.api.document).
+RECOVERY_IN: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "object",
+            "title": "Recover",
+            "required": ["kind", "destination", "since"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"const": "recover"},
+                "destination": {"type": "string", "minLength": 1, "maxLength": 300},
+                "since": _TIME,
+                "until": _TIME,
+            },
+        },
+        {
+            "type": "object",
+            "title": "Replay",
+            "description": "A batch_id, or since (and until): the requests completed in that range",
+            "required": ["kind", "delivery_config"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"const": "replay"},
+                "batch_id": {"type": "integer", "minimum": 1},
+                "since": _TIME,
+                "until": _TIME,
+                "delivery_config": {"type": "object", "description": "As a request's delivery_config"},
+            },
+        },
+    ]
+}
 
 
 class RecoveryEventOut(msgspec.Struct):
@@ -93,14 +128,19 @@ class RecoveryController(Controller):
         '"delivery_config": {...}}` sends the results of that batch\'s finished requests (or of '
         "those completed in the range) again, as new deliveries, to the target (checked as intake "
         "checks it). It runs in the background; follow `done` of `total` with GET.",
-        responses=documented_errors(
-            {
-                200: "The same recovery was already queued or running: this is it",
-                400: "Body is not JSON",
-                404: "No such batch (replay of a batch)",
-                422: "A field is missing or wrong (code and pointer say which)",
-            }
-        ),
+        responses={
+            **documented_errors(
+                {
+                    400: "Body is not JSON",
+                    404: "No such batch (replay of a batch)",
+                    415: "Body not sent as application/json",
+                    422: "A field is missing or wrong (code and pointer say which)",
+                }
+            ),
+            200: ResponseSpec(
+                RecoveryOut, description="The same one was already queued or running: this is it"
+            ),
+        },
         operation_id="createRecovery",
     )
     async def create(self, request: HttpRequest, state: State) -> Response[RecoveryOut]:

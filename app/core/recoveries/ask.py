@@ -52,18 +52,20 @@ def _time(data: dict[str, Any], name: str, required: bool) -> datetime | None:
         )
     try:
         at = datetime.fromisoformat(value)
-    except ValueError:
+        # A time without a zone is UTC; one with a zone is kept as UTC (a time near year 1 or
+        # 9999 may not convert: refused as any other bad time).
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _problem(
             "invalid_time", f"'{name}' is not an ISO 8601 time: {value[:40]!r}.", f"/{name}"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)  # a time without a zone is UTC
 
 
 def _common(data: Any) -> tuple[RecoveryKind, datetime | None, datetime | None]:
     if not isinstance(data, dict):
         raise _problem("invalid_body", "The body must be a JSON object.", "")
     kind = data.get("kind")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:
         raise _problem("invalid_kind", "'kind' must be 'recover' or 'replay'.", "/kind")
     kind = RecoveryKind(kind)
     if unknown := sorted(set(data) - _FIELDS[kind]):

@@ -254,6 +254,12 @@ async def test_bad_input_is_refused_with_a_code(database_url: str, start_app: St
         cases: list[tuple[Any, int, str]] = [
             ([1], 422, "invalid_body"),
             ({"destination": "x", "since": since}, 422, "invalid_kind"),
+            ({"kind": {}, "destination": "x", "since": since}, 422, "invalid_kind"),
+            (
+                {"kind": "recover", "destination": "https://a:443", "since": "9999-12-31T23:59:59-05:00"},
+                422,
+                "invalid_time",
+            ),
             ({"kind": "recover", "destination": "https://a:443"}, 422, "invalid_time"),
             ({"kind": "recover", "destination": "https://a:443", "since": "yesterday"}, 422, "invalid_time"),
             ({"kind": "recover", "destination": "", "since": since}, 422, "invalid_destination"),
