@@ -24,36 +24,34 @@ from app.web.state import app_state
 NO_SUCH_RECOVERY = {404: "No such recovery"}
 
 _TIME = {"type": "string", "description": "An ISO 8601 time; without a zone, UTC"}
+
+
+def _ask(kind: str, required: list[str], **properties: Any) -> dict[str, Any]:
+    """The body of one kind of recovery: its `kind`, the time range, and its own fields."""
+    return {
+        "type": "object",
+        "title": kind.capitalize(),
+        "required": ["kind", *required],
+        "additionalProperties": False,
+        "properties": {"kind": {"const": kind}, "since": _TIME, "until": _TIME, **properties},
+    }
+
+
 # POST /api/recoveries reads its body raw (errors in the API's own shape): its schema, for the
-# OpenAPI document (app.api.document).
+# OpenAPI document (app.api.document). A replay takes a batch_id, or since (and until).
 RECOVERY_IN: dict[str, Any] = {
     "oneOf": [
-        {
-            "type": "object",
-            "title": "Recover",
-            "required": ["kind", "destination", "since"],
-            "additionalProperties": False,
-            "properties": {
-                "kind": {"const": "recover"},
-                "destination": {"type": "string", "minLength": 1, "maxLength": 300},
-                "since": _TIME,
-                "until": _TIME,
-            },
-        },
-        {
-            "type": "object",
-            "title": "Replay",
-            "description": "A batch_id, or since (and until): the requests completed in that range",
-            "required": ["kind", "delivery_config"],
-            "additionalProperties": False,
-            "properties": {
-                "kind": {"const": "replay"},
-                "batch_id": {"type": "integer", "minimum": 1},
-                "since": _TIME,
-                "until": _TIME,
-                "delivery_config": {"type": "object", "description": "As a request's delivery_config"},
-            },
-        },
+        _ask(
+            "recover",
+            ["destination", "since"],
+            destination={"type": "string", "minLength": 1, "maxLength": 300},
+        ),
+        _ask(
+            "replay",
+            ["delivery_config"],
+            batch_id={"type": "integer", "minimum": 1},
+            delivery_config={"type": "object", "description": "As a request's delivery_config"},
+        ),
     ]
 }
 
@@ -91,22 +89,17 @@ class RecoveryListOut(msgspec.Struct):
     next_before_id: int | None
 
 
+# The columns a RecoveryOut shows as they are.
+_AS_STORED = (
+    *("id", "kind", "status", "destination", "batch_id", "since", "until", "total", "done", "error"),
+    *("created_at", "started_at", "finished_at"),
+)
+
+
 def recovery_out(recovery: Recovery, detail: RecoveryDetail | None = None) -> RecoveryOut:
     return RecoveryOut(
-        id=recovery.id,
-        kind=recovery.kind,
-        status=recovery.status,
-        destination=recovery.destination,
-        batch_id=recovery.batch_id,
-        since=recovery.since,
-        until=recovery.until,
+        **{column: getattr(recovery, column) for column in _AS_STORED},
         delivery_config=redact(recovery.target) if recovery.target else None,
-        total=recovery.total,
-        done=recovery.done,
-        error=recovery.error,
-        created_at=recovery.created_at,
-        started_at=recovery.started_at,
-        finished_at=recovery.finished_at,
         deliveries=detail.deliveries if detail else {},
         events=[RecoveryEventOut(e.from_status, e.to_status, e.reason, e.at) for e in detail.events]
         if detail

@@ -24,14 +24,15 @@ depends_on: str | Sequence[str] | None = None
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def identity() -> sa.Identity:
-    return sa.Identity(always=False, start=1, increment=1)
+def id_column() -> sa.Column[int]:
+    """The primary key every table here has (ids never reused: AUTOINCREMENT on SQLite)."""
+    return sa.Column("id", ID, sa.Identity(always=False, start=1, increment=1), nullable=False)
 
 
 def upgrade() -> None:
     op.create_table(
         "recoveries",
-        sa.Column("id", ID, identity(), nullable=False),
+        id_column(),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("destination", sa.String(length=300), nullable=True),
@@ -58,7 +59,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_recoveries_status"), "recoveries", ["status"], unique=False)
     op.create_table(
         "recovery_events",
-        sa.Column("id", ID, identity(), nullable=False),
+        id_column(),
         sa.Column("recovery_id", ID, nullable=False),
         sa.Column("from_status", sa.String(length=16), nullable=True),
         sa.Column("to_status", sa.String(length=16), nullable=False),

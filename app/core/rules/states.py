@@ -293,16 +293,8 @@ def move_breaker(session: AsyncSession, destination: Destination, to_state: str,
 
 def begin_recovery(session: AsyncSession, recovery: Recovery) -> None:
     """Record the creation of a flushed recovery: its first event, from nothing to queued."""
-    session.add(
-        RecoveryEvent(
-            recovery_id=recovery.id,
-            from_status=None,
-            to_status=recovery.status,
-            reason=f"{recovery.kind} asked for (via {recovery.via})",
-            at=recovery.created_at,
-            worker=process_name(),
-        )
-    )
+    reason = f"{recovery.kind} asked for (via {recovery.via})"
+    _recovery_event(session, recovery, None, reason, recovery.created_at)
 
 
 def move_recovery(
@@ -312,23 +304,23 @@ def move_recovery(
     Once it ends it no longer holds its active_key, so the same recovery may be asked for again."""
     check(RECOVERY_TRANSITIONS, recovery.status, to_status)
     now = utcnow()
-    session.add(
-        RecoveryEvent(
-            recovery_id=recovery.id,
-            from_status=recovery.status,
-            to_status=to_status,
-            reason=reason,
-            at=now,
-            worker=process_name(),
-        )
-    )
-    recovery.status = to_status
+    from_status, recovery.status = recovery.status, to_status
+    _recovery_event(session, recovery, from_status, reason, now)
     if to_status == RecoveryStatus.RUNNING:
         recovery.started_at = now
     if to_status not in RECOVERY_ACTIVE:
         recovery.finished_at = now
         recovery.active_key = None
         recovery.leased_by = recovery.leased_until = None
+
+
+def _recovery_event(
+    session: AsyncSession, recovery: Recovery, from_status: str | None, reason: str | None, at: Any
+) -> None:
+    """A row of the recovery's timeline: how it came to be in its (new) status."""
+    event = RecoveryEvent(recovery_id=recovery.id, from_status=from_status, to_status=recovery.status)
+    event.reason, event.at, event.worker = reason, at, process_name()
+    session.add(event)
 
 
 def _chunks(items: Sequence[int] | Iterable[int], size: int) -> Iterable[list[int]]:

@@ -27,10 +27,10 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 @pytest.fixture
 async def other_receiver() -> AsyncIterator[WebhookReceiver]:
-    standin = WebhookReceiver()
-    async with serve(standin) as url:
-        standin.url = url  # type: ignore[attr-defined]
-        yield standin
+    """A second receiver on an origin of its own: another destination."""
+    other = WebhookReceiver()
+    async with serve(other) as other.url:  # type: ignore[attr-defined]
+        yield other
 
 
 @pytest.fixture
