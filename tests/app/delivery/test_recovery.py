@@ -23,6 +23,8 @@ from testkit.standins.receiver import WebhookReceiver
 from testkit.standins.serve import serve
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+DESTINATION_CONCURRENCY = 2
+SLOW = 0.3  # seconds the receiver takes over each recovered delivery
 
 
 @pytest.fixture
@@ -38,8 +40,13 @@ async def app(
     database_url: str, inference: InferenceStandin, start_app: StartApp
 ) -> AsyncIterator[RunningApp]:
     # Two attempts, fast: a receiver that is down leaves its deliveries delivery_failed in moments.
+    # Two sends at a time per destination: a recovery must keep to it.
     settings = fast_settings(
-        database_url, inference.url + "/v1", delivery_max_attempts=2, webhook_secret=SECRET
+        database_url,
+        inference.url + "/v1",
+        delivery_max_attempts=2,
+        webhook_secret=SECRET,
+        delivery_destination_concurrency=DESTINATION_CONCURRENCY,
     )
     async with start_app(settings) as running:
         yield running
@@ -119,7 +126,8 @@ async def test_recover_queues_a_destinations_failed_deliveries_since_a_time(
             .values(created_at=datetime.now(UTC) - timedelta(hours=1))
         )
     before = await deliveries(app)
-    receiver.down_status = None  # back up; the other stays down
+    receiver.down_status = None  # back up, slow; the other stays down
+    receiver.delay_for = dict.fromkeys(recent, SLOW)
     other_seen = len(other_receiver.received)
 
     key = destination_of(webhook(receiver.url + "/hook"))  # type: ignore[attr-defined]
@@ -135,6 +143,10 @@ async def test_recover_queues_a_destinations_failed_deliveries_since_a_time(
     await receiver.wait_for(lambda r: {x.custom_id for x in r.successes()} == set(recent), timeout=30)
     await wait_statuses(app, dict.fromkeys(recent, DeliveryStatus.DELIVERED))
 
+    # Bounded by the destination's limit: the third send could start only once one of the first
+    # two was answered, SLOW after it arrived (the receiver's own clock, arrival order).
+    arrivals = sorted(r.at for r in receiver.successes())
+    assert arrivals[DESTINATION_CONCURRENCY] - arrivals[0] >= SLOW, arrivals
     after = await deliveries(app)
     for custom_id in recent:
         [arrived] = receiver.successes(custom_id)  # once each
