@@ -79,7 +79,7 @@ async def _chunk(session: AsyncSession, recovery: Recovery) -> Chunk:
     if recovery.kind == RecoveryKind.RECOVER:
         queued = await _recover(session, recovery, ids)
     else:
-        queued = await _replay(session, recovery, ids)
+        queued = await replay_chunk(session, recovery, ids)
     recovery.done += queued
     if ids:
         recovery.cursor = ids[-1]
@@ -118,7 +118,7 @@ async def _recover(session: AsyncSession, recovery: Recovery, ids: list[int]) ->
     return moved
 
 
-async def _replay(session: AsyncSession, recovery: Recovery, ids: list[int]) -> int:
+async def replay_chunk(session: AsyncSession, recovery: Recovery, ids: list[int]) -> int:
     """A new delivery of each request in `ids` to the replay's target; none twice (the unique
     (replay_id, request_id) holds even if the cursor did not)."""
     made = set(

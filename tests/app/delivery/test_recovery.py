@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
 from app.core.recoveries import step as recovery_step
-from app.db.models import Delivery, Request
+from app.db.models import Delivery, Recovery, Request
 from app.ground.statuses import DeliveryStatus
 from app.net.destinations import destination_of
 from testkit import RunningApp, StartApp, fast_settings, wait_until, webhook
@@ -317,3 +317,36 @@ async def test_bad_input_is_refused_with_a_code(database_url: str, start_app: St
         )
         assert nothing.status_code == 202 and nothing.json()["status"] == "done"
         assert nothing.json()["total"] == nothing.json()["done"] == 0
+
+
+async def test_replay_of_a_time_range_sends_only_what_completed_in_it_and_never_twice(
+    app: RunningApp, receiver: WebhookReceiver, other_receiver: WebhookReceiver
+) -> None:
+    ids = ["tr/in", "tr/out"]
+    await submit(app, receiver.url + "/hook", *ids)  # type: ignore[attr-defined]
+    await wait_statuses(app, dict.fromkeys(ids, DeliveryStatus.DELIVERED))
+    async with app.db.transaction() as session:  # one of them completed two hours ago
+        await session.execute(
+            update(Request)
+            .where(Request.custom_id == "tr/out")
+            .values(completed_at=datetime.now(UTC) - timedelta(hours=2))
+        )
+    ask = {
+        "kind": "replay",
+        "since": iso(datetime.now(UTC) - timedelta(hours=1)),
+        "delivery_config": webhook(other_receiver.url + "/range"),  # type: ignore[attr-defined]
+    }
+    answer = await app.client.post("/api/recoveries", json=ask)
+    assert answer.status_code == 202 and answer.json()["total"] == 1, answer.text
+    final = await wait_recovery(app, answer.json()["id"], "done")
+    await other_receiver.wait_for(lambda r: len(r.successes()) == 1, timeout=30)
+    assert verified(other_receiver.successes()[0])["custom_id"] == "tr/in" and final["done"] == 1
+
+    # A chunk done again (as after a crash between its inserts and moving its cursor) makes
+    # nothing new: each request has at most one delivery per replay.
+    async with app.db.transaction() as session:
+        recovery = await session.get(Recovery, final["id"])
+        done_ids = list((await session.scalars(select(Request.id).where(Request.custom_id == "tr/in"))).all())
+        assert recovery is not None and await recovery_step.replay_chunk(session, recovery, done_ids) == 0
+    replayed = [d for rows in (await deliveries(app)).values() for d in rows if d.replay_id == final["id"]]
+    assert len(replayed) == 1 and len(other_receiver.successes()) == 1
