@@ -50,6 +50,17 @@ async def test_the_page_starts_a_recover_and_shows_its_progress(
         statuses = set((await session.scalars(select(Delivery.status))).all())
     assert DeliveryStatus.DELIVERY_FAILED not in statuses
 
+    replay = {"since": since, "webhook_url": "https://new.example.com/hook"}
+    answer = await ui.client.post("/recoveries/replay", data=replay, headers=HX)
+    assert_toast(answer, 200, "ok", "Replay #2 started: 0 to go.")
+    ended = await ui.client.post("/recoveries/1/cancel", headers=HX)
+    assert_toast(ended, 409, "bad", "Recovery has ended")
+    full = (await ui.client.get("/recoveries")).text
+    assert (
+        'data-recovery="2" data-status="done"' in full and "<code>https://new.example.com/hook</code>" in full
+    )
+    assert full.index('data-recovery="2"') < full.index('data-recovery="1"')  # newest first
+
     refused = await ui.client.post(
         "/recoveries/replay", data={"batch_id": "7", "webhook_url": "ftp://nowhere"}, headers=HX
     )
