@@ -19,6 +19,7 @@ from litestar.template.config import TemplateConfig
 
 from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
+from app.api.destinations import DestinationController
 from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
@@ -88,7 +89,7 @@ def api_routers() -> tuple[Router, Router]:
     """
     native = Router(
         "/api",
-        route_handlers=[RequestController, BatchController, RecoveryController, purge],
+        route_handlers=[RequestController, BatchController, DestinationController, RecoveryController, purge],
         middleware=[RequireApiKey()],
     )
     docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)

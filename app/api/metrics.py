@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.handlers import HTTPRouteHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.core.read import stats
+from app.core.read import destinations, stats
 from app.ground import metrics
 from app.web.auth import RequireApiKey
 from app.web.state import app_state
@@ -25,10 +25,18 @@ async def metrics_text(state: State) -> Response[bytes]:
         metrics.STORED.database_down()
     else:
         metrics.STORED.set(stored)
+        await _held_destinations(state)
     # Each backend's last probe, as /health shows it (probes are cached, so a scrape stays cheap).
     for backend in (await app_state(state).status.current()).backends:
         metrics.BACKEND_UP.labels(backend.name).set(1 if backend.reachable else 0)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _held_destinations(state: State) -> None:
+    held = await destinations.held(app_state(state).db)
+    metrics.DESTINATION_HELD.clear()  # one that closed since the last scrape is gone from the list
+    for view in held:
+        metrics.DESTINATION_HELD.labels(view.destination, view.breaker).set(1)
 
 
 def metrics_route(public: bool) -> HTTPRouteHandler:

@@ -225,6 +225,14 @@ class BackendOut(msgspec.Struct):
     detail: str
 
 
+class HeldDestinationOut(msgspec.Struct):
+    destination: str  # webhook origin (scheme://host:port) or rabbitmq:queue/… / rabbitmq:exchange/…
+    breaker: str  # open or probing
+    opened_at: datetime | None
+    probe_at: datetime | None  # None: paused by an operator, held until resumed
+    waiting: int  # its deliveries pending or retrying
+
+
 class HealthOut(msgspec.Struct):
     status: str
     database: str
@@ -235,6 +243,8 @@ class HealthOut(msgspec.Struct):
     # Where deliveries are retrying now (a receiver down): shown, not fatal.
     failing_destinations: list[FailingDestination] = msgspec.field(default_factory=list)
     role: str = "all"  # what this process serves: all, api or worker (SERVE_ROLE)
+    # Destinations whose deliveries are held (circuit breaker open or probing, or paused).
+    held_destinations: list[HeldDestinationOut] = msgspec.field(default_factory=list)
     # The embedded model server (no LOCAL_BASE_URL), when this process runs one; else null.
     embedded: EmbeddedStatus | None = None
 

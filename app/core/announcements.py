@@ -27,12 +27,11 @@ from sqlalchemy.orm import aliased
 
 from app.core.dropin.create import DROPIN_ORIGINS
 from app.core.dropin.ids import public_batch_id
+from app.core.notices import delivery_row
 from app.core.rules.states import BATCH_TERMINAL, B
 from app.db.models import Batch, BatchEvent, Delivery
 from app.db.session import Database
 from app.ground.clock import utcnow
-from app.ground.statuses import DeliveryStatus
-from app.net.destinations import destination_of
 
 EVENT_TYPES = {
     B.PROCESSING: "batch.in_progress",
@@ -43,9 +42,6 @@ EVENT_TYPES = {
     B.CANCELLED: "batch.cancelled",
 }
 CREATED = "batch.created"
-CHANNEL = "webhook"
-# The webhook channel signs a delivery with the secret its target names.
-SIGNING = "batch_events"
 CHUNK = 500
 
 
@@ -81,7 +77,7 @@ async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
         now = utcnow()
         await session.execute(
             insert(Delivery),
-            [_delivery_row(row[0], _event(*row[:-1]), url, now) for row in sending],
+            [delivery_row(_event(*row[:-1]), url, now, batch_event_id=row[0]) for row in sending],
         )
     return len(sending)
 
@@ -120,19 +116,4 @@ def _event(
         "type": event_type(from_status, to_status),
         "created_at": int(at.timestamp()),
         "data": {"id": public_batch_id(origin, batch_id), "batchgate_batch_id": batch_id, "origin": origin},
-    }
-
-
-def _delivery_row(event_id: int, event: dict[str, Any], url: str, now: datetime) -> dict[str, Any]:
-    return {
-        "batch_event_id": event_id,
-        "channel": CHANNEL,
-        # The event is frozen with its target: every attempt sends the same bytes.
-        "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},
-        "destination": destination_of({"type": CHANNEL, "webhook_url": url}),
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "total_attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
     }

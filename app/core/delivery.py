@@ -15,12 +15,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, insert, or_, select
+from sqlalchemy import ColumnElement, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.channels.base import Channel, Message, SendResult
-from app.core import results
+from app.core import notices, results
+from app.core.destinations import breaker
 from app.core.rules import leases, states, storable
 from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Request, delivery_public_id
 from app.db.session import Database
@@ -28,7 +29,7 @@ from app.ground import metrics
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.identity import process_name
-from app.ground.statuses import DeliveryStatus, Outcome
+from app.ground.statuses import BreakerState, DeliveryStatus, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ class Sent:
     result: SendResult
     started_at: datetime
     duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a record changed that the dispatcher acts on."""
+
+    earliest: datetime | None  # the earliest retry or probe it scheduled
+    held: frozenset[str]  # destinations whose breaker it opened: their claimed deliveries wait
 
 
 async def claim_due(
@@ -59,16 +68,10 @@ async def claim_due(
     lease outlasts `sends_per_lease` sends timing out one after the other: a claimed delivery may
     wait for sends of its destination before its own (app.core.dispatch).
     """
-    open_channels = {name: channel for name, channel in channels.items() if channel.available}
-    if not open_channels:
+    if not (due := _due(channels)):
         return []
-    slowest = max(channel.timeout_seconds for channel in open_channels.values())
-    where = [
-        Delivery.status.in_(states.DELIVERY_DUE),
-        Delivery.next_attempt_at <= utcnow(),
-        Delivery.channel.in_(list(open_channels)),
-        in_turn(),
-    ]
+    where, slowest = due
+    where.append(~breaker.held())
     if full:
         where.append(Delivery.destination.not_in(list(full)))
     async with db.transaction() as session:
@@ -84,6 +87,59 @@ async def claim_due(
             columns=(Delivery.destination,),
         )
         return await _messages(session, ids) if ids else []
+
+
+def _due(channels: Mapping[str, Channel]) -> tuple[list[ColumnElement[bool]], float] | None:
+    """Which deliveries are due to be sent now by the available channels, and the slowest
+    channel's timeout; None when no channel can send."""
+    open_channels = {name: channel for name, channel in channels.items() if channel.available}
+    if not open_channels:
+        return None
+    where = [
+        Delivery.status.in_(states.DELIVERY_DUE),
+        Delivery.next_attempt_at <= utcnow(),
+        Delivery.channel.in_(list(open_channels)),
+        in_turn(),
+    ]
+    return where, max(channel.timeout_seconds for channel in open_channels.values())
+
+
+async def claim_probes(
+    db: Database, owner: str, settings: Settings, channels: Mapping[str, Channel]
+) -> list[tuple[int, Message]]:
+    """Lease one due delivery of each destination whose breaker's probe time has come, as its
+    probe (app.core.destinations.breaker)."""
+    if not (due := _due(channels)):
+        return []
+    where, slowest = due
+    now, ids = utcnow(), []
+    async with db.transaction() as session:
+        for destination in await breaker.due_probes(session, now):
+            claimed = await leases.claim(
+                session,
+                Delivery,
+                [*where, Delivery.destination == destination.key],
+                owner,
+                settings.lease_seconds + slowest,
+                1,
+                order_by=Delivery.next_attempt_at,
+            )
+            if claimed:
+                breaker.probing(session, settings, destination, now)
+                ids += claimed
+        return await _messages(session, ids) if ids else []
+
+
+async def release(db: Database, owner: str, ids: Collection[int]) -> None:
+    """Give back our leases on claimed deliveries that will not be sent now (their destination's
+    breaker opened): they wait, unattempted, with the rest of its deliveries."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.leased_by == owner)
+            .values(**leases.RELEASED)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def _messages(session: AsyncSession, ids: list[int]) -> list[tuple[int, Message]]:
@@ -141,10 +197,11 @@ def _message(row: Any) -> Message:
     )
 
 
-async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Sent]) -> datetime | None:
-    """Record the attempts and move each delivery on; returns the earliest retry time scheduled."""
+async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Sent]) -> Recorded:
+    """Record the attempts, move each delivery on and count them against their destinations'
+    breakers."""
     if not sent:
-        return None
+        return Recorded(None, frozenset())
     now = utcnow()
     async with db.transaction() as session:
         # Only deliveries still leased to us: if our lease ran out, whoever owns it now records.
@@ -168,13 +225,44 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
         await states.set_delivery_outcomes(session, outcomes)
         if attempts:
             await session.execute(insert(DeliveryAttempt), attempts)
-    _report([item for item in sent if item.row_id in current], outcomes)
+        recorded = [item for item in sent if item.row_id in current]
+        changes = await _note_destinations(session, settings, recorded, outcomes, now)
+    _report(recorded, outcomes)
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
+    retries += [change.probe_at for change in changes if change.probe_at is not None]
     # A batch event that ended lets its batch's next event go: deliver again now, not a tick later.
     events = {item.row_id for item in sent if "event" in item.message.target}
     if any(o["id"] in events and o["status"] in states.DELIVERY_ENDED for o in outcomes):
         retries.append(now)
-    return min(retries, default=None)
+    opened = frozenset(c.destination for c in changes if c.event.to_state == BreakerState.OPEN)
+    return Recorded(min(retries, default=None), opened)
+
+
+async def _note_destinations(
+    session: AsyncSession,
+    settings: Settings,
+    recorded: Sequence[Sent],
+    outcomes: Sequence[dict[str, Any]],
+    now: datetime,
+) -> list[breaker.Change]:
+    """Count the attempts against their destinations' breakers, and announce what moved and
+    which results' deliveries failed for good."""
+    triples = ((item.message.destination, item.result.outcome, item.result.error) for item in recorded)
+    changes = await breaker.note(session, settings, breaker.tally(triples), now)
+    url = settings.batch_events_webhook_url
+    if url is None:
+        return changes
+    await session.flush()  # the breaker events' ids name the notices
+    events = notices.breaker_events(changes)
+    for item, outcome in zip(recorded, outcomes, strict=True):
+        if outcome["status"] == DeliveryStatus.DELIVERY_FAILED and "event" not in item.message.target:
+            events.append(
+                notices.exhausted_event(
+                    item.row_id, item.message.custom_id, outcome["attempts"], outcome["last_error"], now
+                )
+            )
+    await notices.queue(session, str(url), events, now)
+    return changes
 
 
 def _report(recorded: Sequence[Sent], outcomes: Sequence[dict[str, Any]]) -> None:

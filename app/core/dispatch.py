@@ -2,11 +2,15 @@
 hangs holds up its own slots and nobody else's deliveries.
 
 DELIVERY_CONCURRENCY sends at once, at most DELIVERY_DESTINATION_CONCURRENCY of them to one
-destination (a webhook origin, a RabbitMQ queue or exchange): a batch of 50,000 results finishing
-at once does not flood its one receiver, and a receiver that stopped answering cannot take every
-slot. Claims run ahead of the sends by as many again (the ready queue), so a slot that frees starts
-its next send at once instead of waiting on the database; claims and records stay batched (one
-claim tops the queue up, the attempts that ended while the last group was written are written
+destination (a webhook origin, a RabbitMQ queue or exchange) and, with a rate limit, at most that
+many started a second (app.core.destinations.limits; both overridable per destination): a batch
+of 50,000 results finishing at once does not flood its one receiver, and a receiver that stopped
+answering cannot take every slot. A destination whose circuit breaker is open is not claimed at
+all but for its probe (app.core.destinations.breaker).
+
+Claims run ahead of the sends by as many again (the ready queue), so a slot that frees starts its
+next send at once instead of waiting on the database; claims and records stay batched (one claim
+tops the queue up, the attempts that ended while the last group was written are written
 together).
 """
 
@@ -15,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from app.channels.base import Channel, Message, SendResult
 from app.core import delivery as outbox
+from app.core.destinations.limits import Bucket, DestinationLimits
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.config import Settings
@@ -63,15 +69,15 @@ class Dispatcher:
         self._ended: asyncio.Queue[outbox.Sent] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder: asyncio.Task[None] | None = None
-
-    @property
-    def in_flight(self) -> int:
-        """Deliveries being sent now."""
-        return self._sending.total()
+        self.limits = DestinationLimits(db)
+        self._buckets: dict[str, Bucket] = {}
+        self._rate_timer: asyncio.TimerHandle | None = None
 
     async def deliver_due(self) -> None:
         """Top the ready queue up with due deliveries and start as many sends as slots allow."""
         settings = self._settings()
+        await self.limits.refresh()
+        self._queue(await outbox.claim_probes(self.db, self.owner, settings, self.channels), first=True)
         # A claim that found mostly one destination at its share tries again without it at once
         # (not a tick later): the others' deliveries are due behind those.
         for _ in range(CLAIMS_PER_ROUND):
@@ -86,15 +92,14 @@ class Dispatcher:
         if len(self._ready) >= settings.delivery_concurrency or room <= 0:
             self._waiting = True  # a send that ends makes room; its record wakes the step
             return False
-        share = AHEAD * settings.delivery_destination_concurrency
-        full = {key for key, n in self._held.items() if n >= share}
+        full = {key for key, n in self._held.items() if n >= self._share(settings, key)}
         taking: collections.Counter[str] = collections.Counter()
         seen = 0
 
         def take(destination: str) -> bool:
             nonlocal seen
             seen += 1
-            if self._held[destination] + taking[destination] >= share:
+            if self._held[destination] + taking[destination] >= self._share(settings, destination):
                 return False
             taking[destination] += 1
             return True
@@ -110,22 +115,48 @@ class Dispatcher:
         self._held.update(taking)
         # Left behind: a claim cut short by the room, or a destination at its share.
         self._waiting = seen == room or len(claimed) < seen or bool(full)
-        for row_id, message in fresh:
+        self._queue(fresh, counted=True)
+        return len(claimed) < seen and len(claimed) < room
+
+    def _queue(self, claimed: list[tuple[int, Message]], first: bool = False, counted: bool = False) -> None:
+        """Put claimed deliveries in the ready queue (a probe `first`), holding them against
+        their destinations' shares (already, when `counted`)."""
+        for row_id, message in claimed:
             self._claimed[row_id] = message.destination
-        self._ready.extend(fresh)
+            if not counted:
+                self._held[message.destination] += 1
+        if first:
+            self._ready.extendleft(reversed(claimed))
+        else:
+            self._ready.extend(claimed)
         if claimed and self._recorder is None:
             self._recorder = asyncio.create_task(self._record_ended(), name="record deliveries")
-        return len(claimed) < seen and len(claimed) < room
+
+    def _share(self, settings: Settings, destination: str) -> int:
+        """The most deliveries of `destination` claimed at once: AHEAD sends for each of its
+        slots, and with a rate limit no more than it may start in half a lease (the last one
+        claimed must still be sent while the claim's lease lasts)."""
+        limits = self.limits.of(settings, destination)
+        share = AHEAD * limits.concurrency
+        if limits.rate:
+            share = min(share, max(1, int(limits.rate * settings.lease_seconds / 2)))
+        return share
 
     def _start_ready(self, settings: Settings) -> None:
         """Start the ready deliveries that have a free slot, oldest first, skipping those whose
         destination has its share in flight."""
         free = settings.delivery_concurrency - self._sending.total()
         waiting: list[tuple[int, Message]] = []
+        next_token = math.inf
         while free > 0 and self._ready:
             row_id, message = self._ready.popleft()
-            if self._sending[message.destination] >= settings.delivery_destination_concurrency:
+            limits = self.limits.of(settings, message.destination)
+            if self._sending[message.destination] >= limits.concurrency:
                 waiting.append((row_id, message))
+                continue
+            if limits.rate and not (bucket := self._bucket(message.destination, limits.rate)).take():
+                waiting.append((row_id, message))
+                next_token = min(next_token, bucket.wait())
                 continue
             self._sending[message.destination] += 1
             free -= 1
@@ -133,6 +164,47 @@ class Dispatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._ready.extendleft(reversed(waiting))
+        if next_token < math.inf:
+            self._start_when_a_token_comes(next_token)
+
+    def _bucket(self, destination: str, rate: float) -> Bucket:
+        bucket = self._buckets.get(destination)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[destination] = Bucket(rate)
+        return bucket
+
+    def _start_when_a_token_comes(self, delay: float) -> None:
+        """Start the ready deliveries again when a rate-limited destination has its next token
+        (no send ending may come to do it)."""
+        loop = asyncio.get_running_loop()
+        if self._rate_timer is not None and self._rate_timer.when() <= loop.time() + delay:
+            return
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+        self._rate_timer = loop.call_later(delay, self._start_ready_again)
+
+    def _start_ready_again(self) -> None:
+        self._rate_timer = None
+        self._start_ready(self._settings())
+
+    def _hold(self, destinations: frozenset[str]) -> list[int]:
+        """Take the ready deliveries of `destinations` (their breaker opened) out of the queue;
+        returns their row ids, whose leases are to be given back."""
+        dropped = [row_id for row_id, message in self._ready if message.destination in destinations]
+        self._ready = collections.deque(
+            item for item in self._ready if item[1].destination not in destinations
+        )
+        for row_id in dropped:
+            self._forget(row_id)
+        return dropped
+
+    def _forget(self, row_id: int) -> None:
+        """A claimed delivery is recorded or given back: its room is free again."""
+        destination = self._claimed.pop(row_id, None)
+        if destination is not None:
+            self._held[destination] -= 1
+            if self._held[destination] <= 0:
+                del self._held[destination]
 
     async def _send(self, row_id: int, message: Message) -> None:
         with bound(delivery_id=message.delivery_id, custom_id=message.custom_id):
@@ -155,20 +227,18 @@ class Dispatcher:
             while not self._ended.empty() and len(group) < RECORD_GROUP_MAX:
                 group.append(self._ended.get_nowait())
             try:
-                earliest = await outbox.record(self.db, self.owner, self._settings(), group)
+                recorded = await outbox.record(self.db, self.owner, self._settings(), group)
             except Exception:
                 # Still leased to us: sent again once the lease runs out (at least once).
                 log.exception("could not record %d delivery attempts; they are sent again later", len(group))
-                earliest = None
+                recorded = outbox.Recorded(None, frozenset())
             for item in group:
-                destination = self._claimed.pop(item.row_id, None)
-                if destination is not None:
-                    self._held[destination] -= 1
-                    if self._held[destination] <= 0:
-                        del self._held[destination]
+                self._forget(item.row_id)
             try:
-                if earliest is not None:
-                    self._retry_at(earliest)
+                if recorded.held and (dropped := self._hold(recorded.held)):
+                    await outbox.release(self.db, self.owner, dropped)
+                if recorded.earliest is not None:
+                    self._retry_at(recorded.earliest)
                 if self._waiting:
                     self._wake()
             except Exception:  # the recorder must outlive a failed wake: the tick still comes
@@ -178,6 +248,8 @@ class Dispatcher:
         """Stop every send and the recorder; what was not recorded is sent again after its lease
         (the worker gives the leases back at once)."""
         tasks = [*self._tasks, *([self._recorder] if self._recorder else [])]
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

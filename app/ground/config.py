@@ -200,6 +200,13 @@ class Settings(BaseSettings):
     # A share of those for one destination (webhook origin, RabbitMQ queue or exchange): one
     # receiver that hangs, or a batch of thousands finishing for one receiver, leaves the rest.
     delivery_destination_concurrency: int = Field(16, ge=1)
+    # Deliveries per second to one destination (per process); 0: no limit. Overridden per
+    # destination in the UI and API, like the concurrency.
+    delivery_destination_rate: float = Field(0.0, ge=0)
+    # The circuit breaker: this many failed attempts in a row to one destination hold its
+    # deliveries (0: never); one probes it after the cool-down, doubled after each failed probe.
+    delivery_breaker_failures: int = Field(10, ge=0)
+    delivery_breaker_cooldown_seconds: float = Field(60.0, gt=0)
 
     rabbitmq_url: str | None = Field(None, repr=False)
     rabbitmq_input_queue: str = Field("batchgate.requests", max_length=250)

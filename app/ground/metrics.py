@@ -65,6 +65,13 @@ DELIVERY_ATTEMPTS = Counter(
     ["channel", "outcome"],
     registry=REGISTRY,
 )
+DESTINATION_HELD = Gauge(
+    "batchgate_destination_held",
+    "1 for each destination whose deliveries are held: its circuit breaker is open or probing "
+    "(paused by an operator shows as open), by destination and breaker state.",
+    ["destination", "state"],
+    registry=REGISTRY,
+)
 LEASE_TAKEOVERS = Counter(
     "batchgate_lease_takeovers",
     "Leases taken over after their owner's ran out (a process died or stalled), by kind of row.",

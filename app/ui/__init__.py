@@ -7,6 +7,7 @@ from litestar.di import Provide
 
 from app.ui.batches import BatchPages
 from app.ui.dashboard import dashboard
+from app.ui.destinations import DestinationPages
 from app.ui.keys import KeyPages
 from app.ui.login import LoginRequired, login, login_form, logout, require_login, to_login
 from app.ui.recoveries import RecoveryPages
@@ -20,6 +21,7 @@ ui_router = Router(
         dashboard,
         BatchPages,
         RequestPages,
+        DestinationPages,
         RecoveryPages,
         SettingsPages,
         KeyPages,

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import get
 from litestar.datastructures import State
 
-from app.core.read import failing, stats
+from app.core.read import destinations, failing, stats
 from app.ui.render import page
 from app.web.http import HttpRequest
 from app.web.protection import is_loopback
@@ -19,7 +19,8 @@ from app.web.state import app_state
 async def dashboard(request: HttpRequest, state: State) -> Any:
     app = app_state(state)
     numbers = await stats.dashboard(app.db)
-    destinations = await failing.failing_destinations(app.db)
+    failing_now = await failing.failing_destinations(app.db)
+    held = await destinations.held(app.db)
     process = await app.status.current()
     return page(
         request,
@@ -29,7 +30,8 @@ async def dashboard(request: HttpRequest, state: State) -> Any:
         backends=process.backends,
         rabbitmq=process.rabbitmq,
         scheduler=process.scheduler,
-        failing=destinations,
+        failing=failing_now,
+        held=held,
         chart_max=max(numbers.per_minute) or 1,
         exact_up_to=stats.EXACT_UP_TO,
         open_to_network=not app.api_keys.required and not is_loopback(app.host),

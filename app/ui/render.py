@@ -50,6 +50,8 @@ BADGE: dict[str, str] = {
     "unreachable": "bad",
     "failing": "bad",  # a delivery destination with deliveries retrying
     "closed": "muted",
+    "open": "bad",  # a destination's circuit breaker: its deliveries are held
+    "probing": "warn",
     # A recovery's statuses (app.ground.statuses.RecoveryStatus); cancelled is a batch's too.
     "queued": "info",
     "running": "warn",
@@ -151,6 +153,7 @@ def register_filters(env: Environment) -> None:
     env.filters.update(
         badge=lambda status: BADGE.get(status or "", "muted"),
         ago=ago,
+        due_in=due_in,
         since=since,
         bytes=human_bytes,
         num=lambda n: f"{n or 0:,}",
@@ -178,6 +181,14 @@ def since(at: datetime | None) -> str:
 
 def ago(at: datetime | None) -> str:
     return "—" if at is None else f"{since(at)} ago"
+
+
+def due_in(at: datetime | None) -> str:
+    """How long until `at` (a probe's time): "in 4s", or "now" once it has come."""
+    if at is None:
+        return "—"
+    seconds = int((_aware(at) - utcnow()).total_seconds())
+    return "now" if seconds <= 0 else f"in {since(utcnow() - (_aware(at) - utcnow()))}"
 
 
 def human_bytes(n: int | None) -> str:

@@ -15,12 +15,13 @@ from typing import Any
 
 from app.backends.base import BatchAPI
 from app.core import retention
-from app.core.actions import batches, requests
+from app.core.actions import batches, destinations, requests
 from app.core.dropin import anthropic, create
+from app.core.read.destinations import held as held_destinations
 from app.core.recoveries import ask
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
-from app.db.models import Batch, Delivery, File, Recovery, Request
+from app.db.models import Batch, Delivery, Destination, File, Recovery, Request
 from app.db.session import Database
 from app.ground.steps import Step, Wake
 
@@ -135,6 +136,36 @@ class Actions:
 
     async def cancel_recovery(self, recovery_id: int, via: str = "api") -> Recovery:
         return await ask.cancel(self.db, recovery_id, via)
+
+    async def set_destination_limits(
+        self, destination: str | int, concurrency: Any, rate_per_second: Any
+    ) -> Destination:
+        """Override a destination's limits, named by its URL or key (made when new) or its id."""
+        key = await self._destination_key(destination)
+        return await destinations.set_limits(self.db, key, concurrency, rate_per_second)
+
+    async def pause_destination(self, destination: str | int, via: str = "api") -> Destination:
+        key = await self._destination_key(destination)
+        row = await destinations.pause(self.db, key, via, await self._events_url())
+        held_destinations.forget()  # the operator sees the change at once, not 5 s later
+        return row
+
+    async def resume_destination(self, destination: str | int, via: str = "api") -> Destination:
+        key = await self._destination_key(destination)
+        row = await destinations.resume(self.db, key, via, await self._events_url())
+        held_destinations.forget()
+        self._waking(Step.DELIVER)
+        return row
+
+    async def _destination_key(self, destination: str | int) -> str:
+        if isinstance(destination, str):
+            return destinations.key_of(destination)
+        async with self.db.transaction() as session:
+            return await destinations.key_by_id(session, destination)
+
+    async def _events_url(self) -> str | None:
+        url = (await self.effective.fresh()).batch_events_webhook_url
+        return str(url) if url else None
 
     async def save_settings(self, form: dict[str, Any]) -> dict[str, Any]:
         stored = await self.effective.save(form)

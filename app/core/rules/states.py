@@ -273,22 +273,24 @@ def move_delivery(delivery: Delivery, to_status: str) -> None:
     delivery.status = to_status
 
 
-def move_breaker(session: AsyncSession, destination: Destination, to_state: str, reason: str) -> None:
+def move_breaker(
+    session: AsyncSession, destination: Destination, to_state: str, reason: str
+) -> DestinationEvent:
     """Move a loaded, locked destination's breaker to `to_state` and write its event row."""
     check(BREAKER_TRANSITIONS, destination.breaker, to_state)
     now = utcnow()
-    session.add(
-        DestinationEvent(
-            destination_id=destination.id,
-            from_state=destination.breaker,
-            to_state=to_state,
-            reason=reason,
-            at=now,
-            worker=process_name(),
-        )
+    event = DestinationEvent(
+        destination_id=destination.id,
+        from_state=destination.breaker,
+        to_state=to_state,
+        reason=reason,
+        at=now,
+        worker=process_name(),
     )
+    session.add(event)
     destination.breaker = to_state
     destination.updated_at = now
+    return event
 
 
 def begin_recovery(session: AsyncSession, recovery: Recovery) -> None:
