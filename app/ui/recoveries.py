@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.params import FromQuery
 
 from app.core.recoveries.ask import Asked
 from app.core.recoveries.read import list_recoveries
@@ -31,9 +32,10 @@ class RecoveryPages(Controller):
     path = "/recoveries"
 
     @get("/")
-    async def index(self, request: HttpRequest, state: State) -> Any:
+    async def index(self, request: HttpRequest, state: State, destination: FromQuery[str] = "") -> Any:
+        # ?destination= fills in the recover form (a link from a destination to its recovery).
         rows = await list_recoveries(app_state(state).db, limit=100)
-        return page(request, "recoveries.html", "_recoveries_live.html", rows=rows)
+        return page(request, "recoveries.html", "_recoveries_live.html", rows=rows, destination=destination)
 
     @post("/")
     async def recover(self, request: HttpRequest, state: State, data: Form) -> Any:

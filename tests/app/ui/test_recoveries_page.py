@@ -36,6 +36,8 @@ async def test_the_page_starts_a_recover_and_shows_its_progress(
     page = (await ui.client.get("/recoveries")).text
     assert 'id="recover-form"' in page and 'id="replay-form"' in page and 'href="/recoveries"' in page
     assert "No recoveries yet." in page
+    filled = (await ui.client.get("/recoveries", params={"destination": key})).text
+    assert f'value="{key}"' in filled
 
     since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
     answer = await ui.client.post("/recoveries", data={"destination": key, "since": since}, headers=HX)
