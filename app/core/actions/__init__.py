@@ -21,9 +21,21 @@ from app.core.read.destinations import held as held_destinations
 from app.core.recoveries import ask
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
+from app.core.rules.errors import InvalidInput, Problem
 from app.db.models import Batch, Delivery, Destination, File, Recovery, Request
 from app.db.session import Database
 from app.ground.steps import Step, Wake
+
+
+def _recover_key(given: str) -> str:
+    """The destination key a recover names (its key, or any webhook URL of it)."""
+    try:
+        return destinations.key_of(given)
+    except ValueError:  # a URL urllib cannot split, e.g. "http://[": no destination's
+        detail = f"{given[:80]!r} is not a destination key or a webhook URL."
+        raise InvalidInput(
+            Problem("invalid_destination", "Invalid recovery", detail, "/destination")
+        ) from None
 
 
 class Actions:
@@ -129,7 +141,14 @@ class Actions:
         return new
 
     async def ask_recovery(self, data: Any, via: str = "api") -> ask.Asked:
-        """Start a recover or a replay (or answer the same one already under way)."""
+        """Start a recover or a replay (or answer the same one already under way). A recover's
+        destination may be given as its key or as any webhook URL of it, as for its limits."""
+        if (
+            isinstance(data, dict)
+            and data.get("kind") == "recover"
+            and isinstance(data.get("destination"), str)
+        ):
+            data = {**data, "destination": _recover_key(data["destination"])}
         asked = await ask.ask(self.db, await self.effective.fresh(), data, via)
         self._waking(Step.RECOVER)
         return asked

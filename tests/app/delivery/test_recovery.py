@@ -134,7 +134,9 @@ async def test_recover_queues_a_destinations_failed_deliveries_since_a_time(
     other_seen = len(other_receiver.received)
 
     key = destination_of(webhook(receiver.url + "/hook"))  # type: ignore[attr-defined]
-    ask = {"kind": "recover", "destination": key, "since": iso(datetime.now(UTC) - timedelta(minutes=10))}
+    since = iso(datetime.now(UTC) - timedelta(minutes=10))
+    # Named by any URL of it, as an operator has it at hand: the same as its key.
+    ask = {"kind": "recover", "destination": receiver.url + "/other?x=1", "since": since}  # type: ignore[attr-defined]
     answer = await app.client.post("/api/recoveries", json=ask)
     assert answer.status_code == 202, answer.text
     started = answer.json()
@@ -165,7 +167,7 @@ async def test_recover_queues_a_destinations_failed_deliveries_since_a_time(
     assert not receiver.successes("old/1") and len(other_receiver.received) == other_seen
 
     # Asked again once done: nothing is failed in its scope any more, so nothing is sent twice.
-    again = await app.client.post("/api/recoveries", json=ask)
+    again = await app.client.post("/api/recoveries", json={**ask, "destination": key})
     assert again.status_code == 202 and again.json()["id"] != started["id"], again.text
     assert again.json()["status"] == "done" and again.json()["total"] == 0
     listed = (await app.client.get("/api/recoveries")).json()["data"]
@@ -278,6 +280,7 @@ async def test_bad_input_is_refused_with_a_code(database_url: str, start_app: St
             ({"kind": "recover", "destination": "https://a:443"}, 422, "invalid_time"),
             ({"kind": "recover", "destination": "https://a:443", "since": "yesterday"}, 422, "invalid_time"),
             ({"kind": "recover", "destination": "", "since": since}, 422, "invalid_destination"),
+            ({"kind": "recover", "destination": "http://[", "since": since}, 422, "invalid_destination"),
             (
                 {"kind": "recover", "destination": "https://a:443", "since": since, "until": since},
                 422,
