@@ -19,6 +19,7 @@ from litestar.template.config import TemplateConfig
 
 from app.api.anthropic import ANTHROPIC_ROUTERS
 from app.api.batches import BatchController
+from app.api.destination_secrets import DestinationSecretController
 from app.api.destinations import DestinationController
 from app.api.document import SchemaJson
 from app.api.errors import EXCEPTION_HANDLERS
@@ -29,6 +30,7 @@ from app.api.recoveries import RecoveryController
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
+from app.api.subscriptions import SubscriptionController
 from app.backends.anthropic_batch import DEFAULT_BASE_URL as ANTHROPIC_URL
 from app.backends.anthropic_batch import AnthropicBatchBackend
 from app.backends.base import BatchAPI, EmbeddedStatus, LineRunner, MessageBatchAPI
@@ -65,6 +67,11 @@ OPEN_TO_THE_NETWORK = (
     "and can change delivery targets. Set API_KEYS, or create a key in the UI (Keys)."
 )
 
+STORED_IN_CLEAR = (
+    "SECRETS_KEY is not set: webhook header values and destination signing secrets are stored "
+    "in plain text (docs/security.md#encryption-at-rest)"
+)
+
 STATIC = Path(__file__).resolve().parents[1] / "static"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 # Swagger UI is vendored under static/ (pinned), so the docs work without reaching a CDN.
@@ -89,7 +96,15 @@ def api_routers() -> tuple[Router, Router]:
     """
     native = Router(
         "/api",
-        route_handlers=[RequestController, BatchController, DestinationController, RecoveryController, purge],
+        route_handlers=[
+            RequestController,
+            BatchController,
+            DestinationController,
+            DestinationSecretController,
+            SubscriptionController,
+            RecoveryController,
+            purge,
+        ],
         middleware=[RequireApiKey()],
     )
     docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)
@@ -246,6 +261,8 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
         keys_refresh = asyncio.create_task(key_store.keep_fresh(db, keys), name="api-keys-refresh")
         if settings.serves_http_faces and not keys.required and not is_loopback(settings.host):
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
+        if settings.secrets_key is None:
+            log.info(STORED_IN_CLEAR)
         wake = parts.worker.wake if parts.worker else wake_nothing
         AppState(
             db=db,

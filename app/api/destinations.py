@@ -11,8 +11,10 @@ from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.params import Body
 from litestar.status_codes import HTTP_200_OK
+from msgspec import Meta
 
 from app.api.errors import documented_errors
+from app.core.actions.destinations import CONCURRENCY_MAX, DESTINATION_PATTERN, RATE_MAX
 from app.core.read import destinations
 from app.core.read.destinations import DestinationView
 from app.db.models import DestinationEvent
@@ -22,15 +24,15 @@ from app.web.state import app_state
 NO_SUCH_DESTINATION = {404: "No such destination"}
 
 
-class LimitsIn(msgspec.Struct, forbid_unknown_fields=True):
+class LimitsIn(msgspec.Struct):
     # None: DELIVERY_DESTINATION_CONCURRENCY / DELIVERY_DESTINATION_RATE.
-    concurrency: int | None = None
-    rate_per_second: float | None = None
+    concurrency: Annotated[int, Meta(ge=1, le=CONCURRENCY_MAX)] | None = None
+    rate_per_second: Annotated[float, Meta(ge=0, le=RATE_MAX)] | None = None
 
 
-class DestinationIn(LimitsIn, forbid_unknown_fields=True):
+class DestinationIn(LimitsIn, kw_only=True):
     # A webhook URL or origin, or rabbitmq:queue/<name> or rabbitmq:exchange/<name>.
-    destination: str = ""
+    destination: Annotated[str, Meta(pattern=DESTINATION_PATTERN, max_length=2048)]
 
 
 class EventOut(msgspec.Struct):

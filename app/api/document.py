@@ -1,8 +1,9 @@
 """The OpenAPI JSON as served: what Litestar cannot see filled in.
 
-Five routes read their body raw (to refuse every problem in their face's error shape, or to
+Seven routes read their body raw (to refuse every problem in their face's error shape, or to
 stream it), so Litestar documents no body for them; their schemas are added here. Litestar also
-writes a path parameter's bound as a float, which rounds the int64 row id limit up past it.
+writes a path parameter's bound as a float, which rounds the int64 row id limit up past it, and
+leaves out `additionalProperties: false` of the bodies that refuse unknown fields.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from typing import Any
 
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from app.api.destination_secrets import CLOSED_BODIES
 from app.api.recoveries import RECOVERY_IN
+from app.core.actions.subscriptions import DESCRIPTION_MAX_CHARS, MAX_TYPES, MAX_VALUES, VALUE_MAX_CHARS
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
 from app.core.dropin.file_store import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
-from app.core.intake.schema import ENDPOINTS, RequestIn
+from app.core.intake.schema import ENDPOINTS, WEBHOOK_URL_PATTERN, RequestIn
+from app.core.subscriptions import FILTERS, SUBSCRIBABLE
 from app.web.http import ROW_ID_MAX, HttpRequest
 
 JSON = "application/json"
@@ -84,6 +88,39 @@ MESSAGE_BATCH_IN = {
 }
 
 
+# POST /api/subscriptions (url and event_types required) and PATCH (the fields it changes).
+SUBSCRIPTION_FIELDS = {
+    "url": {"type": "string", "pattern": WEBHOOK_URL_PATTERN, "description": "Checked like a webhook target"},
+    "event_types": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_TYPES,
+        "items": {"enum": sorted(SUBSCRIBABLE)},
+    },
+    "filters": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: {
+                "type": "array",
+                "maxItems": MAX_VALUES,
+                "items": {"type": "string", "minLength": 1, "maxLength": VALUE_MAX_CHARS},
+            }
+            for name in FILTERS
+        },
+    },
+    "description": {"type": "string", "maxLength": DESCRIPTION_MAX_CHARS},
+    "enabled": {"type": "boolean"},
+}
+SUBSCRIPTION_IN = {
+    "type": "object",
+    "required": ["url", "event_types"],
+    "additionalProperties": False,
+    "properties": SUBSCRIPTION_FIELDS,
+}
+SUBSCRIPTION_CHANGE = {"type": "object", "additionalProperties": False, "properties": SUBSCRIPTION_FIELDS}
+
+
 def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {media_type: {"schema": schema}}}
 
@@ -117,8 +154,11 @@ class SchemaJson(JsonRenderPlugin):
         components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(schema.pop("$defs", {}))
         components["RequestIn"] = schema
+        for closed in CLOSED_BODIES:
+            components.get(closed.__name__, {})["additionalProperties"] = False
         bodies = {
             "/api/requests": _body(JSON, {"$ref": "#/components/schemas/RequestIn"}),
+            "/api/subscriptions": _body(JSON, SUBSCRIPTION_IN),
             "/v1/batches": _body(JSON, OPENAI_BATCH_IN),
             "/v1/files": _body("multipart/form-data", FILE_UPLOAD),
             "/v1/messages/batches": _body(JSON, MESSAGE_BATCH_IN),
@@ -129,6 +169,8 @@ class SchemaJson(JsonRenderPlugin):
         for path, body in bodies.items():
             if (operation := paths.get(path, {}).get("post")) is not None:
                 operation["requestBody"] = body
+        if (change := paths.get("/api/subscriptions/{subscription_id}", {}).get("patch")) is not None:
+            change["requestBody"] = _body(JSON, SUBSCRIPTION_CHANGE)
         for operations in paths.values():
             for operation in operations.values():
                 for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:

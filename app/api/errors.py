@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from litestar import Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
@@ -20,6 +20,7 @@ from app.web.http import (
     database_unavailable,
     error_specs,
 )
+from app.web.protection import malformed_host
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def batchgate_error(_: HttpRequest, exc: BatchgateError) -> Response[ErrorBody]:
 def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorBody]:
     code, title = CODE_FOR_STATUS.get(exc.status_code, ("error", "Error"))
     detail = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        # Say what failed where (msgspec's words, e.g. "Expected `int` >= 1 - at `$.concurrency`").
+        said = [
+            str(item.get("message")) for item in exc.extra if isinstance(item, dict) and item.get("message")
+        ]
+        detail = "; ".join([detail, *said][:4])
     if exc.status_code == 413:
         detail = "The request body is larger than API_MAX_BODY_BYTES allows."
     response = error_response(exc.status_code, [ErrorItem(code, title, detail)])
@@ -60,13 +67,22 @@ def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorBody]:
     return response
 
 
+def _said(item: dict[str, object]) -> str:
+    """One validation failure as msgspec and Litestar report it: the message, and where."""
+    key = item.get("key")
+    return f"{item['message']} (at {key})" if key else str(item["message"])
+
+
 def internal_error(request: HttpRequest, exc: Exception) -> Response[ErrorBody]:
+    if (why := malformed_host(request.headers.get("host", ""))) is not None:
+        # Raised where the URL was built, before the screen (ScreenRequests) could refuse it.
+        return error_response(400, [ErrorItem("bad_request", "Bad request", f"Bad Host header: {why}.")])
     if database_unavailable(request, exc):
         unavailable = ErrorItem("database_unavailable", "Database unavailable", UNAVAILABLE_MESSAGE)
         response = error_response(503, [unavailable])
         response.headers.update(UNAVAILABLE_HEADERS)
         return response
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, request.scope["path"], exc_info=exc)
     item = ErrorItem(
         "internal_error", "Internal error", "Something went wrong on our side; it has been logged."
     )

@@ -31,6 +31,8 @@ from app.web.http import HttpRequest, RowCursor, json_or_jsonl, read_body, requi
 from app.web.state import app_state
 
 NO_SUCH_REQUEST = {404: "No such request"}
+# A delivery's public id (dlv_N) or its row id: one of a request's deliveries to redeliver.
+DELIVERY_ID_PATTERN = r"^(dlv_)?[0-9]{1,18}$"
 
 
 class RequestController(Controller):
@@ -150,12 +152,18 @@ class RequestController(Controller):
         "/{custom_id:path}",
         status_code=HTTP_202_ACCEPTED,
         summary="An action on a request: POST /api/requests/{custom_id}/redeliver or .../cancel",
-        description="`redeliver` re-queues the delivery (answers the delivery); `cancel` ends a request "
-        "that has no result yet as `cancelled` and delivers that (answers the request).",
+        description="`redeliver` re-queues the delivery of every destination its delivery config "
+        "names (answers the first; `?delivery_id=dlv_N` re-queues only that one); `cancel` ends a "
+        "request that has no result yet as `cancelled` and delivers that (answers the request).",
         responses=documented_errors({**NO_SUCH_REQUEST, 409: "Nothing to redeliver, or already finished"}),
         operation_id="requestAction",
     )
-    async def act(self, custom_id: FromPath[str], state: State) -> DeliveryOut | RequestOut:
+    async def act(
+        self,
+        custom_id: FromPath[str],
+        state: State,
+        delivery_id: Annotated[str | None, QueryParameter(pattern=DELIVERY_ID_PATTERN)] = None,
+    ) -> DeliveryOut | RequestOut:
         # One path with GET (so OPTIONS and the document say both): here the path is the id and
         # the verb; custom ids may contain '/', so the id is everything before the last one.
         custom_id, slash, verb = custom_id.removeprefix("/").rpartition("/")
@@ -171,4 +179,6 @@ class RequestController(Controller):
         if verb == "cancel":
             await app.actions.cancel_request(custom_id)
             return request_out(await queries.request_detail(app.db, custom_id))
-        return delivery_out(await app.actions.redeliver_request(custom_id), [])
+        row_id = int(delivery_id.removeprefix("dlv_")) if delivery_id is not None else None
+        queued = await app.actions.redeliver_request(custom_id, delivery_id=row_id)
+        return delivery_out(queued[0], [])

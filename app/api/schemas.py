@@ -98,9 +98,13 @@ class _RequestHead(msgspec.Struct):
     batch_id: int | None
 
 
+# One destination (an object) or several (a list of them), as the request gave it.
+StoredDeliveryConfig = dict[str, Any] | list[dict[str, Any]]
+
+
 class RequestOut(_RequestHead):
     body: dict[str, Any]
-    delivery_config: dict[str, Any] | None
+    delivery_config: StoredDeliveryConfig | None
     result: dict[str, Any] | None
     usage: UsageOut
     inference_attempts: int
@@ -108,14 +112,18 @@ class RequestOut(_RequestHead):
     submitted_at: datetime | None
     completed_at: datetime | None
     complete_by: datetime | None  # its deadline, when it has one
-    delivery: DeliveryOut | None
+    delivery: DeliveryOut | None  # its latest delivery (of one destination when it fans out)
+    # Over every destination: delivered only once each is (pending or retrying while any is).
+    delivery_status: str | None = None
+    # Each destination's delivery, with its own attempts and status.
+    deliveries: list[DeliveryOut] = msgspec.field(default_factory=list)
 
 
 class RequestSummaryOut(_RequestHead):
     """A request as GET /api/requests lists it: no body or result (read the one request for
-    those), its latest delivery's status and attempts."""
+    those), its delivery status over all its destinations and their attempts, summed."""
 
-    delivery_config: dict[str, Any] | None
+    delivery_config: StoredDeliveryConfig | None
     delivery_status: str | None
     delivery_attempts: int
     error: dict[str, Any] | None
@@ -287,6 +295,8 @@ def request_out(detail: RequestDetail) -> RequestOut:
             result=output_line(r) if finished else None,
             usage=UsageOut(r.prompt_tokens, r.completion_tokens, r.total_tokens),
             delivery=delivery_out(detail.delivery, detail.attempts) if detail.delivery else None,
+            delivery_status=detail.delivery_status,
+            deliveries=[delivery_out(t.delivery, t.attempts) for t in detail.deliveries],
         )
     )
 

@@ -21,6 +21,14 @@ class Message:
     body: bytes
     target: dict[str, Any]
     destination: str = ""  # what its limits count by (app.net.destinations.destination_of)
+    # The Standard Webhooks secrets to sign with, each signature sent (the destination's own,
+    # and during a rotation the previous one too); GLOBAL_SECRET stands for the channel's own
+    # (WEBHOOK_SECRET, or the batch events one). Empty: the channel's own alone.
+    signing_secrets: tuple[str, ...] = ()
+
+
+# In Message.signing_secrets: the channel's own secret for the message.
+GLOBAL_SECRET = ""
 
 
 @dataclass(frozen=True, slots=True)

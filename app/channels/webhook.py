@@ -12,8 +12,8 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app.channels.base import EXCERPT_BYTES, Message, SendResult, excerpt
-from app.ground import webhook_headers
+from app.channels.base import EXCERPT_BYTES, GLOBAL_SECRET, Message, SendResult, excerpt
+from app.ground import sealing, webhook_headers
 from app.ground.config import Settings
 from app.ground.statuses import Outcome
 from app.net import destinations
@@ -24,6 +24,10 @@ RETRY_AFTER_CAP_SECONDS = 86400.0
 # A receiver's answer header that ends a delivery's retries (Svix's delivery control): any
 # non-2xx answer carrying it is final. A 410 Gone is final anyway, as every 4xx but 408 and 429.
 ABORT = "abort-message"
+UNOPENED = (
+    "a header value or this destination's signing secret is encrypted at rest and could not be "
+    "decrypted: SECRETS_KEY is not set, or does not hold the key it was encrypted with"
+)
 
 
 class WebhookChannel:
@@ -72,12 +76,31 @@ class WebhookChannel:
         }
         if message.custom_id is not None:
             headers["x-batchgate-custom-id"] = header_safe(message.custom_id)
-        if signer := self._signers.get(message.target.get("signing", "results")):
-            headers["webhook-signature"] = signer.sign(message.delivery_id, now, message.body.decode())
+        if signature := self._signature(message, now):
+            headers["webhook-signature"] = signature
         return headers
+
+    def _signature(self, message: Message, now: datetime) -> str:
+        """Every signature of one attempt, space-separated (Standard Webhooks: a receiver accepts
+        the message when any one verifies): the destination's secrets, else the channel's own."""
+        signatures: list[str] = []
+        for secret in message.signing_secrets or (GLOBAL_SECRET,):
+            if secret == GLOBAL_SECRET:
+                signer = self._signers.get(message.target.get("signing", "results"))
+            else:
+                signer = _signer(secret)
+            if signer is not None:
+                signature = signer.sign(message.delivery_id, now, message.body.decode())
+                if signature not in signatures:
+                    signatures.append(signature)
+        return " ".join(signatures)
 
     async def send(self, message: Message) -> SendResult:
         url = httpx.URL(message.target["webhook_url"])
+        # Encrypted at rest and not opened by the core: sending would leak or mis-sign. Retried,
+        # so that a SECRETS_KEY put right in time still lets it go out.
+        if sealing.still_sealed(message.target) or any(map(sealing.is_sealed, message.signing_secrets)):
+            return SendResult(Outcome.RETRYABLE_FAILURE, error=UNOPENED)
         # Checked at intake; again here in case a rule tightened since (the reasons name no value).
         if bad := webhook_headers.problems(message.target.get("headers")):
             return SendResult(Outcome.PERMANENT_FAILURE, error=f"refused: {'; '.join(bad)}")
@@ -165,3 +188,9 @@ def header_safe(value: str) -> str:
     if value.isascii() and value.isprintable() and value == value.strip():
         return value
     return quote(value, safe="")
+
+
+@functools.lru_cache(maxsize=256)
+def _signer(secret: str) -> Webhook:
+    """A destination's signer (decoding its secret once, not on every send)."""
+    return Webhook(secret)

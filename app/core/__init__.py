@@ -12,7 +12,10 @@
     results.py      what a backend returned is stored per request, and its delivery queued
     delivery.py     the outbox: due deliveries are claimed, sent through a channel, and every
                     attempt is audited; retries back off and end
+    dispatch.py     the sends in flight, each on its own, within each destination's limits
+    destinations/   each receiver's circuit breaker (hold, probe, close) and limits
     announcements.py  batch events (created, in progress, ended) for the batch-events webhook
+    notices.py      operational events (destination paused or resumed, a delivery exhausted)
     retention.py    ended batches and requests are purged after RETENTION_DAYS
     actions/        what an operator does (cancel, retry, redeliver, delete, close, settings),
                     each waking the steps it gives work to

@@ -1,6 +1,8 @@
 """Batch events: a batch's life, from its creation to its end, sent to BATCH_EVENTS_WEBHOOK_URL
-in OpenAI's webhook event shape through the delivery outbox, so they get the same retries,
-signature and audit trail as results.
+and to the operator's subscriptions that take them (app.core.subscriptions), in OpenAI's webhook
+event shape through the delivery outbox, so they get the same retries, signature and audit
+trail as results. A drop-in batch that named its own completion webhook at create
+(WEBHOOK_METADATA_KEY) gets its end there too, signed like a result.
 
 The events: `batch.created` when the batch row is made (a native batch when the batcher opens
 its building batch for a group, a drop-in batch at create), `batch.in_progress` the first time
@@ -12,9 +14,9 @@ operator's retry) sends no second `created` or `in_progress`; an end is sent at 
 The transitions function marks the rows; the finish step turns the marks into deliveries here,
 dropping repeated starts. A drop-in batch's end is announced once its face would show it ended
 (its files written), so a receiver that fetches the batch on the event sees it final. Marks made
-while no URL is set are cleared without sending: events are not replayed to a URL set later.
-Order per batch is kept by the outbox: an event is not sent while an earlier one of its batch
-still waits (app.core.delivery.in_turn).
+while nobody takes them are cleared without sending: events are not replayed to a URL set later.
+Order per batch and destination is kept by the outbox: an event is not sent while an earlier one
+of its batch still waits for the same destination (app.core.delivery.in_turn).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from app.core.dropin.create import DROPIN_ORIGINS
+from app.core import subscriptions
+from app.core.dropin.create import DROPIN_ORIGINS, WEBHOOK_METADATA_KEY
 from app.core.dropin.ids import public_batch_id
-from app.core.notices import delivery_row
 from app.core.rules.states import BATCH_TERMINAL, B
-from app.db.models import Batch, BatchEvent, Delivery
+from app.db.models import Batch, BatchEvent, Delivery, Subscription
 from app.db.session import Database
 from app.ground.clock import utcnow
 
@@ -42,17 +44,22 @@ EVENT_TYPES = {
     B.CANCELLED: "batch.cancelled",
 }
 CREATED = "batch.created"
+ENDS = frozenset(EVENT_TYPES[status] for status in BATCH_TERMINAL)
+# The webhook channel signs a delivery with the secret its target names.
+SIGNING, RESULTS_SIGNING = "batch_events", "results"
 CHUNK = 500
 
 
 async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
-    """Turn up to `limit` marked batch events into deliveries to `url` (or only clear the marks
-    when no URL is set); returns how many were queued."""
+    """Turn up to `limit` marked batch events into deliveries: to `url`, to a drop-in batch's own
+    completion webhook (its ends only) and to the subscriptions that take them; marks nobody
+    takes are only cleared. Returns how many deliveries were queued."""
     async with db.transaction() as session:
         due = (
             await session.execute(
-                select(BatchEvent.id, BatchEvent.from_status, BatchEvent.to_status, BatchEvent.at)
-                .add_columns(Batch.id, Batch.origin, _repeated())
+                select(BatchEvent.id.label("event_id"), BatchEvent.from_status, BatchEvent.to_status)
+                .add_columns(BatchEvent.at, Batch.id.label("batch_id"), Batch.origin, Batch.model)
+                .add_columns(Batch.backend, Batch.face_metadata, _repeated())
                 .join(Batch, Batch.id == BatchEvent.batch_id)
                 .where(
                     BatchEvent.announce,
@@ -67,19 +74,48 @@ async def queue_due(db: Database, url: str | None, limit: int = CHUNK) -> int:
             return 0
         await session.execute(
             update(BatchEvent)
-            .where(BatchEvent.id.in_([row[0] for row in due]))
+            .where(BatchEvent.id.in_([row.event_id for row in due]))
             .values(announce=False)
             .execution_options(synchronize_session=False)
         )
-        sending = [row for row in due if not row[-1]]
-        if url is None or not sending:
-            return 0
+        listening = await subscriptions.enabled(session)
         now = utcnow()
-        await session.execute(
-            insert(Delivery),
-            [delivery_row(_event(*row[:-1]), url, now, batch_event_id=row[0]) for row in sending],
+        rows = [
+            delivery for row in due if not row.repeated for delivery in _deliveries(row, url, listening, now)
+        ]
+        if rows:
+            await session.execute(insert(Delivery), rows)
+    return len(rows)
+
+
+def _deliveries(
+    row: Any, url: str | None, listening: list[Subscription], now: datetime
+) -> list[dict[str, Any]]:
+    """The deliveries of one batch event (a row of queue_due's select): one per URL that takes it."""
+    event = _event(row.event_id, row.from_status, row.to_status, row.at, row.batch_id, row.origin)
+    values = {"model": row.model, "backend": row.backend, "origin": row.origin}
+    rows = []
+    if url is not None:
+        rows.append(subscriptions.event_delivery_row(event, url, now, SIGNING, batch_event_id=row.event_id))
+    own = batch_webhook(row.face_metadata)
+    if own is not None and event["type"] in ENDS and own != url:
+        # The batch's own webhook is the user's: signed like a result (WEBHOOK_SECRET).
+        rows.append(
+            subscriptions.event_delivery_row(event, own, now, RESULTS_SIGNING, batch_event_id=row.event_id)
         )
-    return len(sending)
+    for subscription in subscriptions.matching(listening, event["type"], values):
+        rows.append(
+            subscriptions.event_delivery_row(
+                event, subscription.url, now, batch_event_id=row.event_id, subscription_id=subscription.id
+            )
+        )
+    return rows
+
+
+def batch_webhook(metadata: Any) -> str | None:
+    """A drop-in batch's own completion webhook, as its create named it (WEBHOOK_METADATA_KEY)."""
+    url = metadata.get(WEBHOOK_METADATA_KEY) if isinstance(metadata, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def _is_end() -> ColumnElement[bool]:
@@ -110,10 +146,5 @@ def _event(
     event_id: int, from_status: str | None, to_status: str, at: datetime, batch_id: int, origin: str
 ) -> dict[str, Any]:
     """The event as OpenAI's webhooks send it: {id, object, type, created_at, data: {id}}."""
-    return {
-        "id": f"evt_{event_id}",
-        "object": "event",
-        "type": event_type(from_status, to_status),
-        "created_at": int(at.timestamp()),
-        "data": {"id": public_batch_id(origin, batch_id), "batchgate_batch_id": batch_id, "origin": origin},
-    }
+    data = {"id": public_batch_id(origin, batch_id), "batchgate_batch_id": batch_id, "origin": origin}
+    return subscriptions.event(f"evt_{event_id}", event_type(from_status, to_status), at, data)

@@ -1,7 +1,8 @@
 """Operational events for BATCH_EVENTS_WEBHOOK_URL, beside the batch events: a destination held
 by its circuit breaker or by an operator (`destination.paused`), sending again
 (`destination.resumed`), and a result's delivery that failed for good (`delivery.exhausted`).
-They go through the outbox like batch events (same shape, signature, retries and audit trail).
+They go through the outbox like batch events (same shape, signature, retries and audit trail), to
+BATCH_EVENTS_WEBHOOK_URL and to every subscription that takes them (app.core.subscriptions).
 
 A failed event delivery announces nothing: an events URL that is down must not feed itself.
 """
@@ -15,41 +16,32 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import subscriptions
 from app.core.destinations.breaker import Change
 from app.db.models import Delivery, delivery_public_id
-from app.ground.statuses import BreakerState, DeliveryStatus
-from app.net.destinations import destination_of
-
-CHANNEL = "webhook"
-# The webhook channel signs a delivery with the secret its target names.
-SIGNING = "batch_events"
+from app.ground.statuses import BreakerState
 
 
 async def queue(
     session: AsyncSession, url: str | None, events: Sequence[dict[str, Any]], now: datetime
 ) -> None:
-    """Queue `events` for `url` (nothing when no URL is set)."""
-    if url and events:
-        await session.execute(insert(Delivery), [delivery_row(event, url, now) for event in events])
-
-
-def delivery_row(
-    event: dict[str, Any], url: str, now: datetime, batch_event_id: int | None = None
-) -> dict[str, Any]:
-    """The outbox row that sends `event` (a batch event, or one of these) to `url`, signed with
-    the batch events' secret."""
-    return {
-        "batch_event_id": batch_event_id,
-        "channel": CHANNEL,
-        # The event is frozen with its target: every attempt sends the same bytes.
-        "target": {"type": CHANNEL, "webhook_url": url, "signing": SIGNING, "event": event},
-        "destination": destination_of({"type": CHANNEL, "webhook_url": url}),
-        "status": DeliveryStatus.PENDING,
-        "attempts": 0,
-        "total_attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
+    """Queue `events` for `url` (BATCH_EVENTS_WEBHOOK_URL, when set) and for every subscription
+    that takes them (these events have no model, backend or origin to filter on)."""
+    if not events:
+        return
+    listening = await subscriptions.enabled(session)
+    rows = []
+    for event in events:
+        if url:
+            rows.append(subscriptions.event_delivery_row(event, url, now))
+        for subscription in subscriptions.matching(listening, event["type"], {}):
+            rows.append(
+                subscriptions.event_delivery_row(
+                    event, subscription.url, now, subscription_id=subscription.id
+                )
+            )
+    if rows:
+        await session.execute(insert(Delivery), rows)
 
 
 def breaker_events(changes: Sequence[Change]) -> list[dict[str, Any]]:
@@ -64,7 +56,7 @@ def breaker_events(changes: Sequence[Change]) -> list[dict[str, Any]]:
         data: dict[str, Any] = {"destination": change.destination, "reason": event.reason}
         if kind == "destination.paused":
             data["probe_at"] = int(change.probe_at.timestamp()) if change.probe_at else None
-        events.append(_event(f"evt_dst_{event.id}", kind, event.at, data))
+        events.append(subscriptions.event(f"evt_dst_{event.id}", kind, event.at, data))
     return events
 
 
@@ -75,8 +67,4 @@ def exhausted_event(
     permanent failure); the operator can redeliver it."""
     public_id = delivery_public_id(row_id)
     data = {"delivery_id": public_id, "custom_id": custom_id, "attempts": attempts, "last_error": error}
-    return _event(f"evt_{public_id}_exhausted_{attempts}", "delivery.exhausted", at, data)
-
-
-def _event(event_id: str, kind: str, at: datetime, data: dict[str, Any]) -> dict[str, Any]:
-    return {"id": event_id, "object": "event", "type": kind, "created_at": int(at.timestamp()), "data": data}
+    return subscriptions.event(f"evt_{public_id}_exhausted_{attempts}", "delivery.exhausted", at, data)

@@ -11,7 +11,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import LineResult
-from app.core.rules import states, storable
+from app.core import subscriptions
+from app.core.rules import fanout, states, storable
 from app.core.rules.leases import Hold
 from app.db.models import Batch, Delivery, Request
 from app.ground import metrics
@@ -22,6 +23,16 @@ from app.net.destinations import destination_of
 log = logging.getLogger(__name__)
 DELIVERING_CHANNELS = ("webhook", "rabbitmq")
 USAGE_COLUMNS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
+# What queuing an ended request's deliveries reads of it: its config, and what its event says.
+OUTCOME_COLUMNS = (
+    Request.id,
+    Request.delivery,
+    Request.custom_id,
+    Request.model,
+    Request.backend,
+    Request.origin,
+    Request.batch_id,
+)
 
 
 class Finished(Protocol):
@@ -75,7 +86,7 @@ async def record(
     by_id = {r.request_id: r for r in results}
     open_rows = (
         await session.execute(
-            select(Request.id, Request.delivery)
+            select(*OUTCOME_COLUMNS)
             .where(
                 Request.id.in_(by_id),
                 Request.batch_id == batch_id,
@@ -87,20 +98,17 @@ async def record(
     if not open_rows:
         return 0
     now = utcnow()
-    outcomes, deliveries, succeeded = [], [], 0
+    outcomes, succeeded = [], 0
     usage = dict.fromkeys(USAGE_COLUMNS, 0)
-    for request_id, delivery in open_rows:
-        result = by_id[request_id]
+    for row in open_rows:
+        result = by_id[row.id]
         succeeded += result.succeeded
-        outcome, tokens = _outcome(request_id, result, now)
+        outcome, tokens = _outcome(row.id, result, now)
         outcomes.append(outcome)
         for column, count in tokens.items():
             usage[column] += count
-        if row := delivery_row(request_id, delivery, now):
-            deliveries.append(row)
     await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
-    if deliveries:
-        await session.execute(insert(Delivery), deliveries)
+    await _queue_deliveries(session, open_rows, [o["status"] for o in outcomes], now)
     await session.execute(
         update(Batch)
         .where(Batch.id == batch_id)
@@ -164,7 +172,7 @@ async def close_without_result(
         return []
     rows = (
         await session.execute(
-            select(Request.id, Request.delivery)
+            select(*OUTCOME_COLUMNS)
             .where(Request.id.in_(ids), Request.status == from_status)
             .with_for_update()
         )
@@ -173,12 +181,30 @@ async def close_without_result(
     await states.set_request_outcomes(
         session,
         from_status,
-        [{"id": rid, "status": to_status, "error": error, "completed_at": now, **values} for rid, _ in rows],
+        [{"id": row.id, "status": to_status, "error": error, "completed_at": now, **values} for row in rows],
     )
-    queued = [row for rid, delivery in rows if (row := delivery_row(rid, delivery, now))]
+    await _queue_deliveries(session, rows, [to_status] * len(rows), now)
+    return [row.id for row in rows]
+
+
+async def _queue_deliveries(
+    session: AsyncSession, rows: Sequence[Any], statuses: Sequence[str], now: datetime
+) -> None:
+    """Queue the deliveries of requests that just ended (`rows` of OUTCOME_COLUMNS, each with its
+    new status): its result to each destination its config names, and its outcome as an event
+    to each subscription that takes it."""
+    queued = [delivery for row in rows for delivery in delivery_rows(row.id, row.delivery, now)]
+    if listening := await subscriptions.enabled(session):
+        for row, status in zip(rows, statuses, strict=True):
+            queued += subscriptions.request_event_rows(listening, row, status, now)
     if queued:
         await session.execute(insert(Delivery), queued)
-    return [rid for rid, _ in rows]
+
+
+def delivery_rows(request_id: int, config: Any, now: datetime) -> list[dict[str, Any]]:
+    """The new, due outbox rows of a request's result: one per destination its config names (an
+    object, or a list of them: fan-out), none for 'none'."""
+    return [row for entry in fanout.destinations_of(config) if (row := delivery_row(request_id, entry, now))]
 
 
 def delivery_row(request_id: int, delivery: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:

@@ -152,7 +152,8 @@ class Request(IdentityBase):
     model: Mapped[str] = mapped_column(String(255))
     body: Mapped[dict[str, Any]] = mapped_column(JsonB)
     body_bytes: Mapped[int] = mapped_column(Integer)
-    delivery: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    # Where its result goes: one destination (an object), or several (a list of them: fan-out).
+    delivery: Mapped[dict[str, Any] | list[dict[str, Any]] | None] = mapped_column(JsonB)
     status: Mapped[str] = mapped_column(String(32))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"), index=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
@@ -217,10 +218,16 @@ class Delivery(IdentityBase):
     __tablename__ = "deliveries"
 
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    # A batch event goes to each destination that takes it (BATCH_EVENTS_WEBHOOK_URL, the batch's
+    # own webhook, subscriptions): one delivery each.
     batch_event_id: Mapped[int | None] = mapped_column(
-        ForeignKey("batch_events.id", ondelete="CASCADE", name="fk_deliveries_batch_event_id"),
-        index=True,
-        unique=True,
+        ForeignKey("batch_events.id", ondelete="CASCADE", name="fk_deliveries_batch_event_id"), index=True
+    )
+    # The subscription an event delivery is for (app.core.subscriptions), deleted with it; None
+    # for a result's delivery, BATCH_EVENTS_WEBHOOK_URL's and a drop-in batch's own webhook. A
+    # request's event (request_id set too) is not one of its result's deliveries.
+    subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE", name="fk_deliveries_subscription_id"), index=True
     )
     channel: Mapped[str] = mapped_column(String(32))
     target: Mapped[dict[str, Any]] = mapped_column(JsonB)
@@ -317,6 +324,27 @@ class DestinationEvent(IdentityBase):
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTimeUTC)
     worker: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = IDS_NEVER_REUSED
+
+
+class Subscription(IdentityBase):
+    """An operator's subscription of a webhook URL to event types (request.succeeded,
+    request.failed, batch.*, destination.*), optionally only for some models, backends and
+    origins (app.core.subscriptions)."""
+
+    __tablename__ = "subscriptions"
+
+    url: Mapped[str] = mapped_column(Text)
+    # Event types, a family as `batch.*`; [`*`]: every event.
+    event_types: Mapped[list[str]] = mapped_column(JsonB)
+    # {"model": [...], "backend": [...], "origin": [...]}: an event matches a filter it names
+    # when its own value is one of the listed; a filter left out matches everything.
+    filters: Mapped[dict[str, list[str]]] = mapped_column(JsonB)
+    description: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC)
 
     __table_args__ = IDS_NEVER_REUSED
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.ground.backends import BackendSpec, load_file
 from app.ground.retry_schedule import DEFAULT_RETRY_SCHEDULE, exponential_schedule, parse_waits
+from app.ground.sealing import parse_keys as parse_secrets_keys
 
 MiB = 1024 * 1024
 # The name the embedded model (app.backends.embedded) serves under, and the default model with it.
@@ -181,6 +182,9 @@ class Settings(BaseSettings):
     # Signs the events (Standard Webhooks); WEBHOOK_SECRET when unset.
     batch_events_webhook_secret: str | None = Field(None, repr=False)
     webhook_timeout_seconds: float = Field(15.0, gt=0)
+    # Fernet key(s) that encrypt stored webhook header values and destination signing secrets
+    # (app.ground.sealing); comma-separated, the first encrypts. Empty: stored in plain text.
+    secrets_key: str | None = Field(None, repr=False)
     # Loopback and private addresses may be webhook targets (link-local/metadata ones never are).
     webhook_allow_private: bool = True
     # The guard's old switch, still honoured so that an upgrade never loosens it.
@@ -200,11 +204,8 @@ class Settings(BaseSettings):
     # A share of those for one destination (webhook origin, RabbitMQ queue or exchange): one
     # receiver that hangs, or a batch of thousands finishing for one receiver, leaves the rest.
     delivery_destination_concurrency: int = Field(16, ge=1)
-    # Deliveries per second to one destination (per process); 0: no limit. Overridden per
-    # destination in the UI and API, like the concurrency.
-    delivery_destination_rate: float = Field(0.0, ge=0)
-    # The circuit breaker: this many failed attempts in a row to one destination hold its
-    # deliveries (0: never); one probes it after the cool-down, doubled after each failed probe.
+    delivery_destination_rate: float = Field(0.0, ge=0)  # a second, per process; 0: no limit
+    # The circuit breaker (app.core.destinations.breaker); 0 failures: never opens.
     delivery_breaker_failures: int = Field(10, ge=0)
     delivery_breaker_cooldown_seconds: float = Field(60.0, gt=0)
 
@@ -268,6 +269,7 @@ class Settings(BaseSettings):
         "openai_project",
         "api_keys",
         "session_secret",
+        "secrets_key",
         "backends_file",
         mode="before",
     )
@@ -291,6 +293,12 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_shape(cls, value: str | None) -> str | None:
         parse_keys(value)
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key_shape(cls, value: str | None) -> str | None:
+        parse_secrets_keys(value)
         return value
 
     @field_validator("backend_routes")

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from app.ground.sealing import PREFIX as SEALED_PREFIX
+
 MAX_HEADERS = 20
 MAX_HEADER_BYTES = 8192  # names and values together, as UTF-8
 # Shown instead of a value. Not ASCII, so it can never be a real value (values are printable
@@ -72,6 +74,10 @@ def value_problem(value: str) -> str | None:
             "a header value must be printable ASCII (no CR, LF, NUL or other control characters, "
             "no leading or trailing spaces)"
         )
+    if value.startswith(SEALED_PREFIX):
+        # Batchgate's mark of a value encrypted at rest: a given one could make it decrypt a
+        # value copied from another request and send it here (app.ground.sealing).
+        return f"a header value may not start with {SEALED_PREFIX!r}, Batchgate's mark of an encrypted value"
     return None
 
 
@@ -106,7 +112,10 @@ def problems(headers: Any) -> list[str]:
 
 
 def redact(config: Any) -> Any:
-    """A delivery config as it may be shown: header values replaced by REDACTED."""
+    """A delivery config (one destination, or a list of them) as it may be shown: header values
+    replaced by REDACTED."""
+    if isinstance(config, list):
+        return [redact(entry) for entry in config]
     if not isinstance(config, dict) or not isinstance(config.get("headers"), dict):
         return config
     return {**config, "headers": dict.fromkeys(config["headers"], REDACTED)}

@@ -14,6 +14,7 @@ from app.ui.recoveries import RecoveryPages
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
+from app.ui.subscriptions import SubscriptionPages
 
 ui_router = Router(
     path="/",
@@ -25,6 +26,7 @@ ui_router = Router(
         RecoveryPages,
         SettingsPages,
         KeyPages,
+        SubscriptionPages,
         login_form,
         login,
         logout,

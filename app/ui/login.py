@@ -45,7 +45,7 @@ async def require_login(connection: Connection, handler: BaseRouteHandler) -> No
 
 def to_login(request: HttpRequest, _: LoginRequired) -> Any:
     """Send the browser to the login form, and back to where it was going afterwards."""
-    target = "/login?next=" + quote(request.url.path, safe="/")
+    target = "/login?next=" + quote(request.scope["path"], safe="/")
     if is_htmx(request):  # a live fragment or an action: reload the whole page on the form
         return Template(
             template_name="_toast.html",

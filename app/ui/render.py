@@ -160,8 +160,16 @@ def register_filters(env: Environment) -> None:
         pretty=lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False),
         # A delivery config as it may be shown: webhook header values are secrets.
         redact=redact,
+        delivery_kind=delivery_kind,
         pct=lambda part, whole: 0 if not whole else min(100.0, 100.0 * (part or 0) / whole),
     )
+
+
+def delivery_kind(config: Any) -> str:
+    """What a delivery config sends to, in a word: its type, or how many destinations it lists."""
+    if isinstance(config, list):
+        return f"{len(config)} destinations"
+    return str(config.get("type", "—")) if isinstance(config, dict) else "—"
 
 
 def since(at: datetime | None) -> str:

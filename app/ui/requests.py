@@ -16,7 +16,7 @@ from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.numbers import whole_number
 from app.ui.render import done, list_page, page
-from app.web.http import ROW_ID_MAX, HttpRequest, RowId
+from app.web.http import ROW_ID_MAX, HttpRequest, RowCursor, RowId
 from app.web.state import app_state
 
 STATUSES = list(states.REQUEST_TRANSITIONS)
@@ -56,9 +56,13 @@ class RequestPages(Controller):
         return page(request, "request.html", "_request_live.html", d=detail)
 
     @post("/{request_id:int}/redeliver")
-    async def redeliver(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
-        delivery = await app_state(state).actions.redeliver_request(request_id, via="ui")
-        message = f"Delivery {delivery.public_id} queued again."
+    async def redeliver(
+        self, request: HttpRequest, state: State, request_id: RowId, delivery: RowCursor = None
+    ) -> Any:
+        # `delivery`: one destination's delivery (row id) of a request that fans out; else all.
+        queued = await app_state(state).actions.redeliver_request(request_id, via="ui", delivery_id=delivery)
+        ids = ", ".join(delivery.public_id for delivery in queued)
+        message = f"Delivery {ids} queued again." if len(queued) == 1 else f"Deliveries {ids} queued again."
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
@@ -75,7 +79,8 @@ class RequestPages(Controller):
                 Problem("invalid_json", "Not JSON", f"The delivery config is not valid JSON: {exc}.")
             ) from None
         new = await app_state(state).actions.change_delivery(request_id, config, via="ui")
-        return done(request, f"Delivery config saved: {new['type']}.", f"/requests/{request_id}")
+        saved = new["type"] if isinstance(new, dict) else f"{len(new)} destinations"
+        return done(request, f"Delivery config saved: {saved}.", f"/requests/{request_id}")
 
 
 def _back(request: HttpRequest, request_id: int) -> str:

@@ -58,6 +58,20 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+def malformed_host(header: str) -> str | None:
+    """Why a Host header cannot be a host and port (a port that is not a number from 0 to
+    65535), or None. Litestar parses the port when it builds a request's URL, which the UI's
+    session and CSRF middleware do before any route runs: a bad one must be a 400, not a 500."""
+    header = header.strip()
+    port = header.rsplit("]", 1)[1] if header.startswith("[") and "]" in header else header
+    if port.count(":") != 1:
+        return None  # no port (or a bare IPv6 address, which Litestar does not split)
+    digits = port.split(":", 1)[1]
+    if digits and (not digits.isascii() or not digits.isdigit() or int(digits) > 65535):
+        return f"the Host header's port {digits[:20]!r} is not a number from 0 to 65535"
+    return None
+
+
 class HostRefused(ClientException):
     """400: a Host header this server does not answer to (ALLOWED_HOSTS)."""
 
@@ -81,6 +95,8 @@ class ScreenRequests(ASGIMiddleware):
 
 def check_host(connection: Connection) -> None:
     """Refuse (400) a request whose Host header is not an allowed host (ALLOWED_HOSTS)."""
+    if (why := malformed_host(connection.headers.get("host", ""))) is not None:
+        raise HostRefused(detail=f"Bad Host header: {why}.")
     allowed = app_state(connection.app.state).allowed_hosts
     if "*" in allowed:
         return

@@ -1,7 +1,7 @@
 """recoveries: bulk recovery of a destination's failed deliveries, and replays to a new target
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0018
 Create Date: 2026-12-07 02:40:00
 
 Issue 28 part 4: an operator queues again every delivery_failed delivery of a destination since a
@@ -17,7 +17,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | None = "0015"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -140,6 +140,10 @@ class WebhookReceiver:
             if 200 <= r.status < 300 and (custom_id is None or r.custom_id == custom_id)
         ]
 
+    def answered(self, path: str) -> list[Received]:
+        """Deliveries to one path answered 2xx, in order."""
+        return [r for r in self.received if r.path == path and 200 <= r.status < 300]
+
     def by_custom_id(self) -> dict[str, list[Received]]:
         """Deliveries grouped by custom id; those without one go under ``""``."""
         grouped: dict[str, list[Received]] = {}

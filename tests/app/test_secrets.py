@@ -20,6 +20,7 @@ SECRETS = {
     "webhook_secret": "whsec_" + base64.b64encode(b"webhook-secret-2b1a09").decode(),
     "batch_events_webhook_secret": "whsec_" + base64.b64encode(b"events-secret-77aa66").decode(),
     "session_secret": "session-secret-4e3d2c",
+    "secrets_key": "pN3Vq1f0m9dXb1eH2wq7r4k5s6t8u9v0w1x2y3z4a5c=",
 }
 DB_PASSWORD = "db-password-3c2b1a"
 BROKER_PASSWORD = "broker-password-6f5e4d"

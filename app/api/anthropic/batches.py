@@ -25,7 +25,7 @@ from app.api.anthropic.schemas import (
     public_id,
     result_line,
 )
-from app.core.dropin.create import ANTHROPIC_ORIGIN
+from app.core.dropin.create import ANTHROPIC_ORIGIN, WEBHOOK_HEADER
 from app.core.read import dropin
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
@@ -97,7 +97,8 @@ class MessageBatchController(Controller):
         summary="Create a Message Batch",
         responses=documented_errors(
             {
-                400: "Body not JSON, or a request in it not valid (every problem is listed)",
+                400: "Body not JSON, a request in it not valid (every problem is listed), or a "
+                "batchgate-webhook-url header no delivery could go to",
                 413: "Body larger than 256 MB",
                 415: "Body not sent as application/json",
             }
@@ -108,7 +109,9 @@ class MessageBatchController(Controller):
         require_json(request.headers.get("content-type"))
         # The body streams to the core as it arrives; decoded whole, it would cost memory
         # several times its size (up to 256 MB).
-        batch = await app.actions.create_batch_from_requests(request.stream(), MAX_BODY_BYTES)
+        # Batchgate's own header: where the batch's end is announced (docs/api.md).
+        webhook_url = request.headers.get(WEBHOOK_HEADER)
+        batch = await app.actions.create_batch_from_requests(request.stream(), MAX_BODY_BYTES, webhook_url)
         return message_batch(await _view(app, batch.id), base_url(request))
 
     @get("/{message_batch_id:str}", summary="Retrieve a Message Batch", responses=documented_errors(MISSING))

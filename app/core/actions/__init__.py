@@ -67,9 +67,14 @@ class Actions:
         self._waking(Step.SUBMIT)
         return batch
 
-    async def create_batch_from_requests(self, body: AsyncIterator[bytes], max_bytes: int) -> Batch:
-        """A drop-in batch from a request list, read as its body arrives (Anthropic face)."""
+    async def create_batch_from_requests(
+        self, body: AsyncIterator[bytes], max_bytes: int, webhook_url: str | None = None
+    ) -> Batch:
+        """A drop-in batch from a request list, read as its body arrives (Anthropic face), with
+        its own completion webhook when `webhook_url` is given (refused before the body is read
+        when no delivery could go there)."""
         settings = await self.effective.fresh()
+        create.check_webhook(webhook_url, settings, create.WEBHOOK_HEADER)
         batch = await anthropic.from_body(
             self.db,
             settings.data_dir,
@@ -77,6 +82,7 @@ class Actions:
             max_bytes,
             settings.local_default_model,
             lambda model: routing.messages_backend(settings, model),
+            webhook_url,
         )
         self._waking(Step.SUBMIT)
         return batch
@@ -128,12 +134,17 @@ class Actions:
         self._waking(Step.DELIVER)
         return request
 
-    async def redeliver_request(self, custom_id: str | int, via: str = "api") -> Delivery:
-        delivery = await requests.redeliver(self.db, custom_id, via)
+    async def redeliver_request(
+        self, custom_id: str | int, via: str = "api", delivery_id: int | None = None
+    ) -> list[Delivery]:
+        """Queue a request's deliveries again: every destination's, or the one `delivery_id` names."""
+        queued = await requests.redeliver(self.db, custom_id, via, delivery_id)
         self._waking(Step.DELIVER)
-        return delivery
+        return queued
 
-    async def change_delivery(self, custom_id: str | int, config: Any, via: str = "api") -> dict[str, Any]:
+    async def change_delivery(
+        self, custom_id: str | int, config: Any, via: str = "api"
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         settings = await self.effective.fresh()
         new = await requests.change_delivery(self.db, settings, custom_id, config, via)
         # A queued delivery now goes to its new target: try it there at once.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import BatchAPI
@@ -224,7 +224,11 @@ async def redeliver_batch(db: Database, batch_id: int, only_failed: bool, via: s
     async with db.transaction() as session:
         # Locked: a purge (app.core.retention) skips it, and one that took it first leaves NotFound.
         batch = await _locked_batch(session, batch_id)
-        of_batch = Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id))
+        # Its results' deliveries: a request's event to a subscription was sent as it happened.
+        of_batch = and_(
+            Delivery.request_id.in_(select(Request.id).where(Request.batch_id == batch_id)),
+            Delivery.subscription_id.is_(None),
+        )
         ended_of_batch = select(Delivery.request_id).where(of_batch, Delivery.status.in_(ended))
         # A batch event's delivery has no request: none is of the batch, but the column may be NULL.
         ids = [i for i in (await session.scalars(ended_of_batch)).all() if i is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,13 +19,16 @@ CONCURRENCY_MAX = 10_000
 RATE_MAX = 100_000.0
 
 
+# What names a destination: a webhook URL with a host, or a RabbitMQ queue or exchange by name
+# (also the API's schema for it).
+DESTINATION_PATTERN = r"^(https?://[^/?#\s]+|rabbitmq:(queue|exchange)/\S)"
+
+
 def key_of(given: str) -> str:
     """A destination's key from what an operator gives: the key itself (`https://host:443`,
     `rabbitmq:queue/name`, `rabbitmq:exchange/name`) or any webhook URL of it."""
     given = given.strip()
-    if given.startswith("rabbitmq:queue/") or given.startswith("rabbitmq:exchange/"):
-        return given[:DESTINATION_MAX]
-    if not given.lower().startswith(("http://", "https://")):
+    if re.match(DESTINATION_PATTERN, given) is None:
         raise InvalidInput(
             Problem(
                 "invalid_destination",
@@ -34,6 +38,8 @@ def key_of(given: str) -> str:
                 "/destination",
             )
         )
+    if given.startswith("rabbitmq:"):
+        return given[:DESTINATION_MAX]
     return destination_of({"type": "webhook", "webhook_url": given})
 
 
@@ -106,6 +112,6 @@ async def resume(db: Database, key: str, via: str, events_url: str | None) -> De
 
 
 async def _announce(session: AsyncSession, url: str | None, change: breaker.Change | None) -> None:
-    if url and change is not None:
+    if change is not None:
         await session.flush()  # the event row's id names the notice
         await notices.queue(session, url, notices.breaker_events([change]), change.event.at)

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import results
 from app.core.actions.batches import CANCELLED_ERROR
 from app.core.intake import accept as intake
 from app.core.intake import edit
+from app.core.intake.schema import StoredConfig
 from app.core.read import queries
-from app.core.rules import audit, leases, states
-from app.core.rules.errors import Conflict, Problem, found
-from app.db.models import Batch, Delivery, Request
+from app.core.rules import audit, fanout, leases, states
+from app.core.rules.errors import Conflict, NotFound, Problem, found
+from app.db.models import Batch, Delivery, Request, delivery_public_id
 from app.db.session import Database
+from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import DeliveryStatus, RequestStatus
@@ -52,70 +55,116 @@ async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -
 
 async def change_delivery(
     db: Database, settings: Settings, custom_id: str | int, config: Any, via: str = "api"
-) -> dict[str, Any]:
+) -> StoredConfig:
     """Change where a request's result goes (validated like intake) and audit the change.
 
     Webhook headers left out, or given as REDACTED, keep their stored values (see
     app.core.intake.edit); it returns the new config with its values, for the caller to redact.
 
-    It applies to every delivery from now on: a queued delivery is re-pointed at once, a finished
-    one goes to the new destination on redeliver. (A queued one keeps its target if the new
-    config is 'none': there is no state for a delivery called off.)
+    It applies to every delivery from now on: a queued delivery is re-pointed at once (with one
+    destination, its one delivery; with several, each queued delivery to a destination the new
+    list names again, with that entry's headers), a finished one goes to the new destinations
+    on redeliver. (A queued one keeps its target if the new config drops it: there is no state
+    for a delivery called off.)
     """
     async with db.transaction() as session:
         request, delivery = await queries.request_and_delivery(session, custom_id)
         await hold(session, request, custom_id)
-        old = request.delivery
+        # Compared and edited in plain text; stored with header values sealed (SECRETS_KEY).
+        sealer = sealing.sealer(settings.secrets_key)
+        old = sealer.open_headers(request.delivery)
         # Header values are never shown, so an edit keeps the stored ones (app.core.intake.edit).
         new = intake.validate_delivery_config(edit.keep_headers(config, old), settings)
         if old == new:
             return new
-        request.delivery = new
-        if (
-            delivery is not None
-            and delivery.status in states.DELIVERY_DUE
-            and new["type"] in results.DELIVERING_CHANNELS
-        ):
-            delivery.channel, delivery.target = new["type"], new
+        request.delivery = stored = sealer.seal_headers(new)
+        if isinstance(stored, dict):
+            due = delivery is not None and delivery.status in states.DELIVERY_DUE
+            if delivery is not None and due and stored["type"] in results.DELIVERING_CHANNELS:
+                delivery.channel, delivery.target = stored["type"], stored
+        else:
+            entries = {fanout.destination_identity(entry): entry for entry in stored}
+            for queued in await _deliveries(session, request.id, due=True):
+                if (entry := entries.get(fanout.destination_identity(queued.target))) is not None:
+                    queued.target = entry
         # The audit trail is shown on the request page: header values stay out of it.
         change = {"via": via, "from": redact(old), "to": redact(new)}
         await audit.note_requests(session, [request.id], "delivery_changed", change)
     return new
 
 
-async def redeliver(db: Database, custom_id: str | int, via: str = "api") -> Delivery:
-    """Queue a request's delivery again, to its current delivery config, with a fresh attempt budget."""
+async def redeliver(
+    db: Database, custom_id: str | int, via: str = "api", delivery_id: int | None = None
+) -> list[Delivery]:
+    """Queue a request's delivery again, to its current delivery config, with a fresh attempt
+    budget: to every destination it names, or only the delivery `delivery_id` (a row id)."""
     async with db.transaction() as session:
-        request, delivery = await queries.request_and_delivery(session, custom_id)
+        request, latest = await queries.request_and_delivery(session, custom_id)
         await hold(session, request, custom_id)
         if request.status not in states.REQUEST_FINISHED:
             detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."
             raise Conflict(Problem("not_finished", "Request has no result yet", detail))
-        config = request.delivery or {}
-        new_row = results.delivery_row(request.id, config, utcnow())
-        if new_row is None:  # its config sends nowhere
+        targets = fanout.destinations_of(request.delivery)
+        if not targets:  # its config sends nowhere
             raise Conflict(
                 Problem(
                     "no_delivery", "Nothing to deliver", f"Request {custom_id!r} has no delivery destination."
                 )
             )
-        if delivery is not None and delivery.status in states.DELIVERY_DUE:
-            return delivery  # already queued: redelivering again is a no-op, not an error
-        if delivery is None:
-            # Its delivery config was 'none' when it finished and has since been edited.
-            delivery = Delivery(**new_row)
-            session.add(delivery)
+        if isinstance(request.delivery, dict):
+            # One destination: its latest delivery, re-pointed at the config as it is now.
+            pairs = [(targets[0], latest)]
         else:
-            states.move_delivery(delivery, DeliveryStatus.PENDING)
-            delivery.channel, delivery.target = config["type"], config
-            delivery.destination = new_row["destination"]
-            delivery.attempts = 0
-            delivery.next_attempt_at = utcnow()
-            delivery.last_error = None
-            delivery.delivered_at = None
-            leases.release(delivery)
-        await audit.note_requests(session, [request.id], "redeliver", {"via": via, "target": redact(config)})
+            rows = {fanout.destination_identity(d.target): d for d in await _deliveries(session, request.id)}
+            pairs = [(entry, rows.get(fanout.destination_identity(entry))) for entry in targets]
+        if delivery_id is not None:
+            pairs = [(entry, d) for entry, d in pairs if d is not None and d.id == delivery_id]
+            if not pairs:
+                raise NotFound(
+                    Problem(
+                        "not_found",
+                        "No such delivery",
+                        f"Request {custom_id!r} has no delivery {delivery_public_id(delivery_id)} "
+                        "to a destination its delivery config names.",
+                    )
+                )
+        queued = [_queue_again(session, request.id, entry, d) for entry, d in pairs]
+        targets_shown = redact([entry for entry, _ in pairs])
+        detail_note = {"via": via, "target": targets_shown[0] if len(pairs) == 1 else targets_shown}
+        await audit.note_requests(session, [request.id], "redeliver", detail_note)
+    return queued
+
+
+def _queue_again(
+    session: AsyncSession, request_id: int, target: dict[str, Any], delivery: Delivery | None
+) -> Delivery:
+    """The delivery of one destination, due again with a fresh attempt budget (left as it is
+    when it is queued already: redelivering again is a no-op, not an error)."""
+    new_row = results.delivery_row(request_id, target, utcnow())
+    assert new_row is not None, "fanout.destinations_of names only destinations that deliver"
+    if delivery is None:
+        # Its destination had no delivery yet (its config was 'none' or named it since).
+        delivery = Delivery(**new_row)
+        session.add(delivery)
+    elif delivery.status not in states.DELIVERY_DUE:
+        states.move_delivery(delivery, DeliveryStatus.PENDING)
+        delivery.channel, delivery.target = target["type"], target
+        delivery.destination = new_row["destination"]
+        delivery.attempts = 0
+        delivery.next_attempt_at = utcnow()
+        delivery.last_error = None
+        delivery.delivered_at = None
+        leases.release(delivery)
     return delivery
+
+
+async def _deliveries(session: AsyncSession, request_id: int, due: bool = False) -> list[Delivery]:
+    """A request's deliveries oldest first (only the queued ones with `due`), locked."""
+    where = list(queries.of_result(request_id))
+    if due:
+        where.append(Delivery.status.in_(states.DELIVERY_DUE))
+    rows = await session.scalars(select(Delivery).where(*where).order_by(Delivery.id).with_for_update())
+    return list(rows.all())
 
 
 async def hold(session: AsyncSession, request: Request, custom_id: str | int) -> None:

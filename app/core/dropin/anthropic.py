@@ -21,7 +21,13 @@ from sqlalchemy import func, select
 from app.core.dropin import file_store
 from app.core.dropin.anthropic_params import params_problems
 from app.core.dropin.anthropic_params import refused as _refused
-from app.core.dropin.create import ANTHROPIC_ORIGIN, insert_in_chunks, new_batch, request_row
+from app.core.dropin.create import (
+    ANTHROPIC_ORIGIN,
+    WEBHOOK_METADATA_KEY,
+    insert_in_chunks,
+    new_batch,
+    request_row,
+)
 from app.core.intake.schema import with_default_model
 from app.core.rules import states, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem
@@ -69,18 +75,22 @@ async def from_body(
     max_bytes: int,
     default_model: str | None,
     backend_of: Callable[[str], str],
+    webhook_url: str | None = None,
 ) -> Batch:
     """An Anthropic-face batch from its request list, read as the body arrives. Every problem
     refuses the whole list and nothing is created: MalformedInput (not JSON), InvalidInput (every
     problem of every entry), TooLarge (past `max_bytes`, the rest of the body unread). An entry
     whose params name no model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one.
-    `backend_of` names the backend for the batch's model (InvalidInput when none can run it)."""
+    `backend_of` names the backend for the batch's model (InvalidInput when none can run it).
+    `webhook_url`, checked by the caller, is where its end is announced (app.core.announcements)."""
     async with file_store.spooled(data_dir, body, max_bytes) as path:
         model, shape = await asyncio.to_thread(check, path, default_model)
         backend = backend_of(model)
         with path.open("rb") as source:
             async with db.transaction() as session:
-                batch = new_batch(ANTHROPIC_ORIGIN, backend, MESSAGES_ENDPOINT, model, None)
+                # Its own webhook is kept where an OpenAI-face batch's metadata names it.
+                own = {WEBHOOK_METADATA_KEY: webhook_url} if webhook_url else None
+                batch = new_batch(ANTHROPIC_ORIGIN, backend, MESSAGES_ENDPOINT, model, own)
                 session.add(batch)
                 await session.flush()
                 rows = _rows(source, batch, shape, default_model)

@@ -20,6 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.dropin import file_store
+from app.core.intake.accept import webhook_url_problem
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS, with_default_model
 from app.core.rules import routing, states, storable
 from app.core.rules.errors import InvalidInput, Problem
@@ -41,6 +42,10 @@ INSERT_CHUNK = 1000
 NO_DELIVERY = {"type": "none"}
 # The batch metadata key that names the backend a drop-in batch runs on (else its model decides).
 BACKEND_METADATA_KEY = "batchgate_backend"
+# Where a drop-in batch's end is sent (its own completion webhook, app.core.announcements): this
+# metadata key on the OpenAI face, the header WEBHOOK_HEADER on the Anthropic face.
+WEBHOOK_METADATA_KEY = "batchgate_webhook_url"
+WEBHOOK_HEADER = "batchgate-webhook-url"
 TOO_LONG = "string_above_max_length"  # OpenAI's own code for a string past its limit
 
 
@@ -197,6 +202,7 @@ async def from_file(
                 "input_file_id",
             )
         )
+    check_webhook((metadata or {}).get(WEBHOOK_METADATA_KEY), settings, "metadata/" + WEBHOOK_METADATA_KEY)
     # Reading and parsing up to 200 MB is CPU work: off the event loop.
     checked = await asyncio.to_thread(
         check_lines, file_store.lines(settings.data_dir, file), endpoint, settings.local_default_model
@@ -227,6 +233,12 @@ async def from_file(
         states.begin_batch(session, batch, f"created through /v1/batches from {file.id}")
     metrics.ACCEPTED.labels(OPENAI_ORIGIN).inc(batch.request_count)
     return batch
+
+
+def check_webhook(url: str | None, settings: Settings, pointer: str) -> None:
+    """Refuse (InvalidInput) a batch's own completion webhook that no delivery could go to."""
+    if url is not None and (problem := webhook_url_problem(url, settings, pointer)) is not None:
+        raise InvalidInput(problem)
 
 
 def new_batch(

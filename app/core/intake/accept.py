@@ -14,15 +14,17 @@ from app.core.intake.schema import (
     DeliveryConfigIn,
     RabbitMQDelivery,
     RequestIn,
+    StoredConfig,
     WebhookDelivery,
     problem,
+    stored_config,
     webhook_host,
     with_default_model,
 )
 from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.db.session import Database
-from app.ground import metrics
+from app.ground import metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RequestStatus
@@ -98,7 +100,7 @@ def route(request: RequestIn, settings: Settings) -> str:
     return placed
 
 
-def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
+def validate_delivery_config(data: Any, settings: Settings) -> StoredConfig:
     """Check a delivery config by the same rules as intake; returns it as stored."""
     try:
         config = DeliveryConfigIn.model_validate({"delivery_config": data}).delivery_config
@@ -106,22 +108,45 @@ def validate_delivery_config(data: Any, settings: Settings) -> dict[str, Any]:
         raise InvalidInput(*(problem(error, "") for error in exc.errors())) from None
     if problems := _delivery_problems(config, settings, ""):
         raise InvalidInput(*problems)
-    return config.model_dump(exclude_none=True)
+    return stored_config(config)
 
 
-def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -> list[Problem]:
+def _delivery_problems(config: Any, settings: Settings, pointer_prefix: str) -> list[Problem]:
+    """The rules a schema cannot say (where deliveries may go), for each destination named."""
+    if not isinstance(config, list):
+        return _destination_problems(config, settings, pointer_prefix + "/delivery_config")
+    return [
+        problem
+        for index, entry in enumerate(config)
+        for problem in _destination_problems(entry, settings, f"{pointer_prefix}/delivery_config/{index}")
+    ]
+
+
+def webhook_url_problem(url: Any, settings: Settings, pointer: str) -> Problem | None:
+    """Why `url` cannot be a webhook target (not an absolute http(s) URL without credentials, or
+    an address the SSRF guard refuses), else None: the rule of every webhook Batchgate sends to."""
+    try:
+        if not isinstance(url, str):
+            raise ValueError("a webhook URL must be a string")
+        host = webhook_host(url)
+    except ValueError as exc:
+        return Problem("invalid_webhook_url", "Invalid webhook URL", f"{exc}.", pointer)
+    if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
+        return Problem(
+            "invalid_webhook_url",
+            "Webhook target not allowed",
+            f"Deliveries cannot go to {host}: {why}.",
+            pointer,
+        )
+    return None
+
+
+def _destination_problems(delivery: Any, settings: Settings, pointer: str) -> list[Problem]:
     problems = []
-    if isinstance(delivery, WebhookDelivery):
-        host = webhook_host(delivery.webhook_url)
-        if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
-            problems.append(
-                Problem(
-                    "invalid_webhook_url",
-                    "Webhook target not allowed",
-                    f"Deliveries cannot go to {host}: {why}.",
-                    pointer_prefix + "/delivery_config/webhook_url",
-                )
-            )
+    if isinstance(delivery, WebhookDelivery) and (
+        refused := webhook_url_problem(delivery.webhook_url, settings, pointer + "/webhook_url")
+    ):
+        problems.append(refused)
     if isinstance(delivery, RabbitMQDelivery) and not settings.rabbitmq_url:
         problems.append(
             Problem(
@@ -129,7 +154,7 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
                 "RabbitMQ delivery is off",
                 "This gateway has no RABBITMQ_URL, so it cannot deliver to RabbitMQ; "
                 "use a webhook or 'none', or ask the operator to configure RabbitMQ.",
-                pointer_prefix + "/delivery_config/type",
+                pointer + "/type",
             )
         )
     elif isinstance(delivery, RabbitMQDelivery) and (
@@ -141,7 +166,7 @@ def _delivery_problems(delivery: Any, settings: Settings, pointer_prefix: str) -
                 "destination_not_allowed",
                 "RabbitMQ destination not allowed",
                 f"Deliveries cannot go there: {why}; ask the operator to add it.",
-                pointer_prefix + "/delivery_config/" + field,
+                pointer + "/" + field,
             )
         )
     return problems
@@ -168,6 +193,7 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
     """Validate and insert one request as pending (committed, in a group with the rows that
     arrive meanwhile); raise Conflict on a duplicate custom_id."""
     request = validate(data, settings)
+    sealer = sealing.sealer(settings.secrets_key)
     row = {
         "custom_id": request.custom_id,
         "origin": origin,
@@ -176,13 +202,14 @@ async def accept(db: Database, settings: Settings, data: Any, origin: str = "api
         "model": request.body.model,
         "body": request.body_dict,
         "body_bytes": request.line_bytes,
-        "delivery": request.delivery_config.model_dump(exclude_none=True),
+        # Header values are secrets: encrypted at rest when SECRETS_KEY is set.
+        "delivery": sealer.seal_headers(stored_config(request.delivery_config)),
         "complete_by": request.complete_by,
         "created_at": utcnow(),
     }
     outcome = await group_commit.writer(db).insert(row)
     if isinstance(outcome, group_commit.Taken):
-        same = outcome.same_as(row)
+        same = outcome.same_as(row, sealer.open_headers)
         raise Duplicate(same, already_accepted(request.custom_id, same, "/custom_id"))
     metrics.ACCEPTED.labels(origin).inc()
     return Accepted(id=outcome.id, custom_id=request.custom_id, status=RequestStatus.PENDING)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,11 +24,11 @@ import msgspec
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
 from app.core.intake.group_commit import Taken
-from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable
+from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable, stored_config
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.db.session import Database
-from app.ground import metrics
+from app.ground import metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RequestStatus
@@ -181,9 +181,11 @@ class _Checker:
     backends: dict[str, str | None] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     usable: frozenset[str] = field(init=False)
+    sealer: sealing.Sealer = field(init=False)
 
     def __post_init__(self) -> None:
         self.usable = routing.usable_backends(self.settings)
+        self.sealer = sealing.sealer(self.settings.secrets_key)
 
     def check(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
         """The row to store, or the item's rejection."""
@@ -242,7 +244,7 @@ class _Checker:
 
     def _delivery(self, config: Any) -> str | None:
         """The stored JSON of a valid delivery config, checked once per distinct config."""
-        if type(config) is not dict:
+        if type(config) is not dict and type(config) is not list:
             return None
         key = _encode(config)
         if key not in self.deliveries:
@@ -251,13 +253,14 @@ class _Checker:
             except InvalidInput:
                 self.deliveries[key] = None
             else:
-                self.deliveries[key] = _encode(stored).decode()
+                # Header values sealed once per distinct config (SECRETS_KEY), as accept does.
+                self.deliveries[key] = _encode(self.sealer.seal_headers(stored)).decode()
         return self.deliveries[key]
 
     def _full(self, item: Any, prefix: str) -> bulk_store.Row:
         """The row by the very checks of single intake (raises InvalidInput with every problem)."""
         request = validate(item, self.settings, prefix)
-        delivery = _encode(request.delivery_config.model_dump(exclude_none=True)).decode()
+        delivery = _encode(self.sealer.seal_headers(stored_config(request.delivery_config))).decode()
         body = request.body_dict
         return bulk_store.Row(
             request.custom_id,
@@ -313,7 +316,7 @@ async def accept_all(db: Database, settings: Settings, items: list[Any], raw: by
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
         try:
-            await _store(db, chunk, created_at, results)
+            await _store(db, chunk, created_at, results, checker.sealer.open_headers)
         except Exception:
             if start == 0:
                 raise
@@ -329,6 +332,7 @@ async def _store(
     chunk: list[tuple[int, bulk_store.Row]],
     created_at: datetime,
     results: list[ItemResult | None],
+    opened: Callable[[Any], Any],
 ) -> None:
     """Insert one chunk (committed) and answer its items: accepted, or duplicate of a stored one."""
     ids = await bulk_store.insert(db, [row for _, row in chunk], ORIGIN, created_at)
@@ -340,14 +344,14 @@ async def _store(
             if new_id is not None:
                 results[index] = ItemResult(index, row.custom_id, id=new_id)
             else:
-                problem = _taken(row, kept.get(row.custom_id), f"/{index}/custom_id")
+                problem = _taken(row, kept.get(row.custom_id), f"/{index}/custom_id", opened)
                 results[index] = ItemResult(index, row.custom_id, problems=(problem,))
 
 
-def _taken(row: bulk_store.Row, kept: Taken | None, pointer: str) -> Problem:
+def _taken(row: bulk_store.Row, kept: Taken | None, pointer: str, opened: Callable[[Any], Any]) -> Problem:
     """A custom_id already stored: by this very request (a resend) or by another one."""
     mine = {"endpoint": row.endpoint, "body": row.body, "delivery": json.loads(row.delivery)}
-    return already_accepted(row.custom_id, kept is not None and kept.same_as(mine), pointer)
+    return already_accepted(row.custom_id, kept is not None and kept.same_as(mine, opened), pointer)
 
 
 def _not_stored(index: int) -> Problem:

@@ -9,6 +9,8 @@ delivery cannot send them back. The rules:
 - a kept value is only ever sent to the origin (scheme, host, port) it was given for: an edit
   that moves kept headers to another origin is refused (`headers_not_kept`), so a bearer token
   never leaks to a host nobody gave it for. Give the values again to send them there.
+- a list of destinations (fan-out): each webhook entry keeps the headers stored for the same
+  webhook_url, by the rules above.
 """
 
 from __future__ import annotations
@@ -19,20 +21,31 @@ import httpx
 
 from app.core.intake.schema import pointer_token
 from app.core.rules.errors import InvalidInput, Problem
+from app.core.rules.fanout import destinations_of
 from app.ground import webhook_headers
 
 POINTER = "/delivery_config/headers"
 
 
-def keep_headers(config: Any, stored: dict[str, Any] | None) -> Any:
+def keep_headers(config: Any, stored: Any, pointer: str = POINTER) -> Any:
     """`config` (as the operator sent it) with the stored header values it keeps filled in."""
+    if isinstance(config, list):
+        by_url = {entry.get("webhook_url"): entry for entry in destinations_of(stored)}
+        return [
+            keep_headers(entry, by_url.get(entry.get("webhook_url")), f"/delivery_config/{index}/headers")
+            if isinstance(entry, dict)
+            else entry
+            for index, entry in enumerate(config)
+        ]
+    if not isinstance(stored, dict):
+        stored = None
     old = (stored or {}).get("headers") if (stored or {}).get("type") == "webhook" else None
     if not isinstance(config, dict) or config.get("type") != "webhook" or not old:
         return config
     if "headers" not in config:
         merged, kept = dict(old), bool(old)
     elif isinstance(config["headers"], dict):
-        merged, kept = _fill_redacted(config["headers"], old)
+        merged, kept = _fill_redacted(config["headers"], old, pointer)
     else:
         return config  # not an object: validation says so
     if kept and not _same_origin(config.get("webhook_url"), (stored or {}).get("webhook_url")):
@@ -43,13 +56,13 @@ def keep_headers(config: Any, stored: dict[str, Any] | None) -> Any:
                 "The stored headers were given for another origin (scheme, host and port) than the "
                 "new webhook_url; give their values again to send them there, or 'headers': {} to "
                 "send none.",
-                POINTER,
+                pointer,
             )
         )
     return {**config, "headers": merged}
 
 
-def _fill_redacted(given: dict[str, Any], old: dict[str, str]) -> tuple[dict[str, Any], bool]:
+def _fill_redacted(given: dict[str, Any], old: dict[str, str], pointer: str) -> tuple[dict[str, Any], bool]:
     by_name = {name.lower(): value for name, value in old.items()}
     merged, kept = {}, False
     for name, value in given.items():
@@ -63,7 +76,7 @@ def _fill_redacted(given: dict[str, Any], old: dict[str, str]) -> tuple[dict[str
                     "Invalid header",
                     f"delivery_config.headers.{name}: {webhook_headers.REDACTED} stands for a stored "
                     "value, and this request has no stored header of that name; give its value.",
-                    f"{POINTER}/{pointer_token(str(name))}",
+                    f"{pointer}/{pointer_token(str(name))}",
                 )
             )
         merged[name], kept = stored, True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,14 @@ class Taken:
     body: Any
     delivery: Any
 
-    def same_as(self, row: dict[str, Any]) -> bool:
-        """Whether the stored request is `row` again (a resend), as intake stores it."""
-        return (self.endpoint, self.body, self.delivery) == (row["endpoint"], row["body"], row["delivery"])
+    def same_as(self, row: dict[str, Any], opened: Callable[[Any], Any] | None = None) -> bool:
+        """Whether the stored request is `row` again (a resend), as intake stores it; `opened`
+        gives a delivery config's plain header values (sealed ones differ on every sealing)."""
+        if (self.endpoint, self.body) != (row["endpoint"], row["body"]):
+            return False
+        if opened is None:
+            return bool(self.delivery == row["delivery"])
+        return bool(opened(self.delivery) == opened(row["delivery"]))
 
 
 Outcome = Inserted | Taken

@@ -12,13 +12,16 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from app.core.rules.errors import Problem
+from app.core.rules.fanout import FANOUT_MAX, destination_identity
 from app.core.runs.lines import input_line
 from app.ground import webhook_headers
 
@@ -148,7 +151,47 @@ class NoDelivery(BaseModel):
     type: Literal["none"]
 
 
-DeliveryConfig = Annotated[WebhookDelivery | RabbitMQDelivery | NoDelivery, Field(discriminator="type")]
+OneDelivery = Annotated[WebhookDelivery | RabbitMQDelivery | NoDelivery, Field(discriminator="type")]
+# One of several destinations (fan-out): 'none' is no destination, so it is not one of them.
+FanOutEntry = Annotated[WebhookDelivery | RabbitMQDelivery, Field(discriminator="type")]
+
+
+def _distinct(entries: list[WebhookDelivery | RabbitMQDelivery]) -> list[WebhookDelivery | RabbitMQDelivery]:
+    seen: dict[tuple[str, ...], int] = {}
+    for index, entry in enumerate(entries):
+        first = seen.setdefault(destination_identity(entry.model_dump()), index)
+        if first != index:
+            raise PydanticCustomError(
+                "duplicate_destination",
+                "entry {index} is the same destination as entry {first}; each destination once",
+                {"index": index, "first": first},
+            )
+    return entries
+
+
+FanOut = Annotated[list[FanOutEntry], Field(min_length=1, max_length=FANOUT_MAX), AfterValidator(_distinct)]
+
+
+def _how_many(value: Any) -> str:
+    return "several" if isinstance(value, list) else "one"
+
+
+# One destination (an object), or several (a list of them: the result goes to each, each its own
+# delivery with its own attempts and status).
+DeliveryConfig = Annotated[
+    Annotated[OneDelivery, Tag("one")] | Annotated[FanOut, Tag("several")], Discriminator(_how_many)
+]
+
+
+StoredConfig = dict[str, Any] | list[dict[str, Any]]
+
+
+def stored_config(config: Any) -> StoredConfig:
+    """A validated delivery config as it is stored: an object, or a list of them."""
+    if isinstance(config, list):
+        return [entry.model_dump(exclude_none=True) for entry in config]
+    dumped: dict[str, Any] = config.model_dump(exclude_none=True)
+    return dumped
 
 
 def with_default_model(body: Any, default: str | None) -> Any:
@@ -233,9 +276,10 @@ _FIELD_CODES = {
 
 def problem(error: Any, prefix: str) -> Problem:
     loc = [str(part) for part in error["loc"]]
-    # Pydantic puts the discriminator's value in the path of a tagged union; users never wrote it.
-    if len(loc) > 1 and loc[0] == "delivery_config" and loc[1] in ("webhook", "rabbitmq", "none"):
-        del loc[1]
+    if loc[:1] == ["delivery_config"]:
+        loc = _delivery_loc(loc)
+    # The rule a field breaks is the same in every destination of a list: codes ignore the index.
+    key = loc[:1] + loc[2:] if loc[:1] == ["delivery_config"] and loc[1:2] and loc[1].isdigit() else loc
     pointer = prefix + "/" + "/".join(loc) if loc else prefix
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -245,21 +289,63 @@ def problem(error: Any, prefix: str) -> Problem:
     if kind == "missing":
         code = "missing_model" if loc == ["body", "model"] else "missing_field"
         return Problem(code, "Missing field", f"'{loc[-1]}' is required.", pointer)
-    if loc[:2] == ["delivery_config", "headers"]:
+    if key[:2] == ["delivery_config", "headers"]:
         return _header_problem(error, loc, prefix)
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        code, title = _FIELD_CODES[("delivery_config",)]
-        return Problem(
-            code, title, "delivery_config.type must be one of 'webhook', 'rabbitmq', 'none'.", pointer
-        )
-    if kind == "value_error" and loc == ["delivery_config"]:
+    if (found := _list_problem(error, loc, pointer)) is not None:
+        return found
+    if kind == "value_error" and key == ["delivery_config"]:
         code, title = "invalid_rabbitmq_target", "Invalid RabbitMQ target"  # the only model-level rule
     else:
-        code, title = _FIELD_CODES.get(tuple(loc), ("invalid_value", "Invalid value"))
+        code, title = _FIELD_CODES.get(tuple(key), ("invalid_value", "Invalid value"))
     message = str(error["msg"]).removeprefix("Value error, ")
     if tuple(loc) == ("url",):
         message = f"url must be one of {', '.join(ENDPOINTS)}."
     return Problem(code, title, f"{'.'.join(loc) or 'body'}: {message}", pointer)
+
+
+def _delivery_loc(loc: list[str]) -> list[str]:
+    """A delivery_config error's path as the user wrote it: without pydantic's tags for one or
+    several destinations and for the delivery type (a list entry keeps its index)."""
+    rest = loc[1:]
+    several = rest[:1] == ["several"]
+    if rest[:1] in (["one"], ["several"]):
+        rest = rest[1:]
+    head = ["delivery_config"]
+    if several and rest and rest[0].isdigit():
+        head, rest = [*head, rest[0]], rest[1:]
+    if rest[:1] in (["webhook"], ["rabbitmq"], ["none"]):
+        rest = rest[1:]
+    return head + rest
+
+
+def _list_problem(error: Any, loc: list[str], pointer: str) -> Problem | None:
+    """The problems of a delivery_config's type and of a list of destinations, else None."""
+    kind, where = error["type"], ".".join(loc)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        code, title = _FIELD_CODES[("delivery_config",)]
+        allowed = "'webhook', 'rabbitmq'" if len(loc) > 1 else "'webhook', 'rabbitmq', 'none'"
+        return Problem(code, title, f"{where}.type must be one of {allowed}.", pointer)
+    if loc != ["delivery_config"]:
+        return None
+    if kind == "too_long":
+        return Problem(
+            "too_many_destinations",
+            "Too many destinations",
+            f"delivery_config lists more than {FANOUT_MAX} destinations; at most {FANOUT_MAX}.",
+            pointer,
+        )
+    if kind == "too_short":
+        return Problem(
+            "invalid_delivery_type",
+            "No destination",
+            'delivery_config: an empty list names no destination; give one or more, or {"type": "none"}.',
+            pointer,
+        )
+    if kind == "duplicate_destination":
+        return Problem(
+            "duplicate_destination", "Destination listed twice", f"{where}: {error['msg']}.", pointer
+        )
+    return None
 
 
 def pointer_token(name: str) -> str:
@@ -269,12 +355,13 @@ def pointer_token(name: str) -> str:
 
 def _header_problem(error: Any, loc: list[str], prefix: str) -> Problem:
     """A problem with a webhook's extra headers, pointing at the header (never quoting a value)."""
-    names = [part for part in loc[2:] if part != "[key]"]
+    at = loc.index("headers")
+    names = [part for part in loc[at + 1 :] if part != "[key]"]
     escaped = "".join("/" + pointer_token(n) for n in names)
     reserved = error["type"] == "reserved_header"
     code, title = (
         ("reserved_header", "Header set by Batchgate") if reserved else ("invalid_header", "Invalid header")
     )
-    where = ".".join(["delivery_config", "headers", *names[:1]])
+    where = ".".join([*loc[: at + 1], *names[:1]])
     message = str(error["msg"]).removeprefix("Value error, ")
-    return Problem(code, title, f"{where}: {message}", prefix + "/delivery_config/headers" + escaped)
+    return Problem(code, title, f"{where}: {message}", prefix + "/" + "/".join(loc[: at + 1]) + escaped)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.read import search
 from app.core.read.pages import PAGE_SIZES, Page, cursor_of, keyset_page
+from app.core.rules import fanout
 from app.core.rules.errors import found
 from app.core.rules.states import NATIVE_SCOPE
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
@@ -24,11 +25,26 @@ from app.db.session import Database
 
 
 @dataclass(slots=True)
+class DeliveryTrail:
+    """One destination's delivery of a request's result, with its attempts."""
+
+    delivery: Delivery
+    attempts: list[DeliveryAttempt] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class RequestDetail:
     request: Request
-    delivery: Delivery | None
-    attempts: list[DeliveryAttempt] = field(default_factory=list)
+    delivery: Delivery | None  # its latest delivery
+    attempts: list[DeliveryAttempt] = field(default_factory=list)  # the latest delivery's
     events: list[RequestEvent] = field(default_factory=list)
+    # Each destination's current delivery (several when its config fans out), oldest first.
+    deliveries: list[DeliveryTrail] = field(default_factory=list)
+
+    @property
+    def delivery_status(self) -> str | None:
+        """The request's delivery status over all its destinations (app.core.rules.fanout)."""
+        return fanout.overall_status(trail.delivery.status for trail in self.deliveries)
 
 
 @dataclass(slots=True)
@@ -79,7 +95,7 @@ class RequestQuery(ListQuery):
 @dataclass(frozen=True, slots=True)
 class RequestRow:
     request: Request
-    delivery_status: str | None
+    delivery_status: str | None  # over all its destinations (app.core.rules.fanout)
     delivery_attempts: int
 
 
@@ -97,6 +113,16 @@ REQUEST_SORTS: dict[str, list[tuple[Any, bool]]] = {
 }
 
 
+def of_result(request_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The deliveries of a request's result (not its events' to subscriptions, nor a replay's
+    extra copies to another target: app.core.recoveries)."""
+    return (
+        Delivery.request_id == request_id,
+        Delivery.subscription_id.is_(None),
+        Delivery.replay_id.is_(None),
+    )
+
+
 async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple[Request, Delivery | None]:
     """A request by row id (int) or by its custom_id (str) in the native API's scope, and its
     latest delivery; NotFound if absent."""
@@ -106,36 +132,41 @@ async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple
         match = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
     request = found(await session.scalar(select(Request).where(match)), "request", ident)
     delivery = await session.scalar(
-        select(Delivery)
-        # A replay's deliveries are extra copies to another target (app.core.recoveries), not its own.
-        .where(Delivery.request_id == request.id, Delivery.replay_id.is_(None))
-        .order_by(Delivery.id.desc())
-        .limit(1)
+        select(Delivery).where(*of_result(request.id)).order_by(Delivery.id.desc()).limit(1)
     )
     return request, delivery
 
 
 async def request_detail(db: Database, custom_id: str | int) -> RequestDetail:
-    """A request with its latest delivery, that delivery's attempts and the operator's actions."""
+    """A request with each destination's current delivery and its attempts, and the operator's
+    actions."""
     async with db.transaction() as session:
-        request, delivery = await request_and_delivery(session, custom_id)
-        attempts = []
-        if delivery is not None:
-            attempts = list(
-                (
-                    await session.scalars(
-                        select(DeliveryAttempt)
-                        .where(DeliveryAttempt.delivery_id == delivery.id)
-                        .order_by(DeliveryAttempt.number)
-                    )
-                ).all()
+        request, _ = await request_and_delivery(session, custom_id)
+        rows = (
+            await session.scalars(select(Delivery).where(*of_result(request.id)).order_by(Delivery.id))
+        ).all()
+        current = fanout.current(rows)
+        attempts = (
+            await session.scalars(
+                select(DeliveryAttempt)
+                .where(DeliveryAttempt.delivery_id.in_([d.id for d in current]))
+                .order_by(DeliveryAttempt.delivery_id, DeliveryAttempt.number)
             )
+        ).all()
         events = (
             await session.scalars(
                 select(RequestEvent).where(RequestEvent.request_id == request.id).order_by(RequestEvent.id)
             )
         ).all()
-    return RequestDetail(request, delivery, attempts, list(events))
+    trails = [DeliveryTrail(d, [a for a in attempts if a.delivery_id == d.id]) for d in current]
+    latest = max(trails, key=lambda t: t.delivery.id, default=None)
+    return RequestDetail(
+        request,
+        latest.delivery if latest else None,
+        latest.attempts if latest else [],
+        list(events),
+        trails,
+    )
 
 
 async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
@@ -147,8 +178,16 @@ async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
                 select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
             )
         ).all()
+        # An event may also go to the batch's own webhook and to subscriptions: the one shown is
+        # BATCH_EVENTS_WEBHOOK_URL's, queued first (so iterated last, newest first).
         announced = (
-            await session.scalars(select(Delivery).where(Delivery.batch_event_id.in_([e.id for e in events])))
+            await session.scalars(
+                select(Delivery)
+                .where(
+                    Delivery.batch_event_id.in_([e.id for e in events]), Delivery.subscription_id.is_(None)
+                )
+                .order_by(Delivery.id.desc())
+            )
         ).all()
     return BatchDetail(batch, list(events), {d.batch_event_id: d for d in announced if d.batch_event_id})
 
@@ -174,7 +213,7 @@ async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
             await session.execute(
                 select(Delivery.status, func.count())
                 .join(Request, Request.id == Delivery.request_id)
-                .where(Request.batch_id == batch_id)
+                .where(Request.batch_id == batch_id, Delivery.subscription_id.is_(None))
                 .group_by(Delivery.status)
             )
         ).all()
@@ -244,6 +283,7 @@ def _request_filters(
         with_status = select(Delivery.request_id).where(
             Delivery.status == query.delivery_status,
             Delivery.request_id.is_not(None),
+            Delivery.subscription_id.is_(None),
             Delivery.replay_id.is_(None),
         )
         if where:  # another condition narrows the rows first: look up each one's deliveries
@@ -274,21 +314,31 @@ async def _request_rows(
             scattered=bool(query.search),
             counted=counted,
         )
-        latest: dict[int, tuple[str, int]] = {}
+        by_request: dict[int, list[Any]] = {}
         if page.rows:
-            for request_id, status, attempts in await session.execute(
-                select(Delivery.request_id, Delivery.status, Delivery.total_attempts)
-                .where(Delivery.request_id.in_([r.id for r in page.rows]), Delivery.replay_id.is_(None))
+            for row in await session.execute(
+                select(Delivery.request_id, Delivery.target, Delivery.status, Delivery.total_attempts)
+                .where(
+                    Delivery.request_id.in_([r.id for r in page.rows]),
+                    Delivery.subscription_id.is_(None),
+                    Delivery.replay_id.is_(None),
+                )
                 .order_by(Delivery.id)
             ):
-                latest[request_id] = (status, attempts)
+                by_request.setdefault(row.request_id, []).append(row)
     return Page(
-        [RequestRow(r, *latest.get(r.id, (None, 0))) for r in page.rows],
+        [RequestRow(r, *_overall(by_request.get(r.id, []))) for r in page.rows],
         page.total,
         page.total_capped,
         page.next_cursor,
         page.prev_cursor,
     )
+
+
+def _overall(rows: list[Any]) -> tuple[str | None, int]:
+    """A request's delivery status over its destinations' current deliveries, and their attempts."""
+    current = fanout.current(rows)
+    return fanout.overall_status(row.status for row in current), sum(row.total_attempts for row in current)
 
 
 async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:

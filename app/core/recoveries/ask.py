@@ -22,6 +22,7 @@ from app.core.rules import leases, states
 from app.core.rules.errors import Conflict, InvalidInput, Problem, found
 from app.db.models import Batch, Recovery
 from app.db.session import Database
+from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RecoveryKind, RecoveryStatus
@@ -109,6 +110,12 @@ def parse(data: Any, settings: Settings) -> Recovery:
         )
     # The same rules as intake's (SSRF guard, allow-lists, RabbitMQ configured).
     target = intake.validate_delivery_config(data["delivery_config"], settings)
+    if isinstance(target, list):  # fan-out: each request gets one delivery per replay
+        raise _problem(
+            "one_target",
+            "A replay sends to one destination: ask one replay per destination.",
+            "/delivery_config",
+        )
     if target["type"] == "none":
         raise _problem(
             "no_target", "A replay must send somewhere: 'none' is not a target.", "/delivery_config/type"
@@ -129,7 +136,9 @@ def active_key(recovery: Recovery) -> str:
 async def ask(db: Database, settings: Settings, data: Any, via: str = "api") -> Asked:
     """Start a recovery or replay, or answer the same one already queued or running."""
     recovery = parse(data, settings)
-    recovery.active_key = active_key(recovery)
+    key = recovery.active_key = active_key(recovery)  # of the plain target: sealing differs each time
+    if recovery.target is not None:  # stored with its header values sealed (SECRETS_KEY), as intake does
+        recovery.target = sealing.sealer(settings.secrets_key).seal_headers(recovery.target)
     try:
         async with db.transaction() as session:
             if (running := await _active(session, recovery.active_key)) is not None:
@@ -147,7 +156,7 @@ async def ask(db: Database, settings: Settings, data: Any, via: str = "api") -> 
     except IntegrityError:
         # The same ask, made at the same moment by another request, won the unique active_key.
         async with db.transaction() as session:
-            running = await _active(session, active_key(recovery))
+            running = await _active(session, key)
         if running is None:
             raise
         return Asked(running, created=False)

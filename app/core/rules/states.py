@@ -278,18 +278,26 @@ def move_breaker(
 ) -> DestinationEvent:
     """Move a loaded, locked destination's breaker to `to_state` and write its event row."""
     check(BREAKER_TRANSITIONS, destination.breaker, to_state)
-    now = utcnow()
+    event = note_destination(session, destination, reason, to_state)
+    destination.breaker = to_state
+    destination.updated_at = event.at
+    return event
+
+
+def note_destination(
+    session: AsyncSession, destination: Destination, reason: str, to_state: str = ""
+) -> DestinationEvent:
+    """Write a destination's event row: a breaker move (through move_breaker), or an operator's
+    change that moves none (its signing secret: from its state to the same)."""
     event = DestinationEvent(
         destination_id=destination.id,
         from_state=destination.breaker,
-        to_state=to_state,
+        to_state=to_state or destination.breaker,
         reason=reason,
-        at=now,
+        at=utcnow(),
         worker=process_name(),
     )
     session.add(event)
-    destination.breaker = to_state
-    destination.updated_at = now
     return event
 
 

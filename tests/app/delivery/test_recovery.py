@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core.recoveries import step as recovery_step
 from app.db.models import Delivery, Recovery, Request
+from app.ground import sealing
 from app.ground.statuses import DeliveryStatus
 from app.net.destinations import destination_of
 from testkit import RunningApp, StartApp, fast_settings, wait_until, webhook
@@ -23,6 +24,7 @@ from testkit.standins.receiver import WebhookReceiver
 from testkit.standins.serve import serve
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRETS_KEY = "JEDXcw0hIjwoTDE6Q8_4jSqPYIZdzUHy9a_1V3MnK4A="  # a Fernet key
 DESTINATION_CONCURRENCY = 2
 SLOW = 0.3  # seconds the receiver takes over each recovered delivery
 
@@ -46,6 +48,7 @@ async def app(
         inference.url + "/v1",
         delivery_max_attempts=2,
         webhook_secret=SECRET,
+        secrets_key=SECRETS_KEY,  # stored webhook header values sealed at rest, a replay's too
         delivery_destination_concurrency=DESTINATION_CONCURRENCY,
         # No circuit breaker: it would hold a down receiver's deliveries instead of letting them
         # end delivery_failed, which is what a recover is for (a breaker's hold is tested apart).
@@ -195,6 +198,10 @@ async def test_replay_sends_a_batchs_results_to_a_new_receiver_once_with_fresh_i
     assert answer.status_code == 202, answer.text
     replay = answer.json()
     assert replay["total"] == len(in_batch) and replay["delivery_config"]["headers"]["x-replay"] != "yes"
+    async with app.db.transaction() as session:  # the header's value is not kept in the clear
+        stored = await session.get(Recovery, replay["id"])
+        assert stored is not None and stored.target is not None
+        assert sealing.is_sealed(stored.target["headers"]["x-replay"])
     await other_receiver.wait_for(lambda r: len(r.successes()) == len(in_batch), timeout=30)
     final = await wait_recovery(app, replay["id"], "done")
     assert final["done"] == len(in_batch)
@@ -304,6 +311,15 @@ async def test_bad_input_is_refused_with_a_code(database_url: str, start_app: St
                 {"kind": "replay", "since": since, "delivery_config": webhook("http://127.0.0.1:9/h")},
                 422,
                 "invalid_webhook_url",
+            ),
+            (
+                {
+                    "kind": "replay",
+                    "since": since,
+                    "delivery_config": [hook, webhook("https://b.example.com/h")],
+                },
+                422,
+                "one_target",
             ),
             ({"kind": "replay", "batch_id": 999, "delivery_config": hook}, 404, "not_found"),
         ]

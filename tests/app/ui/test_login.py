@@ -156,3 +156,20 @@ async def test_revoking_a_key_ends_the_sessions_logged_in_with_it(keyed: Running
         assert (await admin.post(f"/keys/{key_id}/revoke")).status_code == 303
         assert (await colleague.get("/batches")).status_code == 303  # its session ended
         assert (await admin.get("/batches")).status_code == 200  # the other key's did not
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+async def test_a_malformed_host_port_is_a_400_not_a_500(
+    sqlite_url: str, start_app: StartApp, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Litestar parses the Host header's port when the UI's session and CSRF middleware build the
+    # URL, before any route runs: a port that is no port answered 500 with a traceback (issue 29).
+    settings = fast_settings(sqlite_url, scheduler_enabled=False, host=host)
+    async with start_app(settings) as app:
+        for name in ("localhost:abc", "127.0.0.1:99999999", "[::1]:x", "localhost:-1", "localhost:1e3"):
+            for path in ("/", "/batches", "/login", "/api/batches", "/health", "/v1/batches"):
+                answer = await app.client.get(path, headers={"host": name})
+                assert answer.status_code == 400, (name, path, answer.status_code)
+                assert "Bad Host header" in answer.text, (name, path)
+        assert (await app.client.get("/health", headers={"host": "localhost:4000"})).status_code == 200
+    assert not [r for r in caplog.records if r.exc_info], "no traceback logged"
