@@ -171,6 +171,10 @@ class SchemaJson(JsonRenderPlugin):
                 operation["requestBody"] = body
         if (change := paths.get("/api/subscriptions/{subscription_id}", {}).get("patch")) is not None:
             change["requestBody"] = _body(JSON, SUBSCRIPTION_CHANGE)
+        # No body rotates to a generated secret: Litestar marks the optional body required.
+        rotate = paths.get("/api/destinations/{destination_id}/secret/rotate", {}).get("post", {})
+        if "requestBody" in rotate:
+            rotate["requestBody"]["required"] = False
         for operations in paths.values():
             for operation in operations.values():
                 for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:

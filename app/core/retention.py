@@ -40,7 +40,7 @@ from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.numbers import whole_number
 from app.core.rules.states import BATCH_TERMINAL, DELIVERY_DUE, REQUEST_FINISHED
 from app.core.runs.openai import remote_files
-from app.db.models import Batch, BatchEvent, Delivery, File, Request
+from app.db.models import Batch, BatchEvent, Delivery, DestinationEvent, File, Request
 from app.db.session import Database, rows_changed
 from app.ground.clock import utcnow
 
@@ -123,9 +123,41 @@ async def purge_chunk(
         await _delete_remote_files_first(db, remote, cutoff, BATCH_CHUNK)
     purged = await _purge_batches(db, data_dir, cutoff, BATCH_CHUNK, list(remote))
     lone, lone_more = await _purge_lone_requests(db, cutoff, LONE_CHUNK)
+    notices_more = await _purge_notices(db, cutoff, LONE_CHUNK)
     purged.requests += lone
-    purged.more = purged.more or lone_more
+    purged.more = purged.more or lone_more or notices_more
     return purged
+
+
+async def _purge_notices(db: Database, cutoff: datetime, limit: int) -> bool:
+    """Deliveries of no request and no batch (operational events: a destination paused or
+    resumed, a delivery exhausted) that ended before the cutoff, and destination events older
+    than it; returns whether more are left. Nothing else would ever remove them."""
+    async with db.transaction() as session:
+        ids = list(
+            (
+                await session.scalars(
+                    select(Delivery.id)
+                    .where(
+                        Delivery.request_id.is_(None),
+                        Delivery.batch_event_id.is_(None),
+                        Delivery.status.not_in(DELIVERY_DUE),
+                        Delivery.created_at < cutoff,
+                    )
+                    .order_by(Delivery.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+        )
+        if ids:
+            await _delete(session, Delivery, Delivery.id.in_(ids))
+        events = await _delete(session, DestinationEvent, DestinationEvent.at < cutoff)
+    if ids or events:
+        log.info(
+            "retention: purged %d operational event deliveries and %d destination events", len(ids), events
+        )
+    return len(ids) == limit
 
 
 def _remote_files_left(backends: list[str]) -> ColumnElement[bool]:

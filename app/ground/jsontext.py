@@ -31,3 +31,13 @@ def loads(text: str | bytes) -> Any:
         return _decoder.decode(text)
     except msgspec.DecodeError:
         return json.loads(text)  # a lone surrogate escape, NaN, or not JSON (which raises here)
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """json.loads, refusing NaN, Infinity and -Infinity (ValueError): Python reads them, but
+    they are not JSON, and no backend or database takes them."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")

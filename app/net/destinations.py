@@ -124,7 +124,10 @@ async def pin(host: str, allow_private: bool, resolve: Resolve = system_resolve)
 
 def rabbitmq_refusal(settings: Settings, queue: str | None, exchange: str | None) -> str | None:
     """Why a rabbitmq delivery target is outside the allow-lists (saying which setting would
-    allow it), or None when it may be used."""
+    allow it) or is Batchgate's own intake queue, or None when it may be used."""
+    if queue and (intake := settings.rabbitmq_input_queue) and queue in (intake, f"{intake}.dlq"):
+        # A result published there would come back in as a request (or a refused one): a loop.
+        return f"queue {queue!r} is Batchgate's own intake queue (RABBITMQ_INPUT_QUEUE) or its dead letters"
     kind, name, setting, value = (
         ("queue", queue, "RABBITMQ_DELIVERY_QUEUES", settings.rabbitmq_delivery_queues)
         if queue

@@ -21,7 +21,17 @@ from app.core import retention
 from app.core.actions import requests as request_actions
 from app.core.read import queries
 from app.core.rules.states import B, D, R
-from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, File, Request, RequestEvent
+from app.db.models import (
+    Batch,
+    BatchEvent,
+    Delivery,
+    DeliveryAttempt,
+    Destination,
+    DestinationEvent,
+    File,
+    Request,
+    RequestEvent,
+)
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.steps import Step
@@ -406,3 +416,29 @@ async def test_remote_openai_files_are_deleted_before_their_batch_is_purged(
         assert local.batch_id is not None
     finally:
         await remote.close()
+
+
+async def test_old_operational_events_and_destination_events_are_purged(db: Database, tmp_path: Path) -> None:
+    # Deliveries of no request and no batch (destination.paused, delivery.exhausted, ...) and a
+    # destination's timeline: nothing owns them, so retention removes them on its own.
+    old, recent = utcnow() - timedelta(days=OLD), utcnow() - timedelta(days=RECENT)
+    async with db.transaction() as session:
+        destination = Destination(key="http://a:80", created_at=old, updated_at=old)
+        session.add(destination)
+        await session.flush()
+        session.add_all(
+            [
+                delivery_row(D.DELIVERED, old),  # gone
+                delivery_row(D.DELIVERY_FAILED, old),  # gone
+                delivery_row(D.RETRYING, old),  # still being sent: kept
+                delivery_row(D.DELIVERED, recent),  # within the retention: kept
+                DestinationEvent(destination_id=destination.id, to_state="open", at=old),  # gone
+                DestinationEvent(destination_id=destination.id, to_state="closed", at=recent),  # kept
+            ]
+        )
+    await drain(db, tmp_path)
+    async with db.transaction() as session:
+        left = (await session.execute(select(Delivery.status, Delivery.created_at))).all()
+        events = (await session.scalars(select(DestinationEvent.to_state))).all()
+    assert sorted(status for status, _ in left) == [D.DELIVERED, D.RETRYING]
+    assert events == ["closed"]

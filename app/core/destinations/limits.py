@@ -46,10 +46,12 @@ class DestinationLimits:
         stmt = select(Destination.key, Destination.concurrency, Destination.rate_per_second).where(
             or_(Destination.concurrency.is_not(None), Destination.rate_per_second.is_not(None))
         )
+        # As of before the read: a change committed while it ran is read again next time.
+        started = time.monotonic()
         async with self.db.transaction() as session:
             rows = (await session.execute(stmt)).all()
         self._overrides = {key: (concurrency, rate) for key, concurrency, rate in rows}
-        self._read_at = time.monotonic()
+        self._read_at = started
 
     def of(self, settings: Settings, destination: str) -> Limits:
         """`destination`'s limits now; its concurrency never above DELIVERY_CONCURRENCY."""

@@ -27,7 +27,7 @@ from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.states import B, R, batch_scope
 from app.db.models import Batch, File, Request, table_of
 from app.db.session import Database
-from app.ground import metrics
+from app.ground import jsontext, metrics
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 
@@ -89,7 +89,7 @@ def check_lines(raw_lines: Iterator[bytes], endpoint: str, default_model: str | 
 
 def _check_line(checked: Checked, seen: set[str], number: int, raw: bytes, endpoint: str) -> None:
     try:
-        line = json.loads(raw)
+        line = jsontext.strict_loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return checked.refuse(number, "invalid_json_line", "This line is not parsable as valid JSON.")
     if not isinstance(line, dict):

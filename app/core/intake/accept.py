@@ -3,7 +3,6 @@ every face."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from app.core.intake.schema import (
 from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.db.session import Database
-from app.ground import metrics, sealing
+from app.ground import jsontext, metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RequestStatus
@@ -42,7 +41,7 @@ class Accepted:
 def parse(raw: bytes | str) -> Any:
     """Decode JSON, or raise MalformedInput; InvalidInput when it holds text no database stores."""
     try:
-        data = json.loads(raw)
+        data = jsontext.strict_loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedInput(
             Problem("invalid_json", "Body is not JSON", f"The body is not valid JSON: {exc}.")

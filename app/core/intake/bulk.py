@@ -28,7 +28,7 @@ from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable, stor
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.db.session import Database
-from app.ground import metrics, sealing
+from app.ground import jsontext, metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RequestStatus
@@ -147,7 +147,7 @@ def _decode(raw: bytes, first_line: int) -> Any:
     except (msgspec.DecodeError, RecursionError):
         pass
     try:
-        return json.loads(raw, parse_constant=_not_json)
+        return jsontext.strict_loads(raw)
     except json.JSONDecodeError as exc:
         line = first_line + exc.lineno - 1
         raise MalformedInput(
@@ -161,10 +161,6 @@ def _decode(raw: bytes, first_line: int) -> Any:
         raise MalformedInput(
             Problem("invalid_json", "Body nested too deeply", f"Line {first_line} is nested too deeply.", "")
         ) from None
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 # -- checking -----------------------------------------------------------------------------------

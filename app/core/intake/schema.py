@@ -3,6 +3,9 @@ errors become problems with a machine code, a human message and a JSON pointer."
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
@@ -110,7 +113,32 @@ def webhook_host(url: str) -> str:
         raise ValueError("webhook_url must be an absolute http:// or https:// URL")
     if parsed.userinfo:
         raise ValueError("webhook_url must not contain credentials")
-    return parsed.host
+    host, ascii_host = parsed.host, parsed.raw_host.decode("ascii", "replace")  # raw: punycode
+    if ":" not in host and not _HOST_NAME.fullmatch(ascii_host):
+        raise ValueError(f"webhook_url's host {host[:100]!r} is not a host name or address")
+    if ":" not in host and _other_spelling_of_an_address(host):
+        # 2130706433, 0x7f.1, 127.1 and 0 all reach 127.0.0.0/8 or 0.0.0.0 through the system's
+        # resolver, past a check that reads them as names: refused here, not at send.
+        raise ValueError(f"webhook_url's host {host!r} spells an IPv4 address; write it as a.b.c.d")
+    return host
+
+
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+)
+
+
+def _other_spelling_of_an_address(host: str) -> bool:
+    """Whether the resolver reads `host` as an IPv4 address that is not written a.b.c.d."""
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
 
 
 class RabbitMQDelivery(BaseModel):

@@ -181,3 +181,26 @@ async def test_an_allowed_queue_that_is_missing_with_declaring_off_ends_delivery
         )
         assert [a.error for a in trail] == [expected, expected]
     await assert_never_declared(amqp, missing)
+
+
+async def test_the_intake_queue_and_its_dead_letters_are_no_destination(
+    sqlite_url: str, amqp: Amqp, start_app: StartApp
+) -> None:
+    # A result published to the intake queue came back in as a request (issue 29): refused, even
+    # with no allow-list at all.
+    intake = amqp.name("intake")
+    settings = allow_listed(
+        sqlite_url, None, rabbitmq_input_queue=intake, rabbitmq_delivery_queues="", scheduler_enabled=False
+    )
+    async with start_app(settings) as app:
+        for n, queue in enumerate([intake, f"{intake}.dlq"]):
+            answer = await app.client.post(
+                "/api/requests", json=request_payload(f"loop-{n}", to_queue(queue))
+            )
+            assert answer.status_code == 422, answer.text
+            [error] = answer.json()["errors"]
+            assert error["code"] == "destination_not_allowed" and "intake queue" in error["detail"]
+        fine = await app.client.post(
+            "/api/requests", json=request_payload("fine", to_queue(amqp.name("results")))
+        )
+        assert fine.status_code == 202, fine.text

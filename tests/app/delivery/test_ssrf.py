@@ -68,6 +68,22 @@ async def test_private_targets_are_refused_at_intake_when_not_allowed(
             assert "WEBHOOK_ALLOW_PRIVATE=false" in answer.json()["errors"][0]["detail"]
 
 
+async def test_other_spellings_of_an_address_and_bad_host_names_are_refused_at_intake(
+    sqlite_url: str, start_app: StartApp
+) -> None:
+    # The system's resolver reads these as 127.0.0.1 or 0.0.0.0: they passed intake as names and
+    # failed only at send (issue 29). A host with a space is no host at all.
+    async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
+        hosts = ["2130706433", "0x7f.1", "127.1", "0", "017700000001", "a%20b", "a_b..c"]
+        for n, host in enumerate(hosts):
+            answer = await app.submit(f"spelled-{n}", f"http://{host}/hook")
+            assert answer.status_code == 422, (host, answer.text)
+            error = answer.json()["errors"][0]
+            assert error["code"] == "invalid_webhook_url" and "host" in error["detail"], (host, error)
+        for n, url in enumerate(["http://127.0.0.1:9/x", "http://my-svc/x", "http://bücher.example/x"]):
+            assert (await app.submit(f"fine-{n}", url)).status_code == 202, url
+
+
 def message(url: str) -> Message:
     return Message("dlv_1", "c1", 1, b'{"custom_id":"c1"}', {"type": "webhook", "webhook_url": url})
 

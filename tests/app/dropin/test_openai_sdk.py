@@ -256,6 +256,9 @@ async def test_every_validation_failure_fails_the_batch_with_its_line(
             line("u", url="/v1/embeddings"),
             json.dumps({"custom_id": "m", "url": ENDPOINT, "body": {"messages": []}}).encode() + b"\n",
             line("two", model="another-model"),
+            # NaN and Infinity are not JSON: Python reads them, and they were dropped silently.
+            b'{"custom_id":"nan","method":"POST","url":"/v1/chat/completions","body":{"model":"stand-in",'
+            b'"messages":[{"role":"user","content":"x"}],"temperature":NaN}}\n',
         )
         failed = await new_batch(client, uploaded.id)
         assert failed.status == "failed" and failed.failed_at is not None and failed.errors is not None
@@ -268,6 +271,7 @@ async def test_every_validation_failure_fails_the_batch_with_its_line(
             (5, "mismatched_endpoint", "url"),
             (6, "missing_required_parameter", "body.model"),
             (7, "mismatched_model", "body.model"),
+            (8, "invalid_json_line", None),
         ]
         Batch.model_validate(await raw(app, f"/v1/batches/{failed.id}"))
 

@@ -214,3 +214,18 @@ async def test_options_and_405_name_every_method_of_the_path(
         wrong = await app.client.put(path)
         assert wrong.status_code == 405
         assert sorted(m.strip() for m in wrong.headers["allow"].split(",")) == methods.split(", ")
+
+
+async def test_nan_and_infinity_are_not_json(database_url: str, start_app: StartApp) -> None:
+    # Python's json reads them; no JSON parser (nor backend) does, so they are refused, not stored.
+    async with start_app(fast_settings(database_url, scheduler_enabled=False)) as app:
+        for n, constant in enumerate(["NaN", "Infinity", "-Infinity"]):
+            body = REQUEST.replace('"messages"', f'"temperature": {constant}, "messages"') % (f"nan-{n}", "x")
+            answer = await app.client.post(
+                "/api/requests", content=body, headers={"content-type": "application/json"}
+            )
+            assert answer.status_code == 400, (constant, answer.text)
+            assert (
+                answer.json()["errors"][0]["code"] == "invalid_json" and constant.lstrip("-") in answer.text
+            )
+            assert (await app.client.get(f"/api/requests/nan-{n}")).status_code == 404
