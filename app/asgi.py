@@ -27,6 +27,7 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
+from app.api.recoveries import RecoveryController
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
 from app.api.retention import purge
@@ -103,6 +104,7 @@ def api_routers() -> tuple[Router, Router]:
             DestinationController,
             DestinationSecretController,
             SubscriptionController,
+            RecoveryController,
             purge,
         ],
         middleware=[RequireApiKey()],

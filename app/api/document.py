@@ -1,6 +1,6 @@
 """The OpenAPI JSON as served: what Litestar cannot see filled in.
 
-Six routes read their body raw (to refuse every problem in their face's error shape, or to
+Seven routes read their body raw (to refuse every problem in their face's error shape, or to
 stream it), so Litestar documents no body for them; their schemas are added here. Litestar also
 writes a path parameter's bound as a float, which rounds the int64 row id limit up past it, and
 leaves out `additionalProperties: false` of the bodies that refuse unknown fields.
@@ -13,6 +13,7 @@ from typing import Any
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from app.api.destination_secrets import CLOSED_BODIES
+from app.api.recoveries import RECOVERY_IN
 from app.core.actions.subscriptions import DESCRIPTION_MAX_CHARS, MAX_TYPES, MAX_VALUES, VALUE_MAX_CHARS
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
 from app.core.dropin.file_store import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
@@ -162,6 +163,7 @@ class SchemaJson(JsonRenderPlugin):
             "/v1/files": _body("multipart/form-data", FILE_UPLOAD),
             "/v1/messages/batches": _body(JSON, MESSAGE_BATCH_IN),
             "/api/requests/bulk": BULK_IN,
+            "/api/recoveries": _body(JSON, RECOVERY_IN),
         }
         paths = openapi_schema.get("paths", {})
         for path, body in bodies.items():

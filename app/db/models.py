@@ -243,9 +243,13 @@ class Delivery(IdentityBase):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     leased_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     leased_by: Mapped[str | None] = mapped_column(String(64))
+    # The replay (app.core.recoveries) that made this extra delivery of its request; None for a
+    # request's own delivery (and a batch event's). One per request and replay.
+    replay_id: Mapped[int | None] = mapped_column(ForeignKey("recoveries.id"))
 
     __table_args__ = (
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        UniqueConstraint("replay_id", "request_id", name="uq_deliveries_replay_id_request_id"),
         # The requests list's delivery-status filter: the request ids of one status.
         Index("ix_deliveries_status_request_id", "status", "request_id"),
         IDS_NEVER_REUSED,
@@ -341,6 +345,56 @@ class Subscription(IdentityBase):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+
+    __table_args__ = IDS_NEVER_REUSED
+
+
+class Recovery(IdentityBase):
+    """An operator's bulk action on deliveries, worked through in chunks by the recover step:
+    recover (queue a destination's delivery_failed deliveries again) or replay (new deliveries
+    of finished requests' results to a new target). Its status moves by
+    app.core.rules.states.RECOVERY_TRANSITIONS; recovery_events is its timeline."""
+
+    __tablename__ = "recoveries"
+
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # Its scope. recover: destination and created_at in [since, until). replay: batch_id, or
+    # completed_at in [since, until); and the target it sends to (a delivery config).
+    destination: Mapped[str | None] = mapped_column(String(300))
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    since: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    target: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
+    # Set while queued or running, unique: asking again for the same thing finds this one.
+    active_key: Mapped[str | None] = mapped_column(String(400), unique=True)
+    # Rows (deliveries, or requests for a replay) with ids in (cursor, last_id] are still to do.
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str] = mapped_column(String(16), default="api")
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    leased_until: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = IDS_NEVER_REUSED
+
+
+class RecoveryEvent(IdentityBase):
+    """One row per status change of a recovery: its timeline."""
+
+    __tablename__ = "recovery_events"
+
+    recovery_id: Mapped[int] = mapped_column(ForeignKey("recoveries.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    worker: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = IDS_NEVER_REUSED
 

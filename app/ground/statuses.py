@@ -54,3 +54,18 @@ class Outcome(StrEnum):
     SUCCESS = "success"  # the destination acknowledged it (2xx, or a broker confirm)
     RETRYABLE_FAILURE = "retryable_failure"  # worth trying again later (timeout, 5xx, 429)
     PERMANENT_FAILURE = "permanent_failure"  # trying again cannot help (4xx, refused target)
+
+
+class RecoveryStatus(StrEnum):
+    """An operator's bulk recovery or replay (app.core.recoveries)."""
+
+    QUEUED = "queued"  # asked for; the recover step has not started it
+    RUNNING = "running"  # being worked through, a chunk at a time
+    DONE = "done"  # every delivery in its scope was queued again (or created, for a replay)
+    FAILED = "failed"  # it could not go on (the error says why); what it queued stays queued
+    CANCELLED = "cancelled"  # stopped by the operator; what it queued before stays queued
+
+
+class RecoveryKind(StrEnum):
+    RECOVER = "recover"  # queue a destination's failed deliveries again
+    REPLAY = "replay"  # send results again, as new deliveries, to a new target

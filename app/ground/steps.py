@@ -13,6 +13,7 @@ class Step(StrEnum):
     POLL = "poll"  # follow remote (OpenAI) batches and collect them
     DELIVER = "deliver"  # drain the delivery outbox
     FINISH = "finish"  # expire overdue drop-in batches, write the files of ended ones, announce ends
+    RECOVER = "recover"  # work through the operator's bulk recoveries and replays, a chunk at a time
     PURGE = "purge"  # delete ended batches and requests older than RETENTION_DAYS
 
 

@@ -10,6 +10,7 @@ from app.ui.dashboard import dashboard
 from app.ui.destinations import DestinationPages
 from app.ui.keys import KeyPages
 from app.ui.login import LoginRequired, login, login_form, logout, require_login, to_login
+from app.ui.recoveries import RecoveryPages
 from app.ui.render import UI_EXCEPTION_HANDLERS, listing
 from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
@@ -22,6 +23,7 @@ ui_router = Router(
         BatchPages,
         RequestPages,
         DestinationPages,
+        RecoveryPages,
         SettingsPages,
         KeyPages,
         SubscriptionPages,

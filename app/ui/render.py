@@ -52,6 +52,9 @@ BADGE: dict[str, str] = {
     "closed": "muted",
     "open": "bad",  # a destination's circuit breaker: its deliveries are held
     "probing": "warn",
+    # A recovery's statuses (app.ground.statuses.RecoveryStatus); cancelled is a batch's too.
+    "queued": "info",
+    "running": "warn",
 }
 
 

@@ -18,11 +18,24 @@ from app.core import retention
 from app.core.actions import batches, destinations, requests
 from app.core.dropin import anthropic, create
 from app.core.read.destinations import held as held_destinations
+from app.core.recoveries import ask
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
-from app.db.models import Batch, Delivery, Destination, File, Request
+from app.core.rules.errors import InvalidInput, Problem
+from app.db.models import Batch, Delivery, Destination, File, Recovery, Request
 from app.db.session import Database
 from app.ground.steps import Step, Wake
+
+
+def _recover_key(given: str) -> str:
+    """The destination key a recover names (its key, or any webhook URL of it)."""
+    try:
+        return destinations.key_of(given)
+    except ValueError:  # a URL urllib cannot split, e.g. "http://[": no destination's
+        detail = f"{given[:80]!r} is not a destination key or a webhook URL."
+        raise InvalidInput(
+            Problem("invalid_destination", "Invalid recovery", detail, "/destination")
+        ) from None
 
 
 class Actions:
@@ -137,6 +150,22 @@ class Actions:
         # A queued delivery now goes to its new target: try it there at once.
         self._waking(Step.DELIVER)
         return new
+
+    async def ask_recovery(self, data: Any, via: str = "api") -> ask.Asked:
+        """Start a recover or a replay (or answer the same one already under way). A recover's
+        destination may be given as its key or as any webhook URL of it, as for its limits."""
+        if (
+            isinstance(data, dict)
+            and data.get("kind") == "recover"
+            and isinstance(data.get("destination"), str)
+        ):
+            data = {**data, "destination": _recover_key(data["destination"])}
+        asked = await ask.ask(self.db, await self.effective.fresh(), data, via)
+        self._waking(Step.RECOVER)
+        return asked
+
+    async def cancel_recovery(self, recovery_id: int, via: str = "api") -> Recovery:
+        return await ask.cancel(self.db, recovery_id, via)
 
     async def set_destination_limits(
         self, destination: str | int, concurrency: Any, rate_per_second: Any

@@ -20,6 +20,7 @@ from app.channels.base import Channel
 from app.core import announcements, batching, deadlines, retention
 from app.core.dispatch import Dispatcher
 from app.core.dropin import finish
+from app.core.recoveries import step as recoveries
 from app.core.rules import leases
 from app.core.rules.effective import EffectiveSettings
 from app.core.runs import local as local_runs
@@ -130,6 +131,7 @@ class Worker:
                 ScheduledStep(Step.POLL, self._poll),
                 ScheduledStep(Step.DELIVER, self._deliver),
                 ScheduledStep(Step.FINISH, self._finish),
+                ScheduledStep(Step.RECOVER, self._recover),
                 ScheduledStep(Step.PURGE, self._purge),
             )
         }
@@ -232,6 +234,12 @@ class Worker:
         if await announcements.queue_due(self.db, str(url) if url else None):
             self.wake(Step.DELIVER)
         return more
+
+    async def _recover(self) -> bool:
+        chunk = await recoveries.step(self.db, self.owner, self.settings.lease_seconds)
+        if chunk.queued:
+            self.wake_deliver()
+        return chunk.more
 
     async def _purge(self) -> bool:
         settings = self.settings

@@ -114,8 +114,13 @@ REQUEST_SORTS: dict[str, list[tuple[Any, bool]]] = {
 
 
 def of_result(request_id: int) -> tuple[ColumnElement[bool], ...]:
-    """The deliveries of a request's result (not its events' to subscriptions)."""
-    return (Delivery.request_id == request_id, Delivery.subscription_id.is_(None))
+    """The deliveries of a request's result (not its events' to subscriptions, nor a replay's
+    extra copies to another target: app.core.recoveries)."""
+    return (
+        Delivery.request_id == request_id,
+        Delivery.subscription_id.is_(None),
+        Delivery.replay_id.is_(None),
+    )
 
 
 async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple[Request, Delivery | None]:
@@ -279,6 +284,7 @@ def _request_filters(
             Delivery.status == query.delivery_status,
             Delivery.request_id.is_not(None),
             Delivery.subscription_id.is_(None),
+            Delivery.replay_id.is_(None),
         )
         if where:  # another condition narrows the rows first: look up each one's deliveries
             where.append(with_status.where(Delivery.request_id == Request.id).exists())
@@ -312,7 +318,11 @@ async def _request_rows(
         if page.rows:
             for row in await session.execute(
                 select(Delivery.request_id, Delivery.target, Delivery.status, Delivery.total_attempts)
-                .where(Delivery.request_id.in_([r.id for r in page.rows]), Delivery.subscription_id.is_(None))
+                .where(
+                    Delivery.request_id.in_([r.id for r in page.rows]),
+                    Delivery.subscription_id.is_(None),
+                    Delivery.replay_id.is_(None),
+                )
                 .order_by(Delivery.id)
             ):
                 by_request.setdefault(row.request_id, []).append(row)

@@ -13,11 +13,20 @@ from typing import Any
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Batch, BatchEvent, Delivery, Destination, DestinationEvent, Request
+from app.db.models import (
+    Batch,
+    BatchEvent,
+    Delivery,
+    Destination,
+    DestinationEvent,
+    Recovery,
+    RecoveryEvent,
+    Request,
+)
 from app.db.session import rows_changed
 from app.ground.clock import utcnow
 from app.ground.identity import process_name
-from app.ground.statuses import BatchStatus, BreakerState, DeliveryStatus, RequestStatus
+from app.ground.statuses import BatchStatus, BreakerState, DeliveryStatus, RecoveryStatus, RequestStatus
 
 # Short names, written one a line so that they are type aliases too (`status: R`).
 B = BatchStatus
@@ -80,6 +89,18 @@ BREAKER_TRANSITIONS: dict[BreakerState, frozenset[BreakerState]] = {
     # probing → probing: a probe whose answer never came (its process died) goes again.
     BreakerState.PROBING: frozenset({BreakerState.CLOSED, BreakerState.OPEN, BreakerState.PROBING}),
 }
+
+Rc = RecoveryStatus
+
+RECOVERY_TRANSITIONS: dict[RecoveryStatus, frozenset[RecoveryStatus]] = {
+    # queued → failed: its first chunk could not be done.
+    Rc.QUEUED: frozenset({Rc.RUNNING, Rc.CANCELLED, Rc.FAILED}),
+    Rc.RUNNING: frozenset({Rc.DONE, Rc.FAILED, Rc.CANCELLED}),
+    Rc.DONE: frozenset(),
+    Rc.FAILED: frozenset(),
+    Rc.CANCELLED: frozenset(),
+}
+RECOVERY_ACTIVE = (Rc.QUEUED, Rc.RUNNING)
 
 REQUEST_FINISHED = frozenset({R.SUCCEEDED, R.FAILED, R.CANCELLED, R.EXPIRED})
 BATCH_TERMINAL = frozenset({B.DONE, B.FAILED, B.CANCELLED, B.EXPIRED})
@@ -278,6 +299,38 @@ def note_destination(
     )
     session.add(event)
     return event
+
+
+def begin_recovery(session: AsyncSession, recovery: Recovery) -> None:
+    """Record the creation of a flushed recovery: its first event, from nothing to queued."""
+    reason = f"{recovery.kind} asked for (via {recovery.via})"
+    _recovery_event(session, recovery, None, reason, recovery.created_at)
+
+
+def move_recovery(
+    session: AsyncSession, recovery: Recovery, to_status: str, reason: str | None = None
+) -> None:
+    """Move a loaded, locked recovery to `to_status`, stamp its phase and write its event row.
+    Once it ends it no longer holds its active_key, so the same recovery may be asked for again."""
+    check(RECOVERY_TRANSITIONS, recovery.status, to_status)
+    now = utcnow()
+    from_status, recovery.status = recovery.status, to_status
+    _recovery_event(session, recovery, from_status, reason, now)
+    if to_status == RecoveryStatus.RUNNING:
+        recovery.started_at = now
+    if to_status not in RECOVERY_ACTIVE:
+        recovery.finished_at = now
+        recovery.active_key = None
+        recovery.leased_by = recovery.leased_until = None
+
+
+def _recovery_event(
+    session: AsyncSession, recovery: Recovery, from_status: str | None, reason: str | None, at: Any
+) -> None:
+    """A row of the recovery's timeline: how it came to be in its (new) status."""
+    event = RecoveryEvent(recovery_id=recovery.id, from_status=from_status, to_status=recovery.status)
+    event.reason, event.at, event.worker = reason, at, process_name()
+    session.add(event)
 
 
 def _chunks(items: Sequence[int] | Iterable[int], size: int) -> Iterable[list[int]]:
