@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +29,7 @@ def key_of(given: str) -> str:
     """A destination's key from what an operator gives: the key itself (`https://host:443`,
     `rabbitmq:queue/name`, `rabbitmq:exchange/name`) or any webhook URL of it."""
     given = given.strip()
-    if re.match(DESTINATION_PATTERN, given) is None:
+    if re.match(DESTINATION_PATTERN, given) is None or not _parses(given):
         raise InvalidInput(
             Problem(
                 "invalid_destination",
@@ -41,6 +42,14 @@ def key_of(given: str) -> str:
     if given.startswith("rabbitmq:"):
         return given[:DESTINATION_MAX]
     return destination_of({"type": "webhook", "webhook_url": given})
+
+
+def _parses(given: str) -> bool:
+    try:
+        urlsplit(given).port  # noqa: B018 - a bad port or IPv6 bracket raises only when read
+    except ValueError:
+        return False
+    return True
 
 
 def checked_limits(concurrency: Any, rate_per_second: Any) -> tuple[int | None, float | None]:
