@@ -24,6 +24,7 @@ from app.ground.clock import utcnow
 LIFETIME = timedelta(days=7)  # a login ends this long after it began, however busy
 CACHE_SECONDS = 5.0  # how long a replica trusts a session it checked (logout reaches it after)
 SEEN_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often per session
+ENDED_KEPT_SECONDS = 60.0  # logouts remembered here, longer than any check in flight takes
 CACHE_MAX = 10_000  # live sessions remembered per process before the stale ones are dropped
 
 
@@ -39,6 +40,9 @@ class UiSessions:
 
     idle: timedelta  # UI_SESSION_IDLE_MINUTES
     checked: dict[str, Checked] = field(default_factory=dict, repr=False)  # token digest → check
+    # token digest → time.monotonic() of its logout here: a check that read the row before the
+    # logout committed must not cache it afterwards
+    ended: dict[str, float] = field(default_factory=dict, repr=False)
 
     async def start(self, db: Database, key_digest: str) -> str:
         """A new login with the key of `key_digest`: the token for the cookie (kept only hashed)."""
@@ -55,6 +59,9 @@ class UiSessions:
     async def end(self, db: Database, token: str) -> None:
         """Logout: the token opens nothing more, here at once, elsewhere within CACHE_SECONDS."""
         found = digest(token)
+        at = time.monotonic()
+        self.ended = {k: t for k, t in self.ended.items() if at - t < ENDED_KEPT_SECONDS}
+        self.ended[found] = at
         self.checked.pop(found, None)
         async with db.transaction() as session:
             await session.execute(
@@ -67,6 +74,8 @@ class UiSessions:
         """The digest of the key a live session logged in with; None if it was ended, expired or
         never existed."""
         found = digest(token)
+        if found in self.ended:
+            return None
         if (hit := self.checked.get(found)) is not None and time.monotonic() - hit.at < CACHE_SECONDS:
             return hit.key_digest
         self.checked.pop(found, None)
@@ -78,6 +87,8 @@ class UiSessions:
             if now - row.last_seen_at >= SEEN_EVERY:
                 row.last_seen_at = now
             key_digest = row.key_digest
+        if found in self.ended:  # logged out here while the row was being read
+            return None
         self._remember(found, key_digest)
         return key_digest
 

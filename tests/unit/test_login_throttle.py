@@ -13,9 +13,17 @@ class Clock:
         return self.now
 
 
-def test_a_client_waits_after_too_many_wrong_keys_until_the_window_passes() -> None:
+def throttled(per_client: int, overall: int, window: float, *clients: str) -> tuple[LoginThrottle, Clock]:
+    """A throttle on a clock the test moves, with one wrong key already counted per `clients`."""
     clock = Clock()
-    throttle = LoginThrottle(per_client=3, overall=100, window=60, clock=clock)
+    throttle = LoginThrottle(per_client=per_client, overall=overall, window=window, clock=clock)
+    for client in clients:
+        throttle.failed(client)
+    return throttle, clock
+
+
+def test_a_client_waits_after_too_many_wrong_keys_until_the_window_passes() -> None:
+    throttle, clock = throttled(3, 100, 60)
     for _ in range(3):
         assert throttle.wait("10.0.0.1") == 0
         throttle.failed("10.0.0.1")
@@ -27,20 +35,14 @@ def test_a_client_waits_after_too_many_wrong_keys_until_the_window_passes() -> N
 
 
 def test_all_clients_together_are_capped() -> None:
-    clock = Clock()
-    throttle = LoginThrottle(per_client=10, overall=5, window=30, clock=clock)
-    for n in range(5):
-        throttle.failed(f"10.0.0.{n}")
+    throttle, clock = throttled(10, 5, 30, *(f"10.0.0.{n}" for n in range(5)))
     assert throttle.wait("10.0.0.99") == 30
     clock.now += 30
     assert throttle.wait("10.0.0.99") == 0
 
 
 def test_clients_gone_quiet_are_forgotten() -> None:
-    clock = Clock()
-    throttle = LoginThrottle(per_client=2, overall=3, window=10, clock=clock)
-    for n in range(4):
-        throttle.failed(f"10.0.0.{n}")
+    throttle, clock = throttled(2, 3, 10, "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4")
     clock.now += 11
     throttle.failed("10.0.0.9")
     assert set(throttle.failures) == {"10.0.0.9"}
