@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from litestar import Litestar, Router
@@ -48,6 +49,8 @@ from app.core.driver.status import StatusBoard
 from app.core.driver.worker import Worker
 from app.core.rules.access import ApiKeys
 from app.core.rules.effective import EffectiveSettings
+from app.core.rules.login_throttle import LoginThrottle
+from app.core.ui_sessions import UiSessions
 from app.db.migrate import pending_revision
 from app.db.session import Database
 from app.ground.backends import BackendSpec
@@ -275,6 +278,12 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
             role=settings.serve_role,
             host=settings.host,
             allowed_hosts=answered_hosts(settings),
+            ui_sessions=UiSessions(timedelta(minutes=settings.ui_session_idle_minutes)),
+            login_throttle=LoginThrottle(
+                settings.login_failures_per_client,
+                settings.login_failures_overall,
+                settings.login_throttle_seconds,
+            ),
         ).keep_on(app.state)
         app.state.pipeline = parts  # for tests and benchmarks that look inside; faces ask `status`
         await parts.start()

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from app.core.rules.access import ApiKeys, digest
 from app.core.rules.errors import InvalidInput, NotFound, Problem
-from app.db.models import ApiKey
+from app.db.models import ApiKey, UiSession
 from app.db.session import Database
 from app.ground.clock import utcnow
 
@@ -40,13 +40,20 @@ async def create(db: Database, keys: ApiKeys, name: str) -> tuple[ApiKey, str]:
 
 
 async def revoke(db: Database, keys: ApiKeys, key_id: int) -> ApiKey:
-    """Revoke a key: it stops working here at once, everywhere within REFRESH_SECONDS."""
+    """Revoke a key and end its UI sessions: it stops working here at once, everywhere within
+    REFRESH_SECONDS."""
     async with db.transaction() as session:
         row = await session.get(ApiKey, key_id, with_for_update=True)
         if row is None:
             raise NotFound(Problem("not_found", "Not found", f"No API key {key_id}."))
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+        # Its UI logins end for good (issue 29), not only while no replica accepts the key.
+        await session.execute(
+            update(UiSession)
+            .where(UiSession.key_digest == row.digest, UiSession.ended_at.is_(None))
+            .values(ended_at=row.revoked_at)
+        )
     keys.stored.pop(row.digest, None)
     return row
 

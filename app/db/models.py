@@ -442,6 +442,20 @@ class ApiKey(IdentityBase):
     __table_args__ = IDS_NEVER_REUSED
 
 
+class UiSession(DefaultBase):
+    """A UI login (issue 29). The browser's cookie carries only a random token; the row, found by
+    the token's digest, says which key logged in and whether logout or revocation ended it, so a
+    copied cookie stops working everywhere (app.core.ui_sessions)."""
+
+    __tablename__ = "ui_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256 of the token
+    key_digest: Mapped[str] = mapped_column(String(64), index=True)  # the key it logged in with
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+
+
 def table_of(model: type[DeclarativeBase]) -> Table:
     """A model's table, for Core statements (SQLAlchemy types `__table__` as any FROM clause)."""
     table = model.__table__

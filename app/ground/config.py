@@ -213,6 +213,13 @@ class Settings(BaseSettings):
     # Signs the UI's session and CSRF cookies. Empty: a random secret per process, so UI logins
     # end with a restart and do not carry between replicas; set it when running several.
     session_secret: str | None = Field(None, repr=False)
+    # A UI login ends after this many minutes without a page asked (and 7 days after it began).
+    ui_session_idle_minutes: int = Field(720, ge=1, le=10080)
+    # The login form's throttle (per process): after this many wrong keys from one client address,
+    # or from all together, within LOGIN_THROTTLE_SECONDS, it answers 429 until the window passes.
+    login_failures_per_client: int = Field(10, ge=1)
+    login_failures_overall: int = Field(100, ge=1)
+    login_throttle_seconds: float = Field(60.0, gt=0)
     # Mark the UI's cookies Secure (served over HTTPS, e.g. behind a TLS-terminating proxy).
     ui_cookie_secure: bool = False
 

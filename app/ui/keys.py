@@ -12,6 +12,7 @@ from litestar.params import Body
 from litestar.response import Template
 
 from app.core import key_store
+from app.ui.login import session_key, start_session
 from app.ui.render import HTML, done
 from app.web.http import HttpRequest, RowId
 from app.web.state import AppState, app_state
@@ -30,9 +31,9 @@ class KeyPages(Controller):
     async def create(self, request: HttpRequest, state: State, data: Form) -> Any:
         app = app_state(state)
         row, key = await key_store.create(app.db, app.api_keys, data.get("name", ""))
-        if not request.session.get("key"):
+        if await session_key(request) is None:
             # The first key closes the UI too: keep its creator logged in, with that key.
-            request.set_session({"key": row.digest})
+            await start_session(request, row.digest)
         # The one time the key is shown: the answer is not cached and the page says so.
         return await _page(app, created=(row, key), headers={"Cache-Control": "no-store"})
 

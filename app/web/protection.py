@@ -18,6 +18,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.core.ui_sessions import LIFETIME
 from app.ground.config import Settings, parse_patterns
 from app.web.http import Connection, check_readable_text
 from app.web.state import app_state
@@ -28,7 +29,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Machine routes: they carry a key in a header, never a cookie, so CSRF cannot ride on them;
 # and the session is not read there (it would cost every intake a cookie decode).
 NOT_UI = ["^/api", "^/v1", "^/health", "^/metrics", "^/static"]
-SESSION_DAYS = 7
 
 
 def is_loopback(host: str) -> bool:
@@ -107,7 +107,8 @@ def check_host(connection: Connection) -> None:
 
 @dataclass(frozen=True)
 class UiCookies:
-    """The UI's signed session cookie and its CSRF protection, sharing one secret."""
+    """The UI's signed session cookie (it carries only the token of a server-side session, see
+    app.core.ui_sessions) and its CSRF protection, sharing one secret."""
 
     session: CookieBackendConfig
     csrf: CSRFConfig
@@ -122,7 +123,7 @@ class UiCookies:
         session = CookieBackendConfig(
             secret=key,
             key="batchgate_session",
-            max_age=SESSION_DAYS * 86400,
+            max_age=int(LIFETIME.total_seconds()),  # the row ends it sooner (app.core.ui_sessions)
             httponly=True,
             samesite="lax",
             secure=settings.ui_cookie_secure,

@@ -16,6 +16,8 @@ from app.core.actions import Actions
 from app.core.driver.status import StatusBoard
 from app.core.rules.access import ApiKeys
 from app.core.rules.effective import EffectiveSettings
+from app.core.rules.login_throttle import LoginThrottle
+from app.core.ui_sessions import UiSessions
 from app.db.session import Database
 
 # The key it is kept under on the Litestar state.
@@ -32,6 +34,8 @@ class AppState:
     role: Literal["all", "api", "worker"]  # SERVE_ROLE
     host: str  # the address served on (HOST), to warn when it is open to the network
     allowed_hosts: tuple[str, ...]  # the Host headers answered (ALLOWED_HOSTS)
+    ui_sessions: UiSessions  # the UI logins, kept in the database (app.core.ui_sessions)
+    login_throttle: LoginThrottle  # wrong keys at the login form, per client (this process)
 
     def keep_on(self, state: State) -> None:
         state[KEY] = self
