@@ -1,7 +1,7 @@
 """ui_sessions: UI logins kept on the server
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0017
 Create Date: 2026-12-07 03:30:00
 
 Issue 29 part 2: logging out did not end a session (the cookie held everything, so a copied cookie
@@ -16,7 +16,7 @@ from advanced_alchemy.types import DateTimeUTC
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0018"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
