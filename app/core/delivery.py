@@ -125,7 +125,7 @@ async def claim_probes(
                 order_by=Delivery.next_attempt_at,
             )
             if claimed:
-                breaker.probing(session, settings, destination, now)
+                await breaker.probing(session, settings, destination, now)
                 ids += claimed
         return await _messages(session, ids, sealing.sealer(settings.secrets_key)) if ids else []
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.destinations import rows
@@ -80,7 +80,7 @@ async def note(
         found |= await _locked(session, missing)
     changes = []
     for key, destination in found.items():
-        if (change := _apply(session, settings, destination, runs[key], now)) is not None:
+        if (change := await _apply(session, settings, destination, runs[key], now)) is not None:
             changes.append(change)
     return changes
 
@@ -91,7 +91,7 @@ async def _locked(session: AsyncSession, keys: Iterable[str]) -> dict[str, Desti
     return {row.key: row for row in (await session.execute(stmt.with_for_update())).scalars()}
 
 
-def _apply(
+async def _apply(
     session: AsyncSession, settings: Settings, destination: Destination, run: Run, now: datetime
 ) -> Change | None:
     """Where one destination's breaker goes after a group of attempts."""
@@ -109,17 +109,31 @@ def _apply(
         reason = f"the probe failed: {run.last_error}"
     else:
         return None  # open already: its probe time stands
-    return _open(session, settings, destination, reason, now)
+    return await _open(session, settings, destination, reason, now)
 
 
-def _open(
+async def _open(
     session: AsyncSession, settings: Settings, destination: Destination, reason: str, now: datetime
 ) -> Change:
     event = states.move_breaker(session, destination, BreakerState.OPEN, reason)
     if destination.opened_at is None or event.from_state == BreakerState.CLOSED:
         destination.opened_at = now
-    destination.probe_at = now + timedelta(seconds=cooldown(settings, destination.consecutive_failures))
+    wait = cooldown(settings, await _failed_probes(session, destination))
+    destination.probe_at = now + timedelta(seconds=wait)
     return Change(event, destination.key, destination.probe_at)
+
+
+async def _failed_probes(session: AsyncSession, destination: Destination) -> int:
+    """The probes that failed since the breaker opened (this move included): each doubles the
+    hold. Counted from its timeline, not from failures in a row, which sends in flight when it
+    opened push up too."""
+    stmt = select(func.count()).where(
+        DestinationEvent.destination_id == destination.id,
+        DestinationEvent.from_state == BreakerState.PROBING,
+        DestinationEvent.to_state == BreakerState.OPEN,
+        DestinationEvent.at >= destination.opened_at,
+    )
+    return int((await session.execute(stmt)).scalar_one())
 
 
 def _close(session: AsyncSession, destination: Destination, reason: str) -> Change:
@@ -129,11 +143,11 @@ def _close(session: AsyncSession, destination: Destination, reason: str) -> Chan
     return Change(event, destination.key, None)
 
 
-def cooldown(settings: Settings, consecutive_failures: int) -> float:
+def cooldown(settings: Settings, failed_probes: int) -> float:
     """How long an open breaker holds before its next probe: the cool-down, doubled for each
-    failure beyond the threshold (failed probes), at most MAX_COOLDOWN_SECONDS."""
-    beyond = max(0, consecutive_failures - settings.delivery_breaker_failures)
-    return float(min(settings.delivery_breaker_cooldown_seconds * 2 ** min(beyond, 20), MAX_COOLDOWN_SECONDS))
+    failed probe, at most MAX_COOLDOWN_SECONDS."""
+    doubled = settings.delivery_breaker_cooldown_seconds * 2 ** min(failed_probes, 20)
+    return float(min(doubled, MAX_COOLDOWN_SECONDS))
 
 
 async def due_probes(session: AsyncSession, now: datetime) -> list[Destination]:
@@ -152,13 +166,16 @@ async def due_probes(session: AsyncSession, now: datetime) -> list[Destination]:
     return list((await session.execute(stmt)).scalars())
 
 
-def probing(session: AsyncSession, settings: Settings, destination: Destination, now: datetime) -> Change:
+async def probing(
+    session: AsyncSession, settings: Settings, destination: Destination, now: datetime
+) -> Change:
     """A probe of `destination` was claimed: it is probing until its answer, or until the
     cool-down passes again with none (the prober died: another probe goes)."""
     event = states.move_breaker(
         session, destination, BreakerState.PROBING, "one delivery goes out as a probe"
     )
-    destination.probe_at = now + timedelta(seconds=cooldown(settings, destination.consecutive_failures))
+    wait = cooldown(settings, await _failed_probes(session, destination))
+    destination.probe_at = now + timedelta(seconds=wait)
     return Change(event, destination.key, destination.probe_at)
 
 
