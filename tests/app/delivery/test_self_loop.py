@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from app.channels.base import Message
+from app.channels.webhook import WebhookChannel
 from app.db.models import Request, RequestEvent
 from testkit import API_KEYS, RunningApp, fast_settings, request_payload, run_app_at_its_port, wait_until
 from testkit.standins.inference import InferenceStandin
@@ -41,6 +43,10 @@ def redeliver_hook(base: str, custom_id: str) -> dict[str, Any]:
 def keyed(app: RunningApp) -> RunningApp:
     app.client.headers["authorization"] = f"Bearer {KEY}"
     return app
+
+
+def message(url: str) -> Message:
+    return Message("dlv_1", "c1", 1, b'{"custom_id":"c1"}', {"type": "webhook", "webhook_url": url})
 
 
 async def submit(app: RunningApp, custom_id: str, delivery: dict[str, Any]) -> Any:
@@ -271,3 +277,34 @@ async def test_redeliver_past_its_bounds_answers_429_then_409(
         [delivery] = await deliveries(app, "bounded")
         assert delivery["status"] == "delivered"
         assert await redeliveries(app, "bounded") == 3
+
+
+async def test_a_name_resolving_to_a_listed_address_is_refused_at_send(receiver: WebhookReceiver) -> None:
+    # The receiver stands for a replica at an address SELF_ADDRESSES lists; an alias of it that
+    # intake cannot know is refused once resolved, and nothing is sent. Another port is not it.
+    port = int(receiver.url.rsplit(":", 1)[1])
+
+    async def resolve(host: str) -> list[str]:
+        return ["127.0.0.1"]
+
+    settings = fast_settings("sqlite+aiosqlite://", self_addresses=f"127.0.0.1:{port}")
+    channel = WebhookChannel(settings, resolve=resolve)
+    try:
+        refused = await channel.send(message(f"http://replica-alias.test:{port}/api/requests/d/redeliver"))
+        other = await channel.send(message(f"http://replica-alias.test:{port + 1}/hook"))
+    finally:
+        await channel.close()
+    assert refused.outcome == "permanent_failure", refused
+    assert refused.error == (
+        f"refused: replica-alias.test resolves to 127.0.0.1 port {port} "
+        "is an address of this server (SELF_ADDRESSES)"
+    )
+    assert receiver.received == []
+    assert "this server" not in (other.error or ""), other
+
+
+def test_a_malformed_self_address_stops_the_process_at_start() -> None:
+    for value in ("gateway:http", "user@gateway:443", "gateway:443/path", "[::1"):
+        with pytest.raises(ValueError, match="SELF_ADDRESSES"):
+            fast_settings("sqlite+aiosqlite://", self_addresses=value)
+    assert fast_settings("sqlite+aiosqlite://", self_addresses=" lb.example:443 , [fd00::5]:4000,proxy ")
