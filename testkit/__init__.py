@@ -11,7 +11,15 @@ from testkit.amqp import (
     rabbitmq_reachable,
     rabbitmqctl_available,
 )
-from testkit.apps import API_KEYS, UNREACHABLE_INFERENCE, RunningApp, StartApp, fast_settings, run_app
+from testkit.apps import (
+    API_KEYS,
+    UNREACHABLE_INFERENCE,
+    RunningApp,
+    StartApp,
+    fast_settings,
+    run_app,
+    run_app_at_its_port,
+)
 from testkit.builders import NO_DELIVERY, chat, client_request, new_batch, request_payload, to_queue, webhook
 from testkit.databases import (
     IN_CI,
@@ -61,6 +69,7 @@ __all__ = [
     "request_payload",
     "require_service",
     "run_app",
+    "run_app_at_its_port",
     "sqlite_url",
     "to_queue",
     "wait_until",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,7 +16,7 @@ from app.db.session import Database
 from app.ground.config import Settings
 from app.web.state import app_state
 from testkit.builders import NO_DELIVERY, request_payload, webhook
-from testkit.standins.serve import serve
+from testkit.standins.serve import serve, serve_on
 
 UNREACHABLE_INFERENCE = "http://127.0.0.1:9/v1"  # discard port: nothing answers
 # The keys of the `keyed` app (tests/conftest.py): two, so a test can tell one key from another.
@@ -70,14 +71,16 @@ StartApp = Callable[[Settings], AbstractAsyncContextManager[RunningApp]]
 
 
 @asynccontextmanager
-async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
-    """Serve create_app(settings) on a free loopback port, with a client pointed at it. Files
-    (DATA_DIR) go to a temporary directory removed afterwards, unless the test chose one."""
+async def run_app(settings: Settings, sock: socket.socket | None = None) -> AsyncIterator[RunningApp]:
+    """Serve create_app(settings) on a free loopback port (or on `sock`), with a client pointed
+    at it. Files (DATA_DIR) go to a temporary directory removed afterwards, unless the test
+    chose one."""
     with tempfile.TemporaryDirectory(prefix="bg_test_files_") as files_dir:
         if settings.data_dir == Settings.model_fields["data_dir"].default:
             settings = settings.model_copy(update={"data_dir": files_dir})
         app = create_app(settings)
-        async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        served = serve(app) if sock is None else serve_on(app, sock)
+        async with served as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             await with_csrf_token(client)
             yield RunningApp(
                 url,
@@ -88,6 +91,16 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
                 app.state.pipeline.broker,
                 app.state.pipeline.consumer,
             )
+
+
+@asynccontextmanager
+async def run_app_at_its_port(settings: Settings) -> AsyncIterator[RunningApp]:
+    """run_app on a free port of 127.0.0.1 that its settings name as PORT, as `batchgate serve`
+    listens where its settings say (HOST stays as they give it: 127.0.0.1, 0.0.0.0, ...)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        async with run_app(settings.model_copy(update={"port": sock.getsockname()[1]}), sock) as app:
+            yield app
 
 
 CSRF_COOKIE = "batchgate_csrf"

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
 from app.api.schemas import ErrorBody, ErrorItem, error_item
-from app.core.rules.errors import BatchgateError
+from app.core.rules.errors import BatchgateError, TooMany
 from app.web.http import (
     STATUS_FOR_KIND,
     UNAVAILABLE_HEADERS,
@@ -47,7 +47,10 @@ def error_response(status: int, items: list[ErrorItem]) -> Response[ErrorBody]:
 
 
 def batchgate_error(_: HttpRequest, exc: BatchgateError) -> Response[ErrorBody]:
-    return error_response(STATUS_FOR_KIND.get(exc.kind, 400), [error_item(p) for p in exc.problems])
+    response = error_response(STATUS_FOR_KIND.get(exc.kind, 400), [error_item(p) for p in exc.problems])
+    if isinstance(exc, TooMany):
+        response.headers["retry-after"] = str(exc.retry_after)
+    return response
 
 
 def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorBody]:

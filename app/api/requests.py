@@ -155,7 +155,13 @@ class RequestController(Controller):
         description="`redeliver` re-queues the delivery of every destination its delivery config "
         "names (answers the first; `?delivery_id=dlv_N` re-queues only that one); `cancel` ends a "
         "request that has no result yet as `cancelled` and delivers that (answers the request).",
-        responses=documented_errors({**NO_SUCH_REQUEST, 409: "Nothing to redeliver, or already finished"}),
+        responses=documented_errors(
+            {
+                **NO_SUCH_REQUEST,
+                409: "Nothing to redeliver, already finished, or redelivered REDELIVER_MAX times",
+                429: "Redelivered REDELIVER_PER_MINUTE times in the last minute (Retry-After)",
+            }
+        ),
         operation_id="requestAction",
     )
     async def act(

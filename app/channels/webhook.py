@@ -16,7 +16,7 @@ from app.channels.base import EXCERPT_BYTES, GLOBAL_SECRET, Message, SendResult,
 from app.ground import sealing, webhook_headers
 from app.ground.config import Settings
 from app.ground.statuses import Outcome
-from app.net import destinations
+from app.net import destinations, own_addresses
 from app.net.outbound import NO_ANSWER, RETRYABLE_STATUS, ClientPool, retry_after_seconds, timeouts
 
 # The delivery policy caps the wait again (the retry schedule's longest); this only keeps it finite.
@@ -48,6 +48,8 @@ class WebhookChannel:
             if secret
         }
         self._allow_private = settings.webhook_allow_private
+        # This server's own addresses: a webhook there would call Batchgate itself (a loop).
+        self._own = own_addresses.of(settings)
         self._resolve = resolve
         # Straight through httpcore, one connection pool per send in flight (see ClientPool):
         # httpx's own layers (request building, URL parsing, cookies, redirects) were a fifth of
@@ -109,7 +111,10 @@ class WebhookChannel:
             # One deadline for the whole attempt: httpx's timeouts are per read, so a receiver
             # dripping a byte at a time would otherwise hold the send (and its chunk) for ever.
             async with asyncio.timeout(self.timeout_seconds):
-                address = await destinations.pin(url.host, self._allow_private, self._resolve)
+                port = url.port or destinations.DEFAULT_PORTS.get(url.scheme, 0)
+                address = await destinations.pin(
+                    url.host, self._allow_private, self._resolve, self._own, port
+                )
                 await self._post(url, address, message, answer)
         except destinations.Refused as exc:
             return SendResult(Outcome.PERMANENT_FAILURE, error=f"refused: {exc}")

@@ -11,6 +11,7 @@ from app.ground.backends import BackendSpec, load_file
 from app.ground.retry_schedule import DEFAULT_RETRY_SCHEDULE, exponential_schedule, parse_waits
 from app.ground.sealing import parse_keys as parse_secrets_keys
 from app.ground.setting_lists import BACKENDS as BACKENDS
+from app.ground.setting_lists import parse_host_ports as parse_host_ports
 from app.ground.setting_lists import parse_keys as parse_keys
 from app.ground.setting_lists import parse_patterns as parse_patterns
 from app.ground.setting_lists import parse_routes as parse_routes
@@ -158,6 +159,13 @@ class Settings(BaseSettings):
     secrets_key: str | None = Field(None, repr=False)
     # Loopback and private addresses may be webhook targets (link-local/metadata ones never are).
     webhook_allow_private: bool = True
+    # Where else this server answers (comma list of host:port, or a host for every port): the
+    # replicas, proxies and load balancers in front of it. Webhooks there are refused, as are
+    # HOST:PORT's: Batchgate calling its own API can loop (app.net.own_addresses).
+    self_addresses: str = ""
+    # Redeliveries of one request by its redeliver action: at most this many, and a minute.
+    redeliver_max: int = Field(20, ge=1)
+    redeliver_per_minute: int = Field(5, ge=1)
     # The guard's old switch, still honoured so that an upgrade never loosens it.
     webhook_block_private_networks: bool = False
     delivery_retry_schedule: str = Field(
@@ -369,6 +377,12 @@ class Settings(BaseSettings):
     def retry_waits(self) -> tuple[float, ...]:
         """DELIVERY_RETRY_SCHEDULE in seconds."""
         return parse_waits(self.delivery_retry_schedule)
+
+    @field_validator("self_addresses")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        parse_host_ports(value)  # a ValueError names the entry at startup
+        return value
 
     @model_validator(mode="after")
     def _old_private_switch(self) -> Settings:

@@ -1,8 +1,10 @@
-"""Settings given as comma-separated lists: backend routes, API keys, name patterns."""
+"""Settings given as comma-separated lists: backend routes, API keys, name patterns, host:port
+pairs."""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 BACKENDS = ("local", "openai")
 
@@ -42,3 +44,20 @@ def parse_keys(configured: str | None) -> tuple[str, ...]:
 def parse_patterns(value: str) -> tuple[str, ...]:
     """`results.*,audit` as its names and shell-style patterns (empty entries dropped)."""
     return tuple(item for item in (part.strip() for part in value.split(",")) if item)
+
+
+@lru_cache(maxsize=16)
+def parse_host_ports(value: str) -> tuple[tuple[str, int | None], ...]:
+    """`lb.example.com:443,10.0.0.5:4000,[fd00::5]:4000,proxy` as (host, port) pairs, the host
+    lower-cased without brackets or a final dot; no port: every port of that host."""
+    pairs = []
+    for entry in parse_patterns(value):
+        try:
+            parsed = urlsplit(f"//{entry}")
+            port = parsed.port
+        except ValueError as exc:
+            raise ValueError(f"SELF_ADDRESSES entry {entry!r}: {exc}") from None
+        if not parsed.hostname or parsed.path or parsed.username:
+            raise ValueError(f"SELF_ADDRESSES entry {entry!r} is not host:port")
+        pairs.append((parsed.hostname.rstrip("."), port))
+    return tuple(pairs)

@@ -18,10 +18,13 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app.ground.config import Settings, parse_patterns
+
+if TYPE_CHECKING:  # it imports this module's address helpers
+    from app.net.own_addresses import OwnAddresses
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str], Awaitable[list[str]]]
@@ -99,9 +102,18 @@ async def system_resolve(host: str) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def pin(host: str, allow_private: bool, resolve: Resolve = system_resolve) -> str:
+async def pin(
+    host: str,
+    allow_private: bool,
+    resolve: Resolve = system_resolve,
+    own: OwnAddresses | None = None,
+    port: int = 0,
+) -> str:
     """The address to connect to for `host`: resolved once, and refused (Refused) when any of
-    the addresses it resolves to is; Unresolvable when it resolves to none."""
+    the addresses it resolves to is, or is this server's own at `port` (`own`: a webhook there
+    calls Batchgate itself); Unresolvable when it resolves to none."""
+    if own is not None and (why := own.by_name(host, port)) is not None:
+        raise Refused(why)
     if (address := literal(host)) is not None:
         resolved = [address]
     else:
@@ -118,6 +130,8 @@ async def pin(host: str, allow_private: bool, resolve: Resolve = system_resolve)
     # service is hostile, whichever address this attempt would have used.
     for candidate in resolved:
         if (why := refusal(candidate, allow_private)) is not None:
+            raise Refused(why if literal(host) else f"{host} resolves to {why}")
+        if own is not None and (why := own.by_address(candidate, port)) is not None:
             raise Refused(why if literal(host) else f"{host} resolves to {why}")
     return str(resolved[0])
 

@@ -33,7 +33,14 @@ RowCursor = Annotated[int | None, QueryParameter(ge=1, le=ROW_ID_MAX)]
 # The OpenAI and Anthropic SDKs retry 408, 409, 429 and 5xx on their own.
 SDK_RETRIED_4XX = frozenset({408, 409, 429})
 
-STATUS_FOR_KIND = {"invalid": 422, "malformed": 400, "conflict": 409, "not_found": 404, "too_large": 413}
+STATUS_FOR_KIND = {
+    "invalid": 422,
+    "malformed": 400,
+    "conflict": 409,
+    "not_found": 404,
+    "too_large": 413,
+    "too_many": 429,
+}
 
 
 def no_retry_headers(status: int) -> dict[str, str]:

@@ -100,6 +100,14 @@ async def serve_many(app: Any, ports: int, *, graceful_timeout: int = 1) -> Asyn
 
 
 @contextlib.asynccontextmanager
+async def serve_on(app: Any, sock: socket.socket) -> AsyncIterator[str]:
+    """Serve ``app`` on ``sock``, already bound to a port of 127.0.0.1: for an app that must
+    know the port it answers on before it starts; yield its base URL."""
+    async with _served(app, [sock], 10.0, 10.0, 1, None):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
 async def _served(
     app: Any,
     sockets: list[socket.socket] | None,

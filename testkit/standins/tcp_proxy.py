@@ -11,8 +11,10 @@ class TcpProxy:
     new ones, as a crashed server would; refuse() only refuses new ones (the connections open
     stay until the server itself closes them); resume() serves again on the same port."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, delay: float = 0.0) -> None:
         self.target = (host, port)
+        # Seconds each chunk from the client waits before it goes on: a slow link in.
+        self.delay = delay
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -58,9 +60,11 @@ class TcpProxy:
             return
         self._writers |= {client_writer, server_writer}
 
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
             try:
                 while data := await reader.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
                     writer.write(data)
                     await writer.drain()
             except (OSError, asyncio.CancelledError):
@@ -69,4 +73,6 @@ class TcpProxy:
                 writer.transport.abort()
                 self._writers.discard(writer)
 
-        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+        await asyncio.gather(
+            pipe(client_reader, server_writer, self.delay), pipe(server_reader, client_writer, 0.0)
+        )

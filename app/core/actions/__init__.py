@@ -138,7 +138,8 @@ class Actions:
         self, custom_id: str | int, via: str = "api", delivery_id: int | None = None
     ) -> list[Delivery]:
         """Queue a request's deliveries again: every destination's, or the one `delivery_id` names."""
-        queued = await requests.redeliver(self.db, custom_id, via, delivery_id)
+        settings = await self.effective.fresh()
+        queued = await requests.redeliver(self.db, settings, custom_id, via, delivery_id)
         self._waking(Step.DELIVER)
         return queued
 

@@ -7,9 +7,11 @@ rest of its transaction, so a purge (app.core.retention) cannot delete what it i
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import results
@@ -19,14 +21,17 @@ from app.core.intake import edit
 from app.core.intake.schema import StoredConfig
 from app.core.read import queries
 from app.core.rules import audit, fanout, leases, states
-from app.core.rules.errors import Conflict, NotFound, Problem, found
-from app.db.models import Batch, Delivery, Request, delivery_public_id
+from app.core.rules.errors import Conflict, NotFound, Problem, TooMany, found
+from app.db.models import Batch, Delivery, Request, RequestEvent, delivery_public_id
 from app.db.session import Database
 from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import DeliveryStatus, RequestStatus
 from app.ground.webhook_headers import redact
+
+REDELIVER = "redeliver"  # the audit trail's action, counted by `bounded`
+MINUTE = timedelta(minutes=1)
 
 
 async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:
@@ -94,10 +99,11 @@ async def change_delivery(
 
 
 async def redeliver(
-    db: Database, custom_id: str | int, via: str = "api", delivery_id: int | None = None
+    db: Database, settings: Settings, custom_id: str | int, via: str = "api", delivery_id: int | None = None
 ) -> list[Delivery]:
     """Queue a request's delivery again, to its current delivery config, with a fresh attempt
-    budget: to every destination it names, or only the delivery `delivery_id` (a row id)."""
+    budget: to every destination it names, or only the delivery `delivery_id` (a row id). At
+    most REDELIVER_MAX times in all and REDELIVER_PER_MINUTE a minute (see `bounded`)."""
     async with db.transaction() as session:
         request, latest = await queries.request_and_delivery(session, custom_id)
         await hold(session, request, custom_id)
@@ -111,6 +117,7 @@ async def redeliver(
                     "no_delivery", "Nothing to deliver", f"Request {custom_id!r} has no delivery destination."
                 )
             )
+        await bounded(session, settings, request.id, custom_id)
         if isinstance(request.delivery, dict):
             # One destination: its latest delivery, re-pointed at the config as it is now.
             pairs = [(targets[0], latest)]
@@ -131,8 +138,47 @@ async def redeliver(
         queued = [_queue_again(session, request.id, entry, d) for entry, d in pairs]
         targets_shown = redact([entry for entry, _ in pairs])
         detail_note = {"via": via, "target": targets_shown[0] if len(pairs) == 1 else targets_shown}
-        await audit.note_requests(session, [request.id], "redeliver", detail_note)
+        await audit.note_requests(session, [request.id], REDELIVER, detail_note)
     return queued
+
+
+async def bounded(session: AsyncSession, settings: Settings, request_id: int, custom_id: str | int) -> None:
+    """Refuse one more redelivery of a request past REDELIVER_MAX in all (Conflict) or
+    REDELIVER_PER_MINUTE in the last minute (TooMany). A webhook may itself call redeliver: two
+    requests whose webhooks redelivered each other looped for ever (issue 29); bounded, the
+    refused call fails the delivery that made it, and the loop ends in delivery_failed."""
+    # Counted under the request's row lock, so two redeliveries at once cannot both pass.
+    await session.execute(select(Request.id).where(Request.id == request_id).with_for_update())
+    mine = (RequestEvent.request_id == request_id, RequestEvent.action == REDELIVER)
+    count = await session.scalar(select(func.count()).select_from(RequestEvent).where(*mine)) or 0
+    if count >= settings.redeliver_max:
+        raise Conflict(
+            Problem(
+                "redeliver_limit",
+                "Redelivered too often",
+                f"Request {custom_id!r} was redelivered {count} times, as many as REDELIVER_MAX "
+                "allows; its delivery stays as it is.",
+            )
+        )
+    now = utcnow()
+    recent = (
+        await session.scalars(
+            select(RequestEvent.at).where(*mine, RequestEvent.at > now - MINUTE).order_by(RequestEvent.at)
+        )
+    ).all()
+    if len(recent) >= settings.redeliver_per_minute:
+        # Free again when enough of the last minute's redeliveries have left it.
+        frees_at = recent[len(recent) - settings.redeliver_per_minute] + MINUTE
+        wait = max(1, math.ceil((frees_at - now).total_seconds()))
+        raise TooMany(
+            wait,
+            Problem(
+                "redeliver_rate",
+                "Redelivered too often just now",
+                f"Request {custom_id!r} was redelivered {len(recent)} times in the last minute, as "
+                f"many as REDELIVER_PER_MINUTE allows; try again in {wait} s.",
+            ),
+        )
 
 
 def _queue_again(

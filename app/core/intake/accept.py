@@ -18,6 +18,7 @@ from app.core.intake.schema import (
     problem,
     stored_config,
     webhook_host,
+    webhook_port,
     with_default_model,
 )
 from app.core.rules import routing, storable
@@ -27,7 +28,7 @@ from app.ground import jsontext, metrics, sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import RequestStatus
-from app.net import destinations
+from app.net import destinations, own_addresses
 from app.net.destinations import rabbitmq_refusal
 
 
@@ -130,7 +131,10 @@ def webhook_url_problem(url: Any, settings: Settings, pointer: str) -> Problem |
         host = webhook_host(url)
     except ValueError as exc:
         return Problem("invalid_webhook_url", "Invalid webhook URL", f"{exc}.", pointer)
-    if (why := destinations.check_host(host, settings.webhook_allow_private)) is not None:
+    why = destinations.check_host(host, settings.webhook_allow_private)
+    if why is None and (why := own_addresses.of(settings).by_name(host, webhook_port(url))) is not None:
+        why += "; a webhook there would call Batchgate itself"
+    if why is not None:
         return Problem(
             "invalid_webhook_url",
             "Webhook target not allowed",

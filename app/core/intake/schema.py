@@ -123,6 +123,13 @@ def webhook_host(url: str) -> str:
     return host
 
 
+@lru_cache(maxsize=4096)
+def webhook_port(url: str) -> int:
+    """The port a valid webhook URL connects to (its scheme's when it names none)."""
+    parsed = httpx.URL(url)
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
 _HOST_NAME = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
 )

@@ -52,6 +52,16 @@ class TooLarge(BatchgateError):
     kind = "too_large"
 
 
+class TooMany(BatchgateError):
+    """Fine, but too often just now (HTTP 429): `retry_after` seconds until it may be done."""
+
+    kind = "too_many"
+
+    def __init__(self, retry_after: int, *problems: Problem) -> None:
+        super().__init__(*problems)
+        self.retry_after = retry_after
+
+
 class NotFound(BatchgateError):
     """No such thing (HTTP 404)."""
 
