@@ -17,10 +17,9 @@ from app.core.intake.schema import (
     WebhookDelivery,
     problem,
     stored_config,
-    webhook_host,
-    webhook_port,
     with_default_model,
 )
+from app.core.intake.webhook_url import webhook_host, webhook_port
 from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.db.session import Database
