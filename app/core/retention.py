@@ -134,24 +134,15 @@ async def _purge_notices(db: Database, cutoff: datetime, limit: int) -> bool:
     resumed, a delivery exhausted) that ended before the cutoff, and destination events older
     than it; returns whether more are left. Nothing else would ever remove them."""
     async with db.transaction() as session:
-        ids = list(
-            (
-                await session.scalars(
-                    select(Delivery.id)
-                    .where(
-                        Delivery.request_id.is_(None),
-                        Delivery.batch_event_id.is_(None),
-                        Delivery.status.not_in(DELIVERY_DUE),
-                        Delivery.created_at < cutoff,
-                    )
-                    .order_by(Delivery.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+        ids = await _delete_chunk(
+            session,
+            Delivery,
+            limit,
+            Delivery.request_id.is_(None),
+            Delivery.batch_event_id.is_(None),
+            Delivery.status.not_in(DELIVERY_DUE),
+            Delivery.created_at < cutoff,
         )
-        if ids:
-            await _delete(session, Delivery, Delivery.id.in_(ids))
         events = await _delete(session, DestinationEvent, DestinationEvent.at < cutoff)
     if ids or events:
         log.info(
@@ -273,24 +264,15 @@ def _within_budget(rows: list[tuple[int, int]]) -> list[int]:
 async def _purge_lone_requests(db: Database, cutoff: datetime, limit: int) -> tuple[int, bool]:
     """Requests without a batch that ended before the cutoff; returns (how many, whether more)."""
     async with db.transaction() as session:
-        ids = list(
-            (
-                await session.scalars(
-                    select(Request.id)
-                    .where(
-                        Request.batch_id.is_(None),
-                        Request.status.in_(list(REQUEST_FINISHED)),
-                        Request.completed_at < cutoff,
-                        ~exists().where(Delivery.request_id == Request.id, Delivery.status.in_(DELIVERY_DUE)),
-                    )
-                    .order_by(Request.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+        ids = await _delete_chunk(
+            session,
+            Request,
+            limit,
+            Request.batch_id.is_(None),
+            Request.status.in_(list(REQUEST_FINISHED)),
+            Request.completed_at < cutoff,
+            ~exists().where(Delivery.request_id == Request.id, Delivery.status.in_(DELIVERY_DUE)),
         )
-        if ids:
-            await _delete(session, Request, Request.id.in_(ids))
     if ids:
         log.info(
             "retention: purged %d requests without a batch ended before %s (ids %d to %d)",
@@ -300,6 +282,18 @@ async def _purge_lone_requests(db: Database, cutoff: datetime, limit: int) -> tu
             ids[-1],
         )
     return len(ids), len(ids) == limit
+
+
+async def _delete_chunk(
+    session: AsyncSession, model: Any, limit: int, *where: ColumnElement[bool]
+) -> list[int]:
+    """Delete up to `limit` rows matching `where`, oldest id first, skipping rows another
+    process holds; returns their ids."""
+    stmt = select(model.id).where(*where).order_by(model.id).limit(limit).with_for_update(skip_locked=True)
+    ids = list((await session.scalars(stmt)).all())
+    if ids:
+        await _delete(session, model, model.id.in_(ids))
+    return ids
 
 
 async def _delete(session: AsyncSession, model: Any, where: ColumnElement[bool]) -> int:
