@@ -14,7 +14,8 @@ from litestar.status_codes import HTTP_200_OK
 from msgspec import Meta
 
 from app.api.errors import documented_errors
-from app.core.actions.destinations import CONCURRENCY_MAX, DESTINATION_PATTERN, RATE_MAX
+from app.core.actions.destinations import CONCURRENCY_MAX, RATE_MAX
+from app.core.destinations.rows import DESTINATION_PATTERN
 from app.core.read import destinations
 from app.core.read.destinations import DestinationView
 from app.db.models import DestinationEvent

@@ -16,6 +16,7 @@ from typing import Any
 from app.backends.base import BatchAPI
 from app.core import retention
 from app.core.actions import batches, destinations, requests
+from app.core.destinations import rows as destination_rows
 from app.core.dropin import anthropic, create
 from app.core.read.destinations import held as held_destinations
 from app.core.recoveries import ask
@@ -30,7 +31,7 @@ from app.ground.steps import Step, Wake
 def _recover_key(given: str) -> str:
     """The destination key a recover names (its key, or any webhook URL of it)."""
     try:
-        return destinations.key_of(given)
+        return destination_rows.key_of(given)
     except ValueError:  # a URL urllib cannot split, e.g. "http://[": no destination's
         detail = f"{given[:80]!r} is not a destination key or a webhook URL."
         raise InvalidInput(
@@ -190,7 +191,7 @@ class Actions:
 
     async def _destination_key(self, destination: str | int) -> str:
         if isinstance(destination, str):
-            return destinations.key_of(destination)
+            return destination_rows.key_of(destination)
         async with self.db.transaction() as session:
             return await destinations.key_by_id(session, destination)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,42 +12,9 @@ from app.core.rules.errors import InvalidInput, NotFound, Problem
 from app.db.models import Destination
 from app.db.session import Database
 from app.ground.clock import utcnow
-from app.net.destinations import DESTINATION_MAX, destination_of
 
 CONCURRENCY_MAX = 10_000
 RATE_MAX = 100_000.0
-
-
-# What names a destination: a webhook URL with a host, or a RabbitMQ queue or exchange by name
-# (also the API's schema for it).
-DESTINATION_PATTERN = r"^(https?://[^/?#\s]+|rabbitmq:(queue|exchange)/\S)"
-
-
-def key_of(given: str) -> str:
-    """A destination's key from what an operator gives: the key itself (`https://host:443`,
-    `rabbitmq:queue/name`, `rabbitmq:exchange/name`) or any webhook URL of it."""
-    given = given.strip()
-    if re.match(DESTINATION_PATTERN, given) is None or not _parses(given):
-        raise InvalidInput(
-            Problem(
-                "invalid_destination",
-                "Unknown destination",
-                "a destination is a webhook URL or origin (https://host:port), or "
-                "rabbitmq:queue/<name> or rabbitmq:exchange/<name>",
-                "/destination",
-            )
-        )
-    if given.startswith("rabbitmq:"):
-        return given[:DESTINATION_MAX]
-    return destination_of({"type": "webhook", "webhook_url": given})
-
-
-def _parses(given: str) -> bool:
-    try:
-        urlsplit(given).port  # noqa: B018 - a bad port or IPv6 bracket raises only when read
-    except ValueError:
-        return False
-    return True
 
 
 def checked_limits(concurrency: Any, rate_per_second: Any) -> tuple[int | None, float | None]:

@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +34,6 @@ from app.db.session import Database
 from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
-from app.net.destinations import destination_of
 
 SECRET_PREFIX = "whsec_"
 # Standard Webhooks: secrets of 24 to 64 bytes; generated ones take 32.
@@ -179,8 +177,12 @@ def checked_overlap(seconds: Any) -> timedelta:
 def destination_key(given: Any) -> str:
     """The destination a webhook URL or origin names (`https://host:443`); InvalidInput when it
     is neither. Signing secrets are a webhook's: a RabbitMQ destination has none."""
-    if isinstance(given, str) and given.lower().startswith(("http://", "https://")) and _has_host(given):
-        return destination_of({"type": "webhook", "webhook_url": given})
+    try:
+        key = rows.key_of(given) if isinstance(given, str) else ""
+    except InvalidInput:
+        key = ""
+    if key.startswith(("http://", "https://")):
+        return key
     raise InvalidInput(
         Problem(
             "invalid_destination",
@@ -190,15 +192,6 @@ def destination_key(given: Any) -> str:
             "/destination",
         )
     )
-
-
-def _has_host(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0 to 65535
-    except ValueError:
-        return False
-    return bool(parts.hostname)
 
 
 async def _locked(session: AsyncSession, destination: int | str) -> Destination:
