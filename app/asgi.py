@@ -28,6 +28,7 @@ from app.api.errors import EXCEPTION_HANDLERS
 from app.api.health import health
 from app.api.metrics import metrics_route
 from app.api.openai import OPENAI_ROUTERS
+from app.api.owners import OwnerController
 from app.api.recoveries import RecoveryController
 from app.api.request_ids import stamp_request_id
 from app.api.requests import RequestController
@@ -108,6 +109,7 @@ def api_routers() -> tuple[Router, Router]:
             DestinationSecretController,
             SubscriptionController,
             RecoveryController,
+            OwnerController,
             purge,
         ],
         middleware=[RequireApiKey()],

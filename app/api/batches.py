@@ -22,7 +22,8 @@ from app.api.schemas import (
     batch_out,
 )
 from app.core.read import queries
-from app.web.http import RowCursor, RowId
+from app.web.auth import caller_of
+from app.web.http import HttpRequest, OwnerFilter, RowCursor, RowId
 from app.web.state import app_state
 
 NO_SUCH_BATCH = "No such batch"
@@ -56,13 +57,17 @@ class BatchController(Controller):
     )
     async def list(
         self,
+        request: HttpRequest,
         state: State,
         status: FromQuery[str | None] = None,
+        owner: OwnerFilter = None,
         before_id: RowCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> BatchListOut:
         app = app_state(state)
-        batches = await queries.list_batches(app.db, status=status, before_id=before_id, limit=limit)
+        batches = await queries.list_batches(
+            app.db, caller_of(request), status=status, before_id=before_id, limit=limit, owner=owner
+        )
         next_before = batches[-1].id if len(batches) == limit else None
         settings = await app.effective.fresh()
         return BatchListOut([batch_out(b, settings) for b in batches], next_before)
@@ -73,9 +78,9 @@ class BatchController(Controller):
         responses=documented_errors({404: NO_SUCH_BATCH}),
         operation_id="getBatch",
     )
-    async def read(self, batch_id: RowId, state: State) -> BatchDetailOut:
+    async def read(self, batch_id: RowId, request: HttpRequest, state: State) -> BatchDetailOut:
         app = app_state(state)
-        detail = await queries.batch_detail(app.db, batch_id)
+        detail = await queries.batch_detail(app.db, batch_id, caller_of(request))
         return batch_detail_out(detail, await app.effective.fresh())
 
     @_batch_action(
@@ -83,27 +88,30 @@ class BatchController(Controller):
         "Close a building batch now instead of waiting for size or age",
         conflict="Batch is not building",
     )
-    async def close(self, batch_id: RowId, state: State) -> BatchOut:
+    async def close(self, batch_id: RowId, request: HttpRequest, state: State) -> BatchOut:
         app = app_state(state)
-        return batch_out(await app.actions.close_batch(batch_id), await app.effective.fresh())
+        batch = await app.actions.close_batch(batch_id, caller_of(request))
+        return batch_out(batch, await app.effective.fresh())
 
     @_batch_action(
         "cancel",
         "Cancel a building, ready or processing batch; its unfinished requests end cancelled",
         conflict="Batch cannot be cancelled in its status",
     )
-    async def cancel(self, batch_id: RowId, state: State) -> BatchOut:
+    async def cancel(self, batch_id: RowId, request: HttpRequest, state: State) -> BatchOut:
         app = app_state(state)
-        return batch_out(await app.actions.cancel_batch(batch_id), await app.effective.fresh())
+        batch = await app.actions.cancel_batch(batch_id, caller_of(request))
+        return batch_out(batch, await app.effective.fresh())
 
     @_batch_action(
         "retry",
         "Run a failed batch again (its failed requests)",
         conflict="Batch is not failed",
     )
-    async def retry(self, batch_id: RowId, state: State) -> BatchOut:
+    async def retry(self, batch_id: RowId, request: HttpRequest, state: State) -> BatchOut:
         app = app_state(state)
-        return batch_out(await app.actions.retry_batch(batch_id), await app.effective.fresh())
+        batch = await app.actions.retry_batch(batch_id, caller_of(request))
+        return batch_out(batch, await app.effective.fresh())
 
     @_batch_action(
         "redeliver",
@@ -111,9 +119,14 @@ class BatchController(Controller):
         conflict="Nothing to redeliver",
     )
     async def redeliver(
-        self, batch_id: RowId, state: State, only: FromQuery[Literal["failed", "all"]] = "failed"
+        self,
+        batch_id: RowId,
+        request: HttpRequest,
+        state: State,
+        only: FromQuery[Literal["failed", "all"]] = "failed",
     ) -> RedeliveredOut:
-        moved = await app_state(state).actions.redeliver_batch(batch_id, only_failed=only == "failed")
+        actions = app_state(state).actions
+        moved = await actions.redeliver_batch(batch_id, caller_of(request), only_failed=only == "failed")
         return RedeliveredOut(batch_id, moved)
 
     @delete(
@@ -123,5 +136,5 @@ class BatchController(Controller):
         responses=_not_found_or(conflict="Batch not finished, or results still being delivered"),
         operation_id="deleteBatch",
     )
-    async def remove(self, batch_id: RowId, state: State) -> DeletedOut:
-        return DeletedOut(batch_id, await app_state(state).actions.delete_batch(batch_id))
+    async def remove(self, batch_id: RowId, request: HttpRequest, state: State) -> DeletedOut:
+        return DeletedOut(batch_id, await app_state(state).actions.delete_batch(batch_id, caller_of(request)))

@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from app.api.errors import documented_errors
 from app.core.destinations import secrets
+from app.web.auth import admin_only
 from app.web.http import RowId
 from app.web.state import app_state
 
@@ -100,6 +101,9 @@ def _route(
 
 class DestinationSecretController(Controller):
     path = "/destinations"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "manage destinations"}
     tags = ["destinations"]
 
     @_route(

@@ -19,6 +19,7 @@ from app.core.destinations.rows import DESTINATION_PATTERN
 from app.core.read import destinations
 from app.core.read.destinations import DestinationView
 from app.db.models import DestinationEvent
+from app.web.auth import admin_only
 from app.web.http import RowId
 from app.web.state import app_state
 
@@ -74,6 +75,9 @@ def _out(view: DestinationView, events: list[DestinationEvent] | None = None) ->
 
 class DestinationController(Controller):
     path = "/destinations"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "manage destinations"}
     tags = ["destinations"]
 
     @get(

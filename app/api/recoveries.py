@@ -18,6 +18,7 @@ from app.core.intake import accept as intake
 from app.core.recoveries.read import RecoveryDetail, list_recoveries, recovery_detail
 from app.db.models import Recovery
 from app.ground.webhook_headers import redact
+from app.web.auth import admin_only
 from app.web.http import HttpRequest, RowCursor, RowId, require_json
 from app.web.state import app_state
 
@@ -109,6 +110,9 @@ def recovery_out(recovery: Recovery, detail: RecoveryDetail | None = None) -> Re
 
 class RecoveryController(Controller):
     path = "/recoveries"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "run recoveries"}
     tags = ["recoveries"]
 
     @post(

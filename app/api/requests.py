@@ -27,7 +27,8 @@ from app.core.intake import bulk
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
 from app.ground.statuses import DeliveryStatus, RequestStatus
-from app.web.http import HttpRequest, RowCursor, json_or_jsonl, read_body, require_json
+from app.web.auth import caller_of
+from app.web.http import HttpRequest, OwnerFilter, RowCursor, json_or_jsonl, read_body, require_json
 from app.web.state import app_state
 
 NO_SUCH_REQUEST = {404: "No such request"}
@@ -61,7 +62,7 @@ class RequestController(Controller):
         app = app_state(request.app.state)
         require_json(request.headers.get("content-type"))
         data = intake.parse(await request.body())
-        accepted = await intake.accept(app.db, await app.effective.fresh(), data)
+        accepted = await intake.accept(app.db, await app.effective.fresh(), data, caller=caller_of(request))
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)
 
     @get(
@@ -76,8 +77,10 @@ class RequestController(Controller):
     )
     async def list(
         self,
+        request: HttpRequest,
         state: State,
         status: FromQuery[RequestStatus | None] = None,
+        owner: OwnerFilter = None,
         delivery_status: FromQuery[DeliveryStatus | None] = None,
         batch_id: RowCursor = None,
         model: Annotated[str | None, QueryParameter(min_length=1, max_length=255)] = None,
@@ -94,8 +97,11 @@ class RequestController(Controller):
             model=model or "",
             search=custom_id or "",
             match=match,
+            owner=owner,
         )
-        rows = await queries.list_requests(app_state(state).db, query, before_id=before_id, limit=limit)
+        rows = await queries.list_requests(
+            app_state(state).db, query, caller_of(request), before_id=before_id, limit=limit
+        )
         next_before = rows[-1].request.id if len(rows) == limit else None
         return RequestListOut([request_summary_out(r) for r in rows], next_before)
 
@@ -125,7 +131,9 @@ class RequestController(Controller):
         jsonl = json_or_jsonl(request.headers.get("content-type"))
         settings = await app.effective.fresh()
         raw = await read_body(request, settings.api_bulk_max_body_bytes, "API_BULK_MAX_BODY_BYTES")
-        outcome = await bulk.accept_body(app.db, settings, raw, jsonl, settings.api_bulk_max_items)
+        outcome = await bulk.accept_body(
+            app.db, settings, raw, jsonl, settings.api_bulk_max_items, caller_of(request)
+        )
         return bulk_out(outcome)
 
     # The bulk route's path is also where a request with custom_id "bulk" is read: Litestar
@@ -136,8 +144,8 @@ class RequestController(Controller):
         responses=documented_errors(NO_SUCH_REQUEST),
         operation_id="getRequestNamedBulk",
     )
-    async def read_bulk(self, state: State) -> RequestOut:
-        return request_out(await queries.request_detail(app_state(state).db, "bulk"))
+    async def read_bulk(self, request: HttpRequest, state: State) -> RequestOut:
+        return request_out(await queries.request_detail(app_state(state).db, "bulk", caller_of(request)))
 
     @get(
         "/{custom_id:path}",
@@ -145,8 +153,9 @@ class RequestController(Controller):
         responses=documented_errors(NO_SUCH_REQUEST),
         operation_id="getRequest",
     )
-    async def read(self, custom_id: FromPath[str], state: State) -> RequestOut:
-        return request_out(await queries.request_detail(app_state(state).db, custom_id.removeprefix("/")))
+    async def read(self, custom_id: FromPath[str], request: HttpRequest, state: State) -> RequestOut:
+        custom_id = custom_id.removeprefix("/")
+        return request_out(await queries.request_detail(app_state(state).db, custom_id, caller_of(request)))
 
     @post(
         "/{custom_id:path}",
@@ -167,6 +176,7 @@ class RequestController(Controller):
     async def act(
         self,
         custom_id: FromPath[str],
+        request: HttpRequest,
         state: State,
         delivery_id: Annotated[str | None, QueryParameter(pattern=DELIVERY_ID_PATTERN)] = None,
     ) -> DeliveryOut | RequestOut:
@@ -182,9 +192,10 @@ class RequestController(Controller):
                 )
             )
         app = app_state(state)
+        caller = caller_of(request)
         if verb == "cancel":
-            await app.actions.cancel_request(custom_id)
-            return request_out(await queries.request_detail(app.db, custom_id))
+            await app.actions.cancel_request(custom_id, caller)
+            return request_out(await queries.request_detail(app.db, custom_id, caller))
         row_id = int(delivery_id.removeprefix("dlv_")) if delivery_id is not None else None
-        queued = await app.actions.redeliver_request(custom_id, delivery_id=row_id)
+        queued = await app.actions.redeliver_request(custom_id, caller, delivery_id=row_id)
         return delivery_out(queued[0], [])

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_200_OK
 from app.api.errors import documented_errors
 from app.api.schemas import PurgedOut
 from app.core.retention import MAX_DAYS
+from app.web.auth import admin_only
 from app.web.state import app_state
 
 
@@ -23,6 +24,8 @@ from app.web.state import app_state
     responses=documented_errors({400: "older_than_days is not 1 to 36500 (or another parameter is bad)"}),
     operation_id="purge",
     tags=["retention"],
+    guards=[admin_only],
+    opt={"admin_action": "purge"},
 )
 async def purge(
     state: State, older_than_days: Annotated[int | None, QueryParameter(ge=1, le=MAX_DAYS)] = None

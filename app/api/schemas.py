@@ -92,6 +92,7 @@ class _RequestHead(msgspec.Struct):
     custom_id: str
     status: str
     origin: str
+    owner: str  # the team whose key created it ('' for none: an admin key, RabbitMQ intake)
     backend: str
     url: str
     model: str
@@ -174,6 +175,7 @@ class CostOut(msgspec.Struct):
 class BatchOut(msgspec.Struct):
     id: int
     origin: str
+    owner: str  # the team whose requests it runs ('' for none): batches never mix teams
     backend: str
     endpoint: str
     model: str

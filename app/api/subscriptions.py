@@ -14,6 +14,7 @@ from app.api.errors import documented_errors
 from app.core.actions import subscriptions
 from app.core.intake import accept as intake
 from app.db.models import Subscription
+from app.web.auth import admin_only
 from app.web.http import HttpRequest, RowId, require_json
 from app.web.state import app_state
 
@@ -51,6 +52,9 @@ def subscription_out(row: Subscription) -> SubscriptionOut:
 
 class SubscriptionController(Controller):
     path = "/subscriptions"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "manage subscriptions"}
     tags = ["subscriptions"]
 
     @post(

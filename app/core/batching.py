@@ -21,7 +21,7 @@ from app.ground.clock import utcnow
 from app.ground.config import Settings
 from app.ground.statuses import BatchStatus, RequestStatus
 
-Group = tuple[str, str, str]
+Group = tuple[str, str, str, str]  # backend, endpoint, model, owner: batches never mix teams
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ async def form_due_batches(db: Database, settings: Settings) -> list[int]:
     async with db.transaction() as session:
         stats = await _pending_stats(session)
         building = {
-            (b.backend, b.endpoint, b.model): b
+            (b.backend, b.endpoint, b.model, b.owner): b
             for b in (await session.scalars(select(Batch).where(Batch.status == BatchStatus.BUILDING))).all()
         }
         for group in stats.keys() - building.keys():
@@ -87,6 +87,7 @@ async def close_building(db: Database, settings: Settings, batch_id: int, reason
                     Request.backend == batch.backend,
                     Request.endpoint == batch.endpoint,
                     Request.model == batch.model,
+                    Request.owner == batch.owner,
                 )
                 .order_by(Request.id)
                 .limit(routing.batch_max_requests(settings, batch.backend))
@@ -133,6 +134,7 @@ async def end_empty_building(db: Database, batch_id: int) -> bool:
                 Request.backend == batch.backend,
                 Request.endpoint == batch.endpoint,
                 Request.model == batch.model,
+                Request.owner == batch.owner,
             )
             .limit(1)
         )
@@ -151,21 +153,22 @@ async def _pending_stats(session: AsyncSession) -> dict[Group, GroupStats]:
             Request.backend,
             Request.endpoint,
             Request.model,
+            Request.owner,
             func.count(),
             func.coalesce(func.sum(Request.body_bytes), 0),
             func.min(Request.created_at),
             func.min(Request.complete_by),
         )
         .where(Request.status == RequestStatus.PENDING)
-        .group_by(Request.backend, Request.endpoint, Request.model)
+        .group_by(Request.backend, Request.endpoint, Request.model, Request.owner)
     )
-    return {(b, e, m): GroupStats(int(c), int(s), oldest, due) for b, e, m, c, s, oldest, due in rows}
+    return {(b, e, m, o): GroupStats(int(c), int(s), oldest, due) for b, e, m, o, c, s, oldest, due in rows}
 
 
 async def _open_building(
     session: AsyncSession, db: Database, group: Group, stats: GroupStats
 ) -> Batch | None:
-    backend, endpoint, model = group
+    backend, endpoint, model, owner = group
     now = utcnow()
     insert = pg_insert if db.is_postgres else sqlite_insert
     # Another replica may open the same group's batch at the same moment: the partial unique
@@ -176,6 +179,7 @@ async def _open_building(
             backend=backend,
             endpoint=endpoint,
             model=model,
+            owner=owner,
             origin="api",
             status=BatchStatus.BUILDING,
             request_count=stats.count,

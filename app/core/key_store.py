@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.rules import owners
 from app.core.rules.access import ApiKeys, digest
 from app.core.rules.errors import InvalidInput, NotFound, Problem
-from app.db.models import ApiKey, UiSession
+from app.db.models import ApiKey, Owner, UiSession
 from app.db.session import Database
 from app.ground.clock import utcnow
 
@@ -24,19 +26,36 @@ REFRESH_SECONDS = 5.0
 NAME_MAX = 100
 
 
-async def create(db: Database, keys: ApiKeys, name: str) -> tuple[ApiKey, str]:
-    """A new key named `name`: its row and the key itself, which is never available again."""
+async def create(db: Database, keys: ApiKeys, name: str, team: str = "") -> tuple[ApiKey, str]:
+    """A new key named `name`, of `team` ('' for an admin key): its row and the key itself, which
+    is never available again."""
     name = name.strip()
     if not name or len(name) > NAME_MAX:
         detail = f"Give the key a name of 1 to {NAME_MAX} characters."
         raise InvalidInput(Problem("invalid_key_name", "Invalid name", detail))
+    team = owners.checked_name(team, "/team") if team.strip() else ""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, digest=digest(key), prefix=key[:10], created_at=utcnow())
+    row = ApiKey(name=name, digest=digest(key), prefix=key[:10], owner=team, created_at=utcnow())
     async with db.transaction() as session:
         session.add(row)
+        if team:
+            await ensure_team(session, team)
         await session.flush()
-    keys.stored[row.digest] = row.id  # this process accepts it at once; others within seconds
+    # This process accepts it at once; others within REFRESH_SECONDS.
+    keys.stored[row.digest] = row.id
+    if team:
+        keys.teams[row.digest] = team
     return row, key
+
+
+async def ensure_team(session: AsyncSession, name: str) -> Owner:
+    """A team's row (its limits), made with none when the team is first named."""
+    row = await session.get(Owner, name)
+    if row is None:
+        now = utcnow()
+        row = Owner(name=name, created_at=now, updated_at=now)
+        session.add(row)
+    return row
 
 
 async def revoke(db: Database, keys: ApiKeys, key_id: int) -> ApiKey:
@@ -55,6 +74,7 @@ async def revoke(db: Database, keys: ApiKeys, key_id: int) -> ApiKey:
             .values(ended_at=row.revoked_at)
         )
     keys.stored.pop(row.digest, None)
+    keys.teams.pop(row.digest, None)
     return row
 
 
@@ -73,8 +93,12 @@ async def refresh(db: Database, keys: ApiKeys, now: datetime | None = None) -> N
                 update(ApiKey).where(ApiKey.id.in_(used)).values(last_used_at=now or utcnow())
             )
         active = (
-            await session.execute(select(ApiKey.digest, ApiKey.id).where(ApiKey.revoked_at.is_(None)))
+            await session.execute(
+                select(ApiKey.digest, ApiKey.id, ApiKey.owner).where(ApiKey.revoked_at.is_(None))
+            )
         ).all()
+    # Teams first: for a moment a new key may be refused, never accepted as an admin's.
+    keys.teams = {row.digest: row.owner for row in active if row.owner}
     keys.stored = {row.digest: row.id for row in active}
 
 

@@ -16,6 +16,7 @@ from app.core.read import exports, queries
 from app.core.rules import states
 from app.core.runs import costs
 from app.ui.render import done, list_page, page
+from app.web.auth import caller_of
 from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
@@ -35,17 +36,18 @@ class BatchPages(Controller):
         listing: NamedDependency[dict[str, Any]],
         backend: FromQuery[str] = "",
         sort: FromQuery[Literal["newest", "oldest", "status"]] = "newest",
+        owner: FromQuery[str] = "",
     ) -> Any:
         app = app_state(state)
-        query = queries.BatchQuery(**listing, backend=backend, sort=sort)
-        result = await queries.batch_page(app.db, query)
+        query = queries.BatchQuery(**listing, backend=backend, sort=sort, owner=owner or None)
+        result = await queries.batch_page(app.db, query, caller_of(request))
         backends, _ = await queries.batch_choices(app.db)
         return list_page(request, "batch", query, result, statuses=STATUSES, backends=backends)
 
     @get("/{batch_id:int}")
     async def show(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
         app = app_state(state)
-        detail = await queries.batch_detail(app.db, batch_id)
+        detail = await queries.batch_detail(app.db, batch_id, caller_of(request))
         outcomes = await queries.batch_outcomes(app.db, batch_id)
         face = ids.face_of(detail.batch)
         # The Anthropic face is mounted at /v1 of this same server (docs/api.md).
@@ -70,10 +72,13 @@ class BatchPages(Controller):
         )
 
     @get("/{batch_id:int}/{filename:str}")
-    async def download(self, state: State, batch_id: RowId, filename: FromPath[str]) -> Stream:
+    async def download(
+        self, request: HttpRequest, state: State, batch_id: RowId, filename: FromPath[str]
+    ) -> Stream:
         kind = _FILES.get(filename)
         if kind is None:
             raise NotFoundException(f"No file {filename!r}: try input.jsonl, output.jsonl or error.jsonl.")
+        await queries.batch_detail(app_state(state).db, batch_id, caller_of(request))  # 404: not its own
         chunks = await exports.batch_file(app_state(state).db, batch_id, kind)
         return Stream(
             chunks,
@@ -83,18 +88,18 @@ class BatchPages(Controller):
 
     @post("/{batch_id:int}/close")
     async def close(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        await app_state(state).actions.close_batch(batch_id)
+        await app_state(state).actions.close_batch(batch_id, caller_of(request))
         return done(request, f"Batch {batch_id} closes now.", _back(request, batch_id))
 
     @post("/{batch_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        await app_state(state).actions.cancel_batch(batch_id, via="ui")
+        await app_state(state).actions.cancel_batch(batch_id, caller_of(request), via="ui")
         # The timeline says how many requests the cancel ended; request_count would be the batch's size.
         return done(request, f"Batch {batch_id} cancelled.", _back(request, batch_id))
 
     @post("/{batch_id:int}/retry")
     async def retry(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        await app_state(state).actions.retry_batch(batch_id, via="ui")
+        await app_state(state).actions.retry_batch(batch_id, caller_of(request), via="ui")
         return done(request, f"Batch {batch_id} is ready to run again.", _back(request, batch_id))
 
     @post("/{batch_id:int}/redeliver")
@@ -102,14 +107,14 @@ class BatchPages(Controller):
         self, request: HttpRequest, state: State, batch_id: RowId, only: FromQuery[str] = "failed"
     ) -> Any:
         moved = await app_state(state).actions.redeliver_batch(
-            batch_id, only_failed=only == "failed", via="ui"
+            batch_id, caller_of(request), only_failed=only == "failed", via="ui"
         )
         what = "failed deliveries" if only == "failed" else "deliveries"
         return done(request, f"Redelivering {moved} {what} of batch {batch_id}.", _back(request, batch_id))
 
     @post("/{batch_id:int}/delete")
     async def delete(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:
-        removed = await app_state(state).actions.delete_batch(batch_id)
+        removed = await app_state(state).actions.delete_batch(batch_id, caller_of(request))
         on_detail = _on_detail(request, batch_id)
         message = f"Batch {batch_id} deleted with {removed} requests."
         return done(request, message, "/batches", redirect=on_detail)

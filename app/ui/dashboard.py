@@ -7,9 +7,11 @@ from typing import Any
 
 from litestar import get
 from litestar.datastructures import State
+from litestar.response import Redirect
 
 from app.core.read import destinations, failing, stats
 from app.ui.render import page
+from app.web.auth import caller_of
 from app.web.http import HttpRequest
 from app.web.protection import is_loopback
 from app.web.state import app_state
@@ -17,6 +19,9 @@ from app.web.state import app_state
 
 @get("/")
 async def dashboard(request: HttpRequest, state: State) -> Any:
+    if not caller_of(request).admin:
+        # Its figures and failing destinations are every team's: a team starts at its requests.
+        return Redirect("/requests", status_code=303)
     app = app_state(state)
     numbers = await stats.dashboard(app.db)
     failing_now = await failing.failing_destinations(app.db)

@@ -13,6 +13,7 @@ from litestar.params import Body
 from app.core.read import destinations
 from app.core.rules.errors import InvalidInput, Problem
 from app.ui.render import done, page
+from app.web.auth import admin_only
 from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
@@ -34,6 +35,9 @@ def _number(form: dict[str, str], name: str, kind: type[int] | type[float]) -> i
 
 class DestinationPages(Controller):
     path = "/destinations"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "manage destinations"}
 
     @get("/")
     async def show(self, request: HttpRequest, state: State) -> Any:

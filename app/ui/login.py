@@ -18,7 +18,9 @@ from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
 from app.core.rules.access import digest
+from app.core.rules.owners import ADMIN, Caller
 from app.ui.render import HTML, is_htmx
+from app.web.auth import set_caller
 from app.web.http import Connection, HttpRequest
 from app.web.state import app_state
 
@@ -40,13 +42,19 @@ async def session_key(connection: Connection) -> str | None:
     return await app.ui_sessions.key_of(app.db, token)
 
 
-async def logged_in(connection: Connection) -> bool:
-    """Whether no key is needed, or the session is live and its key is accepted now."""
+async def session_caller(connection: Connection) -> Caller | None:
+    """Who this browser acts as: an admin when no key is needed, else the team (or admin) of the
+    key its live session logged in with; None when it must log in."""
     keys = app_state(connection.app.state).api_keys
     if not keys.required:
-        return True
+        return ADMIN
     held = await session_key(connection)
-    return held is not None and keys.known(held)
+    return keys.caller_of(held) if held is not None and keys.known(held) else None
+
+
+async def logged_in(connection: Connection) -> bool:
+    """Whether no key is needed, or the session is live and its key is accepted now."""
+    return await session_caller(connection) is not None
 
 
 async def start_session(request: HttpRequest, key_digest: str) -> None:
@@ -58,8 +66,12 @@ async def start_session(request: HttpRequest, key_digest: str) -> None:
 # async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
 async def require_login(connection: Connection, handler: BaseRouteHandler) -> None:
     """The UI router's guard: every page but the login form needs a logged-in session."""
-    if not handler.opt.get("public") and not await logged_in(connection):
+    if handler.opt.get("public"):
+        return
+    caller = await session_caller(connection)
+    if caller is None:
         raise LoginRequired()
+    set_caller(connection, caller)
 
 
 def to_login(request: HttpRequest, _: LoginRequired) -> Any:

@@ -12,6 +12,7 @@ from app.core.recoveries.ask import Asked
 from app.core.recoveries.read import list_recoveries
 from app.ui.render import done, page
 from app.ui.settings import Form
+from app.web.auth import admin_only
 from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
@@ -30,6 +31,9 @@ def _told(asked: Asked) -> str:
 
 class RecoveryPages(Controller):
     path = "/recoveries"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "run recoveries"}
 
     @get("/")
     async def index(self, request: HttpRequest, state: State, destination: FromQuery[str] = "") -> Any:

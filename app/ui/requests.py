@@ -16,6 +16,7 @@ from app.core.rules import states
 from app.core.rules.errors import InvalidInput, Problem
 from app.core.rules.numbers import whole_number
 from app.ui.render import done, list_page, page
+from app.web.auth import caller_of
 from app.web.http import ROW_ID_MAX, HttpRequest, RowCursor, RowId
 from app.web.state import app_state
 
@@ -38,21 +39,28 @@ class RequestPages(Controller):
         batch_id: FromQuery[str] = "",
         model: FromQuery[str] = "",
         sort: FromQuery[Literal["newest", "oldest", "status", "custom_id"]] = "newest",
+        owner: FromQuery[str] = "",
     ) -> Any:
         # Typed into a text box: anything but a batch number (ASCII digits, an int64) filters nothing.
         app = app_state(state)
         batch = whole_number(batch_id.strip(), ROW_ID_MAX)
         query = queries.RequestQuery(
-            **listing, match=match, delivery_status=delivery_status, batch_id=batch, model=model, sort=sort
+            **listing,
+            match=match,
+            delivery_status=delivery_status,
+            batch_id=batch,
+            model=model,
+            sort=sort,
+            owner=owner or None,
         )
-        result = await queries.request_page(app.db, query)
+        result = await queries.request_page(app.db, query, caller_of(request))
         _, models = await queries.batch_choices(app.db)
         choices = {"statuses": STATUSES, "delivery_statuses": DELIVERY_STATUSES, "models": models}
         return list_page(request, "request", query, result, **choices)
 
     @get("/{request_id:int}")
     async def show(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
-        detail = await queries.request_detail(app_state(state).db, request_id)
+        detail = await queries.request_detail(app_state(state).db, request_id, caller_of(request))
         return page(request, "request.html", "_request_live.html", d=detail)
 
     @post("/{request_id:int}/redeliver")
@@ -60,14 +68,17 @@ class RequestPages(Controller):
         self, request: HttpRequest, state: State, request_id: RowId, delivery: RowCursor = None
     ) -> Any:
         # `delivery`: one destination's delivery (row id) of a request that fans out; else all.
-        queued = await app_state(state).actions.redeliver_request(request_id, via="ui", delivery_id=delivery)
+        actions = app_state(state).actions
+        queued = await actions.redeliver_request(
+            request_id, caller_of(request), via="ui", delivery_id=delivery
+        )
         ids = ", ".join(delivery.public_id for delivery in queued)
         message = f"Delivery {ids} queued again." if len(queued) == 1 else f"Deliveries {ids} queued again."
         return done(request, message, _back(request, request_id))
 
     @post("/{request_id:int}/cancel")
     async def cancel(self, request: HttpRequest, state: State, request_id: RowId) -> Any:
-        cancelled = await app_state(state).actions.cancel_request(request_id, via="ui")
+        cancelled = await app_state(state).actions.cancel_request(request_id, caller_of(request), via="ui")
         return done(request, f"Request {cancelled.custom_id} cancelled.", _back(request, request_id))
 
     @post("/{request_id:int}/delivery")
@@ -78,7 +89,7 @@ class RequestPages(Controller):
             raise InvalidInput(
                 Problem("invalid_json", "Not JSON", f"The delivery config is not valid JSON: {exc}.")
             ) from None
-        new = await app_state(state).actions.change_delivery(request_id, config, via="ui")
+        new = await app_state(state).actions.change_delivery(request_id, caller_of(request), config, via="ui")
         saved = new["type"] if isinstance(new, dict) else f"{len(new)} destinations"
         return done(request, f"Delivery config saved: {saved}.", f"/requests/{request_id}")
 

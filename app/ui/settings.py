@@ -12,6 +12,7 @@ from litestar.params import Body
 from litestar.response import Template
 
 from app.ui.render import HTML, done
+from app.web.auth import admin_only
 from app.web.http import HttpRequest
 from app.web.state import app_state
 
@@ -21,6 +22,9 @@ Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED
 
 class SettingsPages(Controller):
     path = "/settings"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "change settings"}
 
     @get("/")
     async def show(self, state: State) -> Any:

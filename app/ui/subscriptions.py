@@ -14,6 +14,7 @@ from litestar.response import Template
 from app.core.actions import subscriptions
 from app.core.subscriptions import FILTERS, SUBSCRIBABLE
 from app.ui.render import HTML, done
+from app.web.auth import admin_only
 from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
@@ -27,6 +28,9 @@ def _names(text: str) -> list[str]:
 
 class SubscriptionPages(Controller):
     path = "/subscriptions"
+    # Shared by every team: an admin key's alone.
+    guards = [admin_only]
+    opt = {"admin_action": "manage subscriptions"}
 
     @get("/")
     async def show(self, state: State) -> Any:

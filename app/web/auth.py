@@ -4,13 +4,18 @@ is refused with 401 before its handler runs (or reads its body). Each face's err
 
 from __future__ import annotations
 
+from typing import Any
+
+from litestar.connection import ASGIConnection
 from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.core.rules.access import Refusal
+from app.core.rules.owners import ADMIN, Caller
 from app.web.http import no_retry_headers, presented_keys
 from app.web.state import app_state
 
@@ -19,6 +24,11 @@ MESSAGES = {
     # The key given is never echoed: answers and logs must not carry a secret, even a wrong one.
     Refusal.WRONG: "The API key given is not valid.",
 }
+
+
+CALLER = "batchgate.caller"  # where the scope's state keeps who the request acts as
+# A team no key can have (names start with a letter or digit): it owns no row, so it sees nothing.
+NOBODY = Caller("-")
 
 
 class KeyRefused(NotAuthorizedException):
@@ -42,9 +52,30 @@ class RequireApiKey(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         keys = app_state(scope["litestar_app"].state).api_keys
+        caller = ADMIN
         if keys.required:
             headers = Headers.from_scope(scope)
-            refusal = keys.check(presented_keys(headers.get("authorization"), headers.get("x-api-key")))
-            if refusal is not None:
-                raise KeyRefused(refusal)
+            found = keys.check(presented_keys(headers.get("authorization"), headers.get("x-api-key")))
+            if isinstance(found, Refusal):
+                raise KeyRefused(found)
+            caller = found
+        scope.setdefault("state", {})[CALLER] = caller
         await next_app(scope, receive, send)
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """Who the request acts as, as RequireApiKey (API) or the login guard (UI) found it. A route
+    neither checked (none should ask) acts as nobody's team: the narrowest view, not the widest."""
+    found = connection.scope.get("state", {}).get(CALLER)
+    return found if isinstance(found, Caller) else NOBODY
+
+
+# async though it awaits nothing: Litestar runs a sync guard in a worker thread, per request.
+async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The guard of the operator's routes (destinations, subscriptions, recoveries, retention,
+    settings, keys): a team's key is refused (403 admin_only); they are shared by every team."""
+    caller_of(connection).require_admin(str(handler.opt.get("admin_action", "do this")))
+
+
+def set_caller(connection: ASGIConnection[Any, Any, Any, Any], caller: Caller) -> None:
+    connection.scope.setdefault("state", {})[CALLER] = caller

@@ -29,6 +29,12 @@ Connection = ASGIConnection[Any, Any, Any, Any]
 ROW_ID_MAX = 2**63 - 1
 RowId = Annotated[int, PathParameter(ge=1, le=ROW_ID_MAX)]
 RowCursor = Annotated[int | None, QueryParameter(ge=1, le=ROW_ID_MAX)]
+# An admin's list filter: only this team's work ('' for what no team owns). A team's key always
+# sees only its own, whatever it asks.
+OwnerFilter = Annotated[
+    str | None,
+    QueryParameter(max_length=50, description="Only this team's work ('' for what no team owns); admin keys"),
+]
 
 # The OpenAI and Anthropic SDKs retry 408, 409, 429 and 5xx on their own.
 SDK_RETRIED_4XX = frozenset({408, 409, 429})
@@ -37,6 +43,7 @@ STATUS_FOR_KIND = {
     "invalid": 422,
     "malformed": 400,
     "conflict": 409,
+    "forbidden": 403,
     "not_found": 404,
     "too_large": 413,
     "too_many": 429,

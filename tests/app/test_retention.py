@@ -20,6 +20,7 @@ from app.backends.openai import OpenAIBackend
 from app.core import retention
 from app.core.actions import requests as request_actions
 from app.core.read import queries
+from app.core.rules.owners import ADMIN
 from app.core.rules.states import B, D, R
 from app.db.models import (
     Batch,
@@ -350,7 +351,7 @@ async def test_replicas_purge_side_by_side_and_skip_what_an_action_holds(tmp_pat
             cutoff = utcnow() - timedelta(days=30)
             async with db.transaction() as session:
                 # An operator's redelivery of one of its requests is in flight: it holds the batch.
-                request, _ = await queries.request_and_delivery(session, held.request_ids[0])
+                request, _ = await queries.request_and_delivery(session, held.request_ids[0], ADMIN)
                 await request_actions.hold(session, request, held.request_ids[0])
                 first, second = await asyncio.gather(
                     retention.purge_chunk(db, str(tmp_path), cutoff),

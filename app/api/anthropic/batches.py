@@ -29,6 +29,8 @@ from app.core.dropin.create import ANTHROPIC_ORIGIN, WEBHOOK_HEADER
 from app.core.read import dropin
 from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
+from app.core.rules.owners import Caller
+from app.web.auth import caller_of
 from app.web.http import HttpRequest, require_json
 from app.web.state import AppState, app_state
 
@@ -37,9 +39,9 @@ JSONL = "application/x-jsonl"
 MISSING = {404: "No such message batch"}
 
 
-async def _view(app: AppState, batch_id: int) -> DropinBatch:
-    """The Anthropic batch `batch_id`; NotFound for any other."""
-    return await dropin.batch(app.db, ANTHROPIC_ORIGIN, batch_id, "message batch")
+async def _view(app: AppState, batch_id: int, caller: Caller) -> DropinBatch:
+    """The Anthropic batch `batch_id`, if the caller's; NotFound for any other."""
+    return await dropin.batch(app.db, ANTHROPIC_ORIGIN, batch_id, caller, "message batch")
 
 
 def base_url(request: HttpRequest) -> str:
@@ -72,10 +74,10 @@ async def _jsonl(app: AppState, batch_id: int) -> AsyncIterator[bytes]:
         yield b"".join(msgspec.json.encode(result_line(r)) + b"\n" for r in rows)
 
 
-async def _ended(app: AppState, message_batch_id: str, then: str) -> int:
+async def _ended(app: AppState, message_batch_id: str, caller: Caller, then: str) -> int:
     """The id of an ended batch; a batch still processing is refused (Conflict: 400 here)."""
     batch_id = batch_id_of(message_batch_id)
-    if processing_status((await _view(app, batch_id)).batch) != "ended":
+    if processing_status((await _view(app, batch_id, caller)).batch) != "ended":
         raise Conflict(
             Problem(
                 "batch_not_ended",
@@ -111,14 +113,17 @@ class MessageBatchController(Controller):
         # several times its size (up to 256 MB).
         # Batchgate's own header: where the batch's end is announced (docs/api.md).
         webhook_url = request.headers.get(WEBHOOK_HEADER)
-        batch = await app.actions.create_batch_from_requests(request.stream(), MAX_BODY_BYTES, webhook_url)
-        return message_batch(await _view(app, batch.id), base_url(request))
+        caller = caller_of(request)
+        batch = await app.actions.create_batch_from_requests(
+            caller, request.stream(), MAX_BODY_BYTES, webhook_url
+        )
+        return message_batch(await _view(app, batch.id, caller), base_url(request))
 
     @get("/{message_batch_id:str}", summary="Retrieve a Message Batch", responses=documented_errors(MISSING))
     async def retrieve(
         self, message_batch_id: FromPath[str], request: HttpRequest, state: State
     ) -> MessageBatchOut:
-        view = await _view(app_state(state), batch_id_of(message_batch_id))
+        view = await _view(app_state(state), batch_id_of(message_batch_id), caller_of(request))
         return message_batch(view, base_url(request))
 
     @get(
@@ -142,7 +147,7 @@ class MessageBatchController(Controller):
             )
         older, newer = _anchor("after_id", after_id), _anchor("before_id", before_id)
         views, has_more = await dropin.page(
-            app_state(state).db, ANTHROPIC_ORIGIN, limit, after_id=older, before_id=newer
+            app_state(state).db, ANTHROPIC_ORIGIN, caller_of(request), limit, after_id=older, before_id=newer
         )
         base = base_url(request)
         data = [message_batch(v, base) for v in views]
@@ -160,15 +165,16 @@ class MessageBatchController(Controller):
         self, message_batch_id: FromPath[str], request: HttpRequest, state: State
     ) -> MessageBatchOut:
         app = app_state(state)
+        caller = caller_of(request)
         batch_id = batch_id_of(message_batch_id)
-        await _view(app, batch_id)  # 404 before acting on a batch of another origin
+        await _view(app, batch_id, caller)  # 404 before acting on a batch of another origin
         try:
-            await app.actions.cancel_batch(batch_id, via="anthropic")
+            await app.actions.cancel_batch(batch_id, caller, via="anthropic")
         except Conflict:
             # Cancelling twice answers the batch, as Anthropic does; an ended batch is refused.
-            if (await _view(app, batch_id)).cancel_initiated_at is None:
+            if (await _view(app, batch_id, caller)).cancel_initiated_at is None:
                 raise
-        return message_batch(await _view(app, batch_id), base_url(request))
+        return message_batch(await _view(app, batch_id, caller), base_url(request))
 
     @delete(
         "/{message_batch_id:str}",
@@ -176,10 +182,13 @@ class MessageBatchController(Controller):
         summary="Delete an ended Message Batch",
         responses=documented_errors({**MISSING, 400: "The batch is still processing"}),
     )
-    async def remove(self, message_batch_id: FromPath[str], state: State) -> DeletedMessageBatchOut:
+    async def remove(
+        self, message_batch_id: FromPath[str], request: HttpRequest, state: State
+    ) -> DeletedMessageBatchOut:
         app = app_state(state)
-        batch_id = await _ended(app, message_batch_id, "cancel it and delete it once it has ended")
-        await app.actions.delete_batch(batch_id)
+        caller = caller_of(request)
+        batch_id = await _ended(app, message_batch_id, caller, "cancel it and delete it once it has ended")
+        await app.actions.delete_batch(batch_id, caller)
         return DeletedMessageBatchOut(public_id(batch_id))
 
     @get(
@@ -188,7 +197,8 @@ class MessageBatchController(Controller):
         media_type=JSONL,
         responses=documented_errors({**MISSING, 400: "The batch is still processing"}),
     )
-    async def results(self, message_batch_id: FromPath[str], state: State) -> Stream:
+    async def results(self, message_batch_id: FromPath[str], request: HttpRequest, state: State) -> Stream:
         app = app_state(state)
-        batch_id = await _ended(app, message_batch_id, "its results are available once it has ended")
+        caller = caller_of(request)
+        batch_id = await _ended(app, message_batch_id, caller, "its results are available once it has ended")
         return Stream(_jsonl(app, batch_id), media_type=JSONL)

@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from app.core.rules.errors import BatchgateError
+from app.core.rules.errors import BatchgateError, TooMany
 from app.formats.anthropic_messages import error_body
 from app.web.http import (
     UNAVAILABLE_HEADERS,
@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 
 # A conflict (cancelling an ended batch, deleting one still running) is Anthropic's 400: the
 # batch's state, not a race, refuses it, and a 409 would make the SDK retry in vain.
-STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 400, "not_found": 404, "too_large": 413}
+STATUS_FOR_KIND = {
+    "invalid": 400,
+    "malformed": 400,
+    "conflict": 400,
+    "forbidden": 403,
+    "not_found": 404,
+    "too_large": 413,
+    "too_many": 429,
+}
 
 
 class ErrorDetail(msgspec.Struct):
@@ -73,7 +81,10 @@ def _where(pointer: str | None) -> str:
 
 def batchgate_error(_: HttpRequest, exc: BatchgateError) -> Response[dict[str, Any]]:
     message = "; ".join(_where(p.pointer) + p.detail for p in exc.problems)
-    return error_response(STATUS_FOR_KIND.get(exc.kind, 400), message)
+    response = error_response(STATUS_FOR_KIND.get(exc.kind, 400), message)
+    if isinstance(exc, TooMany):
+        response.headers["retry-after"] = str(exc.retry_after)
+    return response
 
 
 def http_error(_: HttpRequest, exc: HTTPException) -> Response[dict[str, Any]]:

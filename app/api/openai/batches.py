@@ -14,6 +14,7 @@ from app.core.dropin import create, file_store
 from app.core.intake import accept as intake
 from app.core.read import dropin
 from app.core.rules.errors import NotFound, not_found
+from app.web.auth import caller_of
 from app.web.http import HttpRequest, require_json
 from app.web.state import app_state
 
@@ -84,17 +85,21 @@ class BatchController(Controller):
         metadata = _metadata(data.get("metadata"))
         output_expires_after = file_store.output_expires_after(data.get("output_expires_after"))
         app = app_state(state)
+        caller = caller_of(request)
         try:
-            file = await file_store.get(app.db, file_id)
+            file = await file_store.get(app.db, file_id, caller)
         except NotFound:
             # OpenAI answers an unknown input file as a bad parameter, not a missing resource.
             raise invalid("invalid_value", f"No file with id {file_id!r}.", "input_file_id") from None
-        batch = await app.actions.create_batch_from_file(file, endpoint, metadata, output_expires_after)
-        return batch_out(await dropin.batch(app.db, create.OPENAI_ORIGIN, batch.id))
+        batch = await app.actions.create_batch_from_file(
+            caller, file, endpoint, metadata, output_expires_after
+        )
+        return batch_out(await dropin.batch(app.db, create.OPENAI_ORIGIN, batch.id, caller))
 
     @get("/", summary="Batches, newest first", responses=documented_errors())
     async def list(
         self,
+        request: HttpRequest,
         state: State,
         after: Annotated[str | None, QueryParameter(pattern=f"^{BATCH_ID.pattern}$")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
@@ -106,14 +111,17 @@ class BatchController(Controller):
                 raise invalid("invalid_value", "after must be a batch id (batch_<n>).", "after")
         # OpenAI's `after` is the last id seen: the next page holds older batches.
         page, has_more = await dropin.page(
-            app_state(state).db, create.OPENAI_ORIGIN, limit, after_id=older_than
+            app_state(state).db, create.OPENAI_ORIGIN, caller_of(request), limit, after_id=older_than
         )
         data = [batch_out(t) for t in page]
         return BatchListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 
     @get("/{batch_id:str}", summary="A batch", responses=documented_errors(NO_SUCH_BATCH))
-    async def read(self, batch_id: FromPath[str], state: State) -> BatchOut:
-        return batch_out(await dropin.batch(app_state(state).db, create.OPENAI_ORIGIN, _number(batch_id)))
+    async def read(self, batch_id: FromPath[str], request: HttpRequest, state: State) -> BatchOut:
+        view = await dropin.batch(
+            app_state(state).db, create.OPENAI_ORIGIN, _number(batch_id), caller_of(request)
+        )
+        return batch_out(view)
 
     @post(
         "/{batch_id:str}/cancel",
@@ -121,10 +129,11 @@ class BatchController(Controller):
         summary="Cancel a batch that has not ended",
         responses=documented_errors({**NO_SUCH_BATCH, 409: "The batch has ended"}),
     )
-    async def cancel(self, batch_id: FromPath[str], state: State) -> BatchOut:
+    async def cancel(self, batch_id: FromPath[str], request: HttpRequest, state: State) -> BatchOut:
         app = app_state(state)
+        caller = caller_of(request)
         number = _number(batch_id)
         # Checked first so that a native batch's id cannot be cancelled through this face.
-        await dropin.batch(app.db, create.OPENAI_ORIGIN, number)
-        await app.actions.cancel_batch(number, via="openai")
-        return batch_out(await dropin.batch(app.db, create.OPENAI_ORIGIN, number))
+        await dropin.batch(app.db, create.OPENAI_ORIGIN, number, caller)
+        await app.actions.cancel_batch(number, caller, via="openai")
+        return batch_out(await dropin.batch(app.db, create.OPENAI_ORIGIN, number, caller))

@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from app.core.rules.errors import BatchgateError, InvalidInput, Problem
+from app.core.rules.errors import BatchgateError, InvalidInput, Problem, TooMany
 from app.web.auth import KeyRefused
 from app.web.http import (
     UNAVAILABLE_HEADERS,
@@ -25,7 +25,15 @@ from app.web.http import (
 log = logging.getLogger(__name__)
 
 # OpenAI answers every 4xx input problem with 400, where the native API says 422.
-STATUS_FOR_KIND = {"invalid": 400, "malformed": 400, "conflict": 409, "not_found": 404, "too_large": 413}
+STATUS_FOR_KIND = {
+    "invalid": 400,
+    "malformed": 400,
+    "conflict": 409,
+    "forbidden": 403,
+    "not_found": 404,
+    "too_large": 413,
+    "too_many": 429,
+}
 TYPE_FOR_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_exceeded"}
 
 
@@ -67,7 +75,10 @@ def answer(
 def core_error(_: HttpRequest, exc: BatchgateError) -> Response[ErrorOut]:
     first = exc.problems[0] if exc.problems else Problem("error", "Error", str(exc))
     message = " ".join(p.detail for p in exc.problems) or str(exc)
-    return answer(STATUS_FOR_KIND.get(exc.kind, 400), message, first.code, first.pointer)
+    response = answer(STATUS_FOR_KIND.get(exc.kind, 400), message, first.code, first.pointer)
+    if isinstance(exc, TooMany):
+        response.headers["retry-after"] = str(exc.retry_after)
+    return response
 
 
 def http_error(_: HttpRequest, exc: HTTPException) -> Response[ErrorOut]:

@@ -13,6 +13,7 @@ from app.api.openai.errors import documented_errors, invalid
 from app.api.openai.schemas import FileDeletedOut, FileListOut, FileOut, file_out
 from app.api.openai.upload import Upload
 from app.core.dropin import file_store
+from app.web.auth import caller_of
 from app.web.http import HttpRequest
 from app.web.state import app_state
 
@@ -41,6 +42,7 @@ class FileController(Controller):
     )
     async def upload(self, request: HttpRequest, state: State) -> FileOut:
         app = app_state(state)
+        caller = caller_of(request)
         media_type, options = request.content_type
         if media_type != "multipart/form-data" or not options.get("boundary"):
             raise invalid("invalid_content_type", "Upload the file as multipart/form-data.")
@@ -59,6 +61,7 @@ class FileController(Controller):
                 filename=upload.filename or "upload",
                 max_bytes=UPLOAD_MAX_BYTES,
                 terms=lambda: file_store.upload_terms(upload.fields),
+                owner=caller.owner,
             )
         finally:
             await upload.close()
@@ -67,6 +70,7 @@ class FileController(Controller):
     @get("/", summary="Files, newest first by default", responses=documented_errors())
     async def list(
         self,
+        request: HttpRequest,
         state: State,
         purpose: FromQuery[str | None] = None,
         after: FromQuery[str | None] = None,
@@ -74,14 +78,19 @@ class FileController(Controller):
         order: FromQuery[Literal["asc", "desc"]] = "desc",
     ) -> FileListOut:
         rows, has_more = await file_store.page(
-            app_state(state).db, purpose=purpose, limit=limit, after=after, newest_first=order == "desc"
+            app_state(state).db,
+            caller_of(request),
+            purpose=purpose,
+            limit=limit,
+            after=after,
+            newest_first=order == "desc",
         )
         data = [file_out(f) for f in rows]
         return FileListOut(data, data[0].id if data else None, data[-1].id if data else None, has_more)
 
     @get("/{file_id:str}", summary="A file object", responses=documented_errors(NO_SUCH_FILE))
-    async def read(self, file_id: FromPath[str], state: State) -> FileOut:
-        return file_out(await file_store.get(app_state(state).db, file_id))
+    async def read(self, request: HttpRequest, file_id: FromPath[str], state: State) -> FileOut:
+        return file_out(await file_store.get(app_state(state).db, file_id, caller_of(request)))
 
     @get(
         "/{file_id:str}/content",
@@ -89,9 +98,9 @@ class FileController(Controller):
         media_type="application/octet-stream",
         responses=documented_errors(NO_SUCH_FILE),
     )
-    async def content(self, file_id: FromPath[str], state: State) -> Stream:
+    async def content(self, request: HttpRequest, file_id: FromPath[str], state: State) -> Stream:
         app = app_state(state)
-        found = await file_store.get(app.db, file_id)
+        found = await file_store.get(app.db, file_id, caller_of(request))
         settings = await app.effective.fresh()
         return Stream(file_store.content(settings.data_dir, found), media_type="application/octet-stream")
 
@@ -101,8 +110,8 @@ class FileController(Controller):
         summary="Delete a file and its bytes",
         responses=documented_errors(NO_SUCH_FILE),
     )
-    async def remove(self, file_id: FromPath[str], state: State) -> FileDeletedOut:
+    async def remove(self, request: HttpRequest, file_id: FromPath[str], state: State) -> FileDeletedOut:
         app = app_state(state)
         settings = await app.effective.fresh()
-        await file_store.delete(app.db, settings.data_dir, file_id)
+        await file_store.delete(app.db, settings.data_dir, file_id, caller_of(request))
         return FileDeletedOut(file_id)

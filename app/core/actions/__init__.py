@@ -14,15 +14,17 @@ from datetime import timedelta
 from typing import Any
 
 from app.backends.base import BatchAPI
-from app.core import retention
+from app.core import owner_limits, retention
 from app.core.actions import batches, destinations, requests
 from app.core.destinations import rows as destination_rows
 from app.core.dropin import anthropic, create
 from app.core.read.destinations import held as held_destinations
+from app.core.read.queries import seen_batch
 from app.core.recoveries import ask
 from app.core.rules import routing
 from app.core.rules.effective import EffectiveSettings
 from app.core.rules.errors import InvalidInput, Problem
+from app.core.rules.owners import Caller
 from app.db.models import Batch, Delivery, Destination, File, Recovery, Request
 from app.db.session import Database
 from app.ground.steps import Step, Wake
@@ -57,19 +59,23 @@ class Actions:
 
     async def create_batch_from_file(
         self,
+        caller: Caller,
         file: File,
         endpoint: str,
         metadata: dict[str, str] | None,
         output_expires_after: timedelta | None = None,
     ) -> Batch:
-        """A drop-in batch from an uploaded file (OpenAI face); ready, or failed with its problems."""
+        """A drop-in batch of `caller`'s from an uploaded file (OpenAI face); ready, or failed
+        with its problems."""
         settings = await self.effective.fresh()
-        batch = await create.from_file(self.db, settings, file, endpoint, metadata, output_expires_after)
+        batch = await create.from_file(
+            self.db, settings, file, endpoint, metadata, output_expires_after, caller=caller
+        )
         self._waking(Step.SUBMIT)
         return batch
 
     async def create_batch_from_requests(
-        self, body: AsyncIterator[bytes], max_bytes: int, webhook_url: str | None = None
+        self, caller: Caller, body: AsyncIterator[bytes], max_bytes: int, webhook_url: str | None = None
     ) -> Batch:
         """A drop-in batch from a request list, read as its body arrives (Anthropic face), with
         its own completion webhook when `webhook_url` is given (refused before the body is read
@@ -84,16 +90,26 @@ class Actions:
             settings.local_default_model,
             lambda model: routing.messages_backend(settings, model),
             webhook_url,
+            owner=caller.owner,
+            admit=lambda size: owner_limits.admit(self.db, settings, caller, [size]),
         )
         self._waking(Step.SUBMIT)
         return batch
 
-    async def close_batch(self, batch_id: int) -> Batch:
+    async def _visible(self, batch_id: int, caller: Caller) -> None:
+        """NotFound for a batch the caller may not see: a team acts on its own batches only."""
+        if not caller.admin:
+            async with self.db.transaction() as session:
+                seen_batch(await session.get(Batch, batch_id), batch_id, caller)
+
+    async def close_batch(self, batch_id: int, caller: Caller) -> Batch:
+        await self._visible(batch_id, caller)
         batch = await batches.close_batch(self.db, batch_id)
         self._waking(Step.FORM)
         return batch
 
-    async def cancel_batch(self, batch_id: int, via: str = "api") -> Batch:
+    async def cancel_batch(self, batch_id: int, caller: Caller, via: str = "api") -> Batch:
+        await self._visible(batch_id, caller)
         batch = await batches.cancel_batch(self.db, await self.effective.fresh(), batch_id, via)
         # Cancelled requests deliver their news; a remote batch is cancelled by the poll step;
         # a drop-in batch's files are written by the finish step; the run step stops a local
@@ -101,17 +117,22 @@ class Actions:
         self._waking(Step.DELIVER, Step.POLL, Step.FINISH, Step.RUN)
         return batch
 
-    async def retry_batch(self, batch_id: int, via: str = "api") -> Batch:
+    async def retry_batch(self, batch_id: int, caller: Caller, via: str = "api") -> Batch:
+        await self._visible(batch_id, caller)
         batch = await batches.retry_batch(self.db, batch_id, via)
         self._waking(Step.SUBMIT)
         return batch
 
-    async def redeliver_batch(self, batch_id: int, only_failed: bool, via: str = "api") -> int:
+    async def redeliver_batch(
+        self, batch_id: int, caller: Caller, only_failed: bool, via: str = "api"
+    ) -> int:
+        await self._visible(batch_id, caller)
         moved = await batches.redeliver_batch(self.db, batch_id, only_failed, via)
         self._waking(Step.DELIVER)
         return moved
 
-    async def delete_batch(self, batch_id: int) -> int:
+    async def delete_batch(self, batch_id: int, caller: Caller) -> int:
+        await self._visible(batch_id, caller)
         deleted = await batches.delete_batch(self.db, batch_id, self.batch_apis)
         # A run of the batch still in flight (its cancel's wake not yet acted on) stops now.
         self._waking(Step.RUN)
@@ -130,25 +151,25 @@ class Actions:
             self._waking(Step.PURGE)
         return purged
 
-    async def cancel_request(self, custom_id: str | int, via: str = "api") -> Request:
-        request = await requests.cancel_request(self.db, custom_id, via)
+    async def cancel_request(self, custom_id: str | int, caller: Caller, via: str = "api") -> Request:
+        request = await requests.cancel_request(self.db, custom_id, caller, via)
         self._waking(Step.DELIVER)
         return request
 
     async def redeliver_request(
-        self, custom_id: str | int, via: str = "api", delivery_id: int | None = None
+        self, custom_id: str | int, caller: Caller, via: str = "api", delivery_id: int | None = None
     ) -> list[Delivery]:
         """Queue a request's deliveries again: every destination's, or the one `delivery_id` names."""
         settings = await self.effective.fresh()
-        queued = await requests.redeliver(self.db, settings, custom_id, via, delivery_id)
+        queued = await requests.redeliver(self.db, settings, custom_id, caller, via, delivery_id)
         self._waking(Step.DELIVER)
         return queued
 
     async def change_delivery(
-        self, custom_id: str | int, config: Any, via: str = "api"
+        self, custom_id: str | int, caller: Caller, config: Any, via: str = "api"
     ) -> dict[str, Any] | list[dict[str, Any]]:
         settings = await self.effective.fresh()
-        new = await requests.change_delivery(self.db, settings, custom_id, config, via)
+        new = await requests.change_delivery(self.db, settings, custom_id, caller, config, via)
         # A queued delivery now goes to its new target: try it there at once.
         self._waking(Step.DELIVER)
         return new

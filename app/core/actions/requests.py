@@ -22,6 +22,7 @@ from app.core.intake.schema import StoredConfig
 from app.core.read import queries
 from app.core.rules import audit, fanout, leases, states
 from app.core.rules.errors import Conflict, NotFound, Problem, TooMany, found
+from app.core.rules.owners import Caller
 from app.db.models import Batch, Delivery, Request, RequestEvent, delivery_public_id
 from app.db.session import Database
 from app.ground import sealing
@@ -34,10 +35,10 @@ REDELIVER = "redeliver"  # the audit trail's action, counted by `bounded`
 MINUTE = timedelta(minutes=1)
 
 
-async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -> Request:
+async def cancel_request(db: Database, custom_id: str | int, caller: Caller, via: str = "api") -> Request:
     """Cancel one request that has no result yet; the cancellation is delivered as its outcome."""
     async with db.transaction() as session:
-        request, _ = await queries.request_and_delivery(session, custom_id)
+        request, _ = await queries.request_and_delivery(session, custom_id, caller)
         if request.status in states.REQUEST_FINISHED:
             raise Conflict(
                 Problem(
@@ -59,7 +60,7 @@ async def cancel_request(db: Database, custom_id: str | int, via: str = "api") -
 
 
 async def change_delivery(
-    db: Database, settings: Settings, custom_id: str | int, config: Any, via: str = "api"
+    db: Database, settings: Settings, custom_id: str | int, caller: Caller, config: Any, via: str = "api"
 ) -> StoredConfig:
     """Change where a request's result goes (validated like intake) and audit the change.
 
@@ -73,7 +74,7 @@ async def change_delivery(
     for a delivery called off.)
     """
     async with db.transaction() as session:
-        request, delivery = await queries.request_and_delivery(session, custom_id)
+        request, delivery = await queries.request_and_delivery(session, custom_id, caller)
         await hold(session, request, custom_id)
         # Compared and edited in plain text; stored with header values sealed (SECRETS_KEY).
         sealer = sealing.sealer(settings.secrets_key)
@@ -99,13 +100,18 @@ async def change_delivery(
 
 
 async def redeliver(
-    db: Database, settings: Settings, custom_id: str | int, via: str = "api", delivery_id: int | None = None
+    db: Database,
+    settings: Settings,
+    custom_id: str | int,
+    caller: Caller,
+    via: str = "api",
+    delivery_id: int | None = None,
 ) -> list[Delivery]:
     """Queue a request's delivery again, to its current delivery config, with a fresh attempt
     budget: to every destination it names, or only the delivery `delivery_id` (a row id). At
     most REDELIVER_MAX times in all and REDELIVER_PER_MINUTE a minute (see `bounded`)."""
     async with db.transaction() as session:
-        request, latest = await queries.request_and_delivery(session, custom_id)
+        request, latest = await queries.request_and_delivery(session, custom_id, caller)
         await hold(session, request, custom_id)
         if request.status not in states.REQUEST_FINISHED:
             detail = f"Request {custom_id!r} is {request.status}; it is delivered once it has a result."

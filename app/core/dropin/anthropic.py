@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -76,21 +76,28 @@ async def from_body(
     default_model: str | None,
     backend_of: Callable[[str], str],
     webhook_url: str | None = None,
+    *,
+    owner: str = "",
+    admit: Callable[[int], Awaitable[None]] | None = None,
 ) -> Batch:
     """An Anthropic-face batch from its request list, read as the body arrives. Every problem
     refuses the whole list and nothing is created: MalformedInput (not JSON), InvalidInput (every
     problem of every entry), TooLarge (past `max_bytes`, the rest of the body unread). An entry
     whose params name no model runs on `default_model` (LOCAL_DEFAULT_MODEL) when there is one.
     `backend_of` names the backend for the batch's model (InvalidInput when none can run it).
-    `webhook_url`, checked by the caller, is where its end is announced (app.core.announcements)."""
+    `webhook_url`, checked by the caller, is where its end is announced (app.core.announcements).
+    The batch is `owner`'s; `admit` may refuse the list's size (its team's limits) before it is
+    stored."""
     async with file_store.spooled(data_dir, body, max_bytes) as path:
         model, shape = await asyncio.to_thread(check, path, default_model)
         backend = backend_of(model)
+        if admit is not None:
+            await admit(path.stat().st_size)
         with path.open("rb") as source:
             async with db.transaction() as session:
                 # Its own webhook is kept where an OpenAI-face batch's metadata names it.
                 own = {WEBHOOK_METADATA_KEY: webhook_url} if webhook_url else None
-                batch = new_batch(ANTHROPIC_ORIGIN, backend, MESSAGES_ENDPOINT, model, own)
+                batch = new_batch(ANTHROPIC_ORIGIN, backend, MESSAGES_ENDPOINT, model, own, owner=owner)
                 session.add(batch)
                 await session.flush()
                 rows = _rows(source, batch, shape, default_model)

@@ -19,11 +19,13 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import owner_limits
 from app.core.dropin import file_store
 from app.core.intake.accept import webhook_url_problem
 from app.core.intake.schema import CUSTOM_ID_MAX_CHARS, ENDPOINTS, MODEL_MAX_CHARS, with_default_model
 from app.core.rules import routing, states, storable
 from app.core.rules.errors import InvalidInput, Problem
+from app.core.rules.owners import ADMIN, Caller
 from app.core.rules.states import B, R, batch_scope
 from app.db.models import Batch, File, Request, table_of
 from app.db.session import Database
@@ -180,10 +182,13 @@ async def from_file(
     endpoint: str,
     metadata: dict[str, str] | None,
     output_expires_after: timedelta | None = None,
+    *,
+    caller: Caller = ADMIN,
 ) -> Batch:
-    """An OpenAI-face batch from an uploaded file: `ready` with its requests, or `failed` with
-    every problem of the file in its error (`errors.data`). Its output and error files will live
-    `output_expires_after` from their creation (OpenAI's 30 days when None)."""
+    """An OpenAI-face batch of `caller`'s from an uploaded file: `ready` with its requests, or
+    `failed` with every problem of the file in its error (`errors.data`). Its output and error
+    files will live `output_expires_after` from their creation (OpenAI's 30 days when None).
+    Its team's limits may refuse it (TooMany, Forbidden) before anything is stored."""
     if endpoint not in ENDPOINTS:
         raise InvalidInput(
             Problem(
@@ -209,9 +214,11 @@ async def from_file(
     )
     model = checked.model or "unknown"
     backend = _backend(settings, model, metadata, bool(checked.errors))
+    if not checked.errors:
+        await owner_limits.admit(db, settings, caller, [checked.bytes])
     async with db.transaction() as session:
         status = B.FAILED if checked.errors else B.READY
-        batch = new_batch(OPENAI_ORIGIN, backend, endpoint, model, metadata, status)
+        batch = new_batch(OPENAI_ORIGIN, backend, endpoint, model, metadata, status, owner=caller.owner)
         batch.dropin_input_file_id = file.id
         if output_expires_after is not None:
             batch.dropin_output_expires_seconds = int(output_expires_after.total_seconds())
@@ -248,10 +255,13 @@ def new_batch(
     model: str,
     metadata: dict[str, str] | None,
     status: str = B.READY,
+    *,
+    owner: str = "",
 ) -> Batch:
-    """A drop-in batch as it is born: ready to run, or failed by its validation."""
+    """A drop-in batch of `owner`'s as it is born: ready to run, or failed by its validation."""
     now = utcnow()
     return Batch(
+        owner=owner,
         backend=backend,
         endpoint=endpoint,
         model=model,
@@ -279,6 +289,7 @@ def request_row(batch: Batch, scope: str, line: dict[str, Any], size: int) -> di
     body = with_default_model(line["body"], batch.model)
     return {
         "scope": scope,
+        "owner": batch.owner,
         "custom_id": line["custom_id"],
         "origin": batch.origin,
         "backend": batch.backend,

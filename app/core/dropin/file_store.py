@@ -21,6 +21,7 @@ from sqlalchemy import select
 from app.core.rules import storable
 from app.core.rules.errors import InvalidInput, Problem, TooLarge, found
 from app.core.rules.numbers import is_whole, whole_number
+from app.core.rules.owners import Caller, visible
 from app.db.models import File
 from app.db.session import Database
 from app.ground.clock import utcnow
@@ -130,6 +131,7 @@ async def store(
     max_bytes: int,
     batch_id: int | None = None,
     expires_at: datetime | None = None,
+    owner: str = "",
 ) -> File:
     """Write `chunks` to a new file and record it with this purpose and expiry (see receive)."""
     after = None if expires_at is None else expires_at - utcnow()
@@ -141,6 +143,7 @@ async def store(
         max_bytes=max_bytes,
         terms=lambda: (purpose, after),
         batch_id=batch_id,
+        owner=owner,
     )
 
 
@@ -153,9 +156,10 @@ async def receive(
     max_bytes: int,
     terms: Terms,
     batch_id: int | None = None,
+    owner: str = "",
 ) -> File:
-    """Write `chunks` to a new file, then ask `terms` for its purpose and lifetime (counted from
-    its creation) and record it. Nothing is kept when it fails: TooLarge past `max_bytes`,
+    """Write `chunks` to a new file of `owner`'s, then ask `terms` for its purpose and lifetime
+    (counted from its creation) and record it. Nothing is kept when it fails: TooLarge past `max_bytes`,
     InvalidInput for a filename the table cannot hold (before a byte is written) or from `terms`,
     or whatever failed the row's insert."""
     check_filename(filename)
@@ -178,6 +182,7 @@ async def receive(
         bytes=size,
         path=relative,
         batch_id=batch_id,
+        owner=owner,
         created_at=now,
         expires_at=None if lifetime is None else now + lifetime,
     )
@@ -222,18 +227,23 @@ async def spooled(data_dir: str, chunks: AsyncIterator[bytes], max_bytes: int) -
         path.unlink(missing_ok=True)
 
 
-async def get(db: Database, file_id: str) -> File:
-    """The file object; NotFound when there is none (or it was deleted)."""
+async def get(db: Database, file_id: str, caller: Caller) -> File:
+    """The file object; NotFound when there is none (or it was deleted, or is another team's)."""
     async with db.transaction() as session:
-        return found(await session.get(File, file_id), "file", file_id)
+        return _seen(await session.get(File, file_id), file_id, caller)
+
+
+def _seen(row: File | None, file_id: str, caller: Caller) -> File:
+    return found(row if row is not None and caller.sees(row.owner) else None, "file", file_id)
 
 
 async def page(
-    db: Database, *, purpose: str | None, limit: int, after: str | None, newest_first: bool
+    db: Database, caller: Caller, *, purpose: str | None, limit: int, after: str | None, newest_first: bool
 ) -> tuple[list[File], bool]:
-    """Files in creation order (ties by id), after the file `after`; returns (files, has_more)."""
+    """`caller`'s files in creation order (ties by id), after the file `after`; returns
+    (files, has_more)."""
     order = (File.created_at.desc(), File.id.desc()) if newest_first else (File.created_at, File.id)
-    stmt = select(File).order_by(*order).limit(limit + 1)
+    stmt = select(File).where(visible(File.owner, caller)).order_by(*order).limit(limit + 1)
     if purpose:
         stmt = stmt.where(File.purpose == purpose)
     async with db.transaction() as session:
@@ -251,10 +261,10 @@ async def page(
     return rows[:limit], len(rows) > limit
 
 
-async def delete(db: Database, data_dir: str, file_id: str) -> None:
+async def delete(db: Database, data_dir: str, file_id: str, caller: Caller) -> None:
     """Delete the file object and its bytes."""
     async with db.transaction() as session:
-        row = found(await session.get(File, file_id), "file", file_id)
+        row = _seen(await session.get(File, file_id), file_id, caller)
         await session.delete(row)
     remove_bytes(data_dir, [row])
 

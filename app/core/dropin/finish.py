@@ -97,8 +97,9 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
     async with db.transaction() as session:
         batch = await session.get(Batch, batch_id)
         assert batch is not None
-        origin, succeeded, unfinished = (
+        origin, team, succeeded, unfinished = (
             batch.origin,
+            batch.owner,
             batch.completed_count,
             batch.request_count - batch.completed_count,
         )
@@ -112,7 +113,8 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
         for kind, count in files:
             if count > 0:
                 chunks = await exports.batch_file(db, batch_id, kind, results.file_line)
-                produced[kind] = (await _store(db, data_dir, batch_id, kind, chunks, lifetime)).id
+                stored = await _store(db, data_dir, (batch_id, team), kind, chunks, lifetime)
+                produced[kind] = stored.id
     async with db.transaction() as session:
         batch = await session.get(Batch, batch_id)
         assert batch is not None
@@ -123,8 +125,15 @@ async def _write(db: Database, data_dir: str, batch_id: int) -> None:
 
 
 async def _store(
-    db: Database, data_dir: str, batch_id: int, kind: str, chunks: AsyncIterator[bytes], lifetime: timedelta
+    db: Database,
+    data_dir: str,
+    batch: tuple[int, str],
+    kind: str,
+    chunks: AsyncIterator[bytes],
+    lifetime: timedelta,
 ) -> File:
+    """The batch's (id, owner) output or error file: its team's, like the batch."""
+    batch_id, team = batch
     return await file_store.receive(
         db,
         data_dir,
@@ -133,4 +142,5 @@ async def _store(
         max_bytes=OUTPUT_FILE_MAX_BYTES,
         terms=lambda: ("batch_output", lifetime),
         batch_id=batch_id,
+        owner=team,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.core import owner_limits
 from app.core.intake import group_commit
 from app.core.intake.schema import (
     DeliveryConfigIn,
@@ -22,6 +23,7 @@ from app.core.intake.schema import (
 from app.core.intake.webhook_url import webhook_host, webhook_port
 from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
+from app.core.rules.owners import ADMIN, Caller
 from app.db.session import Database
 from app.ground import jsontext, metrics, sealing
 from app.ground.clock import utcnow
@@ -191,12 +193,18 @@ class Duplicate(Conflict):
         self.same = same
 
 
-async def accept(db: Database, settings: Settings, data: Any, origin: str = "api") -> Accepted:
-    """Validate and insert one request as pending (committed, in a group with the rows that
-    arrive meanwhile); raise Conflict on a duplicate custom_id."""
+async def accept(
+    db: Database, settings: Settings, data: Any, origin: str = "api", caller: Caller = ADMIN
+) -> Accepted:
+    """Validate and insert one request of `caller`'s as pending (committed, in a group with the
+    rows that arrive meanwhile); raise Conflict on a duplicate custom_id in the caller's scope,
+    TooMany or Forbidden past its team's limits."""
     request = validate(data, settings)
+    await owner_limits.admit(db, settings, caller, [request.line_bytes])
     sealer = sealing.sealer(settings.secrets_key)
     row = {
+        "scope": caller.scope,
+        "owner": caller.owner,
         "custom_id": request.custom_id,
         "origin": origin,
         "backend": route(request, settings),

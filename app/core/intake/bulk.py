@@ -21,12 +21,14 @@ from typing import Any
 
 import msgspec
 
+from app.core import owner_limits
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
 from app.core.intake.group_commit import Taken
 from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable, stored_config
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
+from app.core.rules.owners import ADMIN, Caller
 from app.db.session import Database
 from app.ground import jsontext, metrics, sealing
 from app.ground.clock import utcnow
@@ -94,12 +96,13 @@ def gc_paused() -> Iterator[None]:
 
 
 async def accept_body(
-    db: Database, settings: Settings, raw: bytes, jsonl: bool, max_items: int
+    db: Database, settings: Settings, raw: bytes, jsonl: bool, max_items: int, caller: Caller = ADMIN
 ) -> BulkOutcome:
     """Decode a bulk body (JSONL or a JSON array of at most `max_items` requests) and accept
-    its items (see accept_all); whole-body errors (decode_array, decode_lines) store nothing."""
+    its items as `caller`'s (see accept_all); whole-body errors (decode_array, decode_lines)
+    store nothing."""
     items = decode_lines(raw, max_items) if jsonl else decode_array(raw, max_items)
-    return await accept_all(db, settings, items, raw)
+    return await accept_all(db, settings, items, raw, caller)
 
 
 def decode_array(raw: bytes, max_items: int) -> list[Any]:
@@ -290,7 +293,9 @@ def _repeated(custom_id: str, first: int, prefix: str) -> Problem:
 # -- storing ------------------------------------------------------------------------------------
 
 
-async def accept_all(db: Database, settings: Settings, items: list[Any], raw: bytes) -> BulkOutcome:
+async def accept_all(
+    db: Database, settings: Settings, items: list[Any], raw: bytes, caller: Caller = ADMIN
+) -> BulkOutcome:
     """Check every item, store the valid ones as pending (CHUNK rows a transaction) and answer
     each item in input order. `raw` is the body the items were decoded from.
 
@@ -308,11 +313,13 @@ async def accept_all(db: Database, settings: Settings, items: list[Any], raw: by
                 results[index] = checked
             else:
                 pending.append((index, checked))
+    # A team's limits take the body whole or refuse it whole (nothing stored).
+    await owner_limits.admit(db, settings, caller, [row.body_bytes for _, row in pending])
     created_at = utcnow()
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
         try:
-            await _store(db, chunk, created_at, results, checker.sealer.open_headers)
+            await _store(db, chunk, created_at, results, checker.sealer.open_headers, caller)
         except Exception:
             if start == 0:
                 raise
@@ -329,11 +336,12 @@ async def _store(
     created_at: datetime,
     results: list[ItemResult | None],
     opened: Callable[[Any], Any],
+    caller: Caller,
 ) -> None:
     """Insert one chunk (committed) and answer its items: accepted, or duplicate of a stored one."""
-    ids = await bulk_store.insert(db, [row for _, row in chunk], ORIGIN, created_at)
+    ids = await bulk_store.insert(db, [row for _, row in chunk], ORIGIN, created_at, caller)
     metrics.ACCEPTED.labels(ORIGIN).inc(len(ids))
-    kept = await bulk_store.kept(db, [row for _, row in chunk if row.custom_id not in ids])
+    kept = await bulk_store.kept(db, [row for _, row in chunk if row.custom_id not in ids], caller.scope)
     with gc_paused():
         for index, row in chunk:
             new_id = ids.get(row.custom_id)

@@ -19,6 +19,7 @@ from advanced_alchemy.types import DateTimeUTC
 
 from app.core.intake import insert_sql
 from app.core.intake.group_commit import Taken, find_taken
+from app.core.rules.owners import Caller
 from app.db.session import Database
 
 # One per connection, emptied by every commit. Its columns are Row's first eight.
@@ -29,12 +30,14 @@ _PG_STAGING = (
 _PG_STAGED = ("c", "b", "e", "m", "j", "n", "d", "t")
 # ORDER BY keeps the ids in input order, as the batcher takes pending requests oldest id first.
 _PG_INSERT = insert_sql.insert_select(
-    dict(zip(insert_sql.GIVEN, ("c", "$1", "b", "e", "m", "j", "n", "d", "t", "$2"), strict=True)),
+    dict(
+        zip(insert_sql.GIVEN, ("$3", "$4", "c", "$1", "b", "e", "m", "j", "n", "d", "t", "$2"), strict=True)
+    ),
     "bulk_intake ORDER BY ctid",
     "id, custom_id",
 )
 
-# SQLite allows 32,766 variables a statement (since 3.32); 8 a row.
+# SQLite allows 32,766 variables a statement (since 3.32); 8 a row, and 4 shared.
 _SQLITE_ROWS = 4000
 
 _KEPT_PAGE = 500
@@ -58,18 +61,20 @@ class Row(NamedTuple):
 _COLUMNS = 8  # Row's stored fields
 
 
-async def insert(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
-    """Insert `rows` as pending in one transaction, skipping custom_ids already taken; returns
-    the new ids by custom_id (committed when this returns)."""
+async def insert(
+    db: Database, rows: list[Row], origin: str, created_at: datetime, caller: Caller
+) -> dict[str, int]:
+    """Insert `rows` of `caller`'s as pending in one transaction, skipping custom_ids already
+    taken in its scope; returns the new ids by custom_id (committed when this returns)."""
     if not rows:
         return {}
     if db.is_postgres:
-        return await _insert_postgres(db, rows, origin, created_at)
-    return await _insert_sqlite(db, rows, origin, created_at)
+        return await _insert_postgres(db, rows, origin, created_at, caller)
+    return await _insert_sqlite(db, rows, origin, created_at, caller)
 
 
 async def _insert_postgres(
-    db: Database, rows: list[Row], origin: str, created_at: datetime
+    db: Database, rows: list[Row], origin: str, created_at: datetime, caller: Caller
 ) -> dict[str, int]:
     async with db.engine.connect() as connection:
         driver: Any = (await connection.get_raw_connection()).driver_connection
@@ -78,23 +83,25 @@ async def _insert_postgres(
             await driver.execute(_PG_STAGING)
             records = [r[:_COLUMNS] for r in rows]
             await driver.copy_records_to_table("bulk_intake", records=records, columns=_PG_STAGED)
-            inserted = await driver.fetch(_PG_INSERT, origin, created_at)
+            inserted = await driver.fetch(_PG_INSERT, origin, created_at, caller.scope, caller.owner)
     return {custom_id: new_id for new_id, custom_id in inserted}
 
 
 @functools.lru_cache(maxsize=4)  # a full chunk's statement, and a last one's
 def _sqlite_statement(count: int) -> str:
-    # ?1 and ?2 (origin, created_at) are shared by every row; a row's own values follow.
-    shared = {"origin": "?1", "created_at": "?2"}
+    # ?1 to ?4 (origin, created_at, scope, owner) are shared by every row; its own values follow.
+    shared = {"origin": "?1", "created_at": "?2", "scope": "?3", "owner": "?4"}
     own = [c for c in insert_sql.GIVEN if c not in shared]
     rows = (
-        {**shared, **{column: f"?{3 + _COLUMNS * k + i}" for i, column in enumerate(own)}}
+        {**shared, **{column: f"?{len(shared) + 1 + _COLUMNS * k + i}" for i, column in enumerate(own)}}
         for k in range(count)
     )
     return insert_sql.insert_values(rows, "id, custom_id")
 
 
-async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at: datetime) -> dict[str, int]:
+async def _insert_sqlite(
+    db: Database, rows: list[Row], origin: str, created_at: datetime, caller: Caller
+) -> dict[str, int]:
     dialect = db.engine.dialect
     bind = DateTimeUTC(timezone=True).dialect_impl(dialect).bind_processor(dialect)
     when = bind(created_at) if bind else created_at
@@ -108,20 +115,20 @@ async def _insert_sqlite(db: Database, rows: list[Row], origin: str, created_at:
         for start in range(0, len(rows), _SQLITE_ROWS):
             part = rows[start : start + _SQLITE_ROWS]
             stored = (r[:_COLUMNS] if r.complete_by is None else (*r[:7], stamp(r.complete_by)) for r in part)
-            params = [origin, when, *itertools.chain.from_iterable(stored)]
+            params = [origin, when, caller.scope, caller.owner, *itertools.chain.from_iterable(stored)]
             # sqlite3 opens the transaction before the first INSERT; the block's end commits it.
             async with driver.execute(_sqlite_statement(len(part)), params) as cursor:
                 ids.update((custom_id, new_id) for new_id, custom_id in await cursor.fetchall())
     return ids
 
 
-async def kept(db: Database, rows: list[Row]) -> dict[str, Taken]:
-    """What the stored requests holding these rows' custom_ids hold, by custom_id."""
+async def kept(db: Database, rows: list[Row], scope: str) -> dict[str, Taken]:
+    """What the stored requests of `scope` holding these rows' custom_ids hold, by custom_id."""
     found: dict[str, Taken] = {}
     custom_ids = [r.custom_id for r in rows]
     if not custom_ids:
         return found
     async with db.engine.connect() as connection:
         for start in range(0, len(custom_ids), _KEPT_PAGE):
-            found.update(await find_taken(connection, custom_ids[start : start + _KEPT_PAGE]))
+            found.update(await find_taken(connection, scope, custom_ids[start : start + _KEPT_PAGE]))
     return found

@@ -57,6 +57,7 @@ class Taken:
 
 
 Outcome = Inserted | Taken
+Key = tuple[str, str]  # (scope, custom_id): what is unique
 # A row waiting to be written, with the future its outcome is set on.
 Queued = tuple[dict[str, Any], asyncio.Future[Outcome]]
 
@@ -78,7 +79,7 @@ _STORED = (
 )
 # Many rows: SQLAlchemy sends them as multi-row INSERTs ("insertmanyvalues") with RETURNING.
 _requests = table_of(Request)
-_INSERT_MANY = insert(_requests).returning(_requests.c.custom_id, _requests.c.id)
+_INSERT_MANY = insert(_requests).returning(_requests.c.scope, _requests.c.custom_id, _requests.c.id)
 
 # On PostgreSQL the same two statements take arrays, so their text is the same whatever the
 # group's size: asyncpg prepares each distinct text, and groups of every size from 1 to 64
@@ -90,8 +91,9 @@ _STORED_PG = (
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
 )
 _PG_COLUMNS: dict[str, TypeEngine[Any]] = {
-    "custom_id": ARRAY(Text), "origin": ARRAY(Text), "backend": ARRAY(Text), "endpoint": ARRAY(Text),
-    "model": ARRAY(Text), "body": ARRAY(Text), "body_bytes": ARRAY(Integer), "delivery": ARRAY(Text),
+    "scope": ARRAY(Text), "owner": ARRAY(Text), "custom_id": ARRAY(Text), "origin": ARRAY(Text),
+    "backend": ARRAY(Text), "endpoint": ARRAY(Text), "model": ARRAY(Text), "body": ARRAY(Text),
+    "body_bytes": ARRAY(Integer), "delivery": ARRAY(Text),
     "complete_by": ARRAY(DateTime(timezone=True)), "created_at": ARRAY(DateTime(timezone=True)),
 }  # fmt: skip
 _UNNESTED = {"body": "body::jsonb", "delivery": "delivery::jsonb"}  # sent as text
@@ -99,7 +101,7 @@ _INSERT_MANY_PG = text(
     insert_sql.insert_select(
         {column: _UNNESTED.get(column, column) for column in insert_sql.GIVEN},
         f"unnest({', '.join(f':{c}' for c in _PG_COLUMNS)}) AS u({', '.join(_PG_COLUMNS)})",
-        "custom_id, id",
+        "scope, custom_id, id",
     )
 ).bindparams(*(bindparam(name, type_=kind) for name, kind in _PG_COLUMNS.items()))
 
@@ -115,7 +117,7 @@ class GroupCommit:
         self.in_flight = IN_FLIGHT_POSTGRES if db.is_postgres else 1
         self._queue: list[Queued] = []
         self._drainers: set[asyncio.Task[None]] = set()
-        self._writing: set[str] = set()  # custom_ids in a transaction now
+        self._writing: set[Key] = set()  # (scope, custom_id) of the rows in a transaction now
 
     async def insert(self, row: dict[str, Any]) -> Outcome:
         """Store `row` (a new request of the native API) once its transaction commits; Taken
@@ -136,7 +138,7 @@ class GroupCommit:
                 try:
                     await self._write(group)
                 finally:
-                    self._writing -= {row["custom_id"] for row, _ in group}
+                    self._writing -= {key_of(row) for row, _ in group}
                 group = []
         finally:
             # Reached with work left only when this task is cancelled (the loop shutting down):
@@ -154,14 +156,14 @@ class GroupCommit:
         rest: list[Queued] = []
         seen = set(self._writing)
         for item in self._queue:
-            custom_id = item[0]["custom_id"]
-            if len(group) < GROUP_MAX_ROWS and custom_id not in seen:
+            key = key_of(item[0])
+            if len(group) < GROUP_MAX_ROWS and key not in seen:
                 group.append(item)
             else:
                 rest.append(item)
-            seen.add(custom_id)
+            seen.add(key)
         self._queue = rest
-        self._writing |= {row["custom_id"] for row, _ in group}
+        self._writing |= {key_of(row) for row, _ in group}
         return group
 
     async def _write(self, group: list[Queued]) -> None:
@@ -197,35 +199,58 @@ class GroupCommit:
             if self.db.is_postgres:
                 # Inserted blindly (ON CONFLICT DO NOTHING, in a text() statement compiled once);
                 # only the rows it skipped are looked up: one round trip fewer in the common case.
-                inserted = dict((await connection.execute(_INSERT_MANY_PG, _columns(rows))).tuples().all())
-                skipped = [row["custom_id"] for row in rows if row["custom_id"] not in inserted]
-                taken = await find_taken(connection, skipped, _STORED_PG)
+                result = await connection.execute(_INSERT_MANY_PG, _columns(rows))
+                inserted = {(scope, custom_id): new_id for scope, custom_id, new_id in result.tuples()}
+                skipped = [key_of(row) for row in rows if key_of(row) not in inserted]
+                taken = await _taken_keys(connection, skipped, _STORED_PG)
             else:
                 # Looked up first: SQLAlchemy's multi-row INSERT cannot skip a conflict without a
                 # statement recompiled on every call. Another process taking a custom_id in
                 # between makes the INSERT fail, and the group is then written row by row.
-                taken = await find_taken(connection, [row["custom_id"] for row in rows])
-                new = [row for row in rows if row["custom_id"] not in taken]
-                inserted = dict((await connection.execute(_INSERT_MANY, new)).tuples().all()) if new else {}
+                taken = await _taken_keys(connection, [key_of(row) for row in rows])
+                new = [row for row in rows if key_of(row) not in taken]
+                inserted = {}
+                if new:
+                    written = await connection.execute(_INSERT_MANY, new)
+                    inserted = {(scope, cid): new_id for scope, cid, new_id in written.tuples()}
         metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
-        return [taken.get(row["custom_id"]) or Inserted(inserted[row["custom_id"]]) for row in rows]
+        return [taken.get(key_of(row)) or Inserted(inserted[key_of(row)]) for row in rows]
 
     async def _write_one(self, row: dict[str, Any]) -> Outcome:
         async with self.db.engine.begin() as connection:
             new_id = (await connection.execute(_INSERT_ONE, row)).scalar_one_or_none()
             if new_id is None:
-                taken = await find_taken(connection, [row["custom_id"]])
+                taken = await find_taken(connection, row["scope"], [row["custom_id"]])
         metrics.INTAKE_COMMIT_ROWS.observe(1)
         return Inserted(new_id) if new_id is not None else taken[row["custom_id"]]
 
 
+def key_of(row: dict[str, Any]) -> Key:
+    """Where a row's custom_id must be unique, and the custom_id."""
+    return row["scope"], row["custom_id"]
+
+
+async def _taken_keys(
+    connection: AsyncConnection, keys: list[Key], query: TextualSelect = _STORED
+) -> dict[Key, Taken]:
+    """find_taken for keys of any scopes (a group is nearly always of one)."""
+    by_scope: dict[str, list[str]] = {}
+    for scope, custom_id in keys:
+        by_scope.setdefault(scope, []).append(custom_id)
+    found: dict[Key, Taken] = {}
+    for scope, custom_ids in by_scope.items():
+        taken = await find_taken(connection, scope, custom_ids, query)
+        found.update(((scope, custom_id), held) for custom_id, held in taken.items())
+    return found
+
+
 async def find_taken(
-    connection: AsyncConnection, custom_ids: list[str], query: TextualSelect = _STORED
+    connection: AsyncConnection, scope: str, custom_ids: list[str], query: TextualSelect = _STORED
 ) -> dict[str, Taken]:
-    """What the stored requests holding these custom_ids hold, by custom_id."""
+    """What the stored requests of `scope` holding these custom_ids hold, by custom_id."""
     if not custom_ids:
         return {}
-    stored = await connection.execute(query, {"ids": custom_ids})
+    stored = await connection.execute(query, {"scope": scope, "ids": custom_ids})
     return {found.custom_id: Taken(found.endpoint, found.body, found.delivery) for found in stored}
 
 

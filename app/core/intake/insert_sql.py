@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from app.core.rules.states import NATIVE_SCOPE
 from app.ground.statuses import RequestStatus
 
-# What every new native request starts as: in the one native scope, pending, never tried.
+# What every new native request starts as: pending, never tried.
 STARTS_AS: dict[str, str | int] = {
-    "scope": NATIVE_SCOPE,
     "status": RequestStatus.PENDING.value,
     "inference_attempts": 0,
     "resubmits": 0,
 }
-# The columns each row brings, in the order the statements below take them.
+# The columns each row brings, in the order the statements below take them. `scope` is where
+# its custom_id is unique: its owner's (app.core.rules.owners.Caller.scope).
 GIVEN = (
+    "scope",
+    "owner",
     "custom_id",
     "origin",
     "backend",
@@ -34,7 +35,7 @@ GIVEN = (
     "complete_by",
     "created_at",
 )
-COLUMNS = ("scope", *GIVEN[:-1], "status", "inference_attempts", "resubmits", "created_at")
+COLUMNS = (*GIVEN[:-1], "status", "inference_attempts", "resubmits", "created_at")
 
 _INTO = f"INSERT INTO requests ({', '.join(COLUMNS)})"
 
@@ -71,6 +72,5 @@ def named_markers() -> dict[str, str]:
     return {column: f":{column}" for column in GIVEN}
 
 
-STORED_BY_CUSTOM_ID = (
-    f"SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = {_literal(NATIVE_SCOPE)}"
-)
+# What a scope's requests hold under some custom_ids (the caller adds the custom_id condition).
+STORED_BY_CUSTOM_ID = "SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = :scope"

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.rules.errors import not_found
+from app.core.rules.owners import Caller, visible
 from app.core.rules.states import B
 from app.db.models import Batch, BatchEvent, Request
 from app.db.session import Database
@@ -40,21 +41,27 @@ class DropinBatch:
         return next((e.at for e in self.events if e.to_status in CANCEL_STATUSES), None)
 
 
-async def batch(db: Database, origin: str, batch_id: int, what: str = "batch") -> DropinBatch:
-    """The drop-in batch `batch_id` created through the face of `origin`; NotFound otherwise."""
+async def batch(db: Database, origin: str, batch_id: int, caller: Caller, what: str = "batch") -> DropinBatch:
+    """The drop-in batch `batch_id` created through the face of `origin`, if `caller` may see
+    it; NotFound otherwise."""
     async with db.transaction() as session:
         row = await session.get(Batch, batch_id)
-        if row is None or row.origin != origin:
+        if row is None or row.origin != origin or not caller.sees(row.owner):
             raise not_found(what, batch_id)
         return (await _views(session, [row]))[0]
 
 
 async def page(
-    db: Database, origin: str, limit: int, after_id: int | None = None, before_id: int | None = None
+    db: Database,
+    origin: str,
+    caller: Caller,
+    limit: int,
+    after_id: int | None = None,
+    before_id: int | None = None,
 ) -> tuple[list[DropinBatch], bool]:
-    """Batches of `origin` newest first: the `limit` just older than `after_id`, or just newer
-    than `before_id`; returns (batches, whether more lie that way)."""
-    stmt = select(Batch).where(Batch.origin == origin)
+    """`caller`'s batches of `origin` newest first: the `limit` just older than `after_id`, or
+    just newer than `before_id`; returns (batches, whether more lie that way)."""
+    stmt = select(Batch).where(Batch.origin == origin, visible(Batch.owner, caller))
     if before_id is not None:
         # Read towards newer batches from the anchor, then flip back to newest first.
         stmt = stmt.where(Batch.id > before_id).order_by(Batch.id.asc())

@@ -19,7 +19,7 @@ from app.core.read import search
 from app.core.read.pages import PAGE_SIZES, Page, cursor_of, keyset_page
 from app.core.rules import fanout
 from app.core.rules.errors import found
-from app.core.rules.states import NATIVE_SCOPE
+from app.core.rules.owners import Caller, visible
 from app.db.models import Batch, BatchEvent, Delivery, DeliveryAttempt, Request, RequestEvent
 from app.db.session import Database
 
@@ -77,6 +77,7 @@ class ListQuery:
     size: int = 25
     after: str = ""
     before: str = ""
+    owner: str | None = None  # only this team's ('' for work no team owns); None: every team's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,13 +124,15 @@ def of_result(request_id: int) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple[Request, Delivery | None]:
-    """A request by row id (int) or by its custom_id (str) in the native API's scope, and its
-    latest delivery; NotFound if absent."""
+async def request_and_delivery(
+    session: AsyncSession, ident: str | int, caller: Caller
+) -> tuple[Request, Delivery | None]:
+    """A request by row id (int) or by its custom_id (str) in the caller's native scope, and its
+    latest delivery; NotFound if absent or not the caller's to see."""
     if isinstance(ident, int):
-        match = Request.id == ident
+        match = and_(Request.id == ident, visible(Request.owner, caller))
     else:
-        match = and_(Request.custom_id == ident, Request.scope == NATIVE_SCOPE)
+        match = and_(Request.custom_id == ident, Request.scope == caller.scope)
     request = found(await session.scalar(select(Request).where(match)), "request", ident)
     delivery = await session.scalar(
         select(Delivery).where(*of_result(request.id)).order_by(Delivery.id.desc()).limit(1)
@@ -137,11 +140,11 @@ async def request_and_delivery(session: AsyncSession, ident: str | int) -> tuple
     return request, delivery
 
 
-async def request_detail(db: Database, custom_id: str | int) -> RequestDetail:
+async def request_detail(db: Database, custom_id: str | int, caller: Caller) -> RequestDetail:
     """A request with each destination's current delivery and its attempts, and the operator's
     actions."""
     async with db.transaction() as session:
-        request, _ = await request_and_delivery(session, custom_id)
+        request, _ = await request_and_delivery(session, custom_id, caller)
         rows = (
             await session.scalars(select(Delivery).where(*of_result(request.id)).order_by(Delivery.id))
         ).all()
@@ -169,10 +172,10 @@ async def request_detail(db: Database, custom_id: str | int) -> RequestDetail:
     )
 
 
-async def batch_detail(db: Database, batch_id: int) -> BatchDetail:
-    """A batch with its timeline."""
+async def batch_detail(db: Database, batch_id: int, caller: Caller) -> BatchDetail:
+    """A batch with its timeline; NotFound if absent or not the caller's to see."""
     async with db.transaction() as session:
-        batch = found(await session.get(Batch, batch_id), "batch", batch_id)
+        batch = seen_batch(await session.get(Batch, batch_id), batch_id, caller)
         events = (
             await session.scalars(
                 select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
@@ -227,21 +230,41 @@ async def batch_outcomes(db: Database, batch_id: int) -> BatchOutcomes:
     )
 
 
+def seen_batch(batch: Batch | None, batch_id: int, caller: Caller) -> Batch:
+    """`batch`, or NotFound when there is none or it is another team's."""
+    return found(batch if batch is not None and caller.sees(batch.owner) else None, "batch", batch_id)
+
+
+def _owned(column: Any, caller: Caller, owner: str | None) -> list[ColumnElement[bool]]:
+    """The conditions of a list's rows: the caller's team's (a team's key), the `owner` asked
+    for (an admin's filter), or none."""
+    if not caller.admin:
+        return [column == caller.owner]
+    return [] if owner is None else [column == owner]
+
+
 async def list_batches(
-    db: Database, *, status: str | None = None, before_id: int | None = None, limit: int = 50
+    db: Database,
+    caller: Caller,
+    *,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+    owner: str | None = None,
 ) -> list[Batch]:
     """Batches newest first; pass the last id seen as `before_id` for the next page (the API's
     spelling of the keyset cursor the UI pages with)."""
     where = [Batch.status == status] if status else []
+    where += _owned(Batch.owner, caller, owner)
     after = cursor_of([before_id]) if before_id is not None else ""
     async with db.transaction() as session:
         page = await keyset_page(session, select(Batch), where, BATCH_SORTS["newest"], limit, after)
     return page.rows
 
 
-async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
+async def batch_page(db: Database, query: BatchQuery, caller: Caller) -> Page[Batch]:
     """A page of batches, searched (model or endpoint contains), filtered and sorted."""
-    where: list[ColumnElement[bool]] = []
+    where = _owned(Batch.owner, caller, query.owner)
     if query.search:
         pattern = f"%{search.escape_like(query.search)}%"
         where.append(or_(Batch.model.like(pattern, escape="\\"), Batch.endpoint.like(pattern, escape="\\")))
@@ -262,11 +285,11 @@ async def batch_page(db: Database, query: BatchQuery) -> Page[Batch]:
 
 
 def _request_filters(
-    query: RequestQuery, postgres: bool
+    query: RequestQuery, postgres: bool, caller: Caller
 ) -> tuple[list[ColumnElement[bool]], Select[Any] | None]:
     """The conditions of a requests list (the UI's page and the API's list alike), and the
     cheaper statement to count its matches with, when there is one."""
-    where: list[ColumnElement[bool]] = []
+    where = _owned(Request.owner, caller, query.owner)
     if query.search:
         if query.match == "prefix":
             where.append(search.starts_with(Request.custom_id, query.search, postgres=postgres))
@@ -297,11 +320,11 @@ def _request_filters(
 
 
 async def _request_rows(
-    db: Database, query: RequestQuery, size: int, after: str, before: str = ""
+    db: Database, query: RequestQuery, caller: Caller, size: int, after: str, before: str = ""
 ) -> Page[RequestRow]:
-    """A page of the requests `query` selects, after (or before) a cursor, with each one's
-    latest delivery status and its attempts."""
-    where, counted = _request_filters(query, db.is_postgres)
+    """A page of the requests `query` selects of those `caller` sees, after (or before) a
+    cursor, with each one's latest delivery status and its attempts."""
+    where, counted = _request_filters(query, db.is_postgres, caller)
     async with db.transaction() as session:
         page = await keyset_page(
             session,
@@ -341,19 +364,19 @@ def _overall(rows: list[Any]) -> tuple[str | None, int]:
     return fanout.overall_status(row.status for row in current), sum(row.total_attempts for row in current)
 
 
-async def request_page(db: Database, query: RequestQuery) -> Page[RequestRow]:
+async def request_page(db: Database, query: RequestQuery, caller: Caller) -> Page[RequestRow]:
     """A page of requests with each one's latest delivery status."""
-    return await _request_rows(db, query, _size(query.size), query.after, query.before)
+    return await _request_rows(db, query, caller, _size(query.size), query.after, query.before)
 
 
 async def list_requests(
-    db: Database, query: RequestQuery, *, before_id: int | None = None, limit: int = 50
+    db: Database, query: RequestQuery, caller: Caller, *, before_id: int | None = None, limit: int = 50
 ) -> list[RequestRow]:
     """Requests newest first, filtered as the UI's list filters them; pass the last id seen as
     `before_id` for the next page (the API's spelling of the UI's keyset cursor)."""
     newest = dataclasses.replace(query, sort="newest")
     after = cursor_of([before_id]) if before_id is not None else ""
-    return (await _request_rows(db, newest, limit, after)).rows
+    return (await _request_rows(db, newest, caller, limit, after)).rows
 
 
 async def batch_choices(db: Database) -> tuple[list[str], list[str]]:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from app.core.rules.owners import ADMIN, Caller
 from app.ground.config import parse_keys
 
 
@@ -35,6 +36,8 @@ class ApiKeys:
     fixed: frozenset[str] = field(default=frozenset(), repr=False)
     # digest → api_keys.id of each stored key not revoked
     stored: dict[str, int] = field(default_factory=dict, repr=False)
+    # digest → its team, of each stored key that has one (a key not here is an admin's)
+    teams: dict[str, str] = field(default_factory=dict, repr=False)
     # ids of stored keys used since their last-used time was last written
     used: set[int] = field(default_factory=set, repr=False)
 
@@ -52,17 +55,29 @@ class ApiKeys:
 
     def accepts(self, presented: str) -> bool:
         """Whether `presented` is a key accepted now; notes a stored key's use."""
+        return self._accepted(presented) is not None
+
+    def _accepted(self, presented: str) -> str | None:
+        """The digest of `presented` if it is a key accepted now (noting a stored key's use)."""
         found = digest(presented)
         if (key_id := self.stored.get(found)) is not None:
             self.used.add(key_id)
-            return True
-        return found in self.fixed
+            return found
+        return found if found in self.fixed else None
 
-    def check(self, presented: Iterable[str]) -> Refusal | None:
-        """None when the request may go on: no keys are configured, or one it carries is valid."""
+    def caller_of(self, key_digest: str) -> Caller:
+        """Who a known key (by digest) acts as: its team, or an admin."""
+        team = self.teams.get(key_digest)
+        return Caller(team) if team else ADMIN
+
+    def check(self, presented: Iterable[str]) -> Caller | Refusal:
+        """Who the request acts as (an admin when no keys are configured), or why it is refused."""
         if not self.required:
-            return None
+            return ADMIN
         given = list(presented)
         if not given:
             return Refusal.MISSING
-        return None if any(self.accepts(key) for key in given) else Refusal.WRONG
+        for key in given:
+            if (found := self._accepted(key)) is not None:
+                return self.caller_of(found)
+        return Refusal.WRONG

@@ -62,6 +62,12 @@ class TooMany(BatchgateError):
         self.retry_after = retry_after
 
 
+class Forbidden(BatchgateError):
+    """The caller's key may not do this (HTTP 403): a team's key asking for an admin's action."""
+
+    kind = "forbidden"
+
+
 class NotFound(BatchgateError):
     """No such thing (HTTP 404)."""
 

@@ -1,5 +1,5 @@
-"""What a remote batch's usage cost, priced from its backend kind's table (OpenAI's or
-Anthropic's); None for a batch that ran on an inference server or has no usage yet."""
+"""What usage on a batch API cost, priced from its backend kind's table (OpenAI's or
+Anthropic's); None for usage that ran on an inference server, or that has no tokens yet."""
 
 from __future__ import annotations
 
@@ -10,10 +10,19 @@ from app.db.models import Batch
 from app.ground.config import Settings
 
 
-def batch_cost(batch: Batch, settings: Settings) -> openai_tables.Cost | None:
-    """The estimated cost and saving of a batch's usage so far."""
-    spec = routing.spec_of(settings, batch.backend)
-    if spec is None or not spec.runs_batches or not (batch.input_tokens or batch.output_tokens):
+def usage_cost(
+    settings: Settings, backend: str, model: str, input_tokens: int, cached: int, output: int
+) -> openai_tables.Cost | None:
+    """The estimated cost and saving of `model`'s tokens on `backend`."""
+    spec = routing.spec_of(settings, backend)
+    if spec is None or not spec.runs_batches or not (input_tokens or output):
         return None
     price = anthropic_prices.cost if spec.kind == "anthropic-batch" else openai_tables.cost
-    return price(batch.model, settings, batch.input_tokens, batch.cached_tokens, batch.output_tokens)
+    return price(model, settings, input_tokens, cached, output)
+
+
+def batch_cost(batch: Batch, settings: Settings) -> openai_tables.Cost | None:
+    """The estimated cost and saving of a batch's usage so far."""
+    return usage_cost(
+        settings, batch.backend, batch.model, batch.input_tokens, batch.cached_tokens, batch.output_tokens
+    )

@@ -12,6 +12,7 @@ from app.db.models.ids import IDS_NEVER_REUSED as IDS_NEVER_REUSED
 from app.db.models.ids import table_of as table_of
 from app.db.models.operator import ApiKey as ApiKey
 from app.db.models.operator import File as File
+from app.db.models.operator import Owner as Owner
 from app.db.models.operator import Setting as Setting
 from app.db.models.operator import UiSession as UiSession
 from app.db.models.pipeline import UNFINISHED_WITH_DEADLINE as UNFINISHED_WITH_DEADLINE

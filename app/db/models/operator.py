@@ -9,6 +9,7 @@ from advanced_alchemy.base import DefaultBase, IdentityBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import (
     BigInteger,
+    Float,
     ForeignKey,
     Index,
     String,
@@ -40,6 +41,8 @@ class File(DefaultBase):
     bytes: Mapped[int] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(String(255))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
+    # The team whose key uploaded it, or whose batch wrote it ('' for an admin key or none).
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
 
@@ -54,6 +57,8 @@ class ApiKey(IdentityBase):
     name: Mapped[str] = mapped_column(String(100))
     digest: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the key
     prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to recognise it
+    # The team it belongs to: it sees and is charged for only its team's work. '' is an admin key.
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
@@ -73,3 +78,18 @@ class UiSession(DefaultBase):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     last_seen_at: Mapped[datetime] = mapped_column(DateTimeUTC)
     ended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC)
+
+
+class Owner(DefaultBase):
+    """A team of API keys and its limits, checked at intake (app.core.owners). Made when a key
+    of the team is created; usage is not kept here but read from its requests and batches."""
+
+    __tablename__ = "owners"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Input tokens (estimated) of its unfinished requests, at most; None: no limit.
+    max_enqueued_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # Estimated spend on batch APIs (its batches still kept), at most, in USD; None: no budget.
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC)

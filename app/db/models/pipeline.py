@@ -33,6 +33,9 @@ class Batch(IdentityBase):
     endpoint: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(255))
     origin: Mapped[str] = mapped_column(String(32), default="api")
+    # The team whose key created its requests ('' for an admin key or none): batches never mix
+    # owners, so an owner's batches, actions and spend are its own (app.core.rules.owners).
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
     status: Mapped[str] = mapped_column(String(32), index=True)
     request_count: Mapped[int] = mapped_column(Integer, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -97,10 +100,12 @@ class Batch(IdentityBase):
             "backend",
             "endpoint",
             "model",
+            "owner",
             unique=True,
             postgresql_where=text("status = 'building'"),
             sqlite_where=text("status = 'building'"),
         ),
+        Index("ix_batches_owner_id", "owner", "id"),
         IDS_NEVER_REUSED,
     )
 
@@ -143,6 +148,8 @@ class Request(IdentityBase):
     # Where custom_id is unique: '' for the native API (one global scope), else one drop-in batch.
     scope: Mapped[str] = mapped_column(String(64), default="", server_default="")
     origin: Mapped[str] = mapped_column(String(32))
+    # The team whose key created it ('' for an admin key or none): only that team's keys see it.
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
     backend: Mapped[str] = mapped_column(String(32))
     endpoint: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(255))
@@ -170,7 +177,9 @@ class Request(IdentityBase):
 
     __table_args__ = (
         # The batcher's scan: pending requests of one group, oldest first.
-        Index("ix_requests_group_pending", "status", "backend", "endpoint", "model", "id"),
+        Index("ix_requests_group_pending", "status", "backend", "endpoint", "model", "owner", "id"),
+        # A team's own list, newest first.
+        Index("ix_requests_owner_id", "owner", "id"),
         # The UI: a status filter walks this newest first; the dashboard's per-minute chart
         # reads the last hour by created_at (an index range, not a table scan).
         Index("ix_requests_status_id", "status", "id"),

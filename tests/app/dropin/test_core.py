@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.core.dropin import create, file_store
+from app.core.rules.owners import ADMIN
 from app.db.models import Batch, File, Request
 from app.ground.clock import utcnow
 from testkit import RunningApp, StartApp, fast_settings, request_payload, wait_until
@@ -53,7 +54,7 @@ async def ended_with_files(app: RunningApp, batch_id: int) -> Batch:
 
 async def read_lines(app: RunningApp, file_id: str | None) -> list[dict[str, Any]]:
     assert file_id is not None
-    file = await file_store.get(app.db, file_id)
+    file = await file_store.get(app.db, file_id, ADMIN)
     data = b"".join([chunk async for chunk in file_store.content(app.settings.data_dir, file)])
     return [json.loads(raw) for raw in data.splitlines()]
 
@@ -132,4 +133,4 @@ async def test_files_are_deleted_with_their_bytes_once_they_expire(
 
         await wait_until(deleted, timeout=10, what="the expired file deleted")
         assert not path.exists()
-        assert (await file_store.get(app.db, kept.id)).bytes == len(line("a"))
+        assert (await file_store.get(app.db, kept.id, ADMIN)).bytes == len(line("a"))

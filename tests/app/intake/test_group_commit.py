@@ -27,6 +27,8 @@ def commits() -> tuple[float, float]:
 
 def row(custom_id: str, **changes: Any) -> dict[str, Any]:
     values = {
+        "scope": "",  # an admin's (no team's)
+        "owner": "",
         "custom_id": custom_id,
         "origin": "api",
         "backend": "local",
