@@ -1,4 +1,4 @@
-"""The UI behind keys (issue 14): login, session, logout, CSRF on every action, the Host check,
+"""The UI behind keys (issue 14): login, session, logout, CSRF on every unsafe route, the Host check,
 keys created and revoked in the UI, and the warning for a server open to the network."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def test_login_goes_back_only_to_this_site(keyed: RunningApp, target: str)
     assert answer.headers["location"] == "/"
 
 
-async def test_every_ui_action_needs_the_csrf_token(sqlite_url: str, start_app: StartApp) -> None:
+async def test_csrf_without_api_keys_and_from_a_stranger(sqlite_url: str, start_app: StartApp) -> None:
     async with start_app(fast_settings(sqlite_url, scheduler_enabled=False)) as app:
         token = app.client.headers.pop("x-csrftoken")
         # A cross-site form: the browser sends the cookie but the page cannot know the token.
