@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from litestar import Litestar
 
 from app.asgi import create_app
 from app.db.session import Database
@@ -101,6 +103,18 @@ async def run_app_at_its_port(settings: Settings) -> AsyncIterator[RunningApp]:
         sock.bind(("127.0.0.1", 0))
         async with run_app(settings.model_copy(update={"port": sock.getsockname()[1]}), sock) as app:
             yield app
+
+
+PATH_PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
+
+
+def every_route(app: Litestar) -> list[tuple[str, str]]:
+    """(method, path) of every route the app serves, path parameters filled with dummy values."""
+    routes = []
+    for route in app.routes:
+        path = PATH_PARAMETER.sub(lambda m: "1" if m[2] == "int" else "dummy", route.path)
+        routes.extend((method, path) for method in sorted(route.methods))
+    return routes
 
 
 CSRF_COOKIE = "batchgate_csrf"

@@ -4,15 +4,19 @@ a client that submits through a kill, and the counts that say nothing is left op
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from datetime import timedelta
+from unittest import mock
 
 import httpx
 from sqlalchemy import func, select, update
 
+from app.core.dispatch import AHEAD
 from app.db.models import Batch, Delivery, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
+from app.ground.config import Settings
 from testkit.apps import RunningApp
 from testkit.builders import request_payload, webhook
 from testkit.standins.inference import InferenceStandin
@@ -80,6 +84,22 @@ async def batch_statuses(db: Database) -> dict[str, int]:
     async with db.transaction() as session:
         rows = (await session.execute(select(Batch.status, func.count()).group_by(Batch.status))).all()
     return {str(status): int(n) for status, n in rows}
+
+
+def resendable(env: dict[str, str], kills: int) -> int:
+    """The most duplicates a receiver can honestly get from a run whose one destination is served
+    by an app process started with `env` (as testkit.processes.app_process starts it) and killed
+    `kills` times.
+
+    A delivery is sent twice only if the process died after the receiver took it and before its
+    attempt was recorded; until that record the dispatcher keeps it claimed, and it claims at
+    most AHEAD times its sends to one destination (AHEAD x DELIVERY_DESTINATION_CONCURRENCY, and
+    AHEAD x DELIVERY_CONCURRENCY in all): app.core.dispatch. A kill can resend no more than that.
+    """
+    with mock.patch.dict(os.environ, env):  # the settings the child process reads
+        settings = Settings()
+    slots = min(settings.delivery_concurrency, settings.delivery_destination_concurrency)
+    return AHEAD * slots * kills
 
 
 def delivered_count(receiver: WebhookReceiver, ids: list[str]) -> tuple[set[str], int]:

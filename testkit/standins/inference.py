@@ -180,7 +180,8 @@ class InferenceStandin:
     def _record(
         self, path: str, body: dict[str, Any], headers: dict[str, str], key: str, status: int
     ) -> None:
-        self.calls.append({"path": path, "body": body, "headers": headers, "key": key, "status": status})
+        call = {"path": path, "body": body, "headers": headers, "key": key, "status": status}
+        self.calls.append(call | {"at": time.monotonic()})  # when it arrived, for the waits between
         self.calls_by_key[key] += 1
 
     async def _take_place(self) -> bool:

@@ -194,6 +194,7 @@ class OpenAIBatchStandin:
         # Recordings (cleared by reset()).
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
         self.call_headers: list[dict[str, str]] = []  # lower-cased headers, parallel to calls
+        self.call_times: list[float] = []  # time.monotonic() of each call's arrival, parallel to calls
         self.uploads: list[Json] = []  # {headers, size, chunked, file_id, filename} per POST /v1/files
         self.created: list[Json] = []  # JSON body of every POST /v1/batches, accepted or not
         self.deleted_files: list[str] = []  # file ids removed by DELETE /v1/files/{id}
@@ -224,6 +225,7 @@ class OpenAIBatchStandin:
         """Forget recordings; keep switches and the stored files and batches."""
         self.calls.clear()
         self.call_headers.clear()
+        self.call_times.clear()
         self.uploads.clear()
         self.created.clear()
         self.deleted_files.clear()
@@ -255,6 +257,7 @@ class OpenAIBatchStandin:
         raw = await read_body(receive)
         self.calls.append((method, path))
         self.call_headers.append(headers)
+        self.call_times.append(time.monotonic())
         extra = {"x-request-id": self._new_id("req_", 24)}
         send = self._held(send, f"{method} {path}")
         try:

@@ -7,23 +7,21 @@ work with a right key and raise AuthenticationError, once, with a wrong one."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from litestar import Litestar
 from pydantic import ValidationError
 
 from app.asgi import create_app
 from app.ground.config import Settings
 from testkit import API_KEYS, NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload
+from testkit.apps import every_route
 
 WRONG = "sk-wrong-0b2e"
 MISSING = "No API key given: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
 INVALID = "The API key given is not valid."
-PATH_PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
 
 
 def under(path: str, *prefixes: str) -> bool:
@@ -36,15 +34,6 @@ def guarded(path: str) -> bool:
 
 # What answers without a key. Anything else a new route adds is refused, or this test fails.
 OPEN = ("/health", "/metrics", "/login", "/logout", "/static")
-
-
-def every_route(app: Litestar) -> list[tuple[str, str]]:
-    """(method, path) of every route the app serves, path parameters filled with dummy values."""
-    routes = []
-    for route in app.routes:
-        path = PATH_PARAMETER.sub(lambda m: "1" if m[2] == "int" else "dummy", route.path)
-        routes.extend((method, path) for method in sorted(route.methods))
-    return routes
 
 
 async def test_every_api_and_v1_route_refuses_a_missing_or_wrong_key(keyed: RunningApp) -> None:

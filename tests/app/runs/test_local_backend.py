@@ -1,6 +1,7 @@
-"""The local backend against the inference stand-in: Retry-After on a 429 honoured, a read timeout
-not retried, calls paused for a slow caller, Anthropic Messages lines (text and tool turns)
-answered as messages, and the httpcore JSON POST it sends with (app.net.outbound)."""
+"""The local backend against the inference stand-in: the wait after a 429 is what Retry-After asks
+(longer or shorter than the backoff), else the backoff; a read timeout not retried, calls paused
+for a slow caller, Anthropic Messages lines (text and tool turns) answered as messages, and the
+httpcore JSON POST it sends with (app.net.outbound)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,35 @@ from testkit.standins.inference import InferenceStandin
 from testkit.standins.serve import serve
 
 
-async def test_local_backend_honours_retry_after_on_429(inference: InferenceStandin) -> None:
+@pytest.mark.parametrize(
+    ("retry_after", "backoff", "at_least", "at_most"),
+    [
+        (0.5, 0.01, 0.5, 5.0),  # the header's wait, not the short backoff
+        (0.0, 30.0, 0.0, 5.0),  # the header's wait, not the long backoff (15-30 s)
+        (None, 0.4, 0.2, 5.0),  # no header: the backoff, jittered within [0.5, 1] of it
+    ],
+    ids=["retry-after-longer", "retry-after-shorter", "no-retry-after"],
+)
+async def test_local_backend_waits_what_retry_after_asks_else_its_backoff(
+    inference: InferenceStandin, retry_after: float | None, backoff: float, at_least: float, at_most: float
+) -> None:
     inference.fail_first["slow down"] = 1
     inference.fail_status = 429
-    inference.retry_after = 0.3
-    backend = LocalBackend(fast_settings("sqlite+aiosqlite://", inference.url + "/v1"))
+    inference.retry_after = retry_after
+    settings = fast_settings(
+        "sqlite+aiosqlite://", inference.url + "/v1", local_retry_backoff_seconds=backoff
+    )
+    backend = LocalBackend(settings)
     try:
         line = BatchLine(1, "c1", "/v1/chat/completions", {"model": "m", "user": "slow down"})
-        result = await backend.run_line(line)
+        async with asyncio.timeout(at_most + 1):  # a wait of the long backoff fails here, not later
+            result = await backend.run_line(line)
     finally:
         await backend.close()
     assert result.succeeded and result.attempts == 2
+    refused, retried = inference.calls
+    assert (refused["status"], retried["status"]) == (429, 200)
+    assert at_least <= retried["at"] - refused["at"] <= at_most
 
 
 async def test_local_backend_does_not_retry_a_read_timeout(inference: InferenceStandin) -> None:

@@ -1,9 +1,18 @@
 """The OpenAI backend against the stand-in Batch API, submitting and polling: 429s, API errors and
 token limits retried a bounded number of times, a 401 that stops submission until the key works,
-polling that gives up; each on SQLite and PostgreSQL."""
+polling that gives up; each on SQLite and PostgreSQL. And the wait before a retry, at every place a
+call is retried: what Retry-After asks, else the backoff."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import itertools
+import re
+
+import pytest
+
+from app.backends.openai import OpenAIBackend
 from testkit import StartApp, wait_until
 from testkit.openai import (
     batches,
@@ -16,17 +25,60 @@ from testkit.openai import (
 from testkit.standins.openai_batch import OpenAIBatchStandin
 from testkit.standins.receiver import WebhookReceiver
 
+RETRY_AFTER = 0.4  # seconds, against a backoff of 0.01 s (openai_settings)
+CONTENT = r"GET /v1/files/[^/]+/content"
 
-async def test_429_then_success(
+
+def gaps(api: OpenAIBatchStandin, pattern: str) -> list[float]:
+    """Seconds between one call matching `pattern` ("METHOD /path", fullmatched) and the next."""
+    times = [
+        at
+        for (method, path), at in zip(api.calls, api.call_times, strict=True)
+        if re.fullmatch(pattern, f"{method} {path}")
+    ]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+async def test_429_then_success_after_the_wait_retry_after_asks(
     database_url: str, openai_api: OpenAIBatchStandin, receiver: WebhookReceiver, start_app: StartApp
 ) -> None:
-    openai_api.fail_next = [429, 429]
-    openai_api.retry_after = "0"
+    """Each place the backend retries a call (every adapter call, the streamed download, the
+    core's create loop) waits what Retry-After asks, not its 0.01 s backoff."""
+    routes = (r"POST /v1/files", r"POST /v1/batches", CONTENT)
+    openai_api.fail_matching = {route: [429] for route in routes}
+    openai_api.retry_after = str(RETRY_AFTER)
     async with start_app(openai_settings(database_url, openai_api)) as app:
         await submit(app, receiver, "r/1")
         details = await finished(app, "r/1")
         assert details["r/1"]["status"] == "succeeded"
-        assert openai_api.calls[:3] == [("POST", "/v1/files")] * 3
+    for route in routes:
+        [waited] = gaps(openai_api, route)  # the refused call, then the one that succeeded
+        assert waited >= RETRY_AFTER, (route, waited)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "backoff", "at_least", "at_most"),
+    [
+        ("0.5", 0.01, 0.5, 5.0),  # the header's wait, not the short backoff
+        ("0", 30.0, 0.0, 5.0),  # the header's wait, not the long backoff (15-30 s)
+        (None, 0.4, 0.2, 5.0),  # no header: the backoff, jittered within [0.5, 1] of it
+    ],
+    ids=["retry-after-longer", "retry-after-shorter", "no-retry-after"],
+)
+async def test_a_call_waits_what_retry_after_asks_else_its_backoff(
+    openai_api: OpenAIBatchStandin, retry_after: str | None, backoff: float, at_least: float, at_most: float
+) -> None:
+    openai_api.fail_next = [429]
+    openai_api.retry_after = retry_after
+    settings = openai_settings("sqlite+aiosqlite://", openai_api, openai_retry_backoff_seconds=backoff)
+    backend = OpenAIBackend(settings)
+    try:
+        async with asyncio.timeout(at_most + 1):  # a wait of the long backoff fails here, not later
+            await backend.upload(io.BytesIO(b"{}\n"), "input.jsonl")
+    finally:
+        await backend.close()
+    [waited] = gaps(openai_api, "POST /v1/files")
+    assert at_least <= waited <= at_most
 
 
 async def test_api_errors_are_retried_a_bounded_number_of_times_then_the_batch_fails(
