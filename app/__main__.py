@@ -67,6 +67,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "log_config": None,
         "loop": settings.server_loop,
         "http": settings.server_http,
+        # The app reads X-Forwarded-* itself (app.web.forwarded, FORWARDED_ALLOW_IPS): uvicorn's
+        # reading would replace the peer's address before the app could tell a proxy's headers
+        # from a client's, and trusts 127.0.0.1 unless told otherwise.
+        "proxy_headers": False,
     }
 
 

@@ -63,6 +63,7 @@ from app.ui import ui_router
 from app.ui.render import register_filters
 from app.web.auth import RequireApiKey
 from app.web.bodies import BodyGuard, Uploads
+from app.web.forwarded import ForwardedHeaders
 from app.web.protection import ScreenRequests, UiCookies, answered_hosts, is_loopback
 from app.web.state import AppState
 
@@ -313,6 +314,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[health, metrics_route(settings.metrics_public), *faces],
         lifespan=[lifespan_of(settings)],
         middleware=[
+            # First: what follows sees the client and scheme a listed proxy forwarded.
+            *forwarded_headers(settings),
             DefineMiddleware(BodyGuard, settings=settings, uploads=Uploads()),
             ScreenRequests(),
             cookies.session.middleware,
@@ -330,6 +333,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     repair_options_allow(app)
     return app
+
+
+def forwarded_headers(settings: Settings) -> list[DefineMiddleware]:
+    """The proxies' X-Forwarded-* reading, when FORWARDED_ALLOW_IPS lists any (none costs nothing)."""
+    if not settings.forwarded_allow_ips.strip():
+        return []
+    return [DefineMiddleware(ForwardedHeaders, allow_ips=settings.forwarded_allow_ips)]
 
 
 def repair_options_allow(app: Litestar) -> None:

@@ -14,6 +14,7 @@ from app.ground.setting_lists import BACKENDS as BACKENDS
 from app.ground.setting_lists import parse_host_ports as parse_host_ports
 from app.ground.setting_lists import parse_keys as parse_keys
 from app.ground.setting_lists import parse_patterns as parse_patterns
+from app.ground.setting_lists import parse_proxies as parse_proxies
 from app.ground.setting_lists import parse_routes as parse_routes
 
 MiB = 1024 * 1024
@@ -228,6 +229,10 @@ class Settings(BaseSettings):
     login_failures_per_client: int = Field(10, ge=1)
     login_failures_overall: int = Field(100, ge=1)
     login_throttle_seconds: float = Field(60.0, gt=0)
+    # The proxies whose X-Forwarded-For, -Proto, -Host and -Prefix headers are believed
+    # (app.web.forwarded): addresses and networks, comma-separated, or `*`. Empty: none, so no
+    # client can make result links point at another host or pass for another address.
+    forwarded_allow_ips: str = ""
     # Mark the UI's cookies Secure (served over HTTPS, e.g. behind a TLS-terminating proxy).
     ui_cookie_secure: bool = False
 
@@ -382,6 +387,12 @@ class Settings(BaseSettings):
     @classmethod
     def _host_ports(cls, value: str) -> str:
         parse_host_ports(value)  # a ValueError names the entry at startup
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_shape(cls, value: str) -> str:
+        parse_proxies(value)
         return value
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
 """Settings given as comma-separated lists: backend routes, API keys, name patterns, host:port
-pairs."""
+pairs, proxy addresses."""
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -61,3 +62,23 @@ def parse_host_ports(value: str) -> tuple[tuple[str, int | None], ...]:
             raise ValueError(f"SELF_ADDRESSES entry {entry!r} is not host:port")
         pairs.append((parsed.hostname.rstrip("."), port))
     return tuple(pairs)
+
+
+@lru_cache(maxsize=16)
+def parse_proxies(value: str) -> tuple[str, ...]:
+    """`10.0.0.5,10.1.0.0/16,fd00::/8` (addresses and networks) or `*` (every peer), checked:
+    uvicorn reads an entry it cannot parse as a name that never matches, so a typo would
+    silently trust no proxy. ValueError names the entry."""
+    entries = parse_patterns(value)
+    if "*" in entries:
+        if len(entries) > 1:
+            raise ValueError("FORWARDED_ALLOW_IPS: `*` trusts every peer; give it alone")
+        return entries
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(
+                f"FORWARDED_ALLOW_IPS entry {entry!r} is not an IP address or network (10.0.0.0/8)"
+            ) from None
+    return entries

@@ -17,6 +17,7 @@ from app.core.rules import states
 from app.core.runs import costs
 from app.ui.render import done, list_page, page
 from app.web.auth import caller_of
+from app.web.forwarded import public_base
 from app.web.http import HttpRequest, RowId
 from app.web.state import app_state
 
@@ -51,11 +52,7 @@ class BatchPages(Controller):
         outcomes = await queries.batch_outcomes(app.db, batch_id)
         face = ids.face_of(detail.batch)
         # The Anthropic face is mounted at /v1 of this same server (docs/api.md).
-        results_url = (
-            str(request.base_url).rstrip("/") + "/v1" + face.results_path
-            if face and face.results_path
-            else None
-        )
+        results_url = public_base(request) + "/v1" + face.results_path if face and face.results_path else None
         return page(
             request,
             "batch.html",

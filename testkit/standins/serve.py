@@ -127,6 +127,8 @@ async def _served(
         # Longer than httpx's own 5 s keep-alive: with both at 5 s, a client could send on a
         # connection the server was closing that instant, and the test saw httpx.ReadError.
         timeout_keep_alive=60,
+        # As `batchgate serve` runs (app.__main__.server_options): the app reads X-Forwarded-*.
+        proxy_headers=False,
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )

@@ -31,6 +31,7 @@ from app.core.read.dropin import DropinBatch
 from app.core.rules.errors import BatchgateError, Conflict, InvalidInput, Problem
 from app.core.rules.owners import Caller
 from app.web.auth import caller_of
+from app.web.forwarded import public_base
 from app.web.http import HttpRequest, require_json
 from app.web.state import AppState, app_state
 
@@ -45,16 +46,10 @@ async def _view(app: AppState, batch_id: int, caller: Caller) -> DropinBatch:
 
 
 def base_url(request: HttpRequest) -> str:
-    """The face's base URL as the client sees it: behind a proxy, the X-Forwarded-* headers say
-    the scheme, host and path prefix; the mount (/v1 or /api/anthropic/v1) is the one it used."""
-
-    def forwarded(name: str) -> str:
-        return request.headers.get(name, "").split(",")[0].strip()
-
-    scheme = forwarded("x-forwarded-proto") or request.url.scheme
-    host = forwarded("x-forwarded-host") or request.headers.get("host") or request.url.netloc
-    prefix = forwarded("x-forwarded-prefix").rstrip("/")
-    return f"{scheme}://{host}{prefix}{request.route_handler.opt['mount']}"
+    """The face's base URL as the client sees it (public_base: a listed proxy's X-Forwarded-*
+    headers count, a client's do not); the mount (/v1 or /api/anthropic/v1) is the one it used."""
+    mount: str = request.route_handler.opt["mount"]
+    return public_base(request) + mount
 
 
 def _anchor(name: str, value: str | None) -> int | None:

@@ -166,7 +166,8 @@ async def test_bad_requests_are_refused_whole_in_anthropic_shape(
 async def test_the_api_prefix_mount_and_forwarded_headers_shape_results_url(
     database_url: str, inference: InferenceStandin, start_app: StartApp
 ) -> None:
-    async with start_app(fast_settings(database_url, inference.url + "/v1")) as app:
+    settings = fast_settings(database_url, inference.url + "/v1", forwarded_allow_ips="127.0.0.1")
+    async with start_app(settings) as app:
         client = sdk(app, "/api/anthropic")
         batch = await ended(client, (await client.messages.batches.create(requests=[entry("p")])).id)  # type: ignore[list-item]
         assert batch.results_url == f"{app.url}/api/anthropic/v1/messages/batches/{batch.id}/results"
@@ -192,6 +193,45 @@ async def test_every_base_url_the_sdk_may_be_given_runs_a_batch(
             assert created.id in [b.id async for b in client.messages.batches.list()], prefix
             assert [r.result.type for r in (await results_of(client, batch.id)).values()] == ["succeeded"]
             assert (await client.messages.batches.delete(batch.id)).id == batch.id
+
+
+async def results_url_seen(app: RunningApp, batch_id: str, headers: dict[str, str]) -> str:
+    url = (await app.client.get(f"/v1/messages/batches/{batch_id}", headers=headers)).json()["results_url"]
+    assert isinstance(url, str)
+    return url
+
+
+async def test_forwarded_headers_count_only_from_a_listed_proxy(
+    sqlite_url: str, inference: InferenceStandin, start_app: StartApp
+) -> None:
+    """Issue 29: any client could send X-Forwarded-Host and be handed result links to its own
+    host. Only a peer FORWARDED_ALLOW_IPS lists (none by default) is believed, behind uvicorn
+    as `batchgate serve` runs it, and a forwarded host that is no host[:port] is ignored."""
+    settings = fast_settings(sqlite_url, inference.url + "/v1")
+    async with start_app(settings) as app:
+        client = sdk(app)
+        batch = await ended(client, (await client.messages.batches.create(requests=[entry("f")])).id)  # type: ignore[list-item]
+        path = f"/v1/messages/batches/{batch.id}/results"
+        # The test client connects from 127.0.0.1, which nothing lists: its headers change nothing,
+        # on the face or on the batch's UI page.
+        assert await results_url_seen(app, batch.id, FORWARDED) == app.url + path
+        page = await app.client.get(f"/batches/{batch_id_of(batch.id)}", headers=FORWARDED)
+        assert f"<code>{app.url}{path}</code>" in page.text
+    async with start_app(settings.model_copy(update={"forwarded_allow_ips": "10.0.0.0/8, fd00::/8"})) as app:
+        assert await results_url_seen(app, batch.id, FORWARDED) == app.url + path  # another proxy listed
+
+    async with start_app(settings.model_copy(update={"forwarded_allow_ips": "10.9.9.9,127.0.0.0/8"})) as app:
+        # A listed proxy names the client in X-Forwarded-For, as proxies do: still believed.
+        proxied = {**FORWARDED, "x-forwarded-for": "203.0.113.9"}
+        assert await results_url_seen(app, batch.id, proxied) == "https://gw.example/llm" + path
+        page = await app.client.get(f"/batches/{batch_id_of(batch.id)}", headers=proxied)
+        assert "<code>https://gw.example/llm/v1/messages/batches/" in page.text
+        own = app.url.removeprefix("http://")
+        for bad in ("evil.example/x", "user@evil.example", "evil example", "evil.example:99999", "@"):
+            seen = await results_url_seen(app, batch.id, {**proxied, "x-forwarded-host": bad})
+            assert seen == f"https://{own}/llm{path}", bad
+        weird = {**proxied, "x-forwarded-proto": "javascript", "x-forwarded-prefix": "llm?x"}
+        assert await results_url_seen(app, batch.id, weird) == f"http://gw.example{path}"
 
 
 def spool_of(app: RunningApp) -> Path:
