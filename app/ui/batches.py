@@ -42,8 +42,10 @@ class BatchPages(Controller):
         app = app_state(state)
         query = queries.BatchQuery(**listing, backend=backend, sort=sort, owner=owner or None)
         result = await queries.batch_page(app.db, query, caller_of(request))
-        backends, _ = await queries.batch_choices(app.db)
-        return list_page(request, "batch", query, result, statuses=STATUSES, backends=backends)
+        caller = caller_of(request)
+        backends, _, owners = await queries.batch_choices(app.db, caller)
+        menus = {"statuses": STATUSES, "backends": backends, "owners": owners if caller.admin else []}
+        return list_page(request, "batch", query, result, **menus)
 
     @get("/{batch_id:int}")
     async def show(self, request: HttpRequest, state: State, batch_id: RowId) -> Any:

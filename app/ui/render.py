@@ -28,6 +28,7 @@ from app.core.rules.states import B, D, R
 from app.ground.clock import utcnow
 from app.ground.statuses import Outcome
 from app.ground.webhook_headers import redact
+from app.web.auth import team_of
 from app.web.http import STATUS_FOR_KIND, HttpRequest
 from app.web.state import app_state
 
@@ -149,7 +150,7 @@ def qs(query: Any, **changes: Any) -> str:
 def register_filters(env: Environment) -> None:
     """The template helpers: badges, relative times, sizes, pretty JSON, query strings, and the
     app's state (the logout button shows when keys are required)."""
-    env.globals.update(qs=qs, app_state=app_state)
+    env.globals.update(qs=qs, app_state=app_state, team_of=team_of)
     env.filters.update(
         badge=lambda status: BADGE.get(status or "", "muted"),
         ago=ago,

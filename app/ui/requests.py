@@ -54,8 +54,10 @@ class RequestPages(Controller):
             owner=owner or None,
         )
         result = await queries.request_page(app.db, query, caller_of(request))
-        _, models = await queries.batch_choices(app.db)
+        caller = caller_of(request)
+        _, models, owners = await queries.batch_choices(app.db, caller)
         choices = {"statuses": STATUSES, "delivery_statuses": DELIVERY_STATUSES, "models": models}
+        choices |= {"owners": owners if caller.admin else []}
         return list_page(request, "request", query, result, **choices)
 
     @get("/{request_id:int}")

@@ -77,5 +77,11 @@ async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], handler: Ba
     caller_of(connection).require_admin(str(handler.opt.get("admin_action", "do this")))
 
 
+def team_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The team a checked request acts for; '' for an admin's, or one not checked (a public page)."""
+    found = connection.scope.get("state", {}).get(CALLER)
+    return found.owner if isinstance(found, Caller) else ""
+
+
 def set_caller(connection: ASGIConnection[Any, Any, Any, Any], caller: Caller) -> None:
     connection.scope.setdefault("state", {})[CALLER] = caller

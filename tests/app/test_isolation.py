@@ -226,6 +226,13 @@ async def test_lists_show_each_team_only_its_own_and_an_admin_everything(
     assert f'/requests/{red.ids["request_id"]}"' not in blue_page
     assert f'/requests/{red.ids["request_id"]}"' in (await red.client.get("/requests")).text
     assert (await blue.client.get(f"/batches/{red.ids['native_batch']}")).status_code == 404
+    red_page = (await red.client.get("/requests")).text
+    assert 'id="team">Team red<' in red_page and 'href="/keys"' not in red_page  # no operator's pages
+    # An admin's lists filter by team.
+    only_blue = (await app.client.get("/api/requests?owner=blue", headers=admin)).json()["data"]
+    assert {r["owner"] for r in only_blue} == {"blue"}
+    only_red = (await app.client.get("/api/batches?owner=red", headers=admin)).json()["data"]
+    assert only_red and {b["owner"] for b in only_red} == {"red"}
 
 
 async def test_usage_is_charged_to_the_team_that_created_the_work(

@@ -379,12 +379,16 @@ async def list_requests(
     return (await _request_rows(db, newest, caller, limit, after)).rows
 
 
-async def batch_choices(db: Database) -> tuple[list[str], list[str]]:
-    """The backends and models that occur among batches, for the filter menus."""
+async def batch_choices(db: Database, caller: Caller) -> tuple[list[str], list[str], list[str]]:
+    """The backends, models and teams that occur among the batches `caller` sees, for the
+    filter menus (a team's menus name only what its own batches use)."""
     async with db.transaction() as session:
-        backends = (await session.scalars(select(Batch.backend).distinct().order_by(Batch.backend))).all()
-        models = (await session.scalars(select(Batch.model).distinct().order_by(Batch.model))).all()
-    return list(backends), list(models)
+
+        async def distinct(column: Any) -> list[str]:
+            stmt = select(column).where(visible(Batch.owner, caller)).distinct().order_by(column)
+            return list((await session.scalars(stmt)).all())
+
+        return await distinct(Batch.backend), await distinct(Batch.model), await distinct(Batch.owner)
 
 
 def _size(size: int) -> int:
