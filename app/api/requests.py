@@ -144,8 +144,9 @@ class RequestController(Controller):
         responses=documented_errors(NO_SUCH_REQUEST),
         operation_id="getRequestNamedBulk",
     )
-    async def read_bulk(self, request: HttpRequest, state: State) -> RequestOut:
-        return request_out(await queries.request_detail(app_state(state).db, "bulk", caller_of(request)))
+    async def read_bulk(self, request: HttpRequest, state: State, owner: OwnerFilter = None) -> RequestOut:
+        caller = caller_of(request).acting_for(owner)
+        return request_out(await queries.request_detail(app_state(state).db, "bulk", caller))
 
     @get(
         "/{custom_id:path}",
@@ -153,9 +154,11 @@ class RequestController(Controller):
         responses=documented_errors(NO_SUCH_REQUEST),
         operation_id="getRequest",
     )
-    async def read(self, custom_id: FromPath[str], request: HttpRequest, state: State) -> RequestOut:
-        custom_id = custom_id.removeprefix("/")
-        return request_out(await queries.request_detail(app_state(state).db, custom_id, caller_of(request)))
+    async def read(
+        self, custom_id: FromPath[str], request: HttpRequest, state: State, owner: OwnerFilter = None
+    ) -> RequestOut:
+        custom_id, caller = custom_id.removeprefix("/"), caller_of(request).acting_for(owner)
+        return request_out(await queries.request_detail(app_state(state).db, custom_id, caller))
 
     @post(
         "/{custom_id:path}",
@@ -179,6 +182,7 @@ class RequestController(Controller):
         request: HttpRequest,
         state: State,
         delivery_id: Annotated[str | None, QueryParameter(pattern=DELIVERY_ID_PATTERN)] = None,
+        owner: OwnerFilter = None,
     ) -> DeliveryOut | RequestOut:
         # One path with GET (so OPTIONS and the document say both): here the path is the id and
         # the verb; custom ids may contain '/', so the id is everything before the last one.
@@ -192,7 +196,7 @@ class RequestController(Controller):
                 )
             )
         app = app_state(state)
-        caller = caller_of(request)
+        caller = caller_of(request).acting_for(owner)
         if verb == "cancel":
             await app.actions.cancel_request(custom_id, caller)
             return request_out(await queries.request_detail(app.db, custom_id, caller))

@@ -233,6 +233,14 @@ async def test_lists_show_each_team_only_its_own_and_an_admin_everything(
     assert {r["owner"] for r in only_blue} == {"blue"}
     only_red = (await app.client.get("/api/batches?owner=red", headers=admin)).json()["data"]
     assert only_red and {b["owner"] for b in only_red} == {"red"}
+    # An admin reads a team's request by custom_id in that team's scope; its own scope has none.
+    read = await app.client.get("/api/requests/shared-id?owner=red", headers=admin)
+    assert read.status_code == 200 and str(read.json()["id"]) == red.ids["request_id"]
+    assert (await app.client.get("/api/requests/shared-id", headers=admin)).status_code == 404
+    # A team's key cannot borrow another team's scope.
+    assert (await app.client.get("/api/requests/shared-id?owner=red", headers=blue.auth)).json()[
+        "owner"
+    ] == "blue"
 
 
 async def test_usage_is_charged_to_the_team_that_created_the_work(

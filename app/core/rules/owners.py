@@ -39,6 +39,11 @@ class Caller:
     def sees(self, owner: str) -> bool:
         return self.admin or owner == self.owner
 
+    def acting_for(self, owner: str | None) -> Caller:
+        """An admin addressing a team's work by custom_id (in that team's scope) acts for it; a
+        team's key always acts for itself."""
+        return Caller(owner) if self.admin and owner else self
+
     def require_admin(self, what: str) -> None:
         """Refuse a team's key what only an admin may do (destinations, settings, keys, ...)."""
         if not self.admin:
