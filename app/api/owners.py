@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, put
 from litestar.datastructures import State
-from litestar.params import PathParameter
+from litestar.params import Body, PathParameter
 
 from app.api.errors import documented_errors
 from app.core import owner_limits
@@ -77,7 +77,7 @@ class OwnerController(Controller):
         opt={"admin_action": "set a team's limits"},
     )
     async def set_limits(
-        self, name: TeamName, data: OwnerLimitsIn, request: HttpRequest, state: State
+        self, name: TeamName, data: Annotated[OwnerLimitsIn, Body()], request: HttpRequest, state: State
     ) -> OwnerOut:
         app = app_state(state)
         await owner_limits.set_limits(app.db, name, data.max_enqueued_tokens, data.budget_usd)
