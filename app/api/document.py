@@ -13,9 +13,11 @@ from typing import Any
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from app.api.destination_secrets import CLOSED_BODIES
+from app.api.links import add_links
 from app.api.recoveries import RECOVERY_IN
 from app.core.actions.subscriptions import DESCRIPTION_MAX_CHARS, MAX_TYPES, MAX_VALUES, VALUE_MAX_CHARS
 from app.core.dropin.anthropic import CUSTOM_ID, MAX_REQUESTS
+from app.core.dropin.anthropic_params import ROLES
 from app.core.dropin.file_store import EXPIRES_AFTER_MAX, EXPIRES_AFTER_MIN, UPLOAD_PURPOSES
 from app.core.intake.schema import ENDPOINTS, WEBHOOK_URL_PATTERN, RequestIn
 from app.core.subscriptions import FILTERS, SUBSCRIBABLE
@@ -58,6 +60,29 @@ FILE_UPLOAD = {
     },
 }
 
+# A message: its content a string or a list of blocks, each with a type (which types run is the
+# translation's decision, made when the request runs; a text block's text is a string).
+MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"enum": list(ROLES)},
+        "content": {
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"type": "string"}},
+                    },
+                },
+            ]
+        },
+    },
+}
+
 MESSAGE_BATCH_IN = {
     "type": "object",
     "required": ["requests"],
@@ -78,7 +103,7 @@ MESSAGE_BATCH_IN = {
                         "properties": {
                             "model": {"type": "string", "minLength": 1},
                             "max_tokens": {"type": "integer", "minimum": 1},
-                            "messages": {"type": "array"},
+                            "messages": {"type": "array", "items": MESSAGE},
                         },
                     },
                 },
@@ -180,4 +205,5 @@ class SchemaJson(JsonRenderPlugin):
                 for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                     if parameter.get("schema", {}).get("maximum") == float(ROW_ID_MAX):
                         parameter["schema"]["maximum"] = ROW_ID_MAX
+        add_links(paths)
         return super().render(request, openapi_schema)
