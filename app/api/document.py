@@ -2,8 +2,9 @@
 
 Seven routes read their body raw (to refuse every problem in their face's error shape, or to
 stream it), so Litestar documents no body for them; their schemas are added here. Litestar also
-writes a path parameter's bound as a float, which rounds the int64 row id limit up past it, and
-leaves out `additionalProperties: false` of the bodies that refuse unknown fields.
+writes an int64 bound (a path parameter's or a body field's) as a float, which rounds it up past
+the limit, and leaves out `additionalProperties: false` of the bodies that refuse unknown fields,
+and bounds of 0.
 """
 
 from __future__ import annotations
@@ -171,6 +172,15 @@ BULK_IN = {
 }
 
 
+# Bounds of 0 that Litestar leaves out of the document (it tests a bound for truth): without
+# them a negative rate or budget looks valid, and is refused with a 400.
+ZERO_MINIMUMS = (
+    ("DestinationIn", "rate_per_second"),
+    ("LimitsIn", "rate_per_second"),
+    ("OwnerLimitsIn", "budget_usd"),
+)
+
+
 class SchemaJson(JsonRenderPlugin):
     """Serves the OpenAPI JSON with the raw-read bodies and exact row id bounds filled in."""
 
@@ -179,6 +189,13 @@ class SchemaJson(JsonRenderPlugin):
         components = openapi_schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(schema.pop("$defs", {}))
         components["RequestIn"] = schema
+        for name, field in ZERO_MINIMUMS:
+            if (bounded := components.get(name, {}).get("properties", {}).get(field)) is not None:
+                bounded["minimum"] = 0
+        for body in components.values():
+            for field_schema in body.get("properties", {}).values() if isinstance(body, dict) else []:
+                if isinstance(field_schema, dict) and field_schema.get("maximum") == float(ROW_ID_MAX):
+                    field_schema["maximum"] = ROW_ID_MAX
         for closed in CLOSED_BODIES:
             components.get(closed.__name__, {})["additionalProperties"] = False
         bodies = {

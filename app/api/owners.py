@@ -14,7 +14,7 @@ from app.api.errors import documented_errors
 from app.core import owner_limits
 from app.core.rules.owners import NAME_MAX
 from app.web.auth import admin_only, caller_of
-from app.web.http import HttpRequest
+from app.web.http import ROW_ID_MAX, HttpRequest
 from app.web.state import app_state
 
 TeamName = Annotated[
@@ -39,7 +39,8 @@ class OwnerListOut(msgspec.Struct):
 
 
 class OwnerLimitsIn(msgspec.Struct):
-    max_enqueued_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None  # None: no limit
+    # None: no limit; at most what its BIGINT column holds (more was a 500).
+    max_enqueued_tokens: Annotated[int, msgspec.Meta(ge=1, le=ROW_ID_MAX)] | None = None
     budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None  # None: no budget
 
 
