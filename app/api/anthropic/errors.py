@@ -19,6 +19,7 @@ from litestar.types import ExceptionHandlersMap
 
 from app.core.rules.errors import BatchgateError, TooMany
 from app.formats.anthropic_messages import error_body
+from app.web.http import STATUS_FOR_KIND as NATIVE_STATUS_FOR_KIND
 from app.web.http import (
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
@@ -32,15 +33,7 @@ log = logging.getLogger(__name__)
 
 # A conflict (cancelling an ended batch, deleting one still running) is Anthropic's 400: the
 # batch's state, not a race, refuses it, and a 409 would make the SDK retry in vain.
-STATUS_FOR_KIND = {
-    "invalid": 400,
-    "malformed": 400,
-    "conflict": 400,
-    "forbidden": 403,
-    "not_found": 404,
-    "too_large": 413,
-    "too_many": 429,
-}
+STATUS_FOR_KIND = {**NATIVE_STATUS_FOR_KIND, "invalid": 400, "conflict": 400}
 
 
 class ErrorDetail(msgspec.Struct):

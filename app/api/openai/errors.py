@@ -13,6 +13,7 @@ from litestar.types import ExceptionHandlersMap
 
 from app.core.rules.errors import BatchgateError, InvalidInput, Problem, TooMany
 from app.web.auth import KeyRefused
+from app.web.http import STATUS_FOR_KIND as NATIVE_STATUS_FOR_KIND
 from app.web.http import (
     UNAVAILABLE_HEADERS,
     UNAVAILABLE_MESSAGE,
@@ -25,15 +26,7 @@ from app.web.http import (
 log = logging.getLogger(__name__)
 
 # OpenAI answers every 4xx input problem with 400, where the native API says 422.
-STATUS_FOR_KIND = {
-    "invalid": 400,
-    "malformed": 400,
-    "conflict": 409,
-    "forbidden": 403,
-    "not_found": 404,
-    "too_large": 413,
-    "too_many": 429,
-}
+STATUS_FOR_KIND = {**NATIVE_STATUS_FOR_KIND, "invalid": 400}
 TYPE_FOR_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_exceeded"}
 
 
