@@ -10,6 +10,8 @@ through POST /api/requests/bulk, 1,000 per call. Measured from the first submit 
 holds N succeeded requests (polled every 20 ms). Limit, in the same round: the same N chat
 completions sent straight to the same stand-in by C httpx clients (one per slot, which is faster
 than one shared client) from a process of their own (bench.direct_client), as the gateway's are.
+`make bench` runs it twice: at 50 ms (goal 0.85: C calls kept in flight) and at 0 ms (goal 0.5:
+the gateway's own cost per request, intake, batch, run, store, deliver, against a bare call).
 """
 
 from __future__ import annotations
@@ -118,7 +120,9 @@ async def main(args: argparse.Namespace) -> None:
             f"{args.latency * 1000:g} ms stand-in, concurrency {args.concurrency} ({args.db})",
             measured=f"gateway {summary.rates(through)} vs direct client {summary.rates(direct)}",
             figures=summary.ratios(through, direct),
-            goal=0.85,
+            # At 0 ms the ratio is the gateway's own cost per request (intake, batch, run, store,
+            # deliver) against a bare call; at 50 ms, keeping C calls in flight.
+            goal=0.5 if args.latency == 0 else 0.85,
         )
     )
 
