@@ -52,6 +52,23 @@ async def succeeded(db: Database) -> int:
         return int(await connection.scalar(query))
 
 
+async def wait_succeeded(url: str, n: int, timeout: float) -> None:  # noqa: ASYNC109
+    """Until the database holds N succeeded requests, polled every 20 ms."""
+    done, db = 0, raw_database(url)
+
+    async def all_done() -> bool:
+        nonlocal done
+        done = await succeeded(db)
+        return done >= n
+
+    try:
+        await wait_until(
+            all_done, timeout=timeout, interval=0.02, what=lambda: f"{n} requests succeeded ({done} so far)"
+        )
+    finally:
+        await db.dispose()
+
+
 async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float) -> float:  # noqa: ASYNC109
     """N requests through the app, from the first submit until all have succeeded; per second."""
     standin = InferenceStandin()
@@ -76,22 +93,7 @@ async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float
             answer = await client.post("/api/requests/bulk", json=items)
             if answer.status_code not in (200, 202):
                 raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
-        done, db = 0, raw_database(url)
-
-        async def all_done() -> bool:
-            nonlocal done
-            done = await succeeded(db)
-            return done >= n
-
-        try:
-            await wait_until(
-                all_done,
-                timeout=timeout,
-                interval=0.02,
-                what=lambda: f"{n} requests succeeded ({done} so far)",
-            )
-        finally:
-            await db.dispose()
+        await wait_succeeded(url, n, timeout)
         seconds = time.monotonic() - start
         cpu = sum(usage(process.pid)[:2]) - cpu_before
         print(f"  gateway: {seconds:.1f} s, app process CPU {cpu:.1f} s ({cpu / seconds:.0%} of a core)")

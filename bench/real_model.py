@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 
 from bench import summary
-from bench.common import clients, fresh_database, gateway, hammer, options, raw_database
-from bench.local_e2e import succeeded
+from bench.common import clients, fresh_database, gateway, hammer, options
+from bench.local_e2e import wait_succeeded
 from testkit import NO_DELIVERY, wait_until
 from testkit.processes import free_port
 from testkit.realmodel import MODEL, STARTUP_SECONDS, installed
@@ -126,17 +126,7 @@ async def gateway_rate(kind: str, url: str, n: int, c: int, max_tokens: int, tim
         answer = await client.post("/api/requests/bulk", json=items)
         if answer.status_code not in (200, 202):
             raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
-        done, db = 0, raw_database(db_url)
-
-        async def all_done() -> bool:
-            nonlocal done
-            done = await succeeded(db)
-            return done >= n
-
-        try:
-            await wait_until(all_done, timeout=timeout, interval=0.02, what=lambda: f"{n} succeeded ({done})")
-        finally:
-            await db.dispose()
+        await wait_succeeded(db_url, n, timeout)
         return n / (time.monotonic() - start)
 
 

@@ -53,100 +53,103 @@ def bulk_goals(db: str, ratio: float) -> tuple[summary.Outcome, ...]:
 @dataclass(frozen=True)
 class Bench:
     name: str
-    args: tuple[str, ...]
+    line: str  # the module and its options, as typed after `python -m`
     goals: tuple[summary.Outcome, ...]  # the rows it reports, stood in for when it does not
     needs: str = ""  # an executable on PATH the benchmark cannot run without
 
     @property
+    def args(self) -> list[str]:
+        return self.line.split()
+
+    @property
     def command(self) -> str:
-        return ".venv/bin/python -m " + " ".join(self.args)
+        return ".venv/bin/python -m " + self.line
 
 
-LOCAL = ("bench.local_e2e", "--db", "sqlite", "--requests", "20000", "--rounds", "2")
+def one(name: str, line: str, path: str, value: float, unit: str = "", at_most: bool = False) -> Bench:
+    """A benchmark with a single goal."""
+    return Bench(name, line, (goal(path, value, unit, at_most),))
+
+
+def intake(db: str) -> Bench:
+    path = f"Single intake, durable, 64 clients ({db})"
+    return Bench(f"intake-{db}", f"bench.http_intake --db {db} --rounds 2", (goal(path, 0.6),), "wrk")
+
+
+LOCAL = "bench.local_e2e --db sqlite --requests 20000 --rounds 2"
+LOCAL_PATH = "Local backend end to end, 20,000 requests, {} ms stand-in, concurrency 64 (sqlite)"
 AUTO = "capacity-16 stand-in, 100 ms a call"
+MEMORY = "Memory: 100,000 requests end to end (sqlite), "
 # About 15 minutes in all on the 2-core machine of BENCHMARKS.md. The drop-in run to completion
 # (1-2 minutes) is left out, and the memory benchmark runs 100,000 requests end to end: 1,000,000
 # take 15 minutes alone (docs/benchmarks.md has that run).
 BENCHES = (
-    Bench(
-        "intake-sqlite",
-        ("bench.http_intake", "--db", "sqlite", "--rounds", "2"),
-        (goal("Single intake, durable, 64 clients (sqlite)", 0.6),),
-        "wrk",
-    ),
-    Bench(
-        "intake-postgres",
-        ("bench.http_intake", "--db", "postgres", "--rounds", "2"),
-        (goal("Single intake, durable, 64 clients (postgres)", 0.6),),
-        "wrk",
-    ),
-    Bench("bulk-sqlite", ("bench.bulk_intake", "--db", "sqlite", "--rounds", "3"), bulk_goals("sqlite", 0.5)),
-    Bench(
-        "bulk-postgres",
-        ("bench.bulk_intake", "--db", "postgres", "--rounds", "3"),
-        bulk_goals("postgres", 0.7),
-    ),
-    Bench(
-        "local",
-        LOCAL,
-        (goal("Local backend end to end, 20,000 requests, 50 ms stand-in, concurrency 64 (sqlite)", 0.85),),
-    ),
-    Bench(
-        "local-instant",
-        (*LOCAL, "--latency", "0"),
-        (goal("Local backend end to end, 20,000 requests, 0 ms stand-in, concurrency 64 (sqlite)", 0.5),),
-    ),
+    intake("sqlite"),
+    intake("postgres"),
+    Bench("bulk-sqlite", "bench.bulk_intake --db sqlite --rounds 3", bulk_goals("sqlite", 0.5)),
+    Bench("bulk-postgres", "bench.bulk_intake --db postgres --rounds 3", bulk_goals("postgres", 0.7)),
+    one("local", LOCAL, LOCAL_PATH.format(50), 0.85),
+    one("local-instant", LOCAL + " --latency 0", LOCAL_PATH.format(0), 0.5),
     Bench(
         "adaptive",
-        ("bench.adaptive_concurrency", "--rounds", "2"),
+        "bench.adaptive_concurrency --rounds 2",
         (
             goal(f"Auto concurrency vs the best fixed one ({AUTO})", 0.9),
             goal(f"Share of auto's calls answered 429 ({AUTO})", 0.01, at_most=True),
         ),
     ),
-    Bench(
+    one(
         "webhook",
-        ("bench.delivery", "--db", "sqlite", "--requests", "6000", "--rounds", "3"),
-        (goal("Webhook delivery, concurrency 64 (sqlite)", 0.7),),
+        "bench.delivery --db sqlite --requests 6000 --rounds 3",
+        "Webhook delivery, concurrency 64 (sqlite)",
+        0.7,
     ),
-    Bench(
+    one(
         "hanging",
-        ("bench.hanging_destination", "--db", "sqlite", "--requests", "6000", "--rounds", "2"),
-        (goal("Webhook delivery with one hanging destination among 100 (sqlite)", 0.9),),
+        "bench.hanging_destination --db sqlite --requests 6000 --rounds 2",
+        "Webhook delivery with one hanging destination among 100 (sqlite)",
+        0.9,
     ),
     Bench(
         "rabbitmq",
-        ("bench.rabbitmq", "--db", "sqlite", "--requests", "5000", "--rounds", "2"),
+        "bench.rabbitmq --db sqlite --requests 5000 --rounds 2",
         (goal("RabbitMQ intake (sqlite)", 0.7), goal("RabbitMQ delivery (sqlite)", 0.8)),
     ),
-    Bench(
+    one(
         "openai-backend",
-        ("bench.openai_backend", "--db", "sqlite", "--requests", "50000", "--rounds", "2"),
-        (goal("OpenAI backend: 50,000-line batch uploaded and collected (sqlite)", 0.8),),
+        "bench.openai_backend --db sqlite --requests 50000 --rounds 2",
+        "OpenAI backend: 50,000-line batch uploaded and collected (sqlite)",
+        0.8,
     ),
-    Bench(
+    one(
         "openai-face",
-        ("bench.dropin", "--face", "openai", "--lines", "50000", "--line-bytes", "4000", "--no-run"),
-        (goal("OpenAI face: /v1/files upload + batch create, 50,000 lines", 50_000, "req/s"),),
+        "bench.dropin --face openai --lines 50000 --line-bytes 4000 --no-run",
+        "OpenAI face: /v1/files upload + batch create, 50,000 lines",
+        50_000,
+        "req/s",
     ),
-    Bench(
+    one(
         "real-model",
-        ("bench.real_model", "--db", "sqlite", "--requests", "200"),
-        (goal("Real model (llama.cpp, gemma3 270M): 200 chat requests through the gateway (sqlite)", 0.95),),
+        "bench.real_model --db sqlite --requests 200",
+        "Real model (llama.cpp, gemma3 270M): 200 chat requests through the gateway (sqlite)",
+        0.95,
     ),
     Bench(
         "memory",
-        ("bench.memory", "--db", "sqlite", "--requests", "100000", "--timeout", "600"),
+        "bench.memory --db sqlite --requests 100000 --timeout 600",
         (
             goal("Memory: a 191 MB JSONL upload (/v1/files) adds", 100, "MB", at_most=True),
-            goal("Memory: 100,000 requests end to end (sqlite), peak RSS", 400, "MB", at_most=True),
-            goal("Memory: 100,000 requests end to end (sqlite), growth over the second half", 25, "MB", True),
+            goal(MEMORY + "peak RSS", 400, "MB", at_most=True),
+            goal(MEMORY + "growth over the second half", 25, "MB", at_most=True),
         ),
     ),
-    Bench(
+    one(
         "ui",
-        ("bench.ui", "--db", "postgres", "--samples", "30"),
-        (goal("UI with 1,000,000 requests (postgres): the slowest page's p95", 150, "ms", at_most=True),),
+        "bench.ui --db postgres --samples 30",
+        "UI with 1,000,000 requests (postgres): the slowest page's p95",
+        150,
+        "ms",
+        at_most=True,
     ),
 )
 
