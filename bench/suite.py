@@ -76,8 +76,8 @@ def intake(db: str) -> Bench:
     return Bench(f"intake-{db}", f"bench.http_intake --db {db} --rounds 2", (goal(path, 0.6),), "wrk")
 
 
-LOCAL = "bench.local_e2e --db sqlite --requests 20000 --rounds 2"
-LOCAL_PATH = "Local backend end to end, 20,000 requests, {} ms stand-in, concurrency 64 (sqlite)"
+LOCAL = "bench.local_e2e --db sqlite --requests {} --rounds 2"
+LOCAL_PATH = "Local backend end to end, {} requests, {} ms stand-in, concurrency 64 (sqlite)"
 AUTO = "capacity-16 stand-in, 100 ms a call"
 MEMORY = "Memory: 100,000 requests end to end (sqlite), "
 # About 15 minutes in all on the 2-core machine of BENCHMARKS.md. The drop-in run to completion
@@ -88,8 +88,8 @@ BENCHES = (
     intake("postgres"),
     Bench("bulk-sqlite", "bench.bulk_intake --db sqlite --rounds 3", bulk_goals("sqlite", 0.5)),
     Bench("bulk-postgres", "bench.bulk_intake --db postgres --rounds 3", bulk_goals("postgres", 0.7)),
-    one("local", LOCAL, LOCAL_PATH.format(50), 0.85),
-    one("local-instant", LOCAL + " --latency 0", LOCAL_PATH.format(0), 0.5),
+    one("local", LOCAL.format(20000), LOCAL_PATH.format("20,000", 50), 0.85),
+    one("local-instant", LOCAL.format(10000) + " --latency 0", LOCAL_PATH.format("10,000", 0), 0.5),
     Bench(
         "adaptive",
         "bench.adaptive_concurrency --rounds 2",
