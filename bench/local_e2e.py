@@ -10,6 +10,8 @@ through POST /api/requests/bulk, 1,000 per call. Measured from the first submit 
 holds N succeeded requests (polled every 20 ms). Limit, in the same round: the same N chat
 completions sent straight to the same stand-in by C httpx clients (one per slot, which is faster
 than one shared client) from a process of their own (bench.direct_client), as the gateway's are.
+`make bench` runs it twice: at 50 ms (goal 0.85: C calls kept in flight) and at 0 ms (goal 0.5:
+the gateway's own cost per request, intake, batch, run, store, deliver, against a bare call).
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ async def succeeded(db: Database) -> int:
         return int(await connection.scalar(query))
 
 
+async def wait_succeeded(url: str, n: int, timeout: float) -> None:  # noqa: ASYNC109
+    """Until the database holds N succeeded requests, polled every 20 ms."""
+    done, db = 0, raw_database(url)
+
+    async def all_done() -> bool:
+        nonlocal done
+        done = await succeeded(db)
+        return done >= n
+
+    try:
+        await wait_until(
+            all_done, timeout=timeout, interval=0.02, what=lambda: f"{n} requests succeeded ({done} so far)"
+        )
+    finally:
+        await db.dispose()
+
+
 async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float) -> float:  # noqa: ASYNC109
     """N requests through the app, from the first submit until all have succeeded; per second."""
     standin = InferenceStandin()
@@ -74,22 +93,7 @@ async def gateway_rate(kind: str, n: int, c: int, latency: float, timeout: float
             answer = await client.post("/api/requests/bulk", json=items)
             if answer.status_code not in (200, 202):
                 raise RuntimeError(f"bulk submit: {answer.status_code} {answer.text[:300]}")
-        done, db = 0, raw_database(url)
-
-        async def all_done() -> bool:
-            nonlocal done
-            done = await succeeded(db)
-            return done >= n
-
-        try:
-            await wait_until(
-                all_done,
-                timeout=timeout,
-                interval=0.02,
-                what=lambda: f"{n} requests succeeded ({done} so far)",
-            )
-        finally:
-            await db.dispose()
+        await wait_succeeded(url, n, timeout)
         seconds = time.monotonic() - start
         cpu = sum(usage(process.pid)[:2]) - cpu_before
         print(f"  gateway: {seconds:.1f} s, app process CPU {cpu:.1f} s ({cpu / seconds:.0%} of a core)")
@@ -118,7 +122,9 @@ async def main(args: argparse.Namespace) -> None:
             f"{args.latency * 1000:g} ms stand-in, concurrency {args.concurrency} ({args.db})",
             measured=f"gateway {summary.rates(through)} vs direct client {summary.rates(direct)}",
             figures=summary.ratios(through, direct),
-            goal=0.85,
+            # At 0 ms the ratio is the gateway's own cost per request (intake, batch, run, store,
+            # deliver) against a bare call; at 50 ms, keeping C calls in flight.
+            goal=0.5 if args.latency == 0 else 0.85,
         )
     )
 

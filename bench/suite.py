@@ -3,62 +3,168 @@
     .venv/bin/python -m bench.suite [--only NAME[,NAME...]] [--out BENCHMARKS.md]
 
 Each benchmark runs as its own process (its servers in processes of their own) with BENCH_SUMMARY
-set, and reports one outcome per goal there (bench.summary). The file written holds the machine,
-the table of outcomes against the goals, the exact commands and each benchmark's own output. With
---only, just those run, and the file says so.
+set, and reports one outcome per goal there (bench.summary). The file written holds the commit it
+measured, the machine, the table of outcomes against the goals, the exact commands and each
+benchmark's own output. Every goal gets a row every run: one a benchmark did not report (skipped
+for a missing tool, failed, or every round invalid) says so instead of a figure. With --only, just
+those run, and the file says so. The suite holds /tmp/batchgate-bench.lock while it runs, so no
+two benchmark runs on one machine measure each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import summary
 from bench.http_intake import load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCK = Path("/tmp/batchgate-bench.lock")
+
+
+def goal(path: str, value: float, unit: str = "", at_most: bool = False) -> summary.Outcome:
+    """A goal a benchmark should report, for its row when it reports nothing."""
+    return summary.not_run(path, value, "", unit, at_most)
+
+
+def bulk_goals(db: str, ratio: float) -> tuple[summary.Outcome, ...]:
+    limit = "raw COPY" if db == "postgres" else "raw executemany"
+    return tuple(
+        g
+        for form in ("JSON", "JSONL")
+        for g in (
+            goal(f"Bulk intake, 50,000 items as {form} ({db}) vs {limit}", ratio),
+            goal(f"Bulk intake, 50,000 items as {form} ({db}): rate", 50_000, "req/s"),
+        )
+    )
 
 
 @dataclass(frozen=True)
 class Bench:
     name: str
-    args: tuple[str, ...]
+    line: str  # the module and its options, as typed after `python -m`
+    goals: tuple[summary.Outcome, ...]  # the rows it reports, stood in for when it does not
     needs: str = ""  # an executable on PATH the benchmark cannot run without
 
     @property
+    def args(self) -> list[str]:
+        return self.line.split()
+
+    @property
     def command(self) -> str:
-        return ".venv/bin/python -m " + " ".join(self.args)
+        return ".venv/bin/python -m " + self.line
 
 
-# 12 minutes in all on the 2-core machine of BENCHMARKS.md (about 17 on a slower one). The drop-in run
-# to completion (1-2 minutes) is left out: the memory benchmark runs 200,000 requests end to end instead.
+def one(name: str, line: str, path: str, value: float, unit: str = "", at_most: bool = False) -> Bench:
+    """A benchmark with a single goal."""
+    return Bench(name, line, (goal(path, value, unit, at_most),))
+
+
+def intake(db: str) -> Bench:
+    path = f"Single intake, durable, 64 clients ({db})"
+    return Bench(f"intake-{db}", f"bench.http_intake --db {db} --rounds 2", (goal(path, 0.6),), "wrk")
+
+
+LOCAL = "bench.local_e2e --db sqlite --requests {} --rounds 2"
+LOCAL_PATH = "Local backend end to end, {} requests, {} ms stand-in, concurrency 64 (sqlite)"
+AUTO = "capacity-16 stand-in, 100 ms a call"
+MEMORY = "Memory: 100,000 requests end to end (sqlite), "
+# About 15 minutes in all on the 2-core machine of BENCHMARKS.md. The drop-in run to completion
+# (1-2 minutes) is left out, and the memory benchmark runs 100,000 requests end to end: 1,000,000
+# take 15 minutes alone (docs/benchmarks.md has that run).
 BENCHES = (
-    Bench("intake-sqlite", ("bench.http_intake", "--db", "sqlite", "--rounds", "2"), "wrk"),
-    Bench("intake-postgres", ("bench.http_intake", "--db", "postgres", "--rounds", "2"), "wrk"),
-    Bench("bulk-sqlite", ("bench.bulk_intake", "--db", "sqlite", "--rounds", "3")),
-    Bench("bulk-postgres", ("bench.bulk_intake", "--db", "postgres", "--rounds", "3")),
-    Bench("local", ("bench.local_e2e", "--db", "sqlite", "--requests", "20000", "--rounds", "2")),
-    Bench("adaptive", ("bench.adaptive_concurrency", "--rounds", "2")),
-    Bench("webhook", ("bench.delivery", "--db", "sqlite", "--requests", "6000", "--rounds", "3")),
-    Bench("hanging", ("bench.hanging_destination", "--db", "sqlite", "--requests", "6000", "--rounds", "2")),
-    Bench("rabbitmq", ("bench.rabbitmq", "--db", "sqlite", "--requests", "5000", "--rounds", "2")),
+    intake("sqlite"),
+    intake("postgres"),
+    Bench("bulk-sqlite", "bench.bulk_intake --db sqlite --rounds 3", bulk_goals("sqlite", 0.5)),
+    Bench("bulk-postgres", "bench.bulk_intake --db postgres --rounds 3", bulk_goals("postgres", 0.7)),
+    one("local", LOCAL.format(20000), LOCAL_PATH.format("20,000", 50), 0.85),
+    one("local-instant", LOCAL.format(10000) + " --latency 0", LOCAL_PATH.format("10,000", 0), 0.5),
     Bench(
-        "openai-backend", ("bench.openai_backend", "--db", "sqlite", "--requests", "50000", "--rounds", "2")
+        "adaptive",
+        "bench.adaptive_concurrency --rounds 2",
+        (
+            goal(f"Auto concurrency vs the best fixed one ({AUTO})", 0.9),
+            goal(f"Share of auto's calls answered 429 ({AUTO})", 0.01, at_most=True),
+        ),
+    ),
+    one(
+        "webhook",
+        "bench.delivery --db sqlite --requests 6000 --rounds 3",
+        "Webhook delivery, concurrency 64 (sqlite)",
+        0.7,
+    ),
+    one(
+        "hanging",
+        "bench.hanging_destination --db sqlite --requests 6000 --rounds 2",
+        "Webhook delivery with one hanging destination among 100 (sqlite)",
+        0.9,
     ),
     Bench(
+        "rabbitmq",
+        "bench.rabbitmq --db sqlite --requests 5000 --rounds 2",
+        (goal("RabbitMQ intake (sqlite)", 0.7), goal("RabbitMQ delivery (sqlite)", 0.8)),
+    ),
+    one(
+        "openai-backend",
+        "bench.openai_backend --db sqlite --requests 50000 --rounds 2",
+        "OpenAI backend: 50,000-line batch uploaded and collected (sqlite)",
+        0.8,
+    ),
+    one(
         "openai-face",
-        ("bench.dropin", "--face", "openai", "--lines", "50000", "--line-bytes", "4000", "--no-run"),
+        "bench.dropin --face openai --lines 50000 --line-bytes 4000 --no-run",
+        "OpenAI face: /v1/files upload + batch create, 50,000 lines",
+        50_000,
+        "req/s",
     ),
-    Bench("memory", ("bench.memory", "--db", "sqlite", "--requests", "200000", "--timeout", "600")),
-    Bench("ui", ("bench.ui", "--db", "postgres", "--samples", "30")),
+    one(
+        "real-model",
+        "bench.real_model --db sqlite --requests 200",
+        "Real model (llama.cpp, gemma3 270M): 200 chat requests through the gateway (sqlite)",
+        0.95,
+    ),
+    Bench(
+        "memory",
+        "bench.memory --db sqlite --requests 100000 --timeout 600",
+        (
+            goal("Memory: a 191 MB JSONL upload (/v1/files) adds", 100, "MB", at_most=True),
+            goal(MEMORY + "peak RSS", 400, "MB", at_most=True),
+            goal(MEMORY + "growth over the second half", 25, "MB", at_most=True),
+        ),
+    ),
+    one(
+        "ui",
+        "bench.ui --db postgres --samples 30",
+        "UI with 1,000,000 requests (postgres): the slowest page's p95",
+        150,
+        "ms",
+        at_most=True,
+    ),
 )
+
+
+@dataclass
+class Result:
+    bench: Bench
+    code: int | None  # None: not run
+    output: str
+    seconds: float
+    outcomes: list[summary.Outcome]  # as the benchmark reported them
+
+    def rows(self) -> list[summary.Outcome]:
+        """Its rows in BENCHMARKS.md: what it reported, then the goals it did not, saying why."""
+        return self.outcomes + missing(self)
 
 
 def run(bench: Bench, summary_file: str) -> tuple[int, str, float]:
@@ -82,14 +188,46 @@ def run(bench: Bench, summary_file: str) -> tuple[int, str, float]:
     return process.returncode, "".join(lines), time.monotonic() - started
 
 
-def document(
-    results: list[tuple[Bench, int, str, float]], outcomes: list[summary.Outcome], started: str
-) -> str:
-    """BENCHMARKS.md: machine, outcomes against the goals, commands, and every benchmark's output."""
+def missing(result: Result) -> list[summary.Outcome]:
+    """Rows for the goals a benchmark did not report, saying why: never silence."""
+    reported = {o.path for o in result.outcomes}
+    absent = [g for g in result.bench.goals if g.path not in reported]
+    absent = absent[: max(len(result.bench.goals) - len(result.outcomes), 0)]
+    if result.code is None:
+        why = f"not run: {result.bench.needs} missing"
+    elif result.code != 0:
+        why = f"not measured: the benchmark failed (exit status {result.code}; its output below)"
+    else:
+        why = "not measured: no valid round (its output below)"
+    return [replace(g, note=why) for g in absent]
+
+
+def commit() -> str:
+    """The commit measured (short hash), and whether the tree differed from it (BENCHMARKS.md aside)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!BENCHMARKS.md"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"`{head}`" + (" with uncommitted changes (the tree was dirty)" if changes else " (clean tree)")
+
+
+def document(results: list[Result], started: str, at: str, total: float, only: str | None) -> str:
+    """BENCHMARKS.md: commit, machine, outcomes against the goals, commands, every benchmark's output."""
+    outcomes = [o for r in results for o in r.rows()]
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (`python -m bench.suite`) on {started}; machine: {machine()}.",
+        f"Written by `make bench` (`python -m bench.suite{f' --only {only}' if only else ''}`) on {started}, "
+        f"at commit {at}, in {total / 60:.1f} minutes; machine: {machine()}.",
         "Each figure is a ratio of the gateway to the limit (the same machine doing the raw work in the same",
         "run), or an absolute figure where the goal is one; the median of the rounds, with their range.",
         "How each benchmark works and what was tried: [docs/benchmarks.md](docs/benchmarks.md).",
@@ -97,21 +235,59 @@ def document(
         "| Path | Measured | Figure (range) | Goal | |",
         "|---|---|---|---|---|",
     ]
+    verdicts = {"met": "met", "NOT MET": "**not met**", "NOT RUN": "**not run**"}
     for o in outcomes:
         lines.append(
-            f"| {o.path} | {o.measured} | {o.shown()} | {o.goal_shown()} "
-            f"| {'met' if o.met else '**not met**'} |"
+            f"| {o.path} | {o.measured} | {o.shown()} | {o.goal_shown()} | {verdicts[o.verdict()]} |"
         )
-    failed = [(b, code) for b, code, _, _ in results if code != 0]
-    if failed:
-        lines += ["", "Benchmarks that did not finish (no outcome above): "]
-        lines += [f"- `{b.command}`: exit status {code}" for b, code in failed]
     lines += ["", "## Commands", "", "```sh"]
-    lines += [f"{b.command}   # {seconds:.0f} s" for b, _, _, seconds in results]
+    lines += [
+        f"{r.bench.command}   # " + (f"{r.seconds:.0f} s" if r.code is not None else r.output)
+        for r in results
+    ]
     lines += ["```", ""]
-    for bench, _, output, _ in results:
-        lines += [f"## {bench.name}", "", "```", f"$ {bench.command}", output.rstrip(), "```", ""]
+    for r in results:
+        lines += [f"## {r.bench.name}", "", "```", f"$ {r.bench.command}", r.output.rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+@contextmanager
+def bench_lock() -> Iterator[None]:
+    """Hold LOCK while benchmarks run, unless a parent holds it already (`flock LOCK python -m
+    bench.suite`: its descriptor is inherited, and locking it again through a new one would wait
+    for ever)."""
+    fds = Path("/proc/self/fd")
+    if fds.is_dir() and any(_points_at(fd, LOCK) for fd in fds.iterdir()):
+        yield
+        return
+    with LOCK.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {LOCK}: another benchmark run holds it", flush=True)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def _points_at(fd: Path, target: Path) -> bool:
+    try:
+        return fd.resolve() == target.resolve()
+    except OSError:
+        return False
+
+
+def run_all(chosen: list[Bench], tmp: Path) -> list[Result]:
+    results = []
+    for bench in chosen:
+        summary_file = str(tmp / f"{bench.name}.jsonl")
+        if bench.needs and not shutil.which(bench.needs):
+            print(f"\n{bench.name}: not run, needs {bench.needs}", flush=True)
+            result = Result(bench, None, f"not run: {bench.needs} missing", 0.0, [])
+        else:
+            code, output, seconds = run(bench, summary_file)
+            result = Result(bench, code, output, seconds, summary.read(summary_file))
+        results.append(result)
+    return results
 
 
 def main() -> None:
@@ -120,20 +296,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
     chosen = [b for b in BENCHES if not args.only or b.name in args.only.split(",")]
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results = []
-    with tempfile.TemporaryDirectory(prefix="bg_bench_suite_") as tmp:
-        summary_file = str(Path(tmp) / "outcomes.jsonl")
-        for bench in chosen:
-            if bench.needs and not shutil.which(bench.needs):
-                print(f"\n{bench.name}: skipped, needs {bench.needs}", flush=True)
-                continue
-            results.append((bench, *run(bench, summary_file)))
-        outcomes = summary.read(summary_file)
-    Path(args.out).write_text(document(results, outcomes, started) + "\n")
-    print(f"\nwrote {args.out} ({len(outcomes)} outcomes; load average now {load_average()})")
+    with bench_lock(), tempfile.TemporaryDirectory(prefix="bg_bench_suite_") as tmp:
+        started, at, begun = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit(), time.monotonic()
+        results = run_all(chosen, Path(tmp))
+        total = time.monotonic() - begun
+    Path(args.out).write_text(document(results, started, at, total, args.only) + "\n")
+    outcomes = [o for r in results for o in r.rows()]
+    print(f"\nwrote {args.out}: {len(outcomes)} goals, {total / 60:.1f} min; load average {load_average()}")
     for o in outcomes:
-        print(f"  {o.path}: {o.shown()}  goal {o.goal_shown()}  {'met' if o.met else 'NOT MET'}")
+        print(f"  {o.path}: {o.shown()}  goal {o.goal_shown()}  {o.verdict()}")
 
 
 if __name__ == "__main__":
