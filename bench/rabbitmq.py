@@ -69,10 +69,13 @@ async def count(url: str, query: Any) -> int:
 async def timed(
     n: int,
     counter: Callable[[], Awaitable[int]],
+    recorded: Callable[[], Awaitable[bool]],
     worker: Awaitable[Any],
+    stop: asyncio.Event,
     timeout: float,  # noqa: ASYNC109
 ) -> float:
-    """Rate from the first item counted to the N-th while `worker` (the side measured) runs."""
+    """Rate from the first item counted to the N-th while `worker` (the side measured) runs;
+    then wait until it has `recorded` all N, `stop` it and let it end (a raw side ends itself)."""
     first, seen, now = 0.0, 0, 0
 
     async def done() -> bool:
@@ -87,8 +90,14 @@ async def timed(
     task = asyncio.ensure_future(worker)
     try:
         await wait_until(done, timeout, interval=0.01, what=lambda: f"{n} in place ({now} so far)")
-        return (n - seen) / (time.perf_counter() - first)
+        result = (n - seen) / (time.perf_counter() - first)
+        await wait_until(recorded, timeout, interval=0.01, what=f"all {n} recorded")
+        stop.set()
+        async with asyncio.timeout(timeout):
+            await task
+        return result
     finally:
+        stop.set()
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -133,10 +142,11 @@ async def intake_rate(
                     stop,
                     profile,
                 )
-            try:
-                result = await timed(n, lambda: count(url, stored), worker, timeout)
-            finally:
-                stop.set()
+
+            async def all_stored() -> bool:
+                return await count(url, stored) >= n
+
+            result = await timed(n, lambda: count(url, stored), all_stored, worker, stop, timeout)
             if (rows := await count(url, stored)) != n:
                 raise RuntimeError(f"{'raw' if raw else 'gateway'} intake stored {rows} of {n}")
             return result
@@ -210,15 +220,11 @@ async def delivery_rate(
                     profile,
                 )
             delivered = select(func.count()).select_from(Delivery).where(Delivery.status == "delivered")
-            try:
-                result = await timed(n, lambda: ready_count(channel, target), worker, timeout)
 
-                async def recorded() -> bool:
-                    return await count(url, delivered) >= n
+            async def recorded() -> bool:
+                return await count(url, delivered) >= n
 
-                await wait_until(recorded, timeout, interval=0.01, what=f"{n} deliveries marked delivered")
-            finally:
-                stop.set()
+            result = await timed(n, lambda: ready_count(channel, target), recorded, worker, stop, timeout)
             if (published := await ready_count(channel, target)) != n:
                 raise RuntimeError(f"{'raw' if raw else 'gateway'} outbox published {published} of {n}")
             return result

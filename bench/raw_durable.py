@@ -11,7 +11,7 @@ transaction (group commit), then ack them all (multiple) after the commit. outbo
 pending deliveries (FOR UPDATE SKIP LOCKED on PostgreSQL), publish them all at once (persistent,
 mandatory, confirmed), mark them delivered and commit, until N are. upload: read the requests'
 bodies, build the JSONL and upload it (multipart). collect: stream the output file and UPDATE
-the requests still processing with their results, executemany, 1,000 lines a transaction.
+the requests still processing with their results (matched on id), executemany, 1,000 lines a transaction.
 Each prints the seconds of its work (a JSON object) on its last line.
 """
 
@@ -142,7 +142,7 @@ async def collect(url: str, base_url: str, file_id: str) -> dict[str, float]:
     db = raw_database(url)
     store = (
         update(Request)
-        .where(Request.custom_id == bindparam("b_custom_id"), Request.status == "processing")
+        .where(Request.id == bindparam("b_id"), Request.status == "processing")
         .values(
             status=bindparam("b_status"),
             response=bindparam("b_response"),
@@ -151,14 +151,14 @@ async def collect(url: str, base_url: str, file_id: str) -> dict[str, float]:
         )
     )
 
-    async def write(lines: list[str]) -> int:
+    async def write(lines: list[str], ids: dict[str, int]) -> int:
         now, rows = utcnow(), []
         for raw in lines:
             line = json.loads(raw)
             ok = line.get("error") is None and (line.get("response") or {}).get("status_code") == 200
             rows.append(
                 {
-                    "b_custom_id": line["custom_id"],
+                    "b_id": ids[line["custom_id"]],
                     "b_status": "succeeded" if ok else "failed",
                     "b_response": line.get("response"),
                     "b_error": line.get("error"),
@@ -170,6 +170,13 @@ async def collect(url: str, base_url: str, file_id: str) -> dict[str, float]:
 
     try:
         start, stored = time.perf_counter(), 0
+        # Matched on id: on SQLite, `custom_id = ? AND status = ?` chose the status index and
+        # read every processing row for each line.
+        async with db.engine.connect() as conn:
+            found = await conn.execute(
+                select(Request.custom_id, Request.id).where(Request.status == "processing")
+            )
+            ids = {custom_id: request_id for custom_id, request_id in found}
         async with (
             httpx.AsyncClient(base_url=base_url, timeout=120) as client,
             client.stream("GET", f"/files/{file_id}/content") as response,
@@ -179,10 +186,10 @@ async def collect(url: str, base_url: str, file_id: str) -> dict[str, float]:
                 if line:
                     chunk.append(line)
                 if len(chunk) >= LINES_PER_TRANSACTION:
-                    stored += await write(chunk)
+                    stored += await write(chunk, ids)
                     chunk = []
             if chunk:
-                stored += await write(chunk)
+                stored += await write(chunk, ids)
         return {"seconds": time.perf_counter() - start, "stored": stored}
     finally:
         await db.dispose()
