@@ -9,8 +9,11 @@ import asyncio
 import contextlib
 import re
 import shutil
+import signal
 import sys
+import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 # One line of py-spy's raw (collapsed) output: "thread (tid): name;frame;frame... count",
@@ -49,6 +52,37 @@ async def record(pid: int, seconds: float, out: Path) -> Path:
     if process.returncode != 0:
         raise RuntimeError(f"py-spy exited with {process.returncode}: {err.decode()}")
     return out
+
+
+@contextlib.asynccontextmanager
+async def recording(pid: int, out: Path) -> AsyncIterator[None]:
+    """Sample process `pid` (as `record` does) until the block ends; then say where its time went."""
+    spy = executable()
+    if spy is None:
+        raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+    command = [spy, "record", "--pid", str(pid), "-r", str(RATE), "-f", "raw", "--function"]
+    command += ["--threads", "--gil", "-o", str(out)]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        # SIGINT: py-spy stops sampling and writes what it has.
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        try:
+            async with asyncio.timeout(30):
+                await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    with contextlib.suppress(FileNotFoundError):  # py-spy wrote nothing: no sample taken
+        print(
+            f"profile of pid {pid}, raw stacks in {out}\n" + summarize(out, time.perf_counter() - started, 25)
+        )
 
 
 def _package(path: str) -> str:

@@ -1,53 +1,54 @@
-"""RabbitMQ intake and delivery throughput against the raw broker work, measured in one run.
+"""RabbitMQ intake and delivery throughput against the raw durable work, measured in one run.
 
-    .venv/bin/python -m bench.rabbitmq [--db sqlite|postgres] [--requests N] [--concurrency C]
+    .venv/bin/python -m bench.rabbitmq [--db sqlite|postgres] [--requests N] [--rounds R]
 
-Intake: N messages wait in the intake queue; the app (scheduler off) consumes them into requests.
-Limit: a plain aio-pika consumer with the same prefetch and concurrency doing, per message, what
-intake cannot avoid: json.loads, one raw INSERT in its own transaction (the same engine), ack.
+Every side runs in a process of its own: the gateway as `batchgate serve` runs it (`python -m app
+serve`, its settings in the environment), each limit as `bench.raw_durable`. Both sides are timed
+the same way from this process: from the first message in its place to the N-th (polled every
+10 ms), and both must have stored all N. `--profile FILE` samples the gateway with py-spy.
+
+Intake: N messages wait in the intake queue; the gateway (SCHEDULER_ENABLED=false: intake alone,
+no batching) consumes them into requests, prefetch 64, RABBITMQ_INTAKE_CONCURRENCY 16. Limit: a
+consumer with the same prefetch doing the best correct thing: the messages that arrived meanwhile
+INSERTed in one transaction (group commit), acked after the commit. Counted: requests rows.
 
 Delivery: N finished requests with pending RabbitMQ deliveries are written straight into the
-database; the app (scheduler on) publishes them. Limit: N confirmed, mandatory, persistent
-publishes of the same bodies on one channel at DELIVERY_CONCURRENCY (64) in flight.
-Both are timed until the last message is in its place (requests committed, results in the queue).
+database; the gateway publishes them (DELIVERY_CONCURRENCY 64, all to one queue). Limit: a raw
+outbox over the same rows: claim 64 pending deliveries (FOR UPDATE SKIP LOCKED on PostgreSQL),
+publish them at once (persistent, mandatory, confirmed), mark them delivered, commit. Counted:
+messages in the result queue, then deliveries marked delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
-from app.asgi import create_app
 from app.db.models import Delivery, Request
 from app.ground.clock import utcnow
-from bench import summary
-from bench.common import (
-    fresh_database,
-    hammer,
-    parse_args,
-    print_table,
-    rate,
-    ratio,
-    raw_database,
-    request_row,
-)
-from testkit import RABBITMQ_URL, fast_settings, request_payload, wait_until
-from testkit.standins.serve import serve
+from bench import pyspy, raw_durable, summary
+from bench.common import fresh_database, options, print_table, rate, ratio, raw_database, request_row
+from testkit import RABBITMQ_URL, request_payload, wait_until
+from testkit.processes import app_env, app_process
 
 PREFETCH, INTAKE_CONCURRENCY, DELIVERY_CONCURRENCY = 64, 16, 64
 
 
-async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int, prefix: str, target: str) -> None:
+async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int) -> None:
     arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{queue}.dlq"}
     await channel.declare_queue(queue, durable=True, arguments=arguments)
     for i in range(n):
-        body = json.dumps(request_payload(f"{prefix}-{i}", {"type": "rabbitmq", "rabbitmq_queue": target}))
+        body = json.dumps(request_payload(f"{queue}-{i}", {"type": "rabbitmq", "rabbitmq_queue": "unused"}))
         await channel.default_exchange.publish(aio_pika.Message(body.encode()), queue)
 
 
@@ -56,84 +57,114 @@ async def ready_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
     return declared.declaration_result.message_count or 0
 
 
-async def intake_rate(url: str, channel: Any, n: int, timeout: float) -> float:  # noqa: ASYNC109
-    queue = f"bg_bench_in_{uuid.uuid4().hex[:8]}"
-    await fill(channel, queue, n, queue, "unused")
-    settings = fast_settings(
-        url,
-        scheduler_enabled=False,
-        rabbitmq_url=RABBITMQ_URL,
-        rabbitmq_input_queue=queue,
-        rabbitmq_prefetch=PREFETCH,
-        rabbitmq_intake_concurrency=INTAKE_CONCURRENCY,
-    )
-    app = create_app(settings)
-    start = time.perf_counter()
+async def count(url: str, query: Any) -> int:
+    db = raw_database(url)
     try:
-        async with serve(app):
+        async with db.engine.connect() as conn:
+            return int(await conn.scalar(query))
+    finally:
+        await db.dispose()
 
-            async def done() -> bool:
-                return app.state.pipeline.consumer.counts["accepted"] == n
 
-            await wait_until(done, timeout, interval=0.01, what=f"{n} messages accepted")
-            return n / (time.perf_counter() - start)
+async def timed(
+    n: int,
+    counter: Callable[[], Awaitable[int]],
+    recorded: Callable[[], Awaitable[bool]],
+    worker: Awaitable[Any],
+    stop: asyncio.Event,
+    timeout: float,  # noqa: ASYNC109
+) -> float:
+    """Rate from the first item counted to the N-th while `worker` (the side measured) runs;
+    then wait until it has `recorded` all N, `stop` it and let it end (a raw side ends itself)."""
+    first, seen, now = 0.0, 0, 0
+
+    async def done() -> bool:
+        nonlocal first, seen, now
+        if task.done() and task.exception():
+            raise RuntimeError("the side measured failed") from task.exception()
+        now = await counter()
+        if now and not first:
+            first, seen = time.perf_counter(), now
+        return now >= n
+
+    task = asyncio.ensure_future(worker)
+    try:
+        await wait_until(done, timeout, interval=0.01, what=lambda: f"{n} in place ({now} so far)")
+        result = (n - seen) / (time.perf_counter() - first)
+        await wait_until(recorded, timeout, interval=0.01, what=f"all {n} recorded")
+        stop.set()
+        async with asyncio.timeout(timeout):
+            await task
+        return result
+    finally:
+        stop.set()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def serve_until_done(env: dict[str, str], stop: asyncio.Event, profile: str | None) -> None:
+    """The gateway in its own process until `stop`; sampled by py-spy into `profile` if given."""
+    with tempfile.TemporaryDirectory(prefix="bg_bench_data_") as data_dir:
+        env = app_env(env.pop("DATABASE_URL"), "http://127.0.0.1:9", data_dir, **env)
+        async with app_process(env) as (process, _), contextlib.AsyncExitStack() as stack:
+            if profile:
+                await stack.enter_async_context(pyspy.recording(process.pid, Path(profile)))
+            await stop.wait()
+
+
+async def intake_rate(
+    kind: str,
+    raw: bool,
+    channel: Any,
+    n: int,
+    timeout: float,  # noqa: ASYNC109
+    profile: str | None = None,
+) -> float:
+    queue = f"bg_bench_in_{uuid.uuid4().hex[:8]}"
+    await fill(channel, queue, n)
+    stop = asyncio.Event()
+    stored = select(func.count()).select_from(Request)
+    try:
+        async with fresh_database(kind) as url:
+            if raw:
+                worker = raw_durable.run("intake", url, queue, str(n), str(PREFETCH), timeout=timeout)
+            else:
+                worker = serve_until_done(
+                    {
+                        "DATABASE_URL": url,
+                        "SCHEDULER_ENABLED": "false",
+                        "RABBITMQ_URL": RABBITMQ_URL,
+                        "RABBITMQ_INPUT_QUEUE": queue,
+                        "RABBITMQ_PREFETCH": str(PREFETCH),
+                        "RABBITMQ_INTAKE_CONCURRENCY": str(INTAKE_CONCURRENCY),
+                    },
+                    stop,
+                    profile,
+                )
+
+            async def all_stored() -> bool:
+                return await count(url, stored) >= n
+
+            result = await timed(n, lambda: count(url, stored), all_stored, worker, stop, timeout)
+            if (rows := await count(url, stored)) != n:
+                raise RuntimeError(f"{'raw' if raw else 'gateway'} intake stored {rows} of {n}")
+            return result
     finally:
         for name in (queue, f"{queue}.dlq"):
             await channel.queue_delete(name)
 
 
-async def raw_intake_rate(url: str, connection: Any, n: int, timeout: float) -> float:  # noqa: ASYNC109
-    queue = f"bg_bench_raw_{uuid.uuid4().hex[:8]}"
-    setup = await connection.channel()
-    await fill(setup, queue, n, queue, "unused")
-    db = raw_database(url)
-    stmt = insert(Request.__table__).returning(Request.__table__.c.id)
-    slots = asyncio.Semaphore(INTAKE_CONCURRENCY)
-    finished = asyncio.Event()
-    acked = 0
-
-    async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        nonlocal acked
-        async with slots:
-            row = request_row(json.loads(message.body))
-            async with db.engine.begin() as conn:
-                await conn.execute(stmt, row)
-            await message.ack()
-            acked += 1
-            if acked == n:
-                finished.set()
-
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=PREFETCH)
-    start = time.perf_counter()
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-        tag = await declared.consume(handle)
-        await asyncio.wait_for(finished.wait(), timeout)
-        seconds = time.perf_counter() - start
-        await declared.cancel(tag)
-        return n / seconds
-    finally:
-        await channel.close()
-        await setup.queue_delete(queue)
-        await setup.queue_delete(f"{queue}.dlq")
-        await setup.close()
-        await db.dispose()
-
-
-async def delivery_rate(url: str, channel: Any, n: int, timeout: float) -> float:  # noqa: ASYNC109
-    target = f"bg_bench_out_{uuid.uuid4().hex[:8]}"
-    await channel.declare_queue(target, durable=True)
+async def seed_deliveries(url: str, target: str, n: int) -> None:
+    """N succeeded requests, each with a pending delivery to the queue `target`."""
+    rows = []
+    for i in range(n):
+        row = request_row(request_payload(f"{target}-{i}", {"type": "rabbitmq", "rabbitmq_queue": target}))
+        row["response"] = {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}]}}
+        row["status"] = "succeeded"
+        rows.append(row)
     db = raw_database(url)
     try:
-        rows = []
-        for i in range(n):
-            row = request_row(
-                request_payload(f"{target}-{i}", {"type": "rabbitmq", "rabbitmq_queue": target})
-            )
-            row["response"] = {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}]}}
-            row["status"] = "succeeded"
-            rows.append(row)
         async with db.engine.begin() as conn:
             ids = (
                 await conn.execute(insert(Request.__table__).returning(Request.__table__.c.id), rows)
@@ -157,59 +188,57 @@ async def delivery_rate(url: str, channel: Any, n: int, timeout: float) -> float
             )
     finally:
         await db.dispose()
-    # One queue: its destination may take every slot, as the raw publisher's.
-    settings = fast_settings(
-        url,
-        rabbitmq_url=RABBITMQ_URL,
-        rabbitmq_input_queue="",
-        delivery_concurrency=DELIVERY_CONCURRENCY,
-        delivery_destination_concurrency=DELIVERY_CONCURRENCY,
-    )
-    try:
-        async with serve(create_app(settings)):
-            # Timed from the first result in the queue, as bench.delivery times webhooks: the
-            # app's start-up (migrations check, broker connection) is not delivery.
-            first, seen = 0.0, 0
-
-            async def done() -> bool:
-                nonlocal first, seen
-                ready = await ready_count(channel, target)
-                if ready and not first:
-                    first, seen = time.perf_counter(), ready
-                return ready >= n
-
-            await wait_until(done, timeout, interval=0.01, what=f"{n} results published")
-            return (n - seen) / (time.perf_counter() - first)
-    finally:
-        await channel.queue_delete(target)
 
 
-async def raw_publish_rate(connection: Any, n: int, timeout: float) -> float:  # noqa: ASYNC109
-    target = f"bg_bench_rawout_{uuid.uuid4().hex[:8]}"
-    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+async def delivery_rate(
+    kind: str,
+    raw: bool,
+    channel: Any,
+    n: int,
+    timeout: float,  # noqa: ASYNC109
+    profile: str | None = None,
+) -> float:
+    target = f"bg_bench_out_{uuid.uuid4().hex[:8]}"
     await channel.declare_queue(target, durable=True)
-    body = json.dumps(
-        {"id": "batch_req_1", "custom_id": f"{target}-1", "response": {"status_code": 200}, "error": None}
-    ).encode()
-
-    async def publish(_w: int, i: int) -> None:
-        message = aio_pika.Message(
-            body,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=f"dlv_{i}",
-            headers={"x-batchgate-custom-id": f"{target}-{i}", "x-batchgate-attempt": 1},
-        )
-        await channel.default_exchange.publish(message, target, mandatory=True)
-
+    stop = asyncio.Event()
     try:
-        return n / await hammer(n, DELIVERY_CONCURRENCY, publish, timeout)
+        async with fresh_database(kind) as url:
+            await seed_deliveries(url, target, n)
+            if raw:
+                worker = raw_durable.run("outbox", url, str(n), str(DELIVERY_CONCURRENCY), timeout=timeout)
+            else:
+                # One queue: its destination may take every slot, as the raw outbox's.
+                worker = serve_until_done(
+                    {
+                        "DATABASE_URL": url,
+                        "RABBITMQ_URL": RABBITMQ_URL,
+                        "RABBITMQ_INPUT_QUEUE": "",
+                        "DELIVERY_CONCURRENCY": str(DELIVERY_CONCURRENCY),
+                        "DELIVERY_DESTINATION_CONCURRENCY": str(DELIVERY_CONCURRENCY),
+                    },
+                    stop,
+                    profile,
+                )
+            delivered = select(func.count()).select_from(Delivery).where(Delivery.status == "delivered")
+
+            async def recorded() -> bool:
+                return await count(url, delivered) >= n
+
+            result = await timed(n, lambda: ready_count(channel, target), recorded, worker, stop, timeout)
+            if (published := await ready_count(channel, target)) != n:
+                raise RuntimeError(f"{'raw' if raw else 'gateway'} outbox published {published} of {n}")
+            return result
     finally:
         await channel.queue_delete(target)
-        await channel.close()
 
 
-async def main(kind: str, n: int, rounds: int, timeout: float) -> None:  # noqa: ASYNC109
+async def main(
+    kind: str,
+    n: int,
+    rounds: int,
+    timeout: float,  # noqa: ASYNC109
+    profile: str | None,
+) -> None:
     raw_in: list[float] = []
     gateway_in: list[float] = []
     raw_out: list[float] = []
@@ -217,28 +246,34 @@ async def main(kind: str, n: int, rounds: int, timeout: float) -> None:  # noqa:
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
-        for _ in range(rounds):
-            async with fresh_database(kind) as url:
-                raw_in.append(await raw_intake_rate(url, connection, n, timeout))
-            async with fresh_database(kind) as url:
-                gateway_in.append(await intake_rate(url, channel, n, timeout))
-            raw_out.append(await raw_publish_rate(connection, n, timeout))
-            async with fresh_database(kind) as url:
-                gateway_out.append(await delivery_rate(url, channel, n, timeout))
+        for r in range(rounds):
+            raw_in.append(await intake_rate(kind, True, channel, n, timeout))
+            gateway_in.append(
+                await intake_rate(kind, False, channel, n, timeout, profile and f"{profile}.intake")
+            )
+            raw_out.append(await delivery_rate(kind, True, channel, n, timeout))
+            gateway_out.append(
+                await delivery_rate(kind, False, channel, n, timeout, profile and f"{profile}.delivery")
+            )
+            print(
+                f"round {r + 1}/{rounds}: intake raw {raw_in[-1]:,.0f}/s, gateway {gateway_in[-1]:,.0f}/s; "
+                f"delivery raw {raw_out[-1]:,.0f}/s, gateway {gateway_out[-1]:,.0f}/s",
+                flush=True,
+            )
     print_table(
         f"bench.rabbitmq  db={kind}  messages={n}  rounds={rounds} (medians; ratio range)",
         [
-            ("raw intake: consume + INSERT + ack", rate(raw_in)),
+            ("raw intake: consume, group-commit INSERT, ack", rate(raw_in)),
             ("gateway intake queue -> requests", rate(gateway_in)),
             ("intake / raw", ratio(gateway_in, raw_in)),
-            ("raw publish: confirmed, mandatory", rate(raw_out)),
+            ("raw outbox: claim, confirmed publish, mark", rate(raw_out)),
             ("gateway deliveries -> result queue", rate(gateway_out)),
             ("delivery / raw", ratio(gateway_out, raw_out)),
         ],
     )
-    for what, gateway, raw, limit in (
-        ("intake", gateway_in, raw_in, "raw consume + INSERT + ack"),
-        ("delivery", gateway_out, raw_out, "raw confirmed publish"),
+    for what, gateway, raw, limit, goal in (
+        ("intake", gateway_in, raw_in, "raw consume + group-commit INSERT + ack", 0.7),
+        ("delivery", gateway_out, raw_out, "raw outbox (claim, confirmed publish, mark)", 0.8),
     ):
         summary.report(
             summary.Outcome(
@@ -246,11 +281,13 @@ async def main(kind: str, n: int, rounds: int, timeout: float) -> None:  # noqa:
                 measured=f"gateway {summary.rates(gateway, 'msg/s')} "
                 f"vs {limit} {summary.rates(raw, 'msg/s')}",
                 figures=summary.ratios(gateway, raw),
-                goal=0.7,
+                goal=goal,
             )
         )
 
 
 if __name__ == "__main__":
-    args = parse_args("python -m bench.rabbitmq", __doc__.split("\n")[0])
-    asyncio.run(main(args.db, args.requests, args.rounds, args.timeout))
+    parser = options("bench.rabbitmq", __doc__, requests=5000, rounds=2)
+    parser.add_argument("--profile", help="py-spy the gateway into FILE.intake and FILE.delivery")
+    args = parser.parse_args()
+    asyncio.run(main(args.db, args.requests, args.rounds, args.timeout, args.profile))
