@@ -22,18 +22,21 @@ from app.core.intake.group_commit import Taken, find_taken
 from app.core.rules.owners import Caller
 from app.db.session import Database
 
-# One per connection, emptied by every commit. Its columns are Row's first eight.
-_PG_STAGING = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS bulk_intake"
-    " (c text, b text, e text, m text, j jsonb, n integer, d jsonb, t timestamptz) ON COMMIT DELETE ROWS"
-)
-_PG_STAGED = ("c", "b", "e", "m", "j", "n", "d", "t")
-# ORDER BY keeps the ids in input order, as the batcher takes pending requests oldest id first.
+# The chunk's columns as arrays, unnested in input order (the batcher takes pending requests
+# oldest id first). One statement, run outside a transaction block, so it commits on its own:
+# measured against COPY into a temporary table and INSERT ... SELECT from it, it spares the
+# server writing every row twice and the client two round trips.
+_PG_ARRAYS = ("text", "text", "text", "text", "text", "integer", "text", "timestamptz")
 _PG_INSERT = insert_sql.insert_select(
     dict(
-        zip(insert_sql.GIVEN, ("$3", "$4", "c", "$1", "b", "e", "m", "j", "n", "d", "t", "$2"), strict=True)
+        zip(
+            insert_sql.GIVEN,
+            ("$3", "$4", "c", "$1", "b", "e", "m", "j::jsonb", "n", "d::jsonb", "t", "$2"),
+            strict=True,
+        )
     ),
-    "bulk_intake ORDER BY ctid",
+    f"unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_PG_ARRAYS, 5))})"
+    " WITH ORDINALITY AS u(c, b, e, m, j, n, d, t, k) ORDER BY k",
     "id, custom_id",
 )
 
@@ -76,14 +79,10 @@ async def insert(
 async def _insert_postgres(
     db: Database, rows: list[Row], origin: str, created_at: datetime, caller: Caller
 ) -> dict[str, int]:
+    columns = list(zip(*(r[:_COLUMNS] for r in rows), strict=True))
     async with db.engine.connect() as connection:
         driver: Any = (await connection.get_raw_connection()).driver_connection
-        # asyncpg's own transaction: SQLAlchemy's has not begun (nothing ran through it).
-        async with driver.transaction():
-            await driver.execute(_PG_STAGING)
-            records = [r[:_COLUMNS] for r in rows]
-            await driver.copy_records_to_table("bulk_intake", records=records, columns=_PG_STAGED)
-            inserted = await driver.fetch(_PG_INSERT, origin, created_at, caller.scope, caller.owner)
+        inserted = await driver.fetch(_PG_INSERT, origin, created_at, caller.scope, caller.owner, *columns)
     return {custom_id: new_id for new_id, custom_id in inserted}
 
 
