@@ -1,7 +1,7 @@
 """The text of intake's INSERTs, built in one place for every way intake writes rows.
 
 Intake writes through hand-made statements on its hot paths (a cached text() per request, a
-PostgreSQL unnest() for groups and bulk bodies, SQLite multi-row VALUES), because each was
+PostgreSQL unnest() or COPY for groups and bulk bodies, SQLite multi-row VALUES), because each was
 measured faster than SQLAlchemy's own insert() there (see group_commit.py and bulk_store.py). They
 all store the same columns with the same starting values; this module spells them once, so a new
 column is one edit here.
