@@ -63,7 +63,8 @@ def raw_rows(requests: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     now = utcnow()
     return [
         (
-            "",
+            "",  # scope: an admin's
+            "",  # owner
             r["custom_id"],
             "api",
             "local",

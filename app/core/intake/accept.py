@@ -66,6 +66,11 @@ def parse(raw: bytes | str) -> Any:
 
 def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> RequestIn:
     """Check a decoded request against the schema and the rules, reporting every problem at once."""
+    return validate_routed(data, settings, pointer_prefix)[0]
+
+
+def validate_routed(data: Any, settings: Settings, pointer_prefix: str = "") -> tuple[RequestIn, str]:
+    """validate(), with the backend the request runs on (as route() would say)."""
     if isinstance(data, dict) and "body" in data:
         data = {**data, "body": with_default_model(data["body"], settings.local_default_model)}
     try:
@@ -90,7 +95,8 @@ def validate(data: Any, settings: Settings, pointer_prefix: str = "") -> Request
         problems.append(placed)
     if problems:
         raise InvalidInput(*problems)
-    return request
+    assert isinstance(placed, str)
+    return request, placed
 
 
 def route(request: RequestIn, settings: Settings) -> str:
@@ -199,7 +205,7 @@ async def accept(
     """Validate and insert one request of `caller`'s as pending (committed, in a group with the
     rows that arrive meanwhile); raise Conflict on a duplicate custom_id in the caller's scope,
     TooMany or Forbidden past its team's limits."""
-    request = validate(data, settings)
+    request, backend = validate_routed(data, settings)
     await owner_limits.admit(db, settings, caller, [request.line_bytes])
     sealer = sealing.sealer(settings.secrets_key)
     row = {
@@ -207,7 +213,7 @@ async def accept(
         "owner": caller.owner,
         "custom_id": request.custom_id,
         "origin": origin,
-        "backend": route(request, settings),
+        "backend": backend,
         "endpoint": request.url,
         "model": request.body.model,
         "body": request.body_dict,
