@@ -273,8 +273,7 @@ async def completion(client: openai.OpenAI, batch: Batch, started: float, pid: i
 def report_openai(
     lines: int, size: int, upload: float, created: float, raw: float, rss: tuple[float, float, float | None]
 ) -> None:
-    """The goals' outcomes: upload + create rate, and what the upload adds to the peak RSS."""
-    idle, after_upload, after_run = rss
+    """The goal's outcome: upload + create rate."""
     mb = f"{size / MB:.0f} MB"
     summary.report(
         summary.Outcome(
@@ -286,17 +285,10 @@ def report_openai(
             unit="req/s",
         )
     )
-    summary.report(
-        summary.Outcome(
-            path=f"Memory: a {mb} JSONL upload adds",
-            measured=f"server peak RSS {idle:.0f} MB idle, {after_upload:.0f} MB after the upload"
-            + (f", {after_run:.0f} MB after the run" if after_run is not None else ""),
-            figures=[after_upload - idle],
-            goal=100,
-            unit="MB",
-            at_most=True,
-        )
-    )
+    idle, after_upload, _ = rss
+    # Printed for the record only: bench.memory measures the upload's memory from current RSS;
+    # a peak (VmHWM) cannot see growth below the start-up peak (issue 30).
+    print(f"server peak RSS {idle:.0f} MB idle, {after_upload:.0f} MB after the upload")
 
 
 if __name__ == "__main__":
