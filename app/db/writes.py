@@ -35,7 +35,11 @@ class WriteHealth:
         event.listen(sync, "rollback", self._on_rollback)
 
     def _on_error(self, context: Any) -> None:
-        error = context.original_exception
+        self.refused(context.original_exception)
+
+    def refused(self, error: BaseException) -> None:
+        """Mark writes failing if `error` is the database refusing writes (the faces' own driver
+        calls, which SQLAlchemy's events do not see, report here too)."""
         words = str(error).lower()
         code = getattr(error, "sqlstate", None) or getattr(
             getattr(error, "__cause__", None), "sqlstate", None
@@ -52,7 +56,11 @@ class WriteHealth:
     def _on_commit(self, conn: Any) -> None:
         # A commit's own failure comes to _on_error after this: it marks failing again.
         if conn.info.pop("wrote", False):
-            self.failing_since = self.reason = None
+            self.committed()
+
+    def committed(self) -> None:
+        """A write committed: writes work again."""
+        self.failing_since = self.reason = None
 
     def _on_rollback(self, conn: Any) -> None:
         conn.info.pop("wrote", None)

@@ -282,9 +282,12 @@ class _Held:
             if skipped:
                 taken = await _taken_keys(connection, skipped, _STORED_PG)
                 await connection.commit()  # ends the lookup's transaction before the next INSERT
-        except BaseException:
+        except BaseException as exc:
+            # Sent past SQLAlchemy, so its events (app.db.writes) do not see this write: told here.
+            db.writes.refused(exc)
             await self.release(broken=True)
             raise
+        db.writes.committed()
         metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
         return [taken.get(key_of(row)) or Inserted(inserted[key_of(row)]) for row in rows]
 
