@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -37,11 +38,27 @@ def app_env(database_url: str, inference_url: str, data_dir: Path | str, **overr
     }
 
 
+# Ports the kernel hands out for bind(0) and outgoing connections (Linux's default range).
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A loopback port free now, for a server started in another process (the app, a benchmark's sink)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now, for a server started in another process (the app, a benchmark's
+    sink). Chosen at random below the kernel's ephemeral range: a port from bind(0) could be given
+    to another test's server (every in-process one binds 0) between this check and the child's
+    own bind, and the child would then fail to bind while /health answered from the other server
+    (the kill -9 suites' "address already in use"). Below the range only another free_port() could
+    take it, one chance in thousands."""
+    low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
+    for _ in range(200):
+        port = random.randint(10_000, low - 1)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @asynccontextmanager
