@@ -40,8 +40,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 async def stored(app: RunningApp, batch_id: int) -> list[Request]:
     async with app.db.transaction() as session:
-        found = await session.scalars(select(Request).where(Request.batch_id == batch_id).order_by(Request.id))
-        return list(found)
+        query = select(Request).where(Request.batch_id == batch_id).order_by(Request.id)
+        return list(await session.scalars(query))
 
 
 async def test_a_file_is_read_once_and_every_line_stored_as_it_was_sent(
