@@ -125,7 +125,7 @@ BENCHES = (
     ),
     one(
         "openai-face",
-        "bench.dropin --face openai --lines 50000 --line-bytes 4000 --no-run",
+        "bench.dropin --face openai --lines 50000 --line-bytes 4000 --no-run --rounds 3",
         "OpenAI face: batch create, 50,000 lines (sqlite)",
         0.7,
     ),
