@@ -11,7 +11,7 @@ The limit for sending is the same bytes sent by httpx to a no-op route of the sa
 server (uvicorn) in its own process, in the same run.
 
 The OpenAI face's batch create has a limit of its own, in the same run: a raw executemany of the
-same rows (`bench.raw_durable create`, in a process of its own) into a fresh SQLite database of
+same rows (`bench.raw_durable create`, in a process of its own) into a SQLite database of its own, of
 the same schema, pragmas and disk: read the file once, decode each line, insert the requests
 rows the gateway writes, 1,000 a statement, all in one transaction (a batch is created whole or
 not at all). Its goal: the create at 0.7 of that limit's lines/s. `--rounds R` (with --no-run)
