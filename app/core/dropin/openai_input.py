@@ -158,19 +158,14 @@ class Reader:
             return None
         return Line(custom_id, self._endpoint, model, jsontext.dumps(body), len(raw))
 
-    def _custom_id(self, number: int, custom_id: Any) -> str | None:
+    def _custom_id(self, number: int, value: Any) -> str | None:
         """The line's custom_id; None (refused) when it is missing or too long: the line's other
         fields are not checked then. A duplicate is refused too, but the rest of its line is."""
-        checked = self.checked
-        if not isinstance(custom_id, str) or not custom_id:
-            checked.refuse(number, "missing_required_parameter", "custom_id is required.", "custom_id")
-            return None
-        if len(custom_id) > CUSTOM_ID_MAX_CHARS:
-            message = f"custom_id is longer than {CUSTOM_ID_MAX_CHARS} characters."
-            checked.refuse(number, TOO_LONG, message, "custom_id")
+        custom_id = self._text(number, value, "custom_id", CUSTOM_ID_MAX_CHARS)
+        if custom_id is None:
             return None
         if custom_id in self._seen:
-            checked.refuse(
+            self.checked.refuse(
                 number,
                 "duplicate_custom_id",
                 "The custom_id for this request is a duplicate of another request; it must be unique "
@@ -184,14 +179,11 @@ class Reader:
         """The body's model (None, refused, if it has none or too long a one); a model other
         than the batch's (the first line's) is refused too."""
         checked = self.checked
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str) or not model:
-            checked.refuse(number, "missing_required_parameter", "body.model is required.", "body.model")
-            return None
-        if len(model) > MODEL_MAX_CHARS:
-            # Not kept as the batch's model either: the batches table holds no longer name.
-            message = f"body.model is longer than {MODEL_MAX_CHARS} characters."
-            checked.refuse(number, TOO_LONG, message, "body.model")
+        # Too long a model is not kept as the batch's either: the batches table holds no longer name.
+        model = self._text(
+            number, body.get("model") if isinstance(body, dict) else None, "body.model", MODEL_MAX_CHARS
+        )
+        if model is None:
             return None
         if checked.model is None:
             checked.model = model
@@ -203,6 +195,17 @@ class Reader:
                 "body.model",
             )
         return model
+
+    def _text(self, number: int, value: Any, field: str, most: int) -> str | None:
+        """A required text field of line `number`; None (refused) when missing or over `most`
+        characters."""
+        if not isinstance(value, str) or not value:
+            self.checked.refuse(number, "missing_required_parameter", f"{field} is required.", field)
+            return None
+        if len(value) > most:
+            self.checked.refuse(number, TOO_LONG, f"{field} is longer than {most} characters.", field)
+            return None
+        return value
 
 
 def loads(raw: bytes) -> Any:
