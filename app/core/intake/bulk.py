@@ -24,7 +24,13 @@ from app.core import owner_limits
 from app.core.intake import bulk_chunks, bulk_store
 from app.core.intake.accept import route, validate, validate_delivery_config
 from app.core.intake.bulk_chunks import ItemResult
-from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable, stored_config
+from app.core.intake.schema import (
+    CUSTOM_ID_MAX_CHARS,
+    ENDPOINTS,
+    MODEL_MAX_CHARS,
+    addressable,
+    stored_config,
+)
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.core.rules.owners import ADMIN, Caller
@@ -35,13 +41,17 @@ from app.ground.config import Settings
 # Rows per transaction: big enough that a statement's fixed cost is nothing per row, small enough
 # that a failure midway loses little work and other writers get a turn between chunks.
 CHUNK = 5000
+# The first chunk is smaller, so that the database starts sooner: until it does, nothing overlaps.
+_FIRST_CHUNK = 1000
 # Items checked between two turns of the event loop while a chunk is being stored: each turn lets
-# its store take its next step (a round trip to the database). A few ms of checking.
-_YIELD_EVERY = 250
+# its store take its next step (a round trip to the database), about a millisecond of checking.
+_YIELD_EVERY = int(__import__("os").environ.get("H30_YIELD", "100"))
 
 _FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
 _ENDPOINTS = frozenset(ENDPOINTS)
 _encode = msgspec.json.encode
+_new_row = tuple.__new__
+_DOTS = frozenset(("", ".", ".."))
 
 
 @dataclass(slots=True)
@@ -178,41 +188,55 @@ class _Checker:
     seen: dict[str, int] = field(default_factory=dict)
     usable: frozenset[str] = field(init=False)
     sealer: sealing.Sealer = field(init=False)
+    max_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.usable = routing.usable_backends(self.settings)
+        self.max_bytes = self.settings.batch_max_bytes
         self.sealer = sealing.sealer(self.settings.secrets_key)
 
     def check(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
         """The row to store, or the item's rejection."""
+        row = None if self.suspect else self._quick(item)
+        if row is None:
+            row = self._slow(index, item)
+            if type(row) is ItemResult:
+                return row
+        if (first := self.seen.setdefault(row.custom_id, index)) != index:
+            return ItemResult(index, row.custom_id, problems=(_repeated(row.custom_id, first, f"/{index}"),))
+        return row
+
+    def _slow(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
+        """An item `_quick` did not vouch for (or any item of a suspect body)."""
         custom_id = item.get("custom_id") if isinstance(item, dict) else None
         custom_id = custom_id if isinstance(custom_id, str) else None
         prefix = f"/{index}"
-        if self.suspect and (pointer := storable.first_unstorable_in(item)) is not None:
-            problem = Problem(
-                "invalid_text", "Text that cannot be stored", storable.UNSTORABLE, prefix + pointer
-            )
-            return ItemResult(index, custom_id, problems=(problem,))
-        row = self._quick(item)
-        if row is None:
-            try:
-                row = self._full(item, prefix)
-            except InvalidInput as exc:
-                return ItemResult(index, custom_id, problems=tuple(exc.problems))
-        if (first := self.seen.setdefault(row.custom_id, index)) != index:
-            return ItemResult(index, row.custom_id, problems=(_repeated(row.custom_id, first, prefix),))
-        return row
+        if self.suspect:
+            if (pointer := storable.first_unstorable_in(item)) is not None:
+                problem = Problem(
+                    "invalid_text", "Text that cannot be stored", storable.UNSTORABLE, prefix + pointer
+                )
+                return ItemResult(index, custom_id, problems=(problem,))
+            if (row := self._quick(item)) is not None:
+                return row
+        try:
+            return self._full(item, prefix)
+        except InvalidInput as exc:
+            return ItemResult(index, custom_id, problems=tuple(exc.problems))
 
     def _quick(self, item: Any) -> bulk_store.Row | None:
         """The row of an item of the usual shape that `validate` would surely accept; None when
-        in any doubt (then `_full` decides and explains)."""
+        in any doubt (then `_full` decides and explains). Runs once an item: every step counts."""
         if type(item) is not dict or not item.keys() <= _FIELDS:
             return None
         custom_id, url, body = item.get("custom_id"), item.get("url"), item.get("body")
         if (
             type(custom_id) is not str
-            or not custom_id.isprintable()  # no odd space or lone surrogate: `_full` explains those
-            or not addressable(custom_id)
+            or not 0 < len(custom_id) <= CUSTOM_ID_MAX_CHARS
+            # Printable: no control character, odd space or lone surrogate (`_full` explains those).
+            or not custom_id.isprintable()
+            # addressable()'s segment rule, short-cut for the usual id without '/'.
+            or (custom_id in _DOTS if "/" not in custom_id else not addressable(custom_id))
             or type(url) is not str
             or url not in _ENDPOINTS
             or item.get("method", "POST") != "POST"
@@ -234,9 +258,12 @@ class _Checker:
         delivery = self._delivery(item.get("delivery_config"))
         body_json = _encode(body)
         size = _line_bytes(custom_id, url, body_json)
-        if delivery is None or size > self.settings.batch_max_bytes:
+        if delivery is None or size > self.max_bytes:
             return None
-        return bulk_store.Row(custom_id, backend, url, model, body_json.decode(), size, delivery, None, body)
+        # tuple.__new__ spares NamedTuple's own __new__, a Python function.
+        return _new_row(
+            bulk_store.Row, (custom_id, backend, url, model, body_json.decode(), size, delivery, None, body)
+        )
 
     def _delivery(self, config: Any) -> str | None:
         """The stored JSON of a valid delivery config, checked once per distinct config."""
@@ -313,7 +340,7 @@ async def accept_all(
                 results[index] = checked
             else:
                 rows.append((index, checked))
-                if len(rows) == CHUNK and not whole:
+                if not whole and len(rows) == (CHUNK if chunks.started else min(CHUNK, _FIRST_CHUNK)):
                     await chunks.put(rows)
                     rows = []
             if index % _YIELD_EVERY == 0 and chunks.busy:
@@ -324,5 +351,5 @@ async def accept_all(
             await chunks.put(rows[start : start + CHUNK])
         await chunks.finish()
     finally:
-        await chunks.abandon()
+        await chunks.close()
     return BulkOutcome([r for r in results if r is not None])

@@ -12,12 +12,15 @@ loop, which it does every few hundred items.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.intake import bulk_store
 from app.core.intake.accept import already_accepted
@@ -69,7 +72,16 @@ class Chunks:
     _task: asyncio.Task[None] | None = None
     _chunk: Chunk = field(default_factory=list)
     _stored_any: bool = False
+    # PostgreSQL: one connection for every chunk (a checkout pings the server first); one that
+    # saw a failure or a cancellation is discarded, never reused.
+    _held: AsyncConnection | None = None
+    _broken: bool = False
     _failed: bool = False
+
+    @property
+    def started(self) -> bool:
+        """A chunk was handed over already."""
+        return self._task is not None or self._stored_any or self._failed
 
     @property
     def busy(self) -> bool:
@@ -91,16 +103,22 @@ class Chunks:
         """Wait for the last chunk."""
         await self._wait()
 
-    async def abandon(self) -> None:
-        """Stop a chunk still being stored and wait until it has (the body's handling failed or
-        was cancelled: that error is the one to raise, as when the store ran in line)."""
+    async def close(self) -> None:
+        """Stop a chunk still being stored (the body's handling failed or was cancelled: that
+        error is the one to raise, as when the store ran in line) and give back the connection."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not log it as never retrieved
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it as never retrieved
+            self._broken = True
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):  # a connection already gone needs no closing
+                if self._broken:
+                    await held.invalidate()
+                await held.close()
 
     async def _wait(self) -> None:
         task, self._task = self._task, None
@@ -109,6 +127,7 @@ class Chunks:
         try:
             await task
         except Exception:
+            self._broken = True
             if not self._stored_any:
                 raise
             log.exception("bulk intake: a chunk failed after others were stored; answered not_stored")
@@ -124,7 +143,9 @@ class Chunks:
     async def _store(self, chunk: Chunk) -> None:
         """Insert one chunk (committed) and answer its items: accepted, or duplicate of a stored one."""
         rows = [row for _, row in chunk]
-        ids = await bulk_store.insert(self.db, rows, ORIGIN, self.created_at, self.caller)
+        if self._held is None and self.db.is_postgres:
+            self._held = await self.db.engine.connect()
+        ids = await bulk_store.insert(self.db, rows, ORIGIN, self.created_at, self.caller, self._held)
         metrics.ACCEPTED.labels(ORIGIN).inc(len(ids))
         kept = await bulk_store.kept(self.db, [r for r in rows if r.custom_id not in ids], self.caller.scope)
         for index, row in chunk:
