@@ -197,11 +197,10 @@ class _Checker:
 
     def check(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
         """The row to store, or the item's rejection."""
-        row = None if self.suspect else self._quick(item)
-        if row is None:
-            row = self._slow(index, item)
-            if type(row) is ItemResult:
-                return row
+        quick = None if self.suspect else self._quick(item)
+        row = self._slow(index, item) if quick is None else quick
+        if isinstance(row, ItemResult):
+            return row
         if (first := self.seen.setdefault(row.custom_id, index)) != index:
             return ItemResult(index, row.custom_id, problems=(_repeated(row.custom_id, first, f"/{index}"),))
         return row
