@@ -5,7 +5,8 @@ Speed comes from not running the full pydantic model on the common shape: `_quic
 item only when it can prove `accept.validate` would accept it (a strict subset: anything unusual
 goes to `validate` itself, which also writes every problem), checks each distinct delivery
 config once per body, and measures the batch line from msgspec's encoding when that is provably
-the same length as `input_line`'s. Storage is in bulk_store.
+the same length as `input_line`'s. Storing is in bulk_chunks (a chunk stored while the next
+is checked) and bulk_store (the SQL).
 """
 
 from __future__ import annotations
@@ -321,7 +322,7 @@ async def accept_all(
 ) -> BulkOutcome:
     """Check every item, store the valid ones as pending (CHUNK rows a transaction, see
     bulk_chunks for what a failure midway answers) and answer each item in input order. `raw`
-    is the body the items were decoded from.
+    is the body the items were decoded from; `items` is emptied as they are checked.
 
     A chunk is stored while the items after it are checked; the event loop gets a turn every
     _YIELD_EVERY items so that its store makes progress. A team with limits is the exception:
@@ -335,6 +336,9 @@ async def accept_all(
     try:
         for index, item in enumerate(items):
             checked = checker.check(index, item)
+            # Let go of the item: what is left of it (a row's body) goes with its chunk once stored,
+            # freed here while the database works rather than all at once before the answer.
+            items[index] = None
             if isinstance(checked, ItemResult):
                 results[index] = checked
             else:
