@@ -145,7 +145,13 @@ class Chunks:
         rows = [row for _, row in chunk]
         if self._held is None and self.db.is_postgres:
             self._held = await self.db.engine.connect()
-        ids = await bulk_store.insert(self.db, rows, ORIGIN, self.created_at, self.caller, self._held)
+        try:
+            ids = await bulk_store.insert(self.db, rows, ORIGIN, self.created_at, self.caller, self._held)
+        except Exception as exc:
+            # Written past SQLAlchemy's events (app.db.writes) on PostgreSQL: /health told here.
+            self.db.writes.refused(exc)
+            raise
+        self.db.writes.committed()
         metrics.ACCEPTED.labels(ORIGIN).inc(len(ids))
         kept = await bulk_store.kept(self.db, [r for r in rows if r.custom_id not in ids], self.caller.scope)
         for index, row in chunk:
