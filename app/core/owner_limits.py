@@ -178,6 +178,14 @@ def _limits(db: Database) -> _Limits:
     return found
 
 
+async def limited(db: Database, caller: Caller) -> bool:
+    """Whether `admit` can refuse `caller`'s work: a team with a token limit or a budget."""
+    if caller.admin:
+        return False
+    max_tokens, budget = await _limits(db).of(db, caller.owner)
+    return max_tokens is not None or budget is not None
+
+
 async def admit(db: Database, settings: Settings, caller: Caller, body_bytes: Sequence[int]) -> None:
     """Refuse (429) work a team's limits do not allow: its enqueued tokens would pass
     max_enqueued_tokens, or its spend has reached budget_usd. Admins have no limits."""

@@ -5,61 +5,54 @@ Speed comes from not running the full pydantic model on the common shape: `_quic
 item only when it can prove `accept.validate` would accept it (a strict subset: anything unusual
 goes to `validate` itself, which also writes every problem), checks each distinct delivery
 config once per body, and measures the batch line from msgspec's encoding when that is provably
-the same length as `input_line`'s. Storage is in bulk_store.
+the same length as `input_line`'s. Storing is in bulk_chunks (a chunk stored while the next
+is checked) and bulk_store (the SQL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from app.core import owner_limits
-from app.core.intake import bulk_store
-from app.core.intake.accept import already_accepted, route, validate, validate_delivery_config
-from app.core.intake.group_commit import Taken
-from app.core.intake.schema import ENDPOINTS, MODEL_MAX_CHARS, addressable, stored_config
+from app.core.intake import bulk_chunks, bulk_store
+from app.core.intake.accept import route, validate, validate_delivery_config
+from app.core.intake.bulk_chunks import ItemResult
+from app.core.intake.schema import (
+    CUSTOM_ID_MAX_CHARS,
+    ENDPOINTS,
+    MODEL_MAX_CHARS,
+    addressable,
+    stored_config,
+)
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.core.rules.owners import ADMIN, Caller
 from app.db.session import Database
-from app.ground import jsontext, metrics, sealing
-from app.ground.clock import utcnow
+from app.ground import jsontext, sealing
 from app.ground.config import Settings
-from app.ground.statuses import RequestStatus
 
-log = logging.getLogger(__name__)
-
-ORIGIN = "api"
 # Rows per transaction: big enough that a statement's fixed cost is nothing per row, small enough
 # that a failure midway loses little work and other writers get a turn between chunks.
 CHUNK = 5000
+# The first chunk is smaller, so that the database starts sooner: until it does, nothing overlaps.
+_FIRST_CHUNK = 1000
+# Items checked between two turns of the event loop while a chunk is being stored: each turn lets
+# its store take its next step (a round trip to the database), about a millisecond of checking.
+_YIELD_EVERY = int(__import__("os").environ.get("H30_YIELD", "100"))
 
 _FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
 _ENDPOINTS = frozenset(ENDPOINTS)
 _encode = msgspec.json.encode
-PENDING = str(RequestStatus.PENDING)
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """One item's answer: accepted (with its new id) or rejected (with every problem)."""
-
-    index: int
-    custom_id: str | None
-    id: int | None = None
-    problems: tuple[Problem, ...] = ()
-
-    @property
-    def status(self) -> str:
-        return PENDING if self.id is not None else "rejected"
+_new_row = tuple.__new__
+_DOTS = frozenset(("", ".", ".."))
 
 
 @dataclass(slots=True)
@@ -78,21 +71,33 @@ class BulkOutcome:
 # -- decoding -----------------------------------------------------------------------------------
 
 
+class _Pauses:
+    held = 0  # bodies inside gc_paused now (they overlap: the pause spans awaits)
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """No garbage collection inside (a span without awaits). Decoding and checking 50,000 items
-    makes some 400,000 containers; left to the collector they set off collection after
-    collection, each walking them all again (3 of every 4 seconds of a decode went there).
-    Nothing here makes reference cycles. (Freezing them as well, until the body was answered,
-    measured no faster, and gc.unfreeze would also undo what `batchgate serve` froze at start.)"""
-    if not gc.isenabled():
+    """No garbage collection inside. Decoding and checking 50,000 items makes some 400,000
+    containers; left to the collector they set off collection after collection, each walking
+    them all again (3 of every 4 seconds of a decode went there). Pausing only around the
+    decode and the check still cost a fifth of the CPU: the first collection after each pause
+    walked every item still alive. So the pause spans a body's whole handling, storing too
+    (awaits included: other requests meanwhile run without collection for a second or two,
+    which only delays freeing their cycles), and ends after the items were let go, when little
+    is left to walk. Nothing here makes reference cycles. Re-entrant across overlapping bodies;
+    left alone when something else turned collection off. (Freezing the items instead measured no
+    faster, and gc.unfreeze would also undo what `batchgate serve` froze at start.)"""
+    if not _Pauses.held and not gc.isenabled():
         yield
         return
+    _Pauses.held += 1
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        _Pauses.held -= 1
+        if not _Pauses.held:
+            gc.enable()
 
 
 async def accept_body(
@@ -101,8 +106,11 @@ async def accept_body(
     """Decode a bulk body (JSONL or a JSON array of at most `max_items` requests) and accept
     its items as `caller`'s (see accept_all); whole-body errors (decode_array, decode_lines)
     store nothing."""
-    items = decode_lines(raw, max_items) if jsonl else decode_array(raw, max_items)
-    return await accept_all(db, settings, items, raw, caller)
+    with gc_paused():
+        items = decode_lines(raw, max_items) if jsonl else decode_array(raw, max_items)
+        outcome = await accept_all(db, settings, items, raw, caller)
+        del items  # freed here, by reference counting, before collection resumes
+    return outcome
 
 
 def decode_array(raw: bytes, max_items: int) -> list[Any]:
@@ -181,41 +189,54 @@ class _Checker:
     seen: dict[str, int] = field(default_factory=dict)
     usable: frozenset[str] = field(init=False)
     sealer: sealing.Sealer = field(init=False)
+    max_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.usable = routing.usable_backends(self.settings)
+        self.max_bytes = self.settings.batch_max_bytes
         self.sealer = sealing.sealer(self.settings.secrets_key)
 
     def check(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
         """The row to store, or the item's rejection."""
+        quick = None if self.suspect else self._quick(item)
+        row = self._slow(index, item) if quick is None else quick
+        if isinstance(row, ItemResult):
+            return row
+        if (first := self.seen.setdefault(row.custom_id, index)) != index:
+            return ItemResult(index, row.custom_id, problems=(_repeated(row.custom_id, first, f"/{index}"),))
+        return row
+
+    def _slow(self, index: int, item: Any) -> bulk_store.Row | ItemResult:
+        """An item `_quick` did not vouch for (or any item of a suspect body)."""
         custom_id = item.get("custom_id") if isinstance(item, dict) else None
         custom_id = custom_id if isinstance(custom_id, str) else None
         prefix = f"/{index}"
-        if self.suspect and (pointer := storable.first_unstorable_in(item)) is not None:
-            problem = Problem(
-                "invalid_text", "Text that cannot be stored", storable.UNSTORABLE, prefix + pointer
-            )
-            return ItemResult(index, custom_id, problems=(problem,))
-        row = self._quick(item)
-        if row is None:
-            try:
-                row = self._full(item, prefix)
-            except InvalidInput as exc:
-                return ItemResult(index, custom_id, problems=tuple(exc.problems))
-        if (first := self.seen.setdefault(row.custom_id, index)) != index:
-            return ItemResult(index, row.custom_id, problems=(_repeated(row.custom_id, first, prefix),))
-        return row
+        if self.suspect:
+            if (pointer := storable.first_unstorable_in(item)) is not None:
+                problem = Problem(
+                    "invalid_text", "Text that cannot be stored", storable.UNSTORABLE, prefix + pointer
+                )
+                return ItemResult(index, custom_id, problems=(problem,))
+            if (row := self._quick(item)) is not None:
+                return row
+        try:
+            return self._full(item, prefix)
+        except InvalidInput as exc:
+            return ItemResult(index, custom_id, problems=tuple(exc.problems))
 
     def _quick(self, item: Any) -> bulk_store.Row | None:
         """The row of an item of the usual shape that `validate` would surely accept; None when
-        in any doubt (then `_full` decides and explains)."""
+        in any doubt (then `_full` decides and explains). Runs once an item: every step counts."""
         if type(item) is not dict or not item.keys() <= _FIELDS:
             return None
         custom_id, url, body = item.get("custom_id"), item.get("url"), item.get("body")
         if (
             type(custom_id) is not str
-            or not custom_id.isprintable()  # no odd space or lone surrogate: `_full` explains those
-            or not addressable(custom_id)
+            or not 0 < len(custom_id) <= CUSTOM_ID_MAX_CHARS
+            # Printable: no control character, odd space or lone surrogate (`_full` explains those).
+            or not custom_id.isprintable()
+            # addressable()'s segment rule, short-cut for the usual id without '/'.
+            or (custom_id in _DOTS if "/" not in custom_id else not addressable(custom_id))
             or type(url) is not str
             or url not in _ENDPOINTS
             or item.get("method", "POST") != "POST"
@@ -237,9 +258,12 @@ class _Checker:
         delivery = self._delivery(item.get("delivery_config"))
         body_json = _encode(body)
         size = _line_bytes(custom_id, url, body_json)
-        if delivery is None or size > self.settings.batch_max_bytes:
+        if delivery is None or size > self.max_bytes:
             return None
-        return bulk_store.Row(custom_id, backend, url, model, body_json.decode(), size, delivery, None, body)
+        # tuple.__new__ spares NamedTuple's own __new__, a Python function.
+        return _new_row(
+            bulk_store.Row, (custom_id, backend, url, model, body_json.decode(), size, delivery, None, body)
+        )
 
     def _delivery(self, config: Any) -> str | None:
         """The stored JSON of a valid delivery config, checked once per distinct config."""
@@ -296,73 +320,39 @@ def _repeated(custom_id: str, first: int, prefix: str) -> Problem:
 async def accept_all(
     db: Database, settings: Settings, items: list[Any], raw: bytes, caller: Caller = ADMIN
 ) -> BulkOutcome:
-    """Check every item, store the valid ones as pending (CHUNK rows a transaction) and answer
-    each item in input order. `raw` is the body the items were decoded from.
+    """Check every item, store the valid ones as pending (CHUNK rows a transaction, see
+    bulk_chunks for what a failure midway answers) and answer each item in input order. `raw`
+    is the body the items were decoded from; `items` is emptied as they are checked.
 
-    A chunk is committed before the next begins. If storing fails after a chunk was committed,
-    the committed items stay accepted (and are answered so); the rest are rejected `not_stored`,
-    to be sent again (a resend of an accepted item answers duplicate_custom_id, already
-    accepted). If the first chunk fails, nothing was stored and the error is raised."""
+    A chunk is stored while the items after it are checked; the event loop gets a turn every
+    _YIELD_EVERY items so that its store makes progress. A team with limits is the exception:
+    `owner_limits.admit` takes the body whole or refuses it whole (nothing stored), so every item
+    is checked before anything is stored."""
     checker = _Checker(settings, suspect=storable.first_unstorable(raw, items) is not None)
     results: list[ItemResult | None] = [None] * len(items)
-    pending: list[tuple[int, bulk_store.Row]] = []
-    with gc_paused():
+    whole = await owner_limits.limited(db, caller)
+    chunks = bulk_chunks.Chunks(db, caller, checker.sealer.open_headers, results)
+    rows: bulk_chunks.Chunk = []  # checked, not yet handed to `chunks`
+    try:
         for index, item in enumerate(items):
             checked = checker.check(index, item)
+            # Let go of the item: what is left of it (a row's body) goes with its chunk once stored,
+            # freed here while the database works rather than all at once before the answer.
+            items[index] = None
             if isinstance(checked, ItemResult):
                 results[index] = checked
             else:
-                pending.append((index, checked))
-    # A team's limits take the body whole or refuse it whole (nothing stored).
-    await owner_limits.admit(db, settings, caller, [row.body_bytes for _, row in pending])
-    created_at = utcnow()
-    for start in range(0, len(pending), CHUNK):
-        chunk = pending[start : start + CHUNK]
-        try:
-            await _store(db, chunk, created_at, results, checker.sealer.open_headers, caller)
-        except Exception:
-            if start == 0:
-                raise
-            log.exception("bulk intake: a chunk failed after others were stored; answered not_stored")
-            for index, row in pending[start:]:
-                results[index] = ItemResult(index, row.custom_id, problems=(_not_stored(index),))
-            break
+                rows.append((index, checked))
+                if not whole and len(rows) == (CHUNK if chunks.started else min(CHUNK, _FIRST_CHUNK)):
+                    await chunks.put(rows)
+                    rows = []
+            if index % _YIELD_EVERY == 0 and chunks.busy:
+                await asyncio.sleep(0)
+        if whole:
+            await owner_limits.admit(db, settings, caller, [row.body_bytes for _, row in rows])
+        for start in range(0, len(rows), CHUNK):
+            await chunks.put(rows[start : start + CHUNK])
+        await chunks.finish()
+    finally:
+        await chunks.close()
     return BulkOutcome([r for r in results if r is not None])
-
-
-async def _store(
-    db: Database,
-    chunk: list[tuple[int, bulk_store.Row]],
-    created_at: datetime,
-    results: list[ItemResult | None],
-    opened: Callable[[Any], Any],
-    caller: Caller,
-) -> None:
-    """Insert one chunk (committed) and answer its items: accepted, or duplicate of a stored one."""
-    ids = await bulk_store.insert(db, [row for _, row in chunk], ORIGIN, created_at, caller)
-    metrics.ACCEPTED.labels(ORIGIN).inc(len(ids))
-    kept = await bulk_store.kept(db, [row for _, row in chunk if row.custom_id not in ids], caller.scope)
-    with gc_paused():
-        for index, row in chunk:
-            new_id = ids.get(row.custom_id)
-            if new_id is not None:
-                results[index] = ItemResult(index, row.custom_id, id=new_id)
-            else:
-                problem = _taken(row, kept.get(row.custom_id), f"/{index}/custom_id", opened)
-                results[index] = ItemResult(index, row.custom_id, problems=(problem,))
-
-
-def _taken(row: bulk_store.Row, kept: Taken | None, pointer: str, opened: Callable[[Any], Any]) -> Problem:
-    """A custom_id already stored: by this very request (a resend) or by another one."""
-    mine = {"endpoint": row.endpoint, "body": row.body, "delivery": json.loads(row.delivery)}
-    return already_accepted(row.custom_id, kept is not None and kept.same_as(mine, opened), pointer)
-
-
-def _not_stored(index: int) -> Problem:
-    return Problem(
-        "not_stored",
-        "Not stored",
-        "Storing failed after earlier items of this body were accepted; this item was not "
-        "stored. Send it again.",
-        f"/{index}",
-    )

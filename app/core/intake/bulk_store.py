@@ -10,12 +10,14 @@ return is durable.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.intake import insert_sql
 from app.core.intake.group_commit import Taken, find_taken
@@ -28,6 +30,7 @@ _PG_STAGING = (
     " (c text, b text, e text, m text, j jsonb, n integer, d jsonb, t timestamptz) ON COMMIT DELETE ROWS"
 )
 _PG_STAGED = ("c", "b", "e", "m", "j", "n", "d", "t")
+_PG_BEGIN = "BEGIN; " + _PG_STAGING  # one round trip
 # ORDER BY keeps the ids in input order, as the batcher takes pending requests oldest id first.
 _PG_INSERT = insert_sql.insert_select(
     dict(
@@ -62,28 +65,46 @@ _COLUMNS = 8  # Row's stored fields
 
 
 async def insert(
-    db: Database, rows: list[Row], origin: str, created_at: datetime, caller: Caller
+    db: Database,
+    rows: list[Row],
+    origin: str,
+    created_at: datetime,
+    caller: Caller,
+    held: AsyncConnection | None = None,
 ) -> dict[str, int]:
     """Insert `rows` of `caller`'s as pending in one transaction, skipping custom_ids already
-    taken in its scope; returns the new ids by custom_id (committed when this returns)."""
+    taken in its scope; returns the new ids by custom_id (committed when this returns). On
+    PostgreSQL, through `held` when given (a connection kept for a body's chunks)."""
     if not rows:
         return {}
     if db.is_postgres:
-        return await _insert_postgres(db, rows, origin, created_at, caller)
+        if held is not None:
+            return await _insert_postgres(held, rows, origin, created_at, caller)
+        async with db.engine.connect() as connection:
+            return await _insert_postgres(connection, rows, origin, created_at, caller)
     return await _insert_sqlite(db, rows, origin, created_at, caller)
 
 
 async def _insert_postgres(
-    db: Database, rows: list[Row], origin: str, created_at: datetime, caller: Caller
+    connection: AsyncConnection, rows: list[Row], origin: str, created_at: datetime, caller: Caller
 ) -> dict[str, int]:
-    async with db.engine.connect() as connection:
-        driver: Any = (await connection.get_raw_connection()).driver_connection
-        # asyncpg's own transaction: SQLAlchemy's has not begun (nothing ran through it).
-        async with driver.transaction():
-            await driver.execute(_PG_STAGING)
-            records = [r[:_COLUMNS] for r in rows]
-            await driver.copy_records_to_table("bulk_intake", records=records, columns=_PG_STAGED)
-            inserted = await driver.fetch(_PG_INSERT, origin, created_at, caller.scope, caller.owner)
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    # A transaction of asyncpg's own (SQLAlchemy's has not begun: nothing ran through it), begun
+    # by hand with the staging table's CREATE in the same round trip: the chunks of a body follow
+    # one another on one connection, and every round trip delays the next chunk.
+    await driver.execute(_PG_BEGIN)
+    try:
+        records = [r[:_COLUMNS] for r in rows]
+        await driver.copy_records_to_table("bulk_intake", records=records, columns=_PG_STAGED)
+        inserted = await driver.fetch(_PG_INSERT, origin, created_at, caller.scope, caller.owner)
+        await driver.execute("COMMIT")
+    except Exception:
+        # A connection that cannot roll back is discarded by its holder (bulk_chunks), as is one
+        # whose chunk was cancelled midway.
+        if not driver.is_closed() and driver.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await driver.execute("ROLLBACK")
+        raise
     return {custom_id: new_id for new_id, custom_id in inserted}
 
 

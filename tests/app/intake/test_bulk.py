@@ -5,6 +5,8 @@ accepted rows going through the pipeline. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 from typing import Any
 
@@ -12,9 +14,11 @@ import msgspec
 import pytest
 from sqlalchemy import func, select
 
+from app.core import owner_limits
 from app.core.intake import bulk, bulk_store
 from app.core.intake.accept import validate
-from app.core.rules.errors import InvalidInput
+from app.core.rules.errors import InvalidInput, TooMany
+from app.core.rules.owners import Caller
 from app.core.runs.lines import input_line
 from app.db.models import Request
 from app.ground import metrics
@@ -233,6 +237,95 @@ async def test_a_failure_after_a_stored_chunk_keeps_what_was_stored(
     monkeypatch.setattr(bulk_store, "insert", real_insert)
     again = (await api.client.post(BULK, json=items)).json()
     assert [r["status"] for r in again["results"]] == ["rejected", "rejected", *["pending"] * 3]
+
+
+# -- the pipeline: chunk N stored while chunk N+1 is checked ------------------------------------
+
+
+def body_of(items: list[Any]) -> bytes:
+    return msgspec.json.encode(items)
+
+
+async def test_many_chunks_answer_every_item_in_order_with_ids_in_input_order(
+    api: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", 3)
+    monkeypatch.setattr(bulk, "_YIELD_EVERY", 1)
+    items = [item(f"o-{i}") for i in range(40)]
+    items[5] = item("o-1")  # a repeat of item 1: rejected, the first kept
+    items[37] = item("o-37", body={"messages": []})  # a bad item late in the body: only it rejected
+    outcome = await bulk.accept_body(api.db, api.settings, body_of(items), False, 100)
+    assert [r.index for r in outcome.results] == list(range(40))
+    rejected = {r.index: r.problems[0].code for r in outcome.results if r.id is None}
+    assert rejected == {5: "duplicate_custom_id", 37: "missing_model"}
+    ids = [r.id for r in outcome.results if r.id is not None]
+    assert ids == sorted(ids) and len(set(ids)) == 38  # the batcher takes the oldest id first
+    assert sorted(await stored(api)) == sorted(r.custom_id for r in outcome.results if r.id is not None)
+    assert gc.isenabled()
+
+
+async def test_a_chunk_is_stored_before_the_last_items_are_checked(
+    api: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", 4)
+    monkeypatch.setattr(bulk, "_YIELD_EVERY", 1)
+    events: list[str] = []
+    real_insert, real_check = bulk_store.insert, bulk._Checker.check
+
+    async def insert(*args: Any) -> dict[str, int]:
+        events.append("stored")
+        return await real_insert(*args)
+
+    def check(self: Any, index: int, one: Any) -> Any:
+        events.append(f"checked {index}")
+        return real_check(self, index, one)
+
+    monkeypatch.setattr(bulk_store, "insert", insert)
+    monkeypatch.setattr(bulk._Checker, "check", check)
+    outcome = await bulk.accept_body(
+        api.db, api.settings, body_of([item(f"p-{i}") for i in range(12)]), False, 100
+    )
+    assert outcome.accepted == 12 and events.count("stored") == 3
+    assert events.index("stored") < events.index("checked 11")
+
+
+async def test_a_team_with_limits_has_its_body_refused_whole_before_anything_is_stored(
+    api: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", 2)
+    items = [item(f"t-{i}") for i in range(6)]
+    one = owner_limits.tokens_of(len(input_line("t-0", items[0]["url"], items[0]["body"])))
+    await owner_limits.set_limits(api.db, "red", max_enqueued_tokens=one * 5, budget_usd=None)
+    with pytest.raises(TooMany):
+        await bulk.accept_body(api.db, api.settings, body_of(items), False, 100, Caller("red"))
+    assert await stored(api) == {}
+    outcome = await bulk.accept_body(api.db, api.settings, body_of(items[:4]), False, 100, Caller("red"))
+    assert outcome.accepted == 4
+
+
+async def test_a_cancelled_body_stops_its_store_and_collection_resumes(
+    api: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", 2)
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def hanging(*args: Any) -> dict[str, int]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+        return {}
+
+    monkeypatch.setattr(bulk_store, "insert", hanging)
+    body = body_of([item(f"h-{i}") for i in range(6)])
+    task = asyncio.create_task(bulk.accept_body(api.db, api.settings, body, False, 100))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stopped.is_set() and gc.isenabled()
+    assert await stored(api) == {}
 
 
 async def test_bulk_accepted_requests_are_batched_and_delivered(
