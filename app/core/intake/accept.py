@@ -32,7 +32,6 @@ from app.ground.statuses import RequestStatus
 from app.net import destinations, own_addresses
 from app.net.destinations import rabbitmq_refusal
 
-
 # Each origin's counter: labels() checks and locks on every call (2% of intake's CPU time).
 _accepted: dict[str, Any] = {}
 
