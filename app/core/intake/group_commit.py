@@ -296,8 +296,8 @@ async def find_taken(
 
 
 class _Held:
-    """A drainer's PostgreSQL connection, kept for the groups it writes one after another: a
-    checkout pings the server first (pool_pre_ping), a round trip per group otherwise."""
+    """A drainer's PostgreSQL connection, kept for the groups it writes one after another and
+    while it lingers: a checkout pings the server first (pool_pre_ping), three round trips."""
 
     def __init__(self) -> None:
         self.connection: AsyncConnection | None = None
