@@ -2,12 +2,23 @@
 
     .venv/bin/python -m bench.dropin [--face openai|anthropic|both] [--lines 50000]
                                      [--requests 100000] [--line-bytes 1000] [--no-run]
+                                     [--rounds 1] [--profile FILE]
 
 The gateway runs as `batchgate serve` in its own process (SQLite, local backend on the
 inference stand-in), so its memory is its own. The server's peak RSS (VmHWM) is read before and
 after each phase, against the size of what was sent: neither face may hold its input in memory.
 The limit for sending is the same bytes sent by httpx to a no-op route of the same kind of
 server (uvicorn) in its own process, in the same run.
+
+The OpenAI face's batch create has a limit of its own, in the same run: a raw executemany of the
+same rows (`bench.raw_durable create`, in a process of its own) into a SQLite database of its own, of
+the same schema, pragmas and disk: read the file once, decode each line, insert the requests
+rows the gateway writes, 1,000 a statement, all in one transaction (a batch is created whole or
+not at all). Its goal: the create at 0.7 of that limit's lines/s. `--rounds R` (with --no-run)
+creates R batches from the one upload, each after the limit's round on the same raw database;
+the figure is the median of the per-round ratios. With --no-run the server's scheduler is off:
+only the create is measured, not a run started behind it. `--profile FILE` samples the server
+with py-spy during the creates (bench.pyspy) and prints where its time went.
 
 - openai: the official openai SDK uploads a `--lines` file, creates the batch and polls it to
   completed (with --no-run, stops after the create, as `make bench` does).
@@ -21,19 +32,20 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 
 import httpx
 import openai
 from openai.types import Batch
 
-from bench import summary
+from bench import pyspy, raw_durable, summary
 from bench.common import print_table
 from testkit import wait_until
 from testkit.processes import free_port
@@ -138,6 +150,21 @@ async def _answers(url: str) -> bool:
         return False
 
 
+async def migrate(env: dict[str, str]) -> None:
+    migrating = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "migrate", env=env)
+    assert await migrating.wait() == 0, "batchgate migrate failed"
+
+
+async def raw_create_seconds(root: Path, path: Path, lines: int) -> float:
+    """The create's limit (bench.raw_durable create) on a database of its own beside the gateway's."""
+    url = f"sqlite+aiosqlite:///{root / 'raw.db'}"
+    if not (root / "raw.db").exists():
+        await migrate({**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"})
+    result = await raw_durable.run("create", url, str(path))
+    assert result["stored"] == lines, result
+    return result["seconds"]
+
+
 @asynccontextmanager
 async def gateway(root: Path, **variables: str) -> AsyncIterator[tuple[int, str]]:
     """`batchgate serve` in its own process on a fresh SQLite database: (its pid, its URL)."""
@@ -154,8 +181,7 @@ async def gateway(root: Path, **variables: str) -> AsyncIterator[tuple[int, str]
             "LOG_LEVEL": "warning",
             **variables,
         }
-        migrate = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "migrate", env=env)
-        assert await migrate.wait() == 0, "batchgate migrate failed"
+        await migrate(env)
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", env=env, **quiet)
         url = f"http://127.0.0.1:{port}"
@@ -167,13 +193,21 @@ async def gateway(root: Path, **variables: str) -> AsyncIterator[tuple[int, str]
             await server.wait()
 
 
+PROFILE: Path | None = None  # --profile: where py-spy writes the create's samples
+ROUNDS = 1  # --rounds: creates (each after its limit's round), with --no-run
+
+
+def profiled(pid: int) -> AbstractAsyncContextManager[None]:
+    return pyspy.recording(pid, PROFILE) if PROFILE else nullcontext()
+
+
 async def openai_case(lines: int, line_bytes: int, run: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bg_bench_dropin_") as tmp:
         root = Path(tmp)
         size = write_file(root / "input.jsonl", lines, line_bytes)
         raw = await raw_seconds(upload_form(root / "input.jsonl"))
-        async with gateway(root) as (pid, url):
-            await run_batch(pid, url, root / "input.jsonl", size, raw, lines, run)
+        async with gateway(root, **({} if run else {"SCHEDULER_ENABLED": "false"})) as (pid, url):
+            await run_batch(pid, url, root, size, raw, lines, run)
 
 
 async def anthropic_case(requests: int, line_bytes: int) -> None:
@@ -218,7 +252,10 @@ async def main(face: str, lines: int, requests: int, line_bytes: int, run: bool)
         await anthropic_case(requests, line_bytes)
 
 
-async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines: int, run: bool) -> None:
+async def run_batch(pid: int, url: str, root: Path, size: int, raw: float, lines: int, run: bool) -> None:
+    """Upload root/input.jsonl, create (ROUNDS times, each after the limit's round), and with
+    `run`, run to completed; `raw`: the limit's upload seconds."""
+    path = root / "input.jsonl"
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
     idle = peak_rss_mb(pid)
     started = time.perf_counter()
@@ -226,14 +263,21 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
         uploaded = await asyncio.to_thread(client.files.create, file=(path.name, data), purpose="batch")
     upload = time.perf_counter() - started
     after_upload = peak_rss_mb(pid)
-    started = time.perf_counter()
-    batch = await asyncio.to_thread(
-        client.batches.create,
-        input_file_id=uploaded.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-    )
-    created = time.perf_counter() - started
+    limits, creates = [], []
+    for _ in range(ROUNDS):
+        limits.append(await raw_create_seconds(root, path, lines))
+        async with profiled(pid):
+            started = time.perf_counter()
+            batch = await asyncio.to_thread(
+                client.batches.create,
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+            )
+            creates.append(time.perf_counter() - started)
+        assert batch.request_counts is not None and batch.request_counts.total == lines, batch
+        print(f"round {len(creates)}/{ROUNDS}: create {creates[-1]:.2f} s, raw {limits[-1]:.2f} s")
+    created, raw_create = statistics.median(creates), statistics.median(limits)
     ran, after_run = await completion(client, batch, started, pid) if run else (None, None)
     print_table(
         f"bench.dropin openai: {lines} lines, {size / MB:.1f} MB input file",
@@ -243,7 +287,11 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
                 f"{size / MB / upload:.1f} MB/s; limit (httpx to a no-op route) "
                 f"{size / MB / raw:.1f} MB/s; ratio {raw / upload:.2f}",
             ),
-            ("create (validate + insert)", f"{created:.1f} s ({lines / created:,.0f} lines/s)"),
+            ("create (validate + insert), median", f"{created:.1f} s ({lines / created:,.0f} lines/s)"),
+            (
+                "limit (raw executemany, 1 transaction)",
+                f"{raw_create:.1f} s ({lines / raw_create:,.0f} lines/s); ratio {raw_create / created:.2f}",
+            ),
             ("create to completed", f"{ran:.1f} s ({lines / ran:,.0f} requests/s)" if ran else "not run"),
             ("server peak RSS, idle", f"{idle:.0f} MB"),
             (
@@ -253,7 +301,7 @@ async def run_batch(pid: int, url: str, path: Path, size: int, raw: float, lines
             ("server peak RSS after the run", f"{after_run:.0f} MB" if after_run else "not run"),
         ],
     )
-    report_openai(lines, size, upload, created, raw, (idle, after_upload, after_run))
+    report_openai(lines, size, (upload, raw), (creates, limits), (idle, after_upload, after_run))
 
 
 async def completion(client: openai.OpenAI, batch: Batch, started: float, pid: int) -> tuple[float, float]:
@@ -271,18 +319,23 @@ async def completion(client: openai.OpenAI, batch: Batch, started: float, pid: i
 
 
 def report_openai(
-    lines: int, size: int, upload: float, created: float, raw: float, rss: tuple[float, float, float | None]
+    lines: int,
+    size: int,
+    uploads: tuple[float, float],
+    creates: tuple[list[float], list[float]],
+    rss: tuple[float, float, float | None],
 ) -> None:
-    """The goal's outcome: upload + create rate."""
-    mb = f"{size / MB:.0f} MB"
+    """The goal's outcome: the create's lines/s against the raw executemany's, per round (the
+    upload's MB/s against httpx to a no-op route rides along in `measured`)."""
+    (upload, raw), (created, limits) = uploads, creates
     summary.report(
         summary.Outcome(
-            path=f"OpenAI face: /v1/files upload + batch create, {lines:,} lines ({mb})",
-            measured=f"upload {size / MB / upload:.1f} MB/s ({raw / upload:.2f} of httpx to a no-op route), "
-            f"create {lines / created:,.0f} lines/s",
-            figures=[lines / (upload + created)],
-            goal=50_000,
-            unit="req/s",
+            path=f"OpenAI face: batch create, {lines:,} lines (sqlite)",
+            measured=f"create {summary.rates([lines / c for c in created], 'lines/s')}, raw executemany "
+            f"{summary.rates([lines / c for c in limits], 'lines/s')}; upload {size / MB / upload:.1f} MB/s "
+            f"({raw / upload:.2f} of httpx to a no-op route)",
+            figures=summary.ratios(limits, created),
+            goal=0.7,
         )
     )
     idle, after_upload, _ = rss
@@ -298,5 +351,10 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=100_000, help="the Anthropic request list's length")
     parser.add_argument("--line-bytes", type=int, default=1000, help="the size of one request")
     parser.add_argument("--no-run", action="store_true", help="stop after the batch create")
+    parser.add_argument("--rounds", type=int, default=1, help="batch creates (with --no-run)")
+    parser.add_argument("--profile", type=Path, help="sample the server with py-spy during the creates")
     args = parser.parse_args()
+    if args.rounds > 1 and not args.no_run:
+        parser.error("--rounds needs --no-run: the batches of earlier rounds would run during later ones")
+    PROFILE, ROUNDS = args.profile, args.rounds
     asyncio.run(main(args.face, args.lines, args.requests, args.line_bytes, run=not args.no_run))

@@ -5,6 +5,7 @@ own as the gateway is: the simplest correct way to do the same work with the sam
     .venv/bin/python -m bench.raw_durable outbox DATABASE_URL N CHUNK
     .venv/bin/python -m bench.raw_durable upload DATABASE_URL BASE_URL
     .venv/bin/python -m bench.raw_durable collect DATABASE_URL BASE_URL FILE_ID
+    .venv/bin/python -m bench.raw_durable create DATABASE_URL FILE
 
 intake: consume QUEUE with PREFETCH unacked, INSERT every message that arrived meanwhile in one
 transaction (group commit), then ack them all (multiple) after the commit. outbox: claim CHUNK
@@ -12,6 +13,11 @@ pending deliveries (FOR UPDATE SKIP LOCKED on PostgreSQL), publish them all at o
 mandatory, confirmed), mark them delivered and commit, until N are. upload: read the requests'
 bodies, build the JSONL and upload it (multipart). collect: stream the output file and UPDATE
 the requests still processing with their results (matched on id), executemany, 1,000 lines a transaction.
+create (the OpenAI face's batch create): read the JSONL FILE once, decode each line, and
+executemany the requests rows the gateway writes for it (same columns, a batch row first),
+1,000 rows a statement, all in ONE transaction: the gateway creates a batch whole or not at all.
+SQLite only, through the standard library's sqlite3 with the app's pragmas (WAL, synchronous,
+foreign keys).
 Each prints the seconds of its work (a JSON object) on its last line.
 """
 
@@ -19,18 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from typing import Any
 
 import aio_pika
 import httpx
+import msgspec
 from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Delivery, Request
 from app.ground.clock import utcnow
 from bench.common import raw_database, request_row
-from testkit import RABBITMQ_URL
+from testkit import RABBITMQ_URL, fast_settings
 
 LINES_PER_TRANSACTION = 1000
 
@@ -195,6 +203,51 @@ async def collect(url: str, base_url: str, file_id: str) -> dict[str, float]:
         await db.dispose()
 
 
+CREATE_COLUMNS = (
+    "scope", "owner", "custom_id", "origin", "backend", "endpoint", "model", "body", "body_bytes",
+    "delivery", "status", "batch_id", "inference_attempts", "resubmits", "created_at",
+)  # fmt: skip
+BATCH_COLUMNS = (
+    "backend", "endpoint", "model", "origin", "status", "request_count", "bytes", "completed_count",
+    "failed_count", "close_requested", "run_failures", "created_at", "status_changed_at",
+)  # fmt: skip
+
+
+def create(url: str, path: str) -> dict[str, float]:
+    """The batch create's limit: FILE's lines as requests rows of one batch, one transaction."""
+    connection = sqlite3.connect(url.split(":///", 1)[1], timeout=30)
+    try:
+        # The app's pragmas (app.db.session._sqlite_pragmas) and its SQLITE_SYNCHRONOUS.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={fast_settings(url).sqlite_synchronous.upper()}")
+        connection.execute("PRAGMA foreign_keys=ON")
+        decode, encode = msgspec.json.Decoder().decode, msgspec.json.Encoder().encode
+        rows_sql = f"INSERT INTO requests ({','.join(CREATE_COLUMNS)}) VALUES ({','.join('?' * 15)})"
+        batch_sql = f"INSERT INTO batches ({','.join(BATCH_COLUMNS)}) VALUES ({','.join('?' * 13)})"
+        stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
+        start, count = time.perf_counter(), 0
+        with connection, open(path, "rb") as lines:  # one transaction, committed at the end
+            batch = ("local", "/v1/chat/completions", "stand-in", "openai_batch", "ready", 0, 0, 0, 0, 0, 0)
+            batch_id = connection.execute(batch_sql, (*batch, stamp, stamp)).lastrowid
+            scope, rows = f"raw_{batch_id}", []
+            for raw in lines:
+                if not raw.strip():
+                    continue
+                line = decode(raw)
+                body = line["body"]
+                head = (scope, "", line["custom_id"], "openai_batch", "local", line["url"], body["model"])
+                tail = (len(raw), '{"type":"none"}', "batched", batch_id, 0, 0, stamp)
+                rows.append((*head, encode(body).decode(), *tail))
+                if len(rows) == LINES_PER_TRANSACTION:
+                    connection.executemany(rows_sql, rows)
+                    count, rows = count + len(rows), []
+            connection.executemany(rows_sql, rows)
+            count += len(rows)
+        return {"seconds": time.perf_counter() - start, "stored": count}
+    finally:
+        connection.close()
+
+
 async def run(*args: str, timeout: float = 600) -> dict[str, float]:  # noqa: ASYNC109
     """Run this module as a child process with `args`; what it printed (its seconds, ...)."""
     child = await asyncio.create_subprocess_exec(
@@ -223,7 +276,9 @@ def main(argv: list[str]) -> dict[str, float]:
         return asyncio.run(upload(url, rest[0]))
     if kind == "collect":
         return asyncio.run(collect(url, rest[0], rest[1]))
-    raise SystemExit(f"unknown limit {kind!r}: intake, outbox, upload or collect")
+    if kind == "create":
+        return create(url, rest[0])
+    raise SystemExit(f"unknown limit {kind!r}: intake, outbox, upload, collect or create")
 
 
 if __name__ == "__main__":

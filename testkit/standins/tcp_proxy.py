@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+from testkit.processes import free_port
+
 
 class TcpProxy:
     """Forwards a free local port to (host, port). pause() drops every connection and refuses
     new ones, as a crashed server would; refuse() only refuses new ones (the connections open
-    stay until the server itself closes them); resume() serves again on the same port."""
+    stay until the server itself closes them); resume() serves again on the same port.
+
+    The port comes from free_port(), below the ephemeral range: while paused, a port from bind(0)
+    could be taken by another test's server, and the "refused" connections would reach it."""
 
     def __init__(self, host: str, port: int, delay: float = 0.0) -> None:
         self.target = (host, port)
         # Seconds each chunk from the client waits before it goes on: a slow link in.
         self.delay = delay
-        self.port = 0
+        self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -30,7 +35,6 @@ class TcpProxy:
 
     async def resume(self) -> None:
         self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
 
     async def pause(self) -> None:
         server = self._stop_listening()

@@ -74,7 +74,11 @@ async def test_receiver_down_for_long_is_shown_then_caught_up(
                 d = last[0]
                 return d is not None and d["retrying"] == COUNT and error in (d["last_error"] or "")
 
-            await wait_until(lambda: shown("Connect"), timeout=60, what="/health to name the refusing host")
+            await wait_until(
+                lambda: shown("Connect"),
+                timeout=60,
+                what=lambda: f"/health to name the refusing host (it said {last})",
+            )
             [listed] = await failing(client)
             assert listed["channel"] == "webhook" and listed["last_failure_at"]
             dashboard = (await client.get("/")).text
