@@ -113,9 +113,9 @@ def api_routers() -> tuple[Router, Router]:
             OwnerController,
             purge,
         ],
-        middleware=[RequireApiKey()],
+        middleware=[RequireApiKey],
     )
-    docs = Router("/api", route_handlers=[], middleware=[RequireApiKey()], include_in_schema=False)
+    docs = Router("/api", route_handlers=[], middleware=[RequireApiKey], include_in_schema=False)
     return native, docs
 
 
@@ -317,7 +317,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # First: what follows sees the client and scheme a listed proxy forwarded.
             *forwarded_headers(settings),
             DefineMiddleware(BodyGuard, settings=settings, uploads=Uploads()),
-            ScreenRequests(),
+            ScreenRequests,
             cookies.session.middleware,
         ],
         # The drop-in faces' request ids (x-request-id, request-id) on every answer they give.

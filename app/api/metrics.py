@@ -43,6 +43,6 @@ def metrics_route(public: bool) -> HTTPRouteHandler:
     """The /metrics handler: open, or behind the API key check (METRICS_PUBLIC=false)."""
     return get(
         "/metrics",
-        middleware=None if public else [RequireApiKey()],
+        middleware=None if public else [RequireApiKey],
         include_in_schema=False,
     )(metrics_text)

@@ -28,7 +28,15 @@ from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
 from app.ground.statuses import DeliveryStatus, RequestStatus
 from app.web.auth import caller_of
-from app.web.http import HttpRequest, OwnerFilter, RowCursor, json_or_jsonl, read_body, require_json
+from app.web.http import (
+    HttpRequest,
+    OwnerFilter,
+    RowCursor,
+    header,
+    json_or_jsonl,
+    read_body,
+    require_json,
+)
 from app.web.state import app_state
 
 NO_SUCH_REQUEST = {404: "No such request"}
@@ -60,7 +68,8 @@ class RequestController(Controller):
         # The app's state is read off the request rather than injected: Litestar builds a State
         # for an injected one on every request, a few percent of intake's CPU time.
         app = app_state(request.app.state)
-        require_json(request.headers.get("content-type"))
+        # From the scope: request.headers builds a Headers object (2% of intake's CPU time).
+        require_json(header(request.scope, b"content-type"))
         data = intake.parse(await request.body())
         accepted = await intake.accept(app.db, await app.effective.fresh(), data, caller=caller_of(request))
         return AcceptedOut(accepted.id, accepted.custom_id, accepted.status)

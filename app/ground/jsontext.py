@@ -36,6 +36,14 @@ def loads(text: str | bytes) -> Any:
 def strict_loads(text: str | bytes) -> Any:
     """json.loads, refusing NaN, Infinity and -Infinity (ValueError): Python reads them, but
     they are not JSON, and no backend or database takes them."""
+    try:
+        # What msgspec decodes, json.loads decodes alike (it refuses NaN and the rest of what
+        # it does not read the same way: a number past a float, a BOM, a lone surrogate); the
+        # standard library's own error messages are kept for what it refuses. json.loads was
+        # 6% of intake's CPU time.
+        return _decoder.decode(text)
+    except (msgspec.DecodeError, UnicodeEncodeError):  # a str holding a lone surrogate
+        pass
     return json.loads(text, parse_constant=_not_json)
 
 

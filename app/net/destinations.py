@@ -77,6 +77,7 @@ def refusal(address: Address, allow_private: bool) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # parsing one was 2% of intake's CPU time (asked twice a request)
 def literal(host: str) -> Address | None:
     """The address a URL's host spells, if it is one."""
     try:

@@ -7,16 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
-from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.core.rules.access import Refusal
 from app.core.rules.owners import ADMIN, Caller
-from app.web.http import no_retry_headers, presented_keys
+from app.web.http import header, no_retry_headers, presented_keys
 from app.web.state import app_state
 
 MESSAGES = {
@@ -41,26 +39,30 @@ class KeyRefused(NotAuthorizedException):
         self.refusal = refusal
 
 
-class RequireApiKey(ASGIMiddleware):
+class RequireApiKey:
     """Let the request through when no keys are configured or it carries a valid one.
 
-    A middleware rather than a guard, like app.web.protection.ScreenRequests (Litestar copies the
-    route handler per guard per request); it runs with the matched route's error handlers.
+    Pure ASGI rather than a guard (Litestar copies the route handler per guard per request) or an
+    ASGIMiddleware (its wrapper costs every intake), as app.web.protection.ScreenRequests; it
+    runs inside the matched route's stack, so its refusal gets that route's error handlers.
+    Given to a router as the class: Litestar builds it around each route.
     """
 
-    scopes = (ScopeType.HTTP,)
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        keys = app_state(scope["litestar_app"].state).api_keys
-        caller = ADMIN
-        if keys.required:
-            headers = Headers.from_scope(scope)
-            found = keys.check(presented_keys(headers.get("authorization"), headers.get("x-api-key")))
-            if isinstance(found, Refusal):
-                raise KeyRefused(found)
-            caller = found
-        scope.setdefault("state", {})[CALLER] = caller
-        await next_app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            keys = app_state(scope["litestar_app"].state).api_keys
+            caller = ADMIN
+            if keys.required:
+                given = presented_keys(header(scope, b"authorization"), header(scope, b"x-api-key"))
+                found = keys.check(given)
+                if isinstance(found, Refusal):
+                    raise KeyRefused(found)
+                caller = found
+            scope.setdefault("state", {})[CALLER] = caller
+        await self.app(scope, receive, send)
 
 
 def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:

@@ -14,6 +14,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
+from litestar.types import Scope
 
 from app.core.rules.errors import Problem, TooLarge
 from app.db.session import is_unavailable
@@ -97,14 +98,24 @@ def database_unavailable(request: Any, exc: BaseException) -> bool:
     return True
 
 
-def check_readable_text(connection: Connection) -> None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case) as Litestar reads it (latin-1), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def check_readable_text(scope: Scope) -> None:
     """Refuse (400) a path or query parameter that is not UTF-8 once percent-decoded or
     holds a NUL. PostgreSQL stores no NUL (the lookup would fail as a 500), and bytes that are
     not UTF-8 would be replaced and quietly name another id."""
-    scope = connection.scope
     raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
+    query: bytes = scope.get("query_string", b"")
+    if _plain(raw_path) and _plain(query):
+        return  # nearly every request: nothing in it decodes to anything but itself
     pieces = [("path", raw_path)]
-    for pair in scope.get("query_string", b"").split(b"&"):
+    for pair in query.split(b"&"):
         key, _, value = pair.partition(b"=")
         pieces.append((_decoded(key, "replace"), key + b"=" + value))
     for where, raw in pieces:
@@ -114,6 +125,11 @@ def check_readable_text(connection: Connection) -> None:
             _refuse(where, "is not valid UTF-8")
         if "\x00" in text:
             _refuse(where, "holds a NUL character (%00)")
+
+
+def _plain(raw: bytes) -> bool:
+    """ASCII with no escape and no NUL: valid UTF-8 and NUL-free however it is decoded."""
+    return raw.isascii() and b"%" not in raw and b"\x00" not in raw
 
 
 def _decoded(raw: bytes, errors: str) -> str:

@@ -24,7 +24,7 @@ def _router(mount: str) -> Router:
         path=mount,
         route_handlers=[MessageBatchController],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequireApiKey()],
+        middleware=[RequireApiKey],
         opt={"mount": mount, **request_id_header("request-id")},
         # One mount is documented; the others are the same API under other prefixes.
         include_in_schema=mount == MOUNTS[0],

@@ -19,7 +19,7 @@ def _router(path: str, in_schema: bool) -> Router:
         path=path,
         route_handlers=[FileController, BatchController],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequireApiKey()],
+        middleware=[RequireApiKey],
         opt=request_id_header("x-request-id"),
         include_in_schema=in_schema,
     )
