@@ -95,20 +95,28 @@ async def record(
             .with_for_update()
         )
     ).all()
-    if not open_rows:
+    return await record_locked(session, batch_id, [(row, by_id[row.id]) for row in open_rows])
+
+
+async def record_locked(session: AsyncSession, batch_id: int, found: Sequence[tuple[Any, LineResult]]) -> int:
+    """Store the results of requests the caller has read FOR UPDATE and found still processing
+    in the batch: each a row of OUTCOME_COLUMNS (more columns may follow) with its result.
+
+    `record` without its own SELECT, for a caller that had to read the rows anyway (collecting
+    an OpenAI batch matches its lines on custom_id): the same rows are not read twice."""
+    if not found:
         return 0
     now = utcnow()
     outcomes, succeeded = [], 0
     usage = dict.fromkeys(USAGE_COLUMNS, 0)
-    for row in open_rows:
-        result = by_id[row.id]
+    for row, result in found:
         succeeded += result.succeeded
         outcome, tokens = _outcome(row.id, result, now)
         outcomes.append(outcome)
         for column, count in tokens.items():
             usage[column] += count
     await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
-    await _queue_deliveries(session, open_rows, [o["status"] for o in outcomes], now)
+    await _queue_deliveries(session, [row for row, _ in found], [o["status"] for o in outcomes], now)
     await session.execute(
         update(Batch)
         .where(Batch.id == batch_id)
