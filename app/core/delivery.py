@@ -7,6 +7,7 @@ after its lease runs out. Receivers deduplicate on the delivery id (`webhook-id`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -171,6 +172,7 @@ def _messages(rows: Sequence[Any], sealer: sealing.Sealer) -> list[tuple[int, Me
     return [(row.claimed_id, _message(row, sealer, secrets.signing(row, sealer, now))) for row in rows]
 
 
+@functools.cache
 def in_turn() -> ColumnElement[bool]:
     """A result's delivery, or a batch event whose batch has no earlier event still waiting
     (to be queued, or pending or retrying to the same destination): a batch's events reach each
@@ -178,10 +180,17 @@ def in_turn() -> ColumnElement[bool]:
     down holds back only its own. An earlier event that failed for good (delivery_failed) no
     longer holds the later ones back."""
     this, earlier, earlier_delivery = aliased(BatchEvent), aliased(BatchEvent), aliased(Delivery)
-    earlier_waits = exists().where(
-        earlier_delivery.batch_event_id == earlier.id,
-        earlier_delivery.destination == Delivery.destination,
-        earlier_delivery.status.in_(states.DELIVERY_DUE),
+    # Correlated two levels up (SQLAlchemy correlates one on its own): without it, `deliveries`
+    # was a table of its own in the inner FROM, and an earlier event waiting for any receiver
+    # held back the later ones to all of them.
+    earlier_waits = (
+        exists()
+        .where(
+            earlier_delivery.batch_event_id == earlier.id,
+            earlier_delivery.destination == Delivery.destination,
+            earlier_delivery.status.in_(states.DELIVERY_DUE),
+        )
+        .correlate(Delivery, earlier)
     )
     return or_(
         Delivery.batch_event_id.is_(None),

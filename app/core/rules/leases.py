@@ -134,19 +134,19 @@ async def claim_rows(
     """`claim`, answering the rows leased: `claimed_id` (the id), then `columns`, which may come
     from tables `outerjoins` adds (each a table and its ON clause; only `model`'s rows are
     locked). What the claimed work needs is read in the claim's own statement."""
+    order = order_by if order_by is not None else model.id
+    free = select(model.id).where(*where, lease_free(session, model)).order_by(order).limit(limit)
+    free = free.with_for_update(skip_locked=True)
     query = select(model.id.label("claimed_id"), model.leased_by, *columns).select_from(model)
-    for table, on in outerjoins:
-        query = query.outerjoin(table, on)
-    # FOR UPDATE OF: PostgreSQL locks no row of an outer join's nullable side.
-    lock_of = {"of": model} if outerjoins else {}
-    found = (
-        await session.execute(
-            query.where(*where, lease_free(session, model))
-            .order_by(order_by if order_by is not None else model.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, **lock_of)
-        )
-    ).all()
+    if outerjoins:
+        # The rows are chosen (and locked) first, the joins read for those alone: SQLite would
+        # join every due row before its sort and limit.
+        for table, on in outerjoins:
+            query = query.outerjoin(table, on)
+        query = query.where(model.id.in_(free.correlate(None))).order_by(order)
+    else:
+        query = free.with_only_columns(model.id.label("claimed_id"), model.leased_by, *columns)
+    found = (await session.execute(query)).all()
     rows = [row for row in found if keep is None or keep(row)]
     ids = [row.claimed_id for row in rows]
     # A free row that still names an owner is one whose lease ran out: its owner died or stalled.
