@@ -7,6 +7,7 @@ after its lease runs out. Receivers deduplicate on the delivery id (`webhook-id`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -75,7 +76,7 @@ async def claim_due(
     if full:
         where.append(Delivery.destination.not_in(list(full)))
     async with db.transaction() as session:
-        ids = await leases.claim(
+        rows = await leases.claim_rows(
             session,
             Delivery,
             where,
@@ -84,9 +85,9 @@ async def claim_due(
             limit,
             order_by=Delivery.next_attempt_at,
             keep=None if take is None else lambda row: take(row.destination),
-            columns=(Delivery.destination,),
+            **MESSAGE_READ,
         )
-        return await _messages(session, ids, sealing.sealer(settings.secrets_key)) if ids else []
+    return _messages(rows, sealing.sealer(settings.secrets_key))
 
 
 def _due(channels: Mapping[str, Channel]) -> tuple[list[ColumnElement[bool]], float] | None:
@@ -112,10 +113,10 @@ async def claim_probes(
     if not (due := _due(channels)):
         return []
     where, slowest = due
-    now, ids = utcnow(), []
+    now, rows = utcnow(), []
     async with db.transaction() as session:
         for destination in await breaker.due_probes(session, now):
-            claimed = await leases.claim(
+            claimed = await leases.claim_rows(
                 session,
                 Delivery,
                 [*where, Delivery.destination == destination.key],
@@ -123,11 +124,12 @@ async def claim_probes(
                 settings.lease_seconds + slowest,
                 1,
                 order_by=Delivery.next_attempt_at,
+                **MESSAGE_READ,
             )
             if claimed:
                 await breaker.probing(session, settings, destination, now)
-                ids += claimed
-        return await _messages(session, ids, sealing.sealer(settings.secrets_key)) if ids else []
+                rows += claimed
+    return _messages(rows, sealing.sealer(settings.secrets_key))
 
 
 async def release(db: Database, owner: str, ids: Collection[int]) -> None:
@@ -142,34 +144,35 @@ async def release(db: Database, owner: str, ids: Collection[int]) -> None:
         )
 
 
-async def _messages(
-    session: AsyncSession, ids: list[int], sealer: sealing.Sealer
-) -> list[tuple[int, Message]]:
-    """What each claimed delivery sends, by row id: header values opened, and signed with the
-    secrets of its destination (joined in the same statement: no round trip more per claim)."""
-    # Plain rows, not ORM objects: building those was a tenth of a RabbitMQ delivery's CPU.
-    rows = (
-        await session.execute(
-            select(
-                Delivery.id.label("delivery_id"),
-                Delivery.target,
-                Delivery.destination,
-                Delivery.total_attempts,
-                Request.id,
-                Request.custom_id,
-                Request.response,
-                Request.error,
-                *secrets.SIGNING_COLUMNS,
-            )
-            .outerjoin(Request, Delivery.request_id == Request.id)
-            .outerjoin(Destination, Destination.key == Delivery.destination)
-            .where(Delivery.id.in_(ids))
-        )
-    ).all()
+# What a claim reads of each delivery it leases, in its own statement (no round trip more per
+# claim): the delivery, its request's result and its destination's signing secrets. Plain rows,
+# not ORM objects: building those was a tenth of a RabbitMQ delivery's CPU.
+MESSAGE_READ: dict[str, Any] = {
+    "columns": (
+        Delivery.destination,
+        Delivery.target,
+        Delivery.total_attempts,
+        Request.id,
+        Request.custom_id,
+        Request.response,
+        Request.error,
+        *secrets.SIGNING_COLUMNS,
+    ),
+    "outerjoins": (
+        (Request, Delivery.request_id == Request.id),
+        (Destination, Destination.key == Delivery.destination),
+    ),
+}
+
+
+def _messages(rows: Sequence[Any], sealer: sealing.Sealer) -> list[tuple[int, Message]]:
+    """What each claimed delivery sends, by row id (rows as MESSAGE_READ reads them): header
+    values opened, and signed with the secrets of its destination."""
     now = utcnow()
-    return [(row.delivery_id, _message(row, sealer, secrets.signing(row, sealer, now))) for row in rows]
+    return [(row.claimed_id, _message(row, sealer, secrets.signing(row, sealer, now))) for row in rows]
 
 
+@functools.cache
 def in_turn() -> ColumnElement[bool]:
     """A result's delivery, or a batch event whose batch has no earlier event still waiting
     (to be queued, or pending or retrying to the same destination): a batch's events reach each
@@ -177,10 +180,17 @@ def in_turn() -> ColumnElement[bool]:
     down holds back only its own. An earlier event that failed for good (delivery_failed) no
     longer holds the later ones back."""
     this, earlier, earlier_delivery = aliased(BatchEvent), aliased(BatchEvent), aliased(Delivery)
-    earlier_waits = exists().where(
-        earlier_delivery.batch_event_id == earlier.id,
-        earlier_delivery.destination == Delivery.destination,
-        earlier_delivery.status.in_(states.DELIVERY_DUE),
+    # Correlated two levels up (SQLAlchemy correlates one on its own): without it, `deliveries`
+    # was a table of its own in the inner FROM, and an earlier event waiting for any receiver
+    # held back the later ones to all of them.
+    earlier_waits = (
+        exists()
+        .where(
+            earlier_delivery.batch_event_id == earlier.id,
+            earlier_delivery.destination == Delivery.destination,
+            earlier_delivery.status.in_(states.DELIVERY_DUE),
+        )
+        .correlate(Delivery, earlier)
     )
     return or_(
         Delivery.batch_event_id.is_(None),
@@ -198,7 +208,7 @@ def _message(row: Any, sealer: sealing.Sealer, signing_secrets: tuple[str, ...])
     # An event (a batch's, a request's to a subscription) is frozen in its target.
     content = row.target["event"] if "event" in row.target else results.output_line(row)
     return Message(
-        delivery_id=delivery_public_id(row.delivery_id),
+        delivery_id=delivery_public_id(row.claimed_id),
         custom_id=row.custom_id,
         attempt=row.total_attempts + 1,
         body=json.dumps(content, separators=(",", ":")).encode(),

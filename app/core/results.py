@@ -95,20 +95,31 @@ async def record(
             .with_for_update()
         )
     ).all()
-    if not open_rows:
+    return await record_locked(session, batch_id, [(row, by_id[row.id]) for row in open_rows])
+
+
+async def record_locked(
+    session: AsyncSession, batch_id: int, found: Sequence[tuple[Any, LineResult]], storable_: bool = False
+) -> int:
+    """Store the results of requests the caller has read FOR UPDATE and found still processing
+    in the batch: each a row of OUTCOME_COLUMNS (more columns may follow) with its result.
+
+    `record` without its own SELECT, for a caller that had to read the rows anyway (collecting
+    an OpenAI batch matches its lines on custom_id): the same rows are not read twice. With
+    `storable_`, the caller made every response and error storable (storable.json_value)."""
+    if not found:
         return 0
     now = utcnow()
     outcomes, succeeded = [], 0
     usage = dict.fromkeys(USAGE_COLUMNS, 0)
-    for row in open_rows:
-        result = by_id[row.id]
+    for row, result in found:
         succeeded += result.succeeded
-        outcome, tokens = _outcome(row.id, result, now)
+        outcome, tokens = _outcome(row.id, result, now, storable_)
         outcomes.append(outcome)
         for column, count in tokens.items():
             usage[column] += count
     await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
-    await _queue_deliveries(session, open_rows, [o["status"] for o in outcomes], now)
+    await _queue_deliveries(session, [row for row, _ in found], [o["status"] for o in outcomes], now)
     await session.execute(
         update(Batch)
         .where(Batch.id == batch_id)
@@ -121,21 +132,28 @@ async def record(
     return len(outcomes)
 
 
-def _outcome(request_id: int, result: LineResult, now: datetime) -> tuple[dict[str, Any], dict[str, int]]:
+def _outcome(
+    request_id: int, result: LineResult, now: datetime, checked: bool = False
+) -> tuple[dict[str, Any], dict[str, int]]:
     """The request's row values for its result, and the usage columns it adds to its batch."""
     line = line_usage(result.response)
+    # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
+    clean = _as_is if checked else storable.json_value
     tokens = usage_columns(line)
     outcome = {
         "id": request_id,
         "status": RequestStatus.SUCCEEDED if result.succeeded else RequestStatus.FAILED,
-        # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
-        "response": storable.json_value(result.response),
-        "error": storable.json_value(result.error),
+        "response": clean(result.response),
+        "error": clean(result.error),
         "inference_attempts": result.attempts,
         "completed_at": now,
         **request_usage(line, tokens),
     }
     return outcome, tokens
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 async def _still_held(session: AsyncSession, batch_id: int, hold: Hold, results: int) -> bool:

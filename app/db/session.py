@@ -36,6 +36,8 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
             connect_args={"timeout": 30},
             hide_parameters=True,
             json_serializer=jsontext.dumps,
+            # Bodies read back (an OpenAI batch's input file) decode through msgspec too.
+            json_deserializer=jsontext.loads,
         )
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_synchronous))
         return engine
@@ -46,6 +48,7 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
         pool_pre_ping=True,
         hide_parameters=True,
         json_serializer=jsontext.dumps,
+        json_deserializer=jsontext.loads,
     )
 
 

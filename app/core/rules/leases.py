@@ -112,19 +112,45 @@ async def claim(
     """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order).
     With `token` (a Hold's), the rows also record which claim holds them. With `keep`, only the
     rows it keeps are leased (it is given each row found, with `columns`); the others stay free."""
-    found = (
-        await session.execute(
-            select(model.id, model.leased_by, *columns)
-            .where(*where, lease_free(session, model))
-            .order_by(order_by if order_by is not None else model.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
+    rows = await claim_rows(
+        session, model, where, owner, lease_seconds, limit, order_by, token, keep, columns
+    )
+    return [row.claimed_id for row in rows]
+
+
+async def claim_rows(
+    session: AsyncSession,
+    model: Any,
+    where: list[ColumnElement[bool]],
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    order_by: Any = None,
+    token: str | None = None,
+    keep: Callable[[Any], bool] | None = None,
+    columns: Sequence[Any] = (),
+    outerjoins: Sequence[tuple[Any, ColumnElement[bool]]] = (),
+) -> list[Any]:
+    """`claim`, answering the rows leased: `claimed_id` (the id), then `columns`, which may come
+    from tables `outerjoins` adds (each a table and its ON clause; only `model`'s rows are
+    locked). What the claimed work needs is read in the claim's own statement."""
+    order = order_by if order_by is not None else model.id
+    free = select(model.id).where(*where, lease_free(session, model)).order_by(order).limit(limit)
+    free = free.with_for_update(skip_locked=True)
+    query = select(model.id.label("claimed_id"), model.leased_by, *columns).select_from(model)
+    if outerjoins:
+        # The rows are chosen (and locked) first, the joins read for those alone: SQLite would
+        # join every due row before its sort and limit.
+        for table, on in outerjoins:
+            query = query.outerjoin(table, on)
+        query = query.where(model.id.in_(free.correlate(None))).order_by(order)
+    else:
+        query = free.with_only_columns(model.id.label("claimed_id"), model.leased_by, *columns)
+    found = (await session.execute(query)).all()
     rows = [row for row in found if keep is None or keep(row)]
-    ids = [row[0] for row in rows]
+    ids = [row.claimed_id for row in rows]
     # A free row that still names an owner is one whose lease ran out: its owner died or stalled.
-    if takeovers := sum(1 for row in rows if row[1] is not None):
+    if takeovers := sum(1 for row in rows if row.leased_by is not None):
         metrics.LEASE_TAKEOVERS.labels(model.__tablename__).inc(takeovers)
     if ids:
         await session.execute(
@@ -137,7 +163,7 @@ async def claim(
             )
             .execution_options(synchronize_session=False)
         )
-    return ids
+    return rows
 
 
 async def renew(

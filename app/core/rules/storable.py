@@ -56,10 +56,18 @@ def _walked(value: Any) -> Any:
     return value
 
 
+def suspect(raw: bytes | str) -> bool:
+    """Whether the value decoded from the JSON text `raw` may hold an unstorable string: only an
+    escape can write one (JSON text holds no raw NUL, UTF-8 no lone surrogate). A value from a
+    text that is not suspect is storable as it is, without the walk or json_value's encoding."""
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    return _SUSPECT.search(text) is not None
+
+
 def first_unstorable(raw: bytes | str, value: Any) -> str | None:
     """The JSON pointer of the first string in `value` (decoded from `raw`) that holds a NUL
     character or a lone surrogate; None when every string can be stored as it is."""
-    if not _SUSPECT.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+    if not suspect(raw):
         return None
     return first_unstorable_in(value)
 
