@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,3 +136,21 @@ def parse_args(prog: str, description: str) -> argparse.Namespace:
 def raw_database(url: str) -> Database:
     """The database the raw limits write through, synced as the app's is (SQLITE_SYNCHRONOUS)."""
     return Database(url, fast_settings(url).sqlite_synchronous)
+
+
+async def child_output(module: str, *args: str, timeout: float = 600) -> str:  # noqa: ASYNC109
+    """Run `python -m module args` as a process of its own (a limit measured apart from the
+    harness); the last line it printed. Killed at `timeout`; a failure raises."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await child.communicate()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    if child.returncode != 0:
+        raise RuntimeError(f"{module} {args[0] if args else ''} exited with {child.returncode}")
+    return out.decode().strip().splitlines()[-1]

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench.common import clients, hammer
+from bench.common import child_output, clients, hammer
 from testkit import chat
 from testkit.standins.receiver import CUSTOM_ID_HEADER
 
@@ -44,19 +44,8 @@ async def main(kind: str, base_url: str, n: int, c: int, size: int) -> None:
 
 async def seconds(kind: str, base_url: str, n: int, c: int, size: int = 0, timeout: float = 600) -> float:  # noqa: ASYNC109
     """Run this module as a child process; the seconds it took for the N calls."""
-    caller = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.direct_client", kind, base_url, str(n), str(c), str(size),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(timeout):
-            out, _ = await caller.communicate()
-    finally:
-        if caller.returncode is None:
-            caller.kill()
-    if caller.returncode != 0:
-        raise RuntimeError(f"bench.direct_client exited with {caller.returncode}")
-    return float(out.decode().strip().splitlines()[-1])
+    args = (kind, base_url, str(n), str(c), str(size))
+    return float(await child_output("bench.direct_client", *args, timeout=timeout))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aio_pika
 from sqlalchemy import func, insert, select
@@ -113,14 +113,18 @@ async def serve_until_done(env: dict[str, str], stop: asyncio.Event, profile: st
             await stop.wait()
 
 
-async def intake_rate(
-    kind: str,
-    raw: bool,
-    channel: Any,
-    n: int,
-    timeout: float,  # noqa: ASYNC109
-    profile: str | None = None,
-) -> float:
+class Round(NamedTuple):
+    """Where and how much one side is measured: database kind, broker channel, N, deadline."""
+
+    kind: str
+    channel: Any
+    n: int
+    timeout: float
+
+
+async def intake_rate(at: Round, raw: bool, profile: str | None = None) -> float:
+    """Messages a second taken from the intake queue into stored requests."""
+    kind, channel, n, timeout = at
     queue = f"bg_bench_in_{uuid.uuid4().hex[:8]}"
     await fill(channel, queue, n)
     stop = asyncio.Event()
@@ -190,14 +194,9 @@ async def seed_deliveries(url: str, target: str, n: int) -> None:
         await db.dispose()
 
 
-async def delivery_rate(
-    kind: str,
-    raw: bool,
-    channel: Any,
-    n: int,
-    timeout: float,  # noqa: ASYNC109
-    profile: str | None = None,
-) -> float:
+async def delivery_rate(at: Round, raw: bool, profile: str | None = None) -> float:
+    """Pending deliveries a second published to their queue and recorded."""
+    kind, channel, n, timeout = at
     target = f"bg_bench_out_{uuid.uuid4().hex[:8]}"
     await channel.declare_queue(target, durable=True)
     stop = asyncio.Event()
@@ -246,15 +245,12 @@ async def main(
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
+        at = Round(kind, channel, n, timeout)
         for r in range(rounds):
-            raw_in.append(await intake_rate(kind, True, channel, n, timeout))
-            gateway_in.append(
-                await intake_rate(kind, False, channel, n, timeout, profile and f"{profile}.intake")
-            )
-            raw_out.append(await delivery_rate(kind, True, channel, n, timeout))
-            gateway_out.append(
-                await delivery_rate(kind, False, channel, n, timeout, profile and f"{profile}.delivery")
-            )
+            raw_in.append(await intake_rate(at, True))
+            gateway_in.append(await intake_rate(at, False, profile and f"{profile}.intake"))
+            raw_out.append(await delivery_rate(at, True))
+            gateway_out.append(await delivery_rate(at, False, profile and f"{profile}.delivery"))
             print(
                 f"round {r + 1}/{rounds}: intake raw {raw_in[-1]:,.0f}/s, gateway {gateway_in[-1]:,.0f}/s; "
                 f"delivery raw {raw_out[-1]:,.0f}/s, gateway {gateway_out[-1]:,.0f}/s",

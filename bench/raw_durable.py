@@ -37,7 +37,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from app.db.models import Delivery, Request
 from app.ground.clock import utcnow
-from bench.common import raw_database, request_row
+from bench.common import child_output, raw_database, request_row
 from testkit import RABBITMQ_URL, fast_settings
 
 LINES_PER_TRANSACTION = 1000
@@ -250,19 +250,7 @@ def create(url: str, path: str) -> dict[str, float]:
 
 async def run(*args: str, timeout: float = 600) -> dict[str, float]:  # noqa: ASYNC109
     """Run this module as a child process with `args`; what it printed (its seconds, ...)."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.raw_durable", *args, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, _ = await child.communicate()
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    if child.returncode != 0:
-        raise RuntimeError(f"bench.raw_durable {args[0]} exited with {child.returncode}")
-    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    result: dict[str, float] = json.loads(await child_output("bench.raw_durable", *args, timeout=timeout))
     return result
 
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -97,6 +97,15 @@ def lease_free(session: AsyncSession, model: Any) -> ColumnElement[bool]:
     return or_(model.leased_until.is_(None), model.leased_until < lease_now(session))
 
 
+class ClaimOptions(TypedDict, total=False):
+    """`claim`'s optional terms (see `claim_rows`)."""
+
+    order_by: Any
+    token: str | None
+    keep: Callable[[Any], bool] | None
+    columns: Sequence[Any]
+
+
 async def claim(
     session: AsyncSession,
     model: Any,
@@ -104,17 +113,12 @@ async def claim(
     owner: str,
     lease_seconds: float,
     limit: int,
-    order_by: Any = None,
-    token: str | None = None,
-    keep: Callable[[Any], bool] | None = None,
-    columns: Sequence[Any] = (),
+    **options: Unpack[ClaimOptions],
 ) -> list[int]:
     """Lease up to `limit` free rows matching `where`; returns their ids (in `order_by` order).
     With `token` (a Hold's), the rows also record which claim holds them. With `keep`, only the
     rows it keeps are leased (it is given each row found, with `columns`); the others stay free."""
-    rows = await claim_rows(
-        session, model, where, owner, lease_seconds, limit, order_by, token, keep, columns
-    )
+    rows = await claim_rows(session, model, where, owner, lease_seconds, limit, **options)
     return [row.claimed_id for row in rows]
 
 
