@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
 from app.core.read import queries, stats
+from app.core.rules.owners import ADMIN
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.config import Settings
@@ -521,9 +522,11 @@ async def main(kind: str, n: int, samples: int, timeout: float) -> None:  # noqa
             Raw.open(kind, url, ids) as raw,
         ):
             db = app_state(app.state).db
-            batch_cursor = (await queries.batch_page(db, queries.BatchQuery(sort="status"))).next_cursor
+            batch_cursor = (
+                await queries.batch_page(db, queries.BatchQuery(sort="status"), ADMIN)
+            ).next_cursor
             request_cursor = (
-                await queries.request_page(db, queries.RequestQuery(sort="custom_id"))
+                await queries.request_page(db, queries.RequestQuery(sort="custom_id"), ADMIN)
             ).next_cursor
             results = [
                 await measure(page, client, db, raw, samples, timeout)
