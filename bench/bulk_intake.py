@@ -253,7 +253,9 @@ def report(rounds: list[dict[str, tuple[float, str | None, float]]], args: argpa
         app, raw = [a for a, _ in valid], [r for _, r in valid]
         path = f"Bulk intake, {args.items:,} items as {form.upper()} ({args.db})"
         measured = f"app {summary.rates(app)} vs {raw_name} {summary.rates(raw)}"
-        summary.report(summary.Outcome(path, measured, summary.ratios(app, raw), goal=0.5))
+        # Issue 30: 0.7 of COPY on PostgreSQL; SQLite's executemany keeps 0.5.
+        ratio_goal = 0.7 if args.db == "postgres" else 0.5
+        summary.report(summary.Outcome(path, measured, summary.ratios(app, raw), goal=ratio_goal))
         summary.report(summary.Outcome(path + ": rate", measured, app, goal=50_000, unit="req/s"))
 
 
