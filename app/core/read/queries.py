@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.read import search
@@ -303,8 +303,12 @@ def _request_filters(
         where.append(Request.model == query.model)
     counted = None
     if query.delivery_status:
+        # The status is written into the SQL, not bound: with a bound one, PostgreSQL's generic
+        # plan (asyncpg prepares, and after five runs the plan stops looking at the value) read
+        # every delivery by request_id to keep a rare status's few (210 ms at 1M requests).
+        status: BindParameter[str] = bindparam("delivery_status", query.delivery_status, literal_execute=True)
         with_status = select(Delivery.request_id).where(
-            Delivery.status == query.delivery_status,
+            Delivery.status == status,
             Delivery.request_id.is_not(None),
             Delivery.subscription_id.is_(None),
             Delivery.replay_id.is_(None),
