@@ -9,11 +9,12 @@ file, the line and the reason, rather than leaving requests for a backend nobody
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -137,3 +138,36 @@ def _line_of(text: str, name: str) -> int:
     header = re.compile(rf"^[ \t]*\[\s*backends\s*\.\s*[\"']?{re.escape(name)}[\"']?\s*\]", re.MULTILINE)
     match = header.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else 1
+
+
+@functools.lru_cache(maxsize=16)
+def shorthand(
+    local_base_url: str | None,
+    local_api_key: str | None,
+    local_concurrency: Any,
+    local_timeout_seconds: float,
+    openai_base_url: str,
+    openai_api_key: str | None,
+    openai_timeout_seconds: float,
+    openai_poll_seconds: float,
+) -> tuple[BackendSpec, BackendSpec]:
+    """The backends LOCAL_* and OPENAI_* name ("local", "openai"), built once per set of values."""
+    local = BackendSpec(
+        name="local",
+        kind="openai-compatible",
+        base_url=local_base_url,
+        api_key=local_api_key,
+        models=("*",),
+        concurrency=local_concurrency,
+        timeout_seconds=local_timeout_seconds,
+    )
+    openai = BackendSpec(
+        name="openai",
+        kind="openai-batch",
+        base_url=openai_base_url,
+        api_key=openai_api_key,
+        models=("*",),
+        timeout_seconds=openai_timeout_seconds,
+        poll_seconds=openai_poll_seconds,
+    )
+    return (local, openai)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.ground.backends import BackendSpec, load_file
+from app.ground.backends import BackendSpec, load_file, shorthand
 from app.ground.retry_schedule import DEFAULT_RETRY_SCHEDULE, exponential_schedule, parse_waits
 from app.ground.sealing import parse_keys as parse_secrets_keys
 from app.ground.setting_lists import BACKENDS as BACKENDS
@@ -345,7 +344,7 @@ class Settings(BaseSettings):
         """`local` and `openai` as the LOCAL_* and OPENAI_* variables describe them."""
         # Built once per set of values: intake asks for the backends a few times a request, and
         # building two pydantic models each time was 15% of its CPU time.
-        return _shorthand(
+        return shorthand(
             self.local_base_url, self.local_api_key, self.local_concurrency, self.local_timeout_seconds,
             self.openai_base_url, self.openai_api_key, self.openai_timeout_seconds, self.openai_poll_seconds,
         )  # fmt: skip
@@ -391,35 +390,3 @@ class Settings(BaseSettings):
         if self.webhook_block_private_networks:
             self.webhook_allow_private = False
         return self
-
-
-@functools.lru_cache(maxsize=16)
-def _shorthand(
-    local_base_url: str | None,
-    local_api_key: str | None,
-    local_concurrency: Any,
-    local_timeout_seconds: float,
-    openai_base_url: str,
-    openai_api_key: str | None,
-    openai_timeout_seconds: float,
-    openai_poll_seconds: float,
-) -> tuple[BackendSpec, BackendSpec]:
-    local = BackendSpec(
-        name="local",
-        kind="openai-compatible",
-        base_url=local_base_url,
-        api_key=local_api_key,
-        models=("*",),
-        concurrency=local_concurrency,
-        timeout_seconds=local_timeout_seconds,
-    )
-    openai = BackendSpec(
-        name="openai",
-        kind="openai-batch",
-        base_url=openai_base_url,
-        api_key=openai_api_key,
-        models=("*",),
-        timeout_seconds=openai_timeout_seconds,
-        poll_seconds=openai_poll_seconds,
-    )
-    return (local, openai)
