@@ -20,7 +20,7 @@ from app.db.models import Delivery, Request
 from app.db.session import Database
 from app.ground.clock import utcnow
 from testkit import migrate, postgres_database
-from testkit.databases import PG_ADMIN_DSN
+from testkit.databases import PG_ADMIN_DSN, Migrated
 
 MAX = "\U0010ffff"
 IDS = [
@@ -208,13 +208,12 @@ async def test_migration_without_the_privilege_to_create_pg_trgm() -> None:
 
 
 @pytest.mark.postgres
-async def test_migration_creates_the_trigram_index_when_it_can(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    db = Database(database_url)
-    try:
-        async with db.transaction() as session:
-            names = set((await session.scalars(text("SELECT indexname FROM pg_indexes"))).all())
-    finally:
-        await db.dispose()
+async def test_migration_creates_the_trigram_index_when_it_can(migrated: Migrated) -> None:
+    async with migrated.postgres() as url:
+        db = Database(url)
+        try:
+            async with db.transaction() as session:
+                names = set((await session.scalars(text("SELECT indexname FROM pg_indexes"))).all())
+        finally:
+            await db.dispose()
     assert {"ix_requests_custom_id", "ix_requests_custom_id_trgm", "ix_deliveries_status_request_id"} <= names
