@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +69,7 @@ class AnthropicBatchStandin:
     def __init__(self) -> None:
         self.batches: dict[str, Json] = {}
         self.calls: list[tuple[str, str]] = []
+        self.call_times: list[float] = []  # time.monotonic() of each call's arrival, parallel to calls
         self.polls_to_end = 1
         self.fail_next: dict[str, list[int]] = {}
         self.retry_after = "0"
@@ -85,6 +87,7 @@ class AnthropicBatchStandin:
             return
         method, path = scope["method"], scope["path"]
         self.calls.append((method, path))
+        self.call_times.append(time.monotonic())
         body = await read_body(receive)
         try:
             await self._route(method, path, parse_qs(scope["query_string"].decode()), body, send)

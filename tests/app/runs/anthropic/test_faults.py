@@ -39,6 +39,24 @@ async def test_a_busy_api_is_retried_and_the_batch_runs_once(
     assert {r.status for r in (await requests_of(db, batch_id)).values()} == {RequestStatus.SUCCEEDED}
 
 
+async def test_a_busy_create_is_sent_again_after_the_wait_retry_after_asks(
+    db: Database, database_url: str, anthropic_api: AnthropicBatchStandin
+) -> None:
+    # The create is retried by the core's loop (the adapter sends it once), whose backoff here
+    # is 0.01 s: a gap of the header's 0.4 s shows the header was honoured.
+    anthropic_api.fail_next = {f"POST {BATCHES}": [429]}
+    anthropic_api.retry_after = "0.4"
+    batch_id = await ready_batch(db, "one")
+    async with runner(db, database_url, anthropic_api) as run:
+        batch = await run_until(run, batch_id)
+    assert batch.status == BatchStatus.DONE, await timeline(db, batch_id)
+    creates = [
+        at for call, at in zip(anthropic_api.calls, anthropic_api.call_times, strict=True) if call == CREATE
+    ]
+    assert len(creates) == 2
+    assert creates[1] - creates[0] >= 0.4
+
+
 async def test_polls_that_keep_failing_end_the_batch_failed_with_the_reason(
     db: Database, database_url: str, anthropic_api: AnthropicBatchStandin
 ) -> None:
