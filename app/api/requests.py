@@ -27,6 +27,7 @@ from app.core.intake import bulk
 from app.core.read import queries
 from app.core.rules.errors import NotFound, Problem
 from app.ground.statuses import DeliveryStatus, RequestStatus
+from app.web.answers import JsonAnswer
 from app.web.auth import caller_of
 from app.web.http import (
     HttpRequest,
@@ -64,6 +65,8 @@ class RequestController(Controller):
             }
         ),
         operation_id="createRequest",
+        # Encoded once and sent as is: the route answered most often (app.web.answers).
+        response_class=JsonAnswer,
     )
     async def create(self, request: HttpRequest) -> AcceptedOut:
         # The app's state is read off the request rather than injected: Litestar builds a State
