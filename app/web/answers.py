@@ -28,7 +28,7 @@ class JsonAnswer(Response[Any]):
         self.status_code = status_code or 200
 
     def to_asgi_response(self, *_: Any, **__: Any) -> _Sent:  # type: ignore[override]
-        return _Sent(self.status_code, _encode(self.content))
+        return _Sent(self.status_code or 200, _encode(self.content))
 
 
 class _Sent:
