@@ -10,6 +10,9 @@ from typing import Any
 from app.ground import logs
 from app.ground.config import Settings
 
+# New objects between two collections of the youngest generation (Python's default is 700).
+YOUNG_GC_THRESHOLD = 20_000
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="batchgate", description="Self-hosted LLM batch gateway.")
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         # collector's sight, its full collections stop walking it, which cut intake's p99 in half.
         gc.collect()
         gc.freeze()
+        # A collection of the young generation every 700 new objects ran once or twice per
+        # request (6% of intake's CPU time); nearly all of a request's objects are freed by their
+        # reference counts long before 20,000 more exist, so each collection finds little.
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         uvicorn.run(app, **server_options(settings))
 
 

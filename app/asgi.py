@@ -308,7 +308,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     cookies = UiCookies.of(settings)
     static = create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False)
     faces = (
-        [native, *OPENAI_ROUTERS, ui_router, *ANTHROPIC_ROUTERS, static] if settings.serves_http_faces else []
+        [native, *OPENAI_ROUTERS, ui_router(cookies.middleware), *ANTHROPIC_ROUTERS, static]
+        if settings.serves_http_faces
+        else []
     )
     app = Litestar(
         route_handlers=[health, metrics_route(settings.metrics_public), *faces],
@@ -318,11 +320,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *forwarded_headers(settings),
             DefineMiddleware(BodyGuard, settings=settings, uploads=Uploads()),
             ScreenRequests,
-            cookies.session.middleware,
         ],
         # The drop-in faces' request ids (x-request-id, request-id) on every answer they give.
         before_send=[stamp_request_id],
-        csrf_config=cookies.csrf,
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TemplateConfig(
             directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register_filters

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from litestar import Router
 from litestar.di import Provide
+from litestar.types import Middleware
 
 from app.ui.batches import BatchPages
 from app.ui.dashboard import dashboard
@@ -16,24 +19,29 @@ from app.ui.requests import RequestPages
 from app.ui.settings import SettingsPages
 from app.ui.subscriptions import SubscriptionPages
 
-ui_router = Router(
-    path="/",
-    route_handlers=[
-        dashboard,
-        BatchPages,
-        RequestPages,
-        DestinationPages,
-        RecoveryPages,
-        SettingsPages,
-        KeyPages,
-        SubscriptionPages,
-        login_form,
-        login,
-        logout,
-    ],
-    guards=[require_login],
-    exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},
-    include_in_schema=False,
-    # The query parameters every list page shares: search, status and where the page starts.
-    dependencies={"listing": Provide(listing, sync_to_thread=False)},
-)
+
+def ui_router(middleware: Sequence[Middleware]) -> Router:
+    """The UI's routes, behind `middleware` (its session and CSRF cookies: only the UI's routes
+    run them, see app.web.protection.UiCookies). Built per app, as its cookies' secret is."""
+    return Router(
+        path="/",
+        route_handlers=[
+            dashboard,
+            BatchPages,
+            RequestPages,
+            DestinationPages,
+            RecoveryPages,
+            SettingsPages,
+            KeyPages,
+            SubscriptionPages,
+            login_form,
+            login,
+            logout,
+        ],
+        guards=[require_login],
+        exception_handlers={LoginRequired: to_login, **UI_EXCEPTION_HANDLERS},
+        include_in_schema=False,
+        # The query parameters every list page shares: search, status and where the page starts.
+        dependencies={"listing": Provide(listing, sync_to_thread=False)},
+        middleware=middleware,
+    )

@@ -6,12 +6,14 @@ not what a route reads (text no database stores, a body that is not JSON)."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated, Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 from litestar.types import Scope
@@ -171,6 +173,35 @@ def json_or_jsonl(content_type: str | None) -> bool:
     if not media_type or media_type == "application/json" or media_type.endswith("+json"):
         return False
     raise HTTPException(status_code=415, detail=f"{JSON_OR_JSONL} Got {media_type or content_type!r}.")
+
+
+async def small_body(request: HttpRequest) -> bytes:
+    """The whole body of a route with Litestar's limit (request_max_body_size), refused as
+    `request.body()` refuses it (413 when larger, 400 for a Content-Length that is no number, 500
+    when the client goes away). Read straight from `receive`: `request.body()` built a Headers
+    object for the Content-Length and an async generator per request (6% of intake's CPU)."""
+    limit = request.route_handler.resolve_request_max_body_size() or math.inf
+    if (announced := header(request.scope, b"content-length")) is not None:
+        try:
+            too_large = int(announced) > limit
+        except ValueError:
+            raise ClientException(f"Invalid content-length: {announced!r}") from None
+        if too_large:
+            raise RequestEntityTooLarge
+    chunks, size = [], 0
+    while True:
+        event = await request.receive()
+        if event["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+        if event["type"] != "http.request":
+            continue
+        if chunk := event["body"]:
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge
+            chunks.append(chunk)
+        if not event.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_body(request: HttpRequest, limit: int, setting: str) -> bytes:

@@ -21,11 +21,10 @@ from typing import Any
 
 import msgspec
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import ARRAY, String, Text, TextualSelect, bindparam, insert, text
+from sqlalchemy import ARRAY, String, Text, TextualSelect, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.intake import insert_sql
-from app.db.models import Request, table_of
 from app.db.session import Database, is_unavailable
 from app.ground import metrics
 
@@ -82,9 +81,6 @@ _STORED = (
     .bindparams(bindparam("ids", expanding=True))
     .columns(custom_id=String(), endpoint=String(), body=JsonB, delivery=JsonB)
 )
-# Many rows: SQLAlchemy sends them as multi-row INSERTs ("insertmanyvalues") with RETURNING.
-_requests = table_of(Request)
-_INSERT_MANY = insert(_requests).returning(_requests.c.scope, _requests.c.custom_id, _requests.c.id)
 
 # On PostgreSQL the same two statements take arrays, so their text is the same whatever the
 # group's size: asyncpg prepares each distinct text, and groups of every size from 1 to 64
@@ -244,16 +240,26 @@ class GroupCommit:
                     answer.set_result(outcome)
 
     async def _write_many(self, rows: list[dict[str, Any]]) -> list[Outcome]:
-        """SQLite: looked up first (SQLAlchemy's multi-row INSERT cannot skip a conflict without
-        a statement recompiled on every call). Another process taking a custom_id in between
-        makes the INSERT fail, and the group is then written row by row."""
-        async with self.db.engine.begin() as connection:
-            taken = await _taken_keys(connection, [key_of(row) for row in rows])
-            new = [row for row in rows if key_of(row) not in taken]
-            inserted = {}
-            if new:
-                written = await connection.execute(_INSERT_MANY, new)
-                inserted = {(scope, cid): new_id for scope, cid, new_id in written.tuples()}
+        """SQLite: one INSERT of the group as one JSON text (json_each), skipping a taken
+        custom_id; only the skipped rows are looked up. Sent to aiosqlite itself: each statement
+        through SQLAlchemy was four trips to its thread (cursor, execute, fetch, close), each
+        waiting for the busy event loop to see it done, while the one writer held the next
+        group back; a lookup of every key and SQLAlchemy's multi-row INSERT were two of them.
+        A group the JSON cannot carry fails, and is then written row by row, as any failed
+        group is."""
+        group = insert_sql.sqlite_group_json(rows)
+        try:
+            async with self.db.engine.begin() as connection:
+                driver: Any = (await connection.get_raw_connection()).driver_connection
+                written = await driver.execute_fetchall(insert_sql.INSERT_MANY_SQLITE, (group,))
+                inserted = {(scope, cid): new_id for scope, cid, new_id in written}
+                skipped = [key_of(row) for row in rows if key_of(row) not in inserted]
+                taken = await _taken_keys(connection, skipped) if skipped else {}
+        except BaseException as exc:
+            # Sent past SQLAlchemy, so its events (app.db.writes) do not see this write: told here.
+            self.db.writes.refused(exc)
+            raise
+        self.db.writes.committed()
         metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
         return [taken.get(key_of(row)) or Inserted(inserted[key_of(row)]) for row in rows]
 

@@ -10,7 +10,12 @@ column is one edit here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
+import msgspec
+
+from app.ground import jsontext
 from app.ground.statuses import RequestStatus
 
 # What every new native request starts as: pending, never tried.
@@ -74,3 +79,44 @@ def named_markers() -> dict[str, str]:
 
 # What a scope's requests hold under some custom_ids (the caller adds the custom_id condition).
 STORED_BY_CUSTOM_ID = "SELECT custom_id, endpoint, body, delivery FROM requests WHERE scope = :scope"
+
+
+# msgspec only: a row it refuses (a lone surrogate, which intake refuses before) fails its group.
+_encode = msgspec.json.Encoder().encode
+# SQLite takes the group as a JSON array of rows, each an array of GIVEN's values as SQLAlchemy
+# would store them: JSON columns as their text (the engine's json_serializer, jsontext.dumps),
+# datetimes in SQLite's DATETIME text (in UTC, as DateTimeUTC stores them). `WHERE true` tells
+# SQLite's parser that ON CONFLICT is the upsert clause, not a join's ON.
+INSERT_MANY_SQLITE = insert_select(
+    {column: f"json_extract(value, '$[{index}]')" for index, column in enumerate(GIVEN)},
+    "json_each(?) WHERE true",
+    "scope, custom_id, id",
+)
+_JSON_COLUMNS = frozenset(("body", "delivery"))
+_TIME_COLUMNS = frozenset(("complete_by", "created_at"))
+
+
+def sqlite_group_json(rows: list[dict[str, Any]]) -> str:
+    """The rows as INSERT_MANY_SQLITE takes them (msgspec.EncodeError for a value it refuses)."""
+    group = [[_sqlite_value(column, row[column]) for column in GIVEN] for row in rows]
+    return _encode(group).decode()
+
+
+def _sqlite_value(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return jsontext.dumps(value)
+    if column in _TIME_COLUMNS:
+        return sqlite_datetime(value)
+    return value
+
+
+def sqlite_datetime(value: datetime) -> str:
+    """An aware datetime as SQLAlchemy's SQLite DATETIME stores it after DateTimeUTC: in UTC,
+    `YYYY-MM-DD HH:MM:SS.ffffff`."""
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )

@@ -154,3 +154,27 @@ async def test_a_group_stores_each_value_as_given(db: Database) -> None:
     assert found["due"].body == body and found["due"].body_bytes == 77
     assert found["due"].complete_by == due and found["open"].complete_by is None
     assert found["open"].created_at == given[1]["created_at"]
+
+
+async def test_a_sqlite_group_stores_the_text_sqlalchemy_would(db: Database) -> None:
+    # On SQLite the group travels as one JSON text too, each value already in the text SQLAlchemy
+    # stores (JSON columns through jsontext.dumps, times as DATETIME in UTC): what reads the
+    # file raw (the UI's sorting by created_at, a purge by age) finds the same text either way.
+    if db.is_postgres:
+        return
+    due = datetime(2031, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-7)))
+    body = {"model": "m", "messages": [{"role": "user", "content": 'é ☃ "q" \\ \n'}], "t": 1.5, "n": None}
+    fanout = [{"type": "webhook", "webhook_url": "http://x.test/h"}, {"type": "none"}]
+    grouped = [row("g-due", body=body, complete_by=due), row("g-open", delivery=fanout)]
+    await asyncio.gather(*(group_commit.writer(db).insert(r) for r in grouped))
+    starts = group_commit.insert_sql.STARTS_AS
+    alike = [{**r, **starts, "custom_id": "s" + r["custom_id"][1:]} for r in grouped]
+    async with db.engine.begin() as connection:
+        await connection.execute(table_of(Request).insert(), alike)
+    columns = [c for c in group_commit.insert_sql.COLUMNS if c != "custom_id"]
+    typed = ", ".join(f"{c}, typeof({c})" for c in columns)
+    async with db.engine.connect() as connection:
+        found = await connection.exec_driver_sql(f"SELECT custom_id, {typed} FROM requests")
+        raw = {r[0]: r[1:] for r in found}
+    assert raw["g-due"] == raw["s-due"] and raw["g-open"] == raw["s-open"]
+    assert "2031-01-02 10:04:05.000006" in raw["g-due"]
