@@ -16,10 +16,12 @@ from app.db.session import SQLITE_AUTO_VACUUM
 target_metadata = Batch.metadata
 
 
-# Indexes a migration creates on one database only (0009's custom_id sort index on PostgreSQL) or
-# only where it can (0009's trigram index needs pg_trgm): not in the models, so autogenerate and
-# `alembic check` leave them alone.
-OPTIONAL_INDEXES = frozenset({"ix_requests_custom_id_trgm", "ix_requests_custom_id_sort"})
+# Indexes a migration creates on one database only (0009's custom_id sort index and 0022's due
+# deliveries in time order on PostgreSQL) or only where it can (0009's trigram index needs
+# pg_trgm): not in the models, so autogenerate and `alembic check` leave them alone.
+OPTIONAL_INDEXES = frozenset(
+    {"ix_requests_custom_id_trgm", "ix_requests_custom_id_sort", "ix_deliveries_due_at"}
+)
 
 
 def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -76,6 +76,8 @@ async def claim_due(
     if full:
         where.append(Delivery.destination.not_in(list(full)))
     async with db.transaction() as session:
+        if full and not await others_due(session, full):
+            return []
         rows = await leases.claim_rows(
             session,
             Delivery,
@@ -97,12 +99,50 @@ def _due(channels: Mapping[str, Channel]) -> tuple[list[ColumnElement[bool]], fl
     if not open_channels:
         return None
     where = [
-        Delivery.status.in_(states.DELIVERY_DUE),
+        # Written into the statement: PostgreSQL matches it to ix_deliveries_due_at (partial, on
+        # these statuses) and walks the due deliveries in time order up to the claim's limit,
+        # where a bound list made it read and sort every due one (asyncpg's generic plans).
+        Delivery.status.in_(bindparam("due", list(states.DELIVERY_DUE), literal_execute=True)),
         Delivery.next_attempt_at <= utcnow(),
         Delivery.channel.in_(list(open_channels)),
         in_turn(),
     ]
     return where, max(channel.timeout_seconds for channel in open_channels.values())
+
+
+# A claim leaving out more full destinations than this runs without asking first.
+OTHERS_DUE_HOPS = 8
+
+
+async def others_due(session: AsyncSession, full: Collection[str]) -> bool:
+    """Whether a delivery may be due to a destination outside `full` (False: it is not).
+
+    The claim walks the due deliveries in time order; leaving a full destination out, it read
+    every one of its due deliveries to find none of anyone else's (50 ms a claim at 100,000 due
+    on SQLite, and a claim follows each record). This hops from due destination to due
+    destination instead, in the database's own order, one seek of ix_deliveries_due_destination
+    each."""
+    now = utcnow()
+    for status in states.DELIVERY_DUE:
+        after: str | None = None
+        for _ in range(OTHERS_DUE_HOPS):
+            found = (await session.execute(_next_due_destination(status, after, now))).scalar()
+            if found is None:
+                break
+            if found not in full:
+                return True
+            after = found
+        else:
+            return True
+    return False
+
+
+def _next_due_destination(status: str, after: str | None, now: datetime) -> Select[tuple[str]]:
+    """The first destination (past `after`) with a delivery of `status` due by `now`."""
+    stmt = select(Delivery.destination).where(Delivery.status == status, Delivery.next_attempt_at <= now)
+    if after is not None:
+        stmt = stmt.where(Delivery.destination > after)
+    return stmt.order_by(Delivery.destination).limit(1)
 
 
 async def claim_probes(

@@ -254,6 +254,8 @@ class Delivery(IdentityBase):
 
     __table_args__ = (
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # Which destinations have deliveries due, one seek each (app.core.delivery.others_due).
+        Index("ix_deliveries_due_destination", "status", "destination", "next_attempt_at"),
         UniqueConstraint("replay_id", "request_id", name="uq_deliveries_replay_id_request_id"),
         # The requests list's delivery-status filter: the request ids of one status.
         Index("ix_deliveries_status_request_id", "status", "request_id"),
