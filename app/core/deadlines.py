@@ -10,11 +10,13 @@ request no longer processing and is dropped, as any late result is (app.core.res
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from app.core import results
 from app.db.models import Request
+from app.db.planner import indexed_by
 from app.db.session import Database
 from app.ground.clock import utcnow
 from app.ground.statuses import RequestStatus
@@ -31,19 +33,7 @@ async def fail_overdue(db: Database, limit: int = CHUNK) -> int:
     """Fail up to `limit` unfinished requests past their complete_by; returns how many ended."""
     now = utcnow()
     async with db.transaction() as session:
-        rows = (
-            await session.execute(
-                select(Request.id, Request.status)
-                .where(
-                    Request.complete_by.is_not(None),
-                    Request.complete_by <= now,
-                    Request.status.in_(UNFINISHED),
-                )
-                .order_by(Request.complete_by)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+        rows = (await session.execute(_overdue(now, limit))).all()
         by_status: dict[str, list[int]] = defaultdict(list)
         for request_id, status in rows:
             by_status[status].append(request_id)
@@ -53,3 +43,23 @@ async def fail_overdue(db: Database, limit: int = CHUNK) -> int:
             failed = await results.close_without_result(session, ids, status, RequestStatus.FAILED, error)
             ended += len(failed)
     return ended
+
+
+def _overdue(now: datetime, limit: int) -> Select[tuple[int, str]]:
+    """The oldest overdue unfinished requests, read through the partial ix_requests_complete_by
+    (only unfinished requests with a deadline): the sweep runs every tick, and reading every
+    unfinished request instead (the status index) cost 20-30 ms at 100,000 on SQLite, with the
+    one connection held. The statuses are written into the statement, which PostgreSQL needs to
+    match the partial index's WHERE in a prepared (generic) plan."""
+    return (
+        select(Request.id, Request.status)
+        .with_hint(Request, indexed_by("ix_requests_complete_by"), "sqlite")
+        .where(
+            Request.complete_by.is_not(None),
+            Request.complete_by <= now,
+            Request.status.in_(bindparam("unfinished", list(UNFINISHED), literal_execute=True)),
+        )
+        .order_by(Request.complete_by)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from app.core import deadlines
+from app.db.session import Database
 from app.ground.clock import utcnow
 from testkit import StartApp, fast_settings, request_payload, webhook
 from testkit.standins.inference import InferenceStandin
@@ -133,3 +135,21 @@ async def test_a_request_not_finished_by_its_deadline_fails_and_is_delivered(
         stored = (await app.client.get("/api/requests/late")).json()
         assert stored["status"] == "failed" and stored["result"]["error"]["code"] == "deadline_exceeded"
         assert stored["complete_by"] is not None
+
+
+async def test_the_sweep_reads_only_unfinished_requests_with_a_deadline(db: Database) -> None:
+    """The sweep runs every tick: it goes through the partial ix_requests_complete_by, not the
+    status index that holds every unfinished request (SQLite, without statistics, took that)."""
+    sweep = deadlines._overdue(utcnow(), deadlines.CHUNK)
+    async with db.engine.connect() as conn:
+        sql = str(sweep.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        if db.is_postgres:
+            await conn.exec_driver_sql("SET enable_seqscan = off")  # a small table is read whole
+            plan = " ".join(row[0] for row in await conn.exec_driver_sql("EXPLAIN " + sql))
+        else:
+            plan = " ".join(row[-1] for row in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_requests_complete_by" in plan, plan
+    assert "ix_requests_status_id" not in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+    async with db.transaction() as session:  # and it runs
+        assert (await session.execute(sweep)).all() == []
