@@ -8,7 +8,7 @@ the same way from this process: from the first message in its place to the N-th 
 10 ms), and both must have stored all N. `--profile FILE` samples the gateway with py-spy.
 
 Intake: N messages wait in the intake queue; the gateway (SCHEDULER_ENABLED=false: intake alone,
-no batching) consumes them into requests, prefetch 64, RABBITMQ_INTAKE_CONCURRENCY 16. Limit: a
+no batching) consumes them into requests, prefetch 64, RABBITMQ_INTAKE_CONCURRENCY 64. Limit: a
 consumer with the same prefetch doing the best correct thing: the messages that arrived meanwhile
 INSERTed in one transaction (group commit), acked after the commit. Counted: requests rows.
 
@@ -41,7 +41,7 @@ from bench.common import fresh_database, options, print_table, rate, ratio, raw_
 from testkit import RABBITMQ_URL, request_payload, wait_until
 from testkit.processes import app_env, app_process
 
-PREFETCH, INTAKE_CONCURRENCY, DELIVERY_CONCURRENCY = 64, 16, 64
+PREFETCH, INTAKE_CONCURRENCY, DELIVERY_CONCURRENCY = 64, 64, 64
 
 
 async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int) -> None:

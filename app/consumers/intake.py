@@ -18,6 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aiormq.exceptions import ChannelPreconditionFailed
 
+from app.consumers.acks import Acks
 from app.core.intake import accept as intake
 from app.core.rules.effective import EffectiveSettings
 from app.core.rules.errors import BatchgateError, Problem
@@ -30,7 +31,8 @@ HEADER_LIMIT = 4096
 
 
 class IntakeConsumer:
-    """Consumes RABBITMQ_INPUT_QUEUE into requests, RABBITMQ_INTAKE_CONCURRENCY at a time."""
+    """Consumes RABBITMQ_INPUT_QUEUE into requests, RABBITMQ_INTAKE_CONCURRENCY at a time: the
+    requests of the messages in hand share one group commit, and their acks one basic.ack."""
 
     def __init__(
         self, db: Database, effective: EffectiveSettings, connection: BrokerConnection, queue: str
@@ -52,6 +54,7 @@ class IntakeConsumer:
         self._tag: str | None = None
         self._setup: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._acks = Acks()
 
     @property
     def consuming(self) -> bool:
@@ -155,7 +158,7 @@ class IntakeConsumer:
                 await self._dead_letter(message, *exc.problems)
                 return
             self.counts["duplicate"] += 1  # accepted before (a redelivery, or a resend): done
-            await _ack(message)
+            await self._acks.ack(message)
         except BatchgateError as exc:
             await self._dead_letter(message, *exc.problems)
         except Exception as exc:
@@ -169,7 +172,7 @@ class IntakeConsumer:
             )
         else:
             self.counts["accepted"] += 1
-            await _ack(message)
+            await self._acks.ack(message)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, *problems: Problem) -> None:
         reason = "; ".join(f"{p.code}{f' at {p.pointer}' if p.pointer else ''}: {p.detail}" for p in problems)
@@ -204,7 +207,7 @@ class IntakeConsumer:
             return
         self.counts["dead_lettered"] += 1
         log.info("dead-lettered a message from %r: %s", self.queue_name, reason[:200])
-        await _ack(message)
+        await self._acks.ack(message)
 
     async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
         # Holding the message (and its prefetch slot) for the pause also slows intake down while
@@ -215,12 +218,5 @@ class IntakeConsumer:
             await message.nack(requeue=True)
         except Exception as exc:  # channel gone: the broker requeues unacked messages by itself
             log.debug("nack failed (%s); the broker requeues the message on channel close", exc)
-
-
-async def _ack(message: AbstractIncomingMessage) -> None:
-    try:
-        await message.ack()
-    except Exception as exc:
-        # The channel died after the work was done: the broker redelivers the message, and the
-        # redelivery is recognised (duplicate custom_id, or the same dead-letter reason again).
-        log.debug("ack failed (%s); the message will be redelivered and recognised", exc)
+        else:
+            self._acks.settled(message)  # only once nacked: an ack past it must not take it

@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     rabbitmq_url: str | None = Field(None, repr=False)
     rabbitmq_input_queue: str = Field("batchgate.requests", max_length=250)
     rabbitmq_prefetch: int = Field(64, ge=1, le=65535)
-    rabbitmq_intake_concurrency: int = Field(16, ge=1, le=65535)
+    rabbitmq_intake_concurrency: int = Field(64, ge=1, le=65535)
     rabbitmq_declare_queues: bool = True
     # Where rabbitmq deliveries may go: comma lists of names or fnmatch patterns; empty = anywhere.
     rabbitmq_delivery_queues: str = ""
