@@ -297,17 +297,23 @@ async def test_a_chunk_holding_a_taken_custom_id_stores_the_rest_in_order(
     monkeypatch.setattr(bulk, "CHUNK", 4)
     assert (await api.client.post("/api/requests", json=item("k-6"))).status_code == 202
     ways: list[str] = []
+
+    def spied(way: str) -> Any:
+        real = getattr(bulk_store, way)
+
+        async def spy(*args: Any) -> Any:
+            ways.append(way)
+            return await real(*args)
+
+        return spy
+
     if api.db.is_postgres:
-        for name in ("_copy_postgres", "_stage_postgres"):
-
-            async def spy(*args: Any, real: Any = getattr(bulk_store, name), way: str = name) -> Any:
-                ways.append(way)
-                return await real(*args)
-
-            monkeypatch.setattr(bulk_store, name, spy)
+        for way in ("_copy_postgres", "_stage_postgres"):
+            monkeypatch.setattr(bulk_store, way, spied(way))
     items = [item(f"k-{i}") for i in range(10)]
     outcome = await bulk.accept_body(api.db, api.settings, body_of(items), False, 100)
-    assert {r.index: r.problems[0].code for r in outcome.results if r.id is None} == {6: "duplicate_custom_id"}
+    rejected = {r.index: r.problems[0].code for r in outcome.results if r.id is None}
+    assert rejected == {6: "duplicate_custom_id"}
     assert outcome.results[6].problems[0].detail.endswith("was already accepted.")
     ids = [r.id for r in outcome.results if r.id is not None]
     assert ids == sorted(ids) and len(set(ids)) == 9
