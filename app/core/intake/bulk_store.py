@@ -30,7 +30,25 @@ from app.db.session import Database
 # New ids for a chunk, from the identity column's sequence (a failed COPY leaves a gap). Named,
 # not looked up: pg_get_serial_sequence() in this statement ran once a row (25 ms for 5,000).
 _PG_IDS = "SELECT nextval('requests_id_seq') FROM generate_series(1, $1)"
-_PG_COLUMNS = ("id", *insert_sql.COLUMNS)
+# The columns of a COPYed record, named here in the order _copy_postgres builds it (Row's fields
+# among the caller's and the chunk's), then what every new row starts as (insert_sql.STARTS_AS).
+_PG_COLUMNS = (
+    "id",
+    "scope",
+    "owner",
+    "custom_id",
+    "origin",
+    "backend",
+    "endpoint",
+    "model",
+    "body",
+    "body_bytes",
+    "delivery",
+    "complete_by",
+    *insert_sql.STARTS_AS,
+    "created_at",
+)
+_STARTS = tuple(insert_sql.STARTS_AS.values())
 _PG_TAKEN = "uq_requests_scope_custom_id"  # a custom_id already stored in the scope
 _UNIQUE_VIOLATION = "23505"
 # One per connection, emptied by every commit. Its columns are Row's first eight.
@@ -71,8 +89,6 @@ class Row(NamedTuple):
 
 
 _COLUMNS = 8  # Row's stored fields
-# What every new row starts as, in insert_sql.COLUMNS's order after the given columns.
-_STARTS = tuple(insert_sql.STARTS_AS[c] for c in insert_sql.COLUMNS[len(insert_sql.GIVEN) - 1 : -1])
 
 
 async def insert(
@@ -115,7 +131,7 @@ async def _copy_postgres(
     driver: Any, rows: list[Row], origin: str, created_at: datetime, caller: Caller
 ) -> dict[str, int]:
     """COPY the rows into `requests` under ids taken first: one transaction, all or nothing
-    (measured 1.2-1.3 times as fast as the staging table's INSERT ... SELECT, docs/benchmarks.md)."""
+    (measured about 1.2 times as fast as the staging table's INSERT ... SELECT, docs/benchmarks.md)."""
     # Sorted: the ids follow input order, as the batcher takes pending requests oldest id first.
     ids = sorted(map(operator.itemgetter(0), await driver.fetch(_PG_IDS, len(rows))))
     scope, owner, starts = caller.scope, caller.owner, _STARTS
