@@ -46,7 +46,7 @@ CHUNK = 5000
 _FIRST_CHUNK = 1000
 # Items checked between two turns of the event loop while a chunk is being stored: each turn lets
 # its store take its next step (a round trip to the database), about a millisecond of checking.
-_YIELD_EVERY = int(__import__("os").environ.get("H30_YIELD", "100"))
+_YIELD_EVERY = 100
 
 _FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
 _ENDPOINTS = frozenset(ENDPOINTS)

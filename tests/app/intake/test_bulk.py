@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ from app.core.rules.owners import Caller
 from app.core.runs.lines import input_line
 from app.db.models import Request
 from app.ground import metrics
+from app.ground.clock import utcnow
 from testkit import NO_DELIVERY, RunningApp, StartApp, fast_settings, request_payload, webhook
 from testkit.standins.inference import InferenceStandin
 from testkit.standins.receiver import WebhookReceiver
@@ -287,6 +289,69 @@ async def test_a_chunk_is_stored_before_the_last_items_are_checked(
     )
     assert outcome.accepted == 12 and events.count("stored") == 3
     assert events.index("stored") < events.index("checked 11")
+
+
+async def test_a_chunk_holding_a_taken_custom_id_stores_the_rest_in_order(
+    api: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL COPYs a chunk straight into requests; a COPY cannot skip a taken custom_id, so
+    # the chunk holding one is stored again the way that skips it, the chunks after it by COPY.
+    monkeypatch.setattr(bulk, "CHUNK", 4)
+    assert (await api.client.post("/api/requests", json=item("k-6"))).status_code == 202
+    ways: list[str] = []
+
+    def spied(way: str) -> Any:
+        real = getattr(bulk_store, way)
+
+        async def spy(*args: Any) -> Any:
+            ways.append(way)
+            return await real(*args)
+
+        return spy
+
+    if api.db.is_postgres:
+        for way in ("_copy_postgres", "_stage_postgres"):
+            monkeypatch.setattr(bulk_store, way, spied(way))
+    items = [item(f"k-{i}") for i in range(10)]
+    outcome = await bulk.accept_body(api.db, api.settings, body_of(items), False, 100)
+    rejected = {r.index: r.problems[0].code for r in outcome.results if r.id is None}
+    assert rejected == {6: "duplicate_custom_id"}
+    assert outcome.results[6].problems[0].detail.endswith("was already accepted.")
+    ids = [r.id for r in outcome.results if r.id is not None]
+    assert ids == sorted(ids) and len(set(ids)) == 9
+    assert sorted(await stored(api)) == sorted(f"k-{i}" for i in range(10))
+    if api.db.is_postgres:  # chunks 0-3, 4-7 (k-6 taken: its COPY fails whole), 8-9
+        assert ways == ["_copy_postgres", "_copy_postgres", "_stage_postgres", "_copy_postgres"]
+
+
+async def test_a_copied_chunk_stores_what_a_chunk_skipping_taken_ids_stores(api: RunningApp) -> None:
+    # On PostgreSQL the "a" body is COPYed, the "b" body (b-0 taken) stored the staged way.
+    assert (await api.client.post("/api/requests", json=item("b-0"))).status_code == 202
+    due = (utcnow() + timedelta(days=3)).replace(microsecond=123456)
+
+    said = {"model": "stand-in", "messages": [{"role": "user", "content": "hé"}], "max_tokens": 5}
+
+    def body_for(prefix: str) -> list[dict[str, Any]]:
+        return [
+            item(f"{prefix}-0"),
+            item(f"{prefix}-1", body=said, complete_by=due.isoformat()),
+            item(f"{prefix}-2", body=said),
+            item(f"{prefix}-3", body=said, delivery_config=NO_DELIVERY),
+        ]
+
+    for prefix in ("a", "b"):
+        outcome = await bulk.accept_body(api.db, api.settings, body_of(body_for(prefix)), False, 100)
+        assert outcome.accepted == (4 if prefix == "a" else 3)
+    c = Request.__table__.c
+    kept = [c.scope, c.owner, c.origin, c.backend, c.endpoint, c.model, c.body, c.body_bytes]
+    kept += [c.delivery, c.complete_by, c.status, c.inference_attempts, c.resubmits, c.batch_id]
+    async with api.db.transaction() as session:
+        rows = {r[0]: r[1:] for r in await session.execute(select(c.custom_id, *kept))}
+        created = set((await session.execute(select(c.created_at).where(c.custom_id != "b-0"))).scalars())
+    for i in range(1, 4):
+        assert rows[f"a-{i}"] == rows[f"b-{i}"]
+    assert rows["a-1"][9] == due and rows["a-0"][10] == "pending" and rows["a-0"][11:14] == (0, 0, None)
+    assert len(created) == 2  # one created_at per body
 
 
 async def test_a_team_with_limits_has_its_body_refused_whole_before_anything_is_stored(
