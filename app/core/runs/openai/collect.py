@@ -42,6 +42,11 @@ class Collected:
     resubmitted: int = 0
     malformed: int = 0
     ids: set[int] = field(default_factory=set)
+    # The batch's requests still processing when the collection began, by custom_id: the only
+    # ones a line can land on (a collecting batch gains none). Read once, so each chunk reads its
+    # rows by primary key, not by 1,000 custom_ids (on PostgreSQL, without statistics yet on a
+    # batch just loaded, that read every request of the batch: 36 ms a chunk, and growing).
+    open_ids: dict[str, list[int]] = field(default_factory=dict)
 
 
 async def collect(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
@@ -55,7 +60,7 @@ async def collect(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
         batch.error_file_id = remote.get("error_file_id")
         if batch.status != B.COLLECTING:
             states.move_batch(session, batch, B.COLLECTING, f"OpenAI batch {status}; reading its files")
-    collected = Collected()
+    collected = Collected(open_ids=await _open_ids(run, batch_id))
     for file_id in (remote.get("output_file_id"), remote.get("error_file_id")):
         if not file_id:
             continue
@@ -111,11 +116,12 @@ async def apply(run: Run, batch_id: int, lines: Sequence[str], collected: Collec
             parsed[str(line["custom_id"])] = line
         except (ValueError, KeyError, TypeError):
             collected.malformed += 1  # its request gets no line and is resubmitted
-    if not parsed:
+    ids = [i for custom_id in parsed for i in collected.open_ids.get(custom_id, ())]
+    if not ids:
         return
     resubmit_max = run.effective.current.openai_resubmit_max
     async with run.db.transaction() as session:
-        rows = (await session.execute(OPEN_LINES, {"custom_ids": list(parsed), "batch_id": batch_id})).all()
+        rows = (await session.execute(OPEN_LINES, {"ids": ids, "batch_id": batch_id})).all()
         found: list[tuple[Any, LineResult]] = []
         again: list[int] = []
         for row in rows:
@@ -143,18 +149,32 @@ async def apply(run: Run, batch_id: int, lines: Sequence[str], collected: Collec
         )
 
 
+async def _open_ids(run: Run, batch_id: int) -> dict[str, list[int]]:
+    """The batch's requests still processing, by custom_id (Collected.open_ids)."""
+    found: dict[str, list[int]] = {}
+    async with run.db.transaction() as session:
+        rows = await session.execute(
+            select(Request.custom_id, Request.id).where(
+                Request.batch_id == batch_id, Request.status == R.PROCESSING
+            )
+        )
+        for custom_id, request_id in rows:
+            found.setdefault(custom_id, []).append(request_id)
+    return found
+
+
 _requests = Request.__table__
-# The batch's requests still processing among a chunk's custom_ids, locked: what
-# `results.record` reads, and what classifying a line needs. Core columns and one statement
-# built once: the ORM's loading and a new IN list of 1,000 literals each chunk cost twice what
-# SQLite takes to answer. SQLite would prefer the batch_id or the status index to the custom_id
-# one and read every request of the batch (or every processing one) for each chunk, 50,000 for
-# 1,000 lines; `unindexed` leaves it the custom_id index, one probe a line.
+# The batch's requests still processing among a chunk's (by id), locked: what `results.record`
+# reads, and what classifying a line needs. Core columns and one statement built once: the ORM's
+# loading and a new IN list of 1,000 literals each chunk cost twice what SQLite takes to answer.
+# Both databases would rather take the batch_id or the status index (SQLite has no statistics,
+# PostgreSQL none yet for a batch just loaded) and read every request of the batch for each
+# chunk; `unindexed` leaves them the primary key, one probe a line.
 OPEN_LINES = (
     select(*(_requests.c[c.key] for c in results.OUTCOME_COLUMNS))
     .add_columns(_requests.c.inference_attempts, _requests.c.resubmits)
     .where(
-        _requests.c.custom_id.in_(bindparam("custom_ids", expanding=True)),
+        _requests.c.id.in_(bindparam("ids", expanding=True)),
         unindexed(_requests.c.batch_id) == bindparam("batch_id"),
         unindexed(_requests.c.status) == R.PROCESSING,
     )
