@@ -23,6 +23,7 @@ from app.db.models import (
     Recovery,
     RecoveryEvent,
     Request,
+    table_of,
 )
 from app.db.session import rows_changed
 from app.ground.clock import utcnow
@@ -265,7 +266,7 @@ def _each_statement(table_name: str, columns: tuple[str, ...], on_status: bool) 
     )
 
 
-_TABLES = {"requests": Request.__table__, "deliveries": Delivery.__table__}
+_TABLES = {"requests": table_of(Request), "deliveries": table_of(Delivery)}
 
 
 async def move_deliveries(
