@@ -158,7 +158,7 @@ class Request(IdentityBase):
     # Where its result goes: one destination (an object), or several (a list of them: fan-out).
     delivery: Mapped[dict[str, Any] | list[dict[str, Any]] | None] = mapped_column(JsonB)
     status: Mapped[str] = mapped_column(String(32))
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"), index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
     response: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
     inference_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -180,6 +180,8 @@ class Request(IdentityBase):
         Index("ix_requests_group_pending", "status", "backend", "endpoint", "model", "owner", "id"),
         # A team's own list, newest first.
         Index("ix_requests_owner_id", "owner", "id"),
+        # A batch's requests, read a page at a time in id order while it runs (migration 0023).
+        Index("ix_requests_batch_id", "batch_id", "id"),
         # The UI: a status filter walks this newest first; the dashboard's per-minute chart
         # reads the last hour by created_at (an index range, not a table scan).
         Index("ix_requests_status_id", "status", "id"),

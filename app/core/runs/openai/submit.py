@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backends.base import AuthRefused, BatchAPIError
 from app.core.rules import leases, states
 from app.core.rules.states import B, R
-from app.core.runs.lines import input_line
+from app.core.runs.lines import batch_page, input_line
 from app.core.runs.openai import admission, once
 from app.core.runs.openai.common import (
     LINES_PER_TRANSACTION,
@@ -151,13 +151,9 @@ async def _write_input(db: Database, batch_id: int, file: IO[bytes]) -> tuple[in
         # reads a page from the batch_id index in id order, where `batch_line > ?` read and
         # sorted every remaining request of the batch for each page (50 pages of 50,000 lines).
         async with db.transaction() as session:
+            columns = (Request.id, Request.batch_line, Request.custom_id, Request.endpoint, Request.body)
             rows = (
-                await session.execute(
-                    select(Request.id, Request.batch_line, Request.custom_id, Request.endpoint, Request.body)
-                    .where(Request.batch_id == batch_id, Request.status == R.BATCHED, Request.id > after)
-                    .order_by(Request.id)
-                    .limit(LINES_PER_TRANSACTION)
-                )
+                await session.execute(batch_page(columns, batch_id, R.BATCHED, after, LINES_PER_TRANSACTION))
             ).all()
         if not rows:
             return written, endpoint
