@@ -73,7 +73,9 @@ def one(name: str, line: str, path: str, value: float, unit: str = "", at_most: 
 
 def intake(db: str) -> Bench:
     path = f"Single intake, durable, 64 clients ({db})"
-    return Bench(f"intake-{db}", f"bench.http_intake --db {db} --rounds 2 --duration 8", (goal(path, 0.6),), "wrk")
+    return Bench(
+        f"intake-{db}", f"bench.http_intake --db {db} --rounds 2 --duration 8", (goal(path, 0.6),), "wrk"
+    )
 
 
 LOCAL = "bench.local_e2e --db sqlite --requests {} --rounds 2"
