@@ -30,24 +30,9 @@ from app.db.session import Database
 # New ids for a chunk, from the identity column's sequence (a failed COPY leaves a gap). Named,
 # not looked up: pg_get_serial_sequence() in this statement ran once a row (25 ms for 5,000).
 _PG_IDS = "SELECT nextval('requests_id_seq') FROM generate_series(1, $1)"
-# The columns of a COPYed record, named here in the order _copy_postgres builds it (Row's fields
-# among the caller's and the chunk's), then what every new row starts as (insert_sql.STARTS_AS).
-_PG_COLUMNS = (
-    "id",
-    "scope",
-    "owner",
-    "custom_id",
-    "origin",
-    "backend",
-    "endpoint",
-    "model",
-    "body",
-    "body_bytes",
-    "delivery",
-    "complete_by",
-    *insert_sql.STARTS_AS,
-    "created_at",
-)
+# The columns of a COPYed record, in the order _copy_postgres builds it: the new id, then the
+# columns every intake INSERT names (insert_sql.COLUMNS).
+_PG_COLUMNS = ("id", *insert_sql.COLUMNS)
 _STARTS = tuple(insert_sql.STARTS_AS.values())
 _PG_TAKEN = "uq_requests_scope_custom_id"  # a custom_id already stored in the scope
 _UNIQUE_VIOLATION = "23505"

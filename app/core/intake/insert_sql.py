@@ -40,7 +40,7 @@ GIVEN = (
     "complete_by",
     "created_at",
 )
-COLUMNS = (*GIVEN[:-1], "status", "inference_attempts", "resubmits", "created_at")
+COLUMNS = (*GIVEN[:-1], *STARTS_AS, "created_at")
 
 _INTO = f"INSERT INTO requests ({', '.join(COLUMNS)})"
 
