@@ -2,7 +2,7 @@
 requests sent straight to it at its best concurrency.
 
     .venv/bin/python -m bench.real_model [--db sqlite|postgres] [--requests 200]
-        [--concurrencies 1,2,4] [--probe 50] [--max-tokens 8]
+        [--rounds 2] [--concurrencies 1,2,4] [--probe 50] [--max-tokens 8]
 
 One llama_cpp.server process (started as the app's embedded server starts it: same model file,
 same flags) serves both sides, started once. Every request is the same short chat at temperature
@@ -11,8 +11,9 @@ to the server by C httpx clients from a process of their own, at the best C of -
 each tried first on --probe requests (llama-cpp-python serves one request at a time: more
 clients mostly queue). Gateway: `batchgate serve` (role all) with LOCAL_BASE_URL at that server
 and LOCAL_CONCURRENCY that best C; the N requests arrive by one POST /api/requests/bulk, measured
-until the database holds N succeeded requests (polled every 20 ms). Goal 0.95: the gateway must
-not slow the server down. Without llama-cpp-python or the model (`make realmodel`) it reports the
+until the database holds N succeeded requests (polled every 20 ms). Each of --rounds rounds runs
+both sides, in alternating order, and gives one ratio; the figure is their median. Goal 0.95: the
+gateway must not slow the server down. Without llama-cpp-python or the model (`make realmodel`) it reports the
 goal as not run. About 3 minutes on 2 cores.
 """
 
@@ -134,9 +135,27 @@ async def gateway_rate(kind: str, url: str, n: int, c: int, max_tokens: int, tim
         return n / (time.monotonic() - start)
 
 
+async def measured_rounds(args: argparse.Namespace, url: str, c: int) -> tuple[list[float], list[float]]:
+    """--rounds rounds of both sides at concurrency C; the order alternates each round, so a
+    server that drifts (warming, throttling) weighs on both sides alike."""
+    through: list[float] = []
+    limit: list[float] = []
+    for r in range(args.rounds):
+        sides = ["direct", "gateway"] if r % 2 == 0 else ["gateway", "direct"]
+        for side in sides:
+            if side == "direct":
+                limit.append(await direct_rate(url, args.requests, c, args.max_tokens))
+            else:
+                rate = await gateway_rate(args.db, url, args.requests, c, args.max_tokens, args.timeout)
+                through.append(rate)
+        print(f"  round {r + 1}: gateway {through[-1]:.2f}/s, direct {limit[-1]:.2f}/s", flush=True)
+    return through, limit
+
+
 async def main(args: argparse.Namespace) -> None:
     path = (
-        f"Real model (llama.cpp, gemma3 270M): {args.requests} chat requests through the gateway ({args.db})"
+        f"Real model (llama.cpp, gemma3 270M): {args.rounds} rounds of {args.requests} chat requests "
+        f"through the gateway ({args.db})"
     )
     if not installed():
         summary.report(summary.not_run(path, GOAL, "not run: no llama-cpp-python or model (make realmodel)"))
@@ -148,25 +167,27 @@ async def main(args: argparse.Namespace) -> None:
         for c, r in probes.items():
             print(f"  direct, {args.probe} requests at concurrency {c}: {r:.1f} requests/s", flush=True)
         best = max(probes, key=lambda c: probes[c])
-        limit = await direct_rate(url, args.requests, best, args.max_tokens)
-        through = await gateway_rate(args.db, url, args.requests, best, args.max_tokens, args.timeout)
+        through, limit = await measured_rounds(args, url, best)
     print(
-        f"bench.real_model  db={args.db}  requests={args.requests}  max_tokens={args.max_tokens}  "
-        f"gateway (LOCAL_CONCURRENCY={best}) {through:.1f}/s, direct at concurrency {best} {limit:.1f}/s"
+        f"bench.real_model  db={args.db}  requests={args.requests}  rounds={args.rounds}  "
+        f"max_tokens={args.max_tokens}  gateway (LOCAL_CONCURRENCY={best}) "
+        f"{summary.rates(through, '/s', 2)}, direct at concurrency {best} {summary.rates(limit, '/s', 2)}"
     )
     summary.report(
         summary.Outcome(
             path=path,
-            measured=f"gateway {through:.1f} req/s vs direct {limit:.1f} req/s at its best concurrency, "
-            f"{best} (probes, req/s: {', '.join(f'{c}: {r:.1f}' for c, r in probes.items())})",
-            figures=[through / limit],
+            measured=f"gateway {summary.rates(through, 'req/s', 2)} "
+            f"vs direct {summary.rates(limit, 'req/s', 2)} "
+            f"at its best concurrency, {best} (probes, req/s: "
+            f"{', '.join(f'{c}: {r:.1f}' for c, r in probes.items())})",
+            figures=summary.ratios(through, limit),
             goal=GOAL,
         )
     )
 
 
 def parse_args() -> argparse.Namespace:
-    parser = options("bench.real_model", __doc__, requests=200, concurrency=1, rounds=1)
+    parser = options("bench.real_model", __doc__, requests=200, concurrency=1, rounds=2)
     parser.add_argument("--concurrencies", default="1,2,4", help="the direct client's, the best is the limit")
     parser.add_argument("--probe", type=int, default=50, help="requests per concurrency tried")
     parser.add_argument("--max-tokens", type=int, default=8, help="tokens generated per request")

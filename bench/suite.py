@@ -136,8 +136,8 @@ BENCHES = (
     ),
     one(
         "real-model",
-        "bench.real_model --db sqlite --requests 200 --probe 20",
-        "Real model (llama.cpp, gemma3 270M): 200 chat requests through the gateway (sqlite)",
+        "bench.real_model --db sqlite --requests 100 --rounds 2 --probe 20",
+        "Real model (llama.cpp, gemma3 270M): 2 rounds of 100 chat requests through the gateway (sqlite)",
         0.95,
     ),
     Bench(

@@ -64,11 +64,12 @@ def ratios(gateway: list[float], limit: list[float]) -> list[float]:
     return [g / lim for g, lim in zip(gateway, limit, strict=True)]
 
 
-def rates(values: list[float], unit: str = "req/s") -> str:
+def rates(values: list[float], unit: str = "req/s", digits: int = 0) -> str:
     """A median rate with its range, for Outcome.measured."""
-    middle = f"{statistics.median(values):,.0f}"
+    fmt = f",.{digits}f"
+    middle = format(statistics.median(values), fmt)
     if len(values) > 1:
-        middle += f" ({min(values):,.0f}-{max(values):,.0f})"
+        middle += f" ({format(min(values), fmt)}-{format(max(values), fmt)})"
     return f"{middle} {unit}"
 
 
