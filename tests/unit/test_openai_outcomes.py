@@ -84,7 +84,12 @@ def test_an_answered_line_keeps_its_response_text_as_it_came() -> None:
     response = json.loads(text)["response"]
     assert outcome.response.text == json.dumps(response)  # OpenAI's spacing, not re-encoded
     assert outcome.kind == "ok" and outcome.error is None and outcome.status == "succeeded"
-    assert outcome.tokens == {"input_tokens": 12, "cached_tokens": 4, "output_tokens": 5, "reasoning_tokens": 2}
+    assert outcome.tokens == {
+        "input_tokens": 12,
+        "cached_tokens": 4,
+        "output_tokens": 5,
+        "reasoning_tokens": 2,
+    }
     assert outcome.usage == {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
 
 

@@ -26,7 +26,9 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 def output_line(custom_id: str, status: int, body: dict[str, Any]) -> str:
     """A line as OpenAI writes it (json.dumps' spacing, which the gateway would not write)."""
     response = {"status_code": status, "request_id": f"req_{custom_id}", "body": body}
-    return json.dumps({"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": response, "error": None})
+    return json.dumps(
+        {"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": response, "error": None}
+    )
 
 
 async def processing_batch(db: Database, *custom_ids: str) -> tuple[int, dict[str, int]]:
@@ -57,7 +59,9 @@ async def processing_batch(db: Database, *custom_ids: str) -> tuple[int, dict[st
         return batch.id, {custom_id: request.id for custom_id, request in requests.items()}
 
 
-async def test_a_chunk_is_stored_with_its_deliveries_counts_and_usage(db: Database, database_url: str) -> None:
+async def test_a_chunk_is_stored_with_its_deliveries_counts_and_usage(
+    db: Database, database_url: str
+) -> None:
     batch_id, ids = await processing_batch(db, "ok", "refused")
     answered = output_line("ok", 200, {"choices": [{"message": {"content": "hé ☃"}}], "usage": USAGE})
     refused = output_line("refused", 400, {"error": {"message": "bad max_tokens", "code": "invalid_value"}})
@@ -86,4 +90,9 @@ async def test_a_chunk_is_stored_with_its_deliveries_counts_and_usage(db: Databa
     assert failed.response == json.loads(refused)["response"]
     assert sorted(queued) == sorted(ids.values())
     assert batch is not None
-    assert (batch.completed_count, batch.failed_count, batch.input_tokens, batch.output_tokens) == (1, 1, 7, 3)
+    assert (batch.completed_count, batch.failed_count, batch.input_tokens, batch.output_tokens) == (
+        1,
+        1,
+        7,
+        3,
+    )
