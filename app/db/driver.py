@@ -37,17 +37,23 @@ class Compiled:
     def rows(self, rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Each of `rows` (values by parameter name, PREFIX left out; `shared` the same for
         every row) as the driver's positional row."""
-        steps = [
-            (name, name in shared or name in self.fixed, {**self.fixed, **shared}.get(name), process)
+        given = {**self.fixed, **shared}
+        columns = [
+            _bound([given[name]] * len(rows) if name in given else [row[name] for row in rows], process)
             for name, process in zip(self.names, self.processors, strict=True)
         ]
-        return [
-            tuple(
-                (value if same else row[name]) if process is None else process(value if same else row[name])
-                for name, same, value, process in steps
-            )
-            for row in rows
-        ]
+        return list(zip(*columns, strict=True))
+
+
+def _bound(values: list[Any], process: Callable[[Any], Any] | None) -> list[Any]:
+    """One parameter's values, bound: a column at a time (map, not a generator per row), and one
+    object every row holds (a chunk's completed_at, an error of None) bound once."""
+    if process is None or not values:
+        return values
+    first = values[0]
+    if all(value is first for value in values):  # stops at the first other: cheap when they vary
+        return [process(first)] * len(values)
+    return list(map(process, values))
 
 
 # What a bound parameter's name starts with: SQLAlchemy reserves a column's own name for the

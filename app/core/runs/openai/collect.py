@@ -69,16 +69,23 @@ async def collect(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
 
 
 async def _apply_files(run: Run, batch_id: int, file_ids: list[Any], collected: Collected) -> None:
-    """Apply the files' lines a chunk at a time, in order: while one chunk is stored (the
-    database's work, on aiosqlite's thread or PostgreSQL's server), the next is read and
-    decoded. Each chunk's transaction still ends before the next one's begins."""
+    """Apply the files' lines a chunk at a time, in order. On PostgreSQL, while one chunk is
+    stored (the server's work), the next is read and decoded; each chunk's transaction still
+    ends before the next one's begins. On SQLite one chunk is read, decoded and stored after
+    the other: aiosqlite's thread takes the GIL back for every row it binds or reads, and while
+    this thread decoded it waited up to the switch interval (5 ms) a row; overlapped took longer
+    than one after the other (docs/benchmarks.md, issue 30 round 5)."""
     storing: asyncio.Task[None] | None = None
+    overlap = run.db.is_postgres
 
     async def then_store(lines: list[str]) -> asyncio.Task[None]:
         ready = parse(lines)
         if storing is not None:
             await storing
-        return asyncio.ensure_future(apply_isolated(run, batch_id, ready, collected))
+        task = asyncio.ensure_future(apply_isolated(run, batch_id, ready, collected))
+        if not overlap:
+            await task
+        return task
 
     try:
         for file_id in file_ids:
