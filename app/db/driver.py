@@ -20,6 +20,7 @@ from sqlalchemy import JSON, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.types import TypeEngine
 
 from app.ground.jsontext import Encoded
 
@@ -76,7 +77,7 @@ def compile_for(stmt: UpdateBase, dialect: Dialect) -> Compiled:
     return Compiled(compiled.string, tuple(n.removeprefix(PREFIX) for n in names), processors, fixed)
 
 
-def _processor(impl: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+def _processor(impl: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
     """The type's bind processor; a JSON type's also takes Encoded text, bound as it is (the
     text the serializer would have made of its value, up to spacing)."""
     process = impl.bind_processor(dialect)
