@@ -20,6 +20,14 @@ from app.ground.statuses import RequestStatus as R
 from testkit.apps import fast_settings
 from testkit.builders import new_batch
 
+REQUEST = {
+    "scope": "",
+    "origin": "api",
+    "backend": "openai",
+    "endpoint": "/v1/chat/completions",
+    "model": "gpt-4o-mini",
+    "body_bytes": 10,
+}
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
 
@@ -37,17 +45,13 @@ async def processing_batch(db: Database, *custom_ids: str) -> tuple[int, dict[st
         batch = new_batch(backend="openai", status="collecting", request_count=len(custom_ids))
         session.add(batch)
         await session.flush()
+        webhook = {"type": "webhook", "webhook_url": "http://127.0.0.1:9/hook"}
         requests = {
             custom_id: Request(
+                **REQUEST,
                 custom_id=custom_id,
-                scope="",
-                origin="api",
-                backend="openai",
-                endpoint="/v1/chat/completions",
-                model="gpt-4o-mini",
                 body={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": custom_id}]},
-                body_bytes=10,
-                delivery={"type": "webhook", "webhook_url": "http://127.0.0.1:9/hook"},
+                delivery=webhook,
                 status=R.PROCESSING,
                 batch_id=batch.id,
                 created_at=now,
