@@ -98,28 +98,40 @@ async def record(
     return await record_locked(session, batch_id, [(row, by_id[row.id]) for row in open_rows])
 
 
-async def record_locked(
-    session: AsyncSession, batch_id: int, found: Sequence[tuple[Any, LineResult]], storable_: bool = False
-) -> int:
+async def record_locked(session: AsyncSession, batch_id: int, found: Sequence[tuple[Any, LineResult]]) -> int:
     """Store the results of requests the caller has read FOR UPDATE and found still processing
-    in the batch: each a row of OUTCOME_COLUMNS (more columns may follow) with its result.
-
-    `record` without its own SELECT, for a caller that had to read the rows anyway (collecting
-    an OpenAI batch matches its lines on custom_id): the same rows are not read twice. With
-    `storable_`, the caller made every response and error storable (storable.json_value)."""
+    in the batch: each a row of OUTCOME_COLUMNS (more columns may follow) with its result."""
     if not found:
         return 0
     now = utcnow()
-    outcomes, succeeded = [], 0
-    usage = dict.fromkeys(USAGE_COLUMNS, 0)
+    outcomes, usage = [], dict.fromkeys(USAGE_COLUMNS, 0)
     for row, result in found:
-        succeeded += result.succeeded
-        outcome, tokens = _outcome(row.id, result, now, storable_)
+        outcome, tokens = _outcome(row.id, result, now)
         outcomes.append(outcome)
         for column, count in tokens.items():
             usage[column] += count
+    return await store_outcomes(session, batch_id, [row for row, _ in found], outcomes, usage, now)
+
+
+async def store_outcomes(
+    session: AsyncSession,
+    batch_id: int,
+    rows: Sequence[Any],
+    outcomes: Sequence[dict[str, Any]],
+    usage: dict[str, int],
+    now: datetime,
+) -> int:
+    """Store results already made into their rows' values (`outcomes`, one per row of `rows`, as
+    `record_locked` makes them: storable, each with the request's id and status), their
+    deliveries, and the batch's counts and `usage` (its USAGE_COLUMNS' sums). The caller has
+    read the rows FOR UPDATE and found them still processing in the batch. For a caller that
+    read each result into its values beforehand (collecting an OpenAI batch does, overlapped
+    with storing the chunk before)."""
+    if not outcomes:
+        return 0
+    succeeded = sum(1 for outcome in outcomes if outcome["status"] == RequestStatus.SUCCEEDED)
     await states.set_request_outcomes(session, RequestStatus.PROCESSING, outcomes)
-    await _queue_deliveries(session, [row for row, _ in found], [o["status"] for o in outcomes], now)
+    await _queue_deliveries(session, rows, [o["status"] for o in outcomes], now)
     await session.execute(
         update(Batch)
         .where(Batch.id == batch_id)
@@ -132,28 +144,21 @@ async def record_locked(
     return len(outcomes)
 
 
-def _outcome(
-    request_id: int, result: LineResult, now: datetime, checked: bool = False
-) -> tuple[dict[str, Any], dict[str, int]]:
+def _outcome(request_id: int, result: LineResult, now: datetime) -> tuple[dict[str, Any], dict[str, int]]:
     """The request's row values for its result, and the usage columns it adds to its batch."""
     line = line_usage(result.response)
-    # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
-    clean = _as_is if checked else storable.json_value
     tokens = usage_columns(line)
     outcome = {
         "id": request_id,
         "status": RequestStatus.SUCCEEDED if result.succeeded else RequestStatus.FAILED,
-        "response": clean(result.response),
-        "error": clean(result.error),
+        # A model's output is outside text: PostgreSQL refuses a NUL or a lone surrogate.
+        "response": storable.json_value(result.response),
+        "error": storable.json_value(result.error),
         "inference_attempts": result.attempts,
         "completed_at": now,
         **request_usage(line, tokens),
     }
     return outcome, tokens
-
-
-def _as_is(value: Any) -> Any:
-    return value
 
 
 async def _still_held(session: AsyncSession, batch_id: int, hold: Hold, results: int) -> bool:

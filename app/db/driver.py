@@ -5,7 +5,8 @@ type's bind processor in Python (`construct_params`): for 1,000 results of an Op
 cost about as much as SQLite's own work on them (bench.openai_backend's profile). Here the
 statement is compiled once per dialect, its parameters' bind processors are looked up once, and
 each row becomes a plain tuple the driver (aiosqlite, asyncpg) takes as it is. The values are
-bound exactly as SQLAlchemy binds them: the same processors, the same compiled SQL.
+bound exactly as SQLAlchemy binds them: the same processors, the same compiled SQL; a JSON
+column's value may also be jsontext.Encoded, JSON text already encoded, which goes as it is.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import JSON, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.types import TypeEngine
+
+from app.ground.jsontext import Encoded
 
 
 @dataclass(frozen=True)
@@ -34,17 +38,23 @@ class Compiled:
     def rows(self, rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Each of `rows` (values by parameter name, PREFIX left out; `shared` the same for
         every row) as the driver's positional row."""
-        steps = [
-            (name, name in shared or name in self.fixed, {**self.fixed, **shared}.get(name), process)
+        given = {**self.fixed, **shared}
+        columns = [
+            _bound([given[name]] * len(rows) if name in given else [row[name] for row in rows], process)
             for name, process in zip(self.names, self.processors, strict=True)
         ]
-        return [
-            tuple(
-                (value if same else row[name]) if process is None else process(value if same else row[name])
-                for name, same, value, process in steps
-            )
-            for row in rows
-        ]
+        return list(zip(*columns, strict=True))
+
+
+def _bound(values: list[Any], process: Callable[[Any], Any] | None) -> list[Any]:
+    """One parameter's values, bound: a column at a time (map, not a generator per row), and one
+    object every row holds (a chunk's completed_at, an error of None) bound once."""
+    if process is None or not values:
+        return values
+    first = values[0]
+    if all(value is first for value in values):  # stops at the first other: cheap when they vary
+        return [process(first)] * len(values)
+    return list(map(process, values))
 
 
 # What a bound parameter's name starts with: SQLAlchemy reserves a column's own name for the
@@ -60,13 +70,24 @@ def compile_for(stmt: UpdateBase, dialect: Dialect) -> Compiled:
     if not compiled.positional or compiled.positiontup is None:
         raise ValueError(f"{dialect.name}: the driver's paramstyle is not positional")
     names = tuple(compiled.positiontup)
-    processors = tuple(
-        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-    )
+    processors = tuple(_processor(compiled.binds[name].type.dialect_impl(dialect), dialect) for name in names)
     fixed = {
         name.removeprefix(PREFIX): bind.value for name, bind in compiled.binds.items() if not bind.required
     }
     return Compiled(compiled.string, tuple(n.removeprefix(PREFIX) for n in names), processors, fixed)
+
+
+def _processor(impl: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The type's bind processor; a JSON type's also takes Encoded text, bound as it is (the
+    text the serializer would have made of its value, up to spacing)."""
+    process = impl.bind_processor(dialect)
+    if process is None or not isinstance(impl, JSON):
+        return process
+
+    def json_or_encoded(value: Any) -> Any:
+        return value.text if value.__class__ is Encoded else process(value)
+
+    return json_or_encoded
 
 
 async def executemany(

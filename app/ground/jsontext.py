@@ -9,12 +9,21 @@ escapes, so such a value takes the old way.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A JSON value's text as it came in (valid JSON, storable): a JSON column given one stores
+    the text as it is (app.db.driver) instead of decoding and encoding the value again."""
+
+    text: str
 
 
 def dumps(value: Any) -> str:

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -19,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backends.base import LineResult
 from app.core import results
-from app.core.rules import audit, leases, states, storable
+from app.core.rules import audit, leases, states
 from app.core.rules.states import NATIVE_SCOPE, B, R
 from app.core.runs.openai import endings
-from app.core.runs.openai.answers import classify
 from app.core.runs.openai.common import FOLLOWED, LINES_PER_TRANSACTION, Run, request_ids
+from app.core.runs.openai.outcomes import Outcome, Parsed, parse
 from app.db.models import Batch, Request
 from app.db.planner import unindexed
 from app.db.session import is_unavailable
-from app.ground import jsontext
+from app.ground.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +69,23 @@ async def collect(run: Run, batch_id: int, remote: dict[str, Any]) -> None:
 
 
 async def _apply_files(run: Run, batch_id: int, file_ids: list[Any], collected: Collected) -> None:
-    """Apply the files' lines a chunk at a time, in order: while one chunk is stored (the
-    database's work, on aiosqlite's thread or PostgreSQL's server), the next is read and
-    decoded. Each chunk's transaction still ends before the next one's begins."""
+    """Apply the files' lines a chunk at a time, in order. On PostgreSQL, while one chunk is
+    stored (the server's work), the next is read and decoded; each chunk's transaction still
+    ends before the next one's begins. On SQLite one chunk is read, decoded and stored after
+    the other: aiosqlite's thread takes the GIL back for every row it binds or reads, and while
+    this thread decoded it waited up to the switch interval (5 ms) a row; overlapped took longer
+    than one after the other (docs/benchmarks.md, issue 30 round 5)."""
     storing: asyncio.Task[None] | None = None
+    overlap = run.db.is_postgres
 
     async def then_store(lines: list[str]) -> asyncio.Task[None]:
         ready = parse(lines)
         if storing is not None:
             await storing
-        return asyncio.ensure_future(apply_isolated(run, batch_id, ready, collected))
+        task = asyncio.ensure_future(apply_isolated(run, batch_id, ready, collected))
+        if not overlap:
+            await task
+        return task
 
     try:
         for file_id in file_ids:
@@ -127,64 +135,57 @@ def _not_stored(raw: str, exc: Exception) -> str:
     )
 
 
-@dataclass
-class Parsed:
-    """A chunk of output/error lines as read (`raw`) and decoded, by custom_id."""
-
-    raw: Sequence[str]
-    lines: dict[str, dict[str, Any]]
-    malformed: int  # lines that did not decode, or named no custom_id
-
-
-def parse(raw: Sequence[str]) -> Parsed:
-    """Decode a chunk of lines (storable: see storable.suspect)."""
-    chunk = Parsed(raw, {}, 0)
-    for text in raw:
-        try:
-            line = jsontext.loads(text)
-            if storable.suspect(text):  # only then can it hold what the database refuses
-                line = storable.json_value(line)
-            chunk.lines[str(line["custom_id"])] = line
-        except (ValueError, KeyError, TypeError):
-            chunk.malformed += 1  # its request gets no line and is resubmitted
-    return chunk
-
-
 async def apply(run: Run, batch_id: int, chunk: Parsed, collected: Collected) -> None:
     """Apply one chunk of output/error lines; lines are matched on custom_id, in any order."""
     collected.malformed += chunk.malformed
-    parsed = chunk.lines
-    ids = [i for custom_id in parsed for i in collected.open_ids.get(custom_id, ())]
+    lines = chunk.lines
+    ids = [i for custom_id in lines for i in collected.open_ids.get(custom_id, ())]
     if not ids:
         return
     resubmit_max = run.effective.current.openai_resubmit_max
     async with run.db.transaction() as session:
         rows = (await session.execute(OPEN_LINES, {"ids": ids, "batch_id": batch_id})).all()
-        found: list[tuple[Any, LineResult]] = []
-        again: list[int] = []
+        now = utcnow()
+        stored, outcomes, again = [], [], []
+        usage = dict.fromkeys(results.USAGE_COLUMNS, 0)
         for row in rows:
-            request_id, custom_id, resubmits = row.id, row.custom_id, row.resubmits
-            kind, error = classify(parsed[custom_id])
-            collected.ids.add(request_id)
-            if kind == "expired" or (kind == "server_error" and resubmits < resubmit_max):
-                again.append(request_id)
+            line = lines[row.custom_id]
+            collected.ids.add(row.id)
+            if line.kind == "expired" or (line.kind == "server_error" and row.resubmits < resubmit_max):
+                again.append(row.id)
                 continue
-            if kind == "server_error":
-                error = {
-                    **(error or {}),
-                    **endings.SERVER_ERROR_PERSISTS.error(
-                        code=(error or {}).get("code"),
-                        detail=(error or {}).get("message", "server error"),
-                        resubmits=resubmits,
-                    ),
-                }
-            response = parsed[custom_id].get("response")
-            attempts = max(row.inference_attempts, 1)
-            found.append((row, LineResult(request_id, custom_id, response, error, attempts)))
-        collected.stored += await results.record_locked(session, batch_id, found, storable_=True)
+            stored.append(row)
+            outcomes.append(_values(row, line, now))
+            for column, count in line.tokens.items():
+                usage[column] += count
+        collected.stored += await results.store_outcomes(session, batch_id, stored, outcomes, usage, now)
         collected.resubmitted += await resubmit(
             session, batch_id, again, endings.ANSWERED_RESUBMIT, resubmit_max
         )
+
+
+def _values(row: Any, line: Outcome, now: datetime) -> dict[str, Any]:
+    """The row values of a request's line (stored, not resubmitted): a server error that came
+    back more often than it may be resubmitted fails its request, saying so."""
+    error = line.error
+    if line.kind == "server_error":
+        error = {
+            **(error or {}),
+            **endings.SERVER_ERROR_PERSISTS.error(
+                code=(error or {}).get("code"),
+                detail=(error or {}).get("message", "server error"),
+                resubmits=row.resubmits,
+            ),
+        }
+    return {
+        "id": row.id,
+        "status": R.SUCCEEDED if error is None else R.FAILED,
+        "response": line.response,
+        "error": error,
+        "inference_attempts": max(row.inference_attempts, 1),
+        "completed_at": now,
+        **line.usage,
+    }
 
 
 async def _open_ids(run: Run, batch_id: int) -> dict[str, list[int]]:
@@ -203,7 +204,7 @@ async def _open_ids(run: Run, batch_id: int) -> dict[str, list[int]]:
 
 _requests = Request.__table__
 # The batch's requests still processing among a chunk's (by id), locked: what `results.record`
-# reads, and what classifying a line needs. Core columns and one statement built once: the ORM's
+# reads, and what storing a line needs. Core columns and one statement built once: the ORM's
 # loading and a new IN list of 1,000 literals each chunk cost twice what SQLite takes to answer.
 # Both databases would rather take the batch_id or the status index (SQLite has no statistics,
 # PostgreSQL none yet for a batch just loaded) and read every request of the batch for each
