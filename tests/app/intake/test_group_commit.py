@@ -7,6 +7,8 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import aiosqlite
+import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -178,3 +180,46 @@ async def test_a_sqlite_group_stores_the_text_sqlalchemy_would(db: Database) -> 
         raw = {r[0]: r[1:] for r in found}
     assert raw["g-due"] == raw["s-due"] and raw["g-open"] == raw["s-open"]
     assert "2031-01-02 10:04:05.000006" in raw["g-due"]
+
+
+async def test_a_lone_row_goes_as_a_group_of_one(db: Database) -> None:
+    # A group of one is the same one statement as any group; SQLAlchemy's row-by-row path is
+    # only for a group that failed.
+    writer = group_commit.writer(db)
+    alone: list[str] = []
+    write_one = writer._write_one
+
+    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
+        alone.append(row["custom_id"])
+        return await write_one(row)
+
+    writer._write_one = counted  # type: ignore[method-assign]
+    before = commits()
+    assert isinstance(await writer.insert(row("lone")), group_commit.Inserted)
+    assert isinstance(await writer.insert(row("lone", body={"model": "other"})), group_commit.Taken)
+    assert alone == []
+    assert commits()[0] - before[0] == 2
+    assert set(await stored(db)) == {"lone"}
+
+
+async def test_a_sqlite_group_is_one_trip_to_the_drivers_thread(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The INSERT commits as it finishes (app.db.session.sqlite_autocommit): no COMMIT after it
+    # and no rollback when the connection goes back, each another wait for the busy event loop
+    # while the one writer holds the next group back.
+    if db.is_postgres:
+        return
+    writer = group_commit.writer(db)
+    await writer.insert(row("warm-up"))  # the pool's connection made first
+    trips: list[object] = []
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(fn)
+        return await execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    answers = await asyncio.gather(*(writer.insert(row(f"r-{n}")) for n in range(3)))
+    assert all(isinstance(a, group_commit.Inserted) for a in answers)
+    assert len(trips) == 1
