@@ -132,9 +132,10 @@ class GroupCommit:
         answer: asyncio.Future[Outcome] = self.loop.create_future()
         self._queue.append(({**insert_sql.STARTS_AS, **row}, answer))
         self._wake_a_drainer()
-        # A caller that goes away (a client hangs up) does not stop its row: it is written as
-        # it would have been a moment later, like a commit that finished as the client left.
-        return await asyncio.shield(answer)
+        # A caller that goes away (a client hangs up) cancels only its answer, not its row: the
+        # row stays queued and is written as it would have been a moment later, like a commit
+        # that finished as the client left (the drainer answers only futures not yet done).
+        return await answer
 
     def _wake_a_drainer(self) -> None:
         """A lingering drainer takes the new row, else a new one starts (up to in_flight)."""
