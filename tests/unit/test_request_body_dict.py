@@ -11,8 +11,8 @@ from app.core.intake.schema import RequestIn
 
 BODIES = [
     {"model": "m"},
-    {"messages": [{"role": "user", "content": "é ☃ \"q\" \\ \n"}], "model": "m", "temperature": 0.5},
-    {"model": "m", "n": None, "stop": ["a", "b"], "tools": [{"type": "function", "x": {"y": [1, 2.5, True]}}]},
+    {"messages": [{"role": "user", "content": 'é ☃ "q" \\ \n'}], "model": "m", "temperature": 0.5},
+    {"model": "m", "n": None, "stop": ["a"], "tools": [{"type": "function", "x": {"y": [1, 2.5, True]}}]},
     {"input": "text", "dimensions": 3, "model": "an/embedding:model"},
 ]
 
@@ -25,4 +25,4 @@ def test_body_dict_is_model_dump(body: dict[str, Any]) -> None:
     dumped = request.body.model_dump()
     assert request.body_dict == dumped
     assert list(request.body_dict) == list(dumped)
-    assert list(request.body_dict)[0] == "model"
+    assert next(iter(request.body_dict)) == "model"
