@@ -47,24 +47,15 @@ async def test_the_statement_is_committed_when_it_answers(lite: Database) -> Non
         await connection.rollback()
 
 
-async def test_it_is_one_trip_to_the_drivers_thread(lite: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aiosqlite
-
+async def test_it_is_one_trip_to_the_drivers_thread(lite: Database, driver_trips: list[object]) -> None:
     async with lite.engine.connect() as connection:  # the pool's connection made first
         await connection.exec_driver_sql("SELECT 1")
         await connection.rollback()
-    trips: list[object] = []
-    execute = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(fn)
-        return await execute(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    driver_trips.clear()
     async with lite.engine.connect() as connection:
         await sqlite_autocommit(connection, INSERT, ("k", "1"))
     # The statement and its commit; no COMMIT and no rollback on return after it.
-    assert len(trips) == 1
+    assert len(driver_trips) == 1
     assert read_from_outside(lite) == {"k": "1"}
 
 

@@ -7,8 +7,6 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import aiosqlite
-import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -45,6 +43,19 @@ def row(custom_id: str, **changes: Any) -> dict[str, Any]:
         "created_at": utcnow(),
     }
     return values | changes
+
+
+def written_alone(writer: group_commit.GroupCommit) -> list[str]:
+    """The custom_ids `writer` writes row by row from now on (the path of a failed group)."""
+    alone: list[str] = []
+    write_one = writer._write_one
+
+    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
+        alone.append(row["custom_id"])
+        return await write_one(row)
+
+    writer._write_one = counted  # type: ignore[method-assign]
+    return alone
 
 
 async def stored(db: Database) -> dict[str, Any]:
@@ -109,14 +120,7 @@ async def test_a_caller_that_leaves_still_has_its_row_written(db: Database) -> N
 async def test_an_unreachable_database_fails_the_group_at_once_not_row_by_row() -> None:
     db = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")  # the discard port: refused
     writer = group_commit.writer(db)
-    alone: list[str] = []
-    write_one = writer._write_one
-
-    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
-        alone.append(row["custom_id"])
-        return await write_one(row)
-
-    writer._write_one = counted  # type: ignore[method-assign]
+    alone = written_alone(writer)
     try:
         answers = await asyncio.gather(
             *(writer.insert(row(f"r-{n}")) for n in range(5)), return_exceptions=True
@@ -186,14 +190,7 @@ async def test_a_lone_row_goes_as_a_group_of_one(db: Database) -> None:
     # A group of one is the same one statement as any group; SQLAlchemy's row-by-row path is
     # only for a group that failed.
     writer = group_commit.writer(db)
-    alone: list[str] = []
-    write_one = writer._write_one
-
-    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
-        alone.append(row["custom_id"])
-        return await write_one(row)
-
-    writer._write_one = counted  # type: ignore[method-assign]
+    alone = written_alone(writer)
     before = commits()
     assert isinstance(await writer.insert(row("lone")), group_commit.Inserted)
     assert isinstance(await writer.insert(row("lone", body={"model": "other"})), group_commit.Taken)
@@ -203,7 +200,7 @@ async def test_a_lone_row_goes_as_a_group_of_one(db: Database) -> None:
 
 
 async def test_a_sqlite_group_is_one_trip_to_the_drivers_thread(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, driver_trips: list[object]
 ) -> None:
     # The INSERT commits as it finishes (app.db.session.sqlite_autocommit): no COMMIT after it
     # and no rollback when the connection goes back, each another wait for the busy event loop
@@ -212,14 +209,7 @@ async def test_a_sqlite_group_is_one_trip_to_the_drivers_thread(
         return
     writer = group_commit.writer(db)
     await writer.insert(row("warm-up"))  # the pool's connection made first
-    trips: list[object] = []
-    execute = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(fn)
-        return await execute(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    driver_trips.clear()
     answers = await asyncio.gather(*(writer.insert(row(f"r-{n}")) for n in range(3)))
     assert all(isinstance(a, group_commit.Inserted) for a in answers)
-    assert len(trips) == 1
+    assert len(driver_trips) == 1
