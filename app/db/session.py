@@ -49,7 +49,7 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
             json_deserializer=jsontext.loads,
         )
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_synchronous))
-        event.listen(engine.sync_engine.pool, "reset", _reset_sqlite)
+        event.listen(engine.sync_engine, "reset", _reset_sqlite)
         return engine
     return create_async_engine(
         database_url,
