@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 
 from app.db.session import Database
@@ -132,3 +134,18 @@ def openai_api(openai_served: tuple[OpenAIBatchStandin, Relay]) -> OpenAIBatchSt
 @pytest.fixture
 def openai_relay(openai_served: tuple[OpenAIBatchStandin, Relay]) -> Relay:
     return openai_served[1]
+
+
+@pytest.fixture
+def driver_trips(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """From now on, each call aiosqlite runs in its connection's thread (a trip there and back
+    through the event loop), as it is queued."""
+    trips: list[object] = []
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(fn)
+        return await execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return trips

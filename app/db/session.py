@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import CursorResult, UpdateBase, event
 from sqlalchemy import exc as exc_types
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 
 from app.db.writes import WriteHealth
 from app.ground import jsontext
@@ -33,6 +39,9 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
             pool_size=1,
             max_overflow=0,
             pool_timeout=120,
+            # A connection handed back is rolled back by _reset_sqlite, which skips the rollback
+            # (a trip to aiosqlite's thread) when its last user committed and said so.
+            pool_reset_on_return=None,
             connect_args={"timeout": 30},
             hide_parameters=True,
             json_serializer=jsontext.dumps,
@@ -40,6 +49,7 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
             json_deserializer=jsontext.loads,
         )
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_synchronous))
+        event.listen(engine.sync_engine, "reset", _reset_sqlite)
         return engine
     return create_async_engine(
         database_url,
@@ -73,6 +83,47 @@ def _sqlite_pragmas(synchronous: str, dbapi_connection: Any, _record: Any) -> No
     cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+# Set in a pooled connection's info by sqlite_autocommit: its last statement committed on its own
+# and nothing of it is left to roll back when it goes back to the pool.
+_COMMITTED = "batchgate.committed"
+
+
+def _reset_sqlite(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
+    """SQLAlchemy's rollback-on-return (what `pool_reset_on_return=None` turned off), except
+    for a connection sqlite_autocommit left without a transaction."""
+    committed = record.info.pop(_COMMITTED, False)
+    if not state.asyncio_safe or state.transaction_was_reset:
+        return  # as SQLAlchemy's own reset: nothing to do, or nothing it may do here
+    if committed and not record.driver_connection.in_transaction:
+        return
+    dbapi_connection.rollback()
+
+
+async def sqlite_autocommit(connection: AsyncConnection, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    """Run one statement on SQLite as its own transaction and answer its rows: committed (with
+    the connection's `synchronous`, so as durably as a COMMIT) when this returns, in one trip to
+    aiosqlite's thread. Python's sqlite3 would open a transaction before it and need a second
+    trip for the COMMIT, and a third for the pool's rollback when the connection goes back.
+    `connection` must have no transaction open (SQLAlchemy's or the driver's)."""
+    if connection.in_transaction():
+        raise RuntimeError("sqlite_autocommit needs a connection outside any transaction")
+    pooled = await connection.get_raw_connection()
+    driver: Any = pooled.driver_connection
+    if driver.in_transaction:
+        raise RuntimeError("sqlite_autocommit needs a connection outside any transaction")
+    level = driver.isolation_level
+    # None: sqlite3 opens no transaction, so the statement commits as it finishes (fetchall steps
+    # it to the end). Set and restored here, in the event loop's thread, while the connection's
+    # own thread is idle: every earlier call on it was awaited.
+    driver.isolation_level = None
+    try:
+        rows = list(await driver.execute_fetchall(sql, parameters))
+    finally:
+        driver.isolation_level = level
+    pooled.info[_COMMITTED] = True
+    return rows
 
 
 def _ensure_sqlite_dir(database_url: str) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import ARRAY, String, Text, TextualSelect, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.intake import insert_sql
-from app.db.session import Database, is_unavailable
+from app.db.session import Database, is_unavailable, sqlite_autocommit
 from app.ground import metrics
 
 GROUP_MAX_ROWS = 500  # rows per transaction; more wait for the next one
@@ -132,9 +132,10 @@ class GroupCommit:
         answer: asyncio.Future[Outcome] = self.loop.create_future()
         self._queue.append(({**insert_sql.STARTS_AS, **row}, answer))
         self._wake_a_drainer()
-        # A caller that goes away (a client hangs up) does not stop its row: it is written as
-        # it would have been a moment later, like a commit that finished as the client left.
-        return await asyncio.shield(answer)
+        # A caller that goes away (a client hangs up) cancels only its answer, not its row: the
+        # row stays queued and is written as it would have been a moment later, like a commit
+        # that finished as the client left (the drainer answers only futures not yet done).
+        return await answer
 
     def _wake_a_drainer(self) -> None:
         """A lingering drainer takes the new row, else a new one starts (up to in_flight)."""
@@ -209,26 +210,27 @@ class GroupCommit:
         return group
 
     async def _write(self, group: list[Queued], held: _Held) -> None:
-        if len(group) > 1 or self.db.is_postgres:
-            try:
-                if self.db.is_postgres:
-                    outcomes = await held.write([row for row, _ in group], self.db)
-                else:
-                    outcomes = await self._write_many([row for row, _ in group])
-            except Exception as exc:
-                if is_unavailable(exc):
-                    # The database is out of reach, not refusing a row: row by row, each would
-                    # wait out its own connect timeout in turn.
-                    for _, answer in group:
-                        if not answer.done():
-                            answer.set_exception(exc)
-                    return
-                # Else written again row by row below: each caller gets its own row's outcome.
+        # Every group, one of a single row too, goes as one statement; only a failed group is
+        # written again row by row, each row its own transaction through SQLAlchemy.
+        try:
+            if self.db.is_postgres:
+                outcomes = await held.write([row for row, _ in group], self.db)
             else:
-                for (_, answer), outcome in zip(group, outcomes, strict=True):
+                outcomes = await self._write_many([row for row, _ in group])
+        except Exception as exc:
+            if is_unavailable(exc):
+                # The database is out of reach, not refusing a row: row by row, each would wait
+                # out its own connect timeout in turn.
+                for _, answer in group:
                     if not answer.done():
-                        answer.set_result(outcome)
+                        answer.set_exception(exc)
                 return
+            # Else written again row by row below: each caller gets its own row's outcome.
+        else:
+            for (_, answer), outcome in zip(group, outcomes, strict=True):
+                if not answer.done():
+                    answer.set_result(outcome)
+            return
         for row, answer in group:
             try:
                 outcome = await self._write_one(row)
@@ -241,17 +243,18 @@ class GroupCommit:
 
     async def _write_many(self, rows: list[dict[str, Any]]) -> list[Outcome]:
         """SQLite: one INSERT of the group as one JSON text (json_each), skipping a taken
-        custom_id; only the skipped rows are looked up. Sent to aiosqlite itself: each statement
-        through SQLAlchemy was four trips to its thread (cursor, execute, fetch, close), each
-        waiting for the busy event loop to see it done, while the one writer held the next
-        group back; a lookup of every key and SQLAlchemy's multi-row INSERT were two of them.
-        A group the JSON cannot carry fails, and is then written row by row, as any failed
-        group is."""
+        custom_id; only the skipped rows are looked up. Sent to aiosqlite itself, as its own
+        transaction (sqlite_autocommit): one trip to aiosqlite's thread for the INSERT, its
+        COMMIT and the connection's return to the pool. Each trip ends only when the busy event
+        loop gets to its callback while the one writer holds the next group back; a statement
+        through SQLAlchemy was four trips (cursor, execute, fetch, close), and the COMMIT and
+        the pool's rollback on return two more. A group the JSON cannot carry fails, and is
+        then written row by row, as any failed group is."""
         group = insert_sql.sqlite_group_json(rows)
         try:
-            async with self.db.engine.begin() as connection:
-                driver: Any = (await connection.get_raw_connection()).driver_connection
-                written = await driver.execute_fetchall(insert_sql.INSERT_MANY_SQLITE, (group,))
+            async with self.db.engine.connect() as connection:
+                # The one statement is its own transaction: stored and synced when it answers.
+                written = await sqlite_autocommit(connection, insert_sql.INSERT_MANY_SQLITE, (group,))
                 inserted = {(scope, cid): new_id for scope, cid, new_id in written}
                 skipped = [key_of(row) for row in rows if key_of(row) not in inserted]
                 taken = await _taken_keys(connection, skipped) if skipped else {}

@@ -226,7 +226,9 @@ class RequestIn(BaseModel):
     # Computed once: validation needs the size and the insert needs both.
     @cached_property
     def body_dict(self) -> dict[str, Any]:
-        return self.body.model_dump()
+        # What model_dump() gives (model first, then the rest as sent), without its copy of every
+        # nested value (5% of intake's CPU time): the extras are the decoded JSON as it came.
+        return {"model": self.body.model, **(self.body.__pydantic_extra__ or {})}
 
     @cached_property
     def line_bytes(self) -> int:

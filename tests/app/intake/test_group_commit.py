@@ -45,6 +45,19 @@ def row(custom_id: str, **changes: Any) -> dict[str, Any]:
     return values | changes
 
 
+def written_alone(writer: group_commit.GroupCommit) -> list[str]:
+    """The custom_ids `writer` writes row by row from now on (the path of a failed group)."""
+    alone: list[str] = []
+    write_one = writer._write_one
+
+    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
+        alone.append(row["custom_id"])
+        return await write_one(row)
+
+    writer._write_one = counted  # type: ignore[method-assign]
+    return alone
+
+
 async def stored(db: Database) -> dict[str, Any]:
     async with db.engine.connect() as connection:
         found = await connection.execute(text("SELECT custom_id, body FROM requests WHERE scope = ''"))
@@ -107,14 +120,7 @@ async def test_a_caller_that_leaves_still_has_its_row_written(db: Database) -> N
 async def test_an_unreachable_database_fails_the_group_at_once_not_row_by_row() -> None:
     db = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")  # the discard port: refused
     writer = group_commit.writer(db)
-    alone: list[str] = []
-    write_one = writer._write_one
-
-    async def counted(row: dict[str, Any]) -> group_commit.Outcome:
-        alone.append(row["custom_id"])
-        return await write_one(row)
-
-    writer._write_one = counted  # type: ignore[method-assign]
+    alone = written_alone(writer)
     try:
         answers = await asyncio.gather(
             *(writer.insert(row(f"r-{n}")) for n in range(5)), return_exceptions=True
@@ -178,3 +184,32 @@ async def test_a_sqlite_group_stores_the_text_sqlalchemy_would(db: Database) -> 
         raw = {r[0]: r[1:] for r in found}
     assert raw["g-due"] == raw["s-due"] and raw["g-open"] == raw["s-open"]
     assert "2031-01-02 10:04:05.000006" in raw["g-due"]
+
+
+async def test_a_lone_row_goes_as_a_group_of_one(db: Database) -> None:
+    # A group of one is the same one statement as any group; SQLAlchemy's row-by-row path is
+    # only for a group that failed.
+    writer = group_commit.writer(db)
+    alone = written_alone(writer)
+    before = commits()
+    assert isinstance(await writer.insert(row("lone")), group_commit.Inserted)
+    assert isinstance(await writer.insert(row("lone", body={"model": "other"})), group_commit.Taken)
+    assert alone == []
+    assert commits()[0] - before[0] == 2
+    assert set(await stored(db)) == {"lone"}
+
+
+async def test_a_sqlite_group_is_one_trip_to_the_drivers_thread(
+    db: Database, driver_trips: list[object]
+) -> None:
+    # The INSERT commits as it finishes (app.db.session.sqlite_autocommit): no COMMIT after it
+    # and no rollback when the connection goes back, each another wait for the busy event loop
+    # while the one writer holds the next group back.
+    if db.is_postgres:
+        return
+    writer = group_commit.writer(db)
+    await writer.insert(row("warm-up"))  # the pool's connection made first
+    driver_trips.clear()
+    answers = await asyncio.gather(*(writer.insert(row(f"r-{n}")) for n in range(3)))
+    assert all(isinstance(a, group_commit.Inserted) for a in answers)
+    assert len(driver_trips) == 1
