@@ -11,7 +11,7 @@ import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Select, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,20 +28,26 @@ from app.ground.clock import utcnow
 from app.ground.config import Settings
 
 
+class ClaimTerms(TypedDict, total=False):
+    """`claim_due`'s optional terms (see `claim_due_rows`)."""
+
+    full: Collection[str]
+    take: Callable[[str], bool] | None
+    sends_per_lease: int
+
+
 async def claim_due(
     db: Database,
     owner: str,
     settings: Settings,
     channels: Mapping[str, Channel],
     limit: int,
-    full: Collection[str] = (),
-    take: Callable[[str], bool] | None = None,
-    sends_per_lease: int = 1,
+    **terms: Unpack[ClaimTerms],
 ) -> list[tuple[int, Message]]:
     """Lease up to `limit` due deliveries of the available channels and build their messages
     (`claim_due_rows` says which)."""
     async with db.transaction() as session:
-        rows = await claim_due_rows(session, owner, settings, channels, limit, full, take, sends_per_lease)
+        rows = await claim_due_rows(session, owner, settings, channels, limit, **terms)
     return messages(rows, settings)
 
 

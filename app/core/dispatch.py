@@ -109,14 +109,15 @@ class Dispatcher:
         async with self._claiming:
             if (plan := self._plan(settings)) is None:
                 return False
+            take = self._taker(settings, plan)
             claimed = await outbox.claim_due(
                 self.db,
                 self.owner,
                 settings,
                 self.channels,
                 plan.room,
-                plan.full,
-                self._taker(settings, plan),
+                full=plan.full,
+                take=take,
                 sends_per_lease=AHEAD,
             )
             return self._took(plan, claimed)

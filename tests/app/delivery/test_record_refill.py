@@ -180,6 +180,20 @@ async def record_successes(db: Database, database_url: str, n: int) -> list[list
     return committed
 
 
+async def add_destination(db: Database, failures: int) -> None:
+    """The destination's row: closed, counting `failures` in a row."""
+    async with db.transaction() as session:
+        now = utcnow()
+        row = Destination(
+            key=DESTINATION,
+            breaker=BreakerState.CLOSED,
+            consecutive_failures=failures,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+
+
 async def test_answers_from_a_healthy_destination_lock_no_destination_row(
     db: Database, database_url: str
 ) -> None:
@@ -188,16 +202,7 @@ async def test_answers_from_a_healthy_destination_lock_no_destination_row(
     [statements] = await record_successes(db, database_url, 2)
     assert not [sql for sql in statements if sql.startswith("SELECT destinations")], statements
     # A row, closed and counting no failures: the same.
-    async with db.transaction() as session:
-        session.add(
-            Destination(
-                key=DESTINATION,
-                breaker=BreakerState.CLOSED,
-                consecutive_failures=0,
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
+    await add_destination(db, 0)
     [statements] = await record_successes(db, database_url, 2)
     assert not [sql for sql in statements if sql.startswith("SELECT destinations")], statements
 
@@ -205,16 +210,7 @@ async def test_answers_from_a_healthy_destination_lock_no_destination_row(
 async def test_an_answer_still_ends_a_run_of_failures(db: Database, database_url: str) -> None:
     """Failures in a row below the threshold: an answered attempt counts them back to 0."""
     await add(db, 1)
-    async with db.transaction() as session:
-        session.add(
-            Destination(
-                key=DESTINATION,
-                breaker=BreakerState.CLOSED,
-                consecutive_failures=2,
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
+    await add_destination(db, 2)
     await record_successes(db, database_url, 1)
     failures = select(Destination.consecutive_failures).where(Destination.key == DESTINATION)
     assert await count(db, failures) == 0
