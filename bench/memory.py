@@ -152,17 +152,20 @@ class Progress:
         now, published = poll
         if now - self.last < PROGRESS_SECONDS:
             return
-        line = f"  {now - self.start:6.0f} s  published {published:>9,} ({(published - self.published) / (now - self.last):6.0f}/s)"
+        span = now - self.last
+        rate = (published - self.published) / span
+        line = f"  {now - self.start:6.0f} s  published {published:>9,} ({rate:6.0f}/s)"
         if self.path is not None:
             finished = self._finished()
-            line += f"  with a result {finished:>9,} ({(finished - self.finished) / (now - self.last):6.0f}/s)"
+            line += f"  with a result {finished:>9,} ({(finished - self.finished) / span:6.0f}/s)"
             self.finished = finished
         print(line, flush=True)
         self.last, self.published = now, published
 
     def _finished(self) -> int:
         with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5) as conn:
-            row = conn.execute("SELECT count(*) FROM requests WHERE status IN ('succeeded', 'failed')").fetchone()
+            ended = "SELECT count(*) FROM requests WHERE status IN ('succeeded', 'failed')"
+            row = conn.execute(ended).fetchone()
         return int(row[0])
 
 

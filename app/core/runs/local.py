@@ -239,7 +239,8 @@ class LocalRunner:
         if not buffer:
             return
         try:
-            async with self.db.transaction() as session:
+            # Bulk: a run's writes must not queue ahead of every delivery (app.db.turns).
+            async with self.db.transaction(bulk=True) as session:
                 stored = await results.record(session, batch_id, buffer, hold)
         except Exception as exc:
             if is_unavailable(exc):
@@ -254,14 +255,14 @@ class LocalRunner:
         answer fails its own line, not the batch. (A database that is down refuses the error
         too: that raises, and the run fails as any crashed run does.)"""
         try:
-            async with self.db.transaction() as session:
+            async with self.db.transaction(bulk=True) as session:
                 return await results.record(session, batch_id, [result], hold)
         except Exception as exc:
             message = f"the result could not be stored: {type(exc).__name__}: {exc}"
             refused = replace(
                 result, response=None, error={"code": "result_not_stored", "message": message[:1000]}
             )
-            async with self.db.transaction() as session:
+            async with self.db.transaction(bulk=True) as session:
                 return await results.record(session, batch_id, [refused], hold)
 
     async def _finish(self, batch_id: int, hold: leases.Hold) -> None:
