@@ -12,6 +12,7 @@ against its own lease (results.record) and stored before its flush returns.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,36 +49,47 @@ class ResultWriter:
         flush = _Flush(batch_id, hold, lines)
         self._waiting.append(flush)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._write(), name="local results")
+            # A context of its own: not the log ids of the batch whose flush happened to start it.
+            self._task = asyncio.create_task(
+                self._write(), name="local results", context=contextvars.Context()
+            )
         return await flush.stored
 
     async def _write(self) -> None:
-        while self._waiting:
-            # A flush whose run was cancelled while it waited is left out.
-            group = [flush for flush in self._waiting if not flush.stored.done()]
-            self._waiting = []
-            try:
-                async with self.db.transaction(bulk=True) as session:
-                    counts = [await results.record(session, f.batch_id, f.results, f.hold) for f in group]
-            except Exception as exc:
-                if (task := asyncio.current_task()) is not None and task.cancelling():
-                    self._waiting[:0] = group  # stopped: as cancelled below, whatever the rollback said
-                    self._fail_waiting()
-                    raise asyncio.CancelledError from exc
-                log.warning("results of %d batches failed to store together; each stores its own", len(group))
-                for flush in group:
-                    if not flush.stored.done():
-                        flush.stored.set_exception(exc)
-                continue
-            except BaseException:  # cancelled (the runner stops): nothing of the group is stored
-                self._waiting[:0] = group
-                self._fail_waiting()
-                raise
-            for flush, count in zip(group, counts, strict=True):
+        try:
+            while self._waiting:
+                # A flush whose run was cancelled while it waited is left out.
+                group = [flush for flush in self._waiting if not flush.stored.done()]
+                self._waiting = []
+                if group:
+                    await self._write_group(group)
+        finally:
+            self._fail_waiting()  # only when stopped or failed: the loop leaves none otherwise
+
+    async def _write_group(self, group: list[_Flush]) -> None:
+        try:
+            async with self.db.transaction(bulk=True) as session:
+                counts = [await results.record(session, f.batch_id, f.results, f.hold) for f in group]
+        except Exception as exc:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                self._waiting[:0] = group  # stopped, whatever the rollback raised: cancelled below
+                raise asyncio.CancelledError from exc
+            log.warning("results of %d batches failed to store together; each stores its own", len(group))
+            for flush in group:
                 if not flush.stored.done():
-                    flush.stored.set_result(count)
-            if any(counts):
+                    flush.stored.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the runner stops): nothing of the group is stored
+            self._waiting[:0] = group
+            raise
+        for flush, count in zip(group, counts, strict=True):
+            if not flush.stored.done():
+                flush.stored.set_result(count)
+        if any(counts):
+            try:
                 self.on_results()
+            except Exception:  # a wake that failed must not stop the writer: the tick still comes
+                log.exception("could not wake the delivery step")
 
     def _fail_waiting(self) -> None:
         for flush in self._waiting:
