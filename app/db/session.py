@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
+from sqlalchemy.pool import PoolResetState
 
 from app.db.turns import BulkLane, FairPool
 from app.db.writes import WriteHealth
