@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import tempfile
 import threading
 import time
@@ -44,7 +43,6 @@ from testkit.standins.serve import serve
 
 CHUNK = 5000
 POLL_SECONDS = 0.5  # how often the queue's depth is read
-PROGRESS_SECONDS = 10.0  # how often the progress line is printed
 MB = 1024 * 1024
 
 
@@ -119,7 +117,6 @@ async def end_to_end(kind: str, n: int, c: int, timeout: float) -> tuple[list[tu
             ) as (process, client):
                 start = time.monotonic()
                 polls: list[tuple[float, int]] = [(start, 0)]
-                progress = Progress(url, start)
                 with RssSampler(process.pid) as sampler:
                     submitting = asyncio.create_task(submit_all(client, n, queue))
                     while polls[-1][1] < n:
@@ -130,43 +127,11 @@ async def end_to_end(kind: str, n: int, c: int, timeout: float) -> tuple[list[tu
                         await asyncio.sleep(POLL_SECONDS)  # the polling period, not a wait for a state
                         declared = await channel.declare_queue(queue, passive=True)
                         polls.append((time.monotonic(), declared.declaration_result.message_count or 0))
-                        progress.maybe_print(polls[-1])
                     seconds = time.monotonic() - start
                     await submitting
                 return published_at(sampler.samples, polls), seconds
         finally:
             await channel.queue_delete(queue)
-
-
-class Progress:
-    """A line every PROGRESS_SECONDS: results published (and, on SQLite, requests with a result,
-    read from the file by a reader of its own, which WAL lets run beside the server's writer) and
-    each one's rate since the last line, so a phase where delivery lags the results shows."""
-
-    def __init__(self, url: str, start: float) -> None:
-        self.path = url.split(":///", 1)[1] if url.startswith("sqlite") else None
-        self.start = self.last = start
-        self.published = self.finished = 0
-
-    def maybe_print(self, poll: tuple[float, int]) -> None:
-        now, published = poll
-        if now - self.last < PROGRESS_SECONDS:
-            return
-        span = now - self.last
-        rate = (published - self.published) / span
-        line = f"  {now - self.start:6.0f} s  published {published:>9,} ({rate:6.0f}/s)"
-        if self.path is not None:
-            finished = self._finished()
-            line += f"  with a result {finished:>9,} ({(finished - self.finished) / span:6.0f}/s)"
-            self.finished = finished
-        print(line, flush=True)
-        self.last, self.published = now, published
-
-    def _finished(self) -> int:
-        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5) as conn:
-            ended = "SELECT count(*) FROM requests WHERE status IN ('succeeded', 'failed')"
-            row = conn.execute(ended).fetchone()
-        return int(row[0])
 
 
 def published_at(

@@ -11,8 +11,7 @@ all but for its probe (app.core.destinations.breaker).
 Claims run ahead of the sends by as many again (the ready queue), so a slot that frees starts its
 next send at once instead of waiting on the database; claims and records stay batched (one claim
 tops the queue up, the attempts that ended while the last group was written are written
-together). The claim that refills the room a group's record frees runs in the record's own
-transaction: one commit a group, not two, and no round of the delivery step between them.
+together).
 """
 
 from __future__ import annotations
@@ -22,15 +21,10 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.base import Channel, Message, SendResult
-from app.core import attempts
 from app.core import delivery as outbox
 from app.core.destinations.limits import Bucket, DestinationLimits
 from app.db.session import Database
@@ -49,17 +43,6 @@ RECORD_GROUP_MAX = 500
 # (bench.delivery, SQLite: 0.74 of raw httpx with no queue, claiming as each slot freed; 0.90 so.)
 AHEAD = 2
 CLAIMS_PER_ROUND = 3
-
-
-@dataclass(slots=True)
-class _Plan:
-    """One claim under way: the most it may lease, the destinations at their share left out,
-    and what its `take` let through (the dispatcher's counts change only once it committed)."""
-
-    room: int
-    full: set[str]
-    taking: collections.Counter[str] = field(default_factory=collections.Counter)
-    seen: int = 0
 
 
 class Dispatcher:
@@ -83,8 +66,7 @@ class Dispatcher:
         self._sending: collections.Counter[str] = collections.Counter()  # in flight, by destination
         self._ready: collections.deque[tuple[int, Message]] = collections.deque()
         self._waiting = False  # the last claim left due deliveries behind
-        self._ended: asyncio.Queue[attempts.Sent] = asyncio.Queue()
-        self._claiming = asyncio.Lock()  # one claim at a time: each plans on the room the last left
+        self._ended: asyncio.Queue[outbox.Sent] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder: asyncio.Task[None] | None = None
         self.limits = DestinationLimits(db)
@@ -106,54 +88,35 @@ class Dispatcher:
     async def _claim(self, settings: Settings) -> bool:
         """One claim into the ready queue; True when it left deliveries behind for a destination
         that filled up meanwhile, and there is room for more."""
-        async with self._claiming:
-            if (plan := self._plan(settings)) is None:
-                return False
-            take = self._taker(settings, plan)
-            claimed = await outbox.claim_due(
-                self.db,
-                self.owner,
-                settings,
-                self.channels,
-                plan.room,
-                full=plan.full,
-                take=take,
-                sends_per_lease=AHEAD,
-            )
-            return self._took(plan, claimed)
-
-    def _plan(self, settings: Settings) -> _Plan | None:
-        """The room a claim may fill now; None when there is none."""
         room = AHEAD * settings.delivery_concurrency - len(self._claimed)
         if len(self._ready) >= settings.delivery_concurrency or room <= 0:
-            self._waiting = True  # a send that ends makes room; its record claims again
-            return None
-        return _Plan(room, {key for key, n in self._held.items() if n >= self._share(settings, key)})
-
-    def _taker(self, settings: Settings, plan: _Plan) -> Callable[[str], bool]:
-        """The claim's `take`: a delivery whose destination has its share claimed is left."""
+            self._waiting = True  # a send that ends makes room; its record wakes the step
+            return False
+        full = {key for key, n in self._held.items() if n >= self._share(settings, key)}
+        taking: collections.Counter[str] = collections.Counter()
+        seen = 0
 
         def take(destination: str) -> bool:
-            plan.seen += 1
-            if self._held[destination] + plan.taking[destination] >= self._share(settings, destination):
+            nonlocal seen
+            seen += 1
+            if self._held[destination] + taking[destination] >= self._share(settings, destination):
                 return False
-            plan.taking[destination] += 1
+            taking[destination] += 1
             return True
 
-        return take
-
-    def _took(self, plan: _Plan, claimed: list[tuple[int, Message]]) -> bool:
-        """Queue what a committed claim leased (`_claim`'s answer)."""
+        claimed = await outbox.claim_due(
+            self.db, self.owner, settings, self.channels, room, full, take, sends_per_lease=AHEAD
+        )
         # A delivery still here from an earlier claim whose lease ran out (a slow record): its
         # lease is renewed by this claim, and it is sent and recorded once, as it already is.
         again = [(row_id, message) for row_id, message in claimed if row_id in self._claimed]
-        plan.taking.subtract(message.destination for _, message in again)
+        taking.subtract(message.destination for _, message in again)
         fresh = [(row_id, message) for row_id, message in claimed if row_id not in self._claimed]
-        self._held.update(plan.taking)
+        self._held.update(taking)
         # Left behind: a claim cut short by the room, or a destination at its share.
-        self._waiting = plan.seen == plan.room or len(claimed) < plan.seen or bool(plan.full)
+        self._waiting = seen == room or len(claimed) < seen or bool(full)
         self._queue(fresh, counted=True)
-        return len(claimed) < plan.seen and len(claimed) < plan.room
+        return len(claimed) < seen and len(claimed) < room
 
     def _queue(self, claimed: list[tuple[int, Message]], first: bool = False, counted: bool = False) -> None:
         """Put claimed deliveries in the ready queue (a probe `first`), holding them against
@@ -251,71 +214,35 @@ class Dispatcher:
             except Exception as exc:  # a channel bug must still end in an audited attempt
                 result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
         duration_ms = int((time.perf_counter() - t0) * 1000)
-        self._ended.put_nowait(attempts.Sent(message, row_id, result, started_at, duration_ms))
+        self._ended.put_nowait(outbox.Sent(message, row_id, result, started_at, duration_ms))
         self._sending[message.destination] -= 1
         if not self._sending[message.destination]:
             del self._sending[message.destination]
         self._start_ready(self._settings())
 
     async def _record_ended(self) -> None:
-        """Record the attempts that ended, in groups, give their room back and fill it again."""
+        """Record the attempts that ended, in groups, and give their room back."""
         while True:
             group = [await self._ended.get()]
             while not self._ended.empty() and len(group) < RECORD_GROUP_MAX:
                 group.append(self._ended.get_nowait())
-            settings = self._settings()
-            # The refill is claimed in the record's transaction, unless a claim is under way.
-            plan = None if self._claiming.locked() else self._refill_plan(settings, group)
             try:
-                recorded = await self._record(settings, group, plan)
+                recorded = await outbox.record(self.db, self.owner, self._settings(), group)
             except Exception:
                 # Still leased to us: sent again once the lease runs out (at least once).
                 log.exception("could not record %d delivery attempts; they are sent again later", len(group))
-                recorded, plan = attempts.Recorded(None, frozenset()), None
+                recorded = outbox.Recorded(None, frozenset())
             for item in group:
                 self._forget(item.row_id)
             try:
-                await self._after_record(settings, recorded, plan)
+                if recorded.held and (dropped := self._hold(recorded.held)):
+                    await outbox.release(self.db, self.owner, dropped)
+                if recorded.earliest is not None:
+                    self._retry_at(recorded.earliest)
+                if self._waiting:
+                    self._wake()
             except Exception:  # the recorder must outlive a failed wake: the tick still comes
                 log.exception("could not wake the delivery step")
-
-    def _refill_plan(self, settings: Settings, group: Sequence[attempts.Sent]) -> _Plan | None:
-        """The claim to run in the record of `group`, on the room the group leaves free."""
-        for item in group:
-            self._forget(item.row_id)
-        return self._plan(settings)
-
-    async def _record(
-        self, settings: Settings, group: list[attempts.Sent], plan: _Plan | None
-    ) -> attempts.Recorded:
-        """Record `group`; with a `plan`, claim its refill in the same transaction."""
-        if plan is None:
-            return await attempts.record(self.db, self.owner, settings, group)
-
-        async def refill(session: AsyncSession) -> Sequence[Any]:
-            take = self._taker(settings, plan)
-            return await outbox.claim_due_rows(
-                session, self.owner, settings, self.channels, plan.room, plan.full, take, AHEAD
-            )
-
-        async with self._claiming:
-            return await attempts.record(self.db, self.owner, settings, group, refill)
-
-    async def _after_record(
-        self, settings: Settings, recorded: attempts.Recorded, plan: _Plan | None
-    ) -> None:
-        """Queue and start the refill, hold what a breaker that opened holds, and wake the step
-        when due deliveries were left behind that no later record claims."""
-        more = self._waiting
-        if plan is not None and recorded.refilled is not None:
-            more = self._took(plan, outbox.messages(recorded.refilled, settings))
-            self._start_ready(settings)
-        if recorded.held and (dropped := self._hold(recorded.held)):
-            await outbox.release(self.db, self.owner, dropped)
-        if recorded.earliest is not None:
-            self._retry_at(recorded.earliest)
-        if more:
-            self._wake()
 
     async def stop(self) -> None:
         """Stop every send and the recorder; what was not recorded is sent again after its lease

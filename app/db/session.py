@@ -17,9 +17,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import PoolResetState
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 
-from app.db.turns import BulkLane, FairPool
 from app.db.writes import WriteHealth
 from app.ground import jsontext
 
@@ -33,10 +32,10 @@ def create_engine(database_url: str, sqlite_synchronous: str = "full") -> AsyncE
     if database_url.startswith("sqlite"):
         _ensure_sqlite_dir(database_url)
         # One connection: every write is serialised through it, so concurrent requests queue
-        # in the pool instead of failing with "database is locked", first come, first served.
+        # in the pool instead of failing with "database is locked".
         engine = create_async_engine(
             database_url,
-            poolclass=FairPool,
+            poolclass=AsyncAdaptedQueuePool,
             pool_size=1,
             max_overflow=0,
             pool_timeout=120,
@@ -142,24 +141,14 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.writes = WriteHealth()  # whether writes commit now (/health)
         self.writes.watch(self.engine)
-        # SQLite's one connection: bulk work queues among itself (app.db.turns).
-        self.bulk = BulkLane() if self.engine.dialect.name == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     @asynccontextmanager
-    async def transaction(self, bulk: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error.
-
-        `bulk`: one of many transactions a kind of work asks for at once (a local run's result
-        writes and page reads). On SQLite those take turns among themselves first, so everyone
-        else's transactions wait for at most one of them, not for all (app.db.turns)."""
-        if bulk and self.bulk is not None:
-            async with self.bulk.turn(), self.sessions() as session, session.begin():
-                yield session
-            return
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
 

@@ -60,22 +60,6 @@ def tally(outcomes: Iterable[tuple[str, str, str | None]]) -> dict[str, Run]:
     return runs
 
 
-def unmoved(runs: Mapping[str, Run], seen: Mapping[str, tuple[str | None, int | None]]) -> bool:
-    """Whether `note` would move nothing for `runs`: not one failure among them, and each of their
-    destinations without a row, or closed with no failures in a row, as `seen` (its breaker and
-    failures in a row, read in the caller's transaction; None, None: no row) has it. Most groups
-    of attempts are that, and `note` (locking the rows to look) is then left out."""
-    for key, run in runs.items():
-        if not key:
-            continue
-        if run.failures or key not in seen:
-            return False
-        state, failures = seen[key]
-        if state is not None and (state != BreakerState.CLOSED or failures):
-            return False
-    return True
-
-
 def held() -> ColumnElement[bool]:
     """Deliveries whose destination's breaker is not closed: the claim leaves them."""
     not_closed = select(Destination.key).where(Destination.breaker != BreakerState.CLOSED)

@@ -27,11 +27,10 @@ def input_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
 async def unfinished_lines(db: Database, batch_id: int, page: int = LINES_PAGE) -> AsyncIterator[BatchLine]:
     """The batch's requests that have no result yet, as backend lines, read a page at a time
     (each in its own short transaction) as the run takes them: a batch of 100 MiB of bodies is
-    never in memory at once. Bulk: the pages of the runs in parallel queue among themselves
-    (app.db.turns)."""
+    never in memory at once."""
     after = 0
     while True:
-        async with db.transaction(bulk=True) as session:
+        async with db.transaction() as session:
             columns = (Request.id, Request.custom_id, Request.endpoint, Request.body)
             rows = (
                 await session.execute(batch_page(columns, batch_id, RequestStatus.PROCESSING, after, page))

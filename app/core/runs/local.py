@@ -23,7 +23,6 @@ from app.core import results
 from app.core.rules import leases, states
 from app.core.rules.effective import EffectiveSettings
 from app.core.runs.lines import unfinished_lines
-from app.core.runs.writer import ResultWriter
 from app.db.models import Batch, Request
 from app.db.session import Database, is_unavailable
 from app.ground import logs
@@ -88,7 +87,6 @@ class LocalRunner:
         self.holds: dict[int, leases.Hold] = {}
         # Runs past their last result: ending the batch (and with it their lease) themselves.
         self.ending: set[int] = set()
-        self.writer = ResultWriter(db, on_results)
 
     async def claim_and_start(self) -> int:
         """Claim free processing batches up to the parallel limit and start running them.
@@ -178,7 +176,6 @@ class LocalRunner:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self.tasks.clear()
-        await self.writer.stop()
         if not running:
             return
         try:
@@ -239,42 +236,32 @@ class LocalRunner:
                 upcoming.cancel()
 
     async def _flush(self, batch_id: int, hold: leases.Hold, buffer: list[LineResult]) -> None:
-        """Store the buffer with the other runs' (one transaction for all, ResultWriter); if that
-        fails, store it apart."""
         if not buffer:
             return
         try:
-            await self.writer.store(batch_id, hold, buffer)
+            async with self.db.transaction() as session:
+                stored = await results.record(session, batch_id, buffer, hold)
         except Exception as exc:
             if is_unavailable(exc):
                 raise  # no line is to blame: the run fails as a whole and is taken up again
-            if await self._store_apart(batch_id, hold, buffer):
-                self.on_results()
-
-    async def _store_apart(self, batch_id: int, hold: leases.Hold, buffer: list[LineResult]) -> int:
-        """The buffer in a transaction of its own; if that fails too, each line alone."""
-        try:
-            async with self.db.transaction(bulk=True) as session:
-                return await results.record(session, batch_id, buffer, hold)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise
             log.exception("%s results of batch %s failed to store together", len(buffer), batch_id)
-            return sum([await self._store_alone(batch_id, hold, result) for result in buffer])
+            stored = sum([await self._store_alone(batch_id, hold, result) for result in buffer])
+        if stored:
+            self.on_results()
 
     async def _store_alone(self, batch_id: int, hold: leases.Hold, result: LineResult) -> int:
         """Store one result; one the database refuses becomes its request's error, so a poisoned
         answer fails its own line, not the batch. (A database that is down refuses the error
         too: that raises, and the run fails as any crashed run does.)"""
         try:
-            async with self.db.transaction(bulk=True) as session:
+            async with self.db.transaction() as session:
                 return await results.record(session, batch_id, [result], hold)
         except Exception as exc:
             message = f"the result could not be stored: {type(exc).__name__}: {exc}"
             refused = replace(
                 result, response=None, error={"code": "result_not_stored", "message": message[:1000]}
             )
-            async with self.db.transaction(bulk=True) as session:
+            async with self.db.transaction() as session:
                 return await results.record(session, batch_id, [refused], hold)
 
     async def _finish(self, batch_id: int, hold: leases.Hold) -> None:

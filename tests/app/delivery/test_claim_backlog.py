@@ -62,7 +62,7 @@ def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
 
 async def claim(db: Database, database_url: str, full: set[str]) -> list[int]:
     settings = fast_settings(database_url)
-    claimed = await delivery.claim_due(db, "test", settings, CHANNELS, 10, full=full)  # type: ignore[arg-type]
+    claimed = await delivery.claim_due(db, "test", settings, CHANNELS, 10, full)  # type: ignore[arg-type]
     return [row_id for row_id, _ in claimed]
 
 
