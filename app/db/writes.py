@@ -63,4 +63,7 @@ class WriteHealth:
         self.failing_since = self.reason = None
 
     def _on_rollback(self, conn: Any) -> None:
-        conn.info.pop("wrote", None)
+        # An invalidated connection (a task cancelled mid-statement) has no info to clear, and
+        # asking for it would raise in place of the cancellation.
+        if not conn.invalidated:
+            conn.info.pop("wrote", None)

@@ -5,13 +5,16 @@ a step that keeps failing logs its traceback once, not every tick."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.core.driver.worker import ScheduledStep
+from app.db.session import Database
 from app.ground.steps import Step
 from testkit import PG_ADMIN_DSN, RunningApp, StartApp, fast_settings, wait_until
 from testkit.databases import Migrated
@@ -99,3 +102,32 @@ async def test_a_failing_step_logs_its_traceback_once_per_failure(caplog: pytest
     assert [str(r.exc_info[1]) for r in tracebacks if r.exc_info] == ["disk full", "other"], logged
     assert any("works again" in message for _, message in logged)
     assert step.failing is None
+
+
+async def test_a_statement_cancelled_midway_raises_the_cancellation(database_url: str) -> None:
+    """A task cancelled mid-statement leaves its connection invalidated; the rollback that follows
+    must not read that connection's info (WriteHealth's listener did, and the caller then saw
+    PendingRollbackError where it should see its own cancellation)."""
+    db = Database(database_url)
+    long_query = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
+        "SELECT count(*) FROM n"
+    )
+    started = asyncio.Event()
+
+    async def written_then_slow() -> None:
+        async with db.transaction() as session:
+            await session.execute(text("UPDATE batches SET status = status"))  # marks the connection as written
+            started.set()
+            await session.execute(text(long_query))
+
+    try:
+        task = asyncio.create_task(written_then_slow())
+        await asyncio.wait_for(started.wait(), timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+        async with db.transaction() as session:  # the pool still serves
+            assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await db.dispose()
