@@ -117,7 +117,7 @@ async def test_a_statement_cancelled_midway_raises_the_cancellation(database_url
 
     async def written_then_slow() -> None:
         async with db.transaction() as session:
-            await session.execute(text("UPDATE batches SET status = status"))  # marks the connection as written
+            await session.execute(text("UPDATE batches SET status = status"))  # the connection wrote
             started.set()
             await session.execute(text(long_query))
 
