@@ -79,6 +79,11 @@ STORED_IN_CLEAR = (
     "in plain text (docs/security.md#encryption-at-rest)"
 )
 
+AUTOVACUUM_OFF = (
+    "PostgreSQL's autovacuum is off: the requests and deliveries tables fill with dead rows "
+    "and batching and delivery slow down until VACUUM runs (docs/operations.md#databases)"
+)
+
 STATIC = Path(__file__).resolve().parents[1] / "static"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 # Swagger UI is vendored under static/ (pinned), so the docs work without reaching a CDN.
@@ -271,6 +276,8 @@ def lifespan_of(settings: Settings) -> Callable[[Litestar], AbstractAsyncContext
             log.warning(OPEN_TO_THE_NETWORK, settings.host)
         if settings.secrets_key is None:
             log.info(STORED_IN_CLEAR)
+        if await db.autovacuum_off():
+            log.warning(AUTOVACUUM_OFF)
         wake = parts.worker.wake if parts.worker else wake_nothing
         AppState(
             db=db,

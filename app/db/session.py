@@ -155,6 +155,14 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
 
+    async def autovacuum_off(self) -> bool:
+        """PostgreSQL with autovacuum off: every status change leaves a dead row version behind,
+        and the status indexes' scans slow down with them until someone runs VACUUM."""
+        if not self.is_postgres:
+            return False
+        async with self.engine.connect() as connection:
+            return (await connection.exec_driver_sql("SHOW autovacuum")).scalar() == "off"
+
     async def reclaim_space(self, pages: int) -> int:
         """SQLite with incremental auto-vacuum: give up to `pages` free pages back to the file
         system; returns how many free pages are left. A no-op (0) on PostgreSQL, whose autovacuum
