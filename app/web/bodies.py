@@ -128,7 +128,7 @@ async def within(seconds: float, receive: Any, loop: asyncio.AbstractEventLoop) 
     intake's CPU time at one body read a request. (wait_for wraps receive() in a task: 4%.)"""
     task = asyncio.current_task(loop)
     assert task is not None, "a body is read in a task"
-    cancelling, expired = task.cancelling(), []
+    cancelling, expired = task.cancelling(), list[bool]()
     timer = loop.call_later(seconds, _expire, task, expired)
     try:
         return await receive()

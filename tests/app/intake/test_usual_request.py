@@ -40,7 +40,8 @@ async def test_a_usual_request_is_stored_without_the_schema_and_a_bad_one_answer
             {
                 "code": "invalid_webhook_url",
                 "title": "Invalid webhook URL",
-                "detail": "delivery_config.webhook_url: webhook_url must be an absolute http:// or https:// URL",
+                "detail": "delivery_config.webhook_url: "
+                "webhook_url must be an absolute http:// or https:// URL",
                 "source": {"pointer": "/delivery_config/webhook_url"},
             }
         ]
