@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from app.core.intake import accept
-from app.core.intake.accept import Checked, checked, validate_routed
-from app.core.intake.schema import RequestIn, stored_config
+from app.core.intake.accept import by_schema, checked
+from app.core.intake.schema import RequestIn
 from app.core.rules.errors import InvalidInput
-from app.ground.config import Settings
 from testkit import NO_DELIVERY, fast_settings, request_payload, webhook
 
 HOOK = webhook("https://example.com/hook")
@@ -21,20 +20,6 @@ URL = "sqlite+aiosqlite:///unused.db"
 
 def item(custom_id: str = "c", delivery: dict[str, Any] = HOOK, **changes: Any) -> dict[str, Any]:
     return {**request_payload(custom_id, delivery), **changes}
-
-
-def by_schema(data: Any, settings: Settings) -> Checked:
-    request, backend = validate_routed(data, settings)
-    return Checked(
-        request.custom_id,
-        request.url,
-        request.body.model,
-        request.body_dict,
-        request.line_bytes,
-        stored_config(request.delivery_config),
-        backend,
-        request.complete_by,
-    )
 
 
 # Accepted without the schema.

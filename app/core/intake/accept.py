@@ -123,6 +123,11 @@ def checked(data: Any, settings: Settings) -> Checked:
     pydantic (app.core.intake.usual), anything else, and every refusal, by the schema."""
     if (found := _usual(data, settings)) is not None:
         return found
+    return by_schema(data, settings)
+
+
+def by_schema(data: Any, settings: Settings) -> Checked:
+    """checked() by the schema (pydantic) alone."""
     request, backend = validate_routed(data, settings)
     return Checked(
         request.custom_id,
