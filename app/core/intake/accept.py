@@ -4,12 +4,13 @@ every face."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.core import owner_limits
-from app.core.intake import group_commit
+from app.core.intake import group_commit, usual
 from app.core.intake.schema import (
     DeliveryConfigIn,
     RabbitMQDelivery,
@@ -24,6 +25,7 @@ from app.core.intake.webhook_url import webhook_host, webhook_port
 from app.core.rules import routing, storable
 from app.core.rules.errors import Conflict, InvalidInput, MalformedInput, Problem
 from app.core.rules.owners import ADMIN, Caller
+from app.core.runs.lines import input_line
 from app.db.session import Database
 from app.ground import jsontext, metrics, sealing
 from app.ground.clock import utcnow
@@ -100,6 +102,78 @@ def validate_routed(data: Any, settings: Settings, pointer_prefix: str = "") -> 
         raise InvalidInput(*problems)
     assert isinstance(placed, str)
     return request, placed
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A valid request, as its row stores it."""
+
+    custom_id: str
+    endpoint: str
+    model: str
+    body: dict[str, Any]
+    body_bytes: int  # as one line of a batch input file
+    delivery: StoredConfig
+    backend: str  # the one it runs on
+    complete_by: datetime | None
+
+
+def checked(data: Any, settings: Settings) -> Checked:
+    """What validate_routed() finds, as stored; a request of the usual shape is checked without
+    pydantic (app.core.intake.usual), anything else, and every refusal, by the schema."""
+    if (found := _usual(data, settings)) is not None:
+        return found
+    return by_schema(data, settings)
+
+
+def by_schema(data: Any, settings: Settings) -> Checked:
+    """checked() by the schema (pydantic) alone."""
+    request, backend = validate_routed(data, settings)
+    return Checked(
+        request.custom_id,
+        request.url,
+        request.body.model,
+        request.body_dict,
+        request.line_bytes,
+        stored_config(request.delivery_config),
+        backend,
+        request.complete_by,
+    )
+
+
+def _usual(data: Any, settings: Settings) -> Checked | None:
+    """The request when every rule surely holds; None sends it to the schema."""
+    if (shape := usual.head(data)) is None:
+        return None
+    custom_id, url, body = shape
+    named, backend = usual.chosen_backend(data)
+    if not named or (modelled := usual.model_of(body, settings.local_default_model)) is None:
+        return None
+    model, stored_body = modelled
+    if type(placed := routing.place(settings, model, backend, None, "")) is not str:
+        return None
+    if (delivery := _usual_delivery(data.get("delivery_config"), settings)) is None:
+        return None
+    size = len(input_line(custom_id, url, stored_body).encode())
+    if size > settings.batch_max_bytes:
+        return None
+    return Checked(custom_id, url, model, stored_body, size, delivery, placed, None)
+
+
+def _usual_delivery(config: Any, settings: Settings) -> StoredConfig | None:
+    """A delivery config as stored when it surely passes (the two commonest shapes checked by
+    hand, others by their own schema, cheaper than the whole request's); else None."""
+    if (plain := usual.plain_delivery(config)) is None:
+        try:
+            return validate_delivery_config(config, settings)
+        except InvalidInput:
+            return None
+    kind, url = plain
+    if url is None:
+        return {"type": kind}
+    if webhook_url_problem(url, settings, "") is not None:
+        return None
+    return {"type": kind, "webhook_url": url}
 
 
 def route(request: RequestIn, settings: Settings) -> str:
@@ -208,21 +282,21 @@ async def accept(
     """Validate and insert one request of `caller`'s as pending (committed, in a group with the
     rows that arrive meanwhile); raise Conflict on a duplicate custom_id in the caller's scope,
     TooMany or Forbidden past its team's limits."""
-    request, backend = validate_routed(data, settings)
-    await owner_limits.admit(db, settings, caller, [request.line_bytes])
+    request = checked(data, settings)
+    await owner_limits.admit(db, settings, caller, [request.body_bytes])
     sealer = sealing.sealer(settings.secrets_key)
     row = {
         "scope": caller.scope,
         "owner": caller.owner,
         "custom_id": request.custom_id,
         "origin": origin,
-        "backend": backend,
-        "endpoint": request.url,
-        "model": request.body.model,
-        "body": request.body_dict,
-        "body_bytes": request.line_bytes,
+        "backend": request.backend,
+        "endpoint": request.endpoint,
+        "model": request.model,
+        "body": request.body,
+        "body_bytes": request.body_bytes,
         # Header values are secrets: encrypted at rest when SECRETS_KEY is set.
-        "delivery": sealer.seal_headers(stored_config(request.delivery_config)),
+        "delivery": sealer.seal_headers(request.delivery),
         "complete_by": request.complete_by,
         "created_at": utcnow(),
     }

@@ -22,16 +22,10 @@ from typing import Any
 import msgspec
 
 from app.core import owner_limits
-from app.core.intake import bulk_chunks, bulk_store
+from app.core.intake import bulk_chunks, bulk_store, usual
 from app.core.intake.accept import route, validate, validate_delivery_config
 from app.core.intake.bulk_chunks import ItemResult
-from app.core.intake.schema import (
-    CUSTOM_ID_MAX_CHARS,
-    ENDPOINTS,
-    MODEL_MAX_CHARS,
-    addressable,
-    stored_config,
-)
+from app.core.intake.schema import MODEL_MAX_CHARS, stored_config
 from app.core.rules import routing, storable
 from app.core.rules.errors import InvalidInput, MalformedInput, Problem, TooLarge
 from app.core.rules.owners import ADMIN, Caller
@@ -48,11 +42,8 @@ _FIRST_CHUNK = 1000
 # its store take its next step (a round trip to the database), about a millisecond of checking.
 _YIELD_EVERY = 100
 
-_FIELDS = frozenset(("custom_id", "url", "method", "body", "delivery_config", "backend"))
-_ENDPOINTS = frozenset(ENDPOINTS)
 _encode = msgspec.json.encode
 _new_row = tuple.__new__
-_DOTS = frozenset(("", ".", ".."))
 
 
 @dataclass(slots=True)
@@ -227,22 +218,9 @@ class _Checker:
     def _quick(self, item: Any) -> bulk_store.Row | None:
         """The row of an item of the usual shape that `validate` would surely accept; None when
         in any doubt (then `_full` decides and explains). Runs once an item: every step counts."""
-        if type(item) is not dict or not item.keys() <= _FIELDS:
+        if (shape := usual.head(item)) is None:
             return None
-        custom_id, url, body = item.get("custom_id"), item.get("url"), item.get("body")
-        if (
-            type(custom_id) is not str
-            or not 0 < len(custom_id) <= CUSTOM_ID_MAX_CHARS
-            # Printable: no control character, odd space or lone surrogate (`_full` explains those).
-            or not custom_id.isprintable()
-            # addressable()'s segment rule, short-cut for the usual id without '/'.
-            or (custom_id in _DOTS if "/" not in custom_id else not addressable(custom_id))
-            or type(url) is not str
-            or url not in _ENDPOINTS
-            or item.get("method", "POST") != "POST"
-            or type(body) is not dict
-        ):
-            return None
+        custom_id, url, body = shape
         model, backend = body.get("model"), item.get("backend")
         if type(model) is not str or not 0 < len(model) <= MODEL_MAX_CHARS:
             return None

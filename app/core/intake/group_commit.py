@@ -202,11 +202,11 @@ class GroupCommit:
             key = key_of(item[0])
             if len(group) < GROUP_MAX_ROWS and key not in seen:
                 group.append(item)
+                self._writing.add(key)
             else:
                 rest.append(item)
             seen.add(key)
         self._queue = rest
-        self._writing |= {key_of(row) for row, _ in group}
         return group
 
     async def _write(self, group: list[Queued], held: _Held) -> None:
@@ -256,7 +256,8 @@ class GroupCommit:
                 # The one statement is its own transaction: stored and synced when it answers.
                 written = await sqlite_autocommit(connection, insert_sql.INSERT_MANY_SQLITE, (group,))
                 inserted = {(scope, cid): new_id for scope, cid, new_id in written}
-                skipped = [key_of(row) for row in rows if key_of(row) not in inserted]
+                keys = [key_of(row) for row in rows]
+                skipped = [key for key in keys if key not in inserted]
                 taken = await _taken_keys(connection, skipped) if skipped else {}
         except BaseException as exc:
             # Sent past SQLAlchemy, so its events (app.db.writes) do not see this write: told here.
@@ -264,7 +265,7 @@ class GroupCommit:
             raise
         self.db.writes.committed()
         metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
-        return [taken.get(key_of(row)) or Inserted(inserted[key_of(row)]) for row in rows]
+        return [taken.get(key) or Inserted(inserted[key]) for key in keys]
 
     async def _write_one(self, row: dict[str, Any]) -> Outcome:
         async with self.db.engine.begin() as connection:
@@ -322,7 +323,8 @@ class _Held:
             # No transaction block: the one statement commits on its own before it answers.
             written = await driver.fetch(_INSERT_MANY_PG, group)
             inserted = {(scope, custom_id): new_id for scope, custom_id, new_id in written}
-            skipped = [key_of(row) for row in rows if key_of(row) not in inserted]
+            keys = [key_of(row) for row in rows]
+            skipped = [key for key in keys if key not in inserted]
             taken = {}
             if skipped:
                 taken = await _taken_keys(connection, skipped, _STORED_PG)
@@ -334,7 +336,7 @@ class _Held:
             raise
         db.writes.committed()
         metrics.INTAKE_COMMIT_ROWS.observe(len(rows))
-        return [taken.get(key_of(row)) or Inserted(inserted[key_of(row)]) for row in rows]
+        return [taken.get(key) or Inserted(inserted[key]) for key in keys]
 
     async def release(self, broken: bool = False) -> None:
         """Give the connection back (a broken one is discarded, never reused)."""

@@ -92,31 +92,29 @@ INSERT_MANY_SQLITE = insert_select(
     "json_each(?) WHERE true",
     "scope, custom_id, id",
 )
-_JSON_COLUMNS = frozenset(("body", "delivery"))
-_TIME_COLUMNS = frozenset(("complete_by", "created_at"))
+# Where in GIVEN the values to convert are: a test of every column of every row made the group
+# text 4% of intake's CPU time.
+_JSON_AT = tuple(GIVEN.index(column) for column in ("body", "delivery"))
+_TIME_AT = tuple(GIVEN.index(column) for column in ("complete_by", "created_at"))
 
 
 def sqlite_group_json(rows: list[dict[str, Any]]) -> str:
     """The rows as INSERT_MANY_SQLITE takes them (msgspec.EncodeError for a value it refuses)."""
-    group = [[_sqlite_value(column, row[column]) for column in GIVEN] for row in rows]
-    return _encode(group).decode()
+    return _encode([_sqlite_row(row) for row in rows]).decode()
 
 
-def _sqlite_value(column: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if column in _JSON_COLUMNS:
-        return jsontext.dumps(value)
-    if column in _TIME_COLUMNS:
-        return sqlite_datetime(value)
-    return value
+def _sqlite_row(row: dict[str, Any]) -> list[Any]:
+    values = [row[column] for column in GIVEN]
+    for at in _JSON_AT:
+        if values[at] is not None:
+            values[at] = jsontext.dumps(values[at])
+    for at in _TIME_AT:
+        if values[at] is not None:
+            values[at] = sqlite_datetime(values[at])
+    return values
 
 
 def sqlite_datetime(value: datetime) -> str:
     """An aware datetime as SQLAlchemy's SQLite DATETIME stores it after DateTimeUTC: in UTC,
     `YYYY-MM-DD HH:MM:SS.ffffff`."""
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
