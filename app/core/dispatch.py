@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from app.channels.base import Channel, Message, SendResult
+from app.core import attempts
 from app.core import delivery as outbox
 from app.core.destinations.limits import Bucket, DestinationLimits
 from app.db.session import Database
@@ -66,7 +67,7 @@ class Dispatcher:
         self._sending: collections.Counter[str] = collections.Counter()  # in flight, by destination
         self._ready: collections.deque[tuple[int, Message]] = collections.deque()
         self._waiting = False  # the last claim left due deliveries behind
-        self._ended: asyncio.Queue[outbox.Sent] = asyncio.Queue()
+        self._ended: asyncio.Queue[attempts.Sent] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder: asyncio.Task[None] | None = None
         self.limits = DestinationLimits(db)
@@ -214,7 +215,7 @@ class Dispatcher:
             except Exception as exc:  # a channel bug must still end in an audited attempt
                 result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
         duration_ms = int((time.perf_counter() - t0) * 1000)
-        self._ended.put_nowait(outbox.Sent(message, row_id, result, started_at, duration_ms))
+        self._ended.put_nowait(attempts.Sent(message, row_id, result, started_at, duration_ms))
         self._sending[message.destination] -= 1
         if not self._sending[message.destination]:
             del self._sending[message.destination]
@@ -227,11 +228,11 @@ class Dispatcher:
             while not self._ended.empty() and len(group) < RECORD_GROUP_MAX:
                 group.append(self._ended.get_nowait())
             try:
-                recorded = await outbox.record(self.db, self.owner, self._settings(), group)
+                recorded = await attempts.record(self.db, self.owner, self._settings(), group)
             except Exception:
                 # Still leased to us: sent again once the lease runs out (at least once).
                 log.exception("could not record %d delivery attempts; they are sent again later", len(group))
-                recorded = outbox.Recorded(None, frozenset())
+                recorded = attempts.Recorded(None, frozenset())
             for item in group:
                 self._forget(item.row_id)
             try:
