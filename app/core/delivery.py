@@ -11,7 +11,7 @@ import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,13 @@ from app.ground.clock import utcnow
 from app.ground.config import Settings
 
 
+class Claimed(NamedTuple):
+    """What one claim leased: probes of open breakers (sent first), and due deliveries."""
+
+    probes: list[tuple[int, Message]]
+    due: list[tuple[int, Message]]
+
+
 async def claim_due(
     db: Database,
     owner: str,
@@ -38,7 +45,24 @@ async def claim_due(
     take: Callable[[str], bool] | None = None,
     sends_per_lease: int = 1,
 ) -> list[tuple[int, Message]]:
-    """Lease up to `limit` due deliveries of the available channels and build their messages.
+    """Lease up to `limit` due deliveries of the available channels and build their messages
+    (`claim`, without probes)."""
+    return (await claim(db, owner, settings, channels, limit, full, take, sends_per_lease, False)).due
+
+
+async def claim(
+    db: Database,
+    owner: str,
+    settings: Settings,
+    channels: Mapping[str, Channel],
+    limit: int,
+    full: Collection[str] = (),
+    take: Callable[[str], bool] | None = None,
+    sends_per_lease: int = 1,
+    probes: bool = True,
+) -> Claimed:
+    """Lease the due `probes` (`claim_probes`) and up to `limit` due deliveries of the available
+    channels, less the probes, in one transaction, and build their messages.
 
     Deliveries to the destinations in `full` are left out, and `take` (given each one's
     destination) may leave out more: a destination at its limit waits, the others go on. The
@@ -46,26 +70,31 @@ async def claim_due(
     wait for sends of its destination before its own (app.core.dispatch).
     """
     if not (due := _due(channels)):
-        return []
+        return Claimed([], [])
     where, slowest = due
-    where.append(~breaker.held())
+    claimable = [*where, ~breaker.held()]
     if full:
-        where.append(Delivery.destination.not_in(list(full)))
+        claimable.append(Delivery.destination.not_in(list(full)))
+    rows: Sequence[Any] = []
+    # One transaction, not two: on SQLite each waits its turn for the one connection, and the
+    # probes' own (almost always finding none) was a third of the delivery step's time.
     async with db.transaction() as session:
-        if full and not await others_due(session, full):
-            return []
-        rows = await leases.claim_rows(
-            session,
-            Delivery,
-            where,
-            owner,
-            settings.lease_seconds + sends_per_lease * slowest,
-            limit,
-            order_by=Delivery.next_attempt_at,
-            keep=None if take is None else lambda row: take(row.destination),
-            **MESSAGE_READ,
-        )
-    return _messages(rows, sealing.sealer(settings.secrets_key))
+        probed = await _claim_probes(session, owner, settings, where, slowest) if probes else []
+        limit -= len(probed)  # a probe takes a place in the claim, as it did claimed on its own
+        if limit > 0 and not (full and not await others_due(session, full)):
+            rows = await leases.claim_rows(
+                session,
+                Delivery,
+                claimable,
+                owner,
+                settings.lease_seconds + sends_per_lease * slowest,
+                limit,
+                order_by=Delivery.next_attempt_at,
+                keep=None if take is None else lambda row: take(row.destination),
+                **MESSAGE_READ,
+            )
+    sealer = sealing.sealer(settings.secrets_key)
+    return Claimed(_messages(probed, sealer), _messages(rows, sealer))
 
 
 def _due(channels: Mapping[str, Channel]) -> tuple[list[ColumnElement[bool]], float] | None:
@@ -128,24 +157,30 @@ async def claim_probes(
     probe (app.core.destinations.breaker)."""
     if not (due := _due(channels)):
         return []
-    where, slowest = due
-    now, rows = utcnow(), []
     async with db.transaction() as session:
-        for destination in await breaker.due_probes(session, now):
-            claimed = await leases.claim_rows(
-                session,
-                Delivery,
-                [*where, Delivery.destination == destination.key],
-                owner,
-                settings.lease_seconds + slowest,
-                1,
-                order_by=Delivery.next_attempt_at,
-                **MESSAGE_READ,
-            )
-            if claimed:
-                await breaker.probing(session, settings, destination, now)
-                rows += claimed
+        rows = await _claim_probes(session, owner, settings, *due)
     return _messages(rows, sealing.sealer(settings.secrets_key))
+
+
+async def _claim_probes(
+    session: AsyncSession, owner: str, settings: Settings, where: list[ColumnElement[bool]], slowest: float
+) -> list[Any]:
+    now, rows = utcnow(), []
+    for destination in await breaker.due_probes(session, now):
+        claimed = await leases.claim_rows(
+            session,
+            Delivery,
+            [*where, Delivery.destination == destination.key],
+            owner,
+            settings.lease_seconds + slowest,
+            1,
+            order_by=Delivery.next_attempt_at,
+            **MESSAGE_READ,
+        )
+        if claimed:
+            await breaker.probing(session, settings, destination, now)
+            rows += claimed
+    return rows
 
 
 async def release(db: Database, owner: str, ids: Collection[int]) -> None:

@@ -78,19 +78,23 @@ class Dispatcher:
         """Top the ready queue up with due deliveries and start as many sends as slots allow."""
         settings = self._settings()
         await self.limits.refresh()
-        self._queue(await outbox.claim_probes(self.db, self.owner, settings, self.channels), first=True)
         # A claim that found mostly one destination at its share tries again without it at once
-        # (not a tick later): the others' deliveries are due behind those.
-        for _ in range(CLAIMS_PER_ROUND):
-            if not await self._claim(settings):
+        # (not a tick later): the others' deliveries are due behind those. The round's first
+        # claim takes the due probes too.
+        for round_ in range(CLAIMS_PER_ROUND):
+            if not await self._claim(settings, probes=round_ == 0):
                 break
         self._start_ready(settings)
 
-    async def _claim(self, settings: Settings) -> bool:
-        """One claim into the ready queue; True when it left deliveries behind for a destination
-        that filled up meanwhile, and there is room for more."""
+    async def _claim(self, settings: Settings, probes: bool = False) -> bool:
+        """One claim into the ready queue (first the due `probes`); True when it left deliveries
+        behind for a destination that filled up meanwhile, and there is room for more."""
         room = AHEAD * settings.delivery_concurrency - len(self._claimed)
         if len(self._ready) >= settings.delivery_concurrency or room <= 0:
+            if probes:  # a probe is sent whatever the room: it holds no other delivery up
+                self._queue(
+                    await outbox.claim_probes(self.db, self.owner, settings, self.channels), first=True
+                )
             self._waiting = True  # a send that ends makes room; its record wakes the step
             return False
         full = {key for key, n in self._held.items() if n >= self._share(settings, key)}
@@ -105,9 +109,12 @@ class Dispatcher:
             taking[destination] += 1
             return True
 
-        claimed = await outbox.claim_due(
-            self.db, self.owner, settings, self.channels, room, full, take, sends_per_lease=AHEAD
+        claim = await outbox.claim(
+            self.db, self.owner, settings, self.channels, room, full, take, AHEAD, probes
         )
+        self._queue(claim.probes, first=True)
+        room -= len(claim.probes)
+        claimed = claim.due
         # A delivery still here from an earlier claim whose lease ran out (a slow record): its
         # lease is renewed by this claim, and it is sent and recorded once, as it already is.
         again = [(row_id, message) for row_id, message in claimed if row_id in self._claimed]
@@ -115,7 +122,7 @@ class Dispatcher:
         fresh = [(row_id, message) for row_id, message in claimed if row_id not in self._claimed]
         self._held.update(taking)
         # Left behind: a claim cut short by the room, or a destination at its share.
-        self._waiting = seen == room or len(claimed) < seen or bool(full)
+        self._waiting = seen >= room or len(claimed) < seen or bool(full)
         self._queue(fresh, counted=True)
         return len(claimed) < seen and len(claimed) < room
 
