@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.base import Message, SendResult
 from app.core import notices
 from app.core.destinations import breaker
 from app.core.rules import leases, states, storable
-from app.db.models import Delivery, DeliveryAttempt
+from app.db import driver
+from app.db.models import Delivery, DeliveryAttempt, Destination
+from app.db.models.ids import table_of
 from app.db.session import Database
 from app.ground import metrics
 from app.ground.clock import utcnow
@@ -39,6 +41,45 @@ class Sent:
     duration_ms: int
 
 
+# The deliveries a record may record (still leased to us), locked, with their destination's
+# breaker as it stands (read, not locked: a group of answers to a healthy destination cannot move
+# it, and its row is then left alone; on PostgreSQL a breaker another replica moves meanwhile
+# stays as that replica left it, as if this record had committed first). Built once.
+_LEASED = (
+    select(
+        Delivery.id,
+        Delivery.status,
+        Delivery.attempts,
+        Delivery.total_attempts,
+        Delivery.destination,
+        Destination.breaker,
+        Destination.consecutive_failures,
+    )
+    .outerjoin(Destination, Destination.key == Delivery.destination)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.leased_by == bindparam("owner"))
+    .with_for_update(of=Delivery)
+)
+ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "number",
+    "started_at",
+    "duration_ms",
+    "outcome",
+    "http_status",
+    "error",
+    "response_excerpt",
+    "worker",
+)
+
+
+@driver.cached
+def _attempts_insert() -> Any:
+    """The attempts rows' INSERT, through the driver (app.db.driver): SQLAlchemy's executemany
+    bound each row's values in Python, a share of every record's time."""
+    table = table_of(DeliveryAttempt)
+    return insert(table).values({column: bindparam(driver.PREFIX + column) for column in ATTEMPT_COLUMNS})
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What a record changed that the dispatcher acts on."""
@@ -55,16 +96,8 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
     now = utcnow()
     async with db.transaction() as session:
         # Only deliveries still leased to us: if our lease ran out, whoever owns it now records.
-        current = {
-            row.id: row
-            for row in (
-                await session.execute(
-                    select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.total_attempts)
-                    .where(Delivery.id.in_([s.row_id for s in sent]), Delivery.leased_by == owner)
-                    .with_for_update()
-                )
-            ).all()
-        }
+        leased = await session.execute(_LEASED, {"ids": [s.row_id for s in sent], "owner": owner})
+        current = {row.id: row for row in leased.all()}
         outcomes, attempts = [], []
         for item in sent:
             # A receiver's words are outside text: made storable once, for both rows.
@@ -73,10 +106,10 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
                 attempts.append(_attempt_row(row.id, row.total_attempts + 1, item))
                 outcomes.append(_outcome_row(row, item.result, settings, now))
         await states.set_delivery_outcomes(session, outcomes)
-        if attempts:
-            await session.execute(insert(DeliveryAttempt), attempts)
+        await driver.executemany(session, _attempts_insert(), attempts)
         recorded = [item for item in sent if item.row_id in current]
-        changes = await _note_destinations(session, settings, recorded, outcomes, now)
+        breakers = {row.destination: (row.breaker, row.consecutive_failures) for row in current.values()}
+        changes = await _note_destinations(session, settings, recorded, outcomes, breakers, now)
     _report(recorded, outcomes)
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
     retries += [change.probe_at for change in changes if change.probe_at is not None]
@@ -93,12 +126,18 @@ async def _note_destinations(
     settings: Settings,
     recorded: Sequence[Sent],
     outcomes: Sequence[dict[str, Any]],
+    breakers: Mapping[str, tuple[str | None, int | None]],
     now: datetime,
 ) -> list[breaker.Change]:
-    """Count the attempts against their destinations' breakers, and announce what moved and
-    which results' deliveries failed for good."""
+    """Count the attempts against their destinations' breakers (as `breakers` read them), and
+    announce what moved and which results' deliveries failed for good."""
     triples = ((item.message.destination, item.result.outcome, item.result.error) for item in recorded)
-    changes = await breaker.note(session, settings, breaker.tally(triples), now)
+    runs = {
+        key: run
+        for key, run in breaker.tally(triples).items()
+        if breaker.may_move(run, *breakers.get(key, (None, None)))
+    }
+    changes = await breaker.note(session, settings, runs, now)
     if changes:
         await session.flush()  # the breaker events' ids name the notices
     events = notices.breaker_events(changes)
