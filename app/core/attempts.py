@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,9 +88,16 @@ class Recorded:
     held: frozenset[str]  # destinations whose breaker it opened: their claimed deliveries wait
 
 
-async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Sent]) -> Recorded:
+async def record(
+    db: Database,
+    owner: str,
+    settings: Settings,
+    sent: Sequence[Sent],
+    then: Callable[[AsyncSession], Awaitable[None]] | None = None,
+) -> Recorded:
     """Record the attempts, move each delivery on and count them against their destinations'
-    breakers."""
+    breakers; `then` runs last in the same transaction (the dispatcher's refill: both commit or
+    neither)."""
     if not sent:
         return Recorded(None, frozenset())
     now = utcnow()
@@ -110,6 +117,8 @@ async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Se
         recorded = [item for item in sent if item.row_id in current]
         breakers = {row.destination: (row.breaker, row.consecutive_failures) for row in current.values()}
         changes = await _note_destinations(session, settings, recorded, outcomes, breakers, now)
+        if then is not None:
+            await then(session)
     _report(recorded, outcomes)
     retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
     retries += [change.probe_at for change in changes if change.probe_at is not None]

@@ -69,6 +69,24 @@ async def claim(
     lease outlasts `sends_per_lease` sends timing out one after the other: a claimed delivery may
     wait for sends of its destination before its own (app.core.dispatch).
     """
+    if not any(channel.available for channel in channels.values()):
+        return Claimed([], [])
+    async with db.transaction() as session:
+        return await claim_in(session, owner, settings, channels, limit, full, take, sends_per_lease, probes)
+
+
+async def claim_in(
+    session: AsyncSession,
+    owner: str,
+    settings: Settings,
+    channels: Mapping[str, Channel],
+    limit: int,
+    full: Collection[str] = (),
+    take: Callable[[str], bool] | None = None,
+    sends_per_lease: int = 1,
+    probes: bool = True,
+) -> Claimed:
+    """`claim` in the caller's transaction (a record's, which commits its refill with it)."""
     if not (due := _due(channels)):
         return Claimed([], [])
     where, slowest = due
@@ -78,21 +96,20 @@ async def claim(
     rows: Sequence[Any] = []
     # One transaction, not two: on SQLite each waits its turn for the one connection, and the
     # probes' own (almost always finding none) was a third of the delivery step's time.
-    async with db.transaction() as session:
-        probed = await _claim_probes(session, owner, settings, where, slowest) if probes else []
-        limit -= len(probed)  # a probe takes a place in the claim, as it did claimed on its own
-        if limit > 0 and not (full and not await others_due(session, full)):
-            rows = await leases.claim_rows(
-                session,
-                Delivery,
-                claimable,
-                owner,
-                settings.lease_seconds + sends_per_lease * slowest,
-                limit,
-                order_by=Delivery.next_attempt_at,
-                keep=None if take is None else lambda row: take(row.destination),
-                **MESSAGE_READ,
-            )
+    probed = await _claim_probes(session, owner, settings, where, slowest) if probes else []
+    limit -= len(probed)  # a probe takes a place in the claim, as it did claimed on its own
+    if limit > 0 and not (full and not await others_due(session, full)):
+        rows = await leases.claim_rows(
+            session,
+            Delivery,
+            claimable,
+            owner,
+            settings.lease_seconds + sends_per_lease * slowest,
+            limit,
+            order_by=Delivery.next_attempt_at,
+            keep=None if take is None else lambda row: take(row.destination),
+            **MESSAGE_READ,
+        )
     sealer = sealing.sealer(settings.secrets_key)
     return Claimed(_messages(probed, sealer), _messages(rows, sealer))
 

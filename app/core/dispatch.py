@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.channels.base import Channel, Message, SendResult
 from app.core import attempts
 from app.core import delivery as outbox
@@ -44,6 +46,28 @@ RECORD_GROUP_MAX = 500
 # (bench.delivery, SQLite: 0.74 of raw httpx with no queue, claiming as each slot freed; 0.90 so.)
 AHEAD = 2
 CLAIMS_PER_ROUND = 3
+
+
+class Plan:
+    """One claim's room, and a check of each delivery it finds against its destination's share
+    (`take`), counting what it takes."""
+
+    def __init__(self, room: int, held: collections.Counter[str], share: Callable[[str], int]) -> None:
+        self.room, self.held, self.share = room, held, share
+        self.full = {key for key, n in held.items() if n >= share(key)}
+        self.taking: collections.Counter[str] = collections.Counter()
+        self.seen = 0
+
+    def take(self, destination: str) -> bool:
+        self.seen += 1
+        if self.held[destination] + self.taking[destination] >= self.share(destination):
+            return False
+        self.taking[destination] += 1
+        return True
+
+    def terms(self, probes: bool) -> tuple[int, set[str], Callable[[str], bool], int, bool]:
+        """outbox.claim's terms after its channels: limit, full, take, sends_per_lease, probes."""
+        return self.room, self.full, self.take, AHEAD, probes
 
 
 class Dispatcher:
@@ -70,6 +94,7 @@ class Dispatcher:
         self._ended: asyncio.Queue[attempts.Sent] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder: asyncio.Task[None] | None = None
+        self._claiming = asyncio.Lock()  # one claim at a time counts the room
         self.limits = DestinationLimits(db)
         self._buckets: dict[str, Bucket] = {}
         self._rate_timer: asyncio.TimerHandle | None = None
@@ -81,50 +106,55 @@ class Dispatcher:
         # A claim that found mostly one destination at its share tries again without it at once
         # (not a tick later): the others' deliveries are due behind those. The round's first
         # claim takes the due probes too.
-        for round_ in range(CLAIMS_PER_ROUND):
-            if not await self._claim(settings, probes=round_ == 0):
-                break
+        async with self._claiming:
+            for round_ in range(CLAIMS_PER_ROUND):
+                if not await self._claim(settings, probes=round_ == 0):
+                    break
         self._start_ready(settings)
 
     async def _claim(self, settings: Settings, probes: bool = False) -> bool:
         """One claim into the ready queue (first the due `probes`); True when it left deliveries
         behind for a destination that filled up meanwhile, and there is room for more."""
-        room = AHEAD * settings.delivery_concurrency - len(self._claimed)
-        if len(self._ready) >= settings.delivery_concurrency or room <= 0:
+        if (plan := self._plan(settings)) is None:
             if probes:  # a probe is sent whatever the room: it holds no other delivery up
                 self._queue(
                     await outbox.claim_probes(self.db, self.owner, settings, self.channels), first=True
                 )
-            self._waiting = True  # a send that ends makes room; its record wakes the step
             return False
-        full = {key for key, n in self._held.items() if n >= self._share(settings, key)}
-        taking: collections.Counter[str] = collections.Counter()
-        seen = 0
-
-        def take(destination: str) -> bool:
-            nonlocal seen
-            seen += 1
-            if self._held[destination] + taking[destination] >= self._share(settings, destination):
-                return False
-            taking[destination] += 1
-            return True
-
-        claim = await outbox.claim(
-            self.db, self.owner, settings, self.channels, room, full, take, AHEAD, probes
+        return self._took(
+            plan, await outbox.claim(self.db, self.owner, settings, self.channels, *plan.terms(probes))
         )
+
+    def _plan(self, settings: Settings, freed: collections.Counter[str] | None = None) -> Plan | None:
+        """What the next claim may take: the room and the destinations' shares as they stand,
+        with `freed` (a group whose record the claim commits with) given back; None when there
+        is no room (a send that ends makes room, and its record claims again)."""
+        freed = freed or collections.Counter()
+        room = AHEAD * settings.delivery_concurrency - len(self._claimed) + freed.total()
+        if len(self._ready) >= settings.delivery_concurrency or room <= 0:
+            self._waiting = True
+            return None
+        held = self._held.copy()
+        held.subtract(freed)
+        return Plan(room, held, lambda destination: self._share(settings, destination))
+
+    def _took(self, plan: Plan, claim: outbox.Claimed) -> bool:
+        """Queue what a claim leased (after its transaction committed: a claim rolled back is
+        never sent); True when it left deliveries behind for a destination that filled up
+        meanwhile, and there is room for more."""
         self._queue(claim.probes, first=True)
-        room -= len(claim.probes)
+        room = plan.room - len(claim.probes)
         claimed = claim.due
         # A delivery still here from an earlier claim whose lease ran out (a slow record): its
         # lease is renewed by this claim, and it is sent and recorded once, as it already is.
         again = [(row_id, message) for row_id, message in claimed if row_id in self._claimed]
-        taking.subtract(message.destination for _, message in again)
+        plan.taking.subtract(message.destination for _, message in again)
         fresh = [(row_id, message) for row_id, message in claimed if row_id not in self._claimed]
-        self._held.update(taking)
+        self._held.update(plan.taking)
         # Left behind: a claim cut short by the room, or a destination at its share.
-        self._waiting = seen >= room or len(claimed) < seen or bool(full)
+        self._waiting = plan.seen >= room or len(claimed) < plan.seen or bool(plan.full)
         self._queue(fresh, counted=True)
-        return len(claimed) < seen and len(claimed) < room
+        return len(claimed) < plan.seen and len(claimed) < room
 
     def _queue(self, claimed: list[tuple[int, Message]], first: bool = False, counted: bool = False) -> None:
         """Put claimed deliveries in the ready queue (a probe `first`), holding them against
@@ -229,28 +259,51 @@ class Dispatcher:
         self._start_ready(self._settings())
 
     async def _record_ended(self) -> None:
-        """Record the attempts that ended, in groups, and give their room back."""
+        """Record the attempts that ended, in groups, each with the claim that refills the room
+        it frees in the same transaction, and give their room back."""
         while True:
             group = [await self._ended.get()]
             while not self._ended.empty() and len(group) < RECORD_GROUP_MAX:
                 group.append(self._ended.get_nowait())
-            try:
-                recorded = await attempts.record(self.db, self.owner, self._settings(), group)
-            except Exception:
-                # Still leased to us: sent again once the lease runs out (at least once).
-                log.exception("could not record %d delivery attempts; they are sent again later", len(group))
-                recorded = attempts.Recorded(None, frozenset())
-            for item in group:
-                self._forget(item.row_id)
+            settings = self._settings()
+            async with self._claiming:  # the room is counted by one claim at a time
+                recorded, more = await self._record(settings, group)
             try:
                 if recorded.held and (dropped := self._hold(recorded.held)):
                     await outbox.release(self.db, self.owner, dropped)
                 if recorded.earliest is not None:
                     self._retry_at(recorded.earliest)
-                if self._waiting:
+                if more:
                     self._wake()
             except Exception:  # the recorder must outlive a failed wake: the tick still comes
                 log.exception("could not wake the delivery step")
+            self._start_ready(settings)
+
+    async def _record(self, settings: Settings, group: list[attempts.Sent]) -> tuple[attempts.Recorded, bool]:
+        """Record `group` and claim the refill in one transaction; then forget the group and
+        queue the refill (both or neither: the group stays counted until its record commits, so
+        what was sent and not recorded never passes AHEAD times the slots). Returns the record
+        and whether the step should claim again."""
+        freed = collections.Counter(self._claimed[i.row_id] for i in group if i.row_id in self._claimed)
+        plan = self._plan(settings, freed)
+        refilled: list[outbox.Claimed] = []
+
+        async def refill(session: AsyncSession) -> None:
+            if plan is not None:
+                terms = plan.terms(probes=False)
+                refilled.append(await outbox.claim_in(session, self.owner, settings, self.channels, *terms))
+
+        try:
+            recorded = await attempts.record(self.db, self.owner, settings, group, refill)
+        except Exception:
+            # Still leased to us: sent again once the lease runs out (at least once).
+            log.exception("could not record %d delivery attempts; they are sent again later", len(group))
+            recorded, refilled = attempts.Recorded(None, frozenset()), []
+        for item in group:
+            self._forget(item.row_id)
+        if plan is None or not refilled:
+            return recorded, self._waiting
+        return recorded, self._took(plan, refilled[0])
 
     async def stop(self) -> None:
         """Stop every send and the recorder; what was not recorded is sent again after its lease
