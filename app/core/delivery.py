@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -35,6 +36,20 @@ class Claimed(NamedTuple):
     due: list[tuple[int, Message]]
 
 
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What one claim may take: up to `limit` deliveries (the due `probes` first, counted in it),
+    none to the destinations in `full`, and those `take` (given each one's destination) keeps."""
+
+    limit: int
+    full: Collection[str] = ()
+    take: Callable[[str], bool] | None = None
+    # The lease outlasts this many sends timing out one after the other: a claimed delivery may
+    # wait for sends of its destination before its own (app.core.dispatch).
+    sends_per_lease: int = 1
+    probes: bool = False
+
+
 async def claim_due(
     db: Database,
     owner: str,
@@ -46,68 +61,43 @@ async def claim_due(
     sends_per_lease: int = 1,
 ) -> list[tuple[int, Message]]:
     """Lease up to `limit` due deliveries of the available channels and build their messages
-    (`claim`, without probes)."""
-    return (await claim(db, owner, settings, channels, limit, full, take, sends_per_lease, False)).due
-
-
-async def claim(
-    db: Database,
-    owner: str,
-    settings: Settings,
-    channels: Mapping[str, Channel],
-    limit: int,
-    full: Collection[str] = (),
-    take: Callable[[str], bool] | None = None,
-    sends_per_lease: int = 1,
-    probes: bool = True,
-) -> Claimed:
-    """Lease the due `probes` (`claim_probes`) and up to `limit` due deliveries of the available
-    channels, less the probes, in one transaction, and build their messages.
-
-    Deliveries to the destinations in `full` are left out, and `take` (given each one's
-    destination) may leave out more: a destination at its limit waits, the others go on. The
-    lease outlasts `sends_per_lease` sends timing out one after the other: a claimed delivery may
-    wait for sends of its destination before its own (app.core.dispatch).
-    """
+    (`claim_in`, in a transaction of its own, without probes)."""
     if not any(channel.available for channel in channels.values()):
-        return Claimed([], [])
+        return []
     async with db.transaction() as session:
-        return await claim_in(session, owner, settings, channels, limit, full, take, sends_per_lease, probes)
+        return (
+            await claim_in(session, owner, settings, channels, Terms(limit, full, take, sends_per_lease))
+        ).due
 
 
 async def claim_in(
-    session: AsyncSession,
-    owner: str,
-    settings: Settings,
-    channels: Mapping[str, Channel],
-    limit: int,
-    full: Collection[str] = (),
-    take: Callable[[str], bool] | None = None,
-    sends_per_lease: int = 1,
-    probes: bool = True,
+    session: AsyncSession, owner: str, settings: Settings, channels: Mapping[str, Channel], terms: Terms
 ) -> Claimed:
-    """`claim` in the caller's transaction (a record's, which commits its refill with it)."""
+    """Lease the due probes (`claim_probes`, with `terms.probes`) and the due deliveries of the
+    available channels the terms allow, in the caller's transaction (the step's own, or a
+    record's, which commits its refill with it), and build their messages."""
     if not (due := _due(channels)):
         return Claimed([], [])
     where, slowest = due
     claimable = [*where, ~breaker.held()]
-    if full:
+    if full := terms.full:
         claimable.append(Delivery.destination.not_in(list(full)))
     rows: Sequence[Any] = []
-    # One transaction, not two: on SQLite each waits its turn for the one connection, and the
-    # probes' own (almost always finding none) was a third of the delivery step's time.
-    probed = await _claim_probes(session, owner, settings, where, slowest) if probes else []
-    limit -= len(probed)  # a probe takes a place in the claim, as it did claimed on its own
+    # In the claim's transaction, not one of their own: on SQLite each transaction waits its turn
+    # for the one connection, and the probes' own (almost always finding none) was a third of
+    # the delivery step's time.
+    probed = await _claim_probes(session, owner, settings, where, slowest) if terms.probes else []
+    limit = terms.limit - len(probed)  # a probe takes a place, as it did claimed on its own
     if limit > 0 and not (full and not await others_due(session, full)):
         rows = await leases.claim_rows(
             session,
             Delivery,
             claimable,
             owner,
-            settings.lease_seconds + sends_per_lease * slowest,
+            settings.lease_seconds + terms.sends_per_lease * slowest,
             limit,
             order_by=Delivery.next_attempt_at,
-            keep=None if take is None else lambda row: take(row.destination),
+            keep=None if (take := terms.take) is None else lambda row: take(row.destination),
             **MESSAGE_READ,
         )
     sealer = sealing.sealer(settings.secrets_key)

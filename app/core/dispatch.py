@@ -65,9 +65,8 @@ class Plan:
         self.taking[destination] += 1
         return True
 
-    def terms(self, probes: bool) -> tuple[int, set[str], Callable[[str], bool], int, bool]:
-        """outbox.claim's terms after its channels: limit, full, take, sends_per_lease, probes."""
-        return self.room, self.full, self.take, AHEAD, probes
+    def terms(self, probes: bool) -> outbox.Terms:
+        return outbox.Terms(self.room, self.full, self.take, AHEAD, probes)
 
 
 class Dispatcher:
@@ -115,15 +114,16 @@ class Dispatcher:
     async def _claim(self, settings: Settings, probes: bool = False) -> bool:
         """One claim into the ready queue (first the due `probes`); True when it left deliveries
         behind for a destination that filled up meanwhile, and there is room for more."""
+        db, owner, channels = self.db, self.owner, self.channels
         if (plan := self._plan(settings)) is None:
             if probes:  # a probe is sent whatever the room: it holds no other delivery up
-                self._queue(
-                    await outbox.claim_probes(self.db, self.owner, settings, self.channels), first=True
-                )
+                self._queue(await outbox.claim_probes(db, owner, settings, channels), first=True)
             return False
-        return self._took(
-            plan, await outbox.claim(self.db, self.owner, settings, self.channels, *plan.terms(probes))
-        )
+        if not any(channel.available for channel in channels.values()):
+            return False
+        async with db.transaction() as session:
+            claim = await outbox.claim_in(session, owner, settings, channels, plan.terms(probes))
+        return self._took(plan, claim)
 
     def _plan(self, settings: Settings, freed: collections.Counter[str] | None = None) -> Plan | None:
         """What the next claim may take: the room and the destinations' shares as they stand,
@@ -291,7 +291,7 @@ class Dispatcher:
         async def refill(session: AsyncSession) -> None:
             if plan is not None:
                 terms = plan.terms(probes=False)
-                refilled.append(await outbox.claim_in(session, self.owner, settings, self.channels, *terms))
+                refilled.append(await outbox.claim_in(session, self.owner, settings, self.channels, terms))
 
         try:
             recorded = await attempts.record(self.db, self.owner, settings, group, refill)

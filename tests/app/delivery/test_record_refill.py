@@ -94,7 +94,7 @@ async def test_a_refill_that_fails_takes_its_record_with_it(
     claim_in, failed = delivery.claim_in, []
 
     async def refill_fails(*args: Any, **kwargs: Any) -> delivery.Claimed:
-        if not args[-1]:  # the record's refill (no probes); the step's claim goes on
+        if not args[-1].probes:  # the record's refill (no probes); the step's claim goes on
             failed.append(1)
             raise RuntimeError("refill failed")
         return await claim_in(*args, **kwargs)

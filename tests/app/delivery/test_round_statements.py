@@ -42,15 +42,18 @@ class Holding:
 
 @contextmanager
 def transactions(db: Database) -> Iterator[list[list[str]]]:
-    """The statements run meanwhile, one list per transaction."""
+    """The statements run meanwhile, one list per transaction (of any connection: on
+    PostgreSQL several run at once)."""
     seen: list[list[str]] = []
+    current: dict[int, list[str]] = {}
 
-    def begin(_conn: Any) -> None:
-        seen.append([])
+    def begin(conn: Any) -> None:
+        current[id(conn.connection)] = []
+        seen.append(current[id(conn.connection)])
 
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        if seen:
-            seen[-1].append(sql)
+    def statement(conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if (open_ := current.get(id(conn.connection))) is not None:
+            open_.append(sql)
 
     engine = db.engine.sync_engine
     event.listen(engine, "begin", begin)
