@@ -1,5 +1,5 @@
-"""The delivery outbox: claim due deliveries, build what each sends, record every attempt
-(app.core.dispatch keeps the sends in flight).
+"""The delivery outbox: claim due deliveries and build what each sends (app.core.dispatch keeps
+the sends in flight, app.core.attempts records every attempt).
 
 Delivery is at least once: a process that dies after sending but before recording sends again
 after its lease runs out. Receivers deduplicate on the delivery id (`webhook-id`).
@@ -9,47 +9,45 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, bindparam, exists, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.channels.base import Channel, Message, SendResult
-from app.core import notices, results
+from app.channels.base import Channel, Message
+from app.core import results
 from app.core.destinations import breaker, secrets
-from app.core.rules import leases, states, storable
-from app.db.models import BatchEvent, Delivery, DeliveryAttempt, Destination, Request, delivery_public_id
+from app.core.rules import leases, states
+from app.db.models import BatchEvent, Delivery, Destination, Request, delivery_public_id
 from app.db.session import Database
-from app.ground import metrics, sealing
+from app.ground import sealing
 from app.ground.clock import utcnow
 from app.ground.config import Settings
-from app.ground.identity import process_name
-from app.ground.statuses import BreakerState, DeliveryStatus, Outcome
-
-log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    message: Message
-    row_id: int
-    result: SendResult
-    started_at: datetime
-    duration_ms: int
+class Claimed(NamedTuple):
+    """What one claim leased: probes of open breakers (sent first), and due deliveries."""
+
+    probes: list[tuple[int, Message]]
+    due: list[tuple[int, Message]]
 
 
 @dataclass(frozen=True, slots=True)
-class Recorded:
-    """What a record changed that the dispatcher acts on."""
+class Terms:
+    """What one claim may take: up to `limit` deliveries (the due `probes` first, counted in it),
+    none to the destinations in `full`, and those `take` (given each one's destination) keeps."""
 
-    earliest: datetime | None  # the earliest retry or probe it scheduled
-    held: frozenset[str]  # destinations whose breaker it opened: their claimed deliveries wait
+    limit: int
+    full: Collection[str] = ()
+    take: Callable[[str], bool] | None = None
+    # The lease outlasts this many sends timing out one after the other: a claimed delivery may
+    # wait for sends of its destination before its own (app.core.dispatch).
+    sends_per_lease: int = 1
+    probes: bool = False
 
 
 async def claim_due(
@@ -62,34 +60,48 @@ async def claim_due(
     take: Callable[[str], bool] | None = None,
     sends_per_lease: int = 1,
 ) -> list[tuple[int, Message]]:
-    """Lease up to `limit` due deliveries of the available channels and build their messages.
-
-    Deliveries to the destinations in `full` are left out, and `take` (given each one's
-    destination) may leave out more: a destination at its limit waits, the others go on. The
-    lease outlasts `sends_per_lease` sends timing out one after the other: a claimed delivery may
-    wait for sends of its destination before its own (app.core.dispatch).
-    """
-    if not (due := _due(channels)):
+    """Lease up to `limit` due deliveries of the available channels and build their messages
+    (`claim_in`, in a transaction of its own, without probes)."""
+    if not any(channel.available for channel in channels.values()):
         return []
-    where, slowest = due
-    where.append(~breaker.held())
-    if full:
-        where.append(Delivery.destination.not_in(list(full)))
     async with db.transaction() as session:
-        if full and not await others_due(session, full):
-            return []
+        return (
+            await claim_in(session, owner, settings, channels, Terms(limit, full, take, sends_per_lease))
+        ).due
+
+
+async def claim_in(
+    session: AsyncSession, owner: str, settings: Settings, channels: Mapping[str, Channel], terms: Terms
+) -> Claimed:
+    """Lease the due probes (`claim_probes`, with `terms.probes`) and the due deliveries of the
+    available channels the terms allow, in the caller's transaction (the step's own, or a
+    record's, which commits its refill with it), and build their messages."""
+    if not (due := _due(channels)):
+        return Claimed([], [])
+    where, slowest = due
+    claimable = [*where, ~breaker.held()]
+    if full := terms.full:
+        claimable.append(Delivery.destination.not_in(list(full)))
+    rows: Sequence[Any] = []
+    # In the claim's transaction, not one of their own: on SQLite each transaction waits its turn
+    # for the one connection, and the probes' own (almost always finding none) was a third of
+    # the delivery step's time.
+    probed = await _claim_probes(session, owner, settings, where, slowest) if terms.probes else []
+    limit = terms.limit - len(probed)  # a probe takes a place, as it did claimed on its own
+    if limit > 0 and not (full and not await others_due(session, full)):
         rows = await leases.claim_rows(
             session,
             Delivery,
-            where,
+            claimable,
             owner,
-            settings.lease_seconds + sends_per_lease * slowest,
+            settings.lease_seconds + terms.sends_per_lease * slowest,
             limit,
             order_by=Delivery.next_attempt_at,
-            keep=None if take is None else lambda row: take(row.destination),
+            keep=None if (take := terms.take) is None else lambda row: take(row.destination),
             **MESSAGE_READ,
         )
-    return _messages(rows, sealing.sealer(settings.secrets_key))
+    sealer = sealing.sealer(settings.secrets_key)
+    return Claimed(_messages(probed, sealer), _messages(rows, sealer))
 
 
 def _due(channels: Mapping[str, Channel]) -> tuple[list[ColumnElement[bool]], float] | None:
@@ -152,24 +164,30 @@ async def claim_probes(
     probe (app.core.destinations.breaker)."""
     if not (due := _due(channels)):
         return []
-    where, slowest = due
-    now, rows = utcnow(), []
     async with db.transaction() as session:
-        for destination in await breaker.due_probes(session, now):
-            claimed = await leases.claim_rows(
-                session,
-                Delivery,
-                [*where, Delivery.destination == destination.key],
-                owner,
-                settings.lease_seconds + slowest,
-                1,
-                order_by=Delivery.next_attempt_at,
-                **MESSAGE_READ,
-            )
-            if claimed:
-                await breaker.probing(session, settings, destination, now)
-                rows += claimed
+        rows = await _claim_probes(session, owner, settings, *due)
     return _messages(rows, sealing.sealer(settings.secrets_key))
+
+
+async def _claim_probes(
+    session: AsyncSession, owner: str, settings: Settings, where: list[ColumnElement[bool]], slowest: float
+) -> list[Any]:
+    now, rows = utcnow(), []
+    for destination in await breaker.due_probes(session, now):
+        claimed = await leases.claim_rows(
+            session,
+            Delivery,
+            [*where, Delivery.destination == destination.key],
+            owner,
+            settings.lease_seconds + slowest,
+            1,
+            order_by=Delivery.next_attempt_at,
+            **MESSAGE_READ,
+        )
+        if claimed:
+            await breaker.probing(session, settings, destination, now)
+            rows += claimed
+    return rows
 
 
 async def release(db: Database, owner: str, ids: Collection[int]) -> None:
@@ -256,141 +274,3 @@ def _message(row: Any, sealer: sealing.Sealer, signing_secrets: tuple[str, ...])
         destination=row.destination,
         signing_secrets=signing_secrets,
     )
-
-
-async def record(db: Database, owner: str, settings: Settings, sent: Sequence[Sent]) -> Recorded:
-    """Record the attempts, move each delivery on and count them against their destinations'
-    breakers."""
-    if not sent:
-        return Recorded(None, frozenset())
-    now = utcnow()
-    async with db.transaction() as session:
-        # Only deliveries still leased to us: if our lease ran out, whoever owns it now records.
-        current = {
-            row.id: row
-            for row in (
-                await session.execute(
-                    select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.total_attempts)
-                    .where(Delivery.id.in_([s.row_id for s in sent]), Delivery.leased_by == owner)
-                    .with_for_update()
-                )
-            ).all()
-        }
-        outcomes, attempts = [], []
-        for item in sent:
-            # A receiver's words are outside text: made storable once, for both rows.
-            item = replace(item, result=_storable(item.result))
-            if (row := current.get(item.row_id)) is not None:
-                attempts.append(_attempt_row(row.id, row.total_attempts + 1, item))
-                outcomes.append(_outcome_row(row, item.result, settings, now))
-        await states.set_delivery_outcomes(session, outcomes)
-        if attempts:
-            await session.execute(insert(DeliveryAttempt), attempts)
-        recorded = [item for item in sent if item.row_id in current]
-        changes = await _note_destinations(session, settings, recorded, outcomes, now)
-    _report(recorded, outcomes)
-    retries = [o["next_attempt_at"] for o in outcomes if o["next_attempt_at"] is not None]
-    retries += [change.probe_at for change in changes if change.probe_at is not None]
-    # A batch event that ended lets its batch's next event go: deliver again now, not a tick later.
-    events = {item.row_id for item in sent if "event" in item.message.target}
-    if any(o["id"] in events and o["status"] in states.DELIVERY_ENDED for o in outcomes):
-        retries.append(now)
-    opened = frozenset(c.destination for c in changes if c.event.to_state == BreakerState.OPEN)
-    return Recorded(min(retries, default=None), opened)
-
-
-async def _note_destinations(
-    session: AsyncSession,
-    settings: Settings,
-    recorded: Sequence[Sent],
-    outcomes: Sequence[dict[str, Any]],
-    now: datetime,
-) -> list[breaker.Change]:
-    """Count the attempts against their destinations' breakers, and announce what moved and
-    which results' deliveries failed for good."""
-    triples = ((item.message.destination, item.result.outcome, item.result.error) for item in recorded)
-    changes = await breaker.note(session, settings, breaker.tally(triples), now)
-    if changes:
-        await session.flush()  # the breaker events' ids name the notices
-    events = notices.breaker_events(changes)
-    for item, outcome in zip(recorded, outcomes, strict=True):
-        if outcome["status"] == DeliveryStatus.DELIVERY_FAILED and "event" not in item.message.target:
-            events.append(
-                notices.exhausted_event(
-                    item.row_id, item.message.custom_id, outcome["attempts"], outcome["last_error"], now
-                )
-            )
-    url = settings.batch_events_webhook_url
-    await notices.queue(session, str(url) if url else None, events, now)
-    return changes
-
-
-def _report(recorded: Sequence[Sent], outcomes: Sequence[dict[str, Any]]) -> None:
-    """Count the recorded attempts, and log each delivery that has failed for good."""
-    for item, outcome in zip(recorded, outcomes, strict=True):
-        metrics.DELIVERY_ATTEMPTS.labels(item.message.target["type"], item.result.outcome).inc()
-        if outcome["status"] == DeliveryStatus.DELIVERY_FAILED:
-            log.warning(
-                "delivery %s failed for good after %s attempts: %s",
-                item.message.delivery_id,
-                outcome["attempts"],
-                outcome["last_error"],
-                extra={"delivery_id": item.message.delivery_id, "custom_id": item.message.custom_id},
-            )
-
-
-def _storable(result: SendResult) -> SendResult:
-    return replace(
-        result, error=storable.text(result.error), response_excerpt=storable.text(result.response_excerpt)
-    )
-
-
-def _attempt_row(delivery_id: int, number: int, item: Sent) -> dict[str, Any]:
-    """The delivery_attempts row of one send: the audit trail keeps every attempt."""
-    result = item.result
-    return {
-        "delivery_id": delivery_id,
-        "number": number,
-        "started_at": item.started_at,
-        "duration_ms": item.duration_ms,
-        "outcome": result.outcome,
-        "http_status": result.http_status,
-        "error": result.error,
-        "response_excerpt": result.response_excerpt,
-        "worker": process_name(),
-    }
-
-
-def _outcome_row(row: Any, result: SendResult, settings: Settings, now: datetime) -> dict[str, Any]:
-    """Where one delivery goes after an attempt: delivered, failed for good, or retrying later."""
-    tries = row.attempts + 1
-    next_attempt_at = None
-    if result.outcome == Outcome.SUCCESS:
-        status = DeliveryStatus.DELIVERED
-    elif result.outcome == Outcome.PERMANENT_FAILURE or tries >= settings.delivery_max_attempts:
-        status = DeliveryStatus.DELIVERY_FAILED
-    else:
-        status = DeliveryStatus.RETRYING
-        next_attempt_at = now + timedelta(seconds=retry_delay(settings, tries, result))
-    delivered = status == DeliveryStatus.DELIVERED
-    return {
-        "id": row.id,
-        "from_status": row.status,
-        "status": status,
-        "attempts": tries,
-        "total_attempts": row.total_attempts + 1,
-        "next_attempt_at": next_attempt_at,
-        "last_error": None if delivered else result.error,
-        "delivered_at": now if delivered else None,
-        **leases.RELEASED,
-    }
-
-
-def retry_delay(settings: Settings, attempts: int, result: SendResult) -> float:
-    """The wait after attempt `attempts`: its DELIVERY_RETRY_SCHEDULE entry (the last one repeats)
-    less up to a fifth at random, so that a receiver's backlog does not come back all at once; or
-    the receiver's Retry-After, up to the schedule's longest wait."""
-    waits = settings.retry_waits
-    if result.retry_after_seconds is not None:
-        return min(result.retry_after_seconds, max(waits))
-    return random.uniform(0.8, 1.0) * waits[min(attempts, len(waits)) - 1]

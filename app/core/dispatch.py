@@ -24,7 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.channels.base import Channel, Message, SendResult
+from app.core import attempts
 from app.core import delivery as outbox
 from app.core.destinations.limits import Bucket, DestinationLimits
 from app.db.session import Database
@@ -43,6 +46,27 @@ RECORD_GROUP_MAX = 500
 # (bench.delivery, SQLite: 0.74 of raw httpx with no queue, claiming as each slot freed; 0.90 so.)
 AHEAD = 2
 CLAIMS_PER_ROUND = 3
+
+
+class Plan:
+    """One claim's room, and a check of each delivery it finds against its destination's share
+    (`take`), counting what it takes."""
+
+    def __init__(self, room: int, held: collections.Counter[str], share: Callable[[str], int]) -> None:
+        self.room, self.held, self.share = room, held, share
+        self.full = {key for key, n in held.items() if n >= share(key)}
+        self.taking: collections.Counter[str] = collections.Counter()
+        self.seen = 0
+
+    def take(self, destination: str) -> bool:
+        self.seen += 1
+        if self.held[destination] + self.taking[destination] >= self.share(destination):
+            return False
+        self.taking[destination] += 1
+        return True
+
+    def terms(self, probes: bool) -> outbox.Terms:
+        return outbox.Terms(self.room, self.full, self.take, AHEAD, probes)
 
 
 class Dispatcher:
@@ -66,9 +90,10 @@ class Dispatcher:
         self._sending: collections.Counter[str] = collections.Counter()  # in flight, by destination
         self._ready: collections.deque[tuple[int, Message]] = collections.deque()
         self._waiting = False  # the last claim left due deliveries behind
-        self._ended: asyncio.Queue[outbox.Sent] = asyncio.Queue()
+        self._ended: asyncio.Queue[attempts.Sent] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorder: asyncio.Task[None] | None = None
+        self._claiming = asyncio.Lock()  # one claim at a time counts the room
         self.limits = DestinationLimits(db)
         self._buckets: dict[str, Bucket] = {}
         self._rate_timer: asyncio.TimerHandle | None = None
@@ -77,46 +102,59 @@ class Dispatcher:
         """Top the ready queue up with due deliveries and start as many sends as slots allow."""
         settings = self._settings()
         await self.limits.refresh()
-        self._queue(await outbox.claim_probes(self.db, self.owner, settings, self.channels), first=True)
         # A claim that found mostly one destination at its share tries again without it at once
-        # (not a tick later): the others' deliveries are due behind those.
-        for _ in range(CLAIMS_PER_ROUND):
-            if not await self._claim(settings):
-                break
+        # (not a tick later): the others' deliveries are due behind those. The round's first
+        # claim takes the due probes too.
+        async with self._claiming:
+            for round_ in range(CLAIMS_PER_ROUND):
+                if not await self._claim(settings, probes=round_ == 0):
+                    break
         self._start_ready(settings)
 
-    async def _claim(self, settings: Settings) -> bool:
-        """One claim into the ready queue; True when it left deliveries behind for a destination
-        that filled up meanwhile, and there is room for more."""
-        room = AHEAD * settings.delivery_concurrency - len(self._claimed)
-        if len(self._ready) >= settings.delivery_concurrency or room <= 0:
-            self._waiting = True  # a send that ends makes room; its record wakes the step
+    async def _claim(self, settings: Settings, probes: bool = False) -> bool:
+        """One claim into the ready queue (first the due `probes`); True when it left deliveries
+        behind for a destination that filled up meanwhile, and there is room for more."""
+        db, owner, channels = self.db, self.owner, self.channels
+        if (plan := self._plan(settings)) is None:
+            if probes:  # a probe is sent whatever the room: it holds no other delivery up
+                self._queue(await outbox.claim_probes(db, owner, settings, channels), first=True)
             return False
-        full = {key for key, n in self._held.items() if n >= self._share(settings, key)}
-        taking: collections.Counter[str] = collections.Counter()
-        seen = 0
+        if not any(channel.available for channel in channels.values()):
+            return False
+        async with db.transaction() as session:
+            claim = await outbox.claim_in(session, owner, settings, channels, plan.terms(probes))
+        return self._took(plan, claim)
 
-        def take(destination: str) -> bool:
-            nonlocal seen
-            seen += 1
-            if self._held[destination] + taking[destination] >= self._share(settings, destination):
-                return False
-            taking[destination] += 1
-            return True
+    def _plan(self, settings: Settings, freed: collections.Counter[str] | None = None) -> Plan | None:
+        """What the next claim may take: the room and the destinations' shares as they stand,
+        with `freed` (a group whose record the claim commits with) given back; None when there
+        is no room (a send that ends makes room, and its record claims again)."""
+        freed = freed or collections.Counter()
+        room = AHEAD * settings.delivery_concurrency - len(self._claimed) + freed.total()
+        if len(self._ready) >= settings.delivery_concurrency or room <= 0:
+            self._waiting = True
+            return None
+        held = self._held.copy()
+        held.subtract(freed)
+        return Plan(room, held, lambda destination: self._share(settings, destination))
 
-        claimed = await outbox.claim_due(
-            self.db, self.owner, settings, self.channels, room, full, take, sends_per_lease=AHEAD
-        )
+    def _took(self, plan: Plan, claim: outbox.Claimed) -> bool:
+        """Queue what a claim leased (after its transaction committed: a claim rolled back is
+        never sent); True when it left deliveries behind for a destination that filled up
+        meanwhile, and there is room for more."""
+        self._queue(claim.probes, first=True)
+        room = plan.room - len(claim.probes)
+        claimed = claim.due
         # A delivery still here from an earlier claim whose lease ran out (a slow record): its
         # lease is renewed by this claim, and it is sent and recorded once, as it already is.
         again = [(row_id, message) for row_id, message in claimed if row_id in self._claimed]
-        taking.subtract(message.destination for _, message in again)
+        plan.taking.subtract(message.destination for _, message in again)
         fresh = [(row_id, message) for row_id, message in claimed if row_id not in self._claimed]
-        self._held.update(taking)
+        self._held.update(plan.taking)
         # Left behind: a claim cut short by the room, or a destination at its share.
-        self._waiting = seen == room or len(claimed) < seen or bool(full)
+        self._waiting = plan.seen >= room or len(claimed) < plan.seen or bool(plan.full)
         self._queue(fresh, counted=True)
-        return len(claimed) < seen and len(claimed) < room
+        return len(claimed) < plan.seen and len(claimed) < room
 
     def _queue(self, claimed: list[tuple[int, Message]], first: bool = False, counted: bool = False) -> None:
         """Put claimed deliveries in the ready queue (a probe `first`), holding them against
@@ -214,35 +252,58 @@ class Dispatcher:
             except Exception as exc:  # a channel bug must still end in an audited attempt
                 result = SendResult(Outcome.RETRYABLE_FAILURE, error=f"{type(exc).__name__}: {exc}")
         duration_ms = int((time.perf_counter() - t0) * 1000)
-        self._ended.put_nowait(outbox.Sent(message, row_id, result, started_at, duration_ms))
+        self._ended.put_nowait(attempts.Sent(message, row_id, result, started_at, duration_ms))
         self._sending[message.destination] -= 1
         if not self._sending[message.destination]:
             del self._sending[message.destination]
         self._start_ready(self._settings())
 
     async def _record_ended(self) -> None:
-        """Record the attempts that ended, in groups, and give their room back."""
+        """Record the attempts that ended, in groups, each with the claim that refills the room
+        it frees in the same transaction, and give their room back."""
         while True:
             group = [await self._ended.get()]
             while not self._ended.empty() and len(group) < RECORD_GROUP_MAX:
                 group.append(self._ended.get_nowait())
-            try:
-                recorded = await outbox.record(self.db, self.owner, self._settings(), group)
-            except Exception:
-                # Still leased to us: sent again once the lease runs out (at least once).
-                log.exception("could not record %d delivery attempts; they are sent again later", len(group))
-                recorded = outbox.Recorded(None, frozenset())
-            for item in group:
-                self._forget(item.row_id)
+            settings = self._settings()
+            async with self._claiming:  # the room is counted by one claim at a time
+                recorded, more = await self._record(settings, group)
             try:
                 if recorded.held and (dropped := self._hold(recorded.held)):
                     await outbox.release(self.db, self.owner, dropped)
                 if recorded.earliest is not None:
                     self._retry_at(recorded.earliest)
-                if self._waiting:
+                if more:
                     self._wake()
             except Exception:  # the recorder must outlive a failed wake: the tick still comes
                 log.exception("could not wake the delivery step")
+            self._start_ready(settings)
+
+    async def _record(self, settings: Settings, group: list[attempts.Sent]) -> tuple[attempts.Recorded, bool]:
+        """Record `group` and claim the refill in one transaction; then forget the group and
+        queue the refill (both or neither: the group stays counted until its record commits, so
+        what was sent and not recorded never passes AHEAD times the slots). Returns the record
+        and whether the step should claim again."""
+        freed = collections.Counter(self._claimed[i.row_id] for i in group if i.row_id in self._claimed)
+        plan = self._plan(settings, freed)
+        refilled: list[outbox.Claimed] = []
+
+        async def refill(session: AsyncSession) -> None:
+            if plan is not None:
+                terms = plan.terms(probes=False)
+                refilled.append(await outbox.claim_in(session, self.owner, settings, self.channels, terms))
+
+        try:
+            recorded = await attempts.record(self.db, self.owner, settings, group, refill)
+        except Exception:
+            # Still leased to us: sent again once the lease runs out (at least once).
+            log.exception("could not record %d delivery attempts; they are sent again later", len(group))
+            recorded, refilled = attempts.Recorded(None, frozenset()), []
+        for item in group:
+            self._forget(item.row_id)
+        if plan is None or not refilled:
+            return recorded, self._waiting
+        return recorded, self._took(plan, refilled[0])
 
     async def stop(self) -> None:
         """Stop every send and the recorder; what was not recorded is sent again after its lease

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.channels.base import SendResult
-from app.core.delivery import retry_delay
+from app.core.attempts import retry_delay
 from app.ground.config import Settings
 from app.ground.retry_schedule import parse_waits
 from app.ground.statuses import Outcome

@@ -60,6 +60,13 @@ def tally(outcomes: Iterable[tuple[str, str, str | None]]) -> dict[str, Run]:
     return runs
 
 
+def may_move(run: Run, state: str | None, failures: int | None) -> bool:
+    """Whether `run` can change a destination whose breaker reads `state` with `failures` in a
+    row (None: the destination has no row): a failure always counts; answers only close a breaker
+    that is not closed, or count failures in a row back to 0."""
+    return bool(run.failures) or (state is not None and (state != BreakerState.CLOSED or bool(failures)))
+
+
 def held() -> ColumnElement[bool]:
     """Deliveries whose destination's breaker is not closed: the claim leaves them."""
     not_closed = select(Destination.key).where(Destination.breaker != BreakerState.CLOSED)
