@@ -50,11 +50,12 @@ VACUUM_SECONDS = 60  # autovacuum's own default naptime
 
 
 def rss_mb(pid: int) -> float:
-    """The process's current resident memory (VmRSS), in MB."""
+    """The process's current resident memory (VmRSS), in MB; ProcessLookupError once it has
+    ended (an exited process not yet reaped has a status without VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise ProcessLookupError(f"process {pid} has ended")
 
 
 class RssSampler:
@@ -134,6 +135,10 @@ async def end_to_end(
                     while polls[-1][1] < n and time.monotonic() - start <= timeout:
                         if submitting.done():
                             submitting.result()  # a failed submit ends the run now
+                        if process.returncode is not None:  # not a wait for the timeout
+                            raise RuntimeError(
+                                f"the server exited ({process.returncode}) at {polls[-1][1]:,} results"
+                            )
                         await asyncio.sleep(POLL_SECONDS)  # the polling period, not a wait for a state
                         declared = await channel.declare_queue(queue, passive=True)
                         polls.append((time.monotonic(), declared.declaration_result.message_count or 0))
