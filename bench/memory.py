@@ -14,7 +14,8 @@ arrive through POST /api/requests/bulk, 5,000 per call, each to be delivered to 
 one delivery row, one attempt row and one send), until the queue holds N results. The highest
 sample is the figure, against 400 MB. "Flat" is the second half against the first: the highest RSS
 while the second half of the results were published, minus the highest before; a leak grows with
-the count, a cache or a pool does not.
+the count, a cache or a pool does not. On a PostgreSQL with autovacuum off, the run VACUUMs its
+database every minute, as autovacuum would, and says so.
 
 Upload (with --upload-lines > 0): a fresh server, idle for a second, then a JSONL file of that many
 lines through POST /v1/files (multipart, as the openai SDK sends it); the highest sample during the
