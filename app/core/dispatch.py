@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 RECORD_GROUP_MAX = 500
 # Claimed and unrecorded deliveries, at most AHEAD times the sends allowed (in all and per
 # destination): those beyond the slots wait in the ready queue, for at most AHEAD - 1 sends of
-# their destination, and the claim's lease covers that and their own send (outbox.claim_due).
+# their destination, and the claim's lease covers that and their own send (outbox.Terms.sends_per_lease).
 # (bench.delivery, SQLite: 0.74 of raw httpx with no queue, claiming as each slot freed; 0.90 so.)
 AHEAD = 2
 CLAIMS_PER_ROUND = 3
